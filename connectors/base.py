@@ -1,0 +1,152 @@
+"""The connector boundary: one small protocol every identity provider implements.
+
+Exception tree::
+
+    ConnectorError                 root; ``user_message`` is safe to show, ``str()`` is log detail
+    ├── ConfigError                the connector's settings are wrong (never retried)
+    ├── NotFound                   user / group / role does not exist (never retried)
+    ├── PermissionDenied           credentials lack a permission, or are rejected (never retried)
+    ├── RateLimited(retry_after)   the provider asked us to slow down (retried after ``retry_after``)
+    └── Transient                  5xx, timeout, connection error (retried with backoff)
+
+Idempotency: ``grant`` of an existing membership and ``revoke`` of a missing one succeed.
+No message of any error may contain a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+
+class ConnectorError(Exception):
+    """Root of every connector error."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, user_message: str | None = None) -> None:
+        super().__init__(message)
+        self.user_message = user_message or "The identity provider refused the request."
+
+
+class ConfigError(ConnectorError):
+    """The connector's configuration is invalid."""
+
+
+class NotFound(ConnectorError):
+    """A user, group or role does not exist at the provider."""
+
+
+class PermissionDenied(ConnectorError):
+    """The provider rejected our credentials or they lack a permission."""
+
+
+class RateLimited(ConnectorError):
+    """The provider throttled us; try again after ``retry_after`` seconds."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float, user_message: str | None = None) -> None:
+        super().__init__(message, user_message=user_message)
+        self.retry_after = max(0.0, float(retry_after))
+
+
+class Transient(ConnectorError):
+    """A temporary failure (5xx, timeout, connection refused)."""
+
+    retryable = True
+
+
+class TargetKind(StrEnum):
+    GROUP = "group"
+    ROLE = "role"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a grant gives: a group or role, named by the provider's id or name."""
+
+    kind: TargetKind
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.id}"
+
+
+def parse_target_ref(ref: str) -> Target:
+    """``"role:123"`` → a role target; ``"group:x"`` or a bare ``"x"`` → a group target."""
+    kind, sep, ident = ref.partition(":")
+    if sep and kind in (TargetKind.GROUP.value, TargetKind.ROLE.value):
+        return Target(kind=TargetKind(kind), id=ident)
+    return Target(kind=TargetKind.GROUP, id=ref)
+
+
+@dataclass(frozen=True, slots=True)
+class IdpUser:
+    """A user at the identity provider."""
+
+    id: str
+    email: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of ``connector.check()``: ``message`` tells a person what to do."""
+
+    name: str
+    ok: bool
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GrantResult:
+    """What ``grant`` did. ``added`` is False when the user already was a member (standing access)."""
+
+    added: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """Required capabilities of an identity-provider connector."""
+
+    name: str
+
+    async def check(self) -> list[Check]:
+        """Config, credentials, reachability and permissions, each as a ``Check``."""
+        ...
+
+    async def find_user(self, email: str) -> IdpUser | None:
+        """The user whose login / primary email is ``email``, or None."""
+        ...
+
+    async def list_members(self, group: str) -> list[IdpUser]:
+        """Every member of ``group`` (a group id or name, or ``role:<id>`` for role-based providers)."""
+        ...
+
+    async def grant(
+        self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime
+    ) -> GrantResult:
+        """Make ``user`` a member of ``target``. Idempotent."""
+        ...
+
+    async def revoke(self, user: IdpUser, target: Target, *, grant_id: str) -> None:
+        """Remove ``user`` from ``target``. Idempotent: a missing membership is success."""
+        ...
+
+    async def is_member(self, user: IdpUser, target: Target) -> bool:
+        """Whether ``user`` currently holds ``target``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release sessions and pools."""
+        ...
+
+
+class SessionTerminator(Protocol):
+    """Optional capability: end a user's sign-in sessions (used on revoke when the policy asks)."""
+
+    async def terminate_sessions(self, user: IdpUser) -> None: ...

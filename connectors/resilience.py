@@ -1,0 +1,113 @@
+"""Timeouts, bounded concurrency, pacing and retries around any connector.
+
+Connectors themselves never retry: they raise typed errors. This wrapper owns the policy:
+
+* every call has a timeout (→ ``Transient``),
+* at most ``max_concurrency`` calls run at once per connector,
+* a ``RateLimited`` error pauses *all* calls until the provider's retry-after has passed (pacing fed
+  by the provider's own headers, not a retry storm), and an optional steady ``rate_per_second``
+  spaces calls out,
+* ``RateLimited`` and ``Transient`` are retried up to ``max_attempts`` with exponential backoff and
+  jitter; every other error is raised at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+from connectors.base import Check, Connector, GrantResult, IdpUser, RateLimited, Target, Transient
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class ResilientConnector:
+    """A ``Connector`` that wraps another with timeouts, pacing and bounded retries."""
+
+    def __init__(
+        self,
+        inner: Connector,
+        *,
+        timeout: float = 15.0,
+        max_concurrency: int = 8,
+        max_attempts: int = 4,
+        base_delay: float = 0.5,
+        max_delay: float = 30.0,
+        rate_per_second: float | None = None,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._timeout = timeout
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._interval = 1.0 / rate_per_second if rate_per_second else 0.0
+        self._sleep = sleep
+        self._now = monotonic
+        self._jitter = jitter
+        self._not_before = 0.0
+        self._next_slot = 0.0
+        self._slot_lock = asyncio.Lock()
+        self.attempts = 0  # total calls to the inner connector, for tests and metrics
+
+    async def _pace(self) -> None:
+        async with self._slot_lock:
+            now = self._now()
+            start = max(now, self._not_before, self._next_slot)
+            self._next_slot = start + self._interval
+        wait = start - now
+        if wait > 0:
+            await self._sleep(wait)
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._pace()
+            try:
+                async with self._sem:
+                    self.attempts += 1
+                    return await asyncio.wait_for(fn(), timeout=self._timeout)
+            except TimeoutError as exc:
+                error: Exception = Transient(f"{self.name}: call timed out after {self._timeout}s")
+                error.__cause__ = exc
+            except RateLimited as exc:
+                self._not_before = max(self._not_before, self._now() + exc.retry_after)
+                error = exc
+            except Transient as exc:
+                error = exc
+            if attempt >= self._max_attempts:
+                raise error
+            if not isinstance(error, RateLimited):
+                delay = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
+                await self._sleep(delay * (0.5 + self._jitter() / 2))
+
+    async def check(self) -> list[Check]:
+        return await self.inner.check()
+
+    async def find_user(self, email: str) -> IdpUser | None:
+        return await self._call(lambda: self.inner.find_user(email))
+
+    async def list_members(self, group: str) -> list[IdpUser]:
+        return await self._call(lambda: self.inner.list_members(group))
+
+    async def grant(self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime) -> GrantResult:
+        return await self._call(lambda: self.inner.grant(user, target, grant_id=grant_id, expires_at=expires_at))
+
+    async def revoke(self, user: IdpUser, target: Target, *, grant_id: str) -> None:
+        await self._call(lambda: self.inner.revoke(user, target, grant_id=grant_id))
+
+    async def is_member(self, user: IdpUser, target: Target) -> bool:
+        return await self._call(lambda: self.inner.is_member(user, target))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
