@@ -1,0 +1,45 @@
+"""Build the runtime (database, policy, connectors, services) from settings."""
+
+from __future__ import annotations
+
+from bot.policy_file import LoadedPolicy
+from bot.services.clock import Clock, SystemClock
+from bot.services.directory import Directory
+from bot.services.memberships import DatabaseMembershipStore
+from bot.services.runtime import Runtime
+from connectors.base import Connector
+from connectors.registry import build_connector
+from connectors.resilience import ResilientConnector
+from storage.db import Database
+
+
+def build_connectors(loaded: LoadedPolicy, db: Database) -> dict[str, Connector]:
+    """Every connector named in the policy, wrapped with timeouts, pacing and bounded retries."""
+    store = DatabaseMembershipStore(db)
+    out: dict[str, Connector] = {}
+    for name, settings in loaded.policy.connectors.items():
+        raw = build_connector(name, settings, store=store)
+        if settings.get("type") == "memory":
+            out[name] = raw
+            continue
+        rate = settings.get("rate_per_second")
+        out[name] = ResilientConnector(raw, timeout=float(settings.get("timeout", 15)),
+                                       max_concurrency=int(settings.get("max_concurrency", 8)),
+                                       max_attempts=2, rate_per_second=float(rate) if rate else None)
+    return out
+
+
+async def build_runtime(loaded: LoadedPolicy, database_url: str, *, clock: Clock | None = None,
+                        migrate: bool = True) -> Runtime:
+    db = Database(database_url)
+    if migrate:
+        await db.migrate()
+    clock = clock or SystemClock()
+    connectors = build_connectors(loaded, db)
+    return Runtime(db=db, clock=clock, loaded=loaded, connectors=connectors, directory=Directory(connectors, clock))
+
+
+async def close_runtime(rt: Runtime) -> None:
+    for connector in rt.connectors.values():
+        await connector.aclose()
+    await rt.db.dispose()

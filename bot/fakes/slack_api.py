@@ -1,0 +1,341 @@
+"""A strict fake of the Slack Web API on 127.0.0.1, for tests and the playground.
+
+``FakeSlack().url`` is a ``base_url`` for slack_sdk's ``AsyncWebClient``. It checks the bearer token
+and the bot's scopes, required arguments and Block Kit limits, answers Slack's error codes, and keeps
+the workspace in memory (`SlackState`) so that tests can query messages, views and every call.
+Switches: `rate_limit` (429 + Retry-After) and `outage` (503, or connection refused).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+
+from bot.fakes.blockkit import MAX_MESSAGE_BLOCKS, validate_blocks
+from bot.fakes.slack_methods import METHOD_SCOPES, METHODS, ApiFailure
+from bot.fakes.slack_state import (
+    Call,
+    Channel,
+    Ephemeral,
+    Message,
+    ResponseUrlPost,
+    SlackState,
+    SlackUser,
+    UploadedFile,
+    View,
+)
+
+DEFAULT_BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "users:read.email")
+OutageKind = Literal["503", "refused"]
+RESPONSE_URL_LIFETIME_S = 30 * 60
+RESPONSE_URL_MAX_USES = 5
+
+
+@dataclass
+class _RateLimit:
+    remaining: int
+    method: str | None
+    retry_after: int
+
+
+class FakeSlack:
+    """The fake workspace and its Web API server. Use ``async with FakeSlack() as slack:`` or start/stop."""
+
+    def __init__(self, *, token: str = "xoxb-fake-bot-token", team_id: str = "T0FAKE0001",
+                 team_domain: str = "jitbot-fake", bot_user_id: str = "U0BOT00001",
+                 bot_id: str = "B0BOT00001", app_id: str = "A0JITBOT01",
+                 scopes: Iterable[str] = DEFAULT_BOT_SCOPES, clock: Callable[[], float] = time.time,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.token, self.team_domain, self.host, self._port = token, team_domain, host, port
+        self.state = SlackState(team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, app_id=app_id,
+                                clock=clock)
+        self.state.scopes = set(scopes)
+        self._rate_limits: list[_RateLimit] = []
+        self._outage: OutageKind | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.listeners: list[Callable[[Call], None]] = []
+        self.state.users[bot_user_id] = SlackUser(bot_user_id, "jitbot", "jitbot", None, "UTC", team_id,
+                                                  is_bot=True)
+
+    # lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> FakeSlack:
+        """Listen on ``host:port`` (port 0 picks a free one). Returns self."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/upload/v1/{file_id}", self._upload)
+        app.router.add_post("/response/{team}/{url_id}", self._response_url)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await self._listen()
+        return self
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, self.host, self._port)
+        await self._site.start()
+        if self._port == 0:
+            self._port = int(self._runner.addresses[0][1])
+        self.state.root_url = self.root_url
+
+    async def stop(self) -> None:
+        """Stop listening and release the port."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._runner = self._site = None
+
+    async def __aenter__(self) -> FakeSlack:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def root_url(self) -> str:
+        """``http://127.0.0.1:PORT/``: the upload and response URLs hang off it."""
+        return f"http://{self.host}:{self._port}/"
+
+    @property
+    def url(self) -> str:
+        """The Web API base URL (``http://127.0.0.1:PORT/api/``) for ``AsyncWebClient(base_url=...)``."""
+        return f"{self.root_url}api/"
+
+    # workspace set-up ------------------------------------------------------------------------------
+    def add_user(self, id: str, name: str, *, real_name: str | None = None, email: str | None = None,
+                 tz: str = "Europe/London", is_bot: bool = False, deleted: bool = False) -> SlackUser:
+        """Register a workspace member (visible to users.info, users.lookupByEmail, conversations.open)."""
+        user = SlackUser(id, name, real_name or name, email, tz, self.state.team_id, is_bot, deleted)
+        self.state.users[id] = user
+        return user
+
+    def add_channel(self, id: str, name: str, *, is_private: bool = False, members: Iterable[str] = (),
+                    bot_is_member: bool = True) -> Channel:
+        """Register a channel. Without ``bot_is_member`` chat.postMessage answers ``not_in_channel``."""
+        people = set(members) | ({self.state.bot_user_id} if bot_is_member else set())
+        channel = Channel(id=id, name=name, is_private=is_private, members=people)
+        self.state.channels[id] = channel
+        self.state.messages.setdefault(id, [])
+        return channel
+
+    def post_as_user(self, channel: str, user_id: str, text: str, *, thread_ts: str | None = None) -> Message:
+        """A message written by a person (the bot may not chat.update it)."""
+        if channel not in self.state.channels:
+            raise KeyError(f"unknown channel {channel!r}: add it with add_channel")
+        return self.state.add_message(channel, text=text, blocks=[], user=user_id, bot=False,
+                                      thread_ts=thread_ts)
+
+    def issue_trigger(self, user_id: str) -> str:
+        """A fresh trigger_id (3 s of the injected clock, single use), as Slack sends with interactions."""
+        return self.state.issue_trigger(user_id)
+
+    def issue_response_url(self, **context: Any) -> str:
+        """A response_url on this fake; ``context`` (channel, user, message_ts) decides what posts do."""
+        return self.state.issue_response_url(self.root_url, context)
+
+    # switches --------------------------------------------------------------------------------------
+    def rate_limit(self, count: int = 1, *, method: str | None = None, retry_after: int = 1) -> None:
+        """The next ``count`` calls (of ``method``, or of any method) answer 429 + Retry-After."""
+        self._rate_limits.append(_RateLimit(count, method, retry_after))
+
+    async def outage(self, kind: OutageKind = "503") -> None:
+        """Every call answers 503 (``"503"``) or the port stops listening (``"refused"``)."""
+        self._outage = kind
+        if kind == "refused" and self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def end_outage(self) -> None:
+        """Back to normal service on the same port."""
+        if self._outage == "refused" and self._runner is not None and self._site is None:
+            await self._listen()
+        self._outage = None
+
+    # queries ---------------------------------------------------------------------------------------
+    def calls(self, method: str | None = None) -> list[Call]:
+        """Every Web API call received (including rejected ones), optionally of one method."""
+        return [c for c in self.state.calls if method is None or c.method == method]
+
+    def messages(self, channel: str, *, include_replies: bool = True) -> list[Message]:
+        """Messages in a channel in ts order, with updates applied (``edits`` keeps older versions)."""
+        msgs = self.state.messages.get(channel, [])
+        return [m for m in msgs if include_replies or not m.thread_ts]
+
+    def message(self, channel: str, ts: str) -> Message | None:
+        return self.state.find_message(channel, ts)
+
+    def thread(self, channel: str, thread_ts: str) -> list[Message]:
+        """The replies under ``thread_ts`` in order (the parent excluded)."""
+        return [m for m in self.state.messages.get(channel, []) if m.thread_ts == thread_ts]
+
+    def im_channel(self, user_id: str) -> str | None:
+        """The id of the bot's IM with ``user_id`` if it has been opened."""
+        found = [c.id for c in self.state.channels.values() if c.is_im and c.user == user_id]
+        return found[0] if found else None
+
+    def dm_messages(self, user_id: str) -> list[Message]:
+        """What the bot posted to (or received in) its DM with ``user_id``."""
+        channel = self.im_channel(user_id)
+        return self.messages(channel) if channel else []
+
+    def ephemerals(self, user_id: str | None = None) -> list[Ephemeral]:
+        """Ephemeral messages (chat.postEphemeral, command ack bodies, response_url posts)."""
+        return [e for e in self.state.ephemerals if user_id is None or e.user == user_id]
+
+    def find_ephemeral(self, user_id: str, message_ts: str) -> Ephemeral | None:
+        found = [e for e in self.state.ephemerals if e.user == user_id and e.message_ts == message_ts]
+        return found[0] if found else None
+
+    def modal_stack(self, user_id: str) -> list[View]:
+        """The modals open for ``user_id``, root first (empty when none is open)."""
+        return list(self.state.modal_stacks.get(user_id, []))
+
+    def view(self, view_id: str) -> View | None:
+        return self.state.find_view(view_id)
+
+    def home(self, user_id: str) -> View | None:
+        """The App Home view last published for ``user_id``."""
+        return self.state.homes.get(user_id)
+
+    def response_posts(self) -> list[ResponseUrlPost]:
+        return list(self.state.response_posts)
+
+    def files(self) -> list[UploadedFile]:
+        return list(self.state.files.values())
+
+    # HTTP ------------------------------------------------------------------------------------------
+    @staticmethod
+    async def _args(request: web.Request) -> dict[str, Any]:
+        args: dict[str, Any] = dict(request.query)
+        if request.method == "POST" and request.can_read_body:
+            if request.content_type == "application/json":
+                try:
+                    body = await request.json()
+                except ValueError:
+                    raise ApiFailure("invalid_json") from None
+                if not isinstance(body, dict):
+                    raise ApiFailure("invalid_json")
+                args.update(body)
+            else:
+                args.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        return args
+
+    def _authorised(self, request: web.Request, args: dict[str, Any]) -> None:
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else args.get("token")
+        if not token:
+            raise ApiFailure("not_authed")
+        if token != self.token:
+            raise ApiFailure("invalid_auth")
+
+    def _take_rate_limit(self, method: str) -> _RateLimit | None:
+        for rule in self._rate_limits:
+            if rule.remaining > 0 and rule.method in (None, method):
+                rule.remaining -= 1
+                return rule
+        return None
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        status, headers = 200, {"X-OAuth-Scopes": ",".join(sorted(self.state.scopes))}
+        args: dict[str, Any] = {}
+        try:
+            args = await self._args(request)
+            if self._outage == "503":
+                status, body = 503, {"ok": False, "error": "service_unavailable"}
+            elif (rule := self._take_rate_limit(method)) is not None:
+                status, body = 429, {"ok": False, "error": "ratelimited"}
+                headers["Retry-After"] = str(rule.retry_after)
+            else:
+                body = self._dispatch(request, method, args)
+        except ApiFailure as failure:
+            body = failure.body()
+        recorded = {k: v for k, v in args.items() if k != "token"}
+        call = Call(method, copy.deepcopy(recorded), request.method, status, body)
+        self.state.calls.append(call)
+        for listener in list(self.listeners):
+            listener(call)
+        return web.json_response(body, status=status, headers=headers)
+
+    def _dispatch(self, request: web.Request, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        handler = METHODS.get(method)
+        if handler is None:
+            raise ApiFailure("unknown_method")
+        self._authorised(request, args)
+        needed = METHOD_SCOPES.get(method)
+        if needed and needed not in self.state.scopes:
+            raise ApiFailure("missing_scope", needed=needed, provided=",".join(sorted(self.state.scopes)))
+        return {"ok": True, **handler(self.state, args)}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        if self._outage == "503":
+            return web.Response(status=503, text="service unavailable")
+        upload = self.state.files.get(request.match_info["file_id"])
+        if upload is None:
+            return web.Response(status=404, text="file not found")
+        data = await request.read()
+        if len(data) != upload.length:
+            return web.Response(status=400, text=f"length mismatch: expected {upload.length}")
+        upload.data = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        if self._outage == "503":
+            return web.Response(status=503, text="service unavailable")
+        context = self.state.response_urls.get(request.match_info["url_id"])
+        if context is None:
+            return web.Response(status=404, text="no_such_url")
+        # Slack: a response_url may be used up to 5 times within 30 minutes.
+        if self.state.clock() - float(context["issued_at"]) > RESPONSE_URL_LIFETIME_S:
+            return web.Response(status=404, text="expired_url")
+        if int(context["uses"]) >= RESPONSE_URL_MAX_USES:
+            return web.Response(status=404, text="used_url")
+        context["uses"] = int(context["uses"]) + 1
+        try:
+            body = json.loads(await request.text()) if request.content_type == "application/json" \
+                else dict(await request.post())
+        except ValueError:
+            return web.Response(status=400, text="invalid_payload")
+        self.state.response_posts.append(ResponseUrlPost(request.match_info["url_id"], body, context))
+        blocks: Any = body.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        if blocks is not None and validate_blocks(blocks, max_blocks=MAX_MESSAGE_BLOCKS):
+            return web.Response(status=400, text="invalid_blocks")
+        self.apply_response(context, body, blocks or [])
+        return web.Response(text="ok")
+
+    def apply_response(self, context: dict[str, Any], body: dict[str, Any], blocks: list[Any],
+                       *, source: str = "response_url") -> None:
+        """Do what Slack does with a response_url post or a command's ack body."""
+        channel, user = str(context.get("channel", "")), str(context.get("user", ""))
+        original = self.state.find_message(channel, str(context.get("message_ts", "")))
+        text = str(body.get("text") or "")
+        ephemeral = self.find_ephemeral(user, str(context.get("ephemeral_ts", "")))
+        if ephemeral is not None and _truthy(body.get("delete_original")):
+            self.state.ephemerals.remove(ephemeral)
+        elif ephemeral is not None and _truthy(body.get("replace_original")):
+            ephemeral.text, ephemeral.blocks = text, blocks
+        elif original is not None and _truthy(body.get("delete_original")):
+            self.state.messages[channel].remove(original)
+        elif original is not None and _truthy(body.get("replace_original")):
+            original.edits.append({"text": original.text, "blocks": original.blocks,
+                                   "edited_ts": self.state.next_ts()})
+            original.text, original.blocks = text, blocks
+        elif body.get("response_type") == "in_channel":
+            self.state.add_message(channel, text=text, blocks=blocks, user=self.state.bot_user_id, bot=True)
+        else:
+            self.state.ephemerals.append(Ephemeral(channel, user, text, blocks, self.state.next_ts(), source))
+
+
+def _truthy(value: Any) -> bool:
+    return value in (True, "true", "1", 1)

@@ -1,0 +1,136 @@
+"""Approve / deny, re-checked on the server at the moment of the click."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from bot.domain.requests import Decision, PolicyViolation, Status, Vote, decide
+from bot.domain.requests import eligible_approvers as layer_candidates
+from bot.services import notices
+from bot.services.requests import RequestService, load_request, load_votes
+from bot.services.runtime import Runtime
+from storage.tables import AccessRequest, ApprovalVote
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    request: AccessRequest
+    status: Status
+    layer: int
+    message: str  # what the person who clicked is told
+
+
+class ApprovalService:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.requests = RequestService(rt)
+
+    async def layer_approvers(self, req: AccessRequest, layer: int, earlier: list[str]) -> set[str]:
+        elig = self.rt.eligibility(req.eligibility)
+        if elig is None or not 1 <= layer <= len(elig.approvals):
+            return set()
+        members = await self.rt.directory.expand(self.rt.policy, elig.approvals[layer - 1].approvers)
+        return layer_candidates(members, requester=req.requester, earlier_approvers=earlier)
+
+    async def decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
+                     reason: str | None = None, approver_slack: str | None = None) -> DecisionResult:
+        """Record one approver's decision. Raises PolicyViolation (user-facing) when it is not allowed."""
+        rt, approver = self.rt, approver.strip().lower()
+        async with rt.db.sessions() as session:
+            peek = await load_request(session, request_id)
+        elig = rt.eligibility(peek.eligibility)
+        if elig is None:
+            raise PolicyViolation(f"{peek.eligibility} is no longer in the policy; nobody can approve it.")
+        # Membership is resolved before the transaction (it may call the IdP); the layer it is for is
+        # pinned, and the transaction refuses the vote if the request moved on meanwhile.
+        in_layer = False
+        if 1 <= layer <= len(elig.approvals):
+            in_layer = await rt.directory.contains(rt.policy, elig.approvals[layer - 1].approvers, approver)
+        # Never call the directory inside the transaction (it may be slow, or itself need the database).
+        next_members: set[str] = set()
+        if layer < len(elig.approvals):
+            next_members = await rt.directory.expand(rt.policy, elig.approvals[layer].approvers)
+        now = rt.clock.now()
+        try:
+            async with rt.db.transaction() as session:
+                req = await load_request(session, request_id, lock=True)
+                votes = await load_votes(session, req.id)
+                try:
+                    outcome = decide(
+                        status=Status(req.status), current_layer=req.layer, layers=req.layers,
+                        min_approvals=elig.approvals[req.layer - 1].min_approvals if req.layers else 1,
+                        requester=req.requester, votes=[Vote(v.layer, v.approver, Decision(v.decision)) for v in votes],
+                        vote=Vote(layer, approver, decision), approver_in_layer=in_layer)
+                except PolicyViolation as exc:
+                    raise _explain(exc, req, votes, layer) from None
+                session.add(ApprovalVote(request_id=req.id, layer=layer, approver=approver,
+                                         approver_slack=approver_slack, decision=decision.value, reason=reason, at=now))
+                await session.flush()
+                votes = await load_votes(session, req.id)
+                message = await self._apply(session, req, votes, layer, outcome.status, outcome.layer,
+                                            outcome.layer_passed, approver, decision, reason, next_members)
+        except IntegrityError:
+            raise PolicyViolation("You have already decided on this request.") from None
+        if outcome.status is Status.APPROVED:
+            rt.wake.set()
+        return DecisionResult(req, outcome.status, outcome.layer, message)
+
+    async def _apply(self, session: object, req: AccessRequest, votes: list[ApprovalVote], layer: int,
+                     status: Status, next_layer: int, passed: bool, approver: str, decision: Decision,
+                     reason: str | None, next_members: set[str]) -> str:
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        assert isinstance(session, AsyncSession)
+        rt, now = self.rt, self.rt.clock.now()
+        elig = rt.eligibility(req.eligibility)
+        assert elig is not None
+        if decision is Decision.DENY:
+            req.status, req.decided_at, req.updated_at, req.layer_deadline = Status.DENIED.value, now, now, None
+            req.reason, req.version = reason, req.version + 1
+            snap = notices.describe(rt, req, votes)
+            await notices.record(rt, session, at=now, kind="denied", actor=approver, req=req, snap=snap,
+                                 from_state=Status.PENDING.value, to_state=Status.DENIED.value,
+                                 detail={"layer": layer, "reason": reason}, text=f"denied at layer {layer}")
+            notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Denied by {approver}")
+            notices.tell_requester(session, at=now, snap=snap, event="denied",
+                                   text=f"Your request {req.id} for {req.eligibility} was denied by {approver}"
+                                        + (f": {reason}" if reason else "."))
+            return f"You denied {req.id}."
+        snap = notices.describe(rt, req, votes)
+        if not passed:
+            await notices.record(rt, session, at=now, kind="approval_recorded", actor=approver, req=req, snap=snap,
+                                 detail={"layer": layer}, text=f"approval recorded at layer {layer}; more needed")
+            return f"Your approval of {req.id} is recorded; layer {layer} needs more approvals."
+        await notices.record(rt, session, at=now, kind="layer_approved", actor=approver, req=req, snap=snap,
+                             from_state=Status.PENDING.value, to_state=status.value, detail={"layer": layer},
+                             text=f"approved at layer {layer} of {req.layers}")
+        if status is Status.APPROVED:
+            await self.requests.approve_final(session, req, elig, actor=approver)
+            notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
+                                     outcome=f"Approved by {approver}")
+            return f"You approved {req.id}; access is being granted."
+        req.layer, req.updated_at, req.version = next_layer, now, req.version + 1
+        req.layer_deadline = now + elig.approvals[next_layer - 1].timeout
+        snap = notices.describe(rt, req, votes)
+        notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Approved by {approver}")
+        earlier = [v.approver for v in votes if v.decision == Decision.APPROVE.value]
+        approvers = layer_candidates(next_members, requester=req.requester, earlier_approvers=earlier)
+        if len(approvers) < elig.approvals[next_layer - 1].min_approvals:
+            notices.alert(session, at=now, snap=snap, text=f"{req.id}: nobody is left to approve layer {next_layer} "
+                                                           "(approvers are the requester or approved earlier layers)")
+        notices.ask_approvers(session, at=now, snap=snap, layer=next_layer, approvers=sorted(approvers))
+        notices.tell_requester(session, at=now, snap=snap, event="layer_approved",
+                               text=f"Layer {layer} of {req.layers} approved your request {req.id}; "
+                                    f"waiting for layer {next_layer}.")
+        return f"You approved layer {layer} of {req.id}; it moves to layer {next_layer}."
+
+
+def _explain(exc: PolicyViolation, req: AccessRequest, votes: list[ApprovalVote], layer: int) -> PolicyViolation:
+    """Turn 'not open' refusals into 'already decided by …' for stale message copies."""
+    deciders = [v.approver for v in votes if v.layer == layer]
+    if deciders and (req.status != Status.PENDING.value or req.layer != layer):
+        verb = "denied" if any(v.decision == "deny" for v in votes if v.layer == layer) else "approved"
+        return PolicyViolation(f"Already {verb} by {', '.join(deciders)}; the request is now {req.status}.")
+    return exc

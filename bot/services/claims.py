@@ -1,0 +1,51 @@
+"""Claiming due rows exactly once across workers and replicas (compare-and-set with a lease)."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import Database
+from storage.tables import Grant
+
+
+def _free(now: datetime) -> Any:
+    return or_(Grant.claimed_until.is_(None), Grant.claimed_until < now)  # type: ignore[union-attr,operator]
+
+
+async def claim_grants(db: Database, *, status: str, due_column: Any, now: datetime, lease: timedelta,
+                       limit: int, set_values: dict[str, Any] | None = None) -> list[str]:
+    """Claim up to ``limit`` grants in ``status`` whose ``due_column`` has passed; returns their ids.
+
+    One UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) AND <still claimable> RETURNING id:
+    a row is returned to exactly one claimer, and a claim whose lease ran out (crashed worker) is
+    claimable again.
+    """
+    inner = (select(Grant.id).where(Grant.status == status, due_column <= now, _free(now))
+             .order_by(due_column).limit(limit))
+    if not db.is_sqlite:
+        inner = inner.with_for_update(skip_locked=True)
+    values = {"claimed_until": now + lease, **(set_values or {})}
+    async with db.transaction() as session:
+        ids = (await session.execute(
+            update(Grant).where(Grant.id.in_(inner.scalar_subquery()), Grant.status == status, due_column <= now,
+                                 _free(now))  # type: ignore[attr-defined]
+            .values(**values).returning(Grant.id))).scalars().all()
+    return list(ids)
+
+
+async def lock_holder(db: Database, session: AsyncSession, grant: Grant) -> None:
+    """Serialise decisions about one (connector, target, user) membership across replicas."""
+    if db.is_sqlite:
+        return
+    key = zlib.crc32(f"{grant.connector}|{grant.target_kind}|{grant.target_id}|{grant.user_email}".encode())
+    await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def holder_filter(grant: Grant) -> list[Any]:
+    return [Grant.connector == grant.connector, Grant.target_kind == grant.target_kind,
+            Grant.target_id == grant.target_id, Grant.user_email == grant.user_email, Grant.id != grant.id]

@@ -1,0 +1,103 @@
+"""What each message says, as data. The outbox carries these payloads; notifiers render them.
+
+Outbox kinds (the contract every ``Notifier`` implements):
+
+* ``approval_request`` — ``{request, layer, approver}``: ask one approver to decide a layer.
+* ``approval_update``  — ``{request, layer, outcome}``: every copy of a layer's approval message
+  now shows ``outcome`` and loses its buttons.
+* ``requester``        — ``{request, event, text}``: tell the requester what happened.
+* ``audit``            — ``{request, event, actor, text}``: one line in the audit channel (threaded).
+* ``alert``            — ``{request, text}``: something needs a human (failed grant, overdue revoke).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.services.audit import append_event
+from bot.services.outbox import enqueue
+from bot.services.runtime import Runtime
+from storage.tables import AccessRequest, ApprovalVote, Grant
+
+SYSTEM = "jitbot"
+
+
+def snapshot(req: AccessRequest, votes: Sequence[ApprovalVote] = (), grant: Grant | None = None,
+             *, description: str = "", target: str = "") -> dict[str, Any]:
+    """The request as messages show it, frozen at the moment the message is written."""
+    return {
+        "id": req.id,
+        "kind": req.kind,
+        "parent_id": req.parent_id,
+        "eligibility": req.eligibility,
+        "description": description,
+        "target": target,
+        "requester": req.requester,
+        "requester_slack": req.requester_slack,
+        "duration_s": req.duration_s,
+        "justification": req.justification,
+        "ticket": req.ticket,
+        "status": req.status,
+        "layer": req.layer,
+        "layers": req.layers,
+        "created_at": req.created_at.isoformat(),
+        "approvals": [{"layer": v.layer, "approver": v.approver, "decision": v.decision}
+                      for v in votes],
+        "expires_at": grant.expires_at.isoformat() if grant and grant.expires_at else None,
+        "granted_at": grant.granted_at.isoformat() if grant and grant.granted_at else None,
+    }
+
+
+def describe(rt: Runtime, req: AccessRequest, votes: Sequence[ApprovalVote] = (),
+             grant: Grant | None = None) -> dict[str, Any]:
+    elig = rt.eligibility(req.eligibility)
+    target = f"{elig.target.kind} {elig.target.ref}" if elig else ""
+    return snapshot(req, votes, grant, description=elig.description if elig else "", target=target)
+
+
+async def record(
+    rt: Runtime,
+    session: AsyncSession,
+    *,
+    at: datetime,
+    kind: str,
+    actor: str,
+    req: AccessRequest | None,
+    snap: dict[str, Any] | None,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    detail: dict[str, Any] | None = None,
+    text: str = "",
+) -> None:
+    """Append the event to the audit chain and queue its audit-channel line, in the caller's transaction."""
+    request_id = req.id if req is not None else None
+    await append_event(rt.db, session, at=at, kind=kind, actor=actor, request_id=request_id,
+                       from_state=from_state, to_state=to_state, detail=detail)
+    enqueue(session, at=at, order_key=request_id or f"event:{kind}", kind="audit",
+            payload={"request": snap, "event": kind, "actor": actor, "text": text})
+
+
+def tell_requester(session: AsyncSession, *, at: datetime, snap: dict[str, Any], event: str, text: str) -> None:
+    enqueue(session, at=at, order_key=snap["id"], kind="requester", payload={"request": snap, "event": event,
+                                                                             "text": text})
+
+
+def ask_approvers(session: AsyncSession, *, at: datetime, snap: dict[str, Any], layer: int,
+                  approvers: Sequence[str]) -> None:
+    for approver in sorted(approvers):
+        enqueue(session, at=at, order_key=snap["id"], kind="approval_request",
+                payload={"request": snap, "layer": layer, "approver": approver})
+
+
+def update_approvals(session: AsyncSession, *, at: datetime, snap: dict[str, Any], layer: int, outcome: str) -> None:
+    enqueue(session, at=at, order_key=snap["id"], kind="approval_update",
+            payload={"request": snap, "layer": layer, "outcome": outcome})
+
+
+def alert(session: AsyncSession, *, at: datetime, snap: dict[str, Any] | None, text: str) -> None:
+    enqueue(session, at=at, order_key=snap["id"] if snap else "alert", kind="alert",
+            payload={"request": snap, "text": text})

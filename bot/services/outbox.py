@@ -1,0 +1,163 @@
+"""The outbox: messages are written with the state change that causes them and delivered later.
+
+Delivery is at least once and in order per ``order_key`` (the request id): the dispatcher only
+claims the oldest pending message of each key. A ``RetryLater`` from the notifier (Slack down,
+HTTP 429 + Retry-After) keeps the message pending until its due time; a ``PermanentFailure``
+(e.g. ``channel_not_found``) marks it dead with the reason, so it never blocks later messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from bot.services.clock import Clock
+from storage.db import Database
+from storage.tables import MessageRef, OutboxMessage
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(Exception):
+    def __init__(self, reason: str, *, after: float | None = None) -> None:
+        super().__init__(reason)
+        self.after = after
+
+
+class PermanentFailure(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A delivered message's location, saved so that it can be updated or threaded under later."""
+
+    request_id: str
+    purpose: str
+    channel: str
+    ts: str
+    recipient: str = ""
+
+
+@dataclass
+class Delivery:
+    refs: list[Ref] = field(default_factory=list)
+
+
+class Notifier(Protocol):
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery: ...
+
+
+def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, payload: dict[str, Any]) -> None:
+    """Add a message to the outbox inside the caller's transaction."""
+    session.add(OutboxMessage(created_at=at, order_key=order_key, kind=kind, payload=payload,
+                              next_attempt_at=at))
+
+
+class RecordingNotifier:
+    """Keeps every delivered message; for tests and headless runs."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, dict[str, Any]]] = []
+
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
+        self.delivered.append((kind, payload))
+        return Delivery()
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [p for k, p in self.delivered if k == kind]
+
+
+class OutboxDispatcher:
+    def __init__(self, db: Database, notifier: Notifier, clock: Clock, *, lease: timedelta = timedelta(minutes=2),
+                 max_backoff: float = 60.0) -> None:
+        self.db, self.notifier, self.clock = db, notifier, clock
+        self.lease, self.max_backoff = lease, max_backoff
+
+    async def claim(self, limit: int) -> list[OutboxMessage]:
+        now = self.clock.now()
+        earlier = aliased(OutboxMessage)
+        free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)  # type: ignore[union-attr,operator]
+        inner = (
+            select(OutboxMessage.id)
+            .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now, free,  # type: ignore[operator]
+                   ~exists().where(and_(earlier.order_key == OutboxMessage.order_key, earlier.status == "pending",
+                                        earlier.id < OutboxMessage.id)))  # type: ignore[operator]
+            .order_by(OutboxMessage.id)  # type: ignore[arg-type]
+            .limit(limit)
+        )
+        if not self.db.is_sqlite:
+            inner = inner.with_for_update(skip_locked=True, of=OutboxMessage)  # type: ignore[arg-type]
+        async with self.db.transaction() as session:
+            ids = (await session.execute(
+                update(OutboxMessage).where(OutboxMessage.id.in_(inner.scalar_subquery()), free)  # type: ignore[union-attr]
+                .values(claimed_until=now + self.lease).returning(OutboxMessage.id)
+            )).scalars().all()
+            if not ids:
+                return []
+            rows = (await session.execute(select(OutboxMessage).where(OutboxMessage.id.in_(ids))  # type: ignore[union-attr]
+                                          .order_by(OutboxMessage.id))).scalars().all()  # type: ignore[arg-type]
+        return list(rows)
+
+    async def dispatch_once(self, limit: int = 50) -> int:
+        """Deliver what is due; returns how many messages were sent."""
+        sent = 0
+        for msg in await self.claim(limit):
+            sent += await self._deliver(msg)
+        return sent
+
+    async def drain(self, *, max_rounds: int = 100) -> int:
+        """Deliver until nothing is due now (tests, shutdown)."""
+        total = 0
+        for _ in range(max_rounds):
+            n = await self.dispatch_once()
+            total += n
+            if n == 0:
+                break
+        return total
+
+    async def _deliver(self, msg: OutboxMessage) -> int:
+        now = self.clock.now()
+        try:
+            delivery = await self.notifier.deliver(msg.kind, msg.payload)
+        except RetryLater as exc:
+            backoff = exc.after if exc.after is not None else min(self.max_backoff, 2 ** min(msg.attempts, 6))
+            backoff *= 1.0 if exc.after is not None else 0.75 + random.random() / 2
+            log.warning("outbox %s (%s) retry in %.1fs: %s", msg.id, msg.kind, backoff, exc)
+            await self._finish(msg.id, status="pending", attempts=msg.attempts + 1, error=str(exc),
+                               next_at=now + timedelta(seconds=backoff))
+            return 0
+        except PermanentFailure as exc:
+            log.error("outbox %s (%s) failed permanently: %s", msg.id, msg.kind, exc)
+            await self._finish(msg.id, status="dead", attempts=msg.attempts + 1, error=str(exc), next_at=None)
+            return 0
+        async with self.db.transaction() as session:
+            for ref in delivery.refs:
+                session.add(MessageRef(request_id=ref.request_id, purpose=ref.purpose, recipient=ref.recipient,
+                                       channel=ref.channel, ts=ref.ts))
+            await session.execute(update(OutboxMessage).where(OutboxMessage.id == msg.id)  # type: ignore[arg-type]
+                                  .values(status="sent", sent_at=now, attempts=msg.attempts + 1, claimed_until=None))
+        return 1
+
+    async def _finish(self, msg_id: int | None, *, status: str, attempts: int, error: str,
+                      next_at: datetime | None) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(update(OutboxMessage).where(OutboxMessage.id == msg_id)  # type: ignore[arg-type]
+                                  .values(status=status, attempts=attempts, last_error=error[:500],
+                                          next_attempt_at=next_at, claimed_until=None))
+
+
+async def message_refs(db: Database, request_id: str, purpose: str | None = None) -> list[MessageRef]:
+    """Where the messages about ``request_id`` (optionally of one purpose) were delivered."""
+    async with db.sessions() as session:
+        stmt = select(MessageRef).where(MessageRef.request_id == request_id)
+        if purpose is not None:
+            stmt = stmt.where(MessageRef.purpose == purpose)
+        return list((await session.execute(stmt.order_by(MessageRef.id))).scalars().all())  # type: ignore[arg-type]

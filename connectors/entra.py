@@ -1,0 +1,333 @@
+"""Microsoft Entra ID connector: ``msal`` client credentials for tokens, Microsoft Graph v1.0 over aiohttp.
+
+* Tokens: ``msal.ConfidentialClientApplication`` with a client secret or a certificate (private key
+  + SHA-1 thumbprint). msal is synchronous, so it runs in ``asyncio.to_thread``; its in-memory token
+  cache serves repeat calls until shortly before expiry.
+* Graph: membership through ``members/$ref``. "Already a member" (400 "already exist") and
+  "not a member" (404 on delete) are success. 429 (or 503) with ``Retry-After`` → ``RateLimited``.
+* Both base URLs are settings, so national clouds and local fakes work alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import quote, urlparse
+
+import aiohttp
+import msal
+import requests
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from connectors.base import (
+    Check,
+    ConfigError,
+    ConnectorError,
+    GrantResult,
+    IdpUser,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Target,
+    Transient,
+)
+
+log = logging.getLogger(__name__)
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_USER_FIELDS = "id,mail,userPrincipalName,displayName"
+
+
+class EntraSettings(BaseModel):
+    """``type: entra`` in the policy. Either ``client_secret`` or a certificate (key + thumbprint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["entra"] = "entra"
+    tenant_id: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    certificate_private_key: SecretStr | None = None  # PEM
+    certificate_thumbprint: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{40}$")  # SHA-1, hex
+    authority_url: str = Field(default="https://login.microsoftonline.com", pattern=r"^https://")
+    graph_url: str = Field(default="https://graph.microsoft.com/v1.0", pattern=r"^https?://")
+    timeout: float = Field(default=15.0, gt=0)
+    page_size: int = Field(default=100, ge=1, le=999)
+    ca_file: str | None = None  # extra CA bundle (private CA, TLS-inspecting proxy, tests)
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> EntraSettings:
+        cert = self.certificate_private_key is not None or self.certificate_thumbprint is not None
+        if self.client_secret is not None and cert:
+            raise ValueError("set either client_secret or a certificate, not both")
+        if self.client_secret is None and not (self.certificate_private_key and self.certificate_thumbprint):
+            raise ValueError("set client_secret, or certificate_private_key and certificate_thumbprint")
+        return self
+
+    @property
+    def graph_scope(self) -> str:
+        url = urlparse(self.graph_url)
+        return f"{url.scheme}://{url.netloc}/.default"
+
+
+class _TimedSession(requests.Session):
+    """msal's HTTP client: every call gets our timeout and CA (explicit ``verify`` beats the env)."""
+
+    def __init__(self, timeout: float, ca_file: str | None) -> None:
+        super().__init__()
+        self._timeout = timeout
+        self._verify: str | bool = ca_file or True
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs["timeout"] = self._timeout
+        if self._verify is not True:
+            kwargs["verify"] = self._verify
+        return super().request(method, url, *args, **kwargs)
+
+
+class EntraConnector:
+    """Group membership in one Entra tenant."""
+
+    def __init__(self, name: str, settings: EntraSettings) -> None:
+        self.name = name
+        self._settings = settings
+        self._graph = settings.graph_url.rstrip("/")
+        self._app: msal.ConfidentialClientApplication | None = None
+        self._msal_http = _TimedSession(settings.timeout, settings.ca_file)
+        self._app_lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        self._group_ids: dict[str, str] = {}
+
+    # -- tokens ------------------------------------------------------------------------------
+    def _build_app(self) -> msal.ConfidentialClientApplication:
+        s = self._settings
+        credential: Any
+        if s.client_secret is not None:
+            credential = s.client_secret.get_secret_value()
+        else:
+            assert s.certificate_private_key is not None
+            credential = {"private_key": s.certificate_private_key.get_secret_value(),
+                          "thumbprint": s.certificate_thumbprint}
+        return msal.ConfidentialClientApplication(
+            s.client_id, client_credential=credential,
+            authority=f"{s.authority_url.rstrip('/')}/{s.tenant_id}",
+            instance_discovery=False, http_client=self._msal_http,
+            token_cache=msal.TokenCache())
+
+    def _acquire(self) -> dict[str, Any]:
+        assert self._app is not None
+        result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[self._settings.graph_scope])
+        return result
+
+    async def _token(self) -> str:
+        where = self._settings.authority_url
+        try:
+            async with self._app_lock:
+                if self._app is None:
+                    self._app = await asyncio.to_thread(self._build_app)
+            result = await asyncio.to_thread(self._acquire)
+        except requests.RequestException as exc:
+            raise Transient(f"entra {self.name}: token: cannot reach {where} ({type(exc).__name__})",
+                            user_message="Microsoft Entra could not be reached; the bot will try again.") from None
+        except ValueError as exc:  # msal: tenant discovery failed (unknown tenant or authority)
+            raise ConfigError(f"entra {self.name}: token: {str(exc)[:300]}") from None
+        if "access_token" in result:
+            return str(result["access_token"])
+        error = str(result.get("error", "unknown_error"))
+        detail = f"entra {self.name}: token: {error}: {str(result.get('error_description', ''))[:300]}"
+        if error in ("invalid_client", "unauthorized_client", "invalid_request", "invalid_scope"):
+            raise PermissionDenied(detail, user_message="Microsoft Entra rejected the connector's credentials.")
+        if error in ("temporarily_unavailable", "server_error"):
+            raise Transient(detail)
+        raise ConnectorError(detail)
+
+    # -- Graph -------------------------------------------------------------------------------
+    async def _request(self, method: str, url: str, what: str, *, json: Any = None,
+                       params: dict[str, str] | None = None) -> tuple[int, Any]:
+        """One Graph call; returns ``(status, body)`` for 2xx, 400 and 404, raises typed errors otherwise."""
+        if not url.startswith(self._graph):
+            raise ConnectorError(f"entra {self.name}: {what}: refusing to send the token to another host")
+        token = await self._token()
+        if self._session is None:
+            context = ssl.create_default_context(cafile=self._settings.ca_file)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
+                                                  timeout=aiohttp.ClientTimeout(total=self._settings.timeout))
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        try:
+            async with self._session.request(method, url, headers=headers, json=json, params=params) as resp:
+                body = await resp.json(content_type=None) if resp.status != 204 else None
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise Transient(f"entra {self.name}: {what}: {type(exc).__name__} talking to Graph",
+                            user_message="Microsoft Graph could not be reached; the bot will try again.") from None
+        if status < 300 or status in (400, 404):
+            return status, body
+        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+        detail = f"entra {self.name}: {what}: HTTP {status} {error.get('code', '')} {error.get('message', '')}"
+        if status == 429 or (status == 503 and retry_after):
+            raise RateLimited(detail, retry_after=_seconds(retry_after),
+                              user_message="Microsoft Graph is throttling the bot; it will try again shortly.")
+        if status in (401, 403):
+            raise PermissionDenied(detail, user_message="The Entra connector lacks a permission.")
+        if status >= 500 or status == 408:
+            raise Transient(detail, user_message="Microsoft Graph is having trouble; the bot will try again.")
+        raise ConnectorError(detail)
+
+    async def _get_all(self, url: str, what: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        next_url: str | None = url
+        query: dict[str, str] | None = params
+        while next_url:
+            status, body = await self._request("GET", next_url, what, params=query)
+            if status == 404:
+                raise NotFound(f"entra {self.name}: {what}: not found",
+                               user_message="Microsoft Entra does not know this user or group.")
+            if status == 400:
+                raise ConnectorError(f"entra {self.name}: {what}: {_message(body)}")
+            items.extend(body.get("value", []))
+            next_url, query = body.get("@odata.nextLink"), None  # the link carries the whole query
+        return items
+
+    async def find_user(self, email: str) -> IdpUser | None:
+        """The user whose ``mail`` or ``userPrincipalName`` is ``email`` (case-insensitive), or None."""
+        if not email:
+            return None
+        literal = email.replace("'", "''")
+        users = await self._get_all(f"{self._graph}/users", "find user", {
+            "$filter": f"mail eq '{literal}' or userPrincipalName eq '{literal}'",
+            "$select": _USER_FIELDS, "$top": "5"})
+        matches = [_to_user(u) for u in users]
+        exact = [u for u in matches if u.email.lower() == email.lower()]
+        return (exact or matches or [None])[0]
+
+    async def _group_id(self, ref: str) -> str:
+        if _GUID.fullmatch(ref):
+            return ref
+        if ref not in self._group_ids:
+            groups = await self._get_all(f"{self._graph}/groups", "find group", {
+                "$filter": f"displayName eq '{ref.replace(chr(39), chr(39) * 2)}'", "$select": "id,displayName"})
+            if len(groups) != 1:
+                raise NotFound(f"entra {self.name}: {len(groups)} groups named {ref!r}",
+                               user_message=f"Microsoft Entra has no single group named {ref}.")
+            self._group_ids[ref] = str(groups[0]["id"])
+        return self._group_ids[ref]
+
+    async def list_members(self, group: str) -> list[IdpUser]:
+        """Every user that is a direct member of ``group`` (id or display name), across every page."""
+        gid = await self._group_id(group)
+        members = await self._get_all(f"{self._graph}/groups/{quote(gid)}/members", "list group members",
+                                      {"$select": _USER_FIELDS, "$top": str(self._settings.page_size)})
+        return [_to_user(m) for m in members if m.get("@odata.type", "#microsoft.graph.user") == "#microsoft.graph.user"]
+
+    async def is_member(self, user: IdpUser, target: Target) -> bool:
+        """Whether ``user`` is a direct member of the group (read from the user's ``memberOf``)."""
+        gid = await self._group_id(target.id)
+        groups = await self._get_all(f"{self._graph}/users/{quote(user.id)}/memberOf", "list user groups",
+                                     {"$select": "id", "$top": str(self._settings.page_size)})
+        return any(g.get("id") == gid for g in groups)
+
+    async def grant(
+        self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime
+    ) -> GrantResult:
+        """Add ``user`` to the group; ``added=False`` when Graph says the member already exists."""
+        gid = await self._group_id(target.id)
+        body = {"@odata.id": f"{self._graph}/directoryObjects/{user.id}"}
+        status, answer = await self._request("POST", f"{self._graph}/groups/{quote(gid)}/members/$ref",
+                                             "add group member", json=body)
+        if status == 404:
+            raise NotFound(f"entra {self.name}: add group member: {_message(answer)}",
+                           user_message="Microsoft Entra does not know this user or group.")
+        if status == 400:
+            if "already exist" in _message(answer):
+                return GrantResult(added=False, detail={"group_id": gid})
+            raise ConnectorError(f"entra {self.name}: add group member: {_message(answer)}")
+        log.info("entra %s: added %s to group %s (grant %s)", self.name, user.id, gid, grant_id)
+        return GrantResult(added=True, detail={"group_id": gid})
+
+    async def revoke(self, user: IdpUser, target: Target, *, grant_id: str) -> None:
+        """Remove ``user`` from the group; 404 (not a member, or gone) is success."""
+        gid = await self._group_id(target.id)
+        status, answer = await self._request(
+            "DELETE", f"{self._graph}/groups/{quote(gid)}/members/{quote(user.id)}/$ref", "remove group member")
+        if status == 400:
+            raise ConnectorError(f"entra {self.name}: remove group member: {_message(answer)}")
+        log.info("entra %s: %s %s from group %s (grant %s)", self.name,
+                 "removed" if status < 300 else "already absent:", user.id, gid, grant_id)
+
+    async def terminate_sessions(self, user: IdpUser) -> None:
+        """Invalidate the user's refresh tokens and session cookies (``revokeSignInSessions``)."""
+        status, answer = await self._request("POST", f"{self._graph}/users/{quote(user.id)}/revokeSignInSessions",
+                                             "revoke sessions")
+        if status == 404:
+            raise NotFound(f"entra {self.name}: revoke sessions: {_message(answer)}")
+        if status == 400:
+            raise ConnectorError(f"entra {self.name}: revoke sessions: {_message(answer)}")
+
+    async def check(self) -> list[Check]:
+        """Token, reachability and Graph permissions, each with a message a person can act on."""
+        s = self._settings
+        checks = [Check("config", True, f"tenant {s.tenant_id}, app {s.client_id}")]
+        try:
+            await self._token()
+        except PermissionDenied as exc:
+            kind = "client secret" if s.client_secret is not None else "certificate"
+            return [*checks, Check("entra token", False,
+                                   f"Microsoft Entra rejected the app's {kind} ({exc}). In the Entra admin center > "
+                                   f"App registrations > {s.client_id} > Certificates & secrets, create a new "
+                                   f"{kind} and update the connector; check tenant_id and client_id too.")]
+        except ConnectorError as exc:
+            return [*checks, Check("entra token", False,
+                                   f"Cannot get a token from {s.authority_url} ({exc}): check authority_url, "
+                                   "tenant_id, DNS, the firewall and the proxy.")]
+        checks.append(Check("entra token", True, "token acquired"))
+        for label, permission, url in (("groups", "GroupMember.ReadWrite.All", f"{self._graph}/groups"),
+                                       ("users", "User.Read.All", f"{self._graph}/users")):
+            try:
+                await self._request("GET", url, f"read {label}", params={"$top": "1", "$select": "id"})
+            except PermissionDenied:
+                checks.append(Check(f"graph {label}", False,
+                                    f"Graph refused to read {label} (403): add the application permission "
+                                    f"{permission} to app {s.client_id} and grant admin consent."))
+            except ConnectorError as exc:
+                checks.append(Check(f"graph {label}", False, f"Cannot reach Graph at {s.graph_url}: {exc}"))
+            else:
+                checks.append(Check(f"graph {label}", True, f"can read {label}"))
+        return checks
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._msal_http.close()
+        self._app = None
+
+
+def _to_user(item: dict[str, Any]) -> IdpUser:
+    return IdpUser(id=str(item["id"]), email=str(item.get("mail") or item.get("userPrincipalName") or ""),
+                   display_name=str(item.get("displayName") or ""))
+
+
+def _message(body: Any) -> str:
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    return f"{error.get('code', '')}: {error.get('message', '')}" if isinstance(error, dict) else str(error)
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return float(value) if value is not None else 30.0
+    except ValueError:
+        return 30.0  # an HTTP-date; Graph sends seconds, so keep a safe default
+
+
+def from_settings(name: str, settings: dict[str, Any]) -> EntraConnector:
+    """Build an Entra connector from its policy settings (validated; secrets kept as ``SecretStr``)."""
+    try:
+        parsed = EntraSettings.model_validate(settings)
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"entra connector {name!r}: {fields}") from None
+    return EntraConnector(name, parsed)

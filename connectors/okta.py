@@ -1,0 +1,331 @@
+"""Okta connector, built on the official ``okta`` SDK (async).
+
+Choices worth knowing:
+
+* Our ``ResilientConnector`` owns retries and pacing, so the SDK's own 429 retry is off
+  (``rateLimit.maxRetries = 0``) and its response cache is off (membership must be read fresh).
+* In API-token mode the SDK sends ``Authorization: SSWS<token>`` (no space); Okta documents
+  ``SSWS <token>``. A thin ``HTTPClient`` subclass sets the documented header on every request.
+* The SDK returns errors instead of raising, in 2- or 3-tuples, and raises ``AttributeError`` when
+  the connection is refused: every call goes through ``_call``, which turns both into typed errors.
+* 429 → ``RateLimited`` with ``X-Rate-Limit-Reset`` (epoch seconds) minus the response's ``Date``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, NoReturn
+from urllib.parse import parse_qs, urlparse
+
+import aiohttp
+from okta.client import Client
+from okta.http_client import HTTPClient
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from connectors.base import (
+    Check,
+    ConfigError,
+    ConnectorError,
+    GrantResult,
+    IdpUser,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Target,
+    Transient,
+)
+
+log = logging.getLogger(__name__)
+
+_GROUP_ID = re.compile(r"00g[0-9A-Za-z]{17}")
+_NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
+
+
+class OktaSettings(BaseModel):
+    """``type: okta`` in the policy. Either ``api_token`` or ``client_id`` + ``private_key``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["okta"] = "okta"
+    org_url: str = Field(pattern=r"^https://[^/]+$")
+    api_token: SecretStr | None = None
+    client_id: str | None = None
+    private_key: SecretStr | None = None  # PEM or JWK (JSON) of the service app's key
+    key_id: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["okta.groups.manage", "okta.users.read"])
+    timeout: float = Field(default=15.0, gt=0)
+    page_size: int = Field(default=200, ge=1, le=1000)
+    ca_file: str | None = None  # extra CA bundle (private CA, TLS-inspecting proxy, tests)
+
+    @model_validator(mode="after")
+    def _one_auth_mode(self) -> OktaSettings:
+        oauth = self.client_id is not None or self.private_key is not None
+        if self.api_token is not None and oauth:
+            raise ValueError("set either api_token or client_id + private_key, not both")
+        if self.api_token is None and not (self.client_id and self.private_key):
+            raise ValueError("set api_token, or client_id and private_key (OAuth 2.0 private-key JWT)")
+        return self
+
+
+def _http_client_class(authorization: SecretStr | None) -> type[Any]:
+    class DocumentedAuthHttpClient(HTTPClient):
+        async def send_request(self, request: dict[str, Any]) -> Any:
+            if authorization is not None:
+                request["headers"]["Authorization"] = authorization.get_secret_value()
+            return await super().send_request(request)  # type: ignore[no-untyped-call]
+
+    return DocumentedAuthHttpClient
+
+
+class OktaConnector:
+    """Group membership in one Okta org."""
+
+    def __init__(self, name: str, settings: OktaSettings) -> None:
+        self.name = name
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._group_ids: dict[str, str] = {}
+        config: dict[str, Any] = {
+            "orgUrl": settings.org_url,
+            "requestTimeout": settings.timeout,
+            "rateLimit": {"maxRetries": 0},
+            "cache": {"enabled": False},
+            "logging": {"enabled": False},
+        }
+        header: SecretStr | None = None
+        if settings.api_token is not None:
+            config |= {"authorizationMode": "SSWS", "token": settings.api_token.get_secret_value()}
+            header = SecretStr(f"SSWS {settings.api_token.get_secret_value()}")
+        else:
+            assert settings.private_key is not None
+            config |= {"authorizationMode": "PrivateKey", "clientId": settings.client_id,
+                       "scopes": settings.scopes, "privateKey": settings.private_key.get_secret_value()}
+            if settings.key_id:
+                config["kid"] = settings.key_id
+        config["httpClient"] = _http_client_class(header)
+        try:
+            self._client = Client(config)
+        except ValueError as exc:
+            # The SDK's validation messages name fields, never their values.
+            raise ConfigError(f"okta {name}: {exc}") from None
+
+    async def _ensure_session(self) -> None:
+        if self._session is None:
+            context = ssl.create_default_context(cafile=self._settings.ca_file)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context),
+                timeout=aiohttp.ClientTimeout(total=self._settings.timeout))
+            self._client.get_request_executor().set_session(self._session)  # type: ignore[no-untyped-call]
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[Any]]) -> tuple[Any, Any]:
+        """Run one SDK call; return ``(data, ApiResponse)`` or raise a typed error."""
+        await self._ensure_session()
+        try:
+            result = await fn()
+        except (AttributeError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Transient(f"okta {self.name}: {what}: cannot reach {self._settings.org_url} "
+                            f"({type(exc).__name__})",
+                            user_message="Okta could not be reached; the bot will try again.") from None
+        error = result[-1]
+        if error is not None:
+            self._raise(what, error)
+        return result[0], result[1]
+
+    def _raise(self, what: str, error: Exception) -> NoReturn:
+        status = getattr(error, "status", None)
+        prefix = f"okta {self.name}: {what}"
+        if status is None:
+            raise Transient(f"{prefix}: {type(error).__name__}",
+                            user_message="Okta could not be reached; the bot will try again.")
+        detail = (f"{prefix}: HTTP {status} {getattr(error, 'error_code', '')} "
+                  f"{getattr(error, 'error_summary', '')}".rstrip())
+        if status == 429:
+            headers = getattr(error, "headers", None) or getattr(error, "response_headers", None) or {}
+            raise RateLimited(detail, retry_after=_retry_after(headers),
+                              user_message="Okta is rate limiting the bot; it will try again shortly.")
+        if status == 401:
+            raise PermissionDenied(detail, user_message="Okta rejected the connector's credentials.")
+        if status == 403:
+            raise PermissionDenied(detail, user_message="The Okta connector lacks a permission.")
+        if status == 404:
+            raise NotFound(detail, user_message="Okta does not know this user or group.")
+        if status >= 500 or status == 408:
+            raise Transient(detail, user_message="Okta is having trouble; the bot will try again.")
+        raise ConnectorError(detail)
+
+    # -- lookups -----------------------------------------------------------------------------
+    async def find_user(self, email: str) -> IdpUser | None:
+        """The user whose login or primary email is ``email`` (case-insensitive), or None."""
+        if not email or any(c in email for c in '"\\'):
+            return None
+        search = f'profile.login eq "{email}" or profile.email eq "{email}"'
+        users, _ = await self._call("find user", lambda: self._client.list_users(search=search, limit=10))
+        wanted = email.lower()
+        matches = [_to_user(u) for u in users or []]
+        for user in matches:
+            if user.email.lower() == wanted:
+                return user
+        return matches[0] if matches else None
+
+    async def _group_id(self, ref: str) -> str:
+        if _GROUP_ID.fullmatch(ref):
+            return ref
+        if ref not in self._group_ids:
+            if '"' in ref or "\\" in ref:
+                raise NotFound(f"okta {self.name}: no group named {ref!r}")
+            search = f'profile.name eq "{ref}"'
+            groups, _ = await self._call("find group", lambda: self._client.list_groups(search=search))
+            ids = [g.id for g in groups or [] if _group_name(g) == ref]
+            if len(ids) != 1:
+                raise NotFound(f"okta {self.name}: {len(ids)} groups named {ref!r}",
+                               user_message=f"Okta has no single group named {ref}.")
+            self._group_ids[ref] = ids[0]
+        return self._group_ids[ref]
+
+    async def list_members(self, group: str) -> list[IdpUser]:
+        """Every member of ``group`` (id or exact name), following ``rel="next"`` links."""
+        gid = await self._group_id(group)
+        members: list[IdpUser] = []
+        after: str | None = None
+        while True:
+            users, response = await self._call("list group members", functools.partial(
+                self._client.list_group_users, gid, after=after, limit=self._settings.page_size))
+            members.extend(_to_user(u) for u in users or [])
+            after = _next_cursor(getattr(response, "headers", None) or {})
+            if not after:
+                return members
+
+    async def is_member(self, user: IdpUser, target: Target) -> bool:
+        """Whether ``user`` is in the group now, read from the user's groups (Okta has no pair lookup)."""
+        gid = await self._group_id(target.id)
+        groups, response = await self._call("list user groups",
+                                            lambda: self._client.list_user_groups(user.id))
+        if any(g.id == gid for g in groups or []):
+            return True
+        if _next_cursor(getattr(response, "headers", None) or {}):
+            # More groups than one page and the SDK cannot page this list: read the group instead.
+            return any(m.id == user.id for m in await self.list_members(gid))
+        return False
+
+    # -- changes -----------------------------------------------------------------------------
+    async def grant(
+        self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime
+    ) -> GrantResult:
+        """Add ``user`` to the group; ``added=False`` when they already were a member."""
+        gid = await self._group_id(target.id)
+        if await self.is_member(user, target):
+            return GrantResult(added=False, detail={"group_id": gid})
+        await self._call("add group member", lambda: self._client.assign_user_to_group(gid, user.id))
+        log.info("okta %s: added %s to group %s (grant %s)", self.name, user.id, gid, grant_id)
+        return GrantResult(added=True, detail={"group_id": gid})
+
+    async def revoke(self, user: IdpUser, target: Target, *, grant_id: str) -> None:
+        """Remove ``user`` from the group; a missing user or group counts as removed."""
+        try:
+            gid = await self._group_id(target.id)
+            await self._call("remove group member",
+                             lambda: self._client.unassign_user_from_group(gid, user.id))
+        except NotFound as exc:
+            log.warning("okta %s: revoke %s treated as done: %s", self.name, grant_id, exc)
+            return
+        log.info("okta %s: removed %s from group %s (grant %s)", self.name, user.id, gid, grant_id)
+
+    async def terminate_sessions(self, user: IdpUser) -> None:
+        """End the user's Okta sessions (needs ``okta.users.manage`` in OAuth mode)."""
+        await self._call("revoke sessions", lambda: self._client.revoke_user_sessions(user.id))
+
+    # -- health ------------------------------------------------------------------------------
+    async def check(self) -> list[Check]:
+        """Credentials, reachability and read permissions, each with an actionable message."""
+        mode = "API token" if self._settings.api_token is not None else "OAuth service app"
+        checks = [Check("config", True, f"{self._settings.org_url} via {mode}")]
+        probes: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = [
+            ("groups", "okta.groups.manage", lambda: self._client.list_groups(limit=1)),
+            ("users", "okta.users.read", lambda: self._client.list_users(limit=1)),
+        ]
+        for label, scope, probe in probes:
+            try:
+                await self._call(f"read {label}", probe)
+            except PermissionDenied as exc:
+                checks.append(Check(f"okta {label}", False, self._denied_message(str(exc), scope)))
+                if "HTTP 401" in str(exc):
+                    break
+            except ConnectorError as exc:
+                checks.append(Check(f"okta {label}", False,
+                                    f"Cannot reach Okta at {self._settings.org_url}: {exc}. "
+                                    "Check org_url, DNS, the firewall and the proxy."))
+                break
+            else:
+                checks.append(Check(f"okta {label}", True, f"can read {label}"))
+        return checks
+
+    def _denied_message(self, detail: str, scope: str) -> str:
+        if self._settings.api_token is not None:
+            if "HTTP 401" in detail:
+                return ("Okta rejected the API token (401): create a new token in "
+                        "Admin > Security > API > Tokens and update the connector's api_token.")
+            return ("The API token's admin lacks permission (403): give that admin a role that can "
+                    "manage these groups (e.g. Group Administrator).")
+        if "HTTP 401" in detail or "invalid_client" in detail:
+            return (f"Okta rejected the OAuth client {self._settings.client_id} (401): check client_id, "
+                    "that the app uses public key / private key authentication, and that its public "
+                    "key matches private_key (and key_id).")
+        return (f"The OAuth service app lacks a permission (403): grant the {scope} scope under "
+                "Okta API Scopes and an admin role, then retry.")
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _to_user(user: Any) -> IdpUser:
+    profile = user.profile
+    name = " ".join(p for p in (profile.first_name, profile.last_name) if p)
+    return IdpUser(id=user.id, email=profile.email or profile.login or "", display_name=name)
+
+
+def _group_name(group: Any) -> str | None:
+    profile = getattr(group, "profile", None)
+    profile = getattr(profile, "actual_instance", None) or profile
+    name = getattr(profile, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def _next_cursor(headers: Any) -> str | None:
+    links = headers.getall("Link", []) if hasattr(headers, "getall") else [headers.get("Link", "")]
+    for link in links:
+        for url in _NEXT_LINK.findall(link or ""):
+            after: list[str] = parse_qs(urlparse(url).query).get("after", [])
+            if after:
+                return after[0]
+    return None
+
+
+def _retry_after(headers: Any) -> float:
+    """Seconds until ``X-Rate-Limit-Reset`` (epoch s), measured against Okta's own ``Date``."""
+    try:
+        reset = float(headers.get("X-Rate-Limit-Reset"))
+    except (TypeError, ValueError):
+        return 60.0  # Okta's limits reset each minute
+    try:
+        now = parsedate_to_datetime(headers.get("Date")).timestamp()
+    except (TypeError, ValueError):
+        now = datetime.now().timestamp()
+    return max(0.0, reset - now)
+
+
+def from_settings(name: str, settings: dict[str, Any]) -> OktaConnector:
+    """Build an Okta connector from its policy settings (validated; secrets kept as ``SecretStr``)."""
+    try:
+        parsed = OktaSettings.model_validate(settings)
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"okta connector {name!r}: {fields}") from None
+    return OktaConnector(name, parsed)

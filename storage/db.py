@@ -1,0 +1,94 @@
+"""Engine, sessions and transactions for SQLite (embedded default) and PostgreSQL (replicas)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+DEFAULT_URL = "sqlite+aiosqlite:///jitbot.db"
+
+# Key for pg_advisory_xact_lock: serialises appends to the audit hash chain across replicas.
+AUDIT_CHAIN_LOCK = 0x6A17B07
+
+
+class Database:
+    """One engine plus a session factory. ``transaction()`` is the unit of work of every service."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False, pool_size: int = 10,
+                 schema: str | None = None) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"echo": echo}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            if schema:  # an isolated schema (tests; several deployments in one database)
+                kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            self._sqlite_single_writer()
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def _sqlite_single_writer(self) -> None:
+        # pysqlite's own transaction handling is off; every transaction is BEGIN IMMEDIATE, so a
+        # writer holds the database lock from its first statement (no lost updates, no fork in the
+        # audit chain), and WAL lets readers carry on meanwhile.
+        sync_engine = self.engine.sync_engine
+
+        @event.listens_for(sync_engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(sync_engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on success, rolled back on any exception."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def lock_audit_chain(self, session: AsyncSession) -> None:
+        """Serialise audit-chain appends (PostgreSQL advisory lock; SQLite already has one writer)."""
+        if not self.is_sqlite:
+            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_CHAIN_LOCK})
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (run on every start)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+
+        def upgrade(conn: Connection) -> None:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

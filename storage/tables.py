@@ -1,0 +1,174 @@
+"""SQLModel tables. Every future action is a due-time column with an index (the database is the schedule)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+from storage.types import UTCDateTime
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class EligibilityRow(SQLModel, table=True):
+    """An eligibility as applied from the policy file."""
+
+    __tablename__ = "eligibility"
+    name: str = Field(primary_key=True, max_length=64)
+    definition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    policy_sha256: str = Field(max_length=64)
+    applied_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    active: bool = True
+
+
+class AccessRequest(SQLModel, table=True):
+    """A request for an eligibility, and its approval progress."""
+
+    __tablename__ = "access_request"
+    id: str = Field(primary_key=True, max_length=32)
+    eligibility: str = Field(index=True, max_length=64)
+    kind: str = Field(default="access", max_length=16)  # access | extension
+    parent_id: str | None = Field(default=None, max_length=32)  # extension → the original request
+    requester: str = Field(index=True, max_length=320)  # email, lower case
+    requester_slack: str | None = Field(default=None, max_length=32)
+    duration_s: int
+    justification: str = Field(sa_column=Column(Text, nullable=False))
+    ticket: str | None = Field(default=None, max_length=64)
+    status: str = Field(index=True, max_length=16)
+    layer: int = 1
+    layers: int = 0
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    decided_at: datetime | None = _ts()
+    # Due: PENDING requests lapse at layer_deadline.
+    layer_deadline: datetime | None = _ts()
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    version: int = 0
+
+    __table_args__ = (Index("ix_request_pending_due", "status", "layer_deadline"),)
+
+
+class ApprovalVote(SQLModel, table=True):
+    __tablename__ = "approval_vote"
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(index=True, foreign_key="access_request.id", max_length=32)
+    layer: int
+    approver: str = Field(max_length=320)
+    approver_slack: str | None = Field(default=None, max_length=32)
+    decision: str = Field(max_length=8)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+    __table_args__ = (Index("uq_vote_once", "request_id", "approver", unique=True),)
+
+
+class Grant(SQLModel, table=True):
+    """Access given at the identity provider. ``status``: granting → active → revoking → ended | failed."""
+
+    __tablename__ = "grant"
+    id: str = Field(primary_key=True, max_length=32)
+    request_id: str = Field(index=True, foreign_key="access_request.id", max_length=32)
+    connector: str = Field(max_length=64)
+    target_kind: str = Field(max_length=8)
+    target_id: str = Field(max_length=256)
+    user_email: str = Field(max_length=320, index=True)
+    user_idp_id: str | None = Field(default=None, max_length=256)
+    status: str = Field(max_length=16)
+    # Whether this grant (still) owns the membership: False for standing access held before the grant.
+    owns_membership: bool = False
+    # Whether the user was a member before this grant's first IdP call (recorded before the call, so that
+    # a retry after a crash still knows the membership is ours).
+    pre_member: bool | None = None
+    granted_at: datetime | None = _ts()
+    expires_at: datetime | None = _ts()
+    warn_at: datetime | None = _ts()
+    next_attempt_at: datetime | None = _ts()
+    claimed_until: datetime | None = _ts()
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    alerted: bool = False
+    ended_at: datetime | None = _ts()
+    end_reason: str | None = Field(default=None, max_length=16)  # expired | revoked | released
+
+    __table_args__ = (
+        Index("ix_grant_due_action", "status", "next_attempt_at"),
+        Index("ix_grant_due_expiry", "status", "expires_at"),
+        Index("ix_grant_due_warn", "status", "warn_at"),
+        Index("ix_grant_holder", "connector", "target_kind", "target_id", "user_email", "status"),
+    )
+
+
+class Event(SQLModel, table=True):
+    """Append-only audit log; ``hash`` chains each row to the previous one."""
+
+    __tablename__ = "event"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    request_id: str | None = Field(default=None, index=True, max_length=32)
+    actor: str = Field(max_length=320)
+    kind: str = Field(max_length=32)
+    from_state: str | None = Field(default=None, max_length=16)
+    to_state: str | None = Field(default=None, max_length=16)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A notification written with the state change that caused it, delivered by the dispatcher."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    order_key: str = Field(max_length=64, index=True)  # delivery is in order per key (the request id)
+    kind: str = Field(max_length=32)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=8)  # pending | sent | dead
+    attempts: int = 0
+    next_attempt_at: datetime | None = _ts()
+    claimed_until: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class MessageRef(SQLModel, table=True):
+    """Where a delivered Slack message lives, so that every copy can be updated later."""
+
+    __tablename__ = "message_ref"
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(index=True, max_length=32)
+    purpose: str = Field(max_length=32)  # approval:<layer> | audit_root | requester
+    recipient: str = Field(default="", max_length=320)
+    channel: str = Field(max_length=32)
+    ts: str = Field(max_length=32)
+
+
+class Membership(SQLModel, table=True):
+    """Memberships of the memory connector, persisted so that they survive restarts."""
+
+    __tablename__ = "memory_membership"
+    connector: str = Field(primary_key=True, max_length=64)
+    target: str = Field(primary_key=True, max_length=300)
+    user_id: str = Field(primary_key=True, max_length=320)
+
+
+class WorkerHeartbeat(SQLModel, table=True):
+    __tablename__ = "worker_heartbeat"
+    worker_id: str = Field(primary_key=True, max_length=64)
+    beat_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    ticks: int = 0
+
+
+class KeyValue(SQLModel, table=True):
+    """Small persisted state: the applied policy hash, cursors, counters."""
+
+    __tablename__ = "kv"
+    key: str = Field(primary_key=True, max_length=128)
+    value: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
