@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _USER_FIELDS = "id,mail,userPrincipalName,displayName"
+_USER_TYPE = "#microsoft.graph.user"
+_UNREACHABLE = "Microsoft Entra could not be reached; the bot will try again."
 
 
 class EntraSettings(BaseModel):
@@ -132,7 +134,7 @@ class EntraConnector:
             result = await asyncio.to_thread(self._acquire)
         except requests.RequestException as exc:
             raise Transient(f"entra {self.name}: token: cannot reach {where} ({type(exc).__name__})",
-                            user_message="Microsoft Entra could not be reached; the bot will try again.") from None
+                            user_message=_UNREACHABLE) from None
         except ValueError as exc:  # msal: tenant discovery failed (unknown tenant or authority)
             raise ConfigError(f"entra {self.name}: token: {str(exc)[:300]}") from None
         if "access_token" in result:
@@ -140,7 +142,7 @@ class EntraConnector:
         error = str(result.get("error", "unknown_error"))
         detail = f"entra {self.name}: token: {error}: {str(result.get('error_description', ''))[:300]}"
         if error in ("invalid_client", "unauthorized_client", "invalid_request", "invalid_scope"):
-            raise PermissionDenied(detail, user_message="Microsoft Entra rejected the connector's credentials.")
+            raise PermissionDenied(detail, user_message="Microsoft Entra rejected the connector's login.")
         if error in ("temporarily_unavailable", "server_error"):
             raise Transient(detail)
         raise ConnectorError(detail)
@@ -163,14 +165,13 @@ class EntraConnector:
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise Transient(f"entra {self.name}: {what}: {type(exc).__name__} talking to Graph",
-                            user_message="Microsoft Graph could not be reached; the bot will try again.") from None
+                            user_message=_UNREACHABLE) from None
         if status < 300 or status in (400, 404):
             return status, body
-        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-        detail = f"entra {self.name}: {what}: HTTP {status} {error.get('code', '')} {error.get('message', '')}"
+        detail = f"entra {self.name}: {what}: HTTP {status} {_message(body)}"
         if status == 429 or (status == 503 and retry_after):
             raise RateLimited(detail, retry_after=_seconds(retry_after),
-                              user_message="Microsoft Graph is throttling the bot; it will try again shortly.")
+                              user_message="Microsoft Graph is throttling the bot; it will retry soon.")
         if status in (401, 403):
             raise PermissionDenied(detail, user_message="The Entra connector lacks a permission.")
         if status >= 500 or status == 408:
@@ -202,14 +203,15 @@ class EntraConnector:
             "$select": _USER_FIELDS, "$top": "5"})
         matches = [_to_user(u) for u in users]
         exact = [u for u in matches if u.email.lower() == email.lower()]
-        return (exact or matches or [None])[0]
+        return (exact or matches)[0] if matches else None
 
     async def _group_id(self, ref: str) -> str:
         if _GUID.fullmatch(ref):
             return ref
         if ref not in self._group_ids:
+            literal = ref.replace("'", "''")
             groups = await self._get_all(f"{self._graph}/groups", "find group", {
-                "$filter": f"displayName eq '{ref.replace(chr(39), chr(39) * 2)}'", "$select": "id,displayName"})
+                "$filter": f"displayName eq '{literal}'", "$select": "id,displayName"})
             if len(groups) != 1:
                 raise NotFound(f"entra {self.name}: {len(groups)} groups named {ref!r}",
                                user_message=f"Microsoft Entra has no single group named {ref}.")
@@ -221,7 +223,7 @@ class EntraConnector:
         gid = await self._group_id(group)
         members = await self._get_all(f"{self._graph}/groups/{quote(gid)}/members", "list group members",
                                       {"$select": _USER_FIELDS, "$top": str(self._settings.page_size)})
-        return [_to_user(m) for m in members if m.get("@odata.type", "#microsoft.graph.user") == "#microsoft.graph.user"]
+        return [_to_user(m) for m in members if m.get("@odata.type", _USER_TYPE) == _USER_TYPE]
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         """Whether ``user`` is a direct member of the group (read from the user's ``memberOf``)."""
@@ -251,8 +253,8 @@ class EntraConnector:
     async def revoke(self, user: IdpUser, target: Target, *, grant_id: str) -> None:
         """Remove ``user`` from the group; 404 (not a member, or gone) is success."""
         gid = await self._group_id(target.id)
-        status, answer = await self._request(
-            "DELETE", f"{self._graph}/groups/{quote(gid)}/members/{quote(user.id)}/$ref", "remove group member")
+        url = f"{self._graph}/groups/{quote(gid)}/members/{quote(user.id)}/$ref"
+        status, answer = await self._request("DELETE", url, "remove group member")
         if status == 400:
             raise ConnectorError(f"entra {self.name}: remove group member: {_message(answer)}")
         log.info("entra %s: %s %s from group %s (grant %s)", self.name,
@@ -260,8 +262,8 @@ class EntraConnector:
 
     async def terminate_sessions(self, user: IdpUser) -> None:
         """Invalidate the user's refresh tokens and session cookies (``revokeSignInSessions``)."""
-        status, answer = await self._request("POST", f"{self._graph}/users/{quote(user.id)}/revokeSignInSessions",
-                                             "revoke sessions")
+        url = f"{self._graph}/users/{quote(user.id)}/revokeSignInSessions"
+        status, answer = await self._request("POST", url, "revoke sessions")
         if status == 404:
             raise NotFound(f"entra {self.name}: revoke sessions: {_message(answer)}")
         if status == 400:
@@ -275,10 +277,10 @@ class EntraConnector:
             await self._token()
         except PermissionDenied as exc:
             kind = "client secret" if s.client_secret is not None else "certificate"
-            return [*checks, Check("entra token", False,
-                                   f"Microsoft Entra rejected the app's {kind} ({exc}). In the Entra admin center > "
-                                   f"App registrations > {s.client_id} > Certificates & secrets, create a new "
-                                   f"{kind} and update the connector; check tenant_id and client_id too.")]
+            return [*checks, Check("entra token", False, (
+                f"Microsoft Entra rejected the app's {kind} ({exc}). In the Entra admin center > "
+                f"App registrations > {s.client_id} > Certificates & secrets, create a new {kind} "
+                "and update the connector; check tenant_id and client_id too."))]
         except ConnectorError as exc:
             return [*checks, Check("entra token", False,
                                    f"Cannot get a token from {s.authority_url} ({exc}): check authority_url, "

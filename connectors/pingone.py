@@ -23,10 +23,11 @@ import logging
 import time
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from yarl import URL
 
 from connectors.base import (
     Check,
@@ -157,10 +158,11 @@ class PingOneConnector:
         for attempt in (1, 2):
             token = await self._access_token(force=attempt == 2)
             try:
+                # spaces as %20 as PingOne documents; next links are used exactly as sent
+                query = "?" + urlencode(params, quote_via=quote) if params else ""
                 async with self._http().request(
                     method,
-                    url,
-                    params=params,
+                    URL(url + query, encoded=True),
                     json=body,
                     timeout=self._timeout,
                     headers={"Authorization": f"Bearer {token}"},
@@ -205,11 +207,11 @@ class PingOneConnector:
     def _user(self, user: IdpUser) -> str:
         if not user.id or "/" in user.id:
             raise ConfigError(f"not a PingOne user id: {user.id!r}")
-        return f"{self._env}/users/{user.id}"
+        return f"{self._env}/users/{quote(user.id, safe='')}"
 
     @staticmethod
     def _idp_user(data: dict[str, Any]) -> IdpUser:
-        name = data.get("name") if isinstance(data.get("name"), dict) else {}
+        name = data["name"] if isinstance(data.get("name"), dict) else {}
         display = str(name.get("formatted") or " ".join(str(name.get(k, "")) for k in ("given", "family")))
         return IdpUser(
             id=str(data["id"]),
@@ -289,7 +291,7 @@ class PingOneConnector:
         return [self._idp_user(u) for u in await self._users(f"memberOfGroups[id eq {scim_string(gid)}]")]
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
-        url = f"{self._user(user)}/memberOfGroups/{self._group(target)}"
+        url = f"{self._user(user)}/memberOfGroups/{quote(self._group(target), safe='')}"
         status, data, headers = await self._call("GET", url)
         if status == 404:
             return False
@@ -318,7 +320,7 @@ class PingOneConnector:
         raise self._error(status, data, headers, "add user to group")
 
     async def revoke(self, user: IdpUser, target: Target, *, grant_id: str) -> None:
-        url = f"{self._user(user)}/memberOfGroups/{self._group(target)}"
+        url = f"{self._user(user)}/memberOfGroups/{quote(self._group(target), safe='')}"
         status, data, headers = await self._call("DELETE", url)
         if status not in (200, 204, 404):  # 404: not a member, which is what we want
             raise self._error(status, data, headers, "remove user from group")
