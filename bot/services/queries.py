@@ -1,0 +1,55 @@
+"""Read-only views of requests for people: mine, and those waiting for me."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.domain.requests import Status
+from bot.domain.requests import eligible_approvers as layer_candidates
+from bot.services.notices import describe
+from bot.services.requests import load_votes
+from bot.services.runtime import Runtime
+from storage.tables import AccessRequest, Grant
+
+
+async def my_requests(rt: Runtime, email: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(active access, pending requests) of ``email``, as message snapshots."""
+    email = email.lower()
+    async with rt.db.sessions() as session:
+        rows = (await session.execute(select(AccessRequest, Grant).join(Grant, Grant.request_id == AccessRequest.id)
+                                      .where(AccessRequest.requester == email, Grant.status == "active")
+                                      .order_by(Grant.expires_at))).all()  # type: ignore[arg-type]
+        active = [describe(rt, req, [], grant) for req, grant in rows]
+        pend = (await session.execute(select(AccessRequest).where(
+            AccessRequest.requester == email, AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value]))  # type: ignore[attr-defined]
+            .order_by(AccessRequest.created_at))).scalars().all()  # type: ignore[arg-type]
+        pending = [describe(rt, r, await load_votes(session, r.id)) for r in pend]
+    return active, pending
+
+
+async def awaiting_me(rt: Runtime, email: str, limit: int = 50) -> list[tuple[dict[str, Any], int]]:
+    """Pending requests whose current layer ``email`` may decide (re-checked at decision time anyway)."""
+    email = email.lower()
+    out: list[tuple[dict[str, Any], int]] = []
+    async with rt.db.sessions() as session:
+        reqs = (await session.execute(select(AccessRequest).where(AccessRequest.status == Status.PENDING.value)
+                                      .order_by(AccessRequest.created_at).limit(500))).scalars().all()  # type: ignore[arg-type]
+        candidates = []
+        for req in reqs:
+            elig = rt.eligibility(req.eligibility)
+            if elig is None or req.requester == email or not 1 <= req.layer <= len(elig.approvals):
+                continue
+            votes = await load_votes(session, req.id)
+            if any(v.approver == email for v in votes):
+                continue
+            candidates.append((req, votes, elig.approvals[req.layer - 1]))
+    for req, votes, layer in candidates:
+        members = await rt.directory.expand(rt.policy, layer.approvers)
+        earlier = [v.approver for v in votes]
+        if email in layer_candidates(members, requester=req.requester, earlier_approvers=earlier):
+            out.append((describe(rt, req, votes), req.layer))
+        if len(out) >= limit:
+            break
+    return out

@@ -1,0 +1,71 @@
+"""Deployment settings: the only module that reads environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """One clear line naming the setting that is missing or malformed."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
+
+    SLACK_BOT_TOKEN: SecretStr | None = None
+    SLACK_SIGNING_SECRET: SecretStr | None = None
+    SLACK_APP_TOKEN: SecretStr | None = None
+    SLACK_API_URL: str = "https://slack.com/api/"
+    JITBOT_POLICY: str = "policy.yml"
+    DATABASE_URL: str = "sqlite+aiosqlite:///jitbot.db"
+    PORT: int = Field(default=3000, ge=1, le=65535)
+    JITBOT_LOG_LEVEL: str = "INFO"
+
+    @field_validator("SLACK_BOT_TOKEN")
+    @classmethod
+    def _bot_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return v
+
+    @field_validator("SLACK_APP_TOKEN")
+    @classmethod
+    def _app_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return v
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if v.startswith("postgresql://") or v.startswith("postgres://"):
+            return "postgresql+asyncpg://" + v.split("://", 1)[1]
+        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return v
+
+    @field_validator("SLACK_API_URL")
+    @classmethod
+    def _api(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v if v.endswith("/") else v + "/"
+
+    def require_slack(self) -> None:
+        """For ``serve``: Slack credentials must be present."""
+        if self.SLACK_BOT_TOKEN is None:
+            raise SettingsError("SLACK_BOT_TOKEN is not set (the bot token, xoxb-…)")
+        if self.SLACK_SIGNING_SECRET is None and self.SLACK_APP_TOKEN is None:
+            raise SettingsError("SLACK_SIGNING_SECRET is not set (needed for HTTP mode; "
+                                "or set SLACK_APP_TOKEN for Socket Mode)")
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise SettingsError with one line naming the bad setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"])
+        raise SettingsError(f"{name}: {err['msg'].removeprefix('Value error, ')}") from None

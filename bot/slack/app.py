@@ -1,0 +1,17 @@
+"""Build the Bolt AsyncApp: one register() per surface, nothing else."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.services.runtime import Runtime
+from bot.slack import listeners
+
+
+def build_app(rt: Runtime, *, client: AsyncWebClient, signing_secret: str,
+              process_before_response: bool = False) -> AsyncApp:
+    app = AsyncApp(client=client, signing_secret=signing_secret,
+                   process_before_response=process_before_response)
+    listeners.register(app, rt)
+    return app

@@ -1,0 +1,219 @@
+"""Block Kit, built by pure functions from plain values. No I/O.
+
+Limits kept here (Slack's documented maxima): section text 3000, field 2000, header 150, button 75,
+option text 75, static_select 100 options, modal title 24, ≤100 blocks per view, ≤50 per message.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.domain.durations import format_duration
+from bot.domain.policy import Eligibility
+from bot.slack import ids
+
+Block = dict[str, Any]
+
+PRESETS = [timedelta(minutes=m) for m in (15, 30, 60, 120, 240, 480, 720, 1440, 2880, 10080)]
+
+
+def esc(text: str | None) -> str:
+    """Escape user text for mrkdwn so it cannot mention people, @channel, or forge links."""
+    return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cut(text: str, limit: int) -> str:
+    """Truncate visibly, never silently past Slack's limit."""
+    return text if len(text) <= limit else text[: limit - 12] + " …(truncated)"
+
+
+def plain(text: str, limit: int = 75) -> dict[str, Any]:
+    return {"type": "plain_text", "text": cut(text, limit), "emoji": True}
+
+
+def md(text: str, limit: int = 3000) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": cut(text, limit)}
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": md(text)}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [md(text, 2000)]}
+
+
+def button(text: str, action_id: str, value: str, style: str | None = None,
+           confirm: dict[str, Any] | None = None) -> dict[str, Any]:
+    b: dict[str, Any] = {"type": "button", "text": plain(text), "action_id": action_id, "value": value}
+    if style:
+        b["style"] = style
+    if confirm:
+        b["confirm"] = confirm
+    return b
+
+
+def who(email: str, slack_id: str | None) -> str:
+    return f"<@{slack_id}>" if slack_id else esc(email)
+
+
+def when(iso: str | None) -> str:
+    if not iso:
+        return "—"
+    at = datetime.fromisoformat(iso)
+    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}|{at:%Y-%m-%d %H:%M} UTC>"
+
+
+def duration_options(elig: Eligibility) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    choices = sorted({d for d in PRESETS if d <= elig.max_duration} | {elig.max_duration, elig.default})
+    options = [{"text": plain(format_duration(d)), "value": str(int(d.total_seconds()))} for d in choices][:100]
+    initial = next(o for o in options if o["value"] == str(int(elig.default.total_seconds())))
+    return options, initial
+
+
+def request_modal(eligibilities: list[Eligibility], selected: str | None = None) -> dict[str, Any]:
+    """The /jit modal: only what the user may request; ticket field only where required."""
+    if not eligibilities:
+        return {"type": "modal", "callback_id": ids.REQUEST_VIEW, "title": plain("Request access", 24),
+                "close": plain("Close", 24),
+                "blocks": [section("You are not eligible for any access through jitbot. Ask your JIT "
+                                   "administrators if you think you should be.")]}
+    elig = next((e for e in eligibilities if e.name == selected), eligibilities[0])
+    options = [{"text": plain(e.name), "value": e.name,
+                "description": plain(e.description or f"{e.target.kind} {e.target.ref}")} for e in eligibilities][:100]
+    initial = next(o for o in options if o["value"] == elig.name)
+    durations, initial_duration = duration_options(elig)
+    blocks: list[Block] = [
+        {"type": "input", "block_id": ids.B_ELIGIBILITY, "dispatch_action": True, "label": plain("Access", 2000),
+         "element": {"type": "static_select", "action_id": ids.A_ELIGIBILITY, "options": options,
+                     "initial_option": initial}},
+        context(esc(elig.description) + f" · up to {format_duration(elig.max_duration)}"
+                + (f" · {len(elig.approvals)} approval layer(s)" if elig.approvals else " · approved automatically")),
+        {"type": "input", "block_id": ids.B_DURATION, "label": plain("For how long", 2000),
+         "element": {"type": "static_select", "action_id": ids.A_DURATION, "options": durations,
+                     "initial_option": initial_duration}},
+        {"type": "input", "block_id": ids.B_JUSTIFICATION, "label": plain("Why do you need it?", 2000),
+         "element": {"type": "plain_text_input", "action_id": ids.A_JUSTIFICATION, "multiline": True,
+                     "max_length": 3000}},
+    ]
+    if elig.require_ticket:
+        blocks.append({"type": "input", "block_id": ids.B_TICKET, "label": plain("Ticket", 2000),
+                       "element": {"type": "plain_text_input", "action_id": ids.A_TICKET,
+                                   "placeholder": plain("e.g. OPS-1234", 150)}})
+    return {"type": "modal", "callback_id": ids.REQUEST_VIEW, "title": plain("Request access", 24),
+            "submit": plain("Request", 24), "close": plain("Cancel", 24), "blocks": blocks,
+            "private_metadata": elig.name}
+
+
+def deny_modal(value: str) -> dict[str, Any]:
+    return {"type": "modal", "callback_id": ids.DENY_VIEW, "title": plain("Deny request", 24),
+            "submit": plain("Deny", 24), "close": plain("Back", 24), "private_metadata": value,
+            "blocks": [{"type": "input", "block_id": ids.B_REASON, "label": plain("Reason (the requester sees it)", 2000),
+                        "element": {"type": "plain_text_input", "action_id": ids.A_REASON, "multiline": True,
+                                    "max_length": 500}}]}
+
+
+def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Block]:
+    fields = [md(f"*Requester*\n{who(snap['requester'], snap.get('requester_slack'))}", 2000),
+              md(f"*Access*\n{esc(snap['eligibility'])}", 2000),
+              md(f"*Duration*\n{format_duration(timedelta(seconds=snap['duration_s']))}", 2000),
+              md(f"*Ticket*\n{esc(snap.get('ticket')) or '—'}", 2000)]
+    if layer is not None:
+        fields.append(md(f"*Layer*\n{layer} of {snap['layers']}", 2000))
+    earlier = [a for a in snap.get("approvals", []) if a["decision"] == "approve"]
+    if earlier:
+        fields.append(md("*Approved by*\n" + ", ".join(f"{esc(a['approver'])} (layer {a['layer']})" for a in earlier),
+                         2000))
+    return [{"type": "section", "fields": fields},
+            section(f"*Justification*\n>{cut(esc(snap['justification']), 2800)}")]
+
+
+def approval_message(snap: dict[str, Any], layer: int) -> list[Block]:
+    value = f"{snap['id']}:{layer}"
+    return [
+        {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
+        *_request_fields(snap, layer),
+        {"type": "actions", "block_id": f"decide:{value}", "elements": [
+            button("Approve", ids.APPROVE, value, "primary"),
+            button("Deny", ids.DENY, value, "danger"),
+        ]},
+    ]
+
+
+def approval_decided(snap: dict[str, Any], layer: int, outcome: str) -> list[Block]:
+    return [
+        {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
+        *_request_fields(snap, layer),
+        context(f":white_check_mark: {esc(outcome)}" if outcome.startswith("Approved") else f":no_entry: {esc(outcome)}"),
+    ]
+
+
+def requester_notice(snap: dict[str, Any], event: str, text: str) -> list[Block]:
+    blocks: list[Block] = [section(esc(text))]
+    if event in ("active", "warning", "extended"):
+        blocks.append(context(f"Access ends {when(snap.get('expires_at'))}"))
+        elements = []
+        if event == "warning":
+            elements.append(button("Extend", ids.EXTEND, snap["id"], "primary"))
+        elements.append(button("Release now", ids.RELEASE, snap["id"], confirm={
+            "title": plain("Release access?", 100), "text": plain("Your access ends immediately.", 300),
+            "confirm": plain("Release", 30), "deny": plain("Keep it", 30)}))
+        blocks.append({"type": "actions", "block_id": f"grant:{snap['id']}", "elements": elements})
+    if event == "submitted":
+        blocks.append({"type": "actions", "block_id": f"pending:{snap['id']}",
+                       "elements": [button("Cancel request", ids.CANCEL, snap["id"])]})
+    return blocks
+
+
+def audit_text(payload: dict[str, Any]) -> str:
+    snap = payload.get("request") or {}
+    actor = payload.get("actor", "jitbot")
+    head = f"*{esc(snap.get('id', ''))}* {esc(snap.get('eligibility', ''))} for {esc(snap.get('requester', ''))}: " \
+        if snap else ""
+    return cut(f"{head}{esc(payload.get('text') or payload.get('event', ''))} _(by {esc(actor)})_", 3000)
+
+
+def audit_root(snap: dict[str, Any]) -> list[Block]:
+    return [section(f":key: *{esc(snap['id'])}* — {who(snap['requester'], snap.get('requester_slack'))} requests "
+                    f"*{esc(snap['eligibility'])}* for {format_duration(timedelta(seconds=snap['duration_s']))}"),
+            *_request_fields(snap)[1:]]
+
+
+def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
+              approvals: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """App Home: my active access, my pending requests, approvals waiting for me, a Request button."""
+    blocks: list[Block] = [
+        {"type": "header", "text": plain("Just-in-time access", 150)},
+        {"type": "actions", "block_id": "home_actions",
+         "elements": [button("Request access", ids.OPEN_REQUEST, "open", "primary")]},
+        {"type": "divider"},
+        section("*Your active access*" if active else "*Your active access*\nNone right now."),
+    ]
+    for snap in active[:15]:
+        blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — ends "
+                                                     f"{when(snap.get('expires_at'))}"),
+                       "accessory": button("Release", ids.RELEASE, snap["id"])})
+    blocks += [{"type": "divider"}, section("*Your pending requests*" if pending else "*Your pending requests*\nNone.")]
+    for snap in pending[:15]:
+        blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — waiting for "
+                                                     f"layer {snap['layer']} of {snap['layers']}"),
+                       "accessory": button("Cancel", ids.CANCEL, snap["id"])})
+    blocks += [{"type": "divider"},
+               section("*Waiting for your approval*" if approvals else "*Waiting for your approval*\nNothing.")]
+    for snap, layer in approvals[:10]:
+        value = f"{snap['id']}:{layer}"
+        blocks.append(section(f"*{esc(snap['eligibility'])}* for {who(snap['requester'], snap.get('requester_slack'))}"
+                              f" — {format_duration(timedelta(seconds=snap['duration_s']))}, layer {layer} of "
+                              f"{snap['layers']}\n>{cut(esc(snap['justification']), 500)}"))
+        blocks.append({"type": "actions", "block_id": f"home_decide:{value}", "elements": [
+            button("Approve", ids.APPROVE, value, "primary"), button("Deny", ids.DENY, value, "danger")]})
+    return {"type": "home", "blocks": blocks[:100]}
+
+
+HELP = (
+    "*/jit* — open the request form\n"
+    "*/jit list* — your access and requests\n"
+    "*/jit release REQUEST* — end your access now\n"
+    "*/jit help* — this message"
+)

@@ -1,0 +1,27 @@
+"""Action ids, callback ids, block ids: one place, used where blocks are built and where listeners register."""
+
+COMMAND = "/jit"
+
+# views (callback ids)
+REQUEST_VIEW = "jit_request"
+DENY_VIEW = "jit_deny"
+
+# actions (action ids)
+APPROVE = "jit_approve"
+DENY = "jit_deny_open"
+RELEASE = "jit_release"
+EXTEND = "jit_extend"
+CANCEL = "jit_cancel"
+OPEN_REQUEST = "jit_open_request"
+ELIGIBILITY_PICK = "jit_pick_eligibility"
+
+# input blocks of the request modal: (block_id, action_id)
+B_ELIGIBILITY, A_ELIGIBILITY = "eligibility", "eligibility_select"
+B_DURATION, A_DURATION = "duration", "duration_select"
+B_JUSTIFICATION, A_JUSTIFICATION = "justification", "justification_input"
+B_TICKET, A_TICKET = "ticket", "ticket_input"
+B_REASON, A_REASON = "reason", "reason_input"
+
+ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, ELIGIBILITY_PICK)
+VIEWS = (REQUEST_VIEW, DENY_VIEW)
+EVENTS = ("app_home_opened",)

@@ -1,0 +1,108 @@
+"""Delivers outbox messages to Slack: DMs, approval-message updates, the audit channel (threaded)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.services.outbox import Delivery, PermanentFailure, Ref, RetryLater, message_refs
+from bot.slack import blocks
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+PERMANENT = {"channel_not_found", "users_not_found", "user_not_found", "not_in_channel", "is_archived",
+             "cannot_dm_bot", "user_disabled", "invalid_blocks", "invalid_arguments", "msg_too_long",
+             "message_not_found", "cant_update_message"}
+
+
+class SlackNotifier:
+    def __init__(self, client: AsyncWebClient, db: Database, *, audit_channel: str,
+                 security_channel: str | None = None) -> None:
+        self.client = client
+        self.db = db
+        self.audit_channel = audit_channel
+        self.security_channel = security_channel
+        self._users: dict[str, str] = {}
+        self._dms: dict[str, str] = {}
+
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
+        try:
+            handler = getattr(self, f"_{kind}")
+            result: Delivery = await handler(payload)
+            return result
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            error = str(exc.response.get("error", "")) if isinstance(exc.response.data, dict) else ""
+            log.warning("slack %s failed: HTTP %s %s", kind, status, error)
+            if status == 429 or error == "ratelimited":
+                raise RetryLater("slack rate limited", after=float(exc.response.headers.get("Retry-After", 5))) from None
+            if error in PERMANENT:
+                raise PermanentFailure(f"slack error {error}") from None
+            raise RetryLater(f"slack error {error or status}") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise RetryLater(f"slack unreachable: {type(exc).__name__}") from None
+
+    async def slack_user(self, email: str) -> str:
+        if email not in self._users:
+            resp = await self.client.users_lookupByEmail(email=email)
+            self._users[email] = resp["user"]["id"]
+        return self._users[email]
+
+    async def _dm(self, user_id: str) -> str:
+        if user_id not in self._dms:
+            resp = await self.client.conversations_open(users=user_id)
+            self._dms[user_id] = resp["channel"]["id"]
+        return self._dms[user_id]
+
+    async def _approval_request(self, p: dict[str, Any]) -> Delivery:
+        snap, layer = p["request"], int(p["layer"])
+        channel = await self._dm(await self.slack_user(p["approver"]))
+        resp = await self.client.chat_postMessage(
+            channel=channel, text=f"Access request {snap['id']} from {snap['requester']} needs your decision",
+            blocks=blocks.approval_message(snap, layer))
+        return Delivery([Ref(snap["id"], f"approval:{layer}", resp["channel"], resp["ts"], p["approver"])])
+
+    async def _approval_update(self, p: dict[str, Any]) -> Delivery:
+        snap, layer = p["request"], int(p["layer"])
+        for ref in await message_refs(self.db, snap["id"], f"approval:{layer}"):
+            await self.client.chat_update(channel=ref.channel, ts=ref.ts, text=f"{snap['id']}: {p['outcome']}",
+                                          blocks=blocks.approval_decided(snap, layer, p["outcome"]))
+        return Delivery()
+
+    async def _requester(self, p: dict[str, Any]) -> Delivery:
+        snap = p["request"]
+        user = snap.get("requester_slack") or await self.slack_user(snap["requester"])
+        channel = await self._dm(user)
+        await self.client.chat_postMessage(channel=channel, text=p["text"],
+                                           blocks=blocks.requester_notice(snap, p["event"], p["text"]))
+        return Delivery()
+
+    async def _thread_root(self, snap: dict[str, Any]) -> tuple[str | None, list[Ref]]:
+        refs = await message_refs(self.db, snap["id"], "audit_root")
+        if refs:
+            return refs[0].ts, []
+        resp = await self.client.chat_postMessage(channel=self.audit_channel, text=f"Access request {snap['id']}",
+                                                  blocks=blocks.audit_root(snap))
+        return resp["ts"], [Ref(snap["id"], "audit_root", resp["channel"], resp["ts"])]
+
+    async def _audit(self, p: dict[str, Any]) -> Delivery:
+        snap = p.get("request")
+        thread_ts, new = (await self._thread_root(snap)) if snap else (None, [])
+        await self.client.chat_postMessage(channel=self.audit_channel, text=blocks.audit_text(p), thread_ts=thread_ts)
+        return Delivery(new)
+
+    async def _alert(self, p: dict[str, Any]) -> Delivery:
+        text = f":rotating_light: {blocks.esc(p['text'])}"
+        snap = p.get("request")
+        thread_ts, new = (await self._thread_root(snap)) if snap else (None, [])
+        await self.client.chat_postMessage(channel=self.audit_channel, text=text, thread_ts=thread_ts,
+                                           reply_broadcast=thread_ts is not None)
+        if self.security_channel:
+            await self.client.chat_postMessage(channel=self.security_channel, text=text)
+        return Delivery(new)

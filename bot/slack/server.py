@@ -1,0 +1,135 @@
+"""``jitbot serve``: Bolt over aiohttp (HTTP mode) or Socket Mode, plus /healthz, /metrics and the worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import func, select
+
+from bot.bootstrap import build_runtime, close_runtime
+from bot.policy_file import PolicyError, load_policy
+from bot.services.outbox import OutboxDispatcher
+from bot.services.runtime import Runtime
+from bot.services.worker import Worker
+from bot.settings import SettingsError, load_settings
+from bot.slack.app import build_app
+from bot.slack.notifier import SlackNotifier
+from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
+
+log = logging.getLogger(__name__)
+
+
+def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events") -> web.Application:
+    """The HTTP surface: Slack requests, health and metrics."""
+
+    async def slack_events(request: web.Request) -> web.Response:
+        bolt_request = await to_bolt_request(request)
+        bolt_response = await app.async_dispatch(bolt_request)
+        return await to_aiohttp_response(bolt_response)
+
+    async def healthz(_: web.Request) -> web.Response:
+        db_ok = await rt.db.ping()
+        age: float | None = None
+        if db_ok:
+            async with rt.db.sessions() as session:
+                beat = (await session.execute(select(func.max(WorkerHeartbeat.beat_at)))).scalar()
+            age = (rt.clock.now() - beat).total_seconds() if beat else None
+        body = {"database": "ok" if db_ok else "unreachable", "worker_heartbeat_age_s": age}
+        return web.json_response(body, status=200 if db_ok else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        lines = []
+        async with rt.db.sessions() as session:
+            for status, count in (await session.execute(select(AccessRequest.status, func.count())
+                                                        .group_by(AccessRequest.status))).all():
+                lines.append(f'jitbot_requests{{status="{status}"}} {count}')
+            for status, count in (await session.execute(select(Grant.status, func.count())
+                                                        .group_by(Grant.status))).all():
+                lines.append(f'jitbot_grants{{status="{status}"}} {count}')
+            now = rt.clock.now()
+            overdue = (await session.execute(select(func.count()).select_from(Grant).where(
+                Grant.status.in_(["active", "revoking"]), Grant.expires_at < now))).scalar()  # type: ignore[attr-defined]
+            pending = (await session.execute(select(func.count()).select_from(OutboxMessage).where(
+                OutboxMessage.status == "pending"))).scalar()
+        lines += [f"jitbot_revocations_overdue {overdue}", f"jitbot_outbox_pending {pending}"]
+        return web.Response(text="\n".join(["# TYPE jitbot_requests gauge", *lines]) + "\n",
+                            content_type="text/plain")
+
+    web_application = web.Application()
+    web_application.router.add_post(path, slack_events)
+    web_application.router.add_get("/healthz", healthz)
+    web_application.router.add_get("/metrics", metrics)
+    return web_application
+
+
+async def run_server(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+        settings.require_slack()
+        loaded = load_policy(args.policy or settings.JITBOT_POLICY)
+    except (SettingsError, PolicyError) as exc:
+        print(f"jitbot: {exc}", file=sys.stderr)
+        return 2
+    assert settings.SLACK_BOT_TOKEN is not None
+    rt = await build_runtime(loaded, settings.DATABASE_URL)
+    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL)
+    secret = settings.SLACK_SIGNING_SECRET.get_secret_value() if settings.SLACK_SIGNING_SECRET else "socket-mode"
+    app = build_app(rt, client=client, signing_secret=secret)
+    worker: Worker | None = None
+    if not args.no_worker:
+        notifier = SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
+                                 security_channel=rt.policy.security_channel)
+        worker = Worker(rt, OutboxDispatcher(rt.db, notifier, rt.clock))
+        worker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner: web.AppRunner | None = None
+    handler: Any = None
+    try:
+        if args.socket_mode or settings.SLACK_APP_TOKEN is not None:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+            if settings.SLACK_APP_TOKEN is None:
+                print("jitbot: SLACK_APP_TOKEN is not set (needed for --socket-mode)", file=sys.stderr)
+                return 2
+            handler = AsyncSocketModeHandler(app, settings.SLACK_APP_TOKEN.get_secret_value())
+            await handler.connect_async()
+            log.info("connected to Slack in Socket Mode")
+        runner = web.AppRunner(web_app(app, rt))
+        await runner.setup()
+        port = args.port or settings.PORT
+        await web.TCPSite(runner, "0.0.0.0", port).start()
+        log.info("jitbot listening on :%d (POST /slack/events, GET /healthz, GET /metrics)", port)
+        await stop.wait()
+    finally:
+        if handler is not None:
+            with contextlib.suppress(Exception):
+                await handler.close_async()
+        if runner is not None:
+            await runner.cleanup()
+        if worker is not None:
+            await worker.stop()
+        await close_runtime(rt)
+    return 0
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return asyncio.run(run_server(args))
+
+
+def health_json(body: dict[str, Any]) -> str:
+    return json.dumps(body)
