@@ -86,10 +86,10 @@ def parse_policy(text: str, *, source: str = "policy.yml", env: Mapping[str, str
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+            line_no = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
             where = ".".join(str(p) for p in loc) or "(top level)"
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{source}{f':{line}' if line else ''}: {where}: {msg}")
+            problems.append(f"{source}{f':{line_no}' if line_no else ''}: {where}: {msg}")
         raise PolicyError(problems) from None
     return LoadedPolicy(policy, source, hashlib.sha256(text.encode()).hexdigest(), data)
 

@@ -39,9 +39,9 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_URL")
     @classmethod
     def _db(cls, v: str) -> str:
-        if v.startswith("postgresql://") or v.startswith("postgres://"):
+        if v.startswith(("postgresql://", "postgres://")):
             return "postgresql+asyncpg://" + v.split("://", 1)[1]
-        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
+        if not v.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return v
 

@@ -149,7 +149,8 @@ class GrantService:
             notices.alert(session, at=now, snap=snap, text=f"Grant for {req.id} failed: {exc.user_message} "
                                                            "An administrator may retry it.")
             notices.tell_requester(session, at=now, snap=snap, event="failed",
-                                   text=f"We could not grant {req.eligibility} ({req.id}); administrators were alerted.")
+                                   text=f"We could not grant {req.eligibility} ({req.id}); "
+                                        "administrators were alerted.")
         rt.wake.set()
 
     # ---- warnings ------------------------------------------------------------------------------

@@ -109,7 +109,8 @@ def request_modal(eligibilities: list[Eligibility], selected: str | None = None)
 def deny_modal(value: str) -> dict[str, Any]:
     return {"type": "modal", "callback_id": ids.DENY_VIEW, "title": plain("Deny request", 24),
             "submit": plain("Deny", 24), "close": plain("Back", 24), "private_metadata": value,
-            "blocks": [{"type": "input", "block_id": ids.B_REASON, "label": plain("Reason (the requester sees it)", 2000),
+            "blocks": [{"type": "input", "block_id": ids.B_REASON,
+                        "label": plain("Reason (the requester sees it)", 2000),
                         "element": {"type": "plain_text_input", "action_id": ids.A_REASON, "multiline": True,
                                     "max_length": 500}}]}
 
@@ -145,7 +146,7 @@ def approval_decided(snap: dict[str, Any], layer: int, outcome: str) -> list[Blo
     return [
         {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
         *_request_fields(snap, layer),
-        context(f":white_check_mark: {esc(outcome)}" if outcome.startswith("Approved") else f":no_entry: {esc(outcome)}"),
+        context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + esc(outcome)),
     ]
 
 

@@ -20,7 +20,8 @@ from bot.slack.identity import NoEmail, SlackIdentity
 
 log = logging.getLogger(__name__)
 
-NO_EMAIL = "jitbot cannot see an email address for your Slack account, so it cannot match you to an identity-provider account."
+NO_EMAIL = ("jitbot cannot see an email address for your Slack account, so it cannot match you to an "
+            "identity-provider account.")
 
 
 def _value(action: dict[str, Any]) -> tuple[str, int]:
@@ -86,9 +87,8 @@ def register(app: AsyncApp, rt: Runtime) -> None:
 
         def pick(block: str, action: str) -> str | None:
             v = values.get(block, {}).get(action, {})
-            if v.get("type") == "static_select":
-                return (v.get("selected_option") or {}).get("value")
-            return v.get("value")
+            raw = (v.get("selected_option") or {}).get("value") if v.get("type") == "static_select" else v.get("value")
+            return None if raw is None else str(raw)
 
         user_id = body["user"]["id"]
         try:
@@ -107,8 +107,9 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                                   justification=pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "",
                                   ticket=pick(ids.B_TICKET, ids.A_TICKET))
         except PolicyViolation as exc:
-            block = {"eligibility": ids.B_ELIGIBILITY, "duration": ids.B_DURATION,
-                     "justification": ids.B_JUSTIFICATION, "ticket": ids.B_TICKET}.get(exc.field or "", ids.B_ELIGIBILITY)
+            fields = {"eligibility": ids.B_ELIGIBILITY, "duration": ids.B_DURATION,
+                      "justification": ids.B_JUSTIFICATION, "ticket": ids.B_TICKET}
+            block = fields.get(exc.field or "", ids.B_ELIGIBILITY)
             if block == ids.B_TICKET and ids.B_TICKET not in values:
                 block = ids.B_ELIGIBILITY
             await ack(response_action="errors", errors={block: str(exc)[:150]})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -41,11 +40,12 @@ class SlackNotifier:
             error = str(exc.response.get("error", "")) if isinstance(exc.response.data, dict) else ""
             log.warning("slack %s failed: HTTP %s %s", kind, status, error)
             if status == 429 or error == "ratelimited":
-                raise RetryLater("slack rate limited", after=float(exc.response.headers.get("Retry-After", 5))) from None
+                after = float(exc.response.headers.get("Retry-After", 5))
+                raise RetryLater("slack rate limited", after=after) from None
             if error in PERMANENT:
                 raise PermanentFailure(f"slack error {error}") from None
             raise RetryLater(f"slack error {error or status}") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             raise RetryLater(f"slack unreachable: {type(exc).__name__}") from None
 
     async def slack_user(self, email: str) -> str:

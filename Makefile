@@ -1,0 +1,31 @@
+# Fresh machine: `make run` starts the bot (the playground when SLACK_BOT_TOKEN is unset);
+# `make test` runs lint, types and the whole test suite. Both bootstrap everything they need.
+PY ?= python3
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: run test lint browser clean
+
+$(UV):
+	$(PY) -m venv .tools
+	.tools/bin/pip install -q uv==0.13.9
+
+.venv/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen -p $(PY)
+	touch $@
+
+run: .venv/.synced
+	.venv/bin/jitbot start
+
+lint: .venv/.synced
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: .venv/.synced browser lint
+	.venv/bin/pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf .venv .tools
