@@ -21,7 +21,7 @@ from bot.services import notices
 from bot.services.claims import claim_grants, holder_filter, lock_holder
 from bot.services.requests import load_request, load_votes
 from bot.services.runtime import Runtime
-from connectors.base import ConnectorError, IdpUser, RateLimited, Target, TargetKind
+from connectors.base import ConnectorError, IdpUser, NotFound, RateLimited, Target, TargetKind
 from storage.tables import AccessRequest, Grant
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,6 @@ class GrantService:
     async def _idp_user(self, grant: Grant) -> IdpUser:
         user = await self.rt.directory.find_user(grant.connector, grant.user_email)
         if user is None:
-            from connectors.base import NotFound
-
             raise NotFound(f"no account for {grant.user_email} at {grant.connector}")
         return user
 
@@ -207,8 +205,12 @@ class GrantService:
                 await self._ended(session, g, kept=reason)
                 return
         try:
-            user = await self._idp_user(g)
-            await rt.connector(g.connector).revoke(user, target_of(g), grant_id=g.id)
+            try:
+                user = await self._idp_user(g)
+            except NotFound:
+                user = None  # the account is gone at the IdP: no membership is left to remove
+            if user is not None:
+                await rt.connector(g.connector).revoke(user, target_of(g), grant_id=g.id)
         except ConnectorError as exc:
             await self._revoke_failed(grant_id, exc)
             return

@@ -13,7 +13,6 @@ RELEASE = "jit_release"
 EXTEND = "jit_extend"
 CANCEL = "jit_cancel"
 OPEN_REQUEST = "jit_open_request"
-ELIGIBILITY_PICK = "jit_pick_eligibility"
 
 # input blocks of the request modal: (block_id, action_id)
 B_ELIGIBILITY, A_ELIGIBILITY = "eligibility", "eligibility_select"
@@ -22,6 +21,6 @@ B_JUSTIFICATION, A_JUSTIFICATION = "justification", "justification_input"
 B_TICKET, A_TICKET = "ticket", "ticket_input"
 B_REASON, A_REASON = "reason", "reason_input"
 
-ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, ELIGIBILITY_PICK)
 VIEWS = (REQUEST_VIEW, DENY_VIEW)
 EVENTS = ("app_home_opened",)
+ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY)

@@ -116,7 +116,6 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             return
         await ack()
 
-    @app.action(ids.ELIGIBILITY_PICK)
     @app.action(ids.A_ELIGIBILITY)
     async def eligibility_picked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                                  client: AsyncWebClient) -> None:
