@@ -34,8 +34,12 @@ class LoadedPolicy:
     raw: dict[str, Any]
 
 
-def _line_map(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
+YamlPath = tuple[str | int, ...]
+
+
+def _line_map(node: yaml.Node, path: YamlPath, out: dict[YamlPath, int]) -> None:
+    # A key's own line wins over where its (block) value starts on the next line.
+    out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             out[(*path, str(key.value))] = key.start_mark.line + 1
@@ -45,20 +49,42 @@ def _line_map(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str 
             _line_map(item, (*path, i), out)
 
 
-def _interpolate(value: Any, env: Mapping[str, str], missing: list[str], path: str) -> Any:
+def _dotted(path: YamlPath) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _interpolate(value: Any, env: Mapping[str, str], missing: list[tuple[YamlPath, str]], path: YamlPath) -> Any:
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
             if name not in env:
-                missing.append(f"{path}: environment variable {name} is not set")
+                missing.append((path, f"environment variable {name} is not set"))
                 return ""
             return env[name]
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, missing, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: _interpolate(v, env, missing, (*path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, env, missing, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_interpolate(v, env, missing, (*path, i)) for i, v in enumerate(value)]
     return value
+
+
+def _locate_reference(message: str, data: dict[str, Any]) -> YamlPath:
+    """Where a cross-reference error raised by ``Policy`` (which has no location of its own) points."""
+    raw_conns = data.get("connectors")
+    conns: dict[str, Any] = raw_conns if isinstance(raw_conns, dict) else {}
+    eligs = [e if isinstance(e, dict) else {} for e in data.get("eligibilities") or []]
+    if "uses unknown connector" in message:
+        return next((("eligibilities", i, "connector") for i, e in enumerate(eligs)
+                     if e.get("connector") not in conns), ())
+    if "needs a 'type'" in message:
+        return next((("connectors", n) for n, c in conns.items() if not isinstance(c, dict) or "type" not in c), ())
+    if "must be unique" in message:
+        names = [e.get("name") for e in eligs]
+        return next((("eligibilities", i, "name") for i, n in enumerate(names) if n in names[:i]), ())
+    if message.startswith("directory names unknown connector"):
+        return ("directory",)
+    return ()
 
 
 def parse_policy(text: str, *, source: str = "policy.yml", env: Mapping[str, str] | None = None) -> LoadedPolicy:
@@ -73,25 +99,30 @@ def parse_policy(text: str, *, source: str = "policy.yml", env: Mapping[str, str
         raise PolicyError([f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
     if not isinstance(data, dict):
         raise PolicyError([f"{source}: the policy must be a mapping with audit_channel, connectors, eligibilities"])
-    lines: dict[tuple[str | int, ...], int] = {}
+    lines: dict[YamlPath, int] = {}
     if root is not None:
         _line_map(root, (), lines)
-    missing: list[str] = []
-    resolved = _interpolate(data, env, missing, "")
+    missing: list[tuple[YamlPath, str]] = []
+    resolved = _interpolate(data, env, missing, ())
     if missing:
-        raise PolicyError([f"{source}: {m}" for m in missing])
+        raise PolicyError([f"{source}{_at(lines, path)}: {_dotted(path)}: {m}" for path, m in missing])
     try:
         policy = Policy.model_validate(resolved)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            line_no = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
-            where = ".".join(str(p) for p in loc) or "(top level)"
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{source}{f':{line_no}' if line_no else ''}: {where}: {msg}")
+            loc = loc or _locate_reference(msg, resolved)
+            problems.append(f"{source}{_at(lines, loc)}: {_dotted(loc)}: {msg}")
         raise PolicyError(problems) from None
     return LoadedPolicy(policy, source, hashlib.sha256(text.encode()).hexdigest(), data)
+
+
+def _at(lines: dict[YamlPath, int], path: YamlPath) -> str:
+    """``:line`` of ``path``, or of its nearest ancestor that has one."""
+    line = next((lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in lines), None)
+    return f":{line}" if line else ""
 
 
 def load_policy(path: str | Path, *, env: Mapping[str, str] | None = None) -> LoadedPolicy:

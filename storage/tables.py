@@ -32,10 +32,13 @@ class AccessRequest(SQLModel, table=True):
     __tablename__ = "access_request"
     id: str = Field(primary_key=True, max_length=32)
     eligibility: str = Field(index=True, max_length=64)
-    kind: str = Field(default="access", max_length=16)  # access | extension
+    kind: str = Field(default="access", max_length=16)  # access | extension | breakglass
     parent_id: str | None = Field(default=None, max_length=32)  # extension → the original request
     requester: str = Field(index=True, max_length=320)  # email, lower case
     requester_slack: str | None = Field(default=None, max_length=32)
+    # Who submitted it, when a delegate or an admin asked on the requester's (beneficiary's) behalf.
+    submitted_by: str | None = Field(default=None, max_length=320)
+    submitted_by_slack: str | None = Field(default=None, max_length=32)
     duration_s: int
     justification: str = Field(sa_column=Column(Text, nullable=False))
     ticket: str | None = Field(default=None, max_length=64)
@@ -47,10 +50,29 @@ class AccessRequest(SQLModel, table=True):
     decided_at: datetime | None = _ts()
     # Due: PENDING requests lapse at layer_deadline.
     layer_deadline: datetime | None = _ts()
+    # Due: undecided approvers of the current layer are reminded at next_reminder_at.
+    next_reminder_at: datetime | None = _ts()
+    # Due: the layer's escalation approvers join it at escalate_at; ``escalated`` says they did.
+    escalate_at: datetime | None = _ts()
+    escalated: bool = False
+    # The current layer opened outside business hours: its ``after_hours`` approvers decide it.
+    after_hours: bool = False
+    # Scheduled start: approved ahead, granted at starts_at (the duration counts from then).
+    starts_at: datetime | None = _ts()
+    # Break-glass after-the-fact review; due: reviewers are reminded at review_remind_at until reviewed.
+    review_remind_at: datetime | None = _ts()
+    reviewed_by: str | None = Field(default=None, max_length=320)
+    reviewed_at: datetime | None = _ts()
+    review_outcome: str | None = Field(default=None, max_length=16)  # acknowledged | flagged
     reason: str | None = Field(default=None, sa_column=Column(Text))
     version: int = 0
 
-    __table_args__ = (Index("ix_request_pending_due", "status", "layer_deadline"),)
+    __table_args__ = (
+        Index("ix_request_pending_due", "status", "layer_deadline"),
+        Index("ix_request_reminder_due", "status", "next_reminder_at"),
+        Index("ix_request_escalation_due", "status", "escalate_at"),
+        Index("ix_request_review_due", "kind", "review_remind_at"),
+    )
 
 
 class ApprovalVote(SQLModel, table=True):
@@ -89,6 +111,7 @@ class Grant(SQLModel, table=True):
     warn_at: datetime | None = _ts()
     next_attempt_at: datetime | None = _ts()
     claimed_until: datetime | None = _ts()
+    claimed_by: str | None = Field(default=None, max_length=64)  # the worker instance holding the claim
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     alerted: bool = False
@@ -132,6 +155,7 @@ class OutboxMessage(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = _ts()
     claimed_until: datetime | None = _ts()
+    claimed_by: str | None = Field(default=None, max_length=64)
     sent_at: datetime | None = _ts()
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 

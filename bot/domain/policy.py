@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
@@ -41,11 +42,72 @@ class ApprovalLayer(Strict):
     approvers: Principals
     min_approvals: int = Field(default=1, ge=1, le=10)
     timeout: Duration = timedelta(hours=24)
+    # Re-DM the layer's undecided approvers this often while it waits.
+    remind_every: Duration | None = None
+    # After this long without a decision, ``escalation`` joins the layer's approvers (and is told why).
+    escalate_after: Duration | None = None
+    escalation: Principals | None = None
+    # Outside the policy's business hours the layer goes straight to these approvers instead.
+    after_hours: Principals | None = None
+
+    def approver_set(self, *, after_hours: bool) -> Principals:
+        """Who approves this layer: ``after_hours`` approvers when it opened outside business hours."""
+        if after_hours and self.after_hours is not None and not self.after_hours.is_empty():
+            return self.after_hours
+        return self.approvers
 
     @model_validator(mode="after")
     def _has_approvers(self) -> ApprovalLayer:
         if self.approvers.is_empty():
             raise ValueError("an approval layer needs at least one approver group or user")
+        if self.remind_every is not None and self.remind_every < timedelta(minutes=1):
+            raise ValueError("remind_every must be at least 1m")
+        if (self.escalate_after is None) != (self.escalation is None or self.escalation.is_empty()):
+            raise ValueError("escalate_after and escalation (groups and/or users) go together")
+        if self.escalate_after is not None and self.escalate_after >= self.timeout:
+            raise ValueError("escalate_after must be shorter than the layer's timeout")
+        return self
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class BusinessHours(Strict):
+    """When the normal approvers are at work: ``days`` from ``start`` to ``end`` in ``timezone``."""
+
+    timezone: str = "UTC"
+    days: tuple[str, ...] = DAYS[:5]
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> BusinessHours:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        object.__setattr__(self, "days", tuple(d.strip().lower()[:3] for d in self.days))
+        unknown = [d for d in self.days if d not in DAYS]
+        if unknown:
+            raise ValueError(f"unknown day(s) {unknown}; use {', '.join(DAYS)}")
+        if self.start >= self.end:
+            raise ValueError("business hours must start before they end")
+        return self
+
+    def contains(self, at: datetime) -> bool:
+        local = at.astimezone(ZoneInfo(self.timezone))
+        return DAYS[local.weekday()] in self.days and self.start <= local.time().replace(tzinfo=None) < self.end
+
+
+class BreakGlass(Strict):
+    """Access granted at once without approval, announced loudly and reviewed after the fact."""
+
+    max_duration: Duration = timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _positive(self) -> BreakGlass:
+        if self.max_duration <= timedelta(0):
+            raise ValueError("break_glass.max_duration must be longer than zero")
         return self
 
 
@@ -86,6 +148,9 @@ class Eligibility(Strict):
     approvals: tuple[ApprovalLayer, ...] = ()
     extension: Extension = Extension()
     enforce: bool = False
+    break_glass: BreakGlass | None = None
+    # Who may request on behalf of an eligible requestor (admins always may).
+    delegates: Principals = Principals()
 
     @model_validator(mode="after")
     def _coherent(self) -> Eligibility:
@@ -97,7 +162,15 @@ class Eligibility(Strict):
             object.__setattr__(self, "default_duration", self.max_duration)
         elif self.default_duration > self.max_duration:
             raise ValueError("default_duration is longer than max_duration")
+        if self.break_glass is not None and self.break_glass.max_duration > self.max_duration:
+            raise ValueError("break_glass.max_duration is longer than max_duration")
         return self
+
+    def reviewers(self) -> Principals:
+        """Everyone who approves any layer: they review break-glass uses after the fact."""
+        groups = tuple(dict.fromkeys(g for layer in self.approvals for g in layer.approvers.groups))
+        users = tuple(dict.fromkeys(u for layer in self.approvals for u in layer.approvers.users))
+        return Principals(groups=groups, users=users)
 
     @property
     def default(self) -> timedelta:
@@ -110,11 +183,16 @@ class Settings(Strict):
     justification_max: int = Field(default=500, ge=10, le=2000)
     ticket_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9_\-#/.:]{1,63}$"
     warn_min_approvers: int = Field(default=2, ge=1)
+    # Unreviewed break-glass uses are reminded to their reviewers this often.
+    break_glass_review_every: Duration = timedelta(days=1)
+    # How far ahead a request may be scheduled to start.
+    max_schedule_ahead: Duration = timedelta(days=30)
 
 
 class Policy(Strict):
     audit_channel: str
     security_channel: str | None = None
+    business_hours: BusinessHours | None = None
     admins: Principals = Principals()
     directory: str | None = None
     settings: Settings = Settings()
@@ -139,6 +217,10 @@ class Policy(Strict):
 
     def eligibility(self, name: str) -> Eligibility | None:
         return next((e for e in self.eligibilities if e.name == name), None)
+
+    def after_hours(self, at: datetime) -> bool:
+        """Whether ``at`` is outside the business hours (never, when the policy sets none)."""
+        return self.business_hours is not None and not self.business_hours.contains(at)
 
     @property
     def directory_connector(self) -> str:

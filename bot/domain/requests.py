@@ -119,12 +119,14 @@ def decide(
     votes: Sequence[Vote],
     vote: Vote,
     approver_in_layer: bool,
+    submitter: str | None = None,
 ) -> LayerOutcome:
     """Apply one approver's vote to a PENDING request and return the outcome.
 
     Refuses: a non-pending request, a vote for a layer that is not the current one, an approver who
-    is not in the layer's approver set *now*, the requester, someone who already voted on an
-    earlier layer of this request (separation of duties), and a second vote by the same person.
+    is not in the layer's approver set *now*, the requester, whoever submitted the request on the
+    requester's behalf, someone who already voted on an earlier layer of this request (separation of
+    duties), and a second vote by the same person.
     """
     who = vote.approver.lower()
     if status is not Status.PENDING:
@@ -134,6 +136,8 @@ def decide(
                               if vote.layer < current_layer else f"Layer {vote.layer} is not open yet.")
     if who == requester.lower():
         raise PolicyViolation("You cannot approve or deny your own request.")
+    if submitter is not None and who == submitter.lower():
+        raise PolicyViolation("You submitted this request on someone's behalf; another approver must decide it.")
     if not approver_in_layer:
         raise PolicyViolation(f"You are not an approver for layer {current_layer} of this request.")
     for earlier in votes:
@@ -153,9 +157,13 @@ def decide(
     return LayerOutcome(Status.PENDING, current_layer + 1, layer_passed=True)
 
 
-def eligible_approvers(layer_members: Iterable[str], *, requester: str, earlier_approvers: Iterable[str]) -> set[str]:
-    """Who may still decide a layer: its members minus the requester and earlier layers' approvers."""
+def eligible_approvers(layer_members: Iterable[str], *, requester: str, earlier_approvers: Iterable[str],
+                       submitter: str | None = None) -> set[str]:
+    """Who may still decide a layer: its members minus the requester, the submitter (on behalf of)
+    and earlier layers' approvers."""
     excluded = {requester.lower(), *(a.lower() for a in earlier_approvers)}
+    if submitter:
+        excluded.add(submitter.lower())
     return {m.lower() for m in layer_members} - excluded
 
 

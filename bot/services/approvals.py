@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.domain.requests import Decision, PolicyViolation, Status, Vote, decide
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
-from bot.services.requests import RequestService, load_request, load_votes
+from bot.services.requests import RequestService, close_schedule, load_request, load_votes, open_layer
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest, ApprovalVote
 
@@ -28,11 +28,9 @@ class ApprovalService:
         self.requests = RequestService(rt)
 
     async def layer_approvers(self, req: AccessRequest, layer: int, earlier: list[str]) -> set[str]:
-        elig = self.rt.eligibility(req.eligibility)
-        if elig is None or not 1 <= layer <= len(elig.approvals):
-            return set()
-        members = await self.rt.directory.expand(self.rt.policy, elig.approvals[layer - 1].approvers)
-        return layer_candidates(members, requester=req.requester, earlier_approvers=earlier)
+        """Who may decide ``layer`` now: its approvers (plus its escalation set once escalated), minus
+        the requester, the submitter and earlier layers' approvers."""
+        return await layer_approvers(self.rt, req, layer, earlier)
 
     async def decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
                      reason: str | None = None, approver_slack: str | None = None) -> DecisionResult:
@@ -45,24 +43,37 @@ class ApprovalService:
             raise PolicyViolation(f"{peek.eligibility} is no longer in the policy; nobody can approve it.")
         # Membership is resolved before the transaction (it may call the IdP); the layer it is for is
         # pinned, and the transaction refuses the vote if the request moved on meanwhile.
-        in_layer = False
+        in_layer = in_escalation = False
+        in_set = {False: False, True: False}  # member of the layer's approvers / of its after-hours approvers
         if 1 <= layer <= len(elig.approvals):
-            in_layer = await rt.directory.contains(rt.policy, elig.approvals[layer - 1].approvers, approver)
+            spec = elig.approvals[layer - 1]
+            for after_hours in (False, True):
+                in_set[after_hours] = await rt.directory.contains(
+                    rt.policy, spec.approver_set(after_hours=after_hours), approver)
+            in_layer = in_set[False] or in_set[True]
+            if not (in_set[False] and in_set[True]) and spec.escalation is not None:
+                in_escalation = await rt.directory.contains(rt.policy, spec.escalation, approver)
         # Never call the directory inside the transaction (it may be slow, or itself need the database).
         next_members: set[str] = set()
+        next_after_hours = rt.policy.after_hours(rt.clock.now())
         if layer < len(elig.approvals):
-            next_members = await rt.directory.expand(rt.policy, elig.approvals[layer].approvers)
+            next_members = await rt.directory.expand(
+                rt.policy, elig.approvals[layer].approver_set(after_hours=next_after_hours))
         now = rt.clock.now()
         try:
             async with rt.db.transaction() as session:
                 req = await load_request(session, request_id, lock=True)
                 votes = await load_votes(session, req.id)
+                if in_layer:  # which set counts is the one the layer opened with
+                    in_layer = in_set[req.after_hours]
                 try:
                     outcome = decide(
                         status=Status(req.status), current_layer=req.layer, layers=req.layers,
                         min_approvals=elig.approvals[req.layer - 1].min_approvals if req.layers else 1,
                         requester=req.requester, votes=[Vote(v.layer, v.approver, Decision(v.decision)) for v in votes],
-                        vote=Vote(layer, approver, decision), approver_in_layer=in_layer)
+                        vote=Vote(layer, approver, decision), submitter=req.submitted_by,
+                        # the escalation set counts only once the layer has escalated (checked under the lock)
+                        approver_in_layer=in_layer or (in_escalation and req.escalated and req.layer == layer))
                 except PolicyViolation as exc:
                     raise _explain(exc, req, votes, layer) from None
                 session.add(ApprovalVote(request_id=req.id, layer=layer, approver=approver,
@@ -70,7 +81,8 @@ class ApprovalService:
                 await session.flush()
                 votes = await load_votes(session, req.id)
                 message = await self._apply(session, req, votes, layer, outcome.status, outcome.layer,
-                                            outcome.layer_passed, approver, decision, reason, next_members)
+                                            outcome.layer_passed, approver, decision, reason, next_members,
+                                            next_after_hours)
         except IntegrityError:
             raise PolicyViolation("You have already decided on this request.") from None
         if outcome.status is Status.APPROVED:
@@ -79,7 +91,7 @@ class ApprovalService:
 
     async def _apply(self, session: object, req: AccessRequest, votes: list[ApprovalVote], layer: int,
                      status: Status, next_layer: int, passed: bool, approver: str, decision: Decision,
-                     reason: str | None, next_members: set[str]) -> str:
+                     reason: str | None, next_members: set[str], next_after_hours: bool) -> str:
         from sqlalchemy.ext.asyncio import AsyncSession
 
         assert isinstance(session, AsyncSession)
@@ -87,7 +99,8 @@ class ApprovalService:
         elig = rt.eligibility(req.eligibility)
         assert elig is not None
         if decision is Decision.DENY:
-            req.status, req.decided_at, req.updated_at, req.layer_deadline = Status.DENIED.value, now, now, None
+            req.status, req.decided_at, req.updated_at = Status.DENIED.value, now, now
+            close_schedule(req)
             req.reason, req.version = reason, req.version + 1
             snap = notices.describe(rt, req, votes)
             await notices.record(rt, session, at=now, kind="denied", actor=approver, req=req, snap=snap,
@@ -111,12 +124,13 @@ class ApprovalService:
             notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
                                      outcome=f"Approved by {approver}")
             return f"You approved {req.id}; access is being granted."
-        req.layer, req.updated_at, req.version = next_layer, now, req.version + 1
-        req.layer_deadline = now + elig.approvals[next_layer - 1].timeout
+        req.updated_at, req.version = now, req.version + 1
+        open_layer(req, elig, next_layer, now, after_hours=next_after_hours)
         snap = notices.describe(rt, req, votes)
         notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Approved by {approver}")
         earlier = [v.approver for v in votes if v.decision == Decision.APPROVE.value]
-        approvers = layer_candidates(next_members, requester=req.requester, earlier_approvers=earlier)
+        approvers = layer_candidates(next_members, requester=req.requester, earlier_approvers=earlier,
+                                     submitter=req.submitted_by)
         if len(approvers) < elig.approvals[next_layer - 1].min_approvals:
             notices.alert(session, at=now, snap=snap, text=f"{req.id}: nobody is left to approve layer {next_layer} "
                                                            "(approvers are the requester or approved earlier layers)")
@@ -125,6 +139,18 @@ class ApprovalService:
                                text=f"Layer {layer} of {req.layers} approved your request {req.id}; "
                                     f"waiting for layer {next_layer}.")
         return f"You approved layer {layer} of {req.id}; it moves to layer {next_layer}."
+
+
+async def layer_approvers(rt: Runtime, req: AccessRequest, layer: int, earlier: list[str]) -> set[str]:
+    """Who may decide ``layer`` of ``req`` now (its escalation set counts once the layer escalated)."""
+    elig = rt.eligibility(req.eligibility)
+    if elig is None or not 1 <= layer <= len(elig.approvals):
+        return set()
+    spec = elig.approvals[layer - 1]
+    members = await rt.directory.expand(rt.policy, spec.approver_set(after_hours=req.after_hours))
+    if spec.escalation is not None and req.escalated and req.layer == layer:
+        members |= await rt.directory.expand(rt.policy, spec.escalation)
+    return layer_candidates(members, requester=req.requester, earlier_approvers=earlier, submitter=req.submitted_by)
 
 
 def _explain(exc: PolicyViolation, req: AccessRequest, votes: list[ApprovalVote], layer: int) -> PolicyViolation:

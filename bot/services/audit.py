@@ -49,14 +49,20 @@ async def append_event(
     to_state: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> Event:
-    """Append one event to the chain inside the caller's transaction."""
-    await db.lock_audit_chain(session)
-    prev = (await session.execute(select(Event.hash).order_by(Event.id.desc()).limit(1))).scalar()  # type: ignore[union-attr]
+    """Append one event to the chain inside the caller's transaction.
+
+    The chain head is read once per transaction (under the chain lock) and then kept in the session,
+    so a batch of events costs one query, not one per event.
+    """
+    prev = session.info.get("audit_head")
+    if prev is None:
+        await db.lock_audit_chain(session)
+        prev = (await session.execute(select(Event.hash).order_by(Event.id.desc()).limit(1))).scalar()  # type: ignore[union-attr]
     event = Event(at=at, request_id=request_id, actor=actor, kind=kind, from_state=from_state,
                   to_state=to_state, detail=detail or {}, prev_hash=prev or GENESIS, hash="")
     event.hash = event_hash(event)
     session.add(event)
-    await session.flush()
+    session.info["audit_head"] = event.hash
     return event
 
 

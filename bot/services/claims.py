@@ -10,7 +10,7 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
-from storage.tables import Grant
+from storage.tables import Grant, OutboxMessage, WorkerHeartbeat
 
 
 def _free(now: datetime) -> Any:
@@ -18,7 +18,7 @@ def _free(now: datetime) -> Any:
 
 
 async def claim_grants(db: Database, *, status: str, due_column: Any, now: datetime, lease: timedelta,
-                       limit: int, set_values: dict[str, Any] | None = None) -> list[str]:
+                       limit: int, owner: str = "", set_values: dict[str, Any] | None = None) -> list[str]:
     """Claim up to ``limit`` grants in ``status`` whose ``due_column`` has passed; returns their ids.
 
     One UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) AND <still claimable> RETURNING id:
@@ -29,7 +29,7 @@ async def claim_grants(db: Database, *, status: str, due_column: Any, now: datet
              .order_by(due_column).limit(limit))
     if not db.is_sqlite:
         inner = inner.with_for_update(skip_locked=True)
-    values = {"claimed_until": now + lease, **(set_values or {})}
+    values = {"claimed_until": now + lease, "claimed_by": owner, **(set_values or {})}
     async with db.transaction() as session:
         ids = (await session.execute(
             update(Grant).where(Grant.id.in_(inner.scalar_subquery()), Grant.status == status, due_column <= now,
@@ -49,3 +49,24 @@ async def lock_holder(db: Database, session: AsyncSession, grant: Grant) -> None
 def holder_filter(grant: Grant) -> list[Any]:
     return [Grant.connector == grant.connector, Grant.target_kind == grant.target_kind,
             Grant.target_id == grant.target_id, Grant.user_email == grant.user_email, Grant.id != grant.id]
+
+
+async def release_claims(db: Database, *, owners: list[str]) -> int:
+    """Free every claim held by ``owners`` (this instance after a restart, or instances that died)."""
+    if not owners:
+        return 0
+    async with db.transaction() as session:
+        freed = 0
+        for model in (Grant, OutboxMessage):
+            result = await session.execute(update(model).where(model.claimed_by.in_(owners))
+                                           .values(claimed_until=None, claimed_by=None))
+            freed += result.rowcount or 0
+    return freed
+
+
+async def dead_instances(db: Database, *, now: datetime, silent_for: timedelta) -> list[str]:
+    """Worker instances whose heartbeat stopped more than ``silent_for`` ago."""
+    async with db.sessions() as session:
+        rows = await session.execute(select(WorkerHeartbeat.worker_id)
+                                     .where(WorkerHeartbeat.beat_at < now - silent_for))
+        return list(rows.scalars().all())

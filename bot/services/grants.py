@@ -8,6 +8,7 @@ grant owns it) never removes it; when the owner ends while another grant is acti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from datetime import datetime, timedelta
@@ -22,7 +23,7 @@ from bot.services.claims import claim_grants, holder_filter, lock_holder
 from bot.services.requests import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser, NotFound, RateLimited, Target, TargetKind
-from storage.tables import AccessRequest, Grant
+from storage.tables import AccessRequest, ApprovalVote, Grant
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class GrantService:
     # ---- granting ------------------------------------------------------------------------------
     async def run_grants(self, limit: int = 100) -> int:
         now = self.rt.clock.now()
-        ids = await claim_grants(self.rt.db, status="granting", due_column=Grant.next_attempt_at, now=now,
+        ids = await claim_grants(
+            self.rt.db, owner=self.rt.instance_id, status="granting", due_column=Grant.next_attempt_at, now=now,
                                  lease=LEASE, limit=limit)
         for gid in ids:
             await self.carry_out_grant(gid)
@@ -154,7 +156,8 @@ class GrantService:
     # ---- warnings ------------------------------------------------------------------------------
     async def run_warnings(self, limit: int = 500) -> int:
         rt, now = self.rt, self.rt.clock.now()
-        ids = await claim_grants(rt.db, status="active", due_column=Grant.warn_at, now=now, lease=LEASE,
+        ids = await claim_grants(
+            rt.db, owner=rt.instance_id, status="active", due_column=Grant.warn_at, now=now, lease=LEASE,
                                  limit=limit, set_values={"warn_at": None})
         if not ids:
             return 0
@@ -175,60 +178,104 @@ class GrantService:
     async def run_expiries(self, limit: int = 500) -> int:
         rt, now = self.rt, self.rt.clock.now()
         # Step 1: active grants past expiry become 'revoking' — each exactly once.
-        await claim_grants(rt.db, status="active", due_column=Grant.expires_at, now=now, lease=timedelta(0),
+        await claim_grants(
+            rt.db, owner=rt.instance_id, status="active", due_column=Grant.expires_at, now=now, lease=timedelta(0),
                            limit=limit, set_values={"status": "revoking", "end_reason": "expired",
                                                     "next_attempt_at": now, "warn_at": None,
                                                     "claimed_until": None})
-        # Step 2: carry out every due revocation.
-        ids = await claim_grants(rt.db, status="revoking", due_column=Grant.next_attempt_at, now=now,
-                                 lease=LEASE, limit=limit)
-        for gid in ids:
-            await self.carry_out_revoke(gid)
+        # Step 2: carry out every due revocation, as one batch: one transaction to decide, the IdP calls
+        # concurrently (bounded by the connector), one transaction to record.
+        ids = await claim_grants(
+            rt.db, owner=rt.instance_id, status="revoking", due_column=Grant.next_attempt_at, now=now,
+            lease=LEASE, limit=limit)
+        if ids:
+            await self.revoke_batch(ids)
         return len(ids)
 
     async def carry_out_revoke(self, grant_id: str) -> None:
-        rt, now = self.rt, self.rt.clock.now()
+        await self.revoke_batch([grant_id])
+
+    async def revoke_batch(self, grant_ids: list[str]) -> None:
+        rt = self.rt
         async with rt.db.transaction() as session:
-            g = await self._grant(session, grant_id)
-            await lock_holder(rt.db, session, g)
-            others = list((await session.execute(select(Grant).where(
-                *holder_filter(g), Grant.status.in_(["active", "granting"]))  # type: ignore[attr-defined]
-                .order_by(Grant.expires_at.desc()))).scalars().all())  # type: ignore[union-attr]
-            if g.owns_membership and others:
-                heir = others[0]
-                heir.owns_membership = True
-                if heir.status == "granting":
-                    heir.pre_member = False
-                g.owns_membership = False
-            if not g.owns_membership:
-                reason = "another grant still holds it" if others else "it was held before the grant"
-                await self._ended(session, g, kept=reason)
-                return
+            batch = list((await session.execute(select(Grant).where(Grant.id.in_(grant_ids)).order_by(Grant.id)
+                                                .with_for_update())).scalars().all())
+            for g in batch:
+                await lock_holder(rt.db, session, g)
+            emails = {g.user_email for g in batch}
+            live = list((await session.execute(select(Grant).where(
+                Grant.user_email.in_(emails), Grant.status.in_(["active", "granting"]))
+                .order_by(Grant.expires_at.desc()))).scalars().all())
+            reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
+                AccessRequest.id.in_([g.request_id for g in batch])).with_for_update())).scalars()}
+            votes = await self._votes_by_request(session, list(reqs))
+            to_call: list[Grant] = []
+            for g in batch:
+                others = [o for o in live if o.id != g.id and (o.connector, o.target_kind, o.target_id, o.user_email)
+                          == (g.connector, g.target_kind, g.target_id, g.user_email)]
+                if g.owns_membership and others:
+                    heir = others[0]
+                    heir.owns_membership = True
+                    if heir.status == "granting":
+                        heir.pre_member = False
+                    g.owns_membership = False
+                if not g.owns_membership:
+                    await self._ended(session, g, kept="another grant still holds it" if others
+                                      else "it was held before the grant", req=reqs[g.request_id],
+                                      votes=votes.get(g.request_id, []))
+                else:
+                    to_call.append(g)
+        if not to_call:
+            return
+        outcomes = await asyncio.gather(*(self._revoke_at_idp(g) for g in to_call))
+        async with rt.db.transaction() as session:
+            rows = {r.id: r for r in (await session.execute(select(Grant).where(
+                Grant.id.in_([g.id for g in to_call])).with_for_update())).scalars()}
+            reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
+                AccessRequest.id.in_([g.request_id for g in to_call])).with_for_update())).scalars()}
+            votes = await self._votes_by_request(session, list(reqs))
+            for g, error in zip(to_call, outcomes, strict=True):
+                row = rows[g.id]
+                if error is None:
+                    row.owns_membership = False
+                    await self._ended(session, row, kept=None, req=reqs[row.request_id],
+                                      votes=votes.get(row.request_id, []))
+                else:
+                    await self._revoke_failed(session, row, error)
+
+    @staticmethod
+    async def _votes_by_request(session: AsyncSession, request_ids: list[str]) -> dict[str, list[ApprovalVote]]:
+        out: dict[str, list[ApprovalVote]] = {}
+        rows = await session.execute(select(ApprovalVote).where(ApprovalVote.request_id.in_(request_ids))
+                                     .order_by(ApprovalVote.id))
+        for v in rows.scalars():
+            out.setdefault(v.request_id, []).append(v)
+        return out
+
+    async def _revoke_at_idp(self, g: Grant) -> ConnectorError | None:
         try:
             try:
                 user = await self._idp_user(g)
             except NotFound:
-                user = None  # the account is gone at the IdP: no membership is left to remove
-            if user is not None:
-                await rt.connector(g.connector).revoke(user, target_of(g), grant_id=g.id)
+                return None  # the account is gone at the IdP: no membership is left to remove
+            await self.rt.connector(g.connector).revoke(user, target_of(g), grant_id=g.id)
+            return None
         except ConnectorError as exc:
-            await self._revoke_failed(grant_id, exc)
-            return
-        async with rt.db.transaction() as session:
-            g = await self._grant(session, grant_id)
-            g.owns_membership = False
-            await self._ended(session, g, kept=None)
-        del now
+            return exc
 
-    async def _ended(self, session: AsyncSession, g: Grant, *, kept: str | None) -> None:
+    async def _ended(self, session: AsyncSession, g: Grant, *, kept: str | None,
+                     req: AccessRequest | None = None, votes: list[ApprovalVote] | None = None) -> None:
         rt, now = self.rt, self.rt.clock.now()
         g.status, g.ended_at, g.claimed_until, g.next_attempt_at = "ended", now, None, None
-        req = await load_request(session, g.request_id, lock=True)
+        if req is None:
+            req = await load_request(session, g.request_id, lock=True)
+        if votes is None:
+            votes = await load_votes(session, req.id)
         detail: dict[str, object] = {"grant": g.id, "reason": g.end_reason}
         if kept:
             detail["membership_kept"] = kept
         if g.end_reason == "failed":
-            snap = await self._snap(session, req, g)
+            snap = notices.describe(rt, req, votes, g)
             await notices.record(rt, session, at=now, kind="cleanup_done", actor=notices.SYSTEM, req=req, snap=snap,
                                  detail=detail, text="cleaned up after a failed grant")
             return
@@ -237,7 +284,7 @@ class GrantService:
         if req.status == Status.ACTIVE.value:
             check_transition(Status(req.status), new)
             req.status, req.updated_at, req.version = new.value, now, req.version + 1
-        snap = await self._snap(session, req, g)
+        snap = notices.describe(rt, req, votes, g)
         late = (now - g.expires_at).total_seconds() if g.expires_at and new is Status.EXPIRED else 0.0
         detail["late_s"] = round(late, 3)
         await notices.record(rt, session, at=now, kind=new.value, actor=notices.SYSTEM, req=req, snap=snap,
@@ -247,27 +294,24 @@ class GrantService:
                                text=f"Your {req.eligibility} access ({req.id}) has "
                                     f"{'expired' if new is Status.EXPIRED else 'been revoked'}.")
 
-    async def _revoke_failed(self, grant_id: str, exc: ConnectorError) -> None:
+    async def _revoke_failed(self, session: AsyncSession, g: Grant, exc: ConnectorError) -> None:
         rt, now = self.rt, self.rt.clock.now()
-        async with rt.db.transaction() as session:
-            g = await self._grant(session, grant_id)
-            g.attempts += 1
-            g.last_error, g.claimed_until = str(exc)[:500], None
-            g.next_attempt_at = now + backoff(g.attempts, cap=120.0, retry_after=exc.retry_after
-                                              if isinstance(exc, RateLimited) else None)
-            overdue = now - (g.expires_at or now)
-            log.warning("revoke %s attempt %d failed, retrying: %s", g.id, g.attempts, exc)
-            if not g.alerted and (not exc.retryable or overdue >= OVERDUE_ALERT_AFTER):
-                g.alerted = True
-                req = await load_request(session, g.request_id)
-                snap = await self._snap(session, req, g)
-                await notices.record(rt, session, at=now, kind="revoke_overdue", actor=notices.SYSTEM, req=req,
-                                     snap=snap, detail={"grant": g.id, "error": exc.user_message,
-                                                        "attempts": g.attempts},
-                                     text=f"revocation is failing ({exc.user_message}); still retrying")
-                notices.alert(session, at=now, snap=snap,
-                              text=f"Revocation of {req.eligibility} for {g.user_email} ({req.id}) is failing: "
-                                   f"{exc.user_message} — jitbot keeps retrying.")
+        g.attempts += 1
+        g.last_error, g.claimed_until = str(exc)[:500], None
+        g.next_attempt_at = now + backoff(g.attempts, cap=120.0, retry_after=exc.retry_after
+                                          if isinstance(exc, RateLimited) else None)
+        overdue = now - (g.expires_at or now)
+        log.warning("revoke %s attempt %d failed, retrying: %s", g.id, g.attempts, exc)
+        if not g.alerted and (not exc.retryable or overdue >= OVERDUE_ALERT_AFTER):
+            g.alerted = True
+            req = await load_request(session, g.request_id)
+            snap = await self._snap(session, req, g)
+            await notices.record(rt, session, at=now, kind="revoke_overdue", actor=notices.SYSTEM, req=req,
+                                 snap=snap, detail={"grant": g.id, "error": exc.user_message, "attempts": g.attempts},
+                                 text=f"revocation is failing ({exc.user_message}); still retrying")
+            notices.alert(session, at=now, snap=snap,
+                          text=f"Revocation of {req.eligibility} for {g.user_email} ({req.id}) is failing: "
+                               f"{exc.user_message} — jitbot keeps retrying.")
 
     # ---- people's actions ----------------------------------------------------------------------
     async def active_grant(self, session: AsyncSession, request_id: str) -> Grant | None:

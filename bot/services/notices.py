@@ -2,12 +2,17 @@
 
 Outbox kinds (the contract every ``Notifier`` implements):
 
-* ``approval_request`` — ``{request, layer, approver}``: ask one approver to decide a layer.
+* ``approval_request`` — ``{request, layer, approver, note?}``: ask one approver to decide a layer;
+  ``note`` says why they are asked again (a reminder) or at all (an escalation).
 * ``approval_update``  — ``{request, layer, outcome}``: every copy of a layer's approval message
   now shows ``outcome`` and loses its buttons.
 * ``requester``        — ``{request, event, text}``: tell the requester what happened.
 * ``audit``            — ``{request, event, actor, text}``: one line in the audit channel (threaded).
-* ``alert``            — ``{request, text}``: something needs a human (failed grant, overdue revoke).
+* ``alert``            — ``{request, text}``: something needs a human (failed grant, overdue revoke,
+  break-glass use). Goes to the audit channel and the security channel.
+* ``review_request``   — ``{request, reviewer, note?}``: ask one reviewer to acknowledge or flag a
+  break-glass use after the fact.
+* ``review_update``    — ``{request, outcome}``: every copy of the review request shows ``outcome``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ def snapshot(req: AccessRequest, votes: Sequence[ApprovalVote] = (), grant: Gran
         "target": target,
         "requester": req.requester,
         "requester_slack": req.requester_slack,
+        "submitted_by": req.submitted_by,
+        "submitted_by_slack": req.submitted_by_slack,
+        "starts_at": req.starts_at.isoformat() if req.starts_at else None,
         "duration_s": req.duration_s,
         "justification": req.justification,
         "ticket": req.ticket,
@@ -87,10 +95,25 @@ def tell_requester(session: AsyncSession, *, at: datetime, snap: dict[str, Any],
 
 
 def ask_approvers(session: AsyncSession, *, at: datetime, snap: dict[str, Any], layer: int,
-                  approvers: Sequence[str]) -> None:
+                  approvers: Sequence[str], note: str | None = None) -> None:
     for approver in sorted(approvers):
-        enqueue(session, at=at, order_key=snap["id"], kind="approval_request",
-                payload={"request": snap, "layer": layer, "approver": approver})
+        payload: dict[str, Any] = {"request": snap, "layer": layer, "approver": approver}
+        if note:
+            payload["note"] = note
+        enqueue(session, at=at, order_key=snap["id"], kind="approval_request", payload=payload)
+
+
+def ask_reviewers(session: AsyncSession, *, at: datetime, snap: dict[str, Any], reviewers: Sequence[str],
+                  note: str | None = None) -> None:
+    for reviewer in sorted(reviewers):
+        payload: dict[str, Any] = {"request": snap, "reviewer": reviewer}
+        if note:
+            payload["note"] = note
+        enqueue(session, at=at, order_key=snap["id"], kind="review_request", payload=payload)
+
+
+def update_reviews(session: AsyncSession, *, at: datetime, snap: dict[str, Any], outcome: str) -> None:
+    enqueue(session, at=at, order_key=snap["id"], kind="review_update", payload={"request": snap, "outcome": outcome})
 
 
 def update_approvals(session: AsyncSession, *, at: datetime, snap: dict[str, Any], layer: int, outcome: str) -> None:

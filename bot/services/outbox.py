@@ -77,8 +77,8 @@ class RecordingNotifier:
 
 class OutboxDispatcher:
     def __init__(self, db: Database, notifier: Notifier, clock: Clock, *, lease: timedelta = timedelta(minutes=2),
-                 max_backoff: float = 60.0) -> None:
-        self.db, self.notifier, self.clock = db, notifier, clock
+                 max_backoff: float = 60.0, owner: str = "") -> None:
+        self.db, self.notifier, self.clock, self.owner = db, notifier, clock, owner
         self.lease, self.max_backoff = lease, max_backoff
 
     async def claim(self, limit: int) -> list[OutboxMessage]:
@@ -98,7 +98,7 @@ class OutboxDispatcher:
         async with self.db.transaction() as session:
             ids = (await session.execute(
                 update(OutboxMessage).where(OutboxMessage.id.in_(inner.scalar_subquery()), free)  # type: ignore[union-attr]
-                .values(claimed_until=now + self.lease).returning(OutboxMessage.id)
+                .values(claimed_until=now + self.lease, claimed_by=self.owner).returning(OutboxMessage.id)
             )).scalars().all()
             if not ids:
                 return []

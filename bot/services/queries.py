@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.domain.requests import Status
-from bot.domain.requests import eligible_approvers as layer_candidates
+from bot.services.approvals import layer_approvers
 from bot.services.notices import describe
 from bot.services.requests import load_votes
 from bot.services.runtime import Runtime
@@ -44,11 +44,10 @@ async def awaiting_me(rt: Runtime, email: str, limit: int = 50) -> list[tuple[di
             votes = await load_votes(session, req.id)
             if any(v.approver == email for v in votes):
                 continue
-            candidates.append((req, votes, elig.approvals[req.layer - 1]))
-    for req, votes, layer in candidates:
-        members = await rt.directory.expand(rt.policy, layer.approvers)
-        earlier = [v.approver for v in votes]
-        if email in layer_candidates(members, requester=req.requester, earlier_approvers=earlier):
+            candidates.append((req, votes))
+    for req, votes in candidates:
+        # the layer's approvers, its escalation set once escalated, minus requester/submitter/earlier approvers
+        if email in await layer_approvers(rt, req, req.layer, [v.approver for v in votes]):
             out.append((describe(rt, req, votes), req.layer))
         if len(out) >= limit:
             break

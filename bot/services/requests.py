@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,9 +32,27 @@ async def load_votes(session: AsyncSession, request_id: str) -> list[ApprovalVot
 
 
 def new_grant(rt: Runtime, req: AccessRequest, elig: Eligibility) -> Grant:
+    """A grant waiting to be carried out: now, or at the request's scheduled start."""
+    now = rt.clock.now()
+    due = req.starts_at if req.starts_at is not None and req.starts_at > now else now
     return Grant(id=new_id("G"), request_id=req.id, connector=elig.connector, target_kind=elig.target.kind,
                  target_id=elig.target.ref, user_email=req.requester, status="granting",
-                 next_attempt_at=rt.clock.now())
+                 next_attempt_at=due)
+
+
+def open_layer(req: AccessRequest, elig: Eligibility, layer: int, now: datetime, *, after_hours: bool) -> None:
+    """Point ``req`` at ``layer`` and schedule its deadline, reminders and escalation. ``after_hours``:
+    the layer opens outside business hours, so its ``after_hours`` approvers (if any) decide it."""
+    spec = elig.approvals[layer - 1]
+    req.layer, req.layer_deadline, req.escalated = layer, now + spec.timeout, False
+    req.after_hours = after_hours and spec.after_hours is not None
+    req.next_reminder_at = now + spec.remind_every if spec.remind_every else None
+    req.escalate_at = now + spec.escalate_after if spec.escalate_after else None
+
+
+def close_schedule(req: AccessRequest) -> None:
+    """The request left PENDING: nothing about its approval is due any more."""
+    req.layer_deadline = req.next_reminder_at = req.escalate_at = None
 
 
 class RequestService:
@@ -46,15 +64,42 @@ class RequestService:
         policy = self.rt.policy
         return [e for e in policy.eligibilities if await self.rt.directory.contains(policy, e.requestors, email)]
 
+    async def may_submit_for_others(self, email: str, elig: Eligibility) -> bool:
+        """Whether ``email`` may request ``elig`` on someone else's behalf (a delegate, or an admin)."""
+        policy = self.rt.policy
+        return (await self.rt.directory.contains(policy, elig.delegates, email)
+                or await self.rt.directory.is_admin(policy, email))
+
     async def submit(self, *, requester: str, eligibility: str, duration: timedelta, justification: str,
-                     ticket: str | None = None, requester_slack: str | None = None) -> AccessRequest:
-        """Validate against policy and store a new request; raises PolicyViolation with a user-facing reason."""
+                     ticket: str | None = None, requester_slack: str | None = None,
+                     submitted_by: str | None = None, submitted_by_slack: str | None = None,
+                     starts_at: datetime | None = None) -> AccessRequest:
+        """Validate against policy and store a new request; raises PolicyViolation with a user-facing reason.
+
+        ``requester`` is who gets the access (the beneficiary). ``submitted_by``, when someone else, must
+        be a delegate of the eligibility or an admin, and can never approve the request. ``starts_at``
+        schedules the grant: approved ahead, granted then, the duration counted from then.
+        """
         rt, policy = self.rt, self.rt.policy
         requester = requester.strip().lower()
+        submitter = submitted_by.strip().lower() if submitted_by else None
+        if submitter == requester:
+            submitter, submitted_by_slack = None, None
         elig = rt.eligibility(eligibility)
         if elig is None:
             raise PolicyViolation(f"There is no eligibility called {eligibility!r}.", field="eligibility")
+        if submitter is not None and not await self.may_submit_for_others(submitter, elig):
+            raise PolicyViolation(f"You may not request {elig.name} on someone else's behalf.", field="eligibility")
+        now = rt.clock.now()
+        if starts_at is not None:
+            if starts_at <= now:
+                raise PolicyViolation("The start time must be in the future.", field="starts_at")
+            if starts_at - now > policy.settings.max_schedule_ahead:
+                ahead = format_duration(policy.settings.max_schedule_ahead)
+                raise PolicyViolation(f"A request can start at most {ahead} ahead.", field="starts_at")
         eligible = await rt.directory.contains(policy, elig.requestors, requester)
+        if submitter is not None and not eligible:
+            raise PolicyViolation(f"{requester} is not eligible to request {elig.name}.", field="eligibility")
         sub = validate_submission(Submission(elig.name, requester, duration, justification, ticket), elig,
                                   requester_eligible=eligible, justification_max=policy.settings.justification_max,
                                   ticket_pattern=policy.settings.ticket_pattern)
@@ -62,13 +107,14 @@ class RequestService:
             raise PolicyViolation(f"We couldn't find an account for {requester} at {elig.connector}; "
                                   "ask an administrator to check your identity-provider account.")
         first: set[str] = set()
+        after_hours = policy.after_hours(now)
         if elig.approvals:
-            first = layer_candidates(await rt.directory.expand(policy, elig.approvals[0].approvers),
-                                     requester=requester, earlier_approvers=())
+            layer_one = elig.approvals[0].approver_set(after_hours=after_hours)
+            first = layer_candidates(await rt.directory.expand(policy, layer_one),
+                                     requester=requester, earlier_approvers=(), submitter=submitter)
             if len(first) < elig.approvals[0].min_approvals:
                 raise PolicyViolation(f"Nobody other than you can approve layer 1 of {elig.name}; "
                                       "ask an administrator to fix the approver group.")
-        now = rt.clock.now()
         async with rt.db.transaction() as session:
             open_dupe = (await session.execute(select(AccessRequest.id).where(
                 AccessRequest.requester == requester, AccessRequest.eligibility == elig.name,
@@ -77,17 +123,30 @@ class RequestService:
                 raise PolicyViolation(f"You already have a pending request for {elig.name} ({open_dupe}).")
             req = AccessRequest(
                 id=new_id("R"), eligibility=elig.name, requester=requester, requester_slack=requester_slack,
+                submitted_by=submitter, submitted_by_slack=submitted_by_slack if submitter else None,
                 duration_s=int(sub.duration.total_seconds()), justification=sub.justification, ticket=sub.ticket,
                 status=Status.PENDING.value, layer=1, layers=len(elig.approvals), created_at=now, updated_at=now,
-                layer_deadline=now + elig.approvals[0].timeout if elig.approvals else None)
+                starts_at=starts_at)
+            if elig.approvals:
+                open_layer(req, elig, 1, now, after_hours=after_hours)
             session.add(req)
             await session.flush()
             snap = notices.describe(rt, req)
-            await notices.record(rt, session, at=now, kind="requested", actor=requester, req=req, snap=snap,
-                                 to_state=Status.PENDING.value,
-                                 detail={"eligibility": elig.name, "duration": format_duration(sub.duration),
-                                         "ticket": sub.ticket, "justification": sub.justification},
-                                 text=f"requested {elig.name} for {format_duration(sub.duration)}")
+            detail: dict[str, object] = {"eligibility": elig.name, "duration": format_duration(sub.duration),
+                                         "ticket": sub.ticket, "justification": sub.justification}
+            text = f"requested {elig.name} for {format_duration(sub.duration)}"
+            if submitter:
+                detail["submitted_by"] = submitter
+                text += f" (submitted by {submitter} on their behalf)"
+            if starts_at:
+                detail["starts_at"] = starts_at.isoformat()
+                text += f", starting {starts_at:%Y-%m-%d %H:%M} UTC"
+            await notices.record(rt, session, at=now, kind="requested", actor=submitter or requester, req=req,
+                                 snap=snap, to_state=Status.PENDING.value, detail=detail, text=text)
+            if submitter:
+                notices.tell_requester(session, at=now, snap=snap, event="on_behalf",
+                                       text=f"{submitter} requested {elig.name} for you ({req.id}): "
+                                            f"{sub.justification}")
             if elig.approvals:
                 notices.tell_requester(session, at=now, snap=snap, event="submitted",
                                        text=f"Your request {req.id} for {elig.name} is waiting for approval "
@@ -99,22 +158,32 @@ class RequestService:
         return req
 
     async def approve_final(self, session: AsyncSession, req: AccessRequest, elig: Eligibility, *, actor: str,
-                            auto: bool = False) -> Grant:
+                            auto: bool = False, text: str | None = None) -> Grant:
         """PENDING → APPROVED and a grant waiting to be carried out (inside the caller's transaction)."""
         now = self.rt.clock.now()
         check_transition(Status(req.status), Status.APPROVED)
-        req.status, req.decided_at, req.updated_at, req.layer_deadline = Status.APPROVED.value, now, now, None
+        req.status, req.decided_at, req.updated_at = Status.APPROVED.value, now, now
+        close_schedule(req)
         req.version += 1
         grant = new_grant(self.rt, req, elig)
         session.add(grant)
         await session.flush()
         snap = notices.describe(self.rt, req, await load_votes(session, req.id))
+        later = grant.next_attempt_at is not None and grant.next_attempt_at > now
         await notices.record(self.rt, session, at=now, kind="approved", actor=actor, req=req, snap=snap,
                              from_state=Status.PENDING.value, to_state=Status.APPROVED.value,
-                             detail={"auto": auto}, text="auto-approved (no approval layers)" if auto else
-                             "approved — granting access")
-        notices.tell_requester(session, at=now, snap=snap, event="approved",
-                               text=f"Your request {req.id} for {elig.name} was approved; granting access now.")
+                             detail={"auto": auto, **({"starts_at": grant.next_attempt_at.isoformat()} if later
+                                                      and grant.next_attempt_at else {})},
+                             text=text or ("auto-approved (no approval layers)" if auto else
+                                           "approved — granting access")
+                             + (f"; starts {grant.next_attempt_at:%Y-%m-%d %H:%M} UTC" if later
+                                and grant.next_attempt_at else ""))
+        if later and grant.next_attempt_at is not None:
+            message = (f"Your request {req.id} for {elig.name} was approved; access starts "
+                       f"{grant.next_attempt_at:%Y-%m-%d %H:%M} UTC.")
+        else:
+            message = f"Your request {req.id} for {elig.name} was approved; granting access now."
+        notices.tell_requester(session, at=now, snap=snap, event="approved", text=message)
         return grant
 
     async def cancel(self, *, request_id: str, by: str) -> AccessRequest:
@@ -122,12 +191,13 @@ class RequestService:
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:
             req = await load_request(session, request_id, lock=True)
-            if req.requester != by.lower():
+            if by.lower() not in (req.requester, req.submitted_by):
                 raise PolicyViolation("Only the requester can cancel this request.")
             if req.status != Status.PENDING.value:
                 raise PolicyViolation(f"This request is already {req.status}.")
             check_transition(Status(req.status), Status.CANCELLED)
-            req.status, req.updated_at, req.decided_at, req.layer_deadline = Status.CANCELLED.value, now, now, None
+            req.status, req.updated_at, req.decided_at = Status.CANCELLED.value, now, now
+            close_schedule(req)
             req.version += 1
             snap = notices.describe(rt, req, await load_votes(session, req.id))
             await notices.record(rt, session, at=now, kind="cancelled", actor=by.lower(), req=req, snap=snap,
@@ -147,7 +217,8 @@ class RequestService:
                 stmt = stmt.with_for_update(skip_locked=True)
             due = list((await session.execute(stmt)).scalars().all())
             for req in due:
-                req.status, req.updated_at, req.decided_at, req.layer_deadline = Status.LAPSED.value, now, now, None
+                req.status, req.updated_at, req.decided_at = Status.LAPSED.value, now, now
+                close_schedule(req)
                 req.version += 1
                 snap = notices.describe(rt, req, await load_votes(session, req.id))
                 await notices.record(rt, session, at=now, kind="lapsed", actor=notices.SYSTEM, req=req, snap=snap,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from dataclasses import dataclass, field
 
 from bot.domain.policy import Eligibility, Policy
@@ -28,6 +29,9 @@ class Runtime:
     loaded: LoadedPolicy
     connectors: dict[str, Connector]
     directory: Directory
+    # Stable name of this replica (hostname by default): claims carry it, so that a restarted replica
+    # frees its own claims at once instead of waiting for their leases to run out.
+    instance_id: str = field(default_factory=socket.gethostname)
     # Set whenever something became due now, so that the worker does not wait for its next tick.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 

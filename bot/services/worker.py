@@ -9,20 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
+from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import select
 
+from bot.services.breakglass import BreakGlassService
+from bot.services.claims import dead_instances, release_claims
 from bot.services.grants import GrantService
 from bot.services.outbox import OutboxDispatcher
+from bot.services.reminders import ReminderService
 from bot.services.requests import RequestService
 from bot.services.runtime import Runtime
 from storage.tables import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
+
+DEAD_AFTER = timedelta(minutes=2)
 
 
 @dataclass
@@ -32,10 +36,17 @@ class TickReport:
     warned: int = 0
     revoked: int = 0
     sent: int = 0
+    reminded: int = 0
+    escalated: int = 0
+    review_reminded: int = 0
 
     @property
     def busy(self) -> bool:
-        return any((self.lapsed, self.granted, self.warned, self.revoked, self.sent))
+        return any(astuple(self))
+
+    def add(self, other: TickReport) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 class Worker:
@@ -44,11 +55,19 @@ class Worker:
         self.dispatcher = dispatcher
         self.requests = RequestService(rt)
         self.grants = GrantService(rt)
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.reminders = ReminderService(rt)
+        self.breakglass = BreakGlassService(rt)
+        self.worker_id = worker_id or rt.instance_id
+        dispatcher.owner = self.worker_id
         self._lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
         self._kicker: asyncio.Task[None] | None = None
         self.ticks = 0
+
+    async def recover(self) -> int:
+        """On start: free the claims this instance held before it died, and those of long-dead instances."""
+        dead = await dead_instances(self.rt.db, now=self.rt.clock.now(), silent_for=DEAD_AFTER)
+        return await release_claims(self.rt.db, owners=sorted({self.worker_id, *dead}))
 
     async def tick(self) -> TickReport:
         """One pass over everything that is due. Revocation never waits for Slack: it runs first."""
@@ -57,10 +76,17 @@ class Worker:
             report.revoked = await self.grants.run_expiries()
             report.granted = await self.grants.run_grants()
             report.lapsed = await self.requests.lapse_due()
+            # Reminders before escalations: people who join a layer now get the escalation DM, not both.
+            report.reminded = await self.reminders.run_reminders()
+            report.escalated = await self.reminders.run_escalations()
+            report.review_reminded = await self.breakglass.run_review_reminders()
             report.warned = await self.grants.run_warnings()
             report.sent = await self.dispatcher.dispatch_once(limit=200)
             self.ticks += 1
             await self._heartbeat()
+            if self.ticks % 30 == 0:  # replicas that stopped beating long ago: their claims are free
+                dead = await dead_instances(self.rt.db, now=self.rt.clock.now(), silent_for=DEAD_AFTER)
+                await release_claims(self.rt.db, owners=[d for d in dead if d != self.worker_id])
             return report
 
     async def run_until_idle(self, max_ticks: int = 50) -> TickReport:
@@ -68,11 +94,7 @@ class Worker:
         total = TickReport()
         for _ in range(max_ticks):
             r = await self.tick()
-            total.lapsed += r.lapsed
-            total.granted += r.granted
-            total.warned += r.warned
-            total.revoked += r.revoked
-            total.sent += r.sent
+            total.add(r)
             if not r.busy:
                 break
         return total
@@ -95,6 +117,13 @@ class Worker:
             log.exception("worker tick failed")
 
     async def _kick_loop(self) -> None:
+        try:
+            freed = await self.recover()
+            if freed:
+                log.warning("released %d claim(s) left by an earlier run", freed)
+        except Exception:
+            log.exception("claim recovery failed; leases will expire instead")
+        await self._safe_tick()
         while True:
             await self.rt.wake.wait()
             self.rt.wake.clear()

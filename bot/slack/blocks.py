@@ -72,8 +72,10 @@ def duration_options(elig: Eligibility) -> tuple[list[dict[str, Any]], dict[str,
     return options, initial
 
 
-def request_modal(eligibilities: list[Eligibility], selected: str | None = None) -> dict[str, Any]:
-    """The /jit modal: only what the user may request; ticket field only where required."""
+def request_modal(eligibilities: list[Eligibility], selected: str | None = None, *,
+                  on_behalf: bool = False) -> dict[str, Any]:
+    """The /jit modal: only what the user may request; ticket field only where required; an optional
+    start time; an optional beneficiary for delegates and admins (``on_behalf``)."""
     if not eligibilities:
         return {"type": "modal", "callback_id": ids.REQUEST_VIEW, "title": plain("Request access", 24),
                 "close": plain("Close", 24),
@@ -101,6 +103,16 @@ def request_modal(eligibilities: list[Eligibility], selected: str | None = None)
         blocks.append({"type": "input", "block_id": ids.B_TICKET, "label": plain("Ticket", 2000),
                        "element": {"type": "plain_text_input", "action_id": ids.A_TICKET,
                                    "placeholder": plain("e.g. OPS-1234", 150)}})
+    blocks.append({"type": "input", "block_id": ids.B_STARTS, "optional": True,
+                   "label": plain("Start later (optional)", 2000),
+                   "hint": plain("Leave empty to start as soon as it is approved.", 2000),
+                   "element": {"type": "datetimepicker", "action_id": ids.A_STARTS}})
+    if on_behalf:
+        blocks.append({"type": "input", "block_id": ids.B_ON_BEHALF, "optional": True,
+                       "label": plain("On behalf of (optional)", 2000),
+                       "hint": plain("You are a delegate: request this access for someone else.", 2000),
+                       "element": {"type": "users_select", "action_id": ids.A_ON_BEHALF,
+                                   "placeholder": plain("Choose a person", 150)}})
     return {"type": "modal", "callback_id": ids.REQUEST_VIEW, "title": plain("Request access", 24),
             "submit": plain("Request", 24), "close": plain("Cancel", 24), "blocks": blocks,
             "private_metadata": elig.name}
@@ -116,10 +128,15 @@ def deny_modal(value: str) -> dict[str, Any]:
 
 
 def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Block]:
-    fields = [md(f"*Requester*\n{who(snap['requester'], snap.get('requester_slack'))}", 2000),
+    requester = who(snap['requester'], snap.get('requester_slack'))
+    if snap.get("submitted_by"):
+        requester += f"\n_on behalf of; submitted by {who(snap['submitted_by'], snap.get('submitted_by_slack'))}_"
+    fields = [md(f"*Requester*\n{requester}", 2000),
               md(f"*Access*\n{esc(snap['eligibility'])}", 2000),
               md(f"*Duration*\n{format_duration(timedelta(seconds=snap['duration_s']))}", 2000),
               md(f"*Ticket*\n{esc(snap.get('ticket')) or '—'}", 2000)]
+    if snap.get("starts_at"):
+        fields.append(md(f"*Starts*\n{when(snap['starts_at'])}", 2000))
     if layer is not None:
         fields.append(md(f"*Layer*\n{layer} of {snap['layers']}", 2000))
     earlier = [a for a in snap.get("approvals", []) if a["decision"] == "approve"]
@@ -130,10 +147,12 @@ def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Bloc
             section(f"*Justification*\n>{cut(esc(snap['justification']), 2800)}")]
 
 
-def approval_message(snap: dict[str, Any], layer: int) -> list[Block]:
+def approval_message(snap: dict[str, Any], layer: int, note: str | None = None) -> list[Block]:
+    """Ask one approver to decide ``layer``; ``note`` says why they are asked again (reminder, escalation)."""
     value = f"{snap['id']}:{layer}"
     return [
         {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
+        *([context(f":alarm_clock: {esc(note)}")] if note else []),
         *_request_fields(snap, layer),
         {"type": "actions", "block_id": f"decide:{value}", "elements": [
             button("Approve", ids.APPROVE, value, "primary"),
@@ -147,6 +166,33 @@ def approval_decided(snap: dict[str, Any], layer: int, outcome: str) -> list[Blo
         {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
         *_request_fields(snap, layer),
         context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + esc(outcome)),
+    ]
+
+
+def review_message(snap: dict[str, Any], note: str | None = None) -> list[Block]:
+    """Ask a reviewer to acknowledge or flag a break-glass use after the fact."""
+    return [
+        {"type": "header", "text": plain(f":rotating_light: Break-glass use {snap['id']}", 150)},
+        section(f"{who(snap['requester'], snap.get('requester_slack'))} took *{esc(snap['eligibility'])}* without "
+                "approval. Please review it: was it justified?"),
+        *([context(f":alarm_clock: {esc(note)}")] if note else []),
+        *_request_fields(snap),
+        {"type": "actions", "block_id": f"review:{snap['id']}", "elements": [
+            button("Acknowledge", ids.REVIEW_ACK, snap["id"], "primary"),
+            button("Flag", ids.REVIEW_FLAG, snap["id"], "danger", confirm={
+                "title": plain("Flag this use?", 100),
+                "text": plain("The security channel is alerted to investigate.", 300),
+                "confirm": plain("Flag", 30), "deny": plain("Back", 30)}),
+        ]},
+    ]
+
+
+def review_decided(snap: dict[str, Any], outcome: str) -> list[Block]:
+    return [
+        {"type": "header", "text": plain(f":rotating_light: Break-glass use {snap['id']}", 150)},
+        *_request_fields(snap),
+        context((":white_check_mark: " if outcome.startswith("Acknowledged") else ":triangular_flag_on_post: ")
+                + esc(outcome)),
     ]
 
 
@@ -216,5 +262,8 @@ HELP = (
     "*/jit* — open the request form\n"
     "*/jit list* — your access and requests\n"
     "*/jit release REQUEST* — end your access now\n"
+    "*/jit breakglass ACCESS DURATION REASON…* — emergency access now, without approval (announced and "
+    "reviewed)\n"
+    "*/jit admin pending | revoke REQUEST | retry REQUEST* — JIT administrators only\n"
     "*/jit help* — this message"
 )

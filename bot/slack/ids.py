@@ -13,6 +13,8 @@ RELEASE = "jit_release"
 EXTEND = "jit_extend"
 CANCEL = "jit_cancel"
 OPEN_REQUEST = "jit_open_request"
+REVIEW_ACK = "jit_breakglass_ack"
+REVIEW_FLAG = "jit_breakglass_flag"
 
 # input blocks of the request modal: (block_id, action_id)
 B_ELIGIBILITY, A_ELIGIBILITY = "eligibility", "eligibility_select"
@@ -20,7 +22,9 @@ B_DURATION, A_DURATION = "duration", "duration_select"
 B_JUSTIFICATION, A_JUSTIFICATION = "justification", "justification_input"
 B_TICKET, A_TICKET = "ticket", "ticket_input"
 B_REASON, A_REASON = "reason", "reason_input"
+B_ON_BEHALF, A_ON_BEHALF = "on_behalf", "on_behalf_user"
+B_STARTS, A_STARTS = "starts_at", "starts_at_picker"
 
 VIEWS = (REQUEST_VIEW, DENY_VIEW)
 EVENTS = ("app_home_opened",)
-ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY)
+ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY, REVIEW_ACK, REVIEW_FLAG)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -11,11 +11,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.requests import Decision, PolicyViolation
 from bot.services import queries
+from bot.services.admin import AdminService
 from bot.services.approvals import ApprovalService
+from bot.services.breakglass import BreakGlassService
 from bot.services.grants import GrantService
 from bot.services.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.slack import blocks, ids
+from bot.slack import blocks, breakglass, ids
+from bot.slack.admin import admin_command
+from bot.slack.breakglass import breakglass_command
 from bot.slack.identity import NoEmail, SlackIdentity
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,8 @@ def _value(action: dict[str, Any]) -> tuple[str, int]:
 def register(app: AsyncApp, rt: Runtime) -> None:
     identity = SlackIdentity()
     requests, approvals, grants = RequestService(rt), ApprovalService(rt), GrantService(rt)
+    admin, glass = AdminService(rt), BreakGlassService(rt)
+    breakglass.register(app, rt, identity)
 
     async def email_or_tell(client: AsyncWebClient, user_id: str, respond: AsyncRespond | None) -> str | None:
         try:
@@ -41,8 +47,14 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                 await respond(response_type="ephemeral", text=NO_EMAIL)
             return None
 
+    async def modal_for(email: str, selected: str | None = None) -> dict[str, Any]:
+        mine = await requests.requestable(email)
+        for_others = [e for e in rt.policy.eligibilities if await requests.may_submit_for_others(email, e)]
+        shown = mine + [e for e in for_others if e not in mine]
+        return blocks.request_modal(shown, selected, on_behalf=bool(for_others))
+
     async def open_modal(client: AsyncWebClient, trigger_id: str, email: str) -> None:
-        await client.views_open(trigger_id=trigger_id, view=blocks.request_modal(await requests.requestable(email)))
+        await client.views_open(trigger_id=trigger_id, view=await modal_for(email))
 
     async def publish_home(client: AsyncWebClient, user_id: str, email: str) -> None:
         active, pending = await queries.my_requests(rt, email)
@@ -75,6 +87,11 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             elif sub == "cancel" and len(words) == 2:
                 await requests.cancel(request_id=words[1].upper(), by=email)
                 await respond(response_type="ephemeral", text=f"Cancelled {words[1].upper()}.")
+            elif sub == "breakglass":
+                await respond(response_type="ephemeral",
+                              text=await breakglass_command(glass, email, command["user_id"], words[1:]))
+            elif sub == "admin":
+                await respond(response_type="ephemeral", text=await admin_command(admin, email, words[1:]))
             else:
                 await respond(response_type="ephemeral", text=blocks.HELP)
         except PolicyViolation as exc:
@@ -87,8 +104,11 @@ def register(app: AsyncApp, rt: Runtime) -> None:
 
         def pick(block: str, action: str) -> str | None:
             v = values.get(block, {}).get(action, {})
-            raw = (v.get("selected_option") or {}).get("value") if v.get("type") == "static_select" else v.get("value")
-            return None if raw is None else str(raw)
+            kind = v.get("type")
+            raw = ((v.get("selected_option") or {}).get("value") if kind == "static_select"
+                   else v.get("selected_user") if kind == "users_select"
+                   else v.get("selected_date_time") if kind == "datetimepicker" else v.get("value"))
+            return None if raw in (None, "") else str(raw)
 
         user_id = body["user"]["id"]
         try:
@@ -100,15 +120,25 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         if not duration_raw.isdigit():
             await ack(response_action="errors", errors={ids.B_DURATION: "Pick a duration."})
             return
+        starts_raw = pick(ids.B_STARTS, ids.A_STARTS)
+        starts_at = datetime.fromtimestamp(int(starts_raw), UTC) if starts_raw and starts_raw.isdigit() else None
+        beneficiary_slack = pick(ids.B_ON_BEHALF, ids.A_ON_BEHALF)
         try:
-            await requests.submit(requester=email, requester_slack=user_id,
+            beneficiary = await identity.email(client, beneficiary_slack) if beneficiary_slack else email
+        except NoEmail:
+            await ack(response_action="errors", errors={ids.B_ON_BEHALF: "jitbot cannot see that person's email."})
+            return
+        try:
+            await requests.submit(requester=beneficiary, requester_slack=beneficiary_slack or user_id,
+                                  submitted_by=email if beneficiary_slack else None,
+                                  submitted_by_slack=user_id if beneficiary_slack else None,
                                   eligibility=pick(ids.B_ELIGIBILITY, ids.A_ELIGIBILITY) or "",
                                   duration=timedelta(seconds=int(duration_raw)),
                                   justification=pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "",
-                                  ticket=pick(ids.B_TICKET, ids.A_TICKET))
+                                  ticket=pick(ids.B_TICKET, ids.A_TICKET), starts_at=starts_at)
         except PolicyViolation as exc:
             fields = {"eligibility": ids.B_ELIGIBILITY, "duration": ids.B_DURATION,
-                      "justification": ids.B_JUSTIFICATION, "ticket": ids.B_TICKET}
+                      "justification": ids.B_JUSTIFICATION, "ticket": ids.B_TICKET, "starts_at": ids.B_STARTS}
             block = fields.get(exc.field or "", ids.B_ELIGIBILITY)
             if block == ids.B_TICKET and ids.B_TICKET not in values:
                 block = ids.B_ELIGIBILITY
@@ -123,8 +153,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         email = await identity.email(client, body["user"]["id"])
         selected = (action.get("selected_option") or {}).get("value")
         view = body["view"]
-        await client.views_update(view_id=view["id"], hash=view.get("hash"),
-                                  view=blocks.request_modal(await requests.requestable(email), selected))
+        await client.views_update(view_id=view["id"], hash=view.get("hash"), view=await modal_for(email, selected))
 
     @app.action(ids.OPEN_REQUEST)
     async def open_from_home(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:

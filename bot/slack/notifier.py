@@ -63,10 +63,27 @@ class SlackNotifier:
     async def _approval_request(self, p: dict[str, Any]) -> Delivery:
         snap, layer = p["request"], int(p["layer"])
         channel = await self._dm(await self.slack_user(p["approver"]))
+        note = p.get("note")
         resp = await self.client.chat_postMessage(
-            channel=channel, text=f"Access request {snap['id']} from {snap['requester']} needs your decision",
-            blocks=blocks.approval_message(snap, layer))
+            channel=channel, text=(f"{note} " if note else "")
+            + f"Access request {snap['id']} from {snap['requester']} needs your decision",
+            blocks=blocks.approval_message(snap, layer, note))
         return Delivery([Ref(snap["id"], f"approval:{layer}", resp["channel"], resp["ts"], p["approver"])])
+
+    async def _review_request(self, p: dict[str, Any]) -> Delivery:
+        snap = p["request"]
+        channel = await self._dm(await self.slack_user(p["reviewer"]))
+        resp = await self.client.chat_postMessage(
+            channel=channel, text=f"Break-glass use {snap['id']} by {snap['requester']} needs your review",
+            blocks=blocks.review_message(snap, p.get("note")))
+        return Delivery([Ref(snap["id"], "review", resp["channel"], resp["ts"], p["reviewer"])])
+
+    async def _review_update(self, p: dict[str, Any]) -> Delivery:
+        snap = p["request"]
+        for ref in await message_refs(self.db, snap["id"], "review"):
+            await self.client.chat_update(channel=ref.channel, ts=ref.ts, text=f"{snap['id']}: {p['outcome']}",
+                                          blocks=blocks.review_decided(snap, p["outcome"]))
+        return Delivery()
 
     async def _approval_update(self, p: dict[str, Any]) -> Delivery:
         snap, layer = p["request"], int(p["layer"])

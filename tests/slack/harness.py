@@ -25,6 +25,7 @@ SECRET = "test-signing-secret"
 USERS = {"U1ALICE": "alice", "U2BOB": "bob", "U3CAROL": "carol", "U4DAVE": "dave", "U5ERIN": "erin",
          "U6ROOT": "root"}
 AUDIT = "C0AUDIT"
+SECURITY = "C0SECURITY"
 
 
 @dataclass
@@ -50,10 +51,12 @@ async def slack_env(db: Database, policy_text: str, clock: ManualClock) -> Async
         slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
     slack.add_user("U9BOTTY", "otherbot", is_bot=True)
     slack.add_channel(AUDIT, "jit-audit")
+    slack.add_channel(SECURITY, "security")
     async with slack:
         stack = await make_stack(db, loaded, clock)
         client = AsyncWebClient(token=TOKEN, base_url=slack.url)
-        notifier = SlackNotifier(client, stack.rt.db, audit_channel=AUDIT)
+        notifier = SlackNotifier(client, stack.rt.db, audit_channel=AUDIT,
+                                 security_channel=loaded.policy.security_channel)
         stack.worker = Worker(stack.rt, OutboxDispatcher(stack.rt.db, notifier, clock), worker_id="slack-test")
         app = build_app(stack.rt, client=client, signing_secret=SECRET, process_before_response=True)
         runner = web.AppRunner(web_app(app, stack.rt))

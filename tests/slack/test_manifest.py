@@ -11,7 +11,7 @@ from bot.slack import ids
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = yaml.safe_load((ROOT / "manifest.yml").read_text())
-LISTENERS = (ROOT / "bot/slack/listeners.py").read_text()
+LISTENERS = "\n".join(p.read_text() for p in sorted((ROOT / "bot/slack").glob("*.py")))
 
 
 def test_slash_command_matches() -> None:

@@ -1,0 +1,106 @@
+"""10,000 grants expiring within the same minute: revoke lag, and throughput under an IdP rate limit.
+
+    python -m bench.mass_expiry [--grants 10000] [--rate R] [--database-url URL]
+
+Lag = time the IdP received the revoke − the grant's expires_at. With --rate the IdP answers 429
+(retry-after = rest of its 1-second window) above R calls/s; the achieved rate should be ≥ 0.95 R.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, insert, select
+
+from bench.common import RecordingIdp, machine, pct
+from bot.policy_file import parse_policy
+from bot.services.clock import SystemClock
+from bot.services.directory import Directory
+from bot.services.outbox import OutboxDispatcher, RecordingNotifier
+from bot.services.runtime import Runtime
+from bot.services.worker import Worker
+from connectors.resilience import ResilientConnector
+from storage.db import Database
+from storage.tables import AccessRequest, Event, Grant
+
+POLICY = """
+audit_channel: C0AUDIT
+connectors: {idp: {type: memory}}
+eligibilities:
+  - {name: bulk, connector: idp, target: {group: g}, requestors: {users: [a@example.com]}, max_duration: 1h}
+"""
+
+
+async def seed(db: Database, n: int, start: datetime, spread_s: float) -> dict[str, datetime]:
+    expiries: dict[str, datetime] = {}
+    reqs, grants = [], []
+    for i in range(n):
+        exp = start + timedelta(seconds=spread_s * i / n)
+        rid, gid = f"R-M{i:07d}", f"G-M{i:07d}"
+        expiries[gid] = exp
+        reqs.append(dict(id=rid, eligibility="bulk", kind="access", requester=f"user{i}@example.com",
+                         duration_s=3600, justification="bench", status="active", layer=1, layers=0,
+                         created_at=start, updated_at=start, version=0))
+        grants.append(dict(id=gid, request_id=rid, connector="idp", target_kind="group", target_id="g",
+                           user_email=f"user{i}@example.com", status="active", owns_membership=True,
+                           granted_at=start - timedelta(hours=1), expires_at=exp, attempts=0, alerted=False))
+    async with db.transaction() as s:
+        for k in range(0, n, 2000):
+            await s.execute(insert(AccessRequest), reqs[k:k + 2000])
+            await s.execute(insert(Grant), grants[k:k + 2000])
+    return expiries
+
+
+async def run(n: int, rate: float | None, url: str | None, spread: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(url or f"sqlite+aiosqlite:///{tmp}/bench.db")
+        await db.migrate()
+        loaded = parse_policy(POLICY, env={})
+        idp = RecordingIdp(rate=rate)
+        connector = ResilientConnector(idp, max_attempts=1, max_concurrency=16)
+        clock = SystemClock()
+        rt = Runtime(db=db, clock=clock, loaded=loaded, connectors={"idp": connector},
+                     directory=Directory({"idp": connector}, clock))
+        worker = Worker(rt, OutboxDispatcher(db, RecordingNotifier(), clock), worker_id="bench")
+        start = datetime.now(UTC) + timedelta(seconds=3)
+        expiries = await seed(db, n, start, spread)
+        t0 = time.time()
+        while len(idp.revoked_at) < n and time.time() - t0 < 600:
+            report = await worker.tick()
+            if not report.busy:
+                await asyncio.sleep(0.05)
+        first = min(idp.revoked_at.values())
+        last = max(idp.revoked_at.values())
+        lags = [idp.revoked_at[g] - expiries[g].timestamp() for g in idp.revoked_at]
+        async with db.sessions() as s:
+            audited = (await s.execute(select(func.count()).select_from(Event).where(Event.kind == "expired"))).scalar()
+        await db.dispose()
+        return {"revoked": len(idp.revoked_at), "audited": float(audited or 0), "lag_p50": pct(lags, 50),
+                "lag_p99": pct(lags, 99), "lag_max": max(lags), "rate": len(idp.revoked_at) / max(last - first, 1e-9),
+                "throttled": idp.throttled, "calls": idp.calls}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grants", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=None, help="IdP limit in requests/s (429 above it)")
+    parser.add_argument("--spread", type=float, default=60.0, help="seconds over which the grants expire")
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args(argv)
+    r = asyncio.run(run(args.grants, args.rate, args.database_url, args.spread))
+    print(f"machine: {machine()}")
+    print(f"grants={args.grants} spread={args.spread}s idp_rate={args.rate or 'unlimited'}")
+    print(f"{'revoked':>8} {'audited':>8} {'lag p50':>8} {'lag p99':>8} {'lag max':>8} {'rate/s':>8} {'429s':>6}")
+    print(f"{r['revoked']:>8.0f} {r['audited']:>8.0f} {r['lag_p50']:>8.3f} {r['lag_p99']:>8.3f} {r['lag_max']:>8.3f} "
+          f"{r['rate']:>8.1f} {r['throttled']:>6.0f}")
+    if args.rate:
+        print(f"achieved / limit = {r['rate'] / args.rate:.3f} (target ≥ 0.95)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The playground without a browser: its JSON endpoints drive the real bot through signed requests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.playground.main import DEMO_POLICY, Running, run_playground, start_playground
+from bot.playground.world import personas_from
+from bot.policy_file import load_policy
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    async with start_playground(0, database=f"sqlite+aiosqlite:///{tmp_path / 'pg.db'}") as r:
+        yield r
+
+
+class Page:
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url, self.session = url, session
+
+    async def post(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.session.post(f"{self.url}/api/{name}", json=body) as res:
+            assert res.status == 200, await res.text()
+            out: dict[str, Any] = await res.json()
+            return out
+
+    async def state(self, user: str) -> dict[str, Any]:
+        async with self.session.get(f"{self.url}/api/state", params={"user": user}) as res:
+            assert res.status == 200, await res.text()
+            out: dict[str, Any] = await res.json()
+            return out
+
+
+@pytest.fixture
+async def page(running: Running) -> AsyncIterator[Page]:
+    async with aiohttp.ClientSession() as session:
+        yield Page(running.url, session)
+
+
+def test_personas_come_from_the_demo_policy() -> None:
+    roles = {p.name: (p.id, p.role) for p in personas_from(load_policy(DEMO_POLICY))}
+    assert roles == {"alice": ("U0ALICE", "requester"), "bob": ("U0BOB", "layer-1 approver"),
+                     "carol": ("U0CAROL", "layer-1 approver"), "dave": ("U0DAVE", "layer-2 approver"),
+                     "erin": ("U0ERIN", "layer-2 approver"), "root": ("U0ROOT", "admin")}
+
+
+async def test_page_and_static_files_are_served(running: Running, page: Page) -> None:
+    for path in ("/", "/static/app.js", "/static/blockkit.js", "/static/app.css"):
+        async with page.session.get(running.url + path) as res:
+            assert res.status == 200, path
+    assert (await page.state("U0ALICE"))["audit_channel"] == "C0AUDIT"
+    async with page.session.get(f"{running.url}/api/state", params={"user": "U0NOBODY"}) as res:
+        assert res.status == 404
+
+
+async def test_deny_through_the_reason_modal(page: Page) -> None:
+    assert (await page.post("command", {"user": "U0ALICE", "text": "/jit"}))["ok"]
+    modal = (await page.state("U0ALICE"))["modals"][-1]
+    res = await page.post("submit", {"user": "U0ALICE", "view_id": modal["id"], "values": {
+        "justification/justification_input": "Rotate the <secrets>", "ticket/ticket_input": "OPS-7"}})
+    assert res["ok"] and (await page.state("U0ALICE"))["modals"] == []
+
+    bob = await page.state("U0BOB")
+    message = bob["dms"][-1]
+    assert "&lt;secrets&gt;" in str(message["blocks"])
+    res = await page.post("click", {"user": "U0BOB", "channel": bob["dm_channel"], "ts": message["ts"],
+                                    "action_id": "jit_deny_open"})
+    assert res["ok"], res
+    deny = (await page.state("U0BOB"))["modals"][-1]
+    # an empty reason: Slack's client refuses and the modal shows the error inline
+    res = await page.post("submit", {"user": "U0BOB", "view_id": deny["id"], "values": {}})
+    assert res["client_errors"] == {"reason": "This field is required."}
+    assert (await page.state("U0BOB"))["modals"][-1]["errors"] == {"reason": "This field is required."}
+    res = await page.post("submit", {"user": "U0BOB", "view_id": deny["id"],
+                                     "values": {"reason/reason_input": "change freeze"}})
+    assert res["ok"], res
+    alice = await page.state("U0ALICE")
+    assert any("change freeze" in m["text"] for m in alice["dms"])
+    assert any("denied" in r["text"] for r in (await page.state("U0ROOT"))["audit"][0]["replies"])
+
+
+async def test_unknown_commands_and_bad_requests_are_answered(page: Page) -> None:
+    assert (await page.post("command", {"user": "U0ALICE", "text": "hello"}))["ok"] is False
+    assert "not a valid command" in (await page.post("command", {"user": "U0ALICE", "text": "/deploy"}))["error"]
+    assert (await page.post("command", {"user": "U0ALICE", "text": "/jit help"}))["ok"]
+    assert any("/jit list" in e["text"] for e in (await page.state("U0ALICE"))["ephemerals"])
+    res = await page.post("click", {"user": "U0ALICE", "channel": "D0", "ts": "1.0", "action_id": "x"})
+    assert res["ok"] is False
+    async with page.session.post(f"{page.url}/api/clock", json={"minutes": -5}) as raw:
+        assert raw.status == 400
+
+
+async def test_clock_jump_moves_the_bot_clock(running: Running, page: Page) -> None:
+    before = running.playground.clock.now()
+    res = await page.post("clock", {"minutes": 60})
+    assert res["ok"]
+    assert (running.playground.clock.now() - before).total_seconds() >= 3600
+    assert (await page.state("U0ALICE"))["offset_s"] == 3600
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_run_playground_stops_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stop = asyncio.Event()
+    port = _free_port()
+    task = asyncio.create_task(run_playground(port, database=f"sqlite+aiosqlite:///{tmp_path / 'run.db'}",
+                                              stop=stop))
+    for _ in range(100):
+        if f"http://127.0.0.1:{port}" in capsys.readouterr().out:
+            break
+        await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as res:
+        assert res.status == 200
+    stop.set()
+    assert await asyncio.wait_for(task, 10) == 0
