@@ -61,7 +61,7 @@ async def run(n: int, rate: float | None, url: str | None, spread: float) -> dic
         await db.migrate()
         loaded = parse_policy(POLICY, env={})
         idp = RecordingIdp(rate=rate)
-        connector = ResilientConnector(idp, max_attempts=1, max_concurrency=16)
+        connector = ResilientConnector(idp, max_attempts=2, max_concurrency=16)
         clock = SystemClock()
         rt = Runtime(db=db, clock=clock, loaded=loaded, connectors={"idp": connector},
                      directory=Directory({"idp": connector}, clock))

@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from bot.domain.policy import Eligibility, Principals
 from bot.policy_file import LoadedPolicy, PolicyError, load_policy, memory_directory, risk_warnings
 from bot.services.outbox import Delivery, Notifier
 from bot.services.runtime import Runtime
+from bot.settings import Settings, SettingsError, load_settings
 from connectors.base import ConnectorError
 from connectors.registry import build_connector
 from storage.db import Database
@@ -46,17 +46,19 @@ class CliError(Exception):
         self.code = code
 
 
-def _env(name: str, default: str) -> str:
-    # TODO(settings): read these through bot.settings once it is wired into every command.
-    return os.environ.get(name) or default
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise CliError(str(exc), code=2) from None
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    return str(args.database or _env("DATABASE_URL", "sqlite+aiosqlite:///jitbot.db"))
+    return str(args.database or _settings().DATABASE_URL)
 
 
 def _policy_path(args: argparse.Namespace) -> str:
-    return str(args.policy or _env("JITBOT_POLICY", "policy.yml"))
+    return str(args.policy or _settings().JITBOT_POLICY)
 
 
 def _err(text: str) -> None:
@@ -305,8 +307,27 @@ class LoggingNotifier:
 
 
 def make_notifier(rt: Runtime) -> Notifier:
-    """The notifier ``jitbot worker`` delivers the outbox through. The Slack surface replaces this hook."""
-    return LoggingNotifier()
+    """Slack when ``SLACK_BOT_TOKEN`` is set; otherwise messages are logged (and counted as delivered)."""
+    settings = _settings()
+    if settings.SLACK_BOT_TOKEN is None:
+        log.warning("SLACK_BOT_TOKEN is not set: outbox messages are only logged")
+        return LoggingNotifier()
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.slack.notifier import SlackNotifier
+
+    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL)
+    return SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
+                         security_channel=rt.policy.security_channel)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """``make run``: the Slack bot when SLACK_BOT_TOKEN is set, else the local playground."""
+    if _settings().SLACK_BOT_TOKEN is not None:
+        args.socket_mode, args.no_worker = False, False
+        return int(_lazy("bot.slack.server", "serve_main")(args))
+    args.port = args.port or 8080
+    return int(_lazy("bot.playground.main", "playground_main")(args))
 
 
 async def run_worker(args: argparse.Namespace) -> int:
@@ -410,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="HTTP port (default: $PORT or 3000)")
     p.add_argument("--socket-mode", action="store_true", help="connect with Socket Mode (needs SLACK_APP_TOKEN)")
     p.add_argument("--no-worker", action="store_true", help="do not run the worker in this process")
+
+    p = add(sub, "start", "Start jitbot: `serve` when SLACK_BOT_TOKEN is set, otherwise the playground.",
+            cmd_start, policy=True, database=True)
+    p.add_argument("--port", type=int, help="HTTP port (serve: $PORT or 3000; playground: 8080)")
 
     p = add(sub, "playground", "Run the local playground: a fake Slack in the browser with demo personas.",
             _lazy("bot.playground.main", "playground_main"), policy=True, database=True)

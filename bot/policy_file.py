@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from bot.domain.durations import format_duration
 from bot.domain.policy import Policy, Principals
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -153,8 +154,8 @@ def risk_warnings(policy: Policy, members: Mapping[str, set[str]] | None = None)
 
     for e in policy.eligibilities:
         if e.max_duration > policy.settings.max_duration_ceiling:
-            out.append(f"{e.name}: max_duration {e.max_duration} is above the ceiling "
-                       f"{policy.settings.max_duration_ceiling}")
+            out.append(f"{e.name}: max_duration {format_duration(e.max_duration)} is above the ceiling "
+                       f"{format_duration(policy.settings.max_duration_ceiling)}")
         requestors = people(e.requestors)
         if not e.approvals:
             out.append(f"{e.name}: no approval layers — requests are approved automatically")

@@ -18,12 +18,17 @@ CONNECTOR_MODULES: dict[str, str] = {
 }
 
 
+WRAPPER_KEYS = ("rate_per_second", "max_concurrency")
+
+
 def known_types() -> list[str]:
     return ["memory", *CONNECTOR_MODULES]
 
 
 def build_connector(name: str, settings: dict[str, Any], *, store: MembershipStore | None = None) -> Connector:
     """Build the connector called ``name`` from its policy settings (``type`` selects the provider)."""
+    # Pacing keys (rate_per_second, max_concurrency) configure the resilience wrapper, not the provider.
+    settings = {k: v for k, v in settings.items() if k not in WRAPPER_KEYS}
     kind = str(settings.get("type", ""))
     if kind == "memory":
         return MemoryConnector.from_settings(name, settings, store)

@@ -4,9 +4,11 @@ Connectors themselves never retry: they raise typed errors. This wrapper owns th
 
 * every call has a timeout (→ ``Transient``),
 * at most ``max_concurrency`` calls run at once per connector,
-* a ``RateLimited`` error pauses *all* calls until the provider's retry-after has passed (pacing fed
-  by the provider's own headers, not a retry storm), and an optional steady ``rate_per_second``
-  spaces calls out,
+* a ``RateLimited`` error pauses *all* calls until the provider's retry-after has passed, and from then
+  on calls are spaced at the rate the provider was seen to accept (learned from the 429 itself, probed
+  upwards slowly) — pacing fed by the provider, not a retry storm; an optional fixed
+  ``rate_per_second`` spaces calls out from the start,
+* waiting out a retry-after does not count as a failed attempt (up to ``max_rate_limited`` times),
 * ``RateLimited`` and ``Transient`` are retried up to ``max_attempts`` with exponential backoff and
   jitter; every other error is raised at once.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
@@ -39,6 +42,7 @@ class ResilientConnector:
         base_delay: float = 0.5,
         max_delay: float = 30.0,
         rate_per_second: float | None = None,
+        max_rate_limited: int = 8,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
@@ -51,6 +55,10 @@ class ResilientConnector:
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._interval = 1.0 / rate_per_second if rate_per_second else 0.0
+        self._fixed_interval = bool(rate_per_second)
+        self._adaptive_rate: float | None = None
+        self._recent: deque[float] = deque()
+        self._max_rate_limited = max_rate_limited
         self._sleep = sleep
         self._now = monotonic
         self._jitter = jitter
@@ -60,28 +68,57 @@ class ResilientConnector:
         self.attempts = 0  # total calls to the inner connector, for tests and metrics
 
     async def _pace(self) -> None:
-        async with self._slot_lock:
-            now = self._now()
-            start = max(now, self._not_before, self._next_slot)
-            self._next_slot = start + self._interval
-        wait = start - now
+        while True:
+            async with self._slot_lock:
+                now = self._now()
+                start = max(now, self._not_before, self._next_slot)
+                if start <= now or self._not_before <= now:
+                    self._next_slot = start + self._interval
+                    break
+            await self._sleep(start - now)  # paused by a retry-after: wait, then take a slot
+        wait = start - self._now()
         if wait > 0:
             await self._sleep(wait)
 
+    def _on_success(self) -> None:
+        now = self._now()
+        self._recent.append(now)
+        while self._recent and self._recent[0] < now - 1.0:
+            self._recent.popleft()
+        if self._adaptive_rate is not None:
+            # probe upwards slowly (about +10 % per second at the current rate)
+            self._adaptive_rate *= 1.0 + 0.1 / max(self._adaptive_rate, 1.0)
+            self._interval = 1.0 / self._adaptive_rate
+
+    def _on_rate_limited(self, exc: RateLimited) -> None:
+        now = self._now()
+        self._not_before = max(self._not_before, now + exc.retry_after)
+        # Learn the provider's limit from what it just accepted: the calls of the last second.
+        observed = float(sum(1 for t in self._recent if t >= now - 1.0))
+        current = self._adaptive_rate or observed or 1.0
+        self._adaptive_rate = max(1.0, min(current, observed or current) * 0.98)
+        self._interval = max(self._interval if self._fixed_interval else 0.0, 1.0 / self._adaptive_rate)
+
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
+        limited = 0
         while True:
             attempt += 1
             await self._pace()
             try:
                 async with self._sem:
                     self.attempts += 1
-                    return await asyncio.wait_for(fn(), timeout=self._timeout)
+                    result = await asyncio.wait_for(fn(), timeout=self._timeout)
+                self._on_success()
+                return result
             except TimeoutError as exc:
                 error: Exception = Transient(f"{self.name}: call timed out after {self._timeout}s")
                 error.__cause__ = exc
             except RateLimited as exc:
-                self._not_before = max(self._not_before, self._now() + exc.retry_after)
+                self._on_rate_limited(exc)
+                limited += 1
+                if limited < self._max_rate_limited:
+                    attempt -= 1  # waiting out a retry-after is pacing, not a failed attempt
                 error = exc
             except Transient as exc:
                 error = exc

@@ -219,7 +219,7 @@ def test_a_layer_that_cannot_reach_min_approvals_without_the_requester_is_warned
 def test_a_max_duration_above_the_ceiling_is_warned_about() -> None:
     assert warnings_for(with_elig(max_duration="12h")) == []
     assert warnings_for(with_elig(max_duration="13h")) == [
-        "prod: max_duration 13:00:00 is above the ceiling 12:00:00"]
+        "prod: max_duration 13h is above the ceiling 12h"]
     assert warnings_for(with_elig(max_duration="13h") + "settings: {max_duration_ceiling: 1d}\n") == []
 
 

@@ -57,7 +57,9 @@ class Worker:
         self.grants = GrantService(rt)
         self.reminders = ReminderService(rt)
         self.breakglass = BreakGlassService(rt)
-        self.worker_id = worker_id or rt.instance_id
+        if worker_id:  # claims carry the instance id: the worker's name and its claims' owner are one
+            rt.instance_id = worker_id
+        self.worker_id = rt.instance_id
         dispatcher.owner = self.worker_id
         self._lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None

@@ -96,7 +96,7 @@ class SlackNotifier:
         snap = p["request"]
         user = snap.get("requester_slack") or await self.slack_user(snap["requester"])
         channel = await self._dm(user)
-        await self.client.chat_postMessage(channel=channel, text=p["text"],
+        await self.client.chat_postMessage(channel=channel, text=blocks.esc(p["text"]),
                                            blocks=blocks.requester_notice(snap, p["event"], p["text"]))
         return Delivery()
 

@@ -30,8 +30,8 @@ from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
 log = logging.getLogger(__name__)
 
 
-def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events") -> web.Application:
-    """The HTTP surface: Slack requests, health and metrics."""
+def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_route: bool = True) -> web.Application:
+    """The HTTP surface: Slack requests (only when a signing secret verifies them), health and metrics."""
 
     async def slack_events(request: web.Request) -> web.Response:
         bolt_request = await to_bolt_request(request)
@@ -67,7 +67,8 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events") -> web.A
                             content_type="text/plain")
 
     web_application = web.Application()
-    web_application.router.add_post(path, slack_events)
+    if slack_route:
+        web_application.router.add_post(path, slack_events)
     web_application.router.add_get("/healthz", healthz)
     web_application.router.add_get("/metrics", metrics)
     return web_application
@@ -84,7 +85,10 @@ async def run_server(args: argparse.Namespace) -> int:
     assert settings.SLACK_BOT_TOKEN is not None
     rt = await build_runtime(loaded, settings.DATABASE_URL)
     client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL)
-    secret = settings.SLACK_SIGNING_SECRET.get_secret_value() if settings.SLACK_SIGNING_SECRET else "socket-mode"
+    # Without a signing secret (Socket Mode only) no HTTP route accepts Slack requests at all; the
+    # placeholder secret below is never used to verify anything.
+    http_events = settings.SLACK_SIGNING_SECRET is not None
+    secret = settings.SLACK_SIGNING_SECRET.get_secret_value() if settings.SLACK_SIGNING_SECRET else "unused"
     app = build_app(rt, client=client, signing_secret=secret)
     worker: Worker | None = None
     if not args.no_worker:
@@ -108,7 +112,7 @@ async def run_server(args: argparse.Namespace) -> int:
             handler = AsyncSocketModeHandler(app, settings.SLACK_APP_TOKEN.get_secret_value())
             await handler.connect_async()
             log.info("connected to Slack in Socket Mode")
-        runner = web.AppRunner(web_app(app, rt))
+        runner = web.AppRunner(web_app(app, rt, slack_route=http_events))
         await runner.setup()
         port = args.port or settings.PORT
         await web.TCPSite(runner, "0.0.0.0", port).start()

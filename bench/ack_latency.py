@@ -1,0 +1,149 @@
+"""Ack latency of /jit, view_submission and Approve clicks vs a bare Bolt app that only acks.
+
+    python -m bench.ack_latency [--n 300]
+
+Both apps run on the same aiohttp stack in the same process, against the same fake Slack, measured
+alternately in one run (ratios, not absolute numbers, are the target: p99 ≤ 1.1× the floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bench.common import machine, pct
+from bot.fakes import FakeSlack, SlackSender
+from bot.policy_file import parse_policy
+from bot.services.clock import SystemClock
+from bot.services.outbox import OutboxDispatcher
+from bot.services.worker import Worker
+from bot.slack import ids
+from bot.slack.app import build_app
+from bot.slack.notifier import SlackNotifier
+from bot.slack.server import web_app
+from storage.db import Database
+from tests.conftest import POLICY
+from tests.services.stack import make_stack
+
+TOKEN, SECRET = "xoxb-bench", "bench-secret"
+USERS = {"U1ALICE": "alice", "U2BOB": "bob", "U3CAROL": "carol", "U4DAVE": "dave", "U5ERIN": "erin"}
+
+
+def bare_app(client: AsyncWebClient) -> AsyncApp:
+    app = AsyncApp(client=client, signing_secret=SECRET)
+
+    @app.command(ids.COMMAND)
+    async def cmd(ack: AsyncAck) -> None:
+        await ack()
+
+    @app.view(ids.REQUEST_VIEW)
+    async def view(ack: AsyncAck) -> None:
+        await ack()
+
+    @app.action(ids.APPROVE)
+    async def approve(ack: AsyncAck) -> None:
+        await ack()
+
+    return app
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+
+
+async def run(n: int) -> dict[str, dict[str, list[float]]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        slack = FakeSlack(token=TOKEN)
+        for uid, name in USERS.items():
+            slack.add_user(uid, name, email=f"{name}@example.com")
+        slack.add_channel("C0AUDIT", "jit-audit")
+        async with slack:
+            client = AsyncWebClient(token=TOKEN, base_url=slack.url)
+            clock = SystemClock()
+            loaded = parse_policy(POLICY.replace('"#jit-audit"', "C0AUDIT"), env={})
+            stack = await make_stack(Database(f"sqlite+aiosqlite:///{tmp}/ack.db"), loaded, clock)  # type: ignore[arg-type]
+            worker = Worker(stack.rt, OutboxDispatcher(stack.rt.db, SlackNotifier(client, stack.rt.db,
+                                                                                    audit_channel="C0AUDIT"), clock))
+            worker.start(interval=0.5)
+            ours = build_app(stack.rt, client=client, signing_secret=SECRET)
+            r1, url_ours = await serve(web_app(ours, stack.rt))
+            bare = bare_app(client)
+            r2, url_bare = await serve(bare.web_app(path="/slack/events"))
+            s_ours, s_bare = SlackSender(slack, url_ours, SECRET), SlackSender(slack, url_bare, SECRET)
+            out: dict[str, dict[str, list[float]]] = {k: {"jitbot": [], "floor": []}
+                                                      for k in ("command", "view_submission", "approve")}
+
+            async def timed(coro: Any) -> float:
+                t0 = time.perf_counter()
+                res = await coro
+                assert res.status == 200, res
+                return time.perf_counter() - t0
+
+            users = ["U1ALICE", "U2BOB", "U5ERIN"]
+            for i in range(n):
+                user = users[i % 3]
+                out["command"]["jitbot"].append(await timed(s_ours.command(user, "")))
+                out["command"]["floor"].append(await timed(s_bare.command(user, "")))
+                await asyncio.sleep(0.01)
+                view = slack.modal_stack(user)[-1]
+                # readonly (auto-approved) submissions; cancel the pending one first to allow the next
+                await s_ours.click_in_view(user, view.id, ids.A_ELIGIBILITY, choice="readonly")
+                view = slack.modal_stack(user)[-1]
+                out["view_submission"]["jitbot"].append(await timed(
+                    s_ours.submit_view(user, view.id, {ids.A_JUSTIFICATION: f"bench {i}"})))
+                await s_ours.command(user, "")
+                await asyncio.sleep(0.01)
+                view = slack.modal_stack(user)[-1]
+                out["view_submission"]["floor"].append(await timed(
+                    s_bare.submit_view(user, view.id, {ids.A_JUSTIFICATION: "x", ids.A_TICKET: "OPS-1"})))
+            # approvals: prod-admin requests by alice, approved by bob (layer 1) — click the DM buttons
+            for i in range(n):
+                req = await stack.requests.submit(requester="alice@example.com", eligibility="prod-admin",
+                                                  duration=timedelta(hours=1), justification=f"bench {i}",
+                                                  ticket="OPS-1")
+                for _ in range(200):
+                    msgs = [m for m in slack.dm_messages("U2BOB") if "jit_approve" in str(m.blocks)]
+                    if len(msgs) > i:
+                        break
+                    await asyncio.sleep(0.01)
+                msg = msgs[-1]
+                ch = slack.im_channel("U2BOB")
+                out["approve"]["jitbot"].append(await timed(s_ours.click("U2BOB", ch, msg.ts, ids.APPROVE)))
+                out["approve"]["floor"].append(await timed(s_bare.click("U2BOB", ch, msg.ts, ids.APPROVE)))
+                await stack.requests.cancel(request_id=req.id, by="alice@example.com")  # make room for the next
+            await worker.stop()
+            await s_ours.aclose()
+            await s_bare.aclose()
+            await r1.cleanup()
+            await r2.cleanup()
+            return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=300)
+    args = parser.parse_args(argv)
+    out = asyncio.run(run(args.n))
+    print(f"machine: {machine()}  n={args.n}")
+    print(f"{'request':>16} {'jitbot p50':>11} {'p99':>8} {'floor p50':>10} {'p99':>8} {'p99 ratio':>9}")
+    for kind, d in out.items():
+        a, b = d["jitbot"], d["floor"]
+        print(f"{kind:>16} {pct(a, 50) * 1000:>9.2f}ms {pct(a, 99) * 1000:>6.2f}ms {pct(b, 50) * 1000:>8.2f}ms "
+              f"{pct(b, 99) * 1000:>6.2f}ms {pct(a, 99) / pct(b, 99):>9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
