@@ -69,10 +69,17 @@ async def run(n: int, rate: float | None, url: str | None, spread: float) -> dic
         start = datetime.now(UTC) + timedelta(seconds=3)
         expiries = await seed(db, n, start, spread)
         t0 = time.time()
+        worker.start(interval=0.25)  # the production loops: schedule ticks and outbox dispatch apart
         while len(idp.revoked_at) < n and time.time() - t0 < 600:
-            report = await worker.tick()
-            if not report.busy:
-                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
+        while time.time() - t0 < 600:  # …and until every revocation is recorded in the audit log
+            async with db.sessions() as s:
+                stmt = select(func.count()).select_from(Event).where(Event.kind == "expired")
+                done = (await s.execute(stmt)).scalar()
+            if done == n:
+                break
+            await asyncio.sleep(0.2)
+        await worker.stop()
         first = min(idp.revoked_at.values())
         last = max(idp.revoked_at.values())
         lags = [idp.revoked_at[g] - expiries[g].timestamp() for g in idp.revoked_at]

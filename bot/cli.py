@@ -314,11 +314,12 @@ def make_notifier(rt: Runtime) -> Notifier:
         return LoggingNotifier()
     from slack_sdk.web.async_client import AsyncWebClient
 
+    from bot.notify.fallback import with_email
     from bot.slack.notifier import SlackNotifier
 
     client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL)
-    return SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
-                         security_channel=rt.policy.security_channel)
+    return with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
+                                    security_channel=rt.policy.security_channel), rt)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -372,6 +373,10 @@ def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
 # --- the parser --------------------------------------------------------------------------------------------
 
 
+def _lazy_register(add: Callable[..., argparse.ArgumentParser], sub: Any, pol_sub: Any) -> None:
+    importlib.import_module("bot.governance.parser").register(add, sub, pol_sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jitbot", description="Slack-first just-in-time access bot.",
                                      allow_abbrev=False)
@@ -399,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(pol_sub, "show", "Show a policy's eligibilities, approval layers and durations as a table.",
             cmd_policy_show)
     p.add_argument("file", metavar="FILE")
+    _lazy_register(add, sub, pol_sub)
 
     acc = add(sub, "access", "Inspect access requests and grants.")
     acc_sub = acc.add_subparsers(dest="access_command", required=True, metavar="ACTION")

@@ -33,6 +33,7 @@ class LoadedPolicy:
     path: str
     sha256: str
     raw: dict[str, Any]
+    text: str = ""  # the file as read (kept as the last good policy when applied)
 
 
 YamlPath = tuple[str | int, ...]
@@ -117,7 +118,7 @@ def parse_policy(text: str, *, source: str = "policy.yml", env: Mapping[str, str
             loc = loc or _locate_reference(msg, resolved)
             problems.append(f"{source}{_at(lines, loc)}: {_dotted(loc)}: {msg}")
         raise PolicyError(problems) from None
-    return LoadedPolicy(policy, source, hashlib.sha256(text.encode()).hexdigest(), data)
+    return LoadedPolicy(policy, source, hashlib.sha256(text.encode()).hexdigest(), data, text)
 
 
 def _at(lines: dict[YamlPath, int], path: YamlPath) -> str:

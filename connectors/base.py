@@ -83,6 +83,15 @@ def parse_target_ref(ref: str) -> Target:
     return Target(kind=TargetKind.GROUP, id=ref)
 
 
+def members_ref(target: Target) -> str:
+    """What ``Connector.list_members`` takes for ``target``: a group's bare id or name, or ``role:<id>``.
+
+    Group-based providers (Okta, Entra, ...) look a bare reference up as an id or name; ``group:<id>``
+    would be taken as a name and not be found.
+    """
+    return target.id if target.kind is TargetKind.GROUP else str(target)
+
+
 @dataclass(frozen=True, slots=True)
 class IdpUser:
     """A user at the identity provider."""
@@ -146,7 +155,62 @@ class Connector(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A group at the provider; ``member_count`` when the provider tells it without listing members."""
+
+    id: str
+    name: str
+    member_count: int | None = None
+
+
+@runtime_checkable
+class GroupLister(Protocol):
+    """Optional capability: every group at the provider (used by ``jitbot discover``)."""
+
+    async def list_groups(self) -> list[GroupInfo]: ...
+
+
+def group_lister(connector: object) -> GroupLister | None:
+    """``connector`` as a ``GroupLister`` if it (or the connector it wraps, ``.inner``) can list groups."""
+    inner = getattr(connector, "inner", connector)
+    if not isinstance(inner, GroupLister):
+        return None
+    return connector if isinstance(connector, GroupLister) else inner
+
+
 class SessionTerminator(Protocol):
     """Optional capability: end a user's sign-in sessions (used on revoke when the policy asks)."""
 
     async def terminate_sessions(self, user: IdpUser) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """One sign-in of an account, as the provider's log records it."""
+
+    id: str  # the provider's event id
+    account: str
+    at: datetime
+    ip: str | None = None
+    client: str | None = None  # user agent or application
+    outcome: str | None = None  # e.g. SUCCESS / FAILURE
+    detail: str = ""  # location, display message
+
+
+@runtime_checkable
+class SignInLog(Protocol):
+    """Optional capability: an account's sign-ins, read incrementally (recovery-account monitoring).
+
+    ``cursor`` is the opaque string the previous call returned (None the first time: read from ``start``).
+    Events come oldest first; passing the returned cursor next time yields only later events."""
+
+    async def sign_ins(self, account: str, cursor: str | None, *, start: datetime) -> tuple[list[SignIn], str]: ...
+
+
+def sign_in_log(connector: object) -> SignInLog | None:
+    """``connector`` (or the connector it wraps, ``.inner``) as a ``SignInLog``, if it reads sign-ins."""
+    for candidate in (connector, getattr(connector, "inner", connector)):
+        if isinstance(candidate, SignInLog):
+            return candidate
+    return None

@@ -28,6 +28,7 @@ from connectors.base import (
     ConfigError,
     ConnectorError,
     GrantResult,
+    GroupInfo,
     IdpUser,
     NotFound,
     PermissionDenied,
@@ -224,6 +225,12 @@ class EntraConnector:
         members = await self._get_all(f"{self._graph}/groups/{quote(gid)}/members", "list group members",
                                       {"$select": _USER_FIELDS, "$top": str(self._settings.page_size)})
         return [_to_user(m) for m in members if m.get("@odata.type", _USER_TYPE) == _USER_TYPE]
+
+    async def list_groups(self) -> list[GroupInfo]:
+        """Every group in the tenant (``GET /groups``, ``$select``, ``@odata.nextLink``); no member counts."""
+        groups = await self._get_all(f"{self._graph}/groups", "list groups",
+                                     {"$select": "id,displayName", "$top": str(self._settings.page_size)})
+        return [GroupInfo(id=str(g["id"]), name=str(g.get("displayName") or g["id"])) for g in groups]
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         """Whether ``user`` is a direct member of the group (read from the user's ``memberOf``)."""

@@ -6,13 +6,14 @@ Membership changes go through a ``MembershipStore`` so that, with the database-b
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.base import Check, ConfigError, GrantResult, IdpUser, NotFound, Target, parse_target_ref
+from connectors.base import Check, ConfigError, GrantResult, GroupInfo, IdpUser, NotFound, Target, parse_target_ref
 
 
 class MembershipStore(Protocol):
@@ -79,6 +80,7 @@ class MemoryConnector:
                 if email.lower() not in self._users:
                     raise ConfigError(f"memory connector {name!r}: group {group!r} lists unknown user {email!r}")
         self._seeded = False
+        self._seed_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any],
@@ -105,7 +107,13 @@ class MemoryConnector:
         # Declared members are standing access: they are put in the store once, on first use.
         if self._seeded:
             return
-        self._seeded = True
+        async with self._seed_lock:  # concurrent first calls must all wait for the seeding to finish
+            if self._seeded:
+                return
+            await self._seed_store()
+            self._seeded = True
+
+    async def _seed_store(self) -> None:
         for group, emails in self._config.groups.items():
             key = f"group:{group}"
             seeded_marker = await self._store.members(self.name, f"__seeded__:{key}")
@@ -126,6 +134,11 @@ class MemoryConnector:
         key = self._known_target(parse_target_ref(group))
         ids = await self._store.members(self.name, key)
         return sorted((self._users[i] for i in ids if i in self._users), key=lambda u: u.email)
+
+    async def list_groups(self) -> list[GroupInfo]:
+        """The declared groups, with their current member counts."""
+        return [GroupInfo(id=g, name=g, member_count=len(await self.list_members(f"group:{g}")))
+                for g in self._config.groups]
 
     async def grant(self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime) -> GrantResult:
         await self._seed()

@@ -14,11 +14,12 @@ Choices worth knowing:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qs, urlparse
@@ -33,10 +34,12 @@ from connectors.base import (
     ConfigError,
     ConnectorError,
     GrantResult,
+    GroupInfo,
     IdpUser,
     NotFound,
     PermissionDenied,
     RateLimited,
+    SignIn,
     Target,
     Transient,
 )
@@ -44,6 +47,7 @@ from connectors.base import (
 log = logging.getLogger(__name__)
 
 _GROUP_ID = re.compile(r"00g[0-9A-Za-z]{17}")
+MAX_LOG_PAGES = 50  # per poll; the cursor keeps the rest for the next one
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 
 
@@ -201,6 +205,22 @@ class OktaConnector:
             if not after:
                 return members
 
+    async def list_groups(self) -> list[GroupInfo]:
+        """Every group in the org, paged, with ``expand=stats`` for its member count (``usersCount``)."""
+        groups: list[GroupInfo] = []
+        after: str | None = None
+        while True:
+            page, response = await self._call("list groups", functools.partial(
+                self._client.list_groups, after=after, limit=self._settings.page_size, expand="stats"))
+            for g in page or []:
+                stats = getattr(getattr(g, "embedded", None), "stats", None)
+                count = getattr(stats, "users_count", None)
+                groups.append(GroupInfo(id=g.id, name=_group_name(g) or g.id,
+                                        member_count=count if isinstance(count, int) else None))
+            after = _next_cursor(getattr(response, "headers", None) or {})
+            if not after:
+                return groups
+
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         """Whether ``user`` is in the group now, read from the user's groups (Okta has no pair lookup)."""
         gid = await self._group_id(target.id)
@@ -239,6 +259,28 @@ class OktaConnector:
     async def terminate_sessions(self, user: IdpUser) -> None:
         """End the user's Okta sessions (needs ``okta.users.manage`` in OAuth mode)."""
         await self._call("revoke sessions", lambda: self._client.revoke_user_sessions(user.id))
+
+    async def sign_ins(self, account: str, cursor: str | None, *, start: datetime) -> tuple[list[SignIn], str]:
+        """``user.session.start`` events of ``account`` from the System Log: a polling query (``since``, no
+        ``until``), paged by ``rel="next"``; an empty page ends it. The cursor keeps the last ``after``."""
+        if not account or any(c in account for c in '"\\'):
+            raise ConfigError(f"okta {self.name}: invalid account {account!r}")
+        state: dict[str, str] = json.loads(cursor) if cursor else {"since": _iso(start)}
+        query = f'eventType eq "user.session.start" and actor.alternateId eq "{account}"'
+        found: list[SignIn] = []
+        for _ in range(MAX_LOG_PAGES):
+            events, response = await self._call("read system log", functools.partial(
+                self._client.list_log_events, since=state["since"], after=state.get("after"), filter=query,
+                limit=self._settings.page_size))
+            found.extend(_sign_in(e, account) for e in events or [])
+            after = _next_cursor(getattr(response, "headers", None) or {})
+            if after:
+                state["after"] = after
+            elif found:  # a bounded answer (no next link): continue after the last event next time
+                state = {"since": _iso(found[-1].at + timedelta(milliseconds=1))}
+            if not events or not after:
+                break
+        return found, json.dumps(state)
 
     # -- health ------------------------------------------------------------------------------
     async def check(self) -> list[Check]:
@@ -296,6 +338,23 @@ def _group_name(group: Any) -> str | None:
     profile = getattr(profile, "actual_instance", None) or profile
     name = getattr(profile, "name", None)
     return name if isinstance(name, str) else None
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _sign_in(event: Any, account: str) -> SignIn:
+    client = getattr(event, "client", None)
+    agent = getattr(getattr(client, "user_agent", None), "raw_user_agent", None)
+    geo = getattr(client, "geographical_context", None)
+    where = ", ".join(p for p in (getattr(geo, "city", None), getattr(geo, "country", None)) if p)
+    outcome = getattr(getattr(event, "outcome", None), "result", None)
+    published = event.published if isinstance(event.published, datetime) else datetime.now(UTC)
+    return SignIn(id=str(event.uuid), account=getattr(event.actor, "alternate_id", None) or account,
+                  at=published if published.tzinfo else published.replace(tzinfo=UTC),
+                  ip=getattr(client, "ip_address", None), client=agent,
+                  outcome=str(getattr(outcome, "value", outcome)) if outcome else None, detail=where)
 
 
 def _next_cursor(headers: Any) -> str | None:

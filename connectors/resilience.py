@@ -23,7 +23,18 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
-from connectors.base import Check, Connector, GrantResult, IdpUser, RateLimited, Target, Transient
+from connectors.base import (
+    Check,
+    ConfigError,
+    Connector,
+    GrantResult,
+    GroupInfo,
+    GroupLister,
+    IdpUser,
+    RateLimited,
+    Target,
+    Transient,
+)
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -57,6 +68,7 @@ class ResilientConnector:
         self._interval = 1.0 / rate_per_second if rate_per_second else 0.0
         self._fixed_interval = bool(rate_per_second)
         self._adaptive_rate: float | None = None
+        self._last_decrease = float("-inf")
         self._recent: deque[float] = deque()
         self._max_rate_limited = max_rate_limited
         self._sleep = sleep
@@ -68,17 +80,16 @@ class ResilientConnector:
         self.attempts = 0  # total calls to the inner connector, for tests and metrics
 
     async def _pace(self) -> None:
+        # Slots are taken, never pre-allocated: a waiter re-checks after sleeping, so a rate learned
+        # meanwhile (or a new retry-after) applies to it at once.
         while True:
             async with self._slot_lock:
                 now = self._now()
-                start = max(now, self._not_before, self._next_slot)
-                if start <= now or self._not_before <= now:
-                    self._next_slot = start + self._interval
-                    break
-            await self._sleep(start - now)  # paused by a retry-after: wait, then take a slot
-        wait = start - self._now()
-        if wait > 0:
-            await self._sleep(wait)
+                ready_at = max(self._not_before, self._next_slot)
+                if now >= ready_at:
+                    self._next_slot = max(now, self._next_slot) + self._interval
+                    return
+            await self._sleep(max(ready_at - now, 0.001))
 
     def _on_success(self) -> None:
         now = self._now()
@@ -93,10 +104,15 @@ class ResilientConnector:
     def _on_rate_limited(self, exc: RateLimited) -> None:
         now = self._now()
         self._not_before = max(self._not_before, now + exc.retry_after)
+        if now < self._last_decrease + 1.0:
+            return  # one 429 burst is one signal: learn from it once per second, not once per call
+        self._last_decrease = now
         # Learn the provider's limit from what it just accepted: the calls of the last second.
         observed = float(sum(1 for t in self._recent if t >= now - 1.0))
         current = self._adaptive_rate or observed or 1.0
-        self._adaptive_rate = max(1.0, min(current, observed or current) * 0.98)
+        # A short burst can hit the limit while the last second's average was below it: never fall
+        # far below what we were already allowed.
+        self._adaptive_rate = max(1.0, max(min(current, observed or current), 0.85 * current) * 0.98)
         self._interval = max(self._interval if self._fixed_interval else 0.0, 1.0 / self._adaptive_rate)
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -145,6 +161,13 @@ class ResilientConnector:
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         return await self._call(lambda: self.inner.is_member(user, target))
+
+    async def list_groups(self) -> list[GroupInfo]:
+        """Only for an inner ``GroupLister``: find the capability with ``connectors.base.group_lister``."""
+        inner = self.inner
+        if not isinstance(inner, GroupLister):
+            raise ConfigError(f"{self.name}: this connector cannot list groups")
+        return await self._call(inner.list_groups)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -15,6 +15,8 @@ DEFAULT_URL = "sqlite+aiosqlite:///jitbot.db"
 
 # Key for pg_advisory_xact_lock: serialises appends to the audit hash chain across replicas.
 AUDIT_CHAIN_LOCK = 0x6A17B07
+# Key for pg_advisory_xact_lock: replicas starting together migrate one after the other.
+MIGRATION_LOCK = 0x6A17B08
 
 
 class Database:
@@ -88,6 +90,8 @@ class Database:
             command.upgrade(cfg, "head")
 
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:  # the second replica waits, then finds the schema at head
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
             await conn.run_sync(upgrade)
 
     async def dispose(self) -> None:

@@ -196,3 +196,32 @@ class KeyValue(SQLModel, table=True):
     __tablename__ = "kv"
     key: str = Field(primary_key=True, max_length=128)
     value: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class TransitionRemoval(SQLModel, table=True):
+    """A standing member removed at an eligibility's cut-over: the record that lets it be reverted."""
+
+    __tablename__ = "transition_removal"
+    id: int | None = Field(default=None, primary_key=True)
+    eligibility: str = Field(index=True, max_length=64)
+    connector: str = Field(max_length=64)
+    target_kind: str = Field(max_length=8)
+    target_id: str = Field(max_length=256)
+    user_email: str = Field(max_length=320)
+    user_idp_id: str = Field(max_length=256)
+    removed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    restored_at: datetime | None = _ts()
+    restored_by: str | None = Field(default=None, max_length=320)
+
+
+class TransitionNotice(SQLModel, table=True):
+    """One DM telling a standing member to use /jit: at most one per member, eligibility and notify day."""
+
+    __tablename__ = "transition_notice"
+    id: int | None = Field(default=None, primary_key=True)
+    eligibility: str = Field(max_length=64)
+    user_email: str = Field(max_length=320)
+    days_before: int
+    sent_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+    __table_args__ = (Index("uq_transition_notice_once", "eligibility", "user_email", "days_before", unique=True),)

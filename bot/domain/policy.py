@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, model_validator
 
 from bot.domain.durations import format_duration, parse_duration
 
@@ -135,6 +135,56 @@ class Extension(Strict):
     reapproval: bool = False
 
 
+class Transition(Strict):
+    """Moving a target off standing access: its standing members are removed on ``static_access_until``.
+
+    The cut-over is at 00:00 UTC of that date. Standing members are DMed ``notify_days`` days before it.
+    ``baseline_members`` is how many people held the target standingly before JIT (the risk-reduction
+    baseline); when unset, the number of members removed at the cut-over is used.
+    """
+
+    static_access_until: date
+    notify_days: tuple[int, ...] = (14, 1)
+    keep_standing: Principals = Principals()
+    baseline_members: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _days(self) -> Transition:
+        if any(d < 1 for d in self.notify_days):
+            raise ValueError("notify_days must be whole days of at least 1")
+        object.__setattr__(self, "notify_days", tuple(sorted(set(self.notify_days), reverse=True)))
+        return self
+
+    @property
+    def cutover(self) -> datetime:
+        return datetime.combine(self.static_access_until, time(0), tzinfo=ZoneInfo("UTC"))
+
+
+class Reports(Strict):
+    """The scheduled access-review post to the audit channel (a 5-field cron in ``timezone``)."""
+
+    cron: str = "0 9 * * MON"
+    timezone: str = "UTC"
+    period: Duration = timedelta(days=7)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _valid(self) -> Reports:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        if len(self.cron.split()) != 5:
+            raise ValueError("cron needs 5 fields: minute hour day month day_of_week")
+        from apscheduler.triggers.cron import CronTrigger  # pure date arithmetic, no scheduler
+
+        try:
+            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        except ValueError as exc:
+            raise ValueError(f"invalid cron {self.cron!r}: {exc}") from None
+        return self
+
+
 class Eligibility(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
     description: str = ""
@@ -151,6 +201,7 @@ class Eligibility(Strict):
     break_glass: BreakGlass | None = None
     # Who may request on behalf of an eligible requestor (admins always may).
     delegates: Principals = Principals()
+    transition: Transition | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Eligibility:
@@ -189,6 +240,51 @@ class Settings(Strict):
     max_schedule_ahead: Duration = timedelta(days=30)
 
 
+class Email(Strict):
+    """SMTP for email notifications (aiosmtplib). ``password`` is a secret: never dumped or logged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True  # upgrade a plain connection (port 587); refuse to send if the server cannot
+    tls: bool = False  # implicit TLS from the first byte (port 465)
+    username: str | None = None
+    password: SecretStr | None = None
+    from_: str = Field(alias="from")
+    ca_file: str | None = None  # a CA bundle for an internal SMTP server's certificate
+    timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Email:
+        if "@" not in self.from_:
+            raise ValueError("email.from must be an email address")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("email.username and email.password go together")
+        if self.tls and self.starttls:
+            raise ValueError("email: set tls (implicit, port 465) or starttls (port 587), not both")
+        return self
+
+
+class Notify(Strict):
+    """Who gets their direct messages by email, and whether undeliverable DMs fall back to email."""
+
+    email: tuple[str, ...] = ()  # these people get DMs by email instead of Slack
+    email_fallback: bool = True  # a DM Slack refuses for good (user not found, deactivated) is emailed
+
+    @model_validator(mode="after")
+    def _normalise(self) -> Notify:
+        object.__setattr__(self, "email", tuple(u.strip().lower() for u in self.email))
+        return self
+
+
+class RecoveryAccount(Strict):
+    """A static break-glass admin account at an IdP: each of its sign-ins is posted for review."""
+
+    email: str
+    connector: str
+
+
 class Policy(Strict):
     audit_channel: str
     security_channel: str | None = None
@@ -198,6 +294,10 @@ class Policy(Strict):
     settings: Settings = Settings()
     connectors: dict[str, dict[str, Any]]
     eligibilities: tuple[Eligibility, ...] = ()
+    reports: Reports = Reports()
+    email: Email | None = None
+    notify: Notify = Notify()
+    recovery_accounts: tuple[RecoveryAccount, ...] = ()
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -213,6 +313,11 @@ class Policy(Strict):
                 raise ValueError(f"eligibility {e.name!r} uses unknown connector {e.connector!r}")
         if self.directory is not None and self.directory not in self.connectors:
             raise ValueError(f"directory names unknown connector {self.directory!r}")
+        if self.notify.email and self.email is None:
+            raise ValueError("notify.email needs the email (SMTP) settings")
+        for account in self.recovery_accounts:
+            if account.connector not in self.connectors:
+                raise ValueError(f"recovery account {account.email!r} uses unknown connector {account.connector!r}")
         return self
 
     def eligibility(self, name: str) -> Eligibility | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
 MAX_GRANT_ATTEMPTS = 6
 OVERDUE_ALERT_AFTER = timedelta(minutes=2)
+REVOKE_CHUNK = 50
+REVOKE_PIPELINE = 6  # batches in flight at once
 
 
 def backoff(attempts: int, *, cap: float = 300.0, retry_after: float | None = None) -> timedelta:
@@ -175,22 +178,38 @@ class GrantService:
         return len(ids)
 
     # ---- expiry and revocation ---------------------------------------------------------------------
-    async def run_expiries(self, limit: int = 500) -> int:
+    async def run_expiries(self, limit: int = 2000, *, budget_s: float = 5.0) -> int:
         rt, now = self.rt, self.rt.clock.now()
         # Step 1: active grants past expiry become 'revoking' — each exactly once.
         await claim_grants(
             rt.db, owner=rt.instance_id, status="active", due_column=Grant.expires_at, now=now, lease=timedelta(0),
-                           limit=limit, set_values={"status": "revoking", "end_reason": "expired",
-                                                    "next_attempt_at": now, "warn_at": None,
-                                                    "claimed_until": None})
-        # Step 2: carry out every due revocation, as one batch: one transaction to decide, the IdP calls
-        # concurrently (bounded by the connector), one transaction to record.
-        ids = await claim_grants(
-            rt.db, owner=rt.instance_id, status="revoking", due_column=Grant.next_attempt_at, now=now,
-            lease=LEASE, limit=limit)
-        if ids:
-            await self.revoke_batch(ids)
-        return len(ids)
+            limit=limit, set_values={"status": "revoking", "end_reason": "expired", "next_attempt_at": now,
+                                     "warn_at": None, "claimed_until": None})
+        # Step 2: carry out due revocations as a pipeline of small batches (decide in one transaction,
+        # call the IdP concurrently, record in one transaction), refilled as batches finish, so the
+        # IdP is kept busy at the pace it accepts while earlier batches are being recorded.
+        deadline = time.monotonic() + budget_s
+        in_flight: set[asyncio.Task[None]] = set()
+        total, exhausted = 0, False
+        try:
+            while True:
+                while not exhausted and len(in_flight) < REVOKE_PIPELINE and time.monotonic() < deadline:
+                    ids = await claim_grants(
+                        rt.db, owner=rt.instance_id, status="revoking", due_column=Grant.next_attempt_at,
+                        now=now, lease=LEASE, limit=REVOKE_CHUNK)
+                    if not ids:
+                        exhausted = True
+                        break
+                    total += len(ids)
+                    in_flight.add(asyncio.create_task(self.revoke_batch(ids)))
+                if not in_flight:
+                    return total
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # surface errors; claims stay leased and are retried
+        finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def carry_out_revoke(self, grant_id: str) -> None:
         await self.revoke_batch([grant_id])

@@ -13,6 +13,10 @@ Outbox kinds (the contract every ``Notifier`` implements):
 * ``review_request``   — ``{request, reviewer, note?}``: ask one reviewer to acknowledge or flag a
   break-glass use after the fact.
 * ``review_update``    — ``{request, outcome}``: every copy of the review request shows ``outcome``.
+* ``report``           — ``{text, since, until, weekly}``: the scheduled access review (Markdown) for the
+  audit channel; ``weekly`` is ``[[week, granted_h, baseline_h], …]`` (bot/services/scheduled.py).
+* ``transition_notice``— ``{email, eligibility, text}``: DM a standing member before their standing
+  access ends (bot/services/transition.py).
 """
 
 from __future__ import annotations

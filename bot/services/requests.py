@@ -13,6 +13,7 @@ from bot.domain.requests import PolicyViolation, Status, Submission, check_trans
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.runtime import Runtime, new_id
+from connectors.base import ConnectorError
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
 
@@ -103,7 +104,12 @@ class RequestService:
         sub = validate_submission(Submission(elig.name, requester, duration, justification, ticket), elig,
                                   requester_eligible=eligible, justification_max=policy.settings.justification_max,
                                   ticket_pattern=policy.settings.ticket_pattern)
-        if await rt.directory.find_user(elig.connector, requester) is None:
+        try:
+            account = await rt.directory.find_user(elig.connector, requester)
+        except ConnectorError as exc:  # IdP down or rate limiting: a clear answer, not a crashed modal
+            raise PolicyViolation(f"{exc.user_message} Nothing was submitted; please try again in a minute.",
+                                  field="eligibility") from None
+        if account is None:
             raise PolicyViolation(f"We couldn't find an account for {requester} at {elig.connector}; "
                                   "ask an administrator to check your identity-provider account.")
         first: set[str] = set()

@@ -19,9 +19,12 @@ from bot.services.breakglass import BreakGlassService
 from bot.services.claims import dead_instances, release_claims
 from bot.services.grants import GrantService
 from bot.services.outbox import OutboxDispatcher
+from bot.services.reconcile import ReconcileService
+from bot.services.recovery_watch import RecoveryWatch
 from bot.services.reminders import ReminderService
 from bot.services.requests import RequestService
 from bot.services.runtime import Runtime
+from bot.services.scheduled import ScheduledJobs
 from storage.tables import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class TickReport:
     reminded: int = 0
     escalated: int = 0
     review_reminded: int = 0
+    scheduled: int = 0  # calendar jobs: weekly review post, transition notices and cut-overs
 
     @property
     def busy(self) -> bool:
@@ -57,11 +61,13 @@ class Worker:
         self.grants = GrantService(rt)
         self.reminders = ReminderService(rt)
         self.breakglass = BreakGlassService(rt)
+        self.calendar = ScheduledJobs(rt)
         if worker_id:  # claims carry the instance id: the worker's name and its claims' owner are one
             rt.instance_id = worker_id
         self.worker_id = rt.instance_id
         dispatcher.owner = self.worker_id
         self._lock = asyncio.Lock()
+        self._dispatch_lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
         self._kicker: asyncio.Task[None] | None = None
         self.ticks = 0
@@ -72,7 +78,19 @@ class Worker:
         return await release_claims(self.rt.db, owners=sorted({self.worker_id, *dead}))
 
     async def tick(self) -> TickReport:
-        """One pass over everything that is due. Revocation never waits for Slack: it runs first."""
+        """One pass over everything that is due, then the outbox (tests and ``run_until_idle``)."""
+        report = await self.schedule_tick()
+        report.sent = await self.dispatch_tick()
+        return report
+
+    async def dispatch_tick(self) -> int:
+        """Deliver due outbox messages. In production this runs in its own loop, so a slow or absent
+        Slack never delays revocations."""
+        async with self._dispatch_lock:
+            return await self.dispatcher.dispatch_once(limit=200)
+
+    async def schedule_tick(self) -> TickReport:
+        """Everything that is due in the database, revocations first; no Slack calls."""
         async with self._lock:
             report = TickReport()
             report.revoked = await self.grants.run_expiries()
@@ -83,7 +101,9 @@ class Worker:
             report.escalated = await self.reminders.run_escalations()
             report.review_reminded = await self.breakglass.run_review_reminders()
             report.warned = await self.grants.run_warnings()
-            report.sent = await self.dispatcher.dispatch_once(limit=200)
+            report.scheduled = await self.calendar.run_due()
+            await ReconcileService(self.rt).run_if_due()  # IdP vs grants, every 15 min across replicas
+            await RecoveryWatch(self.rt).run_if_due()  # recovery-account sign-ins, every 5 min across replicas
             self.ticks += 1
             await self._heartbeat()
             if self.ticks % 30 == 0:  # replicas that stopped beating long ago: their claims are free
@@ -113,10 +133,20 @@ class Worker:
 
     async def _safe_tick(self) -> None:
         try:
-            while (await self.tick()).busy:
+            while (await self.schedule_tick()).busy:
                 pass
         except Exception:  # one bad tick must not stop the schedule; the next tick retries
             log.exception("worker tick failed")
+
+    async def _safe_dispatch(self) -> None:
+        try:
+            while await self.dispatch_tick():
+                pass
+        except Exception:
+            log.exception("outbox dispatch failed")
+
+    async def _both(self) -> None:
+        await asyncio.gather(self._safe_tick(), self._safe_dispatch())
 
     async def _kick_loop(self) -> None:
         try:
@@ -125,17 +155,22 @@ class Worker:
                 log.warning("released %d claim(s) left by an earlier run", freed)
         except Exception:
             log.exception("claim recovery failed; leases will expire instead")
-        await self._safe_tick()
+        await self._both()
         while True:
             await self.rt.wake.wait()
             self.rt.wake.clear()
-            await self._safe_tick()
+            await self._both()
 
     def start(self, *, interval: float = 1.0) -> None:
         """Tick every ``interval`` seconds and whenever a service signals that work is due now."""
+        # A tick that is still busy makes APScheduler skip the next one: expected, not worth a warning.
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # no line per tick
         self._scheduler = AsyncIOScheduler()
         self._scheduler.add_job(self._safe_tick, "interval", seconds=interval, max_instances=1, coalesce=True,
                                 id="worker-tick")
+        self._scheduler.add_job(self._safe_dispatch, "interval", seconds=interval, max_instances=1,
+                                coalesce=True, id="outbox-dispatch")
         self._scheduler.start()
         self._kicker = asyncio.create_task(self._kick_loop())
 

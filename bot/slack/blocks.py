@@ -237,24 +237,25 @@ def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
         {"type": "divider"},
         section("*Your active access*" if active else "*Your active access*\nNone right now."),
     ]
-    for snap in active[:15]:
+    for n, snap in enumerate(active[:15]):
         blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — ends "
                                                      f"{when(snap.get('expires_at'))}"),
-                       "accessory": button("Release", ids.RELEASE, snap["id"])})
+                       "accessory": button("Release", ids.nth(ids.RELEASE, n), snap["id"])})
     blocks += [{"type": "divider"}, section("*Your pending requests*" if pending else "*Your pending requests*\nNone.")]
-    for snap in pending[:15]:
+    for n, snap in enumerate(pending[:15]):
         blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — waiting for "
                                                      f"layer {snap['layer']} of {snap['layers']}"),
-                       "accessory": button("Cancel", ids.CANCEL, snap["id"])})
+                       "accessory": button("Cancel", ids.nth(ids.CANCEL, n), snap["id"])})
     blocks += [{"type": "divider"},
                section("*Waiting for your approval*" if approvals else "*Waiting for your approval*\nNothing.")]
-    for snap, layer in approvals[:10]:
+    for n, (snap, layer) in enumerate(approvals[:10]):
         value = f"{snap['id']}:{layer}"
         blocks.append(section(f"*{esc(snap['eligibility'])}* for {who(snap['requester'], snap.get('requester_slack'))}"
                               f" — {format_duration(timedelta(seconds=snap['duration_s']))}, layer {layer} of "
                               f"{snap['layers']}\n>{cut(esc(snap['justification']), 500)}"))
         blocks.append({"type": "actions", "block_id": f"home_decide:{value}", "elements": [
-            button("Approve", ids.APPROVE, value, "primary"), button("Deny", ids.DENY, value, "danger")]})
+            button("Approve", ids.nth(ids.APPROVE, n), value, "primary"),
+            button("Deny", ids.nth(ids.DENY, n), value, "danger")]})
     return {"type": "home", "blocks": blocks[:100]}
 
 

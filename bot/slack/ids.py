@@ -1,5 +1,7 @@
 """Action ids, callback ids, block ids: one place, used where blocks are built and where listeners register."""
 
+import re
+
 COMMAND = "/jit"
 
 # views (callback ids)
@@ -28,3 +30,13 @@ B_STARTS, A_STARTS = "starts_at", "starts_at_picker"
 VIEWS = (REQUEST_VIEW, DENY_VIEW)
 EVENTS = ("app_home_opened",)
 ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY, REVIEW_ACK, REVIEW_FLAG)
+
+
+def nth(action_id: str, n: int) -> str:
+    """The ``n``-th copy of a button in one view: Slack refuses a view that repeats an action_id."""
+    return f"{action_id}.{n}"
+
+
+def matching(action_id: str) -> re.Pattern[str]:
+    """What a listener registers to receive ``action_id`` and its numbered copies (see ``nth``)."""
+    return re.compile(rf"^{re.escape(action_id)}(\.\d+)?$")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,9 +29,27 @@ NO_EMAIL = ("jitbot cannot see an email address for your Slack account, so it ca
             "identity-provider account.")
 
 
-def _value(action: dict[str, Any]) -> tuple[str, int]:
+def _small_int(raw: str | None, digits: int) -> int | None:
+    """A non-negative ASCII integer of at most ``digits`` digits, else None. Button values and form
+    fields can be forged: ``str.isdigit`` alone accepts "²" and "١" (``int`` fails on the first), and an
+    unbounded number overflows ``timedelta`` and ``datetime``."""
+    if raw is None or not (0 < len(raw) <= digits and raw.isascii() and raw.isdigit()):
+        return None
+    return int(raw)
+
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+NOT_A_REQUEST = "That button does not match any request."
+
+
+def _request_id(raw: str) -> str | None:
+    """A request id as jitbot writes them, or None (forged values: NUL bytes, markup, megabytes)."""
+    return raw if _ID.fullmatch(raw) else None
+
+
+def _value(action: dict[str, Any]) -> tuple[str | None, int]:
     request_id, _, layer = str(action.get("value", "")).partition(":")
-    return request_id, int(layer) if layer.isdigit() else 0
+    return _request_id(request_id), _small_int(layer, 2) or 0
 
 
 def register(app: AsyncApp, rt: Runtime) -> None:
@@ -46,6 +65,14 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             if respond is not None:
                 await respond(response_type="ephemeral", text=NO_EMAIL)
             return None
+
+    async def answer(body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, text: str) -> None:
+        """Tell the clicker privately. A click in the App Home has no response_url (Bolt's ``respond``
+        raises there): the answer goes to the clicker's DM with the bot instead."""
+        if body.get("response_url"):
+            await respond(response_type="ephemeral", replace_original=False, text=text)
+        else:
+            await client.chat_postMessage(channel=body["user"]["id"], text=text)
 
     async def modal_for(email: str, selected: str | None = None) -> dict[str, Any]:
         mine = await requests.requestable(email)
@@ -95,7 +122,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             else:
                 await respond(response_type="ephemeral", text=blocks.HELP)
         except PolicyViolation as exc:
-            await respond(response_type="ephemeral", text=str(exc))
+            await respond(response_type="ephemeral", text=blocks.esc(str(exc)))
 
     @app.view(ids.REQUEST_VIEW)
     async def request_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
@@ -108,7 +135,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             raw = ((v.get("selected_option") or {}).get("value") if kind == "static_select"
                    else v.get("selected_user") if kind == "users_select"
                    else v.get("selected_date_time") if kind == "datetimepicker" else v.get("value"))
-            return None if raw in (None, "") else str(raw)
+            return None if raw in (None, "") else str(raw).replace("\x00", "")  # PostgreSQL refuses NUL
 
         user_id = body["user"]["id"]
         try:
@@ -116,12 +143,16 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         except NoEmail:
             await ack(response_action="errors", errors={ids.B_ELIGIBILITY: NO_EMAIL[:150]})
             return
-        duration_raw = pick(ids.B_DURATION, ids.A_DURATION) or ""
-        if not duration_raw.isdigit():
+        duration_s = _small_int(pick(ids.B_DURATION, ids.A_DURATION), 9)
+        if duration_s is None:
             await ack(response_action="errors", errors={ids.B_DURATION: "Pick a duration."})
             return
         starts_raw = pick(ids.B_STARTS, ids.A_STARTS)
-        starts_at = datetime.fromtimestamp(int(starts_raw), UTC) if starts_raw and starts_raw.isdigit() else None
+        starts_ts = _small_int(starts_raw, 11)
+        if starts_raw is not None and starts_ts is None:
+            await ack(response_action="errors", errors={ids.B_STARTS: "Pick a valid start time."})
+            return
+        starts_at = datetime.fromtimestamp(starts_ts, UTC) if starts_ts is not None else None
         beneficiary_slack = pick(ids.B_ON_BEHALF, ids.A_ON_BEHALF)
         try:
             beneficiary = await identity.email(client, beneficiary_slack) if beneficiary_slack else email
@@ -133,7 +164,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                                   submitted_by=email if beneficiary_slack else None,
                                   submitted_by_slack=user_id if beneficiary_slack else None,
                                   eligibility=pick(ids.B_ELIGIBILITY, ids.A_ELIGIBILITY) or "",
-                                  duration=timedelta(seconds=int(duration_raw)),
+                                  duration=timedelta(seconds=duration_s),
                                   justification=pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "",
                                   ticket=pick(ids.B_TICKET, ids.A_TICKET), starts_at=starts_at)
         except PolicyViolation as exc:
@@ -161,7 +192,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         email = await identity.email(client, body["user"]["id"])
         await open_modal(client, body["trigger_id"], email)
 
-    @app.action(ids.APPROVE)
+    @app.action(ids.matching(ids.APPROVE))
     async def approve_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                               respond: AsyncRespond) -> None:
         await ack()
@@ -169,32 +200,41 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         email = await email_or_tell(client, body["user"]["id"], respond)
         if email is None:
             return
+        if request_id is None:
+            await answer(body, client, respond, NOT_A_REQUEST)
+            return
         try:
             result = await approvals.decide(request_id=request_id, layer=layer, approver=email,
                                             decision=Decision.APPROVE, approver_slack=body["user"]["id"])
             text = result.message
         except PolicyViolation as exc:
-            text = str(exc)
-        await respond(response_type="ephemeral", replace_original=False, text=text)
+            text = blocks.esc(str(exc))  # it may quote a forged id: no mentions, no links
+        await answer(body, client, respond, text)
         if body.get("view", {}).get("type") == "home":
             await publish_home(client, body["user"]["id"], email)
 
-    @app.action(ids.DENY)
+    @app.action(ids.matching(ids.DENY))
     async def deny_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
-                           client: AsyncWebClient) -> None:
+                           client: AsyncWebClient, respond: AsyncRespond) -> None:
         await ack()
-        await client.views_open(trigger_id=body["trigger_id"], view=blocks.deny_modal(str(action.get("value", ""))))
+        request_id, layer = _value(action)
+        if request_id is None:
+            await answer(body, client, respond, NOT_A_REQUEST)
+            return
+        await client.views_open(trigger_id=body["trigger_id"], view=blocks.deny_modal(f"{request_id}:{layer}"))
 
     @app.view(ids.DENY_VIEW)
     async def deny_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient) -> None:
-        request_id, _, layer = str(view.get("private_metadata", "")).partition(":")
-        reason = (view["state"]["values"].get(ids.B_REASON, {}).get(ids.A_REASON, {}).get("value") or "").strip()
-        if not reason:
-            await ack(response_action="errors", errors={ids.B_REASON: "Please give a reason."})
+        request_id, layer = _value({"value": view.get("private_metadata", "")})
+        reason = (view["state"]["values"].get(ids.B_REASON, {}).get(ids.A_REASON, {}).get("value") or "")
+        reason = reason.replace("\x00", "").strip()
+        if not reason or request_id is None:
+            await ack(response_action="errors", errors={ids.B_REASON: "Please give a reason." if request_id
+                                                        else NOT_A_REQUEST})
             return
         try:
             email = await identity.email(client, body["user"]["id"])
-            await approvals.decide(request_id=request_id, layer=int(layer or 0), approver=email,
+            await approvals.decide(request_id=request_id, layer=layer, approver=email,
                                    decision=Decision.DENY, reason=reason[:500], approver_slack=body["user"]["id"])
         except (PolicyViolation, NoEmail) as exc:
             await ack(response_action="errors", errors={ids.B_REASON: (str(exc) if isinstance(exc, PolicyViolation)
@@ -207,7 +247,10 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         email = await email_or_tell(client, body["user"]["id"], respond)
         if email is None:
             return
-        request_id = str(action.get("value", ""))
+        request_id = _request_id(str(action.get("value", "")))
+        if request_id is None:
+            await answer(body, client, respond, NOT_A_REQUEST)
+            return
         try:
             if kind == "release":
                 await grants.end_early(request_id=request_id, actor=email, reason="released")
@@ -218,8 +261,8 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             else:
                 text = await extend(request_id, email)
         except PolicyViolation as exc:
-            text = str(exc)
-        await respond(response_type="ephemeral", replace_original=False, text=text)
+            text = blocks.esc(str(exc))  # it may quote a forged id: no mentions, no links
+        await answer(body, client, respond, text)
         if body.get("view", {}).get("type") == "home":
             await publish_home(client, body["user"]["id"], email)
 
@@ -234,13 +277,13 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         new_expiry = await grants.extend(request_id=request_id, actor=email, by=elig.default)
         return f"Extended {request_id} until {new_expiry:%Y-%m-%d %H:%M} UTC."
 
-    @app.action(ids.RELEASE)
+    @app.action(ids.matching(ids.RELEASE))
     async def release_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                               respond: AsyncRespond) -> None:
         await ack()
         await simple(body, action, client, respond, "release")
 
-    @app.action(ids.CANCEL)
+    @app.action(ids.matching(ids.CANCEL))
     async def cancel_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                              respond: AsyncRespond) -> None:
         await ack()

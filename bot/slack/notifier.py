@@ -123,3 +123,13 @@ class SlackNotifier:
         if self.security_channel:
             await self.client.chat_postMessage(channel=self.security_channel, text=text)
         return Delivery(new)
+
+    async def _report(self, p: dict[str, Any]) -> Delivery:
+        await self.client.chat_postMessage(channel=self.audit_channel, text=blocks.cut(p["text"], 39000),
+                                           mrkdwn=True)
+        return Delivery()
+
+    async def _transition_notice(self, p: dict[str, Any]) -> Delivery:
+        channel = await self._dm(await self.slack_user(p["email"]))
+        await self.client.chat_postMessage(channel=channel, text=blocks.esc(p["text"]))
+        return Delivery()

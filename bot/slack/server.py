@@ -18,7 +18,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import func, select
 
 from bot.bootstrap import build_runtime, close_runtime
-from bot.policy_file import PolicyError, load_policy
+from bot.governance.reload import PolicyReloader, refuse, startup_policy
+from bot.notify.fallback import with_email
 from bot.services.outbox import OutboxDispatcher
 from bot.services.runtime import Runtime
 from bot.services.worker import Worker
@@ -78,12 +79,21 @@ async def run_server(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         settings.require_slack()
-        loaded = load_policy(args.policy or settings.JITBOT_POLICY)
-    except (SettingsError, PolicyError) as exc:
+    except SettingsError as exc:
         print(f"jitbot: {exc}", file=sys.stderr)
         return 2
     assert settings.SLACK_BOT_TOKEN is not None
+    path = str(args.policy or settings.JITBOT_POLICY)
+    loaded, problems = await startup_policy(settings.DATABASE_URL, path)
+    if loaded is None:
+        print("jitbot: " + "\n".join(problems), file=sys.stderr)
+        return 2
     rt = await build_runtime(loaded, settings.DATABASE_URL)
+    reloader = PolicyReloader(rt, path)
+    if problems:  # running on the last good policy from the database
+        await refuse(rt, path, problems)
+    else:
+        await reloader.reload()
     client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL)
     # Without a signing secret (Socket Mode only) no HTTP route accepts Slack requests at all; the
     # placeholder secret below is never used to verify anything.
@@ -92,14 +102,15 @@ async def run_server(args: argparse.Namespace) -> int:
     app = build_app(rt, client=client, signing_secret=secret)
     worker: Worker | None = None
     if not args.no_worker:
-        notifier = SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
-                                 security_channel=rt.policy.security_channel)
+        notifier = with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
+                                            security_channel=rt.policy.security_channel), rt)
         worker = Worker(rt, OutboxDispatcher(rt.db, notifier, rt.clock))
         worker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloader.install(loop)
     runner: web.AppRunner | None = None
     handler: Any = None
     try:
@@ -119,6 +130,7 @@ async def run_server(args: argparse.Namespace) -> int:
         log.info("jitbot listening on :%d (POST /slack/events, GET /healthz, GET /metrics)", port)
         await stop.wait()
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
         if handler is not None:
             with contextlib.suppress(Exception):
                 await handler.close_async()

@@ -71,6 +71,7 @@ class FakeEntra:
         self.token_requests = 0
         self.auth_headers: list[str] = []
         self._api_calls = 0
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every API call, in order
         self._tokens: set[str] = set()
         self._seen_jti: set[str] = set()
         self._faults = _Faults()
@@ -155,6 +156,7 @@ class FakeEntra:
         if not request.path.startswith("/v1.0/"):
             return await handler(request)  # type: ignore[no-any-return]
         self._api_calls += 1
+        self.requests.append((request.method, request.path))
         header = request.headers.get("Authorization", "")
         self.auth_headers.append(header)
         scheme, _, token = header.partition(" ")

@@ -21,6 +21,7 @@ import jwt
 from aiohttp import web
 
 from connectors.base import Target
+from tests.fakes.idp.okta_logs import OktaSystemLog
 
 TOKEN_PATH = "/oauth2/v1/token"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -72,12 +73,14 @@ class FakeOkta:
         self.auth_headers: list[str] = []
         self.token_requests = 0
         self._api_calls = 0
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every API call, in order
         self._bearer: dict[str, set[str]] = {}
         self._seen_jti: set[str] = set()
         self._faults = _Faults()
         self._credentials_broken = False
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.system_log = OktaSystemLog()  # GET /api/v1/logs (tests/fakes/idp/okta_logs.py)
 
     # -- directory ---------------------------------------------------------------------------
     def add_user(self, email: str, first: str = "Test", last: str = "User") -> str:
@@ -145,6 +148,7 @@ class FakeOkta:
         app.router.add_get("/api/v1/groups/{gid}/users", self._group_users)
         app.router.add_put("/api/v1/groups/{gid}/users/{uid}", self._assign)
         app.router.add_delete("/api/v1/groups/{gid}/users/{uid}", self._unassign)
+        app.router.add_get("/api/v1/logs", self._logs)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -167,6 +171,7 @@ class FakeOkta:
             self.token_requests += 1
             return await handler(request)  # type: ignore[no-any-return]
         self._api_calls += 1
+        self.requests.append((request.method, request.path))
         header = request.headers.get("Authorization", "")
         self.auth_headers.append(header)
         scopes = self._authenticate(header)
@@ -251,6 +256,9 @@ class FakeOkta:
             links.append(f'<{base}?after={page[-1]["id"]}&limit={limit}>; rel="next"')
         return web.json_response(page, headers={"Link": ", ".join(links)})
 
+    async def _logs(self, request: web.Request) -> web.Response:
+        return await self.system_log.handle(self, request)
+
     async def _list_users(self, request: web.Request) -> web.Response:
         expr = request.query.get("search") or request.query.get("filter") or ""
         clauses = re.findall(r'(profile\.\w+) eq "([^"]*)"', expr)
@@ -287,6 +295,13 @@ class FakeOkta:
         if expr and not match:
             return self._error(400, "Invalid search criteria.")
         found = [g for g in self.groups.values() if not match or g["profile"]["name"] == match.group(1)]
+        expand = request.query.get("expand")
+        if expand not in (None, "stats", "app"):
+            return self._error(400, "Invalid expand value.")
+        if expand == "stats":  # documented: _embedded.stats.usersCount (and appsCount, ...)
+            found = [g | {"_embedded": {"stats": {"usersCount": len(self.members[g["id"]]), "appsCount": 0,
+                                                  "groupPushMappingsCount": 0, "hasAdminPrivilege": False}}}
+                     for g in found]
         return self._page(request, found)
 
     async def _get_group(self, request: web.Request) -> web.Response:
@@ -326,6 +341,8 @@ class FakeOkta:
 
 
 def _required_scope(request: web.Request) -> str:
+    if request.path == "/api/v1/logs":
+        return "okta.logs.read"
     if request.path.endswith("/sessions"):
         return "okta.users.manage"
     if request.path.startswith("/api/v1/groups"):

@@ -1,0 +1,184 @@
+"""Throughput: complete flows per second — /jit → modal → submit → approve → grant, every message delivered.
+
+    python -m bench.throughput [--flows 300] [--concurrency 20] [--replicas 1] [--database sqlite|postgres]
+
+The bot runs as real `jitbot serve` processes (HTTP mode, worker inside) against the fake Slack in this
+process; with --replicas N the flows are spread round-robin over N processes sharing one PostgreSQL
+database. A flow is complete when the requester's "You now have …" DM has arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from bench.common import machine, pct
+from bot.fakes import FakeSlack, SlackSender
+from bot.slack import ids
+
+TOKEN, SECRET = "xoxb-throughput", "throughput-secret"
+N_USERS = 60
+
+
+def policy_text() -> str:
+    users = [f"u{i}@example.com" for i in range(N_USERS)]
+    return f"""
+audit_channel: C0AUDIT
+connectors:
+  demo:
+    type: memory
+    users: [{", ".join(f"{{email: {u}}}" for u in users + ["lead1@example.com", "lead2@example.com"])}]
+    groups:
+      engineers: [{", ".join(users)}]
+      leads: [lead1@example.com, lead2@example.com]
+      target: []
+eligibilities:
+  - name: ops
+    connector: demo
+    target: {{group: target}}
+    requestors: {{groups: [engineers]}}
+    max_duration: 8h
+    default_duration: 1h
+    approvals:
+      - approvers: {{groups: [leads]}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_healthy(port: int) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(900):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"replica on :{port} did not become healthy")
+
+
+async def run(flows: int, concurrency: int, replicas: int, database: str) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "policy.yml").write_text(policy_text())
+    dbname = None
+    if database == "postgres":
+        dbname = "bench_" + uuid.uuid4().hex[:8]
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        await conn.execute(f"CREATE DATABASE {dbname}")
+        await conn.close()
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
+    else:
+        url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+    slack = FakeSlack(token=TOKEN)
+    for i in range(N_USERS):
+        slack.add_user(f"U{i:04d}", f"u{i}", email=f"u{i}@example.com")
+    slack.add_user("UL1", "lead1", email="lead1@example.com")
+    slack.add_user("UL2", "lead2", email="lead2@example.com")
+    slack.add_channel("C0AUDIT", "jit-audit")
+    procs: list[subprocess.Popen[bytes]] = []
+    async with slack:
+        ports = [free_port() for _ in range(replicas)]
+        for k, port in enumerate(ports):
+            env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.url,
+                   "DATABASE_URL": url, "JITBOT_POLICY": str(tmp / "policy.yml"), "JITBOT_INSTANCE_ID": f"bench-{k}"}
+            procs.append(subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=open(tmp / f"replica{k}.log", "w")))
+            await wait_healthy(port)  # one at a time: the first applies migrations
+        senders = [SlackSender(slack, f"http://127.0.0.1:{p}/slack/events", SECRET) for p in ports]
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(flows):
+            queue.put_nowait(i)
+        durations: list[float] = []
+        user_locks = [asyncio.Lock() for _ in range(N_USERS)]
+
+        async def until(cond: object, timeout: float = 60.0) -> None:
+            end = time.monotonic() + timeout
+            while not cond():  # type: ignore[operator]
+                if time.monotonic() > end:
+                    calls = [(c.method, c.status, str(c.response)[:120]) for c in slack.calls()][-8:]
+                    raise TimeoutError(f"flow step timed out; last Slack calls: {calls}")
+                await asyncio.sleep(0.005)
+
+        async def flow(i: int) -> None:
+            u = i % N_USERS
+            user = f"U{u:04d}"
+            sender = senders[i % len(senders)]
+            async with user_locks[u]:
+                t0 = time.perf_counter()
+                before_views = len(slack.modal_stack(user))
+                granted_before = sum("You now have" in m.text for m in slack.dm_messages(user))
+                await sender.command(user, "")
+                await until(lambda: len(slack.modal_stack(user)) > before_views)
+                view = slack.modal_stack(user)[-1]
+                if ids.A_JUSTIFICATION not in str(view.blocks):
+                    raise RuntimeError(f"unexpected modal: {view.blocks}")
+                lead = "UL1" if i % 2 else "UL2"
+                seen = {m.ts for m in slack.dm_messages(lead)}
+                await sender.submit_view(user, view.id, {ids.A_JUSTIFICATION: f"flow {i}"})
+
+                def ask() -> object:
+                    return next((m for m in reversed(slack.dm_messages(lead)) if m.ts not in seen
+                                 and f"<@{user}>" in str(m.blocks) and ids.APPROVE in str(m.blocks)), None)
+
+                await until(lambda: ask() is not None)
+                msg = ask()
+                assert msg is not None
+                await senders[(i + 1) % len(senders)].click(lead, slack.im_channel(lead), msg.ts,  # type: ignore[attr-defined]
+                                                            ids.APPROVE)
+                await until(lambda: sum("You now have" in m.text for m in slack.dm_messages(user)) > granted_before)
+                durations.append(time.perf_counter() - t0)
+
+        async def runner() -> None:
+            while not queue.empty():
+                await flow(queue.get_nowait())
+
+        start = time.perf_counter()
+        await asyncio.gather(*(runner() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+        for s in senders:
+            await s.aclose()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    if dbname:
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+        await conn.close()
+    return {"flows_per_s": flows / elapsed, "p50": pct(durations, 50), "p99": pct(durations, 99), "elapsed": elapsed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flows", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    args = parser.parse_args(argv)
+    r = asyncio.run(run(args.flows, args.concurrency, args.replicas, args.database))
+    print(f"machine: {machine()}")
+    print(f"database={args.database} replicas={args.replicas} flows={args.flows} concurrency={args.concurrency}")
+    print(f"{'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10}")
+    print(f"{r['flows_per_s']:>8.1f} {r['p50']:>10.3f} {r['p99']:>10.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

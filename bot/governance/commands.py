@@ -1,0 +1,123 @@
+"""``jitbot policy plan|apply|check``.
+
+``policy plan FILE`` exits like ``terraform plan -detailed-exitcode``: 0 the database's applied policy
+matches the file, 2 there are changes or drift, 1 an error (invalid file, unreachable database).
+``policy apply FILE`` exits 0 when applied (or already applied), 1 on error.
+``policy check FILE --live`` exits 0 when every group, role and user exists at its IdP, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+from datetime import UTC, datetime
+
+from bot.cli import CliError, _connector_problems, _database_url, _err, _open_db, cmd_policy_validate
+from bot.governance.applied import apply_policy, drift_lines, plan_against_db
+from bot.governance.live_check import live_problems
+from bot.governance.plan import render
+from bot.policy_file import LoadedPolicy, PolicyError, load_policy
+from connectors.base import Connector, ConnectorError
+from connectors.registry import build_connector
+from storage.db import Database
+
+
+def _load_file(path: str) -> LoadedPolicy:
+    try:
+        loaded = load_policy(path)
+        problems = _connector_problems(loaded)
+    except PolicyError as exc:
+        problems = exc.problems
+    if problems:
+        raise CliError("\n".join([*problems, f"{path}: invalid; nothing planned or applied"]), code=1)
+    return loaded
+
+
+def actor_name(explicit: str | None) -> str:
+    """``--actor``, else ``$USER``, else the login name."""
+    if explicit:
+        return explicit
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except OSError:
+        return "unknown"
+
+
+async def _with_db(url: str, *, create: bool) -> Database:
+    try:
+        db = _open_db(url)
+    except CliError:
+        if not create:
+            raise
+        db = Database(url)
+    await db.migrate()
+    return db
+
+
+def cmd_policy_plan(args: argparse.Namespace) -> int:
+    loaded = _load_file(args.file)
+
+    async def run() -> int:
+        db = await _with_db(_database_url(args), create=True)
+        try:
+            plan, applied = await plan_against_db(db, loaded)
+        finally:
+            await db.dispose()
+        drift = drift_lines(applied, loaded)
+        for line in drift:
+            print(line)
+        if drift:
+            print()
+        print(render(plan))
+        return 2 if plan.has_changes or drift else 0
+
+    return asyncio.run(run())
+
+
+def cmd_policy_apply(args: argparse.Namespace) -> int:
+    loaded = _load_file(args.file)
+    actor = actor_name(args.actor)
+
+    async def run() -> int:
+        db = await _with_db(_database_url(args), create=True)
+        try:
+            plan = await apply_policy(db, loaded, actor=actor, now=datetime.now(UTC))
+        finally:
+            await db.dispose()
+        if plan is None:
+            print(f"No changes: policy {loaded.sha256[:12]} is already applied.")
+            return 0
+        print(render(plan))
+        print(f"\nApplied policy {loaded.sha256[:12]} from {loaded.path} as {actor}.")
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    if not args.live:
+        return cmd_policy_validate(argparse.Namespace(file=args.file, strict=False))
+    loaded = _load_file(args.file)
+
+    async def run() -> list[str]:
+        built: dict[str, Connector] = {}
+        try:
+            for name, settings in loaded.policy.connectors.items():
+                built[name] = build_connector(name, settings)
+            return await live_problems(loaded.policy, built)
+        except ConnectorError as exc:
+            return [f"identity provider: {exc.user_message} ({exc})"]
+        finally:
+            for connector in built.values():
+                await connector.aclose()
+
+    problems = asyncio.run(run())
+    for problem in problems:
+        _err(f"✗ {problem}")
+    if problems:
+        _err(f"{args.file}: {len(problems)} problem(s) at the identity provider(s)")
+        return 1
+    print(f"{args.file}: every group, role and user exists; approver groups have enough members")
+    return 0

@@ -1,0 +1,56 @@
+"""Small persisted state in the ``kv`` table, read and written under a row lock (compare-and-set).
+
+On PostgreSQL the row is locked ``FOR UPDATE``; SQLite has one writer (``BEGIN IMMEDIATE``). When the
+row does not exist yet two replicas may both insert it: the loser's commit fails with
+``IntegrityError``, which ``compare_and_set`` reports as "someone else did it".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import Database
+from storage.tables import KeyValue
+
+Value = dict[str, Any]
+
+
+async def read(session: AsyncSession, key: str, *, lock: bool = False) -> Value | None:
+    stmt = select(KeyValue).where(KeyValue.key == key)  # type: ignore[arg-type]
+    if lock:
+        stmt = stmt.with_for_update()
+    row = (await session.execute(stmt)).scalar_one_or_none()
+    return dict(row.value) if row is not None else None
+
+
+async def write(session: AsyncSession, key: str, value: Value) -> None:
+    row = (await session.execute(select(KeyValue).where(KeyValue.key == key))).scalar_one_or_none()  # type: ignore[arg-type]
+    if row is None:
+        session.add(KeyValue(key=key, value=value))
+    else:
+        row.value = value
+
+
+async def compare_and_set(db: Database, key: str, decide: Callable[[Value | None], Value | None],
+                          then: Callable[[AsyncSession, Value], Any] | None = None) -> Value | None:
+    """Lock ``key``; ``decide(current)`` returns the new value (or None to leave it). ``then`` runs in the
+    same transaction (e.g. to enqueue the message the change stands for). Returns the value written, or
+    None when nothing was (``decide`` declined, or another replica won the race)."""
+    try:
+        async with db.transaction() as session:
+            new = decide(await read(session, key, lock=True))
+            if new is None:
+                return None
+            await write(session, key, new)
+            if then is not None:
+                result = then(session, new)
+                if hasattr(result, "__await__"):
+                    await result
+    except IntegrityError:
+        return None
+    return new

@@ -1,0 +1,192 @@
+"""The authorisation matrix: every action, by every role, on every state, through the real Bolt app.
+
+Each cell forges the click (or submits the modal, or types the command) as that role against a
+request in that state, then compares everything that records a change — rows of every table,
+events, outbox messages, the request's status, the grant's expiry and the IdP membership. Only the
+cells in ``ALLOWED`` may change anything; every other cell must change nothing and answer clearly
+(an ephemeral message, an inline modal error, or a message in the App Home case).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.domain.requests import Decision
+from bot.services.clock import ManualClock
+from bot.slack import ids
+from storage.tables import AccessRequest, ApprovalVote, Event, Grant, OutboxMessage
+from tests.conftest import DbFactory
+from tests.slack.harness import Env, slack_env
+
+STRANGER = "U7MALLORY"
+ROLES = {"requester": "U1ALICE", "approver1": "U2BOB", "approver2": "U4DAVE", "admin": "U6ROOT",
+         "stranger": STRANGER}
+EMAIL = {"U1ALICE": "alice@example.com", "U2BOB": "bob@example.com", "U4DAVE": "dave@example.com",
+         "U6ROOT": "root@example.com", STRANGER: "mallory@example.com"}
+STATES = ("pending1", "pending2", "active", "expired", "denied")
+ACTIONS = ("approve", "deny", "extend", "release", "cancel", "admin_revoke",
+           "home_approve", "home_release", "home_cancel", "home_extend")
+ALLOWED = {
+    ("approve", "approver1", "pending1"), ("approve", "approver2", "pending2"),
+    ("home_approve", "approver1", "pending1"), ("home_approve", "approver2", "pending2"),
+    ("deny", "approver1", "pending1"), ("deny", "approver2", "pending2"),
+    ("cancel", "requester", "pending1"), ("cancel", "requester", "pending2"),
+    ("home_cancel", "requester", "pending1"), ("home_cancel", "requester", "pending2"),
+    ("extend", "requester", "active"), ("home_extend", "requester", "active"),
+    ("release", "requester", "active"), ("home_release", "requester", "active"),
+    ("admin_revoke", "admin", "active"),
+}
+
+Snapshot = dict[str, object]
+
+
+async def _snapshot(env: Env, rid: str) -> Snapshot:
+    async with env.stack.rt.db.sessions() as s:
+        out: Snapshot = {m.__name__: int((await s.execute(select(func.count()).select_from(m))).scalar() or 0)
+                         for m in (AccessRequest, ApprovalVote, Event, Grant, OutboxMessage)}
+        req = (await s.execute(select(AccessRequest).where(AccessRequest.id == rid))).scalar_one()
+        out["status"], out["layer"] = req.status, req.layer
+        grants = (await s.execute(select(Grant).where(Grant.request_id == rid))).scalars().all()
+        out["grants"] = sorted((g.status, str(g.expires_at)) for g in grants)
+    out["member"] = await env.stack.is_member("alice@example.com", "prod-admins")
+    return out
+
+
+class World:
+    """One request at a time in the wanted state; a new one once an allowed action used it up."""
+
+    def __init__(self, env: Env, state: str) -> None:
+        self.env, self.state, self.rid = env, state, ""
+
+    async def fresh(self) -> str:
+        env, st = self.env, self.stack
+        if self.rid:  # an allowed action that failed to act leaves it pending: clear it, go on
+            async with st.rt.db.sessions() as s:
+                old = (await s.execute(select(AccessRequest).where(AccessRequest.id == self.rid))).scalar_one()
+            if old.status == "pending":
+                await st.requests.cancel(request_id=self.rid, by="alice@example.com")
+        req = await st.requests.submit(requester="alice@example.com", requester_slack="U1ALICE",
+                                       eligibility="prod-admin", duration=timedelta(hours=1),
+                                       justification="deploy", ticket="OPS-1")
+        if self.state != "pending1":
+            decision = Decision.DENY if self.state == "denied" else Decision.APPROVE
+            await st.approvals.decide(request_id=req.id, layer=1, approver="bob@example.com", decision=decision,
+                                      reason="no" if self.state == "denied" else None)
+        if self.state in ("active", "expired"):
+            await st.approvals.decide(request_id=req.id, layer=2, approver="dave@example.com",
+                                      decision=Decision.APPROVE)
+        await env.settle()
+        if self.state == "expired":
+            env.clock.advance(timedelta(hours=2))
+            await env.settle()
+        self.rid = req.id
+        return req.id
+
+    @property
+    def stack(self) -> Any:
+        return self.env.stack
+
+    @property
+    def layer(self) -> int:
+        return 2 if self.state == "pending2" else 1
+
+
+def _click_payload(env: Env, user: str, action_id: str, value: str, *, home: bool) -> dict[str, Any]:
+    action = {"action_id": action_id, "block_id": "b", "type": "button", "value": value,
+              "action_ts": str(time.time())}
+    base = {**env.sender._base("block_actions", user), "trigger_id": env.slack.issue_trigger(user),
+            "actions": [action]}
+    if home:
+        home_view = env.slack.home(user)
+        view = home_view.to_api() if home_view else {"id": "V0HOME", "type": "home", "blocks": []}
+        return {**base, "container": {"type": "view", "view_id": view["id"]}, "view": view}
+    im = env.slack.state.im_for(user).id
+    ctx = {"channel": im, "user": user, "kind": "block_actions", "message_ts": "1.000001"}
+    return {**base, "container": {"type": "message", "message_ts": "1.000001", "channel_id": im,
+                                  "is_ephemeral": False},
+            "channel": {"id": im, "name": "directmessage"}, "state": {"values": {}},
+            "response_url": env.slack.issue_response_url(**ctx)}
+
+
+def _answers(env: Env, user: str) -> list[str]:
+    """Everything jitbot told ``user`` privately: response_url posts, ephemerals, DMs, modal errors."""
+    out = [str(p.body.get("text", "")) for p in env.slack.response_posts() if p.context.get("user") == user]
+    out += [e.text for e in env.slack.ephemerals(user)]
+    out += [m.text for m in env.slack.dm_messages(user)]
+    return out
+
+
+async def _act(env: Env, w: World, action: str, user: str) -> list[str]:
+    """Perform ``action`` as ``user`` on the world's request; returns inline errors (deny modal), if any."""
+    rid, sender = w.rid, env.sender
+    value = f"{rid}:{w.layer}" if action.endswith("approve") or action == "deny" else rid
+    if action == "admin_revoke":
+        res = await sender.command(user, f"admin revoke {rid}")
+        assert res.status == 200
+        return []
+    if action == "deny":
+        res = await sender.post_payload(_click_payload(env, user, ids.DENY, value, home=False))
+        assert res.status == 200
+        modal = env.slack.modal_stack(user)[-1]
+        assert modal.body.get("callback_id") == ids.DENY_VIEW
+        res = await sender.submit_view(user, modal.id, {ids.A_REASON: "not now"})
+        assert res.status == 200
+        body = res.body if isinstance(res.body, dict) else {}
+        env.slack.state.modal_stacks.pop(user, None)
+        return [str(v) for v in (body.get("errors") or {}).values()]
+    home = action.startswith("home_")
+    action_id = {"approve": ids.APPROVE, "extend": ids.EXTEND, "release": ids.RELEASE,
+                 "cancel": ids.CANCEL}[action.removeprefix("home_")]
+    res = await sender.post_payload(_click_payload(env, user, action_id, value, home=home))
+    assert res.status == 200, res.body
+    return []
+
+
+async def _run_matrix(env: Env, state: str) -> list[str]:
+    env.slack.add_user(STRANGER, "mallory", real_name="Mallory", email="mallory@example.com")
+    w = World(env, state)
+    await w.fresh()
+    problems: list[str] = []
+    for action in ACTIONS:
+        for role, user in ROLES.items():
+            cell = (action, role, state)
+            before = await _snapshot(env, w.rid)
+            told_before = len(_answers(env, user))
+            errors = await _act(env, w, action, user)  # rows change at once; the worker only sends
+            after = await _snapshot(env, w.rid)
+            told = _answers(env, user)[told_before:] + errors
+            if cell in ALLOWED:
+                if after == before:
+                    problems.append(f"{cell}: allowed but nothing changed")
+                await w.fresh()
+            else:
+                if after != before:
+                    diff = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+                    problems.append(f"{cell}: refused action changed {diff}")
+                if not told or not all(t and "Traceback" not in t and len(t) < 600 for t in told):
+                    problems.append(f"{cell}: no clear answer ({told})")
+    return problems
+
+
+Runner = Callable[[Env, str], Awaitable[list[str]]]
+
+
+@pytest.mark.parametrize("db_factory", ["sqlite"], indirect=True)  # authorisation, not the database
+@pytest.mark.parametrize("state", STATES)
+async def test_only_the_allowed_cells_change_anything(db_factory: DbFactory, policy_text: str, clock: ManualClock,
+                                                      state: str) -> None:
+    async with slack_env(db_factory(), policy_text, clock) as env:
+        problems = await _run_matrix(env, state)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_matrix_allows_something_in_every_state_but_the_final_ones() -> None:
+    allowed_states = {s for _, _, s in ALLOWED}
+    assert allowed_states == {"pending1", "pending2", "active"}
+    assert {a for a, _, _ in ALLOWED} == set(ACTIONS)
