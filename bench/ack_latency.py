@@ -92,20 +92,34 @@ async def run(n: int) -> dict[str, dict[str, list[float]]]:
                 return time.perf_counter() - t0
 
             users = ["U1ALICE", "U2BOB", "U5ERIN"]
+
+            async def top_modal(user: str, before: int) -> Any:
+                for _ in range(1000):
+                    stack_ = slack.modal_stack(user)
+                    if len(stack_) > before:
+                        return stack_[-1]
+                    await asyncio.sleep(0.005)
+                raise TimeoutError("no modal")
+
             for i in range(n):
                 user = users[i % 3]
+                before = len(slack.modal_stack(user))
                 out["command"]["jitbot"].append(await timed(s_ours.command(user, "")))
                 out["command"]["floor"].append(await timed(s_bare.command(user, "")))
-                await asyncio.sleep(0.01)
-                view = slack.modal_stack(user)[-1]
+                view = await top_modal(user, before)
                 # readonly (auto-approved) submissions; cancel the pending one first to allow the next
+                old_hash = view.hash
                 await s_ours.click_in_view(user, view.id, ids.A_ELIGIBILITY, choice="readonly")
-                view = slack.modal_stack(user)[-1]
+                for _ in range(1000):  # the modal is re-rendered after the ack
+                    view = slack.modal_stack(user)[-1]
+                    if view.hash != old_hash:
+                        break
+                    await asyncio.sleep(0.005)
                 out["view_submission"]["jitbot"].append(await timed(
                     s_ours.submit_view(user, view.id, {ids.A_JUSTIFICATION: f"bench {i}"})))
+                before = len(slack.modal_stack(user))
                 await s_ours.command(user, "")
-                await asyncio.sleep(0.01)
-                view = slack.modal_stack(user)[-1]
+                view = await top_modal(user, before)
                 out["view_submission"]["floor"].append(await timed(
                     s_bare.submit_view(user, view.id, {ids.A_JUSTIFICATION: "x", ids.A_TICKET: "OPS-1"})))
             # approvals: prod-admin requests by alice, approved by bob (layer 1) — click the DM buttons

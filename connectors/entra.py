@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import ssl
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote, urlparse
 
@@ -33,6 +34,7 @@ from connectors.base import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    SignIn,
     Target,
     Transient,
 )
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 _GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _USER_FIELDS = "id,mail,userPrincipalName,displayName"
 _USER_TYPE = "#microsoft.graph.user"
+SIGN_IN_OVERLAP = timedelta(minutes=15)  # sign-in logs can arrive late: each poll re-reads this much
 _UNREACHABLE = "Microsoft Entra could not be reached; the bot will try again."
 
 
@@ -267,6 +270,22 @@ class EntraConnector:
         log.info("entra %s: %s %s from group %s (grant %s)", self.name,
                  "removed" if status < 300 else "already absent:", user.id, gid, grant_id)
 
+    async def sign_ins(self, account: str, cursor: str | None, *, start: datetime) -> tuple[list[SignIn], str]:
+        """Sign-ins of ``account`` (``GET /auditLogs/signIns``, ``AuditLog.Read.All``; needs Entra ID P1/P2),
+        newest first and paged by ``@odata.nextLink``. Logs arrive late, so every poll re-reads
+        ``SIGN_IN_OVERLAP`` before the newest event seen and skips the ids the cursor remembers."""
+        state: dict[str, Any] = json.loads(cursor) if cursor else {"since": _graph_time(start), "seen": []}
+        upn = account.replace("'", "''")
+        query = {"$filter": f"userPrincipalName eq '{upn}' and createdDateTime ge {state['since']}"}
+        items = await self._get_all(f"{self._graph}/auditLogs/signIns", "read sign-in logs", query)
+        seen = set(state["seen"])
+        events = sorted((_to_sign_in(i, account) for i in items if i.get("id") not in seen), key=lambda e: e.at)
+        since = datetime.fromisoformat(str(state["since"]).replace("Z", "+00:00"))
+        if events:
+            since = max(since, events[-1].at - SIGN_IN_OVERLAP)
+        keep = [str(i["id"]) for i in items if _created(i) >= since]
+        return events, json.dumps({"since": _graph_time(since), "seen": keep})
+
     async def terminate_sessions(self, user: IdpUser) -> None:
         """Invalidate the user's refresh tokens and session cookies (``revokeSignInSessions``)."""
         url = f"{self._graph}/users/{quote(user.id)}/revokeSignInSessions"
@@ -323,6 +342,24 @@ def _to_user(item: dict[str, Any]) -> IdpUser:
 def _message(body: Any) -> str:
     error = body.get("error", {}) if isinstance(body, dict) else {}
     return f"{error.get('code', '')}: {error.get('message', '')}" if isinstance(error, dict) else str(error)
+
+
+def _graph_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _created(item: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(item["createdDateTime"]).replace("Z", "+00:00"))
+
+
+def _to_sign_in(item: dict[str, Any], account: str) -> SignIn:
+    location = item.get("location") or {}
+    where = ", ".join(p for p in (location.get("city"), location.get("countryOrRegion")) if p)
+    error = (item.get("status") or {}).get("errorCode")
+    client = " / ".join(p for p in (item.get("appDisplayName"), item.get("clientAppUsed")) if p)
+    return SignIn(id=str(item["id"]), account=item.get("userPrincipalName") or account, at=_created(item),
+                  ip=item.get("ipAddress"), client=client or None,
+                  outcome=None if error is None else ("SUCCESS" if error == 0 else f"FAILURE {error}"), detail=where)
 
 
 def _seconds(value: str | None) -> float:

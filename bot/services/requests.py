@@ -56,6 +56,33 @@ def close_schedule(req: AccessRequest) -> None:
     req.layer_deadline = req.next_reminder_at = req.escalate_at = None
 
 
+def check_start(rt: Runtime, starts_at: datetime | None) -> None:
+    """A scheduled start must lie in the future and no further ahead than the policy allows."""
+    if starts_at is None:
+        return
+    now, ahead = rt.clock.now(), rt.policy.settings.max_schedule_ahead
+    if starts_at <= now:
+        raise PolicyViolation("The start time must be in the future.", field="starts_at")
+    if starts_at - now > ahead:
+        raise PolicyViolation(f"A request can start at most {format_duration(ahead)} ahead.", field="starts_at")
+
+
+def precheck_submission(rt: Runtime, *, eligibility: str, duration: timedelta, justification: str,
+                        ticket: str | None, starts_at: datetime | None = None) -> None:
+    """The checks that need no I/O (eligibility exists, duration, justification, ticket); raises PolicyViolation.
+
+    The Slack modal runs these before acknowledging, so they come back as inline field errors at once;
+    ``RequestService.submit`` runs them all again, with the ones that need the directory and database.
+    """
+    elig = rt.eligibility(eligibility)
+    if elig is None:
+        raise PolicyViolation(f"There is no eligibility called {eligibility!r}.", field="eligibility")
+    validate_submission(Submission(elig.name, "precheck", duration, justification, ticket), elig,
+                        requester_eligible=True, justification_max=rt.policy.settings.justification_max,
+                        ticket_pattern=rt.policy.settings.ticket_pattern)
+    check_start(rt, starts_at)
+
+
 class RequestService:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -92,12 +119,7 @@ class RequestService:
         if submitter is not None and not await self.may_submit_for_others(submitter, elig):
             raise PolicyViolation(f"You may not request {elig.name} on someone else's behalf.", field="eligibility")
         now = rt.clock.now()
-        if starts_at is not None:
-            if starts_at <= now:
-                raise PolicyViolation("The start time must be in the future.", field="starts_at")
-            if starts_at - now > policy.settings.max_schedule_ahead:
-                ahead = format_duration(policy.settings.max_schedule_ahead)
-                raise PolicyViolation(f"A request can start at most {ahead} ahead.", field="starts_at")
+        check_start(rt, starts_at)
         eligible = await rt.directory.contains(policy, elig.requestors, requester)
         if submitter is not None and not eligible:
             raise PolicyViolation(f"{requester} is not eligible to request {elig.name}.", field="eligibility")

@@ -179,7 +179,8 @@ class Worker:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         if self._kicker is not None:
-            self._kicker.cancel()
+            async with self._lock, self._dispatch_lock:  # let a tick in progress finish its transaction
+                self._kicker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._kicker
             self._kicker = None

@@ -16,7 +16,7 @@ from bot.services.admin import AdminService
 from bot.services.approvals import ApprovalService
 from bot.services.breakglass import BreakGlassService
 from bot.services.grants import GrantService
-from bot.services.requests import RequestService
+from bot.services.requests import RequestService, precheck_submission
 from bot.services.runtime import Runtime
 from bot.slack import blocks, breakglass, ids
 from bot.slack.admin import admin_command
@@ -138,11 +138,6 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             return None if raw in (None, "") else str(raw).replace("\x00", "")  # PostgreSQL refuses NUL
 
         user_id = body["user"]["id"]
-        try:
-            email = await identity.email(client, user_id)
-        except NoEmail:
-            await ack(response_action="errors", errors={ids.B_ELIGIBILITY: NO_EMAIL[:150]})
-            return
         duration_s = _small_int(pick(ids.B_DURATION, ids.A_DURATION), 9)
         if duration_s is None:
             await ack(response_action="errors", errors={ids.B_DURATION: "Pick a duration."})
@@ -153,11 +148,30 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             await ack(response_action="errors", errors={ids.B_STARTS: "Pick a valid start time."})
             return
         starts_at = datetime.fromtimestamp(starts_ts, UTC) if starts_ts is not None else None
+        fields = {"eligibility": ids.B_ELIGIBILITY, "duration": ids.B_DURATION,
+                  "justification": ids.B_JUSTIFICATION, "ticket": ids.B_TICKET, "starts_at": ids.B_STARTS}
+
+        def error_block(exc: PolicyViolation) -> str:
+            block = fields.get(exc.field or "", ids.B_ELIGIBILITY)
+            return ids.B_ELIGIBILITY if block == ids.B_TICKET and ids.B_TICKET not in values else block
+
+        # Everything that needs no I/O is checked before the ack, so it comes back as inline errors
+        # within Slack's 3 s; the rest (identity, eligibility, the database) runs after the ack.
+        try:
+            precheck_submission(rt, eligibility=pick(ids.B_ELIGIBILITY, ids.A_ELIGIBILITY) or "",
+                                duration=timedelta(seconds=duration_s),
+                                justification=pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "",
+                                ticket=pick(ids.B_TICKET, ids.A_TICKET), starts_at=starts_at)
+        except PolicyViolation as exc:
+            await ack(response_action="errors", errors={error_block(exc): str(exc)[:150]})
+            return
+        await ack()
         beneficiary_slack = pick(ids.B_ON_BEHALF, ids.A_ON_BEHALF)
         try:
+            email = await identity.email(client, user_id)
             beneficiary = await identity.email(client, beneficiary_slack) if beneficiary_slack else email
         except NoEmail:
-            await ack(response_action="errors", errors={ids.B_ON_BEHALF: "jitbot cannot see that person's email."})
+            await client.chat_postMessage(channel=user_id, text="Your request was not submitted: " + NO_EMAIL)
             return
         try:
             await requests.submit(requester=beneficiary, requester_slack=beneficiary_slack or user_id,
@@ -168,14 +182,8 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                                   justification=pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "",
                                   ticket=pick(ids.B_TICKET, ids.A_TICKET), starts_at=starts_at)
         except PolicyViolation as exc:
-            fields = {"eligibility": ids.B_ELIGIBILITY, "duration": ids.B_DURATION,
-                      "justification": ids.B_JUSTIFICATION, "ticket": ids.B_TICKET, "starts_at": ids.B_STARTS}
-            block = fields.get(exc.field or "", ids.B_ELIGIBILITY)
-            if block == ids.B_TICKET and ids.B_TICKET not in values:
-                block = ids.B_ELIGIBILITY
-            await ack(response_action="errors", errors={block: str(exc)[:150]})
-            return
-        await ack()
+            await client.chat_postMessage(channel=user_id,
+                                          text=f"Your request was not submitted: {blocks.esc(str(exc))}")
 
     @app.action(ids.A_ELIGIBILITY)
     async def eligibility_picked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],

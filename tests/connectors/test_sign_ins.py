@@ -9,8 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connectors.base import PermissionDenied, sign_in_log
+from connectors.entra import EntraConnector
+from connectors.entra import from_settings as entra_settings
 from connectors.okta import OktaConnector, from_settings
 from connectors.resilience import ResilientConnector
+from tests.fakes.idp.entra import DEFAULT_ROLES, FakeEntra
 from tests.fakes.idp.okta import FakeOkta
 from tests.fakes.idp.tls import localhost_tls
 
@@ -65,5 +68,49 @@ async def test_okta_sign_ins_capability_and_errors(okta: tuple[OktaConnector, Fa
     wrapped = ResilientConnector(connector)
     assert sign_in_log(wrapped) is connector
     fake.forbid_next()
+    with pytest.raises(PermissionDenied):
+        await connector.sign_ins(ROOT, None, start=datetime.now(UTC))
+
+
+TENANT, CLIENT, SECRET = "11111111-2222-3333-4444-555555555555", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "s3cr3t~v"
+
+
+@pytest.fixture
+async def entra(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[EntraConnector, FakeEntra]]:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    context, ca_file = localhost_tls()
+    fake = FakeEntra(tenant_id=TENANT, client_id=CLIENT, client_secret=SECRET, page_size=2,
+                     roles=(*DEFAULT_ROLES, "AuditLog.Read.All"))
+    await fake.start(context)
+    connector = entra_settings("entra", {"type": "entra", "tenant_id": TENANT, "client_id": CLIENT,
+                                         "client_secret": SECRET, "authority_url": fake.authority_url,
+                                         "graph_url": fake.graph_url, "ca_file": ca_file, "timeout": 5})
+    yield connector, fake
+    await connector.aclose()
+    await fake.stop()
+
+
+async def test_entra_sign_ins_page_overlap_and_no_repeats(entra: tuple[EntraConnector, FakeEntra]) -> None:
+    connector, fake = entra
+    log = fake.sign_in_log
+    now = datetime.now(UTC).replace(microsecond=0)
+    log.add_sign_in(ROOT, at=now - timedelta(hours=2))  # before the start
+    first = [log.add_sign_in(ROOT, at=now - timedelta(minutes=50 - i), ip=f"198.51.100.{i}") for i in range(5)]
+    log.add_sign_in("someone@example.com", at=now - timedelta(minutes=30))
+    events, cursor = await connector.sign_ins(ROOT, None, start=now - timedelta(hours=1))
+    assert [e.id for e in events] == first  # oldest first, read in pages of two (newest first at Graph)
+    assert events[0].ip == "198.51.100.0" and events[0].outcome == "SUCCESS" and "Amsterdam" in events[0].detail
+    assert len([r for r in log.requests if "$skiptoken" in r]) == 2
+    assert (await connector.sign_ins(ROOT, cursor, start=now))[0] == []
+    late = log.add_sign_in(ROOT, at=now - timedelta(minutes=47), error_code=50126)  # arrived late, in the overlap
+    newer, cursor = await connector.sign_ins(ROOT, cursor, start=now)
+    assert [e.id for e in newer] == [late] and newer[0].outcome == "FAILURE 50126"
+    assert (await connector.sign_ins(ROOT, cursor, start=now))[0] == []
+
+
+async def test_entra_sign_ins_need_the_audit_log_permission(entra: tuple[EntraConnector, FakeEntra]) -> None:
+    connector, fake = entra
+    fake.roles.discard("AuditLog.Read.All")
     with pytest.raises(PermissionDenied):
         await connector.sign_ins(ROOT, None, start=datetime.now(UTC))

@@ -33,8 +33,9 @@ class Stack:
 
 
 async def make_stack(db: Database, loaded: LoadedPolicy, clock: ManualClock,
-                     notifier: RecordingNotifier | None = None) -> Stack:
-    await db.migrate()
+                     notifier: RecordingNotifier | None = None, *, migrate: bool = True) -> Stack:
+    if migrate:
+        await db.migrate()
     connectors = build_connectors(loaded, db)
     rt = Runtime(db=db, clock=clock, loaded=loaded, connectors=connectors, directory=Directory(connectors, clock))
     notifier = notifier or RecordingNotifier()

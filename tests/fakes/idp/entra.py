@@ -22,6 +22,7 @@ import jwt
 from aiohttp import web
 
 from connectors.base import Target
+from tests.fakes.idp.entra_signins import EntraSignIns
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 DEFAULT_ROLES = ("GroupMember.ReadWrite.All", "User.Read.All", "User.RevokeSessions.All")
@@ -68,6 +69,7 @@ class FakeEntra:
         self.groups: dict[str, dict[str, Any]] = {}
         self.members: dict[str, list[str]] = {}
         self.revoked_sessions: list[str] = []
+        self.sign_in_log = EntraSignIns()  # GET /v1.0/auditLogs/signIns (tests/fakes/idp/entra_signins.py)
         self.token_requests = 0
         self.auth_headers: list[str] = []
         self._api_calls = 0
@@ -139,6 +141,7 @@ class FakeEntra:
         app.router.add_get("/v1.0/groups/{gid}/members", self._group_members)
         app.router.add_post("/v1.0/groups/{gid}/members/$ref", self._add_member)
         app.router.add_delete("/v1.0/groups/{gid}/members/{uid}/$ref", self._remove_member)
+        app.router.add_get("/v1.0/auditLogs/signIns", self._sign_ins)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -189,6 +192,9 @@ class FakeEntra:
     def _denied() -> web.Response:
         return graph_error(403, "Authorization_RequestDenied",
                            "Insufficient privileges to complete the operation.")
+
+    async def _sign_ins(self, request: web.Request) -> web.Response:
+        return await self.sign_in_log.handle(self, request)
 
     @staticmethod
     def _not_found(ident: str) -> web.Response:
@@ -324,6 +330,8 @@ class FakeEntra:
 
 
 def _required_role(request: web.Request) -> str:
+    if request.path.startswith("/v1.0/auditLogs"):
+        return "AuditLog.Read.All"
     if request.path.endswith("/revokeSignInSessions"):
         return "User.RevokeSessions.All"
     if request.path.startswith("/v1.0/groups"):
