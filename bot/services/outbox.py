@@ -8,6 +8,7 @@ HTTP 429 + Retry-After) keeps the message pending until its due time; a ``Perman
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
@@ -77,8 +78,9 @@ class RecordingNotifier:
 
 class OutboxDispatcher:
     def __init__(self, db: Database, notifier: Notifier, clock: Clock, *, lease: timedelta = timedelta(minutes=2),
-                 max_backoff: float = 60.0, owner: str = "") -> None:
+                 max_backoff: float = 60.0, owner: str = "", concurrency: int = 8) -> None:
         self.db, self.notifier, self.clock, self.owner = db, notifier, clock, owner
+        self.concurrency = concurrency
         self.lease, self.max_backoff = lease, max_backoff
 
     async def claim(self, limit: int) -> list[OutboxMessage]:
@@ -108,10 +110,18 @@ class OutboxDispatcher:
 
     async def dispatch_once(self, limit: int = 50) -> int:
         """Deliver what is due; returns how many messages were sent."""
-        sent = 0
-        for msg in await self.claim(limit):
-            sent += await self._deliver(msg)
-        return sent
+        # A claim holds at most one message per order key (the oldest pending one), so delivering the
+        # claimed messages concurrently keeps every request's messages in order.
+        claimed = await self.claim(limit)
+        if self.concurrency <= 1:
+            return sum([await self._deliver(msg) for msg in claimed])
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(msg: OutboxMessage) -> int:
+            async with gate:
+                return await self._deliver(msg)
+
+        return sum(await asyncio.gather(*(one(m) for m in claimed)))
 
     async def drain(self, *, max_rounds: int = 100) -> int:
         """Deliver until nothing is due now (tests, shutdown)."""
