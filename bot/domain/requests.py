@@ -135,7 +135,7 @@ def decide(
         raise PolicyViolation(f"Layer {vote.layer} is no longer open; the request is at layer {current_layer}."
                               if vote.layer < current_layer else f"Layer {vote.layer} is not open yet.")
     if who == requester.lower():
-        pass
+        raise PolicyViolation("You cannot approve or deny your own request.")
     if submitter is not None and who == submitter.lower():
         raise PolicyViolation("You submitted this request on someone's behalf; another approver must decide it.")
     if not approver_in_layer:

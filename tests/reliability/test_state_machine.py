@@ -20,7 +20,7 @@ import tempfile
 from datetime import timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import select
@@ -224,5 +224,7 @@ class JitMachine(RuleBasedStateMachine):
 
 JitMachine.TestCase.settings = settings(
     max_examples=200 * LONG if LONG else 15, stateful_step_count=100 if LONG else 30, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow], derandomize=not LONG)
+    suppress_health_check=[HealthCheck.too_slow], derandomize=not LONG,
+    # a step costs milliseconds of SQLite: shrinking a failure in CI would take minutes — the long run shrinks
+    phases=list(Phase) if LONG else [Phase.explicit, Phase.reuse, Phase.generate])
 test_the_services_hold_their_invariants = JitMachine.TestCase
