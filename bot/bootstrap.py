@@ -30,13 +30,16 @@ def build_connectors(loaded: LoadedPolicy, db: Database) -> dict[str, Connector]
 
 
 async def build_runtime(loaded: LoadedPolicy, database_url: str, *, clock: Clock | None = None,
-                        migrate: bool = True) -> Runtime:
+                        migrate: bool = True, instance_id: str | None = None) -> Runtime:
     db = Database(database_url)
     if migrate:
         await db.migrate()
     clock = clock or SystemClock()
     connectors = build_connectors(loaded, db)
-    return Runtime(db=db, clock=clock, loaded=loaded, connectors=connectors, directory=Directory(connectors, clock))
+    rt = Runtime(db=db, clock=clock, loaded=loaded, connectors=connectors, directory=Directory(connectors, clock))
+    if instance_id:  # JITBOT_INSTANCE_ID: the owner of this process's claims, stable across restarts
+        rt.instance_id = instance_id
+    return rt
 
 
 async def close_runtime(rt: Runtime) -> None:

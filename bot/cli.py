@@ -337,7 +337,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     from bot.services.worker import Worker
 
     loaded = _load(args)
-    rt = await build_runtime(loaded, _database_url(args))
+    rt = await build_runtime(loaded, _database_url(args), instance_id=_settings().JITBOT_INSTANCE_ID)
     worker = Worker(rt, OutboxDispatcher(rt.db, make_notifier(rt), rt.clock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

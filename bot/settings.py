@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -21,6 +23,11 @@ class Settings(BaseSettings):
     DATABASE_URL: str = "sqlite+aiosqlite:///jitbot.db"
     PORT: int = Field(default=3000, ge=1, le=65535)
     JITBOT_LOG_LEVEL: str = "INFO"
+    # Owner of this process's claims on due rows. It must survive a restart (a restarted process frees
+    # its own claims at once), so the default is the host name, not host:pid; two processes on one
+    # host must each set a distinct id.
+    JITBOT_INSTANCE_ID: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64,
+                                    pattern=r"^[A-Za-z0-9._:@-]+$")
 
     @field_validator("SLACK_BOT_TOKEN")
     @classmethod

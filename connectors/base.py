@@ -179,10 +179,20 @@ def group_lister(connector: object) -> GroupLister | None:
     return connector if isinstance(connector, GroupLister) else inner
 
 
+@runtime_checkable
 class SessionTerminator(Protocol):
     """Optional capability: end a user's sign-in sessions (used on revoke when the policy asks)."""
 
     async def terminate_sessions(self, user: IdpUser) -> None: ...
+
+
+def session_terminator(connector: object) -> SessionTerminator | None:
+    """``connector`` as a ``SessionTerminator`` if it (or the connector it wraps, ``.inner``) can end sessions.
+    A wrapper (``ResilientConnector``) is preferred so that the call gets its timeouts and retries."""
+    inner = getattr(connector, "inner", connector)
+    if not isinstance(inner, SessionTerminator):
+        return None
+    return connector if isinstance(connector, SessionTerminator) else inner
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from connectors.base import (
     GroupLister,
     IdpUser,
     RateLimited,
+    SessionTerminator,
     Target,
     Transient,
 )
@@ -168,6 +169,13 @@ class ResilientConnector:
         if not isinstance(inner, GroupLister):
             raise ConfigError(f"{self.name}: this connector cannot list groups")
         return await self._call(inner.list_groups)
+
+    async def terminate_sessions(self, user: IdpUser) -> None:
+        """Only for an inner ``SessionTerminator``: find the capability with ``session_terminator``."""
+        inner = self.inner
+        if not isinstance(inner, SessionTerminator):
+            raise ConfigError(f"{self.name}: this connector cannot end sessions")
+        await self._call(lambda: inner.terminate_sessions(user))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

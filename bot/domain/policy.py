@@ -198,6 +198,8 @@ class Eligibility(Strict):
     approvals: tuple[ApprovalLayer, ...] = ()
     extension: Extension = Extension()
     enforce: bool = False
+    # On every revoke, also end the user's sign-in sessions at the IdP (connectors that can).
+    terminate_sessions: bool = False
     break_glass: BreakGlass | None = None
     # Who may request on behalf of an eligible requestor (admins always may).
     delegates: Principals = Principals()

@@ -23,7 +23,16 @@ from bot.services import notices
 from bot.services.claims import claim_grants, holder_filter, lock_holder
 from bot.services.requests import load_request, load_votes
 from bot.services.runtime import Runtime
-from connectors.base import ConnectorError, IdpUser, NotFound, RateLimited, Target, TargetKind
+from connectors.base import (
+    ConfigError,
+    ConnectorError,
+    IdpUser,
+    NotFound,
+    RateLimited,
+    Target,
+    TargetKind,
+    session_terminator,
+)
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
 log = logging.getLogger(__name__)
@@ -246,7 +255,11 @@ class GrantService:
                     to_call.append(g)
         if not to_call:
             return
-        outcomes = await asyncio.gather(*(self._revoke_at_idp(g) for g in to_call))
+        end_sessions = {g.id for g in to_call if getattr(rt.eligibility(reqs[g.request_id].eligibility),
+                                                        "terminate_sessions", False)}
+        session_errors: dict[str, str] = {}
+        outcomes = await asyncio.gather(*(self._revoke_at_idp(g, end_sessions=g.id in end_sessions,
+                                                              session_errors=session_errors) for g in to_call))
         async with rt.db.transaction() as session:
             rows = {r.id: r for r in (await session.execute(select(Grant).where(
                 Grant.id.in_([g.id for g in to_call])).with_for_update())).scalars()}
@@ -259,6 +272,8 @@ class GrantService:
                     row.owns_membership = False
                     await self._ended(session, row, kept=None, req=reqs[row.request_id],
                                       votes=votes.get(row.request_id, []))
+                    if row.id in end_sessions:
+                        await self._sessions_outcome(session, row, reqs[row.request_id], session_errors.get(row.id))
                 else:
                     await self._revoke_failed(session, row, error)
 
@@ -271,16 +286,44 @@ class GrantService:
             out.setdefault(v.request_id, []).append(v)
         return out
 
-    async def _revoke_at_idp(self, g: Grant) -> ConnectorError | None:
+    async def _revoke_at_idp(self, g: Grant, *, end_sessions: bool = False,
+                             session_errors: dict[str, str] | None = None) -> ConnectorError | None:
         try:
             try:
                 user = await self._idp_user(g)
             except NotFound:
                 return None  # the account is gone at the IdP: no membership is left to remove
-            await self.rt.connector(g.connector).revoke(user, target_of(g), grant_id=g.id)
-            return None
+            connector = self.rt.connector(g.connector)
+            await connector.revoke(user, target_of(g), grant_id=g.id)
         except ConnectorError as exc:
             return exc
+        if end_sessions:  # best effort: a failure is audited and alerted, never holds the revoke back
+            errors = session_errors if session_errors is not None else {}
+            terminator = session_terminator(connector)
+            try:
+                if terminator is None:
+                    raise ConfigError("no session capability", user_message=f"{g.connector} cannot end sessions.")
+                await terminator.terminate_sessions(user)
+            except ConnectorError as exc:
+                errors[g.id] = exc.user_message
+            except Exception as exc:  # a bug in one connector must not leave the revoke unrecorded
+                log.exception("terminate_sessions failed for grant %s", g.id)
+                errors[g.id] = type(exc).__name__
+        return None
+
+    async def _sessions_outcome(self, session: AsyncSession, g: Grant, req: AccessRequest, error: str | None) -> None:
+        rt, now = self.rt, self.rt.clock.now()
+        snap = await self._snap(session, req, g)
+        if error is None:
+            await notices.record(rt, session, at=now, kind="sessions_ended", actor=notices.SYSTEM, req=req, snap=snap,
+                                 detail={"grant": g.id}, text=f"sign-in sessions of {g.user_email} ended")
+            return
+        await notices.record(rt, session, at=now, kind="sessions_not_ended", actor=notices.SYSTEM, req=req, snap=snap,
+                             detail={"grant": g.id, "error": error},
+                             text=f"access removed, but ending sign-in sessions failed: {error}")
+        notices.alert(session, at=now, snap=snap,
+                      text=f"Access of {g.user_email} ({req.id}) was removed, but their sign-in sessions at "
+                           f"{g.connector} could not be ended: {error} — end them by hand.")
 
     async def _ended(self, session: AsyncSession, g: Grant, *, kept: str | None,
                      req: AccessRequest | None = None, votes: list[ApprovalVote] | None = None) -> None:

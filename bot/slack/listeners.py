@@ -63,7 +63,10 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             return await identity.email(client, user_id)
         except NoEmail:
             if respond is not None:
-                await respond(response_type="ephemeral", text=NO_EMAIL)
+                try:
+                    await respond(response_type="ephemeral", text=NO_EMAIL)
+                except ValueError:  # an App Home click has no response_url: tell them in a DM instead
+                    await client.chat_postMessage(channel=user_id, text=NO_EMAIL)
             return None
 
     async def answer(body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, text: str) -> None:

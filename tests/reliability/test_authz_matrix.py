@@ -10,7 +10,6 @@ cells in ``ALLOWED`` may change anything; every other cell must change nothing a
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from bot.services.clock import ManualClock
 from bot.slack import ids
 from storage.tables import AccessRequest, ApprovalVote, Event, Grant, OutboxMessage
 from tests.conftest import DbFactory
+from tests.services.stack import Stack
 from tests.slack.harness import Env, slack_env
 
 STRANGER = "U7MALLORY"
@@ -89,7 +89,7 @@ class World:
         return req.id
 
     @property
-    def stack(self) -> Any:
+    def stack(self) -> Stack:
         return self.env.stack
 
     @property
@@ -172,9 +172,6 @@ async def _run_matrix(env: Env, state: str) -> list[str]:
                 if not told or not all(t and "Traceback" not in t and len(t) < 600 for t in told):
                     problems.append(f"{cell}: no clear answer ({told})")
     return problems
-
-
-Runner = Callable[[Env, str], Awaitable[list[str]]]
 
 
 @pytest.mark.parametrize("db_factory", ["sqlite"], indirect=True)  # authorisation, not the database

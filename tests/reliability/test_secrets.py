@@ -103,7 +103,8 @@ async def _run_the_loop(env: Env, fake: FakeOkta, loaded: LoadedPolicy) -> None:
     await env.sender.command("U1ALICE", "")
     modal = env.slack.modal_stack("U1ALICE")[-1]
     await env.sender.click_in_view("U1ALICE", modal.id, ids.A_ELIGIBILITY, choice="okta-admin")
-    res = await env.sender.submit_view("U1ALICE", modal.id, {ids.A_JUSTIFICATION: "rotate keys", ids.A_DURATION: "3600"})
+    res = await env.sender.submit_view("U1ALICE", modal.id,
+                                       {ids.A_JUSTIFICATION: "rotate keys", ids.A_DURATION: "3600"})
     assert res.status == 200, res.body
     await env.settle()
     approve = next(m for m in env.slack.dm_messages("U2BOB") if "okta-admin" in str(m.blocks))

@@ -50,7 +50,8 @@ EXTRA = """
         min_approvals: 2
         timeout: 1h
 """
-POLICY_TEXT = POLICY.replace("      readonly: []\n", "      readonly: []\n      db-admins: [dave@example.com]\n") + EXTRA
+POLICY_TEXT = POLICY.replace("      readonly: []\n",
+                             "      readonly: []\n      db-admins: [dave@example.com]\n") + EXTRA
 STANDING = {"prod-admins": {"erin@example.com"}, "readonly": set(), "db-admins": {"dave@example.com"}}
 LAYER_GROUPS = {"prod-admin": [{"bob@example.com", "carol@example.com"}, {"dave@example.com", "carol@example.com"}],
                 "db-admin": [{"bob@example.com", "carol@example.com", "dave@example.com"}]}
