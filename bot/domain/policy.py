@@ -167,6 +167,9 @@ class Reports(Strict):
     timezone: str = "UTC"
     period: Duration = timedelta(days=7)
     enabled: bool = True
+    # Attach the weekly PNG chart (Slack's external-upload API). Needs the `files:write` bot scope,
+    # which the shipped manifest leaves out for least privilege: add it to the app before enabling.
+    attach_chart: bool = False
 
     @model_validator(mode="after")
     def _valid(self) -> Reports:

@@ -81,7 +81,8 @@ class ScheduledJobs:
             await append_event(self.rt.db, session, at=now, kind="review_posted", actor="jitbot", detail=detail)
             enqueue(session, at=now, order_key="report", kind="report",
                     payload={"text": text, "since": review.since.isoformat(), "until": review.until.isoformat(),
-                             "weekly": [[w.isoformat(), g, b] for w, g, b in review.weekly]})
+                             "weekly": [[w.isoformat(), g, b] for w, g, b in review.weekly],
+                             "attach_chart": self.rt.policy.reports.attach_chart})
 
         written = await kvstate.compare_and_set(self.rt.db, REVIEW_KEY, decide, then)
         return 1 if written and written["posted"] else 0

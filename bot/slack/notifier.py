@@ -125,9 +125,31 @@ class SlackNotifier:
         return Delivery(new)
 
     async def _report(self, p: dict[str, Any]) -> Delivery:
-        await self.client.chat_postMessage(channel=self.audit_channel, text=blocks.cut(p["text"], 39000),
-                                           mrkdwn=True)
+        resp = await self.client.chat_postMessage(channel=self.audit_channel, text=blocks.cut(p["text"], 39000),
+                                                  mrkdwn=True)
+        if p.get("attach_chart") and p.get("weekly"):
+            await self._attach_chart(p, channel=str(resp["channel"]), thread_ts=str(resp["ts"]))
         return Delivery()
+
+    async def _attach_chart(self, p: dict[str, Any], *, channel: str, thread_ts: str) -> None:
+        """Upload the weekly chart under the review post. The text is already out, so a failed upload
+        is reported in the thread and not retried (a retry would post the review twice)."""
+        from datetime import date
+
+        from bot.reports.chart import weekly_chart_png
+
+        weekly = [(date.fromisoformat(str(w)[:10]), float(g), float(b)) for w, g, b in p["weekly"]]
+        png = weekly_chart_png(weekly)
+        try:
+            await self.client.files_upload_v2(channel=channel, thread_ts=thread_ts, content=png,
+                                              filename="jit-access-per-week.png",
+                                              title="Privileged access per week vs standing baseline")
+        except SlackApiError as exc:
+            error = exc.response.get("error", "") if isinstance(exc.response.data, dict) else ""
+            log.warning("report chart upload failed: %s", error)
+            hint = " (add the files:write scope to the Slack app)" if error == "missing_scope" else ""
+            await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                               text=f"The chart could not be attached: {error}{hint}.")
 
     async def _transition_notice(self, p: dict[str, Any]) -> Delivery:
         channel = await self._dm(await self.slack_user(p["email"]))

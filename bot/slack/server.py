@@ -42,12 +42,25 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
     async def healthz(_: web.Request) -> web.Response:
         db_ok = await rt.db.ping()
         age: float | None = None
+        oldest = 0.0
         if db_ok:
             async with rt.db.sessions() as session:
                 beat = (await session.execute(select(func.max(WorkerHeartbeat.beat_at)))).scalar()
+                oldest = await oldest_overdue_s(session)
             age = (rt.clock.now() - beat).total_seconds() if beat else None
-        body = {"database": "ok" if db_ok else "unreachable", "worker_heartbeat_age_s": age}
+        # 503 only when this process cannot work (no database): a restart would not fix an IdP outage,
+        # so overdue revocations and a silent worker show as "degraded" (and in /metrics and alerts).
+        degraded = oldest > 60 or (age is not None and age > 30)
+        body = {"status": "unavailable" if not db_ok else "degraded" if degraded else "ok",
+                "database": "ok" if db_ok else "unreachable", "worker_heartbeat_age_s": age,
+                "oldest_overdue_revocation_s": round(oldest, 1)}
         return web.json_response(body, status=200 if db_ok else 503)
+
+    async def oldest_overdue_s(session: Any) -> float:
+        now = rt.clock.now()
+        first = (await session.execute(select(func.min(Grant.expires_at)).where(
+            Grant.status.in_(["active", "revoking"]), Grant.expires_at < now))).scalar()  # type: ignore[attr-defined]
+        return max(0.0, (now - first).total_seconds()) if first else 0.0
 
     async def metrics(_: web.Request) -> web.Response:
         lines = []
@@ -63,7 +76,9 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
                 Grant.status.in_(["active", "revoking"]), Grant.expires_at < now))).scalar()  # type: ignore[attr-defined]
             pending = (await session.execute(select(func.count()).select_from(OutboxMessage).where(
                 OutboxMessage.status == "pending"))).scalar()
-        lines += [f"jitbot_revocations_overdue {overdue}", f"jitbot_outbox_pending {pending}"]
+            oldest = await oldest_overdue_s(session)
+        lines += [f"jitbot_revocations_overdue {overdue}", f"jitbot_revocation_oldest_overdue_seconds {oldest:.1f}",
+                  f"jitbot_outbox_pending {pending}"]
         return web.Response(text="\n".join(["# TYPE jitbot_requests gauge", *lines]) + "\n",
                             content_type="text/plain")
 
