@@ -100,9 +100,20 @@ def request_modal(eligibilities: list[Eligibility], selected: str | None = None,
                      "max_length": 3000}},
     ]
     if elig.require_ticket:
+        # With break-glass on offer the field is optional for Slack's client; the server still requires
+        # a ticket for a normal request (an inline error), and none for breaking glass.
         blocks.append({"type": "input", "block_id": ids.B_TICKET, "label": plain("Ticket", 2000),
+                       "optional": elig.break_glass is not None,
                        "element": {"type": "plain_text_input", "action_id": ids.A_TICKET,
                                    "placeholder": plain("e.g. OPS-1234", 150)}})
+    if elig.break_glass is not None:
+        bg_max = format_duration(elig.break_glass.max_duration)
+        blocks.append({"type": "input", "block_id": ids.B_BREAKGLASS, "optional": True,
+                       "label": plain("Emergency", 2000),
+                       "hint": plain(f"Grants at once without approval, for at most {bg_max}. Security is alerted "
+                                     "and the approvers review it afterwards. Say why above.", 2000),
+                       "element": {"type": "checkboxes", "action_id": ids.A_BREAKGLASS, "options": [
+                           {"text": plain("Break glass: grant now without approval"), "value": "breakglass"}]}})
     blocks.append({"type": "input", "block_id": ids.B_STARTS, "optional": True,
                    "label": plain("Start later (optional)", 2000),
                    "hint": plain("Leave empty to start as soon as it is approved.", 2000),

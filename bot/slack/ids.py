@@ -24,6 +24,7 @@ B_DURATION, A_DURATION = "duration", "duration_select"
 B_JUSTIFICATION, A_JUSTIFICATION = "justification", "justification_input"
 B_TICKET, A_TICKET = "ticket", "ticket_input"
 B_REASON, A_REASON = "reason", "reason_input"
+B_BREAKGLASS, A_BREAKGLASS = "breakglass", "breakglass_checkbox"
 B_ON_BEHALF, A_ON_BEHALF = "on_behalf", "on_behalf_user"
 B_STARTS, A_STARTS = "starts_at", "starts_at_picker"
 

@@ -10,6 +10,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.domain.durations import format_duration
 from bot.domain.requests import Decision, PolicyViolation
 from bot.services import queries
 from bot.services.admin import AdminService
@@ -158,6 +159,12 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             block = fields.get(exc.field or "", ids.B_ELIGIBILITY)
             return ids.B_ELIGIBILITY if block == ids.B_TICKET and ids.B_TICKET not in values else block
 
+        checked = values.get(ids.B_BREAKGLASS, {}).get(ids.A_BREAKGLASS, {}).get("selected_options") or []
+        if any(o.get("value") == "breakglass" for o in checked):
+            await break_glass_from_modal(ack, client, user_id, pick(ids.B_ELIGIBILITY, ids.A_ELIGIBILITY) or "",
+                                         timedelta(seconds=duration_s),
+                                         pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "")
+            return
         # Everything that needs no I/O is checked before the ack, so it comes back as inline errors
         # within Slack's 3 s; the rest (identity, eligibility, the database) runs after the ack.
         try:
@@ -187,6 +194,31 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         except PolicyViolation as exc:
             await client.chat_postMessage(channel=user_id,
                                           text=f"Your request was not submitted: {blocks.esc(str(exc))}")
+
+    async def break_glass_from_modal(ack: AsyncAck, client: AsyncWebClient, user_id: str, eligibility: str,
+                                     duration: timedelta, reason: str) -> None:
+        """The modal's break-glass checkbox: the same rules as ``/jit breakglass``; the justification is the
+        required reason."""
+        elig = rt.eligibility(eligibility)
+        if elig is None or elig.break_glass is None:
+            await ack(response_action="errors", errors={ids.B_BREAKGLASS: "This access has no break-glass option."})
+            return
+        if duration > elig.break_glass.max_duration:
+            limit = format_duration(elig.break_glass.max_duration)
+            await ack(response_action="errors", errors={ids.B_DURATION: f"Break-glass allows at most {limit}."})
+            return
+        if len(reason.strip()) < 3:
+            await ack(response_action="errors", errors={ids.B_JUSTIFICATION: "Say why you are breaking glass."})
+            return
+        await ack()
+        try:
+            email = await identity.email(client, user_id)
+            await glass.invoke(requester=email, eligibility=elig.name, duration=duration,
+                               justification=reason, requester_slack=user_id)
+        except NoEmail:
+            await client.chat_postMessage(channel=user_id, text="Break-glass refused: " + NO_EMAIL)
+        except PolicyViolation as exc:
+            await client.chat_postMessage(channel=user_id, text=f"Break-glass refused: {blocks.esc(str(exc))}")
 
     @app.action(ids.A_ELIGIBILITY)
     async def eligibility_picked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],

@@ -199,3 +199,28 @@ async def test_modal_start_time_schedules_the_grant(db_factory: DbFactory, clock
         env.clock.advance(timedelta(hours=2))
         await env.settle()
         assert await env.stack.is_member("alice@example.com", "readonly")
+
+
+async def test_break_glass_from_the_modal_checkbox_grants_at_once_with_the_reason(db_factory: DbFactory,
+                                                                                  clock: ManualClock) -> None:
+    async with slack_env(db_factory(), _policy(), clock) as env:
+        await env.sender.command("U1ALICE", "")
+        modal = env.slack.modal_stack("U1ALICE")[-1]
+        await env.sender.click_in_view("U1ALICE", modal.id, ids.A_ELIGIBILITY, choice="db-admin")
+        modal = env.slack.modal_stack("U1ALICE")[-1]
+        assert ids.A_BREAKGLASS in str(modal.blocks)
+        # over the break-glass maximum (1h): an inline error, nothing granted
+        res = await env.sender.submit_view("U1ALICE", modal.id, {ids.A_JUSTIFICATION: "primary is down",
+                                                                 ids.A_DURATION: str(4 * 3600),
+                                                                 ids.A_BREAKGLASS: ["breakglass"]})
+        assert res.body["response_action"] == "errors" and ids.B_DURATION in res.body["errors"]
+        assert await _rows(env) == []
+        res = await env.sender.submit_view("U1ALICE", modal.id, {ids.A_JUSTIFICATION: "primary is down",
+                                                                 ids.A_DURATION: "1800",
+                                                                 ids.A_BREAKGLASS: ["breakglass"]})
+        assert res.status == 200 and not res.body
+        await env.settle()
+        rows = await _rows(env)
+        assert [r.kind for r in rows] == ["breakglass"] and rows[0].justification == "primary is down"
+        assert await env.stack.is_member("alice@example.com", "db-admins")
+        assert any("BREAK-GLASS" in m.text for m in env.slack.messages(SECURITY))
