@@ -22,7 +22,7 @@ from urllib.parse import quote, urlparse
 import aiohttp
 import msal
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.base import (
     Check,
@@ -38,6 +38,7 @@ from connectors.base import (
     Target,
     Transient,
 )
+from connectors.rest import validate_settings
 
 log = logging.getLogger(__name__)
 
@@ -371,9 +372,5 @@ def _seconds(value: str | None) -> float:
 
 def from_settings(name: str, settings: dict[str, Any]) -> EntraConnector:
     """Build an Entra connector from its policy settings (validated; secrets kept as ``SecretStr``)."""
-    try:
-        parsed = EntraSettings.model_validate(settings)
-    except ValidationError as exc:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"entra connector {name!r}: {fields}") from None
+    parsed = validate_settings(EntraSettings, settings, label=f"entra connector {name!r}")
     return EntraConnector(name, parsed)

@@ -33,7 +33,7 @@ from urllib.parse import quote
 import aiohttp
 from google.auth import crypt
 from google.auth import jwt as google_jwt
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.base import (
     Check,
@@ -41,7 +41,6 @@ from connectors.base import (
     ConnectorError,
     GrantResult,
     IdpUser,
-    NotFound,
     PermissionDenied,
     RateLimited,
     Target,
@@ -49,6 +48,7 @@ from connectors.base import (
     Transient,
     parse_target_ref,
 )
+from connectors.rest import error_for_status, exchange, validate_settings
 
 log = logging.getLogger(__name__)
 
@@ -221,23 +221,9 @@ class GoogleWorkspaceConnector:
         """One Directory API call; a 401 refreshes the token once. Returns (status, json, headers)."""
         for attempt in (1, 2):
             token = await self._access_token(force=attempt == 2)
-            try:
-                async with self._http().request(
-                    method,
-                    self._api + path,
-                    params=params,
-                    json=body,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=self._timeout,
-                ) as resp:
-                    data = await resp.json(content_type=None)
-                    status, headers = resp.status, resp.headers
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise Transient(
-                    f"{self.name}: {method} {path} failed ({type(exc).__name__}: {exc})"
-                ) from None
-            except ValueError:
-                data, status, headers = None, resp.status, resp.headers
+            status, data, headers = await exchange(
+                self._http(), method, self._api + path, name=self.name, path=path, params=params, json=body,
+                headers={"Authorization": f"Bearer {token}"}, timeout=self._timeout)
             log.debug("%s: %s %s -> %s", self.name, method, path, status)
             if status != 401 or attempt == 2:
                 return status, data, headers
@@ -245,20 +231,10 @@ class GoogleWorkspaceConnector:
 
     def _error(self, status: int, data: Any, headers: Any, what: str) -> ConnectorError:
         reason, message = _google_error(data)
-        detail = f"{self.name}: {what}: {status} {reason} {message}".rstrip()
-        if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS):
-            return RateLimited(
-                detail, retry_after=retry_after_seconds(headers, self._config.default_retry_after)
-            )
-        if status in (401, 403):
-            return PermissionDenied(
-                detail, user_message="The access bot is not allowed to do that in Google Workspace."
-            )
-        if status == 404:
-            return NotFound(detail, user_message="Google Workspace does not know that user or group.")
-        if status >= 500 or status == 408:
-            return Transient(detail)
-        return ConnectorError(detail)
+        return error_for_status(status, f"{self.name}: {what}: {status} {reason} {message}".rstrip(),
+                                provider="Google Workspace", subject="user or group",
+                                retry_after=retry_after_seconds(headers, self._config.default_retry_after),
+                                rate_limited=status == 403 and reason in RATE_LIMIT_REASONS)
 
     @staticmethod
     def _group(target: Target | str) -> str:
@@ -401,11 +377,5 @@ class GoogleWorkspaceConnector:
 
 def from_settings(name: str, settings: dict[str, Any]) -> GoogleWorkspaceConnector:
     """Build the connector from its policy settings."""
-    try:
-        config = GoogleWorkspaceConfig.model_validate(settings)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"connector {name!r}: {problems}") from None
+    config = validate_settings(GoogleWorkspaceConfig, settings, label=f"connector {name!r}")
     return GoogleWorkspaceConnector(name, config)

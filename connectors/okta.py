@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlparse
 import aiohttp
 from okta.client import Client
 from okta.http_client import HTTPClient
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.base import (
     Check,
@@ -43,6 +43,7 @@ from connectors.base import (
     Target,
     Transient,
 )
+from connectors.rest import validate_settings
 
 log = logging.getLogger(__name__)
 
@@ -382,9 +383,5 @@ def _retry_after(headers: Any) -> float:
 
 def from_settings(name: str, settings: dict[str, Any]) -> OktaConnector:
     """Build an Okta connector from its policy settings (validated; secrets kept as ``SecretStr``)."""
-    try:
-        parsed = OktaSettings.model_validate(settings)
-    except ValidationError as exc:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"okta connector {name!r}: {fields}") from None
+    parsed = validate_settings(OktaSettings, settings, label=f"okta connector {name!r}")
     return OktaConnector(name, parsed)

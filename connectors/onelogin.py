@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.base import (
     Check,
@@ -37,7 +37,6 @@ from connectors.base import (
     ConnectorError,
     GrantResult,
     IdpUser,
-    NotFound,
     PermissionDenied,
     RateLimited,
     Target,
@@ -45,6 +44,7 @@ from connectors.base import (
     Transient,
     parse_target_ref,
 )
+from connectors.rest import error_for_status, exchange, validate_settings
 
 log = logging.getLogger(__name__)
 
@@ -152,44 +152,18 @@ class OneLoginConnector:
         for attempt in (1, 2):
             token = await self._access_token(force=attempt == 2)
             auth = f"bearer:{token}" if v1 else f"bearer {token}"  # as each API version documents it
-            try:
-                async with self._http().request(
-                    method,
-                    self._base + path,
-                    params=params,
-                    json=body,
-                    headers={"Authorization": auth},
-                    timeout=self._timeout,
-                ) as resp:
-                    status, headers = resp.status, resp.headers
-                    try:
-                        data = await resp.json(content_type=None)
-                    except ValueError:
-                        data = None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise Transient(
-                    f"{self.name}: {method} {path} failed ({type(exc).__name__}: {exc})"
-                ) from None
+            status, data, headers = await exchange(
+                self._http(), method, self._base + path, name=self.name, path=path, params=params, json=body,
+                headers={"Authorization": auth}, timeout=self._timeout)
             log.debug("%s: %s %s -> %s", self.name, method, path, status)
             if status != 401 or attempt == 2:
                 return status, data, headers
         raise AssertionError("unreachable")
 
     def _error(self, status: int, data: Any, headers: Any, what: str) -> ConnectorError:
-        detail = f"{self.name}: {what}: {status} {_message(data)}".rstrip()
-        if status == 429:
-            return RateLimited(
-                detail, retry_after=retry_after_seconds(headers, self._config.default_retry_after)
-            )
-        if status in (401, 403):
-            return PermissionDenied(
-                detail, user_message="The access bot is not allowed to do that in OneLogin."
-            )
-        if status == 404:
-            return NotFound(detail, user_message="OneLogin does not know that user or role.")
-        if status >= 500 or status == 408:
-            return Transient(detail)
-        return ConnectorError(detail)
+        return error_for_status(status, f"{self.name}: {what}: {status} {_message(data)}".rstrip(),
+                                provider="OneLogin", subject="user or role",
+                                retry_after=retry_after_seconds(headers, self._config.default_retry_after))
 
     @staticmethod
     def _role(target: Target | str) -> str:
@@ -328,11 +302,5 @@ class OneLoginConnector:
 
 def from_settings(name: str, settings: dict[str, Any]) -> OneLoginConnector:
     """Build the connector from its policy settings."""
-    try:
-        config = OneLoginConfig.model_validate(settings)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"connector {name!r}: {problems}") from None
+    config = validate_settings(OneLoginConfig, settings, label=f"connector {name!r}")
     return OneLoginConnector(name, config)

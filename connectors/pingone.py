@@ -26,7 +26,7 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
 
 from connectors.base import (
@@ -35,7 +35,6 @@ from connectors.base import (
     ConnectorError,
     GrantResult,
     IdpUser,
-    NotFound,
     PermissionDenied,
     RateLimited,
     Target,
@@ -43,6 +42,7 @@ from connectors.base import (
     Transient,
     parse_target_ref,
 )
+from connectors.rest import error_for_status, exchange, validate_settings
 
 log = logging.getLogger(__name__)
 
@@ -157,45 +157,20 @@ class PingOneConnector:
         path = urlsplit(url).path
         for attempt in (1, 2):
             token = await self._access_token(force=attempt == 2)
-            try:
-                # spaces as %20 as PingOne documents; next links are used exactly as sent
-                query = "?" + urlencode(params, quote_via=quote) if params else ""
-                async with self._http().request(
-                    method,
-                    URL(url + query, encoded=True),
-                    json=body,
-                    timeout=self._timeout,
-                    headers={"Authorization": f"Bearer {token}"},
-                ) as resp:
-                    status, headers = resp.status, resp.headers
-                    try:
-                        data = await resp.json(content_type=None)
-                    except ValueError:
-                        data = None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise Transient(
-                    f"{self.name}: {method} {path} failed ({type(exc).__name__}: {exc})"
-                ) from None
+            # spaces as %20 as PingOne documents; next links are used exactly as sent
+            query = "?" + urlencode(params, quote_via=quote) if params else ""
+            status, data, headers = await exchange(
+                self._http(), method, URL(url + query, encoded=True), name=self.name, path=path, json=body,
+                timeout=self._timeout, headers={"Authorization": f"Bearer {token}"})
             log.debug("%s: %s %s -> %s", self.name, method, path, status)
             if status != 401 or attempt == 2:
                 return status, data, headers
         raise AssertionError("unreachable")
 
     def _error(self, status: int, data: Any, headers: Any, what: str) -> ConnectorError:
-        detail = f"{self.name}: {what}: {status} {_message(data)}".rstrip()
-        if status == 429:
-            return RateLimited(
-                detail, retry_after=retry_after_seconds(headers, self._config.default_retry_after)
-            )
-        if status in (401, 403):
-            return PermissionDenied(
-                detail, user_message="The access bot is not allowed to do that in PingOne."
-            )
-        if status == 404:
-            return NotFound(detail, user_message="PingOne does not know that user or group.")
-        if status >= 500 or status == 408:
-            return Transient(detail)
-        return ConnectorError(detail)
+        return error_for_status(status, f"{self.name}: {what}: {status} {_message(data)}".rstrip(),
+                                provider="PingOne", subject="user or group",
+                                retry_after=retry_after_seconds(headers, self._config.default_retry_after))
 
     @staticmethod
     def _group(target: Target | str) -> str:
@@ -333,11 +308,5 @@ class PingOneConnector:
 
 def from_settings(name: str, settings: dict[str, Any]) -> PingOneConnector:
     """Build the connector from its policy settings."""
-    try:
-        config = PingOneConfig.model_validate(settings)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"connector {name!r}: {problems}") from None
+    config = validate_settings(PingOneConfig, settings, label=f"connector {name!r}")
     return PingOneConnector(name, config)
