@@ -106,6 +106,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
         for i in range(flows):
             queue.put_nowait(i)
         durations: list[float] = []
+        steps: dict[str, list[float]] = {"modal": [], "ask": [], "grant": []}
         user_locks = [asyncio.Lock() for _ in range(N_USERS)]
 
         async def until(cond: object, timeout: float = 60.0) -> None:
@@ -126,6 +127,8 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
                 granted_before = sum("You now have" in m.text for m in slack.dm_messages(user))
                 await sender.command(user, "")
                 await until(lambda: len(slack.modal_stack(user)) > before_views)
+                t1 = time.perf_counter()
+                steps["modal"].append(t1 - t0)
                 view = slack.modal_stack(user)[-1]
                 if ids.A_JUSTIFICATION not in str(view.blocks):
                     raise RuntimeError(f"unexpected modal: {view.blocks}")
@@ -138,12 +141,15 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
                                  and f"<@{user}>" in str(m.blocks) and ids.APPROVE in str(m.blocks)), None)
 
                 await until(lambda: ask() is not None)
+                t2 = time.perf_counter()
+                steps["ask"].append(t2 - t1)
                 msg = ask()
                 assert msg is not None
                 await senders[(i + 1) % len(senders)].click(lead, slack.im_channel(lead), msg.ts,  # type: ignore[attr-defined]
                                                             ids.APPROVE)
                 await until(lambda: sum("You now have" in m.text for m in slack.dm_messages(user)) > granted_before)
                 durations.append(time.perf_counter() - t0)
+                steps["grant"].append(time.perf_counter() - t2)
 
         async def runner() -> None:
             while not queue.empty():
@@ -152,6 +158,9 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
         start = time.perf_counter()
         await asyncio.gather(*(runner() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+        per_method: dict[str, int] = {}
+        for c in slack.calls():
+            per_method[c.method] = per_method.get(c.method, 0) + 1
         for s in senders:
             await s.aclose()
         for p in procs:
@@ -162,7 +171,12 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
         conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         await conn.close()
-    return {"flows_per_s": flows / elapsed, "p50": pct(durations, 50), "p99": pct(durations, 99), "elapsed": elapsed}
+    out = {"flows_per_s": flows / elapsed, "p50": pct(durations, 50), "p99": pct(durations, 99), "elapsed": elapsed}
+    out["slack_calls_per_flow"] = sum(per_method.values()) / flows
+    print("Slack calls per flow: " + ", ".join(f"{m} {n / flows:.1f}" for m, n in sorted(per_method.items())))
+    for name, values in steps.items():
+        out[f"{name}_p50"], out[f"{name}_p99"] = pct(values, 50), pct(values, 99)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"database={args.database} replicas={args.replicas} flows={args.flows} concurrency={args.concurrency}")
     print(f"{'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10}")
     print(f"{r['flows_per_s']:>8.1f} {r['p50']:>10.3f} {r['p99']:>10.3f}")
+    print("steps (p50 / p99 s): " + ", ".join(f"{n} {r[n + '_p50']:.3f} / {r[n + '_p99']:.3f}"
+                                             for n in ("modal", "ask", "grant")))
     return 0
 
 

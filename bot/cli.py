@@ -306,7 +306,7 @@ class LoggingNotifier:
         return Delivery()
 
 
-def make_notifier(rt: Runtime) -> Notifier:
+def make_notifier(rt: Runtime, http: Any = None) -> Notifier:
     """Slack when ``SLACK_BOT_TOKEN`` is set; otherwise messages are logged (and counted as delivered)."""
     settings = _settings()
     if settings.SLACK_BOT_TOKEN is None:
@@ -317,7 +317,8 @@ def make_notifier(rt: Runtime) -> Notifier:
     from bot.notify.fallback import with_email
     from bot.slack.notifier import SlackNotifier
 
-    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL)
+    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL,
+                            session=http)  # an aiohttp session keeps connections alive between calls
     return with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
                                     security_channel=rt.policy.security_channel), rt)
 
@@ -338,7 +339,10 @@ async def run_worker(args: argparse.Namespace) -> int:
 
     loaded = _load(args)
     rt = await build_runtime(loaded, _database_url(args), instance_id=_settings().JITBOT_INSTANCE_ID)
-    worker = Worker(rt, OutboxDispatcher(rt.db, make_notifier(rt), rt.clock))
+    import aiohttp
+
+    http = aiohttp.ClientSession()
+    worker = Worker(rt, OutboxDispatcher(rt.db, make_notifier(rt, http), rt.clock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -352,6 +356,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await worker.stop()
+        await http.close()
         await close_runtime(rt)
     log.info("worker stopped after %d ticks", worker.ticks)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,16 +34,28 @@ class Database:
             if schema:  # an isolated schema (tests; several deployments in one database)
                 kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.read_engine = self.engine
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # Set after every commit that added outbox messages: the dispatcher delivers them at once.
+        self.outbox_ready = asyncio.Event()
+        # SQLite has one writer: writers of this process queue here (first come, first served) instead
+        # of polling the file lock in SQLite's busy handler, which sleeps up to 100 ms between tries.
+        self._write_turn = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
-            self._sqlite_single_writer()
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+            self._sqlite_connections(self.engine, immediate=True)
+            if self.engine.url.database not in (None, "", ":memory:"):
+                # Reads get their own pool with deferred BEGIN: under WAL they never wait for a writer.
+                self.read_engine = create_async_engine(url, **kwargs)
+                self._sqlite_connections(self.read_engine, immediate=False)
+        self.sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self._writers = async_sessionmaker(self.engine, expire_on_commit=False)
 
-    def _sqlite_single_writer(self) -> None:
-        # pysqlite's own transaction handling is off; every transaction is BEGIN IMMEDIATE, so a
+    @staticmethod
+    def _sqlite_connections(engine: AsyncEngine, *, immediate: bool) -> None:
+        # pysqlite's own transaction handling is off; every write transaction is BEGIN IMMEDIATE, so a
         # writer holds the database lock from its first statement (no lost updates, no fork in the
         # audit chain), and WAL lets readers carry on meanwhile.
-        sync_engine = self.engine.sync_engine
+        sync_engine = engine.sync_engine
 
         @event.listens_for(sync_engine, "connect")
         def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -56,13 +69,22 @@ class Database:
 
         @event.listens_for(sync_engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction: committed on success, rolled back on any exception."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        """A session in one transaction: committed on success, rolled back on any exception.
+
+        Never open one inside another in the same task: on SQLite the inner one would wait for the outer.
+        """
+        if self._write_turn is None:
+            async with self._writers() as session, session.begin():
+                yield session
+        else:
+            async with self._write_turn, self._writers() as session, session.begin():
+                yield session
+        if session.info.get("outbox"):
+            self.outbox_ready.set()
 
     async def lock_audit_chain(self, session: AsyncSession) -> None:
         """Serialise audit-chain appends (PostgreSQL advisory lock; SQLite already has one writer)."""
@@ -96,3 +118,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

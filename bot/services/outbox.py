@@ -60,6 +60,7 @@ def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, p
     """Add a message to the outbox inside the caller's transaction."""
     session.add(OutboxMessage(created_at=at, order_key=order_key, kind=kind, payload=payload,
                               next_attempt_at=at))
+    session.info["outbox"] = True  # Database.transaction() wakes the dispatcher after the commit
 
 
 class RecordingNotifier:
@@ -110,18 +111,43 @@ class OutboxDispatcher:
 
     async def dispatch_once(self, limit: int = 50) -> int:
         """Deliver what is due; returns how many messages were sent."""
-        # A claim holds at most one message per order key (the oldest pending one), so delivering the
-        # claimed messages concurrently keeps every request's messages in order.
+        # A claim holds at most one message per order key (the oldest pending one); each claimed key is
+        # then followed to its end by one chain, so every request's messages stay in order.
         claimed = await self.claim(limit)
         if self.concurrency <= 1:
-            return sum([await self._deliver(msg) for msg in claimed])
+            return sum([await self.chain(msg) for msg in claimed])
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(msg: OutboxMessage) -> int:
             async with gate:
-                return await self._deliver(msg)
+                return await self.chain(msg)
 
         return sum(await asyncio.gather(*(one(m) for m in claimed)))
+
+    async def run(self, wake: asyncio.Event, *, interval: float = 1.0) -> None:
+        """Deliver continuously: up to ``concurrency`` order keys at once, new heads claimed as soon as
+        a commit adds messages (``wake``) or a chain ends; at least every ``interval`` seconds."""
+        active: set[asyncio.Task[int]] = set()
+        try:
+            while True:
+                wake.clear()
+                free = self.concurrency - len(active)
+                claimed = await self.claim(free) if free > 0 else []
+                active.update(asyncio.create_task(self.chain(m)) for m in claimed)
+                waker = asyncio.create_task(wake.wait())
+                try:
+                    await asyncio.wait({*active, waker}, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waker.cancel()
+                for task in [t for t in active if t.done()]:
+                    active.discard(task)
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("outbox chain failed", exc_info=task.exception())
+        finally:
+            if active:  # let messages in flight be recorded, so that none is sent twice after a restart
+                await asyncio.wait(active, timeout=10)
+                for task in active:
+                    task.cancel()
 
     async def drain(self, *, max_rounds: int = 100) -> int:
         """Deliver until nothing is due now (tests, shutdown)."""
@@ -133,7 +159,15 @@ class OutboxDispatcher:
                 break
         return total
 
-    async def _deliver(self, msg: OutboxMessage) -> int:
+    async def chain(self, msg: OutboxMessage | None) -> int:
+        """Deliver a claimed message, then the next ones of its order key while they are due."""
+        sent = 0
+        while msg is not None:
+            ok, msg = await self._deliver(msg)
+            sent += ok
+        return sent
+
+    async def _deliver(self, msg: OutboxMessage) -> tuple[int, OutboxMessage | None]:
         now = self.clock.now()
         try:
             delivery = await self.notifier.deliver(msg.kind, msg.payload)
@@ -143,18 +177,33 @@ class OutboxDispatcher:
             log.warning("outbox %s (%s) retry in %.1fs: %s", msg.id, msg.kind, backoff, exc)
             await self._finish(msg.id, status="pending", attempts=msg.attempts + 1, error=str(exc),
                                next_at=now + timedelta(seconds=backoff))
-            return 0
+            return 0, None
         except PermanentFailure as exc:
             log.error("outbox %s (%s) failed permanently: %s", msg.id, msg.kind, exc)
             await self._finish(msg.id, status="dead", attempts=msg.attempts + 1, error=str(exc), next_at=None)
-            return 0
+            return 0, None
+        now = self.clock.now()
         async with self.db.transaction() as session:
             for ref in delivery.refs:
                 session.add(MessageRef(request_id=ref.request_id, purpose=ref.purpose, recipient=ref.recipient,
                                        channel=ref.channel, ts=ref.ts))
             await session.execute(update(OutboxMessage).where(OutboxMessage.id == msg.id)  # type: ignore[arg-type]
                                   .values(status="sent", sent_at=now, attempts=msg.attempts + 1, claimed_until=None))
-        return 1
+            # In the same transaction: claim the key's next message, so that it follows without a round trip.
+            head = (select(OutboxMessage.id).where(OutboxMessage.order_key == msg.order_key,
+                                                   OutboxMessage.status == "pending")
+                    .order_by(OutboxMessage.id).limit(1))  # type: ignore[arg-type]
+            free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)  # type: ignore[union-attr,operator]
+            next_id = (await session.execute(
+                update(OutboxMessage).where(OutboxMessage.id == head.scalar_subquery(),  # type: ignore[arg-type]
+                                            OutboxMessage.next_attempt_at <= now, free)  # type: ignore[operator]
+                .values(claimed_until=now + self.lease, claimed_by=self.owner).returning(OutboxMessage.id)
+            )).scalar_one_or_none()
+            following = None
+            if next_id is not None:
+                following = (await session.execute(
+                    select(OutboxMessage).where(OutboxMessage.id == next_id))).scalar_one()  # type: ignore[arg-type]
+        return 1, following
 
     async def _finish(self, msg_id: int | None, *, status: str, attempts: int, error: str,
                       next_at: datetime | None) -> None:

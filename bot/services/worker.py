@@ -70,6 +70,8 @@ class Worker:
         self._dispatch_lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
         self._kicker: asyncio.Task[None] | None = None
+        self._dispatching: asyncio.Task[None] | None = None
+        self._interval = 1.0
         self.ticks = 0
 
     async def recover(self) -> int:
@@ -138,16 +140,6 @@ class Worker:
         except Exception:  # one bad tick must not stop the schedule; the next tick retries
             log.exception("worker tick failed")
 
-    async def _safe_dispatch(self) -> None:
-        try:
-            while await self.dispatch_tick():
-                pass
-        except Exception:
-            log.exception("outbox dispatch failed")
-
-    async def _both(self) -> None:
-        await asyncio.gather(self._safe_tick(), self._safe_dispatch())
-
     async def _kick_loop(self) -> None:
         try:
             freed = await self.recover()
@@ -155,22 +147,33 @@ class Worker:
                 log.warning("released %d claim(s) left by an earlier run", freed)
         except Exception:
             log.exception("claim recovery failed; leases will expire instead")
-        await self._both()
+        self._dispatching = asyncio.create_task(self._dispatch_loop())
+        await self._safe_tick()
         while True:
             await self.rt.wake.wait()
             self.rt.wake.clear()
-            await self._both()
+            await self._safe_tick()
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            try:
+                await self.dispatcher.run(self.rt.db.outbox_ready, interval=self._interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Slack or the database failing must not stop delivery for good
+                log.exception("outbox dispatch failed")
+                await asyncio.sleep(self._interval)
 
     def start(self, *, interval: float = 1.0) -> None:
-        """Tick every ``interval`` seconds and whenever a service signals that work is due now."""
+        """Tick every ``interval`` seconds and whenever a service signals that work is due now; deliver
+        the outbox continuously, in its own loop, so that a slow Slack never delays a revocation."""
         # A tick that is still busy makes APScheduler skip the next one: expected, not worth a warning.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # no line per tick
+        self._interval = interval
         self._scheduler = AsyncIOScheduler()
         self._scheduler.add_job(self._safe_tick, "interval", seconds=interval, max_instances=1, coalesce=True,
                                 id="worker-tick")
-        self._scheduler.add_job(self._safe_dispatch, "interval", seconds=interval, max_instances=1,
-                                coalesce=True, id="outbox-dispatch")
         self._scheduler.start()
         self._kicker = asyncio.create_task(self._kick_loop())
 
@@ -179,8 +182,13 @@ class Worker:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         if self._kicker is not None:
-            async with self._lock, self._dispatch_lock:  # let a tick in progress finish its transaction
+            async with self._lock:  # let a tick in progress finish its transaction
                 self._kicker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._kicker
             self._kicker = None
+        if self._dispatching is not None:  # chains in flight finish recording what they sent
+            self._dispatching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatching
+            self._dispatching = None

@@ -11,6 +11,7 @@ import signal
 import sys
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
@@ -109,7 +110,11 @@ async def run_server(args: argparse.Namespace) -> int:
         await refuse(rt, path, problems)
     else:
         await reloader.reload()
-    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL)
+    # One HTTP session (keep-alive connections) for every Web API call; without it slack_sdk opens a
+    # new session, and a new connection, per call.
+    http = aiohttp.ClientSession()
+    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL,
+                            session=http)
     # Without a signing secret (Socket Mode only) no HTTP route accepts Slack requests at all; the
     # placeholder secret below is never used to verify anything.
     http_events = settings.SLACK_SIGNING_SECRET is not None
@@ -153,6 +158,7 @@ async def run_server(args: argparse.Namespace) -> int:
             await runner.cleanup()
         if worker is not None:
             await worker.stop()
+        await http.close()
         await close_runtime(rt)
     return 0
 
