@@ -98,8 +98,11 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
         for k, port in enumerate(ports):
             env = {**os.environ, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.url,
                    "DATABASE_URL": url, "JITBOT_POLICY": str(tmp / "policy.yml"), "JITBOT_INSTANCE_ID": f"bench-{k}"}
-            procs.append(subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=open(tmp / f"replica{k}.log", "w")))
+            # BENCH_PY_ARGS="-m cProfile -o /tmp/serve.prof" profiles a replica (written when it stops).
+            py_args = os.environ.get("BENCH_PY_ARGS", "").split()
+            log = open(tmp / f"replica{k}.log", "w")  # noqa: SIM115 - closed with the temporary directory
+            procs.append(subprocess.Popen([sys.executable, *py_args, "-m", "bot.cli", "serve", "--port", str(port)],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=log))
             await wait_healthy(port)  # one at a time: the first applies migrations
         senders = [SlackSender(slack, f"http://127.0.0.1:{p}/slack/events", SECRET) for p in ports]
         queue: asyncio.Queue[int] = asyncio.Queue()

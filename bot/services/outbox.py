@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -24,6 +24,23 @@ from storage.db import Database
 from storage.tables import MessageRef, OutboxMessage
 
 log = logging.getLogger(__name__)
+
+
+# The statements of the delivery loop, built once (Core, not ORM: they run for every message sent).
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_ADD_REF = insert(MessageRef.__table__)  # type: ignore[attr-defined]
+_MARK_SENT = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("b_id"))
+              .values(status="sent", sent_at=bindparam("b_now"), attempts=bindparam("b_attempts"), claimed_until=None))
+_CLAIM_NEXT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == select(_OUTBOX.c.id).where(_OUTBOX.c.order_key == bindparam("b_key"),
+                                                      _OUTBOX.c.status == "pending")
+           .order_by(_OUTBOX.c.id).limit(1).scalar_subquery(),
+           _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
+           or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < bindparam("b_now")))
+    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+    .returning(*_OUTBOX.c)
+)
 
 
 class RetryLater(Exception):
@@ -83,6 +100,8 @@ class OutboxDispatcher:
         self.db, self.notifier, self.clock, self.owner = db, notifier, clock, owner
         self.concurrency = concurrency
         self.lease, self.max_backoff = lease, max_backoff
+        self._to_record: list[tuple[OutboxMessage, list[Ref], asyncio.Future[OutboxMessage | None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     async def claim(self, limit: int) -> list[OutboxMessage]:
         now = self.clock.now()
@@ -128,21 +147,28 @@ class OutboxDispatcher:
         """Deliver continuously: up to ``concurrency`` order keys at once, new heads claimed as soon as
         a commit adds messages (``wake``) or a chain ends; at least every ``interval`` seconds."""
         active: set[asyncio.Task[int]] = set()
+        saturated = False  # the last claim filled every free slot: more may be waiting
         try:
             while True:
                 wake.clear()
                 free = self.concurrency - len(active)
                 claimed = await self.claim(free) if free > 0 else []
+                saturated = free <= 0 or len(claimed) == free
                 active.update(asyncio.create_task(self.chain(m)) for m in claimed)
-                waker = asyncio.create_task(wake.wait())
-                try:
-                    await asyncio.wait({*active, waker}, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waker.cancel()
-                for task in [t for t in active if t.done()]:
-                    active.discard(task)
-                    if not task.cancelled() and task.exception() is not None:
-                        log.error("outbox chain failed", exc_info=task.exception())
+                while True:  # claim again on new messages, on a tick, or when a slot frees while saturated
+                    waker = asyncio.create_task(wake.wait())
+                    try:
+                        done, _ = await asyncio.wait({*active, waker}, timeout=interval,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waker.cancel()
+                    finished = [t for t in active if t.done()]
+                    for task in finished:
+                        active.discard(task)
+                        if not task.cancelled() and task.exception() is not None:
+                            log.error("outbox chain failed", exc_info=task.exception())
+                    if wake.is_set() or not done or (finished and saturated):
+                        break
         finally:
             if active:  # let messages in flight be recorded, so that none is sent twice after a restart
                 await asyncio.wait(active, timeout=10)
@@ -182,28 +208,43 @@ class OutboxDispatcher:
             log.error("outbox %s (%s) failed permanently: %s", msg.id, msg.kind, exc)
             await self._finish(msg.id, status="dead", attempts=msg.attempts + 1, error=str(exc), next_at=None)
             return 0, None
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            for ref in delivery.refs:
-                session.add(MessageRef(request_id=ref.request_id, purpose=ref.purpose, recipient=ref.recipient,
-                                       channel=ref.channel, ts=ref.ts))
-            await session.execute(update(OutboxMessage).where(OutboxMessage.id == msg.id)  # type: ignore[arg-type]
-                                  .values(status="sent", sent_at=now, attempts=msg.attempts + 1, claimed_until=None))
-            # In the same transaction: claim the key's next message, so that it follows without a round trip.
-            head = (select(OutboxMessage.id).where(OutboxMessage.order_key == msg.order_key,
-                                                   OutboxMessage.status == "pending")
-                    .order_by(OutboxMessage.id).limit(1))  # type: ignore[arg-type]
-            free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)  # type: ignore[union-attr,operator]
-            next_id = (await session.execute(
-                update(OutboxMessage).where(OutboxMessage.id == head.scalar_subquery(),  # type: ignore[arg-type]
-                                            OutboxMessage.next_attempt_at <= now, free)  # type: ignore[operator]
-                .values(claimed_until=now + self.lease, claimed_by=self.owner).returning(OutboxMessage.id)
-            )).scalar_one_or_none()
-            following = None
-            if next_id is not None:
-                following = (await session.execute(
-                    select(OutboxMessage).where(OutboxMessage.id == next_id))).scalar_one()  # type: ignore[arg-type]
-        return 1, following
+        return 1, await self._record_sent(msg, delivery.refs)
+
+    async def _record_sent(self, msg: OutboxMessage, refs: list[Ref]) -> OutboxMessage | None:
+        """Record a sent message and claim the next one of its key. Records of messages sent meanwhile
+        share one transaction (group commit): on SQLite every transaction queues for the one writer."""
+        done: asyncio.Future[OutboxMessage | None] = asyncio.get_running_loop().create_future()
+        self._to_record.append((msg, refs, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_batches())
+        return await done
+
+    async def _record_batches(self) -> None:
+        while self._to_record:
+            batch, self._to_record = self._to_record, []
+            try:
+                now = self.clock.now()
+                following: list[OutboxMessage | None] = []
+                async with self.db.transaction() as session:
+                    refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
+                             "channel": r.channel, "ts": r.ts} for _, rs, _ in batch for r in rs]
+                    if refs:
+                        await session.execute(_ADD_REF, refs)
+                    await session.execute(_MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1}
+                                                       for m, _, _ in batch])
+                    for m, _, _ in batch:  # the next message of each key, claimed in the same transaction
+                        row = (await session.execute(_CLAIM_NEXT, {"b_key": m.order_key, "b_now": now,
+                                                                   "b_until": now + self.lease,
+                                                                   "b_owner": self.owner})).first()
+                        following.append(OutboxMessage(**row._mapping) if row is not None else None)
+            except Exception as exc:  # the messages stay claimed until their lease ends, then go again
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, _, done), nxt in zip(batch, following, strict=True):
+                if not done.done():
+                    done.set_result(nxt)
 
     async def _finish(self, msg_id: int | None, *, status: str, attempts: int, error: str,
                       next_at: datetime | None) -> None:

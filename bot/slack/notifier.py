@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 PERMANENT = {"channel_not_found", "users_not_found", "user_not_found", "not_in_channel", "is_archived",
              "cannot_dm_bot", "user_disabled", "invalid_blocks", "invalid_arguments", "msg_too_long",
              "message_not_found", "cant_update_message"}
+ROOT_CACHE = 5000
 
 
 class SlackNotifier:
@@ -29,6 +30,7 @@ class SlackNotifier:
         self.security_channel = security_channel
         self._users: dict[str, str] = {}
         self._dms: dict[str, str] = {}
+        self._roots: dict[str, str] = {}  # request id -> ts of its audit thread's root (insertion order)
 
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
         try:
@@ -101,12 +103,23 @@ class SlackNotifier:
         return Delivery()
 
     async def _thread_root(self, snap: dict[str, Any]) -> tuple[str | None, list[Ref]]:
+        # A request's audit thread never moves: its root is remembered (a bounded cache) instead of
+        # being read back from the database for every audit line.
+        if (ts := self._roots.get(snap["id"])) is not None:
+            return ts, []
         refs = await message_refs(self.db, snap["id"], "audit_root")
         if refs:
+            self._remember_root(snap["id"], refs[0].ts)
             return refs[0].ts, []
         resp = await self.client.chat_postMessage(channel=self.audit_channel, text=f"Access request {snap['id']}",
                                                   blocks=blocks.audit_root(snap))
+        self._remember_root(snap["id"], str(resp["ts"]))
         return resp["ts"], [Ref(snap["id"], "audit_root", resp["channel"], resp["ts"])]
+
+    def _remember_root(self, request_id: str, ts: str) -> None:
+        self._roots[request_id] = ts
+        if len(self._roots) > ROOT_CACHE:
+            self._roots.pop(next(iter(self._roots)))
 
     async def _audit(self, p: dict[str, Any]) -> Delivery:
         snap = p.get("request")

@@ -1,0 +1,131 @@
+"""The outbox dispatcher: chains per order key, the continuous loop woken by commits, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bot.services.clock import ManualClock
+from bot.services.outbox import Delivery, OutboxDispatcher, Ref, RetryLater, enqueue, message_refs
+from storage.tables import OutboxMessage
+from tests.conftest import DbFactory
+
+
+class ScriptedNotifier:
+    """Records deliveries; fails the messages whose payload says so; can hold deliveries at a gate."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, int]] = []
+        self.gate: asyncio.Event | None = None
+        self.arrived = asyncio.Condition()
+
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
+        if self.gate is not None:
+            await self.gate.wait()
+        if payload.get("fail"):
+            raise RetryLater("slack is down")
+        async with self.arrived:
+            self.delivered.append((payload["key"], payload["n"]))
+            self.arrived.notify_all()
+        return Delivery([Ref(payload["key"], f"msg:{payload['n']}", "C1", f"{payload['n']}.0001")])
+
+    async def wait_for(self, count: int) -> None:
+        async with self.arrived:
+            await asyncio.wait_for(self.arrived.wait_for(lambda: len(self.delivered) >= count), timeout=30)
+
+
+async def _enqueue(db: Any, clock: ManualClock, key: str, numbers: range, **extra: Any) -> None:
+    async with db.transaction() as session:
+        for n in numbers:
+            enqueue(session, at=clock.now(), order_key=key, kind="note", payload={"key": key, "n": n, **extra})
+
+
+async def _statuses(db: Any) -> dict[str, int]:
+    async with db.sessions() as session:
+        rows = await session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
+        return {status: count for status, count in rows.all()}
+
+
+async def test_one_claim_delivers_a_whole_key_in_order(db_factory: DbFactory, clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+    notifier = ScriptedNotifier()
+    await _enqueue(db, clock, "R-A", range(4))
+    await _enqueue(db, clock, "R-B", range(3))
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
+
+    assert await dispatcher.dispatch_once() == 7  # the heads are claimed once; each chain follows its key
+    assert [n for k, n in notifier.delivered if k == "R-A"] == [0, 1, 2, 3]
+    assert [n for k, n in notifier.delivered if k == "R-B"] == [0, 1, 2]
+    assert await _statuses(db) == {"sent": 7}
+    assert [r.ts for r in await message_refs(db, "R-A")] == ["0.0001", "1.0001", "2.0001", "3.0001"]
+
+
+async def test_a_failure_stops_its_chain_and_keeps_the_order(db_factory: DbFactory, clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+    notifier = ScriptedNotifier()
+    await _enqueue(db, clock, "R-A", range(1))
+    await _enqueue(db, clock, "R-A", range(1, 2), fail=True)
+    await _enqueue(db, clock, "R-A", range(2, 3))
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
+
+    assert await dispatcher.dispatch_once() == 1
+    assert notifier.delivered == [("R-A", 0)]
+    assert await _statuses(db) == {"sent": 1, "pending": 2}
+    clock.advance(timedelta(minutes=5))  # the retry is due, but it fails again: the third still waits
+    assert await dispatcher.dispatch_once() == 0
+    assert notifier.delivered == [("R-A", 0)]
+
+
+async def test_the_loop_delivers_what_a_commit_adds_without_waiting_for_a_tick(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+    notifier = ScriptedNotifier()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", concurrency=2)
+    loop = asyncio.create_task(dispatcher.run(db.outbox_ready, interval=3600))  # no tick within the test
+    try:
+        await _enqueue(db, clock, "R-A", range(3))
+        await notifier.wait_for(3)
+        # More keys than slots: the loop claims again as chains end, so every key gets through.
+        for key in ("R-B", "R-C", "R-D", "R-E"):
+            await _enqueue(db, clock, key, range(2))
+        await notifier.wait_for(11)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    for key, count in (("R-A", 3), ("R-B", 2), ("R-C", 2), ("R-D", 2), ("R-E", 2)):
+        assert [n for k, n in notifier.delivered if k == key] == list(range(count))
+    assert await _statuses(db) == {"sent": 11}
+
+
+async def test_messages_sent_together_are_recorded_together(db_factory: DbFactory, clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+    notifier = ScriptedNotifier()
+    notifier.gate = asyncio.Event()
+    for i in range(6):
+        await _enqueue(db, clock, f"R-{i}", range(1))
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", concurrency=6)
+    transactions = 0
+    real = db.transaction
+
+    def counting() -> Any:
+        nonlocal transactions
+        transactions += 1
+        return real()
+
+    db.transaction = counting  # type: ignore[method-assign]
+    run = asyncio.create_task(dispatcher.dispatch_once())
+    while transactions < 1:  # the claim
+        await asyncio.sleep(0)
+    notifier.gate.set()  # all six deliveries finish at once
+    assert await run == 6
+    # One claim, then the six records share transactions: fewer than one each (group commit).
+    assert transactions < 1 + 6
+    assert await _statuses(db) == {"sent": 6}
+    assert len(await message_refs(db, "R-3")) == 1
