@@ -186,16 +186,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flows", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--replicas", default="1",
+                        help="replica counts to run one after the other, e.g. 1,2 (the ratio is printed)")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args(argv)
-    r = asyncio.run(run(args.flows, args.concurrency, args.replicas, args.database))
+    counts = [int(n) for n in str(args.replicas).split(",")]
     print(f"machine: {machine()}")
-    print(f"database={args.database} replicas={args.replicas} flows={args.flows} concurrency={args.concurrency}")
-    print(f"{'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10}")
-    print(f"{r['flows_per_s']:>8.1f} {r['p50']:>10.3f} {r['p99']:>10.3f}")
-    print("steps (p50 / p99 s): " + ", ".join(f"{n} {r[n + '_p50']:.3f} / {r[n + '_p99']:.3f}"
-                                             for n in ("modal", "ask", "grant")))
+    print(f"database={args.database} flows={args.flows} concurrency={args.concurrency}")
+    print(f"{'replicas':>8} {'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10}  steps (p50 / p99 s)")
+    results: list[dict[str, float]] = []
+    for n in counts:
+        r = asyncio.run(run(args.flows, args.concurrency, n, args.database))
+        results.append(r)
+        steps = ", ".join(f"{s} {r[s + '_p50']:.3f} / {r[s + '_p99']:.3f}" for s in ("modal", "ask", "grant"))
+        print(f"{n:>8} {r['flows_per_s']:>8.1f} {r['p50']:>10.3f} {r['p99']:>10.3f}  {steps}")
+    if len(results) > 1:
+        print(f"ratio {counts[-1]} vs {counts[0]} replicas: "
+              f"{results[-1]['flows_per_s'] / results[0]['flows_per_s']:.2f}x")
     return 0
 
 

@@ -1,0 +1,124 @@
+"""The commands that run or reach something: ``start``, ``worker``, ``connectors check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.cli import CliError, _database_url, _lazy, _load, _settings
+from bot.services.outbox import Delivery, Notifier
+from bot.services.runtime import Runtime
+from connectors.base import ConnectorError
+from connectors.registry import build_connector
+
+log = logging.getLogger("jitbot")
+
+
+def cmd_connectors_check(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    names = list(loaded.policy.connectors)
+    if args.name is not None:
+        if args.name not in names:
+            raise CliError(f"jitbot: no connector {args.name!r} in {loaded.path} (have: {', '.join(names)})", 2)
+        names = [args.name]
+
+    async def check_all() -> bool:
+        ok = True
+        for name in names:
+            settings = loaded.policy.connectors[name]
+            print(f"{name} ({settings.get('type')})")
+            try:
+                connector = build_connector(name, settings)
+            except (ConnectorError, ValidationError) as exc:
+                print(f"  ✗ configuration: {' '.join(str(exc).split())}")
+                ok = False
+                continue
+            try:
+                checks = await connector.check()
+            except ConnectorError as exc:
+                print(f"  ✗ check: {exc.user_message} ({exc})")
+                ok = False
+                continue
+            finally:
+                await connector.aclose()
+            for c in checks:
+                print(f"  {'✓' if c.ok else '✗'} {c.name}" + (f": {c.message}" if c.message else ""))
+                ok = ok and c.ok
+        return ok
+
+    return 0 if asyncio.run(check_all()) else 1
+
+
+class LoggingNotifier:
+    """Logs every outbox message instead of sending it: the worker's notifier until Slack is wired in."""
+
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
+        log.info("notify %s %s", kind, json.dumps(payload, sort_keys=True, default=str)[:500])
+        return Delivery()
+
+
+def make_notifier(rt: Runtime, http: Any = None) -> Notifier:
+    """Slack when ``SLACK_BOT_TOKEN`` is set; otherwise messages are logged (and counted as delivered)."""
+    settings = _settings()
+    if settings.SLACK_BOT_TOKEN is None:
+        log.warning("SLACK_BOT_TOKEN is not set: outbox messages are only logged")
+        return LoggingNotifier()
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.notify.fallback import with_email
+    from bot.slack.notifier import SlackNotifier
+
+    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL,
+                            session=http)  # an aiohttp session keeps connections alive between calls
+    return with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
+                                    security_channel=rt.policy.security_channel), rt)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """``make run``: the Slack bot when SLACK_BOT_TOKEN is set, else the local playground."""
+    if _settings().SLACK_BOT_TOKEN is not None:
+        args.socket_mode, args.no_worker = False, False
+        return int(_lazy("bot.slack.server", "serve_main")(args))
+    args.port = args.port or 8080
+    return int(_lazy("bot.playground.main", "playground_main")(args))
+
+
+async def run_worker(args: argparse.Namespace) -> int:
+    from bot.bootstrap import build_runtime, close_runtime
+    from bot.services.outbox import OutboxDispatcher
+    from bot.services.worker import Worker
+
+    loaded = _load(args)
+    rt = await build_runtime(loaded, _database_url(args), instance_id=_settings().JITBOT_INSTANCE_ID)
+    import aiohttp
+
+    http = aiohttp.ClientSession()
+    worker = Worker(rt, OutboxDispatcher(rt.db, make_notifier(rt, http), rt.clock))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        worker.start(interval=args.interval)
+        log.info("worker %s running on %s (policy %s); Ctrl-C stops it", worker.worker_id,
+                 rt.db.url.split("@")[-1], loaded.path)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await worker.stop()
+        await http.close()
+        await close_runtime(rt)
+    log.info("worker stopped after %d ticks", worker.ticks)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return asyncio.run(run_worker(args))
