@@ -297,7 +297,7 @@ class Policy(Strict):
     admins: Principals = Principals()
     directory: str | None = None
     settings: Settings = Settings()
-    connectors: dict[str, dict[str, Any]]
+    connectors: dict[str, dict[str, Any]] = Field(repr=False)  # holds interpolated credentials
     eligibilities: tuple[Eligibility, ...] = ()
     reports: Reports = Reports()
     email: Email | None = None

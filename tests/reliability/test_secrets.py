@@ -175,3 +175,12 @@ async def test_no_secret_appears_in_logs_output_slack_audit_or_database(
              for where, hays in haystacks.items() for hay in hays for name, needle in NEEDLES.items()
              if needle in hay]
     assert not leaks, "\n".join(leaks[:20])
+
+
+def test_a_loaded_policy_does_not_show_interpolated_credentials_in_its_repr() -> None:
+    text = POLICY.replace("  demo:\n    type: memory\n",
+                          "  demo:\n    type: memory\n    api_token: ${OKTA_API_TOKEN}\n", 1)
+    loaded = parse_policy(text, source="p.yml", env={"OKTA_API_TOKEN": OKTA_TOKEN})
+    assert loaded.policy.connectors["demo"]["api_token"] == OKTA_TOKEN  # the connector still gets it
+    for shown in (repr(loaded), str(loaded), repr(loaded.policy), str(loaded.policy)):
+        assert OKTA_TOKEN not in shown
