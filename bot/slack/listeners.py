@@ -9,6 +9,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import DBAPIError
 
 from bot.domain.durations import format_duration
 from bot.domain.requests import Decision, PolicyViolation
@@ -41,6 +42,8 @@ def _small_int(raw: str | None, digits: int) -> int | None:
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 NOT_A_REQUEST = "That button does not match any request."
+UNAVAILABLE = ("jitbot could not reach its database, so nothing was changed. Please try again in a minute; "
+               "if it keeps failing, tell the access team.")
 
 
 def _request_id(raw: str) -> str | None:
@@ -349,5 +352,16 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         await publish_home(client, event["user"], email)
 
     @app.error
-    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+    async def on_error(error: Exception, body: dict[str, Any], client: AsyncWebClient) -> None:
         log.error("listener failed: %s (%s)", type(error).__name__, error, exc_info=error)
+        if not isinstance(error, DBAPIError | OSError):
+            return
+        # The database is unreachable: the transaction rolled back, so nothing changed. Say so, rather
+        # than leave a click or a command without an answer.
+        user = (body.get("user") or {}).get("id") or body.get("user_id")
+        if not isinstance(user, str) or not _ID.fullmatch(user):
+            return
+        try:
+            await client.chat_postMessage(channel=user, text=UNAVAILABLE)
+        except Exception as exc:  # Slack unreachable as well: the log line above is all there is
+            log.warning("could not tell %s about the failure: %s", user, type(exc).__name__)
