@@ -329,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "worker", "Run the worker alone (expiries, grants, reminders, outbox) until SIGINT/SIGTERM.",
             _lazy("bot.run_commands", "cmd_worker"), policy=True, database=True)
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="tick interval (default 1)")
+    p.add_argument("--log-messages", action="store_true",
+                   help="without SLACK_BOT_TOKEN: log outbox messages instead of sending them (marks them sent)")
 
     p = add(sub, "serve", "Run the Slack bot (HTTP or Socket Mode) with its worker.",
             _lazy("bot.slack.server", "serve_main"), policy=True)

@@ -56,7 +56,7 @@ def cmd_connectors_check(args: argparse.Namespace) -> int:
 
 
 class LoggingNotifier:
-    """Logs every outbox message instead of sending it: the worker's notifier until Slack is wired in."""
+    """Logs every outbox message instead of sending it (``jitbot worker --log-messages``: headless runs)."""
 
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
         log.info("notify %s %s", kind, json.dumps(payload, sort_keys=True, default=str)[:500])
@@ -64,10 +64,11 @@ class LoggingNotifier:
 
 
 def make_notifier(rt: Runtime, http: Any = None) -> Notifier:
-    """Slack when ``SLACK_BOT_TOKEN`` is set; otherwise messages are logged (and counted as delivered)."""
+    """Slack when ``SLACK_BOT_TOKEN`` is set; otherwise (``--log-messages`` only) messages are logged and
+    counted as delivered."""
     settings = _settings()
     if settings.SLACK_BOT_TOKEN is None:
-        log.warning("SLACK_BOT_TOKEN is not set: outbox messages are only logged")
+        log.warning("SLACK_BOT_TOKEN is not set: outbox messages are only logged (--log-messages)")
         return LoggingNotifier()
     from slack_sdk.web.async_client import AsyncWebClient
 
@@ -95,6 +96,10 @@ async def run_worker(args: argparse.Namespace) -> int:
     from bot.services.worker import Worker
 
     loaded = _load(args)
+    if _settings().SLACK_BOT_TOKEN is None and not args.log_messages:
+        # Without Slack the messages would be logged and marked sent: lost for good. Only on request.
+        raise CliError("jitbot: SLACK_BOT_TOKEN is not set, so the worker cannot deliver Slack messages; set it, "
+                       "or pass --log-messages to log them instead (they are then marked sent)", 2)
     rt = await build_runtime(loaded, _database_url(args), instance_id=_settings().JITBOT_INSTANCE_ID)
     import aiohttp
 

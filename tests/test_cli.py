@@ -256,6 +256,14 @@ def test_connectors_check_fails_on_bad_connector_settings(tmp_path: Path, policy
     assert "✓ directory" in result.stdout and "corp (okta)\n  ✗ configuration: okta connector 'corp'" in result.stdout
 
 
+def test_worker_without_a_slack_token_refuses_to_start_unless_told_to_log_messages(
+        policy_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    assert main(["worker", "--policy", str(policy_file)]) == 2
+    err = capsys.readouterr().err
+    assert "SLACK_BOT_TOKEN is not set" in err and "--log-messages" in err
+
+
 def test_worker_runs_due_work_until_sigterm(tmp_path: Path, policy_file: Path,
                                             loaded_policy: LoadedPolicy) -> None:
     db_file = tmp_path / "worker.db"
@@ -270,8 +278,9 @@ def test_worker_runs_due_work_until_sigterm(tmp_path: Path, policy_file: Path,
     asyncio.run(submit_without_a_worker())
     script = Path(sys.executable).parent / "jitbot"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
-    proc = subprocess.Popen([*cmd, "worker", "--interval", "0.2", "--policy", str(policy_file), "--database",
-                             url(db_file)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*cmd, "worker", "--log-messages", "--interval", "0.2", "--policy", str(policy_file),
+                             "--database", url(db_file)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         deadline, status = time.monotonic() + 30, None
         pending = 1

@@ -213,7 +213,8 @@ eligibilities:
     db = Database(url)
     await db.migrate()
     env = {"DATABASE_URL": url, "JITBOT_POLICY": str(policy)}
-    procs = [Proc(["worker", "--interval", "0.2"], env, tmp_path / f"worker{i}.log", tmp_path) for i in range(2)]
+    procs = [Proc(["worker", "--log-messages", "--interval", "0.2"], env, tmp_path / f"worker{i}.log", tmp_path)
+             for i in range(2)]
     try:
         async def both_running() -> bool:
             return all("running on" in p.output() for p in procs)
