@@ -71,6 +71,12 @@ def describe(rt: Runtime, req: AccessRequest, votes: Sequence[ApprovalVote] = ()
     return snapshot(req, votes, grant, description=elig.description if elig else "", target=target)
 
 
+def audit_key(request_id: str) -> str:
+    """The order key of a request's audit-channel lines. They keep their own order (the thread root
+    first) apart from the request's DMs, so a slow audit channel never holds up a person's message."""
+    return f"{request_id}:audit"
+
+
 async def record(
     rt: Runtime,
     session: AsyncSession,
@@ -89,7 +95,7 @@ async def record(
     request_id = req.id if req is not None else None
     await append_event(rt.db, session, at=at, kind=kind, actor=actor, request_id=request_id,
                        from_state=from_state, to_state=to_state, detail=detail)
-    enqueue(session, at=at, order_key=request_id or f"event:{kind}", kind="audit",
+    enqueue(session, at=at, order_key=audit_key(request_id) if request_id else f"event:{kind}", kind="audit",
             payload={"request": snap, "event": kind, "actor": actor, "text": text})
 
 
@@ -126,5 +132,5 @@ def update_approvals(session: AsyncSession, *, at: datetime, snap: dict[str, Any
 
 
 def alert(session: AsyncSession, *, at: datetime, snap: dict[str, Any] | None, text: str) -> None:
-    enqueue(session, at=at, order_key=snap["id"] if snap else "alert", kind="alert",
+    enqueue(session, at=at, order_key=audit_key(snap["id"]) if snap else "alert", kind="alert",
             payload={"request": snap, "text": text})

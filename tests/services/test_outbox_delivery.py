@@ -8,10 +8,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bot.policy_file import LoadedPolicy
 from bot.services.clock import ManualClock
-from bot.services.outbox import Delivery, OutboxDispatcher, Ref, RetryLater, enqueue, message_refs
+from bot.services.outbox import Delivery, OutboxDispatcher, RecordingNotifier, Ref, RetryLater, enqueue, message_refs
 from storage.tables import OutboxMessage
 from tests.conftest import DbFactory
+from tests.services.stack import make_stack
 
 
 class ScriptedNotifier:
@@ -129,3 +131,24 @@ async def test_messages_sent_together_are_recorded_together(db_factory: DbFactor
     assert transactions < 1 + 6
     assert await _statuses(db) == {"sent": 6}
     assert len(await message_refs(db, "R-3")) == 1
+
+
+class AuditChannelDown(RecordingNotifier):
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
+        if kind in ("audit", "alert"):
+            raise RetryLater("audit channel rate limited", after=600)
+        return await super().deliver(kind, payload)
+
+
+async def test_a_stuck_audit_channel_does_not_hold_up_the_requesters_messages(
+        db_factory: DbFactory, loaded_policy: LoadedPolicy, clock: ManualClock) -> None:
+    notifier = AuditChannelDown()
+    s = await make_stack(db_factory(), loaded_policy, clock, notifier)
+    await s.requests.submit(requester="alice@example.com", eligibility="readonly", duration=timedelta(hours=1),
+                            justification="read the logs")
+    await s.worker.run_until_idle()
+    assert await s.is_member("alice@example.com", "readonly")
+    assert any("now have" in p["text"] for p in notifier.of_kind("requester"))  # delivered meanwhile
+    async with s.rt.db.sessions() as session:
+        waiting = (await session.execute(select(OutboxMessage.kind).where(OutboxMessage.status == "pending"))).all()
+    assert waiting and {k for (k,) in waiting} == {"audit"}  # the audit lines wait for the channel, in order
