@@ -1,10 +1,13 @@
 """Throughput: complete flows per second — /jit → modal → submit → approve → grant, every message delivered.
 
-    python -m bench.throughput [--flows 300] [--concurrency 20] [--replicas 1] [--database sqlite|postgres]
+    python -m bench.throughput [--flows 300] [--concurrency 20] [--replicas 1|1,2] [--database sqlite|postgres]
 
 The bot runs as real `jitbot serve` processes (HTTP mode, worker inside) against the fake Slack in this
-process; with --replicas N the flows are spread round-robin over N processes sharing one PostgreSQL
-database. A flow is complete when the requester's "You now have …" DM has arrived.
+process; with --replicas N the flows are spread round-robin over N processes sharing one database
+(the approval click goes to another replica than the request). A flow is complete when the
+requester's "You now have …" DM has arrived. "bot CPU ms/flow" is the replicas' user + system CPU
+time over the measured window divided by the flows: if it stays the same with more replicas, they add
+no coordination cost, and throughput is bounded by the cores the machine has to give them.
 """
 
 from __future__ import annotations
@@ -53,6 +56,13 @@ eligibilities:
     approvals:
       - approvers: {{groups: [leads]}}
 """
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -158,9 +168,11 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
             while not queue.empty():
                 await flow(queue.get_nowait())
 
+        cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         start = time.perf_counter()
         await asyncio.gather(*(runner() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+        replica_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         per_method: dict[str, int] = {}
         for c in slack.calls():
             per_method[c.method] = per_method.get(c.method, 0) + 1
@@ -176,6 +188,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
         await conn.close()
     out = {"flows_per_s": flows / elapsed, "p50": pct(durations, 50), "p99": pct(durations, 99), "elapsed": elapsed}
     out["slack_calls_per_flow"] = sum(per_method.values()) / flows
+    out["cpu_ms_per_flow"] = replica_cpu / flows * 1000
     print("Slack calls per flow: " + ", ".join(f"{m} {n / flows:.1f}" for m, n in sorted(per_method.items())))
     for name, values in steps.items():
         out[f"{name}_p50"], out[f"{name}_p99"] = pct(values, 50), pct(values, 99)
@@ -193,13 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(n) for n in str(args.replicas).split(",")]
     print(f"machine: {machine()}")
     print(f"database={args.database} flows={args.flows} concurrency={args.concurrency}")
-    print(f"{'replicas':>8} {'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10}  steps (p50 / p99 s)")
+    print(f"{'replicas':>8} {'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10} {'bot CPU ms/flow':>15}"
+          "  steps (p50 / p99 s)")
     results: list[dict[str, float]] = []
     for n in counts:
         r = asyncio.run(run(args.flows, args.concurrency, n, args.database))
         results.append(r)
         steps = ", ".join(f"{s} {r[s + '_p50']:.3f} / {r[s + '_p99']:.3f}" for s in ("modal", "ask", "grant"))
-        print(f"{n:>8} {r['flows_per_s']:>8.1f} {r['p50']:>10.3f} {r['p99']:>10.3f}  {steps}")
+        print(f"{n:>8} {r['flows_per_s']:>8.1f} {r['p50']:>10.3f} {r['p99']:>10.3f} {r['cpu_ms_per_flow']:>15.1f}"
+              f"  {steps}")
     if len(results) > 1:
         print(f"ratio {counts[-1]} vs {counts[0]} replicas: "
               f"{results[-1]['flows_per_s'] / results[0]['flows_per_s']:.2f}x")
