@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from connectors.base import Check, GrantResult, IdpUser, RateLimited, Target
@@ -31,28 +32,53 @@ def rss_mb() -> float:
 
 
 class RecordingIdp:
-    """An in-process IdP: records when each revoke arrives; optionally enforces R requests/s with 429s."""
+    """An in-process IdP: records when each revoke arrives; optionally enforces R requests/s with 429s
+    (a fixed 1-second window, like Okta's per-minute one: ``retry_after`` is the rest of the window).
+    It keeps group memberships (``members``; seed them to match the grants), so that the reconciliation
+    sweep sees what a real provider would show instead of one vanished membership per grant."""
 
-    def __init__(self, name: str = "idp", rate: float | None = None) -> None:
+    def __init__(self, name: str = "idp", rate: float | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.rate = rate
+        self._now = monotonic
+        self.members: dict[str, set[str]] = {}  # group → emails
         self.revoked_at: dict[str, float] = {}
+        self.revoked_twice = 0
         self.calls = 0
         self.throttled = 0
-        self._window_start = time.monotonic()
+        # The limiter's windows: when each opened and how many calls it admitted (see ``windowed_rate``).
+        self.windows: list[tuple[float, int]] = []
+        self._window_start = float("-inf")
         self._window_count = 0
 
     def _admit(self) -> None:
         self.calls += 1
         if self.rate is None:
             return
-        now = time.monotonic()
+        now = self._now()
         if now - self._window_start >= 1.0:
             self._window_start, self._window_count = now, 0
+            self.windows.append((now, 0))
         if self._window_count >= self.rate:
             self.throttled += 1
             raise RateLimited("429 Too Many Requests", retry_after=1.0 - (now - self._window_start))
         self._window_count += 1
+        self.windows[-1] = (self._window_start, self._window_count)
+
+    def windowed_rate(self) -> float:
+        """Calls admitted per second over the limiter's complete windows: those admitted in every window but
+        the last, over the time from the first window's opening to the last one's. Each window admits at
+        most ``rate`` calls and lasts at least a second, so this can never exceed ``rate``, however the
+        calls are timed within windows; a window opens late when the client left the IdP idle."""
+        if len(self.windows) < 2:
+            return float("nan")
+        return sum(n for _, n in self.windows[:-1]) / (self.windows[-1][0] - self.windows[0][0])
+
+    def use_up_window(self) -> None:
+        """Start a window whose whole budget is spent (as if other clients had just used it)."""
+        self._window_start, self._window_count = self._now(), int(self.rate or 0)
+        self.windows.append((self._window_start, self._window_count))
 
     async def check(self) -> list[Check]:
         return [Check("idp", True)]
@@ -61,20 +87,25 @@ class RecordingIdp:
         return IdpUser(id=email, email=email)
 
     async def list_members(self, group: str) -> list[IdpUser]:
-        return []
+        return [IdpUser(id=e, email=e) for e in sorted(self.members.get(group, ()))]
 
     async def grant(self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime) -> GrantResult:
         self._admit()
-        return GrantResult(added=True)
+        group = self.members.setdefault(target.id, set())
+        added = user.email not in group
+        group.add(user.email)
+        return GrantResult(added=added)
 
     async def revoke(self, user: IdpUser, target: Target, *, grant_id: str) -> None:
         self._admit()
         if grant_id in self.revoked_at:
+            self.revoked_twice += 1
             raise AssertionError(f"revoked twice: {grant_id}")
         self.revoked_at[grant_id] = time.time()
+        self.members.get(target.id, set()).discard(user.email)
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
-        return False
+        return user.email in self.members.get(target.id, ())
 
     async def aclose(self) -> None:
         return None

@@ -5,9 +5,16 @@ Connectors themselves never retry: they raise typed errors. This wrapper owns th
 * every call has a timeout (→ ``Transient``),
 * at most ``max_concurrency`` calls run at once per connector,
 * a ``RateLimited`` error pauses *all* calls until the provider's retry-after has passed, and from then
-  on calls are spaced at the rate the provider was seen to accept (learned from the 429 itself, probed
-  upwards slowly) — pacing fed by the provider, not a retry storm; an optional fixed
-  ``rate_per_second`` spaces calls out from the start,
+  on calls of that kind are spaced at the rate the provider was seen to accept (learned from the 429
+  itself, probed upwards slowly, kept between bursts) — pacing fed by the provider, not a retry storm.
+  Providers often limit endpoints apart (Okta: ``/api/v1/users`` and ``/api/v1/groups`` have their
+  own budgets), so each kind of call — lookups, membership changes, session ends — learns its own pace
+  from its own successes: lookups the provider does not throttle never use up the pace of revocations,
+  while a 429 of any kind still pauses them all (so a shared budget is honoured too). Waiters keep
+  their arrival order and only the first of each kind sleeps; a call that waited for a free
+  concurrency slot while a 429 came back waits out its retry-after too. Until a first 429 there is no
+  pace: calls go out as fast as ``max_concurrency`` lets them. An optional fixed ``rate_per_second``
+  spaces all calls together from the start,
 * waiting out a retry-after does not count as a failed attempt (up to ``max_rate_limited`` times),
 * ``RateLimited`` and ``Transient`` are retried up to ``max_attempts`` with exponential backoff and
   jitter; every other error is raised at once.
@@ -20,6 +27,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
@@ -39,6 +47,23 @@ from connectors.base import (
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
+
+CATCH_UP = 0.05  # seconds of missed slots a late waiter may make up
+
+# The kinds of call that are paced apart (see the module docstring).
+LOOKUP, MEMBERSHIP, SESSIONS = "lookup", "membership", "sessions"
+
+
+@dataclass
+class _Pace:
+    """Pacing of one kind of call: the rate learned from the provider's 429s and the next free slot."""
+
+    interval: float = 0.0
+    rate: float | None = None
+    next_slot: float = 0.0
+    last_decrease: float = float("-inf")
+    recent: deque[float] = field(default_factory=deque)  # successes of the last second
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class ResilientConnector:
@@ -66,73 +91,84 @@ class ResilientConnector:
         self._max_attempts = max_attempts
         self._base_delay = base_delay
         self._max_delay = max_delay
-        self._interval = 1.0 / rate_per_second if rate_per_second else 0.0
-        self._fixed_interval = bool(rate_per_second)
-        self._adaptive_rate: float | None = None
-        self._last_decrease = float("-inf")
-        self._recent: deque[float] = deque()
+        self._fixed_interval = 1.0 / rate_per_second if rate_per_second else 0.0
+        self._paces: dict[str, _Pace] = {}
         self._max_rate_limited = max_rate_limited
         self._sleep = sleep
         self._now = monotonic
         self._jitter = jitter
         self._not_before = 0.0
-        self._next_slot = 0.0
-        self._slot_lock = asyncio.Lock()
+        self._next_any = 0.0  # next slot of the fixed rate, shared by every kind of call
         self.attempts = 0  # total calls to the inner connector, for tests and metrics
 
-    async def _pace(self) -> None:
-        # Slots are taken, never pre-allocated: a waiter re-checks after sleeping, so a rate learned
-        # meanwhile (or a new retry-after) applies to it at once.
-        while True:
-            async with self._slot_lock:
+    async def _pace(self, pace: _Pace) -> None:
+        # Waiters queue in arrival order on the lock (asyncio.Lock is FIFO) and only the first one sleeps:
+        # no herd of waiters waking for every slot. Slots are taken, never pre-allocated: the waiter
+        # re-checks after sleeping, so a rate learned meanwhile (or a new retry-after) applies at once.
+        async with pace.lock:
+            while True:
                 now = self._now()
-                ready_at = max(self._not_before, self._next_slot)
+                ready_at = max(self._not_before, pace.next_slot, self._next_any)
                 if now >= ready_at:
-                    self._next_slot = max(now, self._next_slot) + self._interval
+                    # A waiter woken late (a busy event loop) may take the slots it missed, up to CATCH_UP
+                    # seconds' worth: the pace is kept on average instead of losing every delay.
+                    pace.next_slot = max(now - CATCH_UP, pace.next_slot) + pace.interval
+                    self._next_any = max(now, self._next_any) + self._fixed_interval
                     return
-            await self._sleep(max(ready_at - now, 0.001))
+                await self._sleep(max(ready_at - now, 0.001))
 
-    def _on_success(self) -> None:
+    def _on_success(self, pace: _Pace) -> None:
         now = self._now()
-        self._recent.append(now)
-        while self._recent and self._recent[0] < now - 1.0:
-            self._recent.popleft()
-        if self._adaptive_rate is not None:
+        pace.recent.append(now)
+        while pace.recent and pace.recent[0] < now - 1.0:
+            pace.recent.popleft()
+        if pace.rate is not None:
             # probe upwards slowly (about +10 % per second at the current rate)
-            self._adaptive_rate *= 1.0 + 0.1 / max(self._adaptive_rate, 1.0)
-            self._interval = 1.0 / self._adaptive_rate
+            pace.rate *= 1.0 + 0.1 / max(pace.rate, 1.0)
+            pace.interval = 1.0 / pace.rate
 
-    def _on_rate_limited(self, exc: RateLimited) -> None:
+    def _on_rate_limited(self, pace: _Pace, exc: RateLimited) -> None:
         now = self._now()
         self._not_before = max(self._not_before, now + exc.retry_after)
-        if now < self._last_decrease + 1.0:
+        if now < pace.last_decrease + 1.0:
             return  # one 429 burst is one signal: learn from it once per second, not once per call
-        self._last_decrease = now
         # Learn the provider's limit from what it just accepted: the calls of the last second.
-        observed = float(sum(1 for t in self._recent if t >= now - 1.0))
-        current = self._adaptive_rate or observed or 1.0
+        observed = float(sum(1 for t in pace.recent if t >= now - 1.0))
+        if pace.rate is None and not observed:
+            # Others spent the provider's budget before we sent anything: that says nothing about the
+            # pace we may keep (learning 1/s from it would crawl for a minute). Wait out the
+            # retry-after; the next burst shows the pace.
+            return
+        pace.last_decrease = now
+        current = pace.rate or observed
         # A short burst can hit the limit while the last second's average was below it: never fall
         # far below what we were already allowed.
-        self._adaptive_rate = max(1.0, max(min(current, observed or current), 0.85 * current) * 0.98)
-        self._interval = max(self._interval if self._fixed_interval else 0.0, 1.0 / self._adaptive_rate)
+        pace.rate = max(1.0, max(min(current, observed or current), 0.85 * current) * 0.98)
+        pace.interval = 1.0 / pace.rate
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, fn: Callable[[], Awaitable[T]], kind: str = LOOKUP) -> T:
+        pace = self._paces.setdefault(kind, _Pace())
         attempt = 0
         limited = 0
         while True:
             attempt += 1
-            await self._pace()
+            await self._pace(pace)
             try:
                 async with self._sem:
+                    if self._now() < self._not_before:
+                        # A 429 came back while this call waited for a free slot: wait out its retry-after
+                        # rather than adding to the burst (with no learned pace yet, many calls wait here).
+                        attempt -= 1
+                        continue
                     self.attempts += 1
                     result = await asyncio.wait_for(fn(), timeout=self._timeout)
-                self._on_success()
+                self._on_success(pace)
                 return result
             except TimeoutError as exc:
                 error: Exception = Transient(f"{self.name}: call timed out after {self._timeout}s")
                 error.__cause__ = exc
             except RateLimited as exc:
-                self._on_rate_limited(exc)
+                self._on_rate_limited(pace, exc)
                 limited += 1
                 if limited < self._max_rate_limited:
                     attempt -= 1  # waiting out a retry-after is pacing, not a failed attempt
@@ -155,10 +191,11 @@ class ResilientConnector:
         return await self._call(lambda: self.inner.list_members(group))
 
     async def grant(self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime) -> GrantResult:
-        return await self._call(lambda: self.inner.grant(user, target, grant_id=grant_id, expires_at=expires_at))
+        return await self._call(lambda: self.inner.grant(user, target, grant_id=grant_id, expires_at=expires_at),
+                                MEMBERSHIP)
 
     async def revoke(self, user: IdpUser, target: Target, *, grant_id: str) -> None:
-        await self._call(lambda: self.inner.revoke(user, target, grant_id=grant_id))
+        await self._call(lambda: self.inner.revoke(user, target, grant_id=grant_id), MEMBERSHIP)
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         return await self._call(lambda: self.inner.is_member(user, target))
@@ -175,7 +212,7 @@ class ResilientConnector:
         inner = self.inner
         if not isinstance(inner, SessionTerminator):
             raise ConfigError(f"{self.name}: this connector cannot end sessions")
-        await self._call(lambda: inner.terminate_sessions(user))
+        await self._call(lambda: inner.terminate_sessions(user), SESSIONS)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

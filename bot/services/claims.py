@@ -18,24 +18,27 @@ def _free(now: datetime) -> Any:
 
 
 async def claim_grants(db: Database, *, status: str, due_column: Any, now: datetime, lease: timedelta,
-                       limit: int, owner: str = "", set_values: dict[str, Any] | None = None) -> list[str]:
+                       limit: int, owner: str = "", set_values: dict[str, Any] | None = None,
+                       session: AsyncSession | None = None) -> list[str]:
     """Claim up to ``limit`` grants in ``status`` whose ``due_column`` has passed; returns their ids.
 
     One UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) AND <still claimable> RETURNING id:
     a row is returned to exactly one claimer, and a claim whose lease ran out (crashed worker) is
-    claimable again.
+    claimable again. In its own transaction, or in ``session``'s (the claim then commits with the
+    work done on the claimed rows).
     """
     inner = (select(Grant.id).where(Grant.status == status, due_column <= now, _free(now))
              .order_by(due_column).limit(limit))
     if not db.is_sqlite:
         inner = inner.with_for_update(skip_locked=True)
     values = {"claimed_until": now + lease, "claimed_by": owner, **(set_values or {})}
-    async with db.transaction() as session:
-        ids = (await session.execute(
-            update(Grant).where(Grant.id.in_(inner.scalar_subquery()), Grant.status == status, due_column <= now,
-                                 _free(now))  # type: ignore[attr-defined]
-            .values(**values).returning(Grant.id))).scalars().all()
-    return list(ids)
+    stmt = (update(Grant).where(Grant.id.in_(inner.scalar_subquery()), Grant.status == status, due_column <= now,
+                                _free(now))  # type: ignore[attr-defined]
+            .values(**values).returning(Grant.id))
+    if session is not None:
+        return list((await session.execute(stmt)).scalars().all())
+    async with db.transaction() as own:
+        return list((await own.execute(stmt)).scalars().all())
 
 
 async def lock_holder(db: Database, session: AsyncSession, grant: Grant) -> None:

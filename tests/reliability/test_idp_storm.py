@@ -1,9 +1,15 @@
-"""A 429 storm and 5xx bursts at Okta during grants and revokes, through the real connector and SDK.
+"""A 429 storm and 5xx bursts at Okta during grants and revokes, through the real connector and SDK;
+and a mass expiry at an IdP that enforces a rate limit.
 
 The fake Okta (TLS, strict) answers 429 with ``X-Rate-Limit-Reset`` / ``Date`` and 503s on demand. The
 connector's pacing runs on a virtual clock (its ``sleep`` advances it), the services on a ManualClock.
 Checked: everything completes once Okta recovers; after every 429 no request reaches Okta before the
 retry-after has passed; one ``granted`` and one ``expired`` event per request; nothing left behind.
+
+The throttled IdP of ``bench.mass_expiry`` (a fixed 1-second window of R calls, 429 + retry-after
+above it) runs on the same virtual clock: hundreds of grants expire at once and the worker revokes
+them through the revocation pipeline. Checked by counts, never by timings: each revoked exactly once,
+none left a member, each audited exactly once, and few 429s — pacing, not a retry storm.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
+from bench.common import RecordingIdp
+from bench.mass_expiry import POLICY as BULK_POLICY
+from bench.mass_expiry import seed as seed_expiring
 from bot.domain.requests import PolicyViolation
 from bot.policy_file import parse_policy
 from bot.services.clock import ManualClock
@@ -45,6 +54,7 @@ class VirtualTime:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.t += seconds
+
 
 
 class TimedOkta(FakeOkta):
@@ -165,3 +175,28 @@ async def test_grants_and_revokes_through_a_429_storm_and_5xx_bursts(
     _assert_retry_after_honoured(fake.log)
     assert max(vt.slept) >= RETRY_AFTER - 1  # the connector waited the storm out rather than hammering
     await s.rt.connectors["okta"].aclose()
+
+
+async def test_a_mass_expiry_at_a_throttled_idp_loses_nothing_and_is_paced_not_stormed(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    # Real time here (about 2 s): the limiter's windows and the connector's pacing must overlap as
+    # they do in production. Only counts are asserted.
+    n, rate, concurrency = 200, 100, 16
+    idp = RecordingIdp(rate=rate)
+    s = await make_stack(db_factory(), parse_policy(BULK_POLICY, env={}), clock)
+    s.rt.connectors["idp"] = ResilientConnector(idp, max_attempts=2, max_concurrency=concurrency)
+    await seed_expiring(s.rt.db, n, clock.now() - timedelta(seconds=2), 1.0)
+    idp.members["g"] = {f"user{i}@example.com" for i in range(n)}
+    idp.use_up_window()  # other clients just spent this second's budget: the first revoke meets a 429
+
+    await _drive(s, clock, "ended", n)
+    assert len(idp.revoked_at) == n and idp.revoked_twice == 0
+    assert idp.members["g"] == set()
+    expired = await _events(s, "expired")
+    assert len(expired) == n and set(expired.values()) == {1}
+    # Until a 429 has shown the pace, calls go out as fast as the concurrency bound lets them: the calls
+    # in flight when the first 429 comes back meet it too (at most ``concurrency``). From then on the
+    # learned pace keeps to the limit, with a 429 now and then from probing upwards. A retry storm
+    # would make hundreds.
+    assert 1 <= idp.throttled <= 1 + concurrency + n // 20, idp.throttled
+    assert idp.calls == n + idp.throttled  # lookups are not limited here, and not paced either

@@ -1,15 +1,24 @@
-"""Slack or the IdP being down delays messages, never revocation, and loses nothing."""
+"""Slack, the IdP or the database being down delays messages, never revocation, and loses nothing."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from bench.common import RecordingIdp
+from bench.mass_expiry import POLICY as BULK_POLICY
+from bench.mass_expiry import seed as seed_expiring
+from bot.policy_file import parse_policy
 from bot.services.clock import ManualClock
+from bot.services.revocation import Revoker
 from connectors.base import Transient
-from storage.tables import Event, OutboxMessage
+from storage.tables import Event, Grant, OutboxMessage
 from tests.conftest import DbFactory
+from tests.services.stack import make_stack
 from tests.slack.harness import slack_env
 from tests.slack.test_scenarios import _click, _request
 
@@ -81,3 +90,30 @@ async def test_idp_outage_during_revoke_alerts_and_completes_once_it_recovers(
             kinds = [e.kind for e in (await s.execute(select(Event).order_by(Event.id))).scalars()]
         assert kinds.count("revoke_overdue") == 1 and kinds.count("expired") == 1
         assert any("Revocation of readonly" in m.text for m in env.slack.messages("C0AUDIT"))
+
+
+async def test_a_failed_record_transaction_loses_no_revocation_and_audits_each_once(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 120
+    idp = RecordingIdp()
+    s = await make_stack(db_factory(), parse_policy(BULK_POLICY, env={}), clock)
+    s.rt.connectors["idp"] = idp
+    await seed_expiring(s.rt.db, n, clock.now() - timedelta(seconds=2), 1.0)
+    idp.members["g"] = {f"user{i}@example.com" for i in range(n)}
+    record, failures = Revoker._record, [OSError("database connection lost")]
+
+    async def record_once_failing(self: Revoker, session: AsyncSession, calls: list) -> None:  # type: ignore[type-arg]
+        if failures:
+            raise failures.pop()
+        await record(self, session, calls)
+
+    monkeypatch.setattr(Revoker, "_record", record_once_failing)
+    with pytest.raises(OSError):
+        await s.worker.tick()  # the error surfaces, after what the IdP already did is recorded
+    await s.worker.run_until_idle()  # the clock stands still: nothing may wait for a lease to lapse
+    assert len(idp.revoked_at) == n and idp.revoked_twice == 0 and idp.members["g"] == set()
+    async with s.rt.db.sessions() as session:
+        statuses = Counter((await session.execute(select(Grant.status))).scalars())
+        expired = Counter((await session.execute(select(Event.request_id).where(Event.kind == "expired"))).scalars())
+    assert statuses == {"ended": n}
+    assert len(expired) == n and set(expired.values()) == {1}

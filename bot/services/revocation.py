@@ -1,0 +1,339 @@
+"""Carrying out expiries and revocations at the identity provider: one continuous pipeline per tick.
+
+Each grant due for revocation passes through three stages, each exactly once:
+
+1. **decide** — claim a chunk, then: who owns each membership (ownership moves to an heir, standing
+   access is kept), which grants end without an IdP call (recorded right there);
+2. **call** — one task per remaining grant; the connector (``connectors/resilience.py``) is the only
+   gate: it paces calls at the rate the provider accepts and bounds how many run at once;
+3. **record** — the outcome of every finished call, grouped (a group commit).
+
+One loop drives the database side: each of its transactions records the calls that have finished and,
+while fewer than ``MAX_OUTSTANDING`` grants are decided and unrecorded, claims and decides the next
+chunk. So the next chunk is ready while earlier calls still wait for their slot, and a throttled
+connector always has a call ready when a slot frees up: the provider's pace, not batch boundaries,
+sets the throughput. Few, full transactions keep the pipeline's turns at SQLite's single writer (shared
+with the outbox) rare. At most ``MAX_OUTSTANDING`` grants are in flight, so a slow provider is never
+flooded and a tick ends soon after its budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.domain.requests import Status, check_transition
+from bot.services import notices
+from bot.services.claims import claim_grants, lock_holder
+from bot.services.requests import load_request, load_votes
+from bot.services.runtime import Runtime
+from connectors.base import (
+    ConfigError,
+    ConnectorError,
+    IdpUser,
+    NotFound,
+    RateLimited,
+    Target,
+    TargetKind,
+    session_terminator,
+)
+from storage.tables import AccessRequest, ApprovalVote, Grant
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=5)
+OVERDUE_ALERT_AFTER = timedelta(minutes=2)
+CHUNK = 50  # grants claimed and decided in one transaction
+MAX_OUTSTANDING = 4 * CHUNK  # decided and not yet recorded: calls waiting at the connector, or finished
+RECORD_MAX = 2 * CHUNK  # finished calls recorded in one transaction
+RECORD_LINGER = 0.2  # seconds a finished call may wait to be recorded together with later ones
+
+
+def backoff(attempts: int, *, cap: float = 300.0, retry_after: float | None = None) -> timedelta:
+    """When to try again: the provider's retry-after if it gave one, else exponential with jitter."""
+    if retry_after is not None:
+        return timedelta(seconds=retry_after)
+    base = min(cap, 2.0 * 2 ** min(attempts, 10))
+    return timedelta(seconds=base * (0.5 + random.random() / 2))
+
+
+def target_of(grant: Grant) -> Target:
+    return Target(kind=TargetKind(grant.target_kind), id=grant.target_id)
+
+
+async def idp_user(rt: Runtime, grant: Grant) -> IdpUser:
+    """The grant's user at its connector (cached by the directory); ``NotFound`` if there is none."""
+    user = await rt.directory.find_user(grant.connector, grant.user_email)
+    if user is None:
+        raise NotFound(f"no account for {grant.user_email} at {grant.connector}")
+    return user
+
+
+@dataclass(slots=True)
+class _Call:
+    """A grant decided for an IdP call, and how the call went."""
+
+    grant: Grant
+    end_sessions: bool
+    error: ConnectorError | None = None
+    session_error: str | None = None
+
+
+class Revoker:
+    """Revokes grants in status ``revoking``: claims, decides, calls the IdP, records the outcome."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def run_due(self, *, now: datetime, budget_s: float = 5.0, expire_limit: int = 2000) -> int:
+        """Turn up to ``expire_limit`` active grants past expiry at ``now`` into revocations (each exactly
+        once), then carry out the revocations due at ``now``. Claims no new ones after ``budget_s``
+        seconds, then finishes and records the calls it started. Returns how many grants it claimed."""
+        deadline = time.monotonic() + budget_s
+        calls: set[asyncio.Task[_Call]] = set()
+        finished: list[_Call] = []
+        first_finished_at = 0.0  # monotonic time the oldest unrecorded call finished
+        outstanding = 0  # decided for a call and not yet recorded
+        total, exhausted, expire = 0, False, True
+        try:
+            while True:
+                claim = not exhausted and outstanding <= MAX_OUTSTANDING - CHUNK and time.monotonic() < deadline
+                # Record with a claim anyway; else when a chunk's worth has finished, when nothing else is
+                # running, or when the oldest finished call has waited long enough.
+                if finished and (claim or len(finished) >= CHUNK or not calls
+                                 or time.monotonic() - first_finished_at >= RECORD_LINGER):
+                    record, finished = finished[:RECORD_MAX], finished[RECORD_MAX:]
+                    first_finished_at = time.monotonic()
+                else:
+                    record = []
+                if (record and exhausted and total >= CHUNK and time.monotonic() < deadline
+                        and outstanding - len(record) <= MAX_OUTSTANDING - CHUNK):
+                    # A mass expiry is under way: with this step, also take what fell due since ``now``
+                    # rather than ending the run and waiting for the rest of the tick.
+                    fresh = self.rt.clock.now()
+                    if fresh > now:
+                        now, exhausted, expire, claim = fresh, False, True, True
+                if claim or record or expire:
+                    try:
+                        claimed, decided = await self.step(now, record=record, claim=claim,
+                                                           expire_limit=expire_limit if expire else 0)
+                    except BaseException:
+                        finished[:0] = record  # not committed (or not known to be): still to be recorded
+                        raise
+                    expire = False
+                    outstanding += len(decided) - len(record)
+                    total += claimed
+                    exhausted = exhausted or (claim and claimed < CHUNK)  # a short chunk: nothing else is due
+                    calls.update(asyncio.create_task(self.call(c)) for c in decided)
+                    continue
+                if not calls:
+                    return total
+                timeout = max(0.0, first_finished_at + RECORD_LINGER - time.monotonic()) if finished else None
+                done, calls = await asyncio.wait(calls, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if done and not finished:
+                    first_finished_at = time.monotonic()
+                broken = [t for t in done if not t.cancelled() and t.exception() is not None]
+                finished.extend(t.result() for t in done if not t.cancelled() and t not in broken)
+                if broken:  # a bug, not an IdP error (those are kept in the outcome)
+                    broken[0].result()
+        except (Exception, asyncio.CancelledError):
+            # Stopping (cancelled), or a step failed: claim nothing more, but record what the IdP has done
+            # or is doing, as a tick that is let finish would. Shielded, so that a second cancel cannot
+            # cut that transaction short; what still fails stays claimed and is retried when the claim
+            # lapses or the instance restarts (revocation is idempotent, recording happens once).
+            await asyncio.shield(self._finish(now, calls, finished))
+            raise
+
+    async def _finish(self, now: datetime, calls: set[asyncio.Task[_Call]], finished: list[_Call]) -> None:
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        finished = finished + [o for o in outcomes if isinstance(o, _Call)]
+        if not finished:
+            return
+        try:
+            await self.step(now, record=finished, claim=False, expire_limit=0)
+        except Exception:
+            log.exception("recording %d revocation(s) failed; they are retried when their claims lapse",
+                          len(finished))
+
+    async def step(self, now: datetime, *, record: list[_Call], claim: bool,
+                   expire_limit: int) -> tuple[int, list[_Call]]:
+        """One transaction: record ``record``; move up to ``expire_limit`` grants past expiry to
+        ``revoking``; if ``claim``, claim and decide a chunk. Returns how many grants were claimed, and
+        those whose membership must go."""
+        rt = self.rt
+        async with rt.db.transaction() as session:
+            if record:
+                await self._record(session, record)
+            if expire_limit:
+                await claim_grants(
+                    rt.db, owner=rt.instance_id, status="active", due_column=Grant.expires_at, now=now,
+                    lease=timedelta(0), limit=expire_limit, session=session,
+                    set_values={"status": "revoking", "end_reason": "expired", "next_attempt_at": now,
+                                "warn_at": None, "claimed_until": None})
+            if not claim:
+                return 0, []
+            grant_ids = await claim_grants(rt.db, owner=rt.instance_id, status="revoking", session=session,
+                                           due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=CHUNK)
+            return len(grant_ids), await self._decide(session, grant_ids)
+
+    # ---- decide --------------------------------------------------------------------------------
+    async def _decide(self, session: AsyncSession, grant_ids: list[str]) -> list[_Call]:
+        """Move ownership to an heir where another grant holds the same membership, end (and record) the
+        grants that own nothing; return the grants whose membership must go."""
+        rt = self.rt
+        if not grant_ids:
+            return []
+        batch = list((await session.execute(select(Grant).where(Grant.id.in_(grant_ids)).order_by(Grant.id)
+                                            .with_for_update().execution_options(populate_existing=True)))
+                     .scalars().all())
+        for g in batch:
+            await lock_holder(rt.db, session, g)
+        emails = {g.user_email for g in batch}
+        live = list((await session.execute(select(Grant).where(
+            Grant.user_email.in_(emails), Grant.status.in_(["active", "granting"]))
+            .order_by(Grant.expires_at.desc()))).scalars().all())
+        reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
+            AccessRequest.id.in_([g.request_id for g in batch])).with_for_update())).scalars()}
+        votes = await _votes_by_request(session, list(reqs))
+        to_call: list[_Call] = []
+        for g in batch:
+            others = [o for o in live if o.id != g.id and (o.connector, o.target_kind, o.target_id, o.user_email)
+                      == (g.connector, g.target_kind, g.target_id, g.user_email)]
+            if g.owns_membership and others:
+                heir = others[0]
+                heir.owns_membership = True
+                if heir.status == "granting":
+                    heir.pre_member = False
+                g.owns_membership = False
+            if not g.owns_membership:
+                await self._ended(session, g, kept="another grant still holds it" if others
+                                  else "it was held before the grant", req=reqs[g.request_id],
+                                  votes=votes.get(g.request_id, []))
+            else:
+                elig = rt.eligibility(reqs[g.request_id].eligibility)
+                to_call.append(_Call(g, end_sessions=bool(getattr(elig, "terminate_sessions", False))))
+        return to_call
+
+    # ---- call ----------------------------------------------------------------------------------
+    async def call(self, c: _Call) -> _Call:
+        """Remove the membership at the IdP (and end sessions if asked); errors are kept, not raised."""
+        g = c.grant
+        try:
+            try:
+                user = await idp_user(self.rt, g)
+            except NotFound:
+                return c  # the account is gone at the IdP: no membership is left to remove
+            connector = self.rt.connector(g.connector)
+            await connector.revoke(user, target_of(g), grant_id=g.id)
+        except ConnectorError as exc:
+            c.error = exc
+            return c
+        if c.end_sessions:  # best effort: a failure is audited and alerted, never holds the revoke back
+            terminator = session_terminator(connector)
+            try:
+                if terminator is None:
+                    raise ConfigError("no session capability", user_message=f"{g.connector} cannot end sessions.")
+                await terminator.terminate_sessions(user)
+            except ConnectorError as exc:
+                c.session_error = exc.user_message
+            except Exception as exc:  # a bug in one connector must not leave the revoke unrecorded
+                log.exception("terminate_sessions failed for grant %s", g.id)
+                c.session_error = type(exc).__name__
+        return c
+
+    # ---- record ------------------------------------------------------------------------------
+    async def _record(self, session: AsyncSession, calls: list[_Call]) -> None:
+        """Each grant whose call succeeded ends (audited once); the others are scheduled to try again."""
+        rows = {r.id: r for r in (await session.execute(select(Grant).where(
+            Grant.id.in_([c.grant.id for c in calls])).order_by(Grant.id).with_for_update())).scalars()}
+        reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
+            AccessRequest.id.in_([c.grant.request_id for c in calls])).with_for_update())).scalars()}
+        votes = await _votes_by_request(session, list(reqs))
+        for c in calls:
+            row = rows.get(c.grant.id)
+            if row is None or row.status != "revoking":
+                continue  # recorded already: a retried step whose first commit did get through
+            if c.error is None:
+                row.owns_membership = False
+                await self._ended(session, row, kept=None, req=reqs[row.request_id],
+                                  votes=votes.get(row.request_id, []))
+                if c.end_sessions:
+                    await self._sessions_outcome(session, row, reqs[row.request_id], c.session_error)
+            else:
+                await self._revoke_failed(session, row, c.error)
+
+    async def _sessions_outcome(self, session: AsyncSession, g: Grant, req: AccessRequest, error: str | None) -> None:
+        rt, now = self.rt, self.rt.clock.now()
+        snap = notices.describe(rt, req, await load_votes(session, req.id), g)
+        if error is None:
+            await notices.record(rt, session, at=now, kind="sessions_ended", actor=notices.SYSTEM, req=req, snap=snap,
+                                 detail={"grant": g.id}, text=f"sign-in sessions of {g.user_email} ended")
+            return
+        await notices.record(rt, session, at=now, kind="sessions_not_ended", actor=notices.SYSTEM, req=req, snap=snap,
+                             detail={"grant": g.id, "error": error},
+                             text=f"access removed, but ending sign-in sessions failed: {error}")
+        notices.alert(session, at=now, snap=snap,
+                      text=f"Access of {g.user_email} ({req.id}) was removed, but their sign-in sessions at "
+                           f"{g.connector} could not be ended: {error} — end them by hand.")
+
+    async def _ended(self, session: AsyncSession, g: Grant, *, kept: str | None,
+                     req: AccessRequest, votes: list[ApprovalVote]) -> None:
+        rt, now = self.rt, self.rt.clock.now()
+        g.status, g.ended_at, g.claimed_until, g.next_attempt_at = "ended", now, None, None
+        detail: dict[str, object] = {"grant": g.id, "reason": g.end_reason}
+        if kept:
+            detail["membership_kept"] = kept
+        if g.end_reason == "failed":
+            snap = notices.describe(rt, req, votes, g)
+            await notices.record(rt, session, at=now, kind="cleanup_done", actor=notices.SYSTEM, req=req, snap=snap,
+                                 detail=detail, text="cleaned up after a failed grant")
+            return
+        new = Status.EXPIRED if g.end_reason == "expired" else Status.REVOKED
+        from_state = req.status
+        if req.status == Status.ACTIVE.value:
+            check_transition(Status(req.status), new)
+            req.status, req.updated_at, req.version = new.value, now, req.version + 1
+        snap = notices.describe(rt, req, votes, g)
+        late = (now - g.expires_at).total_seconds() if g.expires_at and new is Status.EXPIRED else 0.0
+        detail["late_s"] = round(late, 3)
+        await notices.record(rt, session, at=now, kind=new.value, actor=notices.SYSTEM, req=req, snap=snap,
+                             from_state=from_state, to_state=req.status, detail=detail,
+                             text=f"{new.value}" + (f" (membership kept: {kept})" if kept else ""))
+        notices.tell_requester(session, at=now, snap=snap, event=new.value,
+                               text=f"Your {req.eligibility} access ({req.id}) has "
+                                    f"{'expired' if new is Status.EXPIRED else 'been revoked'}.")
+
+    async def _revoke_failed(self, session: AsyncSession, g: Grant, exc: ConnectorError) -> None:
+        rt, now = self.rt, self.rt.clock.now()
+        g.attempts += 1
+        g.last_error, g.claimed_until = str(exc)[:500], None
+        g.next_attempt_at = now + backoff(g.attempts, cap=120.0, retry_after=exc.retry_after
+                                          if isinstance(exc, RateLimited) else None)
+        overdue = now - (g.expires_at or now)
+        log.warning("revoke %s attempt %d failed, retrying: %s", g.id, g.attempts, exc)
+        if not g.alerted and (not exc.retryable or overdue >= OVERDUE_ALERT_AFTER):
+            g.alerted = True
+            req = await load_request(session, g.request_id)
+            snap = notices.describe(rt, req, await load_votes(session, req.id), g)
+            await notices.record(rt, session, at=now, kind="revoke_overdue", actor=notices.SYSTEM, req=req,
+                                 snap=snap, detail={"grant": g.id, "error": exc.user_message, "attempts": g.attempts},
+                                 text=f"revocation is failing ({exc.user_message}); still retrying")
+            notices.alert(session, at=now, snap=snap,
+                          text=f"Revocation of {req.eligibility} for {g.user_email} ({req.id}) is failing: "
+                               f"{exc.user_message} — jitbot keeps retrying.")
+
+
+async def _votes_by_request(session: AsyncSession, request_ids: list[str]) -> dict[str, list[ApprovalVote]]:
+    out: dict[str, list[ApprovalVote]] = {}
+    rows = await session.execute(select(ApprovalVote).where(ApprovalVote.request_id.in_(request_ids))
+                                 .order_by(ApprovalVote.id))
+    for v in rows.scalars():
+        out.setdefault(v.request_id, []).append(v)
+    return out
