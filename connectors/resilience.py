@@ -11,10 +11,11 @@ Connectors themselves never retry: they raise typed errors. This wrapper owns th
   own budgets), so each kind of call — lookups, membership changes, session ends — learns its own pace
   from its own successes: lookups the provider does not throttle never use up the pace of revocations,
   while a 429 of any kind still pauses them all (so a shared budget is honoured too). Waiters keep
-  their arrival order and only the first of each kind sleeps; a call that waited for a free
-  concurrency slot while a 429 came back waits out its retry-after too. Until a first 429 there is no
-  pace: calls go out as fast as ``max_concurrency`` lets them. An optional fixed ``rate_per_second``
-  spaces all calls together from the start,
+  their arrival order and only the first of each kind sleeps; one woken late by a busy event loop may
+  make up the slots it missed (``CATCH_UP``), so the pace holds on average; a call that waited for a
+  free concurrency slot while a 429 came back waits out its retry-after too. Until a first 429 there
+  is no pace: calls go out as fast as ``max_concurrency`` lets them. An optional fixed
+  ``rate_per_second`` spaces all calls together from the start,
 * waiting out a retry-after does not count as a failed attempt (up to ``max_rate_limited`` times),
 * ``RateLimited`` and ``Transient`` are retried up to ``max_attempts`` with exponential backoff and
   jitter; every other error is raised at once.
