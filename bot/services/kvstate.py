@@ -8,6 +8,7 @@ row does not exist yet two replicas may both insert it: the loser's commit fails
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -54,3 +55,15 @@ async def compare_and_set(db: Database, key: str, decide: Callable[[Value | None
     except IntegrityError:
         return None
     return new
+
+
+async def take_turn(db: Database, key: str, *, now: datetime, every: timedelta, by: str) -> bool:
+    """Whether this replica takes a periodic job's turn: True once ``every`` has passed since any
+    replica last took it (and records this turn), False otherwise."""
+
+    def take(value: Value | None) -> Value | None:
+        if value is not None and datetime.fromisoformat(value["next_at"]) > now:
+            return None
+        return {"next_at": (now + every).isoformat(), "by": by}
+
+    return await compare_and_set(db, key, take) is not None

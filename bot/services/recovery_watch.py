@@ -54,14 +54,8 @@ class RecoveryWatch:
         """Poll when ``interval`` has passed since any replica last did; None when not due (or nothing to watch)."""
         if not self.rt.policy.recovery_accounts:
             return None
-        now = self.rt.clock.now()
-
-        def take(value: kvstate.Value | None) -> kvstate.Value | None:
-            if value is not None and datetime.fromisoformat(value["next_at"]) > now:
-                return None
-            return {"next_at": (now + self.interval).isoformat(), "by": self.rt.instance_id}
-
-        if await kvstate.compare_and_set(self.rt.db, SCHEDULE_KEY, take) is None:
+        if not await kvstate.take_turn(self.rt.db, SCHEDULE_KEY, now=self.rt.clock.now(), every=self.interval,
+                                       by=self.rt.instance_id):
             return None
         return await self.poll()
 
