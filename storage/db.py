@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from storage.inline_sqlite import inline_creator
+
+# SQLite statements run on the event-loop thread (storage/inline_sqlite.py); JITBOT_SQLITE_THREADS=1 goes
+# back to aiosqlite's thread per connection (kept to compare the two: bench/README.md).
+INLINE_SQLITE = os.environ.get("JITBOT_SQLITE_THREADS", "") != "1"
 DEFAULT_URL = "sqlite+aiosqlite:///jitbot.db"
 
 # Key for pg_advisory_xact_lock: serialises appends to the audit hash chain across replicas.
@@ -33,6 +39,11 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
             if schema:  # an isolated schema (tests; several deployments in one database)
                 kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+        file_db = url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:")
+        inline = file_db and INLINE_SQLITE
+        if inline:  # statements run on the event-loop thread (storage/inline_sqlite.py)
+            kwargs["async_creator"] = inline_creator(str(make_url(url).database))
+            kwargs.pop("connect_args", None)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.read_engine = self.engine
         self.is_sqlite = self.engine.dialect.name == "sqlite"
@@ -42,16 +53,16 @@ class Database:
         # of polling the file lock in SQLite's busy handler, which sleeps up to 100 ms between tries.
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
-            self._sqlite_connections(self.engine, immediate=True)
-            if self.engine.url.database not in (None, "", ":memory:"):
+            self._sqlite_connections(self.engine, immediate=True, inline=inline)
+            if file_db:
                 # Reads get their own pool with deferred BEGIN: under WAL they never wait for a writer.
                 self.read_engine = create_async_engine(url, **kwargs)
-                self._sqlite_connections(self.read_engine, immediate=False)
+                self._sqlite_connections(self.read_engine, immediate=False, inline=inline)
         self.sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._writers = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @staticmethod
-    def _sqlite_connections(engine: AsyncEngine, *, immediate: bool) -> None:
+    def _sqlite_connections(engine: AsyncEngine, *, immediate: bool, inline: bool = False) -> None:
         # pysqlite's own transaction handling is off; every write transaction is BEGIN IMMEDIATE, so a
         # writer holds the database lock from its first statement (no lost updates, no fork in the
         # audit chain), and WAL lets readers carry on meanwhile.
@@ -64,7 +75,8 @@ class Database:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            # an inline connection must not block the event loop: it retries asynchronously instead
+            cur.execute("PRAGMA busy_timeout=0" if inline else "PRAGMA busy_timeout=30000")
             cur.close()
 
         @event.listens_for(sync_engine, "begin")

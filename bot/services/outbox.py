@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from bot.services.clock import Clock
 from storage.db import Database
@@ -41,6 +40,31 @@ _CLAIM_NEXT = (
     .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
     .returning(*_OUTBOX.c)
 )
+
+
+
+def _claim_heads(*, skip_locked: bool) -> Any:
+    """Claim the due heads of order keys: pending, due, unclaimed (or lease ran out), no earlier pending
+    message of the same key. One UPDATE … WHERE id IN (SELECT …) RETURNING every column."""
+    earlier = _OUTBOX.alias("earlier")
+    free = or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < bindparam("b_now"))
+    inner = (
+        select(_OUTBOX.c.id)
+        .where(_OUTBOX.c.status == "pending", _OUTBOX.c.next_attempt_at <= bindparam("b_now"), free,
+               ~exists().where(and_(earlier.c.order_key == _OUTBOX.c.order_key, earlier.c.status == "pending",
+                                    earlier.c.id < _OUTBOX.c.id)))
+        .order_by(_OUTBOX.c.id)
+        .limit(bindparam("b_limit"))
+    )
+    if skip_locked:  # PostgreSQL: replicas claiming together skip each other's rows instead of waiting
+        inner = inner.with_for_update(skip_locked=True, of=_OUTBOX)
+    return (update(_OUTBOX).where(_OUTBOX.c.id.in_(inner.scalar_subquery()), free)
+            .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+            .returning(*_OUTBOX.c))
+
+
+_CLAIM_HEADS_SQLITE = _claim_heads(skip_locked=False)
+_CLAIM_HEADS_PG = _claim_heads(skip_locked=True)
 
 
 class RetryLater(Exception):
@@ -102,31 +126,38 @@ class OutboxDispatcher:
         self.lease, self.max_backoff = lease, max_backoff
         self._to_record: list[tuple[OutboxMessage, list[Ref], asyncio.Future[OutboxMessage | None]]] = []
         self._recorder: asyncio.Task[None] | None = None
+        self._in_flight = 0  # claims and chains of the continuous loop not finished yet
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def quiesce(self) -> None:
+        """Wait until the continuous loop has recorded everything it claimed (tests, the playground)."""
+        while self._in_flight:
+            await self._idle.wait()
+
+    async def _tracked_chain(self, msg: OutboxMessage) -> int:
+        try:
+            return await self.chain(msg)
+        finally:
+            self._leave()
 
     async def claim(self, limit: int) -> list[OutboxMessage]:
+        """Claim up to ``limit`` due messages, each the oldest pending one of its order key."""
         now = self.clock.now()
-        earlier = aliased(OutboxMessage)
-        free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)  # type: ignore[union-attr,operator]
-        inner = (
-            select(OutboxMessage.id)
-            .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now, free,  # type: ignore[operator]
-                   ~exists().where(and_(earlier.order_key == OutboxMessage.order_key, earlier.status == "pending",
-                                        earlier.id < OutboxMessage.id)))  # type: ignore[operator]
-            .order_by(OutboxMessage.id)  # type: ignore[arg-type]
-            .limit(limit)
-        )
-        if not self.db.is_sqlite:
-            inner = inner.with_for_update(skip_locked=True, of=OutboxMessage)  # type: ignore[arg-type]
+        stmt = _CLAIM_HEADS_SQLITE if self.db.is_sqlite else _CLAIM_HEADS_PG
         async with self.db.transaction() as session:
-            ids = (await session.execute(
-                update(OutboxMessage).where(OutboxMessage.id.in_(inner.scalar_subquery()), free)  # type: ignore[union-attr]
-                .values(claimed_until=now + self.lease, claimed_by=self.owner).returning(OutboxMessage.id)
-            )).scalars().all()
-            if not ids:
-                return []
-            rows = (await session.execute(select(OutboxMessage).where(OutboxMessage.id.in_(ids))  # type: ignore[union-attr]
-                                          .order_by(OutboxMessage.id))).scalars().all()  # type: ignore[arg-type]
-        return list(rows)
+            rows = (await session.execute(stmt, {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner,
+                                                 "b_limit": limit})).all()
+        return sorted((OutboxMessage(**row._mapping) for row in rows), key=lambda m: m.id or 0)
 
     async def dispatch_once(self, limit: int = 50) -> int:
         """Deliver what is due; returns how many messages were sent."""
@@ -152,9 +183,15 @@ class OutboxDispatcher:
             while True:
                 wake.clear()
                 free = self.concurrency - len(active)
-                claimed = await self.claim(free) if free > 0 else []
-                saturated = free <= 0 or len(claimed) == free
-                active.update(asyncio.create_task(self.chain(m)) for m in claimed)
+                self._enter()
+                try:
+                    claimed = await self.claim(free) if free > 0 else []
+                    saturated = free <= 0 or len(claimed) == free
+                    for m in claimed:
+                        self._enter()
+                        active.add(asyncio.create_task(self._tracked_chain(m)))
+                finally:
+                    self._leave()
                 while True:  # claim again on new messages, on a tick, or when a slot frees while saturated
                     waker = asyncio.create_task(wake.wait())
                     try:

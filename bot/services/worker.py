@@ -89,6 +89,7 @@ class Worker:
         """Deliver due outbox messages. In production this runs in its own loop, so a slow or absent
         Slack never delays revocations."""
         async with self._dispatch_lock:
+            await self.dispatcher.quiesce()  # what the continuous loop claimed is recorded first
             return await self.dispatcher.dispatch_once(limit=200)
 
     async def schedule_tick(self) -> TickReport:

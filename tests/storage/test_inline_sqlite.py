@@ -1,0 +1,103 @@
+"""SQLite statements run on the event-loop thread, and waiting for another process's lock never blocks it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from storage.db import Database
+from storage.inline_sqlite import InlineConnection, inline_creator
+
+
+async def _db(tmp_path: Path) -> Database:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}")
+    await db.migrate()
+    return db
+
+
+async def test_statements_run_on_the_loop_thread_without_a_helper_thread(tmp_path: Path) -> None:
+    db = await _db(tmp_path)
+    try:
+        seen: list[int] = []
+        async with db.transaction() as session:
+            raw = await (await session.connection()).get_raw_connection()
+            driver = raw.driver_connection
+            assert isinstance(driver, InlineConnection)
+            assert not driver._thread.is_alive()
+            driver._conn.create_function("where_am_i", 0, lambda: seen.append(threading.get_ident()) or 1)
+            await session.execute(text("SELECT where_am_i()"))
+            # SQLite's own busy handler would sleep on the loop thread: it is off, waits are asynchronous
+            assert (await session.execute(text("PRAGMA busy_timeout"))).scalar() == 0
+        assert seen == [threading.get_ident()]
+        async with db.sessions() as session:  # the read pool too
+            raw = await (await session.connection()).get_raw_connection()
+            assert isinstance(raw.driver_connection, InlineConnection)
+    finally:
+        await db.dispose()
+
+
+async def test_a_writer_waits_for_another_process_without_blocking_the_loop(tmp_path: Path) -> None:
+    db = await _db(tmp_path)
+    other = sqlite3.connect(tmp_path / "jit.db", isolation_level=None)  # as another process would hold it
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO kv (key, value) VALUES ('other', '1')")
+        loop_turns = 0
+        written = asyncio.Event()
+
+        async def write() -> None:
+            async with db.transaction() as session:
+                await session.execute(text("INSERT INTO kv (key, value) VALUES ('mine', '2')"))
+            written.set()
+
+        writer = asyncio.create_task(write())
+        # The loop keeps running other work while the writer waits for the lock ...
+        while loop_turns < 20:
+            await asyncio.sleep(0.001)
+            loop_turns += 1
+            assert not written.is_set()
+        other.execute("COMMIT")  # ... and the writer goes through once the lock is free
+        await asyncio.wait_for(writer, timeout=10)
+        async with db.sessions() as session:
+            keys = (await session.execute(text("SELECT key FROM kv ORDER BY key"))).scalars().all()
+        assert keys == ["mine", "other"]
+    finally:
+        other.close()
+        await db.dispose()
+
+
+async def test_a_writer_gives_up_after_its_busy_deadline_and_changes_nothing(tmp_path: Path) -> None:
+    db = await _db(tmp_path)
+    await db.dispose()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}",
+                                 async_creator=inline_creator(str(tmp_path / "jit.db"), busy_seconds=0.05))
+    other = sqlite3.connect(tmp_path / "jit.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            with pytest.raises(Exception, match="database is locked"):
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        assert other.execute("SELECT count(*) FROM kv").fetchone() == (0,)
+    finally:
+        other.close()
+        await engine.dispose()
+
+
+async def test_errors_other_than_a_lock_are_raised_at_once(tmp_path: Path) -> None:
+    db = await _db(tmp_path)
+    try:
+        with pytest.raises(Exception, match="no such table"):
+            async with db.transaction() as session:
+                await session.execute(text("SELECT * FROM no_such_table"))
+        async with db.transaction() as session:  # the connection is still good
+            await session.execute(text("INSERT INTO kv (key, value) VALUES ('k', '1')"))
+    finally:
+        await db.dispose()
