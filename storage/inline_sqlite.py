@@ -98,10 +98,9 @@ def inline_creator(path: str, *, busy_seconds: float = 30.0) -> Callable[[], Any
 
     def connector() -> sqlite3.Connection:
         # autocommit at the driver: the engine's "begin" listener issues BEGIN / BEGIN IMMEDIATE itself
-        conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
-        return conn
+        return sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
 
     async def create() -> InlineConnection:
-        return await InlineConnection(connector, busy_seconds=busy_seconds)
+        return await InlineConnection(connector, busy_seconds=busy_seconds)._connect()
 
     return create
