@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, event, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bot.services.clock import Clock
 from storage.db import Database
@@ -98,10 +99,48 @@ class Notifier(Protocol):
 
 
 def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, payload: dict[str, Any]) -> None:
-    """Add a message to the outbox inside the caller's transaction."""
-    session.add(OutboxMessage(created_at=at, order_key=order_key, kind=kind, payload=payload,
-                              next_attempt_at=at))
+    """Add a message to the outbox inside the caller's transaction.
+
+    The rows are written by one INSERT when the transaction commits (``_write_outbox``), in the order
+    they were enqueued; a rolled-back transaction writes none.
+    """
+    if not session.in_transaction():  # as session.add would: a rollback from here on drops the rows
+        session.sync_session.begin()
+    session.sync_session.info.setdefault(_PENDING_ROWS, []).append(
+        {"created_at": at, "order_key": order_key, "kind": kind, "payload": payload, "status": "pending",
+         "attempts": 0, "next_attempt_at": at})
     session.info["outbox"] = True  # Database.transaction() wakes the dispatcher after the commit
+
+
+_PENDING_ROWS = "outbox_rows"
+_INSERT = insert(_OUTBOX)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_outbox(session: Session) -> None:
+    rows = session.info.pop(_PENDING_ROWS, None)
+    if rows:
+        session.execute(_INSERT, rows)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_outbox(session: Session, _previous: Any) -> None:
+    session.info.pop(_PENDING_ROWS, None)
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A claimed outbox message: what delivering and recording it needs."""
+
+    id: int
+    order_key: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+    @classmethod
+    def of(cls, row: Any) -> Claimed:
+        return cls(row.id, row.order_key, row.kind, row.payload, row.attempts)
 
 
 class RecordingNotifier:
@@ -124,7 +163,7 @@ class OutboxDispatcher:
         self.db, self.notifier, self.clock, self.owner = db, notifier, clock, owner
         self.concurrency = concurrency
         self.lease, self.max_backoff = lease, max_backoff
-        self._to_record: list[tuple[OutboxMessage, list[Ref], asyncio.Future[OutboxMessage | None]]] = []
+        self._to_record: list[tuple[Claimed, list[Ref], asyncio.Future[Claimed | None]]] = []
         self._recorder: asyncio.Task[None] | None = None
         self._in_flight = 0  # claims and chains of the continuous loop not finished yet
         self._idle = asyncio.Event()
@@ -144,20 +183,20 @@ class OutboxDispatcher:
         while self._in_flight:
             await self._idle.wait()
 
-    async def _tracked_chain(self, msg: OutboxMessage) -> int:
+    async def _tracked_chain(self, msg: Claimed) -> int:
         try:
             return await self.chain(msg)
         finally:
             self._leave()
 
-    async def claim(self, limit: int) -> list[OutboxMessage]:
+    async def claim(self, limit: int) -> list[Claimed]:
         """Claim up to ``limit`` due messages, each the oldest pending one of its order key."""
         now = self.clock.now()
         stmt = _CLAIM_HEADS_SQLITE if self.db.is_sqlite else _CLAIM_HEADS_PG
         async with self.db.transaction() as session:
             rows = (await session.execute(stmt, {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner,
                                                  "b_limit": limit})).all()
-        return sorted((OutboxMessage(**row._mapping) for row in rows), key=lambda m: m.id or 0)
+        return sorted((Claimed.of(row) for row in rows), key=lambda m: m.id)
 
     async def dispatch_once(self, limit: int = 50) -> int:
         """Deliver what is due; returns how many messages were sent."""
@@ -168,7 +207,7 @@ class OutboxDispatcher:
             return sum([await self.chain(msg) for msg in claimed])
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(msg: OutboxMessage) -> int:
+        async def one(msg: Claimed) -> int:
             async with gate:
                 return await self.chain(msg)
 
@@ -222,7 +261,7 @@ class OutboxDispatcher:
                 break
         return total
 
-    async def chain(self, msg: OutboxMessage | None) -> int:
+    async def chain(self, msg: Claimed | None) -> int:
         """Deliver a claimed message, then the next ones of its order key while they are due."""
         sent = 0
         while msg is not None:
@@ -230,7 +269,7 @@ class OutboxDispatcher:
             sent += ok
         return sent
 
-    async def _deliver(self, msg: OutboxMessage) -> tuple[int, OutboxMessage | None]:
+    async def _deliver(self, msg: Claimed) -> tuple[int, Claimed | None]:
         now = self.clock.now()
         try:
             delivery = await self.notifier.deliver(msg.kind, msg.payload)
@@ -247,10 +286,10 @@ class OutboxDispatcher:
             return 0, None
         return 1, await self._record_sent(msg, delivery.refs)
 
-    async def _record_sent(self, msg: OutboxMessage, refs: list[Ref]) -> OutboxMessage | None:
+    async def _record_sent(self, msg: Claimed, refs: list[Ref]) -> Claimed | None:
         """Record a sent message and claim the next one of its key. Records of messages sent meanwhile
         share one transaction (group commit): on SQLite every transaction queues for the one writer."""
-        done: asyncio.Future[OutboxMessage | None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Claimed | None] = asyncio.get_running_loop().create_future()
         self._to_record.append((msg, refs, done))
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_batches())
@@ -261,7 +300,7 @@ class OutboxDispatcher:
             batch, self._to_record = self._to_record, []
             try:
                 now = self.clock.now()
-                following: list[OutboxMessage | None] = []
+                following: list[Claimed | None] = []
                 async with self.db.transaction() as session:
                     refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
                              "channel": r.channel, "ts": r.ts} for _, rs, _ in batch for r in rs]
@@ -273,7 +312,7 @@ class OutboxDispatcher:
                         row = (await session.execute(_CLAIM_NEXT, {"b_key": m.order_key, "b_now": now,
                                                                    "b_until": now + self.lease,
                                                                    "b_owner": self.owner})).first()
-                        following.append(OutboxMessage(**row._mapping) if row is not None else None)
+                        following.append(Claimed.of(row) if row is not None else None)
             except Exception as exc:  # the messages stay claimed until their lease ends, then go again
                 for _, _, done in batch:
                     if not done.done():

@@ -152,3 +152,41 @@ async def test_a_stuck_audit_channel_does_not_hold_up_the_requesters_messages(
     async with s.rt.db.sessions() as session:
         waiting = (await session.execute(select(OutboxMessage.kind).where(OutboxMessage.status == "pending"))).all()
     assert waiting and {k for (k,) in waiting} == {"audit"}  # the audit lines wait for the channel, in order
+
+
+async def test_messages_of_a_rolled_back_transaction_are_never_written(db_factory: DbFactory,
+                                                                       clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+
+    class Boom(Exception):
+        pass
+
+    try:
+        async with db.transaction() as session:
+            enqueue(session, at=clock.now(), order_key="R-X", kind="note", payload={"key": "R-X", "n": 0})
+            raise Boom
+    except Boom:
+        pass
+    # a session that rolls back and is then used again commits only what came after the rollback
+    async with db._writers() as session:
+        enqueue(session, at=clock.now(), order_key="R-Y", kind="note", payload={"key": "R-Y", "n": 0})
+        await session.rollback()
+        enqueue(session, at=clock.now(), order_key="R-Y", kind="note", payload={"key": "R-Y", "n": 1})
+        await session.commit()
+    async with db.sessions() as session:
+        rows = (await session.execute(select(OutboxMessage.order_key, OutboxMessage.payload)
+                                      .order_by(OutboxMessage.id))).all()  # type: ignore[arg-type]
+    assert [(k, p["n"]) for k, p in rows] == [("R-Y", 1)]
+
+
+async def test_messages_are_written_in_the_order_they_were_enqueued(db_factory: DbFactory,
+                                                                    clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+    async with db.transaction() as session:
+        for n, key in enumerate(["R-B", "R-A", "R-B", "R-C", "R-A"]):
+            enqueue(session, at=clock.now(), order_key=key, kind="note", payload={"key": key, "n": n})
+    async with db.sessions() as session:
+        rows = (await session.execute(select(OutboxMessage.payload).order_by(OutboxMessage.id))).scalars().all()  # type: ignore[arg-type]
+    assert [p["n"] for p in rows] == [0, 1, 2, 3, 4]
