@@ -72,6 +72,7 @@ class Worker:
         self._kicker: asyncio.Task[None] | None = None
         self._dispatching: asyncio.Task[None] | None = None
         self._interval = 1.0
+        self._stopping = False
         self.ticks = 0
 
     async def recover(self) -> int:
@@ -136,8 +137,12 @@ class Worker:
 
     async def _safe_tick(self) -> None:
         try:
-            while (await self.schedule_tick()).busy:
+            while not self._stopping and (await self.schedule_tick()).busy:
                 pass
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # stop() cancelled a tick that was still waiting for the lock: nothing had started
         except Exception:  # one bad tick must not stop the schedule; the next tick retries
             log.exception("worker tick failed")
 
@@ -150,7 +155,7 @@ class Worker:
             log.exception("claim recovery failed; leases will expire instead")
         self._dispatching = asyncio.create_task(self._dispatch_loop())
         await self._safe_tick()
-        while True:
+        while not self._stopping:
             await self.rt.wake.wait()
             self.rt.wake.clear()
             await self._safe_tick()
@@ -179,15 +184,18 @@ class Worker:
         self._kicker = asyncio.create_task(self._kick_loop())
 
     async def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
-        if self._kicker is not None:
-            async with self._lock:  # let a tick in progress finish its transaction
+        """Stop ticking and delivering. A pass in progress finishes first (it holds the tick lock for
+        its whole run), so no revocation is cut off between the IdP call and its record."""
+        self._stopping = True
+        async with self._lock:  # from here on no pass is running, and none can start
+            if self._scheduler is not None:
+                self._scheduler.shutdown(wait=False)  # cancels ticks waiting for the lock: see _safe_tick
+                self._scheduler = None
+            if self._kicker is not None:
                 self._kicker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._kicker
-            self._kicker = None
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._kicker
+                self._kicker = None
         if self._dispatching is not None:  # chains in flight finish recording what they sent
             self._dispatching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
