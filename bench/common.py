@@ -23,6 +23,25 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def cpu_times() -> tuple[float, float, float]:
+    """The whole machine's (busy, steal, total) jiffies so far, from /proc/stat (Linux)."""
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0.0
+    total = sum(fields[:8])
+    return total - idle - steal, steal, total
+
+
+def machine_use(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """How busy the machine was between two ``cpu_times()`` readings: busy and steal as % of all cores.
+    Steal is time the hypervisor gave to other guests: on a shared host the cores are not all ours."""
+    busy, steal, total = (a - b for a, b in zip(after, before, strict=True))
+    if total <= 0:
+        return "machine CPU n/a"
+    return f"machine CPU busy {100 * busy / total:.0f}%, steal {100 * steal / total:.0f}%"
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:

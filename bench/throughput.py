@@ -26,7 +26,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.common import machine, pct
+from bench.common import cpu_times, machine, machine_use, pct
 from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
 
@@ -169,10 +169,13 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
                 await flow(queue.get_nowait())
 
         cpu_before = sum(cpu_seconds(p.pid) for p in procs)
+        harness_before, machine_before = cpu_seconds(os.getpid()), cpu_times()
         start = time.perf_counter()
         await asyncio.gather(*(runner() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
         replica_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
+        harness_cpu = cpu_seconds(os.getpid()) - harness_before
+        use = machine_use(machine_before, cpu_times())
         per_method: dict[str, int] = {}
         for c in slack.calls():
             per_method[c.method] = per_method.get(c.method, 0) + 1
@@ -190,6 +193,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
     out["slack_calls_per_flow"] = sum(per_method.values()) / flows
     out["cpu_ms_per_flow"] = replica_cpu / flows * 1000
     print("Slack calls per flow: " + ", ".join(f"{m} {n / flows:.1f}" for m, n in sorted(per_method.items())))
+    print(f"{use}; load generator + fake Slack CPU {harness_cpu / flows * 1000:.1f} ms/flow")
     for name, values in steps.items():
         out[f"{name}_p50"], out[f"{name}_p99"] = pct(values, 50), pct(values, 99)
     return out
