@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, bindparam, event, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, event, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -31,11 +31,14 @@ _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _ADD_REF = insert(MessageRef.__table__)  # type: ignore[attr-defined]
 _MARK_SENT = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("b_id"))
               .values(status="sent", sent_at=bindparam("b_now"), attempts=bindparam("b_attempts"), claimed_until=None))
+# The next message of each of several keys (the oldest pending one), if it is due and unclaimed: one
+# statement for a whole group-committed batch of deliveries.
 _CLAIM_NEXT = (
     update(_OUTBOX)
-    .where(_OUTBOX.c.id == select(_OUTBOX.c.id).where(_OUTBOX.c.order_key == bindparam("b_key"),
-                                                      _OUTBOX.c.status == "pending")
-           .order_by(_OUTBOX.c.id).limit(1).scalar_subquery(),
+    .where(_OUTBOX.c.id.in_(select(func.min(_OUTBOX.c.id))
+                            .where(_OUTBOX.c.order_key.in_(bindparam("b_keys", expanding=True)),
+                                   _OUTBOX.c.status == "pending")
+                            .group_by(_OUTBOX.c.order_key).scalar_subquery()),
            _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
            or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < bindparam("b_now")))
     .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
@@ -308,11 +311,12 @@ class OutboxDispatcher:
                         await session.execute(_ADD_REF, refs)
                     await session.execute(_MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1}
                                                        for m, _, _ in batch])
-                    for m, _, _ in batch:  # the next message of each key, claimed in the same transaction
-                        row = (await session.execute(_CLAIM_NEXT, {"b_key": m.order_key, "b_now": now,
-                                                                   "b_until": now + self.lease,
-                                                                   "b_owner": self.owner})).first()
-                        following.append(Claimed.of(row) if row is not None else None)
+                    # the next message of each key, claimed in the same transaction (a chain is one key)
+                    rows = (await session.execute(_CLAIM_NEXT, {"b_keys": sorted({m.order_key for m, _, _ in batch}),
+                                                                "b_now": now, "b_until": now + self.lease,
+                                                                "b_owner": self.owner})).all()
+                    by_key = {row.order_key: Claimed.of(row) for row in rows}
+                    following = [by_key.pop(m.order_key, None) for m, _, _ in batch]
             except Exception as exc:  # the messages stay claimed until their lease ends, then go again
                 for _, _, done in batch:
                     if not done.done():
