@@ -68,6 +68,15 @@ def target_of(grant: Grant) -> Target:
     return Target(kind=TargetKind(grant.target_kind), id=grant.target_id)
 
 
+def granted_user(grant: Grant) -> IdpUser | None:
+    """The account the membership was granted to, by the IdP id recorded when it was granted.
+
+    Revocation removes *that* account's membership. Looking the user up again by email would miss it
+    when the email changed at the IdP during the grant (the revoke would count as done and the access
+    would stay), and would hit another account if the address had been given to someone else."""
+    return IdpUser(id=grant.user_idp_id, email=grant.user_email) if grant.user_idp_id else None
+
+
 async def idp_user(rt: Runtime, grant: Grant) -> IdpUser:
     """The grant's user at its connector (cached by the directory); ``NotFound`` if there is none."""
     user = await rt.directory.find_user(grant.connector, grant.user_email)
@@ -226,10 +235,12 @@ class Revoker:
         """Remove the membership at the IdP (and end sessions if asked); errors are kept, not raised."""
         g = c.grant
         try:
-            try:
-                user = await idp_user(self.rt, g)
-            except NotFound:
-                return c  # the account is gone at the IdP: no membership is left to remove
+            user = granted_user(g)  # no IdP lookup: the id is known (and stays right if the email changes)
+            if user is None:  # a grant that never completed (failed grant being cleaned up): look it up
+                try:
+                    user = await idp_user(self.rt, g)
+                except NotFound:
+                    return c  # the account is gone at the IdP: no membership is left to remove
             connector = self.rt.connector(g.connector)
             await connector.revoke(user, target_of(g), grant_id=g.id)
         except ConnectorError as exc:

@@ -198,3 +198,22 @@ async def test_overlapping_grants_keep_access_until_the_last_one_ends(db_factory
     async with s.rt.db.sessions() as session:
         grants = (await session.execute(select(Grant))).scalars().all()
     assert all(g.status == "ended" for g in grants)
+
+
+async def test_revocation_reaches_the_account_whose_email_changed_during_the_grant(  # type: ignore[no-untyped-def]
+        db_factory: DbFactory, loaded_policy, clock: ManualClock) -> None:
+    s = await make_stack(db_factory(), loaded_policy, clock)
+    req = await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                  duration=timedelta(hours=1), justification="logs")
+    await s.worker.run_until_idle()
+    assert await s.is_member("alice@example.com", "readonly")
+    # At the IdP the account is renamed: same account (id), new primary email; the old address finds nobody.
+    demo = s.rt.connectors["demo"]
+    users = demo._users  # type: ignore[attr-defined]
+    account = users.pop("alice@example.com")
+    users["alice.smith@example.com"] = type(account)(id=account.id, email="alice.smith@example.com")
+    clock.advance(timedelta(hours=2))  # past the expiry and the directory's lookup cache
+    await s.worker.run_until_idle()
+    assert await _status(db_factory, s.rt.db, req.id) == "expired"
+    # the membership the grant added is gone from the account it was added to
+    assert not await s.is_member(account.id, "readonly")
