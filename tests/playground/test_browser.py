@@ -3,7 +3,8 @@
 Walks the whole loop as a person would: alice types /jit, fills the modal and submits; bob approves
 layer 1, dave approves layer 2; alice has access; the clock jumps; the warning and then the expiry
 appear. Every click travels from the page to the playground server, which sends it to the real bot
-as a signed Slack request. Screenshots go to docs/img/playground.png and test-artifacts/.
+as a signed Slack request. Screenshots go to test-artifacts/; with JITBOT_UPDATE_SCREENSHOT=1 the README's
+docs/img/playground.png is refreshed too (off by default, so a test run leaves the work tree clean).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ async def test_request_two_approvals_grant_warning_expiry(page: Page, playground
         await _jump(page, "clock-10m", f"{n * 10}m")
     await expect(dm).to_contain_text(re.compile(r"access ends in"))
     await expect(dm.get_by_role("button", name="Extend")).to_be_visible()
-    await page.screenshot(path=str(README_SHOT))
+    await page.screenshot(path=str(README_SHOT if os.environ.get("JITBOT_UPDATE_SCREENSHOT") == "1"
+                                   else ARTIFACTS / "playground.png"))
     await page.screenshot(path=str(ARTIFACTS / "playground-2-warning.png"))
 
     # an hour later it has expired and the membership is gone
