@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ def _free(now: datetime) -> Any:
 
 async def claim_grants(db: Database, *, status: str, due_column: Any, now: datetime, lease: timedelta,
                        limit: int, owner: str = "", set_values: dict[str, Any] | None = None,
-                       session: AsyncSession | None = None) -> list[str]:
+                       session: AsyncSession | None = None, where: Sequence[Any] = ()) -> list[str]:
     """Claim up to ``limit`` grants in ``status`` whose ``due_column`` has passed; returns their ids.
 
     One UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) AND <still claimable> RETURNING id:
@@ -27,7 +28,7 @@ async def claim_grants(db: Database, *, status: str, due_column: Any, now: datet
     claimable again. In its own transaction, or in ``session``'s (the claim then commits with the
     work done on the claimed rows).
     """
-    inner = (select(Grant.id).where(Grant.status == status, due_column <= now, _free(now))
+    inner = (select(Grant.id).where(Grant.status == status, due_column <= now, _free(now), *where)
              .order_by(due_column).limit(limit))
     if not db.is_sqlite:
         inner = inner.with_for_update(skip_locked=True)

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -52,6 +53,7 @@ LEASE = timedelta(minutes=5)
 OVERDUE_ALERT_AFTER = timedelta(minutes=2)
 CHUNK = 50  # grants claimed and decided in one transaction
 MAX_OUTSTANDING = 4 * CHUNK  # decided and not yet recorded: calls waiting at the connector, or finished
+PER_CONNECTOR = MAX_OUTSTANDING - CHUNK  # in flight at one connector: a slow one leaves room for the others
 RECORD_MAX = 2 * CHUNK  # finished calls recorded in one transaction
 RECORD_LINGER = 0.2  # seconds a finished call may wait to be recorded together with later ones
 
@@ -98,6 +100,8 @@ class _Call:
 class Revoker:
     """Revokes grants in status ``revoking``: claims, decides, calls the IdP, records the outcome."""
 
+    chunk, max_outstanding, per_connector = CHUNK, MAX_OUTSTANDING, PER_CONNECTOR
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
@@ -110,36 +114,47 @@ class Revoker:
         finished: list[_Call] = []
         first_finished_at = 0.0  # monotonic time the oldest unrecorded call finished
         outstanding = 0  # decided for a call and not yet recorded
+        in_flight: Counter[str] = Counter()  # the same, per connector
+        held_back = False  # the last claim skipped a full connector and found nothing else: wait for a call
         total, exhausted, expire = 0, False, True
+        chunk = self.chunk
         try:
             while True:
-                claim = not exhausted and outstanding <= MAX_OUTSTANDING - CHUNK and time.monotonic() < deadline
+                claim = (not exhausted and not held_back and outstanding <= self.max_outstanding - chunk
+                         and time.monotonic() < deadline)
                 # Record with a claim anyway; else when a chunk's worth has finished, when nothing else is
                 # running, or when the oldest finished call has waited long enough.
-                if finished and (claim or len(finished) >= CHUNK or not calls
+                if finished and (claim or len(finished) >= chunk or not calls
                                  or time.monotonic() - first_finished_at >= RECORD_LINGER):
                     record, finished = finished[:RECORD_MAX], finished[RECORD_MAX:]
                     first_finished_at = time.monotonic()
                 else:
                     record = []
-                if (record and exhausted and total >= CHUNK and time.monotonic() < deadline
-                        and outstanding - len(record) <= MAX_OUTSTANDING - CHUNK):
+                if (record and exhausted and total >= chunk and time.monotonic() < deadline
+                        and outstanding - len(record) <= self.max_outstanding - chunk):
                     # A mass expiry is under way: with this step, also take what fell due since ``now``
                     # rather than ending the run and waiting for the rest of the tick.
                     fresh = self.rt.clock.now()
                     if fresh > now:
                         now, exhausted, expire, claim = fresh, False, True, True
                 if claim or record or expire:
+                    # A connector with ``per_connector`` calls in flight (throttled, or slow) is skipped, so
+                    # the grants due at the other connectors are not held up behind it.
+                    skip = sorted(c for c, n in in_flight.items() if n >= self.per_connector)
                     try:
-                        claimed, decided = await self.step(now, record=record, claim=claim,
+                        claimed, decided = await self.step(now, record=record, claim=claim, skip=skip,
                                                            expire_limit=expire_limit if expire else 0)
                     except BaseException:
                         finished[:0] = record  # not committed (or not known to be): still to be recorded
                         raise
                     expire = False
                     outstanding += len(decided) - len(record)
+                    in_flight.update(c.grant.connector for c in decided)
+                    in_flight.subtract(c.grant.connector for c in record)
+                    held_back = held_back and not record  # a call finished: a skipped connector may have room
                     total += claimed
-                    exhausted = exhausted or (claim and claimed < CHUNK)  # a short chunk: nothing else is due
+                    if claim and claimed < chunk:  # a short chunk: nothing else is due (at the unskipped ones)
+                        held_back, exhausted = (True, exhausted) if skip else (held_back, True)
                     calls.update(asyncio.create_task(self.call(c)) for c in decided)
                     continue
                 if not calls:
@@ -171,8 +186,8 @@ class Revoker:
             log.exception("recording %d revocation(s) failed; they are retried when their claims lapse",
                           len(finished))
 
-    async def step(self, now: datetime, *, record: list[_Call], claim: bool,
-                   expire_limit: int) -> tuple[int, list[_Call]]:
+    async def step(self, now: datetime, *, record: list[_Call], claim: bool, expire_limit: int,
+                   skip: list[str] | None = None) -> tuple[int, list[_Call]]:
         """One transaction: record ``record``; move up to ``expire_limit`` grants past expiry to
         ``revoking``; if ``claim``, claim and decide a chunk. Returns how many grants were claimed, and
         those whose membership must go."""
@@ -189,7 +204,8 @@ class Revoker:
             if not claim:
                 return 0, []
             grant_ids = await claim_grants(rt.db, owner=rt.instance_id, status="revoking", session=session,
-                                           due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=CHUNK)
+                                           due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=self.chunk,
+                                           where=[Grant.connector.not_in(skip)] if skip else ())  # type: ignore[attr-defined]
             return len(grant_ids), await self._decide(session, grant_ids)
 
     # ---- decide --------------------------------------------------------------------------------
