@@ -60,8 +60,12 @@ def _claim_heads(*, skip_locked: bool) -> Any:
         .order_by(_OUTBOX.c.id)
         .limit(bindparam("b_limit"))
     )
-    if skip_locked:  # PostgreSQL: replicas claiming together skip each other's rows instead of waiting
-        inner = inner.with_for_update(skip_locked=True, of=_OUTBOX)
+    if skip_locked:  # PostgreSQL: replicas claiming together skip each other's rows instead of waiting;
+        # a MATERIALIZED CTE, run once (as a subquery it may be re-run and claim more than the limit)
+        due = inner.with_for_update(skip_locked=True, of=_OUTBOX).cte("due").prefix_with("MATERIALIZED")
+        return (update(_OUTBOX).where(_OUTBOX.c.id.in_(select(due.c.id)), free)
+                .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+                .returning(*_OUTBOX.c))
     return (update(_OUTBOX).where(_OUTBOX.c.id.in_(inner.scalar_subquery()), free)
             .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
             .returning(*_OUTBOX.c))
