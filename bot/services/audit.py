@@ -8,7 +8,7 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,19 +19,10 @@ from storage.tables import Event
 GENESIS = "0" * 64
 
 
-class _Chained(Protocol):
-    at: datetime
-    request_id: str | None
-    actor: str
-    kind: str
-    from_state: str | None
-    to_state: str | None
-    detail: dict[str, Any]
-    prev_hash: str
-
-
 @dataclass(frozen=True)
 class NewEvent:
+    """An event about to be appended (the stored ``Event`` row less its id and hash)."""
+
     at: datetime
     request_id: str | None
     actor: str
@@ -47,7 +38,7 @@ _INSERT = insert(_EVENT)
 _HEAD = select(_EVENT.c.hash).order_by(_EVENT.c.id.desc()).limit(1)
 
 
-def canonical(event: _Chained) -> str:
+def canonical(event: Event | NewEvent) -> str:
     body = {
         "at": event.at.isoformat(timespec="microseconds"),
         "request_id": event.request_id,
@@ -61,7 +52,7 @@ def canonical(event: _Chained) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def event_hash(event: _Chained) -> str:
+def event_hash(event: Event | NewEvent) -> str:
     return hashlib.sha256(canonical(event).encode()).hexdigest()
 
 

@@ -18,14 +18,14 @@ def _free(now: datetime) -> Any:
     return or_(Grant.claimed_until.is_(None), Grant.claimed_until < now)  # type: ignore[union-attr,operator]
 
 
-def locked_ids(db: Database, inner: Any) -> Any:
-    """The ids ``inner`` (a SELECT … LIMIT n) picks, for ``… WHERE id IN (…)``. On PostgreSQL they are
-    locked with SKIP LOCKED in a MATERIALIZED CTE: as a plain subquery the planner may run it again
-    for further rows, and every run skips what the previous one locked, so the claim took every due
-    row instead of n (measured: LIMIT 2 claimed 7)."""
-    if db.is_sqlite:
+def locked_ids(inner: Any, *, skip_locked: bool, of: Any = None) -> Any:
+    """The ids ``inner`` (a SELECT … LIMIT n) picks, for ``… WHERE id IN (…)``. With ``skip_locked``
+    (PostgreSQL: claimers skip each other's rows instead of waiting) they are locked in a MATERIALIZED
+    CTE: as a plain subquery the planner may run it again for further rows, and every run skips what the
+    previous one locked, so the claim took every due row instead of n (measured: LIMIT 2 claimed 7)."""
+    if not skip_locked:
         return inner.scalar_subquery()
-    due = inner.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+    due = inner.with_for_update(skip_locked=True, of=of).cte("due").prefix_with("MATERIALIZED")
     return select(due.c.id)
 
 
@@ -42,7 +42,8 @@ async def claim_grants(db: Database, *, status: str, due_column: Any, now: datet
     inner = (select(Grant.id).where(Grant.status == status, due_column <= now, _free(now), *where)
              .order_by(due_column).limit(limit))
     values = {"claimed_until": now + lease, "claimed_by": owner, **(set_values or {})}
-    stmt = (update(Grant).where(Grant.id.in_(locked_ids(db, inner)), Grant.status == status, due_column <= now,
+    ids = locked_ids(inner, skip_locked=not db.is_sqlite)
+    stmt = (update(Grant).where(Grant.id.in_(ids), Grant.status == status, due_column <= now,
                                 _free(now))  # type: ignore[attr-defined]
             .values(**values).returning(Grant.id))
     if session is not None:

@@ -19,6 +19,7 @@ from sqlalchemy import and_, bindparam, event, exists, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from bot.services.claims import locked_ids
 from bot.services.clock import Clock
 from storage.db import Database
 from storage.tables import MessageRef, OutboxMessage
@@ -60,13 +61,8 @@ def _claim_heads(*, skip_locked: bool) -> Any:
         .order_by(_OUTBOX.c.id)
         .limit(bindparam("b_limit"))
     )
-    if skip_locked:  # PostgreSQL: replicas claiming together skip each other's rows instead of waiting;
-        # a MATERIALIZED CTE, run once (as a subquery it may be re-run and claim more than the limit)
-        due = inner.with_for_update(skip_locked=True, of=_OUTBOX).cte("due").prefix_with("MATERIALIZED")
-        return (update(_OUTBOX).where(_OUTBOX.c.id.in_(select(due.c.id)), free)
-                .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
-                .returning(*_OUTBOX.c))
-    return (update(_OUTBOX).where(_OUTBOX.c.id.in_(inner.scalar_subquery()), free)
+    ids = locked_ids(inner, skip_locked=skip_locked, of=_OUTBOX)  # PostgreSQL: SKIP LOCKED, run once
+    return (update(_OUTBOX).where(_OUTBOX.c.id.in_(ids), free)
             .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
             .returning(*_OUTBOX.c))
 
