@@ -4,10 +4,12 @@
 
 The bot runs as real `jitbot serve` processes (HTTP mode, worker inside) against the fake Slack in this
 process; with --replicas N the flows are spread round-robin over N processes sharing one database
-(the approval click goes to another replica than the request). A flow is complete when the
-requester's "You now have …" DM has arrived. "bot CPU ms/flow" is the replicas' user + system CPU
-time over the measured window divided by the flows: if it stays the same with more replicas, they add
-no coordination cost, and throughput is bounded by the cores the machine has to give them.
+(the approval click goes to another replica than the request). A flow's steps end when the
+requester's "You now have …" DM has arrived; the run ends when the bot's outbox has nothing pending
+(every message of every flow delivered, the audit channel's included), and flows/s counts until then.
+"bot CPU ms/flow" is the replicas' user + system CPU time over the measured window divided by the
+flows: if it stays the same with more replicas, they add no coordination cost, and throughput is
+bounded by the cores the machine has to give them.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import argparse
 import asyncio
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -84,6 +88,24 @@ async def wait_healthy(port: int) -> None:
     raise RuntimeError(f"replica on :{port} did not become healthy")
 
 
+async def pending_messages(url: str) -> int:
+    """Outbox messages not yet delivered (or given up), read from the bot's database."""
+    query = "SELECT count(*) FROM outbox WHERE status = 'pending'"
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1]
+
+        def count() -> int:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                return int(conn.execute(query).fetchone()[0])
+
+        return await asyncio.to_thread(count)
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
 async def run(flows: int, concurrency: int, replicas: int, database: str) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp())
     (tmp / "policy.yml").write_text(policy_text())
@@ -130,14 +152,25 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
                     raise TimeoutError(f"flow step timed out; last Slack calls: {calls}")
                 await asyncio.sleep(0.005)
 
+        im: dict[str, str] = {}
+
+        def posted(user: str) -> list[Any]:
+            """The bot's messages in its DM with ``user``, as the fake stores them (no copy: polled often)."""
+            if user not in im:
+                channel = slack.im_channel(user)
+                if channel is None:
+                    return []
+                im[user] = channel
+            return slack.state.messages.get(im[user], [])
+
         async def flow(i: int) -> None:
             u = i % N_USERS
-            user = f"U{u:04d}"
+            user, email = f"U{u:04d}", f"u{u}@example.com"
             sender = senders[i % len(senders)]
             async with user_locks[u]:
                 t0 = time.perf_counter()
                 before_views = len(slack.modal_stack(user))
-                granted_before = sum("You now have" in m.text for m in slack.dm_messages(user))
+                granted_from = len(posted(user))
                 await sender.command(user, "")
                 await until(lambda: len(slack.modal_stack(user)) > before_views)
                 t1 = time.perf_counter()
@@ -146,21 +179,21 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
                 if ids.A_JUSTIFICATION not in str(view.blocks):
                     raise RuntimeError(f"unexpected modal: {view.blocks}")
                 lead = "UL1" if i % 2 else "UL2"
-                seen = {m.ts for m in slack.dm_messages(lead)}
+                asked_from = len(posted(lead))
                 await sender.submit_view(user, view.id, {ids.A_JUSTIFICATION: f"flow {i}"})
 
-                def ask() -> object:
-                    return next((m for m in reversed(slack.dm_messages(lead)) if m.ts not in seen
-                                 and f"<@{user}>" in str(m.blocks) and ids.APPROVE in str(m.blocks)), None)
+                def ask() -> Any:
+                    # only the messages that arrived since the submission are looked at
+                    return next((m for m in posted(lead)[asked_from:] if f"from {email} " in m.text), None)
 
                 await until(lambda: ask() is not None)
                 t2 = time.perf_counter()
                 steps["ask"].append(t2 - t1)
                 msg = ask()
-                assert msg is not None
-                await senders[(i + 1) % len(senders)].click(lead, slack.im_channel(lead), msg.ts,  # type: ignore[attr-defined]
-                                                            ids.APPROVE)
-                await until(lambda: sum("You now have" in m.text for m in slack.dm_messages(user)) > granted_before)
+                if ids.APPROVE not in str(msg.blocks) or f"<@{user}>" not in str(msg.blocks):
+                    raise RuntimeError(f"unexpected approval message: {msg.blocks}")
+                await senders[(i + 1) % len(senders)].click(lead, slack.im_channel(lead), msg.ts, ids.APPROVE)
+                await until(lambda: any("You now have" in m.text for m in posted(user)[granted_from:]))
                 durations.append(time.perf_counter() - t0)
                 steps["grant"].append(time.perf_counter() - t2)
 
@@ -172,6 +205,10 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
         harness_before, machine_before = cpu_seconds(os.getpid()), cpu_times()
         start = time.perf_counter()
         await asyncio.gather(*(runner() for _ in range(concurrency)))
+        last_flow = time.perf_counter() - start
+        # A flow is complete when all its messages are out, the audit channel's lines included.
+        while await pending_messages(url):
+            await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - start
         replica_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         harness_cpu = cpu_seconds(os.getpid()) - harness_before
@@ -189,11 +226,13 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
         conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         await conn.close()
-    out = {"flows_per_s": flows / elapsed, "p50": pct(durations, 50), "p99": pct(durations, 99), "elapsed": elapsed}
+    out = {"flows_per_s": flows / elapsed, "drain_s": elapsed - last_flow, "p50": pct(durations, 50),
+           "p99": pct(durations, 99), "elapsed": elapsed}
     out["slack_calls_per_flow"] = sum(per_method.values()) / flows
     out["cpu_ms_per_flow"] = replica_cpu / flows * 1000
     print("Slack calls per flow: " + ", ".join(f"{m} {n / flows:.1f}" for m, n in sorted(per_method.items())))
-    print(f"{use}; load generator + fake Slack CPU {harness_cpu / flows * 1000:.1f} ms/flow")
+    print(f"{use}; load generator + fake Slack CPU {harness_cpu / flows * 1000:.1f} ms/flow; "
+          f"last messages out {out['drain_s']:.2f} s after the last flow's grant")
     for name, values in steps.items():
         out[f"{name}_p50"], out[f"{name}_p99"] = pct(values, 50), pct(values, 99)
     return out

@@ -104,7 +104,8 @@ async def run_worker(args: argparse.Namespace) -> int:
     import aiohttp
 
     http = aiohttp.ClientSession()
-    worker = Worker(rt, OutboxDispatcher(rt.db, make_notifier(rt, http), rt.clock))
+    worker = Worker(rt, OutboxDispatcher(rt.db, make_notifier(rt, http), rt.clock,
+                                         lane_interval=_settings().JITBOT_AUDIT_CHANNEL_INTERVAL))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

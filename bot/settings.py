@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     JITBOT_INSTANCE_ID: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64,
                                     pattern=r"^[A-Za-z0-9._:@-]+$")
 
+    # Seconds between two posts of the audit channel's lane (Slack takes about one message per second
+    # per channel); lines that pile up meanwhile go out as one digest. 0 posts without pacing.
+    JITBOT_AUDIT_CHANNEL_INTERVAL: float = Field(default=1.0, ge=0.0, le=60.0)
+
     @field_validator("SLACK_BOT_TOKEN")
     @classmethod
     def _bot_token(cls, v: SecretStr | None) -> SecretStr | None:

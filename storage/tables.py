@@ -148,7 +148,7 @@ class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    order_key: str = Field(max_length=64, index=True)  # delivery is in order per key (the request id)
+    order_key: str = Field(max_length=64)  # delivery is in order per key (the request id, or a lane)
     kind: str = Field(max_length=32)
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     status: str = Field(default="pending", max_length=8)  # pending | sent | dead
@@ -159,7 +159,9 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = _ts()
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    # a key's pending messages by a seek, however many it has sent (a lane keeps every line it posted)
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),
+                      Index("ix_outbox_key_status", "order_key", "status", "id"))
 
 
 class MessageRef(SQLModel, table=True):

@@ -3,7 +3,8 @@
 ``FakeSlack().url`` is a ``base_url`` for slack_sdk's ``AsyncWebClient``. It checks the bearer token
 and the bot's scopes, required arguments and Block Kit limits, answers Slack's error codes, and keeps
 the workspace in memory (`SlackState`) so that tests can query messages, views and every call.
-Switches: `rate_limit` (429 + Retry-After) and `outage` (503, or connection refused).
+Switches: `rate_limit` (429 + Retry-After), `limit_channel_posts` (Slack's per-channel posting limit,
+429 + Retry-After) and `outage` (503, or connection refused).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from bot.fakes.blockkit import MAX_MESSAGE_BLOCKS, validate_blocks
+from bot.fakes.slack_limits import ChannelPostLimiter
 from bot.fakes.slack_methods import METHOD_SCOPES, METHODS, ApiFailure
 from bot.fakes.slack_state import (
     Call,
@@ -44,20 +46,35 @@ class _RateLimit:
     retry_after: int
 
 
+class _Throttled(ApiFailure):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("ratelimited")
+        self.retry_after = retry_after
+
+
 class FakeSlack:
-    """The fake workspace and its Web API server. Use ``async with FakeSlack() as slack:`` or start/stop."""
+    """The fake workspace and its Web API server. Use ``async with FakeSlack() as slack:`` or start/stop.
+
+    ``clock`` (wall time) stamps messages and expires triggers; ``channel_post_limit=(rate, burst)``
+    turns on `limit_channel_posts`, whose buckets refill by the monotonic clock ``now``.
+    """
 
     def __init__(self, *, token: str = "xoxb-fake-bot-token", team_id: str = "T0FAKE0001",
                  team_domain: str = "jitbot-fake", bot_user_id: str = "U0BOT00001",
                  bot_id: str = "B0BOT00001", app_id: str = "A0JITBOT01",
                  scopes: Iterable[str] = DEFAULT_BOT_SCOPES, clock: Callable[[], float] = time.time,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0,
+                 channel_post_limit: tuple[float, int] | None = None,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.token, self.team_domain, self.host, self._port = token, team_domain, host, port
         self.state = SlackState(team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, app_id=app_id,
                                 clock=clock)
         self.state.scopes = set(scopes)
         self._rate_limits: list[_RateLimit] = []
         self._outage: OutageKind | None = None
+        self._post_limiter: ChannelPostLimiter | None = None
+        if channel_post_limit is not None:
+            self.limit_channel_posts(*channel_post_limit, now=now)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.listeners: list[Callable[[Call], None]] = []
@@ -147,6 +164,12 @@ class FakeSlack:
         """The next ``count`` calls (of ``method``, or of any method) answer 429 + Retry-After."""
         self._rate_limits.append(_RateLimit(count, method, retry_after))
 
+    def limit_channel_posts(self, rate: float = 1.0, burst: int = 3, *,
+                            now: Callable[[], float] = time.monotonic) -> None:
+        """Slack's per-channel limit on chat.postMessage (thread replies included): ``rate`` posts a
+        second per channel with bursts of ``burst``. Over it: 429 + Retry-After, nothing stored."""
+        self._post_limiter = ChannelPostLimiter(rate, burst, now=now)
+
     async def outage(self, kind: OutageKind = "503") -> None:
         """Every call answers 503 (``"503"``) or the port stops listening (``"refused"``)."""
         self._outage = kind
@@ -164,6 +187,15 @@ class FakeSlack:
     def calls(self, method: str | None = None) -> list[Call]:
         """Every Web API call received (including rejected ones), optionally of one method."""
         return [c for c in self.state.calls if method is None or c.method == method]
+
+    def rejected_posts(self, channel: str | None = None) -> int:
+        """chat.postMessage calls refused by `limit_channel_posts` (to ``channel``, or in all)."""
+        if self._post_limiter is None:
+            return 0
+        rejected = self._post_limiter.rejected
+        if channel is None:
+            return rejected.total()
+        return rejected[(self.im_channel(channel) or "") if channel in self.state.users else channel]
 
     def messages(self, channel: str, *, include_replies: bool = True) -> list[Message]:
         """Messages in a channel in ts order, with updates applied (``edits`` keeps older versions)."""
@@ -257,6 +289,9 @@ class FakeSlack:
                 headers["Retry-After"] = str(rule.retry_after)
             else:
                 body = self._dispatch(request, method, args)
+        except _Throttled as throttled:
+            status, body = 429, throttled.body()
+            headers["Retry-After"] = str(throttled.retry_after)
         except ApiFailure as failure:
             body = failure.body()
         recorded = {k: v for k, v in args.items() if k != "token"}
@@ -274,7 +309,15 @@ class FakeSlack:
         needed = METHOD_SCOPES.get(method)
         if needed and needed not in self.state.scopes:
             raise ApiFailure("missing_scope", needed=needed, provided=",".join(sorted(self.state.scopes)))
+        if method == "chat.postMessage" and self._post_limiter is not None and args.get("channel"):
+            retry_after = self._post_limiter.take(self._post_channel(str(args["channel"])))
+            if retry_after is not None:
+                raise _Throttled(retry_after)
         return {"ok": True, **handler(self.state, args)}
+
+    def _post_channel(self, channel: str) -> str:
+        """The channel a post lands in: a user id means the bot's IM with them (as chat.postMessage)."""
+        return self.state.im_for(channel).id if channel in self.state.users else channel
 
     async def _upload(self, request: web.Request) -> web.Response:
         if self._outage == "503":

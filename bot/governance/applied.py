@@ -21,7 +21,7 @@ from bot.governance.plan import Plan, definitions, global_settings, make_plan
 from bot.policy_file import LoadedPolicy
 from bot.services import kvstate
 from bot.services.audit import append_event
-from bot.services.outbox import enqueue
+from bot.services.outbox import AUDIT_LANE, enqueue
 from storage.db import Database
 from storage.tables import EligibilityRow
 
@@ -110,7 +110,7 @@ async def apply_policy(db: Database, loaded: LoadedPolicy, *, actor: str, now: d
         await append_event(db, session, at=now, kind="policy_applied", actor=actor,
                            detail={"sha256": loaded.sha256, "path": loaded.path, "previous_sha256": applied.sha256,
                                    "diff": plan.to_json()})
-        enqueue(session, at=now, order_key="policy", kind="audit",
+        enqueue(session, at=now, order_key=AUDIT_LANE, kind="audit",
                 payload={"request": None, "event": "policy_applied", "actor": actor,
                          "text": f"policy {loaded.sha256[:12]} applied from {loaded.path}: {plan.summary()}"})
     return plan

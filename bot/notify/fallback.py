@@ -20,7 +20,7 @@ from typing import Any
 from bot.domain.policy import Email, Policy
 from bot.notify.mail import EmailNotifier
 from bot.notify.render import recipient
-from bot.services.outbox import Delivery, Notifier, PermanentFailure
+from bot.services.outbox import Delivery, Notifier, PermanentFailure, deliver_all
 from bot.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,16 @@ class FallbackNotifier:
                 raise
             log.warning("slack could not deliver %s to %s (%s): sending it by email", kind, to, exc)
             return await mailer.deliver(kind, payload)
+
+
+    async def deliver_batch(self, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
+        """A lane's digest (channel posts) goes to Slack as one; anything person-addressed one by one."""
+        if all(recipient(kind, p) is None for p in payloads):
+            return await deliver_all(self.slack, kind, payloads)
+        refs = []
+        for payload in payloads:
+            refs += (await self.deliver(kind, payload)).refs
+        return Delivery(refs)
 
 
 def with_email(slack: Notifier, rt: Runtime) -> Notifier:

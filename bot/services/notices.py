@@ -7,7 +7,8 @@ Outbox kinds (the contract every ``Notifier`` implements):
 * ``approval_update``  — ``{request, layer, outcome}``: every copy of a layer's approval message
   now shows ``outcome`` and loses its buttons.
 * ``requester``        — ``{request, event, text}``: tell the requester what happened.
-* ``audit``            — ``{request, event, actor, text}``: one line in the audit channel (threaded).
+* ``audit``            — ``{request, event, actor, text}``: one line in the audit channel, threaded under
+  the request's root; several lines waiting together go out as one digest (``deliver_batch``).
 * ``alert``            — ``{request, text}``: something needs a human (failed grant, overdue revoke,
   break-glass use). Goes to the audit channel and the security channel.
 * ``review_request``   — ``{request, reviewer, note?}``: ask one reviewer to acknowledge or flag a
@@ -28,7 +29,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.audit import append_event
-from bot.services.outbox import enqueue
+from bot.services.outbox import AUDIT_LANE, enqueue
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
@@ -72,8 +73,8 @@ def describe(rt: Runtime, req: AccessRequest, votes: Sequence[ApprovalVote] = ()
 
 
 def audit_key(request_id: str) -> str:
-    """The order key of a request's audit-channel lines. They keep their own order (the thread root
-    first) apart from the request's DMs, so a slow audit channel never holds up a person's message."""
+    """The order key of a request's alerts. They keep their own order (the thread root first) apart from
+    the request's DMs, so a slow audit channel never holds up a person's message."""
     return f"{request_id}:audit"
 
 
@@ -95,7 +96,8 @@ async def record(
     request_id = req.id if req is not None else None
     await append_event(rt.db, session, at=at, kind=kind, actor=actor, request_id=request_id,
                        from_state=from_state, to_state=to_state, detail=detail)
-    enqueue(session, at=at, order_key=audit_key(request_id) if request_id else f"event:{kind}", kind="audit",
+    # One lane for the whole audit channel: posted in order, as digests when lines pile up (outbox.py).
+    enqueue(session, at=at, order_key=AUDIT_LANE, kind="audit",
             payload={"request": snap, "event": kind, "actor": actor, "text": text})
 
 

@@ -4,6 +4,11 @@ Delivery is at least once and in order per ``order_key`` (the request id): the d
 claims the oldest pending message of each key. A ``RetryLater`` from the notifier (Slack down,
 HTTP 429 + Retry-After) keeps the message pending until its due time; a ``PermanentFailure``
 (e.g. ``channel_not_found``) marks it dead with the reason, so it never blocks later messages.
+
+A *lane* (an order key starting with ``lane:``, e.g. ``AUDIT_LANE``) is one channel's posts. With a
+``lane_interval`` its chain posts at most once per interval (Slack takes about one message per second
+per channel); the messages that pile up meanwhile, up to ``lane_batch``, go to the notifier's
+``deliver_batch`` as one post (a digest). Quiet, a lane delivers one message at a time.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -46,6 +53,28 @@ _CLAIM_NEXT = (
     .returning(*_OUTBOX.c)
 )
 
+# The following pending messages of a lane, oldest first. Only a key's head is ever claimed or backed off,
+# so the pending messages after it are all due and unclaimed: the ones returned are the next in order.
+_CLAIM_LANE = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(select(_OUTBOX.c.id)
+                            .where(_OUTBOX.c.order_key == bindparam("b_key"), _OUTBOX.c.status == "pending",
+                                   _OUTBOX.c.id > bindparam("b_after"))
+                            .order_by(_OUTBOX.c.id).limit(bindparam("b_limit")).scalar_subquery()),
+           _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
+           or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < bindparam("b_now")))
+    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+    .returning(*_OUTBOX.c)
+)
+_FINISH = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("b_id"))
+           .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"), last_error=bindparam("b_error"),
+                   next_attempt_at=bindparam("b_next"), claimed_until=None))
+
+AUDIT_LANE = "lane:audit"  # the audit channel's lines (bot/services/notices.py)
+
+
+def is_lane(order_key: str) -> bool:
+    return order_key.startswith("lane:")
 
 
 def _claim_heads(*, skip_locked: bool) -> Any:
@@ -99,6 +128,26 @@ class Delivery:
 
 class Notifier(Protocol):
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery: ...
+
+
+class BatchNotifier(Notifier, Protocol):
+    async def deliver_batch(self, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
+        """Deliver several messages of one kind as one (a lane's digest)."""
+        ...
+
+
+async def deliver_all(notifier: Notifier, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
+    """One message as it is; several as one digest where the notifier can, else one after the other."""
+    if len(payloads) == 1:
+        return await notifier.deliver(kind, payloads[0])
+    batch = getattr(notifier, "deliver_batch", None)
+    if batch is not None:
+        result: Delivery = await batch(kind, payloads)
+        return result
+    refs: list[Ref] = []
+    for payload in payloads:
+        refs += (await notifier.deliver(kind, payload)).refs
+    return Delivery(refs)
 
 
 def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, payload: dict[str, Any]) -> None:
@@ -162,11 +211,20 @@ class RecordingNotifier:
 
 class OutboxDispatcher:
     def __init__(self, db: Database, notifier: Notifier, clock: Clock, *, lease: timedelta = timedelta(minutes=2),
-                 max_backoff: float = 60.0, owner: str = "", concurrency: int = 8) -> None:
+                 max_backoff: float = 60.0, owner: str = "", concurrency: int = 8, lane_batch: int = 100,
+                 lane_interval: float = 0.0, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.db, self.notifier, self.clock, self.owner = db, notifier, clock, owner
         self.concurrency = concurrency
         self.lease, self.max_backoff = lease, max_backoff
-        self._to_record: list[tuple[Claimed, list[Ref], asyncio.Future[Claimed | None]]] = []
+        # lanes: up to lane_batch messages per post, one post per lane_interval seconds (real time: it
+        # paces against Slack's own limit, whatever the injected clock says)
+        self.lane_batch, self.lane_interval = lane_batch, lane_interval
+        self._monotonic, self._sleep = monotonic, sleep
+        self._lane_next: dict[str, float] = {}  # lane -> monotonic time it may post again
+        # Unpaced, a lane has no reason to bundle: it posts each message as it is (threaded lines).
+        self._lane_limit = lane_batch if lane_interval > 0 else 1
+        self._to_record: list[tuple[list[Claimed], list[Ref], asyncio.Future[list[Claimed]]]] = []
         self._recorder: asyncio.Task[None] | None = None
         self._in_flight = 0  # claims and chains of the continuous loop not finished yet
         self._idle = asyncio.Event()
@@ -267,71 +325,104 @@ class OutboxDispatcher:
     async def chain(self, msg: Claimed | None) -> int:
         """Deliver a claimed message, then the next ones of its order key while they are due."""
         sent = 0
-        while msg is not None:
-            ok, msg = await self._deliver(msg)
+        batch = [msg] if msg is not None else []
+        while batch:
+            ok, batch = await self._deliver(batch)
             sent += ok
         return sent
 
-    async def _deliver(self, msg: Claimed) -> tuple[int, Claimed | None]:
+    async def _paced(self, batch: list[Claimed]) -> list[Claimed]:
+        """Wait for the lane's next turn; what arrived meanwhile joins the batch."""
+        key = batch[0].order_key
+        wait = self._lane_next.get(key, 0.0) - self._monotonic()
+        if wait > 0:
+            await self._sleep(wait)
+            if len(batch) < self.lane_batch:
+                now = self.clock.now()
+                async with self.db.transaction() as session:
+                    rows = (await session.execute(_CLAIM_LANE, {
+                        "b_key": key, "b_after": batch[-1].id, "b_limit": self.lane_batch - len(batch),
+                        "b_now": now, "b_until": now + self.lease, "b_owner": self.owner})).all()
+                batch = batch + sorted((Claimed.of(r) for r in rows), key=lambda m: m.id)
+        self._lane_next[key] = self._monotonic() + self.lane_interval
+        return batch
+
+    async def _deliver(self, batch: list[Claimed]) -> tuple[int, list[Claimed]]:
+        if self.lane_interval > 0 and is_lane(batch[0].order_key):
+            batch = await self._paced(batch)
+        first = batch[0]
+        kinds = {m.kind for m in batch}
         now = self.clock.now()
         try:
-            delivery = await self.notifier.deliver(msg.kind, msg.payload)
+            if len(kinds) == 1:
+                delivery = await deliver_all(self.notifier, first.kind, [m.payload for m in batch])
+            else:  # a lane holds one kind of message; if not, one by one
+                delivery = Delivery()
+                for m in batch:
+                    delivery.refs += (await self.notifier.deliver(m.kind, m.payload)).refs
         except RetryLater as exc:
-            backoff = exc.after if exc.after is not None else min(self.max_backoff, 2 ** min(msg.attempts, 6))
+            backoff = exc.after if exc.after is not None else min(self.max_backoff, 2 ** min(first.attempts, 6))
             backoff *= 1.0 if exc.after is not None else 0.75 + random.random() / 2
-            log.warning("outbox %s (%s) retry in %.1fs: %s", msg.id, msg.kind, backoff, exc)
-            await self._finish(msg.id, status="pending", attempts=msg.attempts + 1, error=str(exc),
-                               next_at=now + timedelta(seconds=backoff))
-            return 0, None
+            log.warning("outbox %s (%s, %d message(s)) retry in %.1fs: %s", first.id, first.kind, len(batch),
+                        backoff, exc)
+            await self._finish(batch, status="pending", error=str(exc), next_at=now + timedelta(seconds=backoff))
+            return 0, []
         except PermanentFailure as exc:
-            log.error("outbox %s (%s) failed permanently: %s", msg.id, msg.kind, exc)
-            await self._finish(msg.id, status="dead", attempts=msg.attempts + 1, error=str(exc), next_at=None)
-            return 0, None
-        return 1, await self._record_sent(msg, delivery.refs)
+            log.error("outbox %s (%s, %d message(s)) failed permanently: %s", first.id, first.kind, len(batch), exc)
+            await self._finish(batch, status="dead", error=str(exc), next_at=None)
+            return 0, []
+        return len(batch), await self._record_sent(batch, delivery.refs)
 
-    async def _record_sent(self, msg: Claimed, refs: list[Ref]) -> Claimed | None:
-        """Record a sent message and claim the next one of its key. Records of messages sent meanwhile
-        share one transaction (group commit): on SQLite every transaction queues for the one writer."""
-        done: asyncio.Future[Claimed | None] = asyncio.get_running_loop().create_future()
-        self._to_record.append((msg, refs, done))
+    async def _record_sent(self, batch: list[Claimed], refs: list[Ref]) -> list[Claimed]:
+        """Record sent messages and claim the next of their key (up to ``lane_batch`` for a lane).
+        Records of messages sent meanwhile share one transaction (group commit): on SQLite every
+        transaction queues for the one writer."""
+        done: asyncio.Future[list[Claimed]] = asyncio.get_running_loop().create_future()
+        self._to_record.append((batch, refs, done))
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_batches())
         return await done
 
     async def _record_batches(self) -> None:
         while self._to_record:
-            batch, self._to_record = self._to_record, []
+            entries, self._to_record = self._to_record, []
             try:
                 now = self.clock.now()
-                following: list[Claimed | None] = []
+                lease = {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner}
+                following: list[list[Claimed]] = []
                 async with self.db.transaction() as session:
                     refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
-                             "channel": r.channel, "ts": r.ts} for _, rs, _ in batch for r in rs]
+                             "channel": r.channel, "ts": r.ts} for _, rs, _ in entries for r in rs]
                     if refs:
                         await session.execute(_ADD_REF, refs)
                     await session.execute(_MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1}
-                                                       for m, _, _ in batch])
+                                                       for batch, _, _ in entries for m in batch])
                     # the next message of each key, claimed in the same transaction (a chain is one key)
-                    rows = (await session.execute(_CLAIM_NEXT, {"b_keys": sorted({m.order_key for m, _, _ in batch}),
-                                                                "b_now": now, "b_until": now + self.lease,
-                                                                "b_owner": self.owner})).all()
+                    keys = sorted({b[0].order_key for b, _, _ in entries if not is_lane(b[0].order_key)})
+                    rows = (await session.execute(_CLAIM_NEXT, {"b_keys": keys, **lease})).all() if keys else []
                     by_key = {row.order_key: Claimed.of(row) for row in rows}
-                    following = [by_key.pop(m.order_key, None) for m, _, _ in batch]
+                    for batch, _, _ in entries:
+                        key = batch[0].order_key
+                        if not is_lane(key):
+                            head = by_key.pop(key, None)
+                            following.append([head] if head is not None else [])
+                            continue
+                        lane = (await session.execute(_CLAIM_LANE, {"b_key": key, "b_after": batch[-1].id,
+                                                                    "b_limit": self._lane_limit, **lease})).all()
+                        following.append(sorted((Claimed.of(r) for r in lane), key=lambda m: m.id))
             except Exception as exc:  # the messages stay claimed until their lease ends, then go again
-                for _, _, done in batch:
+                for _, _, done in entries:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for (_, _, done), nxt in zip(batch, following, strict=True):
+            for (_, _, done), after in zip(entries, following, strict=True):
                 if not done.done():
-                    done.set_result(nxt)
+                    done.set_result(after)
 
-    async def _finish(self, msg_id: int | None, *, status: str, attempts: int, error: str,
-                      next_at: datetime | None) -> None:
+    async def _finish(self, batch: list[Claimed], *, status: str, error: str, next_at: datetime | None) -> None:
         async with self.db.transaction() as session:
-            await session.execute(update(OutboxMessage).where(OutboxMessage.id == msg_id)  # type: ignore[arg-type]
-                                  .values(status=status, attempts=attempts, last_error=error[:500],
-                                          next_attempt_at=next_at, claimed_until=None))
+            await session.execute(_FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + 1,
+                                             "b_error": error[:500], "b_next": next_at} for m in batch])
 
 
 async def message_refs(db: Database, request_id: str, purpose: str | None = None) -> list[MessageRef]:

@@ -21,7 +21,7 @@ from sqlmodel import col
 from bot.domain.policy import Eligibility
 from bot.services import kvstate
 from bot.services.audit import append_event
-from bot.services.outbox import enqueue
+from bot.services.outbox import AUDIT_LANE, enqueue
 from bot.services.runtime import Runtime
 from connectors.base import IdpUser, Target, TargetKind, members_ref
 from storage.tables import AccessRequest, Grant, TransitionNotice, TransitionRemoval
@@ -123,7 +123,7 @@ class TransitionService:
         async def finish(session: AsyncSession, _: kvstate.Value) -> None:
             await append_event(self.rt.db, session, at=now, kind="transition_completed", actor="jitbot",
                                detail={"eligibility": e.name, "removed": removed})
-            enqueue(session, at=now, order_key=f"transition:{e.name}", kind="audit",
+            enqueue(session, at=now, order_key=AUDIT_LANE, kind="audit",
                     payload={"request": None, "event": "transition_completed", "actor": "jitbot", "text": summary})
 
         await kvstate.compare_and_set(self.rt.db, key, lambda _: {"state": "done", "at": now.isoformat(),
@@ -169,7 +169,7 @@ class TransitionService:
                 fresh.restored_at, fresh.restored_by = now, actor
                 await append_event(rt.db, session, at=now, kind="transition_reverted", actor=actor,
                                    detail={"eligibility": name, "user": row.user_email, "target": str(target)})
-                enqueue(session, at=now, order_key=f"transition:{name}", kind="audit",
+                enqueue(session, at=now, order_key=AUDIT_LANE, kind="audit",
                         payload={"request": None, "event": "transition_reverted", "actor": actor,
                                  "text": f"standing access to {target} restored for {row.user_email}"})
         return rows

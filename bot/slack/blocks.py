@@ -28,6 +28,21 @@ def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 12] + " …(truncated)"
 
 
+def chunks(lines: list[str], limit: int) -> list[str]:
+    """The lines joined by newlines into as few texts of at most ``limit`` characters as they fit in."""
+    out: list[str] = []
+    current = ""
+    for line in lines:
+        line = cut(line, limit)
+        if current and len(current) + 1 + len(line) > limit:
+            out.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    if current:
+        out.append(current)
+    return out
+
+
 def plain(text: str, limit: int = 75) -> dict[str, Any]:
     return {"type": "plain_text", "text": cut(text, limit), "emoji": True}
 

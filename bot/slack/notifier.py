@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,7 @@ PERMANENT = {"channel_not_found", "users_not_found", "user_not_found", "not_in_c
              "cannot_dm_bot", "user_disabled", "invalid_blocks", "invalid_arguments", "msg_too_long",
              "message_not_found", "cant_update_message"}
 ROOT_CACHE = 5000
+DIGEST_CHARS = 39000  # under chat.postMessage's 40,000-character text limit
 
 
 class SlackNotifier:
@@ -33,10 +35,20 @@ class SlackNotifier:
         self._roots: dict[str, str] = {}  # request id -> ts of its audit thread's root (insertion order)
 
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
+        return await self._guarded(kind, getattr(self, f"_{kind}")(payload))
+
+    async def deliver_batch(self, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
+        """Audit lines that waited together: one digest post (the lines name their requests; no threads)."""
+        if kind != "audit":
+            refs: list[Ref] = []
+            for payload in payloads:
+                refs += (await self.deliver(kind, payload)).refs
+            return Delivery(refs)
+        return await self._guarded(kind, self._audit_digest(payloads))
+
+    async def _guarded(self, kind: str, call: Awaitable[Delivery]) -> Delivery:
         try:
-            handler = getattr(self, f"_{kind}")
-            result: Delivery = await handler(payload)
-            return result
+            return await call
         except SlackApiError as exc:
             status = exc.response.status_code
             error = str(exc.response.get("error", "")) if isinstance(exc.response.data, dict) else ""
@@ -126,6 +138,12 @@ class SlackNotifier:
         thread_ts, new = (await self._thread_root(snap)) if snap else (None, [])
         await self.client.chat_postMessage(channel=self.audit_channel, text=blocks.audit_text(p), thread_ts=thread_ts)
         return Delivery(new)
+
+    async def _audit_digest(self, payloads: list[dict[str, Any]]) -> Delivery:
+        lines = [blocks.audit_text(p) for p in payloads]
+        for chunk in blocks.chunks(lines, DIGEST_CHARS):  # one post, unless the lines pass Slack's limit
+            await self.client.chat_postMessage(channel=self.audit_channel, text=chunk)
+        return Delivery()
 
     async def _alert(self, p: dict[str, Any]) -> Delivery:
         text = f":rotating_light: {blocks.esc(p['text'])}"

@@ -124,7 +124,8 @@ async def run_server(args: argparse.Namespace) -> int:
     if not args.no_worker:
         notifier = with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
                                             security_channel=rt.policy.security_channel), rt)
-        worker = Worker(rt, OutboxDispatcher(rt.db, notifier, rt.clock))
+        worker = Worker(rt, OutboxDispatcher(rt.db, notifier, rt.clock,
+                                             lane_interval=settings.JITBOT_AUDIT_CHANNEL_INTERVAL))
         worker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
