@@ -47,8 +47,11 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.read_engine = self.engine
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        # Set after every commit that added outbox messages: the dispatcher delivers them at once.
+        # Set after every commit that added outbox messages it did not claim: the dispatcher claims them.
         self.outbox_ready = asyncio.Event()
+        # The running outbox dispatcher of this process (bot/services/outbox.py), if any: commits claim
+        # their new messages for it and hand them over.
+        self.outbox_taker: Any = None
         # SQLite has one writer: writers of this process queue here (first come, first served) instead
         # of polling the file lock in SQLite's busy handler, which sleeps up to 100 ms between tries.
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
@@ -89,12 +92,17 @@ class Database:
 
         Never open one inside another in the same task: on SQLite the inner one would wait for the outer.
         """
+        taker = self.outbox_taker
         if self._write_turn is None:
             async with self._writers() as session, session.begin():
+                session.info["outbox_taker"] = taker
                 yield session
         else:
             async with self._write_turn, self._writers() as session, session.begin():
+                session.info["outbox_taker"] = taker
                 yield session
+        if taker is not None and (claimed := session.info.get("outbox_claimed")):
+            taker.accept(claimed)  # messages this commit claimed for the running dispatcher
         if session.info.get("outbox"):
             self.outbox_ready.set()
 

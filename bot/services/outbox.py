@@ -70,6 +70,7 @@ _FINISH = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("b_id"))
            .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"), last_error=bindparam("b_error"),
                    next_attempt_at=bindparam("b_next"), claimed_until=None))
 
+TAKER, CLAIMED = "outbox_taker", "outbox_claimed"  # session.info keys (storage/db.py hands over)
 AUDIT_LANE = "lane:audit"  # the audit channel's lines (bot/services/notices.py)
 
 
@@ -166,18 +167,46 @@ def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, p
 
 _PENDING_ROWS = "outbox_rows"
 _INSERT = insert(_OUTBOX)
+_INSERT_IDS = insert(_OUTBOX).returning(_OUTBOX.c.id, _OUTBOX.c.order_key, sort_by_parameter_order=True)
+# New messages that are the head of their key (no earlier pending message), claimed by the transaction
+# that writes them. Only its own uncommitted rows are updated: it never waits for another claimer.
+_earlier = _OUTBOX.alias("earlier")
+_CLAIM_NEW = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)), _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
+           ~exists().where(and_(_earlier.c.order_key == _OUTBOX.c.order_key, _earlier.c.status == "pending",
+                                _earlier.c.id < _OUTBOX.c.id)))
+    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+    .returning(*_OUTBOX.c)
+)
 
 
 @event.listens_for(Session, "before_commit")
 def _write_outbox(session: Session) -> None:
     rows = session.info.pop(_PENDING_ROWS, None)
-    if rows:
+    if not rows:
+        return
+    taker: OutboxDispatcher | None = session.info.get(TAKER)
+    if taker is None:
         session.execute(_INSERT, rows)
+        return
+    # A running dispatcher of this process takes the heads it can right here, instead of a claim
+    # transaction of its own after the commit (Database.transaction hands them over once committed).
+    written = session.execute(_INSERT_IDS, rows).all()
+    now = taker.clock.now()
+    claimed = sorted((Claimed.of(r) for r in session.execute(_CLAIM_NEW, {
+        "b_ids": [w.id for w in written], "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner})),
+        key=lambda m: m.id)
+    session.info[CLAIMED] = claimed
+    # A message behind one claimed here is claimed by that one's chain; one behind an older message
+    # needs the claim pass (woken by Database.transaction).
+    session.info["outbox"] = bool({w.order_key for w in written} - {m.order_key for m in claimed})
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_outbox(session: Session, _previous: Any) -> None:
     session.info.pop(_PENDING_ROWS, None)
+    session.info.pop(CLAIMED, None)
 
 
 @dataclass(slots=True)
@@ -226,6 +255,7 @@ class OutboxDispatcher:
         self._lane_limit = lane_batch if lane_interval > 0 else 1
         self._to_record: list[tuple[list[Claimed], list[Ref], asyncio.Future[list[Claimed]]]] = []
         self._recorder: asyncio.Task[None] | None = None
+        self._handed: set[asyncio.Task[int]] = set()  # chains of messages claimed by their own commit
         self._in_flight = 0  # claims and chains of the continuous loop not finished yet
         self._idle = asyncio.Event()
         self._idle.set()
@@ -274,11 +304,21 @@ class OutboxDispatcher:
 
         return sum(await asyncio.gather(*(one(m) for m in claimed)))
 
+    def accept(self, claimed: list[Claimed]) -> None:
+        """Deliver messages a committed transaction claimed for this dispatcher (``_write_outbox``)."""
+        for m in claimed:
+            self._enter()
+            task = asyncio.create_task(self._tracked_chain(m))
+            self._handed.add(task)
+            task.add_done_callback(self._handed.discard)
+
     async def run(self, wake: asyncio.Event, *, interval: float = 1.0) -> None:
         """Deliver continuously: up to ``concurrency`` order keys at once, new heads claimed as soon as
-        a commit adds messages (``wake``) or a chain ends; at least every ``interval`` seconds."""
+        a commit adds messages (``wake``) or a chain ends; at least every ``interval`` seconds. While it
+        runs, this process's commits claim their own new heads and hand them over (``accept``)."""
         active: set[asyncio.Task[int]] = set()
         saturated = False  # the last claim filled every free slot: more may be waiting
+        self.db.outbox_taker = self
         try:
             while True:
                 wake.clear()
@@ -307,6 +347,9 @@ class OutboxDispatcher:
                     if wake.is_set() or not done or (finished and saturated):
                         break
         finally:
+            if self.db.outbox_taker is self:
+                self.db.outbox_taker = None
+            active |= self._handed
             if active:  # let messages in flight be recorded, so that none is sent twice after a restart
                 await asyncio.wait(active, timeout=10)
                 for task in active:
