@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
@@ -28,6 +28,7 @@ from storage.tables import AccessRequest, Grant
 log = logging.getLogger(__name__)
 
 MAX_GRANT_ATTEMPTS = 6
+_GRANT_LOCKED = select(Grant).where(Grant.id == bindparam("b_id")).with_for_update()  # built once
 
 
 class GrantService:
@@ -36,7 +37,7 @@ class GrantService:
 
     # ---- helpers -------------------------------------------------------------------------------
     async def _grant(self, session: AsyncSession, grant_id: str) -> Grant:
-        row = (await session.execute(select(Grant).where(Grant.id == grant_id).with_for_update())).scalar_one()
+        row = (await session.execute(_GRANT_LOCKED, {"b_id": grant_id})).scalar_one()
         return row
 
     async def _snap(self, session: AsyncSession, req: AccessRequest, grant: Grant | None) -> dict[str, object]:

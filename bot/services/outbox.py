@@ -471,7 +471,11 @@ class OutboxDispatcher:
 async def message_refs(db: Database, request_id: str, purpose: str | None = None) -> list[MessageRef]:
     """Where the messages about ``request_id`` (optionally of one purpose) were delivered."""
     async with db.sessions() as session:
-        stmt = select(MessageRef).where(MessageRef.request_id == request_id)
-        if purpose is not None:
-            stmt = stmt.where(MessageRef.purpose == purpose)
-        return list((await session.execute(stmt.order_by(MessageRef.id))).scalars().all())  # type: ignore[arg-type]
+        if purpose is None:
+            return list((await session.execute(_REFS, {"b_id": request_id})).scalars().all())
+        return list((await session.execute(_REFS_OF, {"b_id": request_id, "b_purpose": purpose})).scalars().all())
+
+
+_REFS = (select(MessageRef).where(MessageRef.request_id == bindparam("b_id"))  # type: ignore[arg-type]
+         .order_by(MessageRef.id))  # type: ignore[arg-type]
+_REFS_OF = _REFS.where(MessageRef.purpose == bindparam("b_purpose"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
@@ -16,20 +16,22 @@ from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
+# Built once: a statement built per call costs its construction and cache key every time.
+_REQUEST = select(AccessRequest).where(AccessRequest.id == bindparam("b_id"))
+_REQUEST_LOCKED = _REQUEST.with_for_update()
+_VOTES = (select(ApprovalVote).where(ApprovalVote.request_id == bindparam("b_id"))  # type: ignore[arg-type]
+          .order_by(ApprovalVote.id))  # type: ignore[arg-type]
+
 
 async def load_request(session: AsyncSession, request_id: str, *, lock: bool = False) -> AccessRequest:
-    stmt = select(AccessRequest).where(AccessRequest.id == request_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    req = (await session.execute(stmt)).scalar_one_or_none()
+    req = (await session.execute(_REQUEST_LOCKED if lock else _REQUEST, {"b_id": request_id})).scalar_one_or_none()
     if req is None:
         raise PolicyViolation(f"There is no request {request_id}.")
     return req
 
 
 async def load_votes(session: AsyncSession, request_id: str) -> list[ApprovalVote]:
-    stmt = select(ApprovalVote).where(ApprovalVote.request_id == request_id).order_by(ApprovalVote.id)  # type: ignore[arg-type]
-    return list((await session.execute(stmt)).scalars().all())
+    return list((await session.execute(_VOTES, {"b_id": request_id})).scalars().all())
 
 
 def new_grant(rt: Runtime, req: AccessRequest, elig: Eligibility) -> Grant:
