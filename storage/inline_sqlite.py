@@ -80,7 +80,7 @@ class InlineConnection(aiosqlite.Connection):
                 if now >= deadline:
                     raise
                 await asyncio.sleep(pause)  # another process holds the lock: wait without blocking the loop
-                pause = min(pause * 2, 0.05)
+                pause = min(pause * 2, 0.004)
 
     def stop(self) -> asyncio.Future[Any] | None:
         self._running = False

@@ -196,6 +196,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._kicker
                 self._kicker = None
+        await self.grants.settle()  # grants a pass left running finish (or go again after their lease)
         if self._dispatching is not None:  # chains in flight finish recording what they sent
             self._dispatching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
