@@ -99,7 +99,7 @@ async def pending_messages(url: str) -> int:
                 return int(conn.execute(query).fetchone()[0])
 
         return await asyncio.to_thread(count)
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql").split("?")[0])
     try:
         return int(await conn.fetchval(query))
     finally:
