@@ -134,8 +134,9 @@ async def run(n: int) -> dict[str, dict[str, list[float]]]:
                     await asyncio.sleep(0.01)
                 msg = msgs[-1]
                 ch = slack.im_channel("U2BOB")
-                out["approve"]["jitbot"].append(await timed(s_ours.click("U2BOB", ch, msg.ts, ids.APPROVE)))
+                # the bare app first: once jitbot has decided, the message loses its buttons (chat.update)
                 out["approve"]["floor"].append(await timed(s_bare.click("U2BOB", ch, msg.ts, ids.APPROVE)))
+                out["approve"]["jitbot"].append(await timed(s_ours.click("U2BOB", ch, msg.ts, ids.APPROVE)))
                 await stack.requests.cancel(request_id=req.id, by="alice@example.com")  # make room for the next
             await worker.stop()
             await s_ours.aclose()
