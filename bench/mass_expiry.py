@@ -35,7 +35,7 @@ from bot.services.runtime import Runtime
 from bot.services.worker import Worker
 from connectors.resilience import ResilientConnector
 from storage.db import Database
-from storage.tables import AccessRequest, Event, Grant
+from storage.tables import AccessRequest, Event, Grant, OutboxMessage
 
 POLICY = """
 audit_channel: C0AUDIT
@@ -65,7 +65,8 @@ async def seed(db: Database, n: int, start: datetime, spread_s: float) -> dict[s
     return expiries
 
 
-async def run(n: int, rate: float | None, url: str | None, spread: float) -> dict[str, float]:
+async def run(n: int, rate: float | None, url: str | None, spread: float,
+              audit_interval: float = 0.0) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(url or f"sqlite+aiosqlite:///{tmp}/bench.db")
         await db.migrate()
@@ -75,7 +76,8 @@ async def run(n: int, rate: float | None, url: str | None, spread: float) -> dic
         clock = SystemClock()
         rt = Runtime(db=db, clock=clock, loaded=loaded, connectors={"idp": connector},
                      directory=Directory({"idp": connector}, clock))
-        worker = Worker(rt, OutboxDispatcher(db, RecordingNotifier(), clock), worker_id="bench")
+        notifier = RecordingNotifier()
+        worker = Worker(rt, OutboxDispatcher(db, notifier, clock, lane_interval=audit_interval), worker_id="bench")
         start = datetime.now(UTC) + timedelta(seconds=3)
         expiries = await seed(db, n, start, spread)
         idp.members["g"] = {f"user{i}@example.com" for i in range(n)}  # what the grants hold at the IdP
@@ -90,6 +92,16 @@ async def run(n: int, rate: float | None, url: str | None, spread: float) -> dic
             if done == n:
                 break
             await asyncio.sleep(0.2)
+        audit_done = None
+        if audit_interval:  # …and, with the audit channel paced as in production, until its lines are out
+            while time.time() - t0 < 900:
+                async with db.sessions() as s:
+                    left = (await s.execute(select(func.count()).select_from(OutboxMessage)
+                                            .where(OutboxMessage.status == "pending"))).scalar()
+                if not left:
+                    audit_done = time.time()
+                    break
+                await asyncio.sleep(0.2)
         await worker.stop()
         first = min(idp.revoked_at.values())
         last = max(idp.revoked_at.values())
@@ -105,7 +117,9 @@ async def run(n: int, rate: float | None, url: str | None, spread: float) -> dic
                 "still_member": len(idp.members["g"]), "not_ended": float(not_ended or 0),
                 "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags),
                 "rate": (len(idp.revoked_at) - 1) / max(last - first, 1e-9), "windowed": idp.windowed_rate(),
-                "throttled": idp.throttled, "calls": idp.calls}
+                "throttled": idp.throttled, "calls": idp.calls,
+                "audit_lines": float(len(notifier.of_kind("audit"))), "audit_posts": float(notifier.posts),
+                "audit_after": (audit_done - last) if audit_done else -1.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None, help="IdP limit in requests/s (429 above it)")
     parser.add_argument("--spread", type=float, default=60.0, help="seconds over which the grants expire")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--audit-interval", type=float, default=0.0,
+                        help="pace the audit channel as production does (JITBOT_AUDIT_CHANNEL_INTERVAL, e.g. 1)")
     args = parser.parse_args(argv)
-    r = asyncio.run(run(args.grants, args.rate, args.database_url, args.spread))
+    r = asyncio.run(run(args.grants, args.rate, args.database_url, args.spread, args.audit_interval))
     print(f"machine: {machine()}")
     print(f"grants={args.grants} spread={args.spread}s idp_rate={args.rate or 'unlimited'}")
     print(f"{'revoked':>8} {'audited':>8} {'lag p50':>8} {'lag p99':>8} {'lag max':>8} {'rate/s':>8} {'429s':>6}")
@@ -125,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"achieved = {r['windowed']:.1f}/s over the IdP's complete windows: {r['windowed'] / args.rate:.3f} "
               f"of the limit (target ≥ 0.95); first to last revoke: {r['rate'] / args.rate:.3f}; "
               f"IdP calls {r['calls']:.0f}, of which 429: {r['throttled']:.0f}")
+    if args.audit_interval:
+        print(f"audit channel, one post per {args.audit_interval:g} s at most: {r['audit_lines']:.0f} lines in "
+              f"{r['audit_posts']:.0f} posts (each message counts once, a digest once); the last was out "
+              f"{r['audit_after']:.1f} s after the last revoke")
     problems = [f"{what}: {r[key]:.0f} (want {want})" for what, key, want in (
         ("revoked at the IdP", "revoked", args.grants), ("revoked twice", "revoked_twice", 0),
         ("still members", "still_member", 0), ("grants not ended", "not_ended", 0),

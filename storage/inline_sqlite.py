@@ -12,6 +12,10 @@ holds the database lock. The connection therefore runs with ``busy_timeout=0`` a
 the database is locked, sleeps asynchronously and tries the same call again (up to ``busy_seconds``).
 That is safe for the calls that can be refused for a lock: ``BEGIN IMMEDIATE`` (nothing happened yet),
 a read (nothing changed) and ``COMMIT`` (the transaction stays open; retrying is SQLite's advice).
+
+Statements that never wait would also never give the loop a turn: a run of them (a transaction, a sweep)
+would hold back everything else, Bolt's answer to Slack included (it looks for the listener's ``ack()``
+every 10 ms). So a statement first lets the loop run when ``YIELD_AFTER`` has passed since it last did.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 import aiosqlite
 
 _LOCKED = ("database is locked", "database is busy", "database table is locked")
+YIELD_AFTER = 0.002  # seconds of statements, at most, before the event loop gets a turn
+_last_turn = 0.0  # monotonic time the loop last got a turn from here
 
 
 def _is_locked(error: sqlite3.OperationalError) -> bool:
@@ -64,8 +70,12 @@ class InlineConnection(aiosqlite.Connection):
         return self
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        global _last_turn
         if not self._running:
             raise ValueError("Connection closed")
+        if time.monotonic() - _last_turn > YIELD_AFTER:
+            await asyncio.sleep(0)  # let the loop run what is ready (an ack to send, a timer that is due)
+            _last_turn = time.monotonic()
         deadline: float | None = None
         pause = 0.001
         while True:

@@ -229,9 +229,16 @@ class RecordingNotifier:
 
     def __init__(self) -> None:
         self.delivered: list[tuple[str, dict[str, Any]]] = []
+        self.posts = 0  # deliveries, a digest counting once
 
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
         self.delivered.append((kind, payload))
+        self.posts += 1
+        return Delivery()
+
+    async def deliver_batch(self, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
+        self.delivered += [(kind, p) for p in payloads]
+        self.posts += 1
         return Delivery()
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:

@@ -101,3 +101,29 @@ async def test_errors_other_than_a_lock_are_raised_at_once(tmp_path: Path) -> No
             await session.execute(text("INSERT INTO kv (key, value) VALUES ('k', '1')"))
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize("yield_after, loop_ran", [(0.0, True), (float("inf"), False)])
+async def test_a_run_of_statements_gives_the_loop_a_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         yield_after: float, loop_ran: bool) -> None:
+    """Statements never wait, so without the turn a long transaction would hold back everything else on
+    the loop (Bolt's answer to Slack included). ``inf`` switches the turn off: the other task never runs."""
+    import storage.inline_sqlite as inline
+
+    db = await _db(tmp_path)
+    ran = asyncio.Event()
+
+    async def other_task() -> None:
+        ran.set()
+
+    try:
+        async with db.transaction() as session:
+            await session.execute(text("SELECT 1"))  # the connection is set up
+            monkeypatch.setattr(inline, "YIELD_AFTER", yield_after)
+            task = asyncio.get_running_loop().create_task(other_task())
+            for i in range(20):
+                await session.execute(text("INSERT INTO kv (key, value) VALUES (:k, '1')"), {"k": f"k{i}"})
+            assert ran.is_set() is loop_ran
+        await task
+    finally:
+        await db.dispose()
