@@ -131,13 +131,14 @@ async def _drive(s: Stack, clock: ManualClock, done_status: str, n: int) -> int:
 
 def _assert_retry_after_honoured(log: list[tuple[float, str, str, int]]) -> None:
     # A 429 at virtual time t: Okta's reset is RETRY_AFTER (±1 s of wall-clock rounding) later.
-    # Only calls already in flight with it (same virtual instant, at most max_concurrency - 1) may follow
-    # sooner: every call that starts later waits in the connector's pacing, which moves virtual time.
+    # Only calls already in flight with it (at most max_concurrency - 1) may follow sooner: every call that
+    # starts after the connector has seen the 429 waits out the retry-after. (Grants run side by side, so
+    # a call sent while the 429 was on its way back can carry a later virtual instant than the 429.)
     for i, (t, _, _, status) in enumerate(log):
         if status != 429:
             continue
         early = [(t2, m, p) for t2, m, p, _ in log[i + 1:] if t2 < t + RETRY_AFTER - 1]
-        assert all(t2 == t for t2, _, _ in early) and len(early) <= 3, \
+        assert len(early) <= 3, \
             f"requests sent before the retry-after of a 429 at {t} had passed: {early[:5]}"
 
 
