@@ -229,16 +229,14 @@ class RecordingNotifier:
 
     def __init__(self) -> None:
         self.delivered: list[tuple[str, dict[str, Any]]] = []
-        self.posts = 0  # deliveries, a digest counting once
+        self.posts: dict[str, int] = {}  # deliveries per kind, a digest counting once
 
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
-        self.delivered.append((kind, payload))
-        self.posts += 1
-        return Delivery()
+        return await self.deliver_batch(kind, [payload])
 
     async def deliver_batch(self, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
         self.delivered += [(kind, p) for p in payloads]
-        self.posts += 1
+        self.posts[kind] = self.posts.get(kind, 0) + 1
         return Delivery()
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
