@@ -193,10 +193,13 @@ def _write_outbox(session: Session) -> None:
     # A running dispatcher of this process takes the heads it can right here, instead of a claim
     # transaction of its own after the commit (Database.transaction hands them over once committed).
     written = session.execute(_INSERT_IDS, rows).all()
+    # only the first new message of a key can be its head; no more than the dispatcher has room for
+    firsts = list({w.order_key: w.id for w in reversed(written)}.values())
+    firsts = sorted(firsts)[:max(taker.room(), 0)]
     now = taker.clock.now()
     claimed = sorted((Claimed.of(r) for r in session.execute(_CLAIM_NEW, {
-        "b_ids": [w.id for w in written], "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner})),
-        key=lambda m: m.id)
+        "b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner})),
+        key=lambda m: m.id) if firsts else []
     session.info[CLAIMED] = claimed
     # A message behind one claimed here is claimed by that one's chain; one behind an older message
     # needs the claim pass (woken by Database.transaction).
@@ -261,6 +264,7 @@ class OutboxDispatcher:
         self._to_record: list[tuple[list[Claimed], list[Ref], asyncio.Future[list[Claimed]]]] = []
         self._recorder: asyncio.Task[None] | None = None
         self._handed: set[asyncio.Task[int]] = set()  # chains of messages claimed by their own commit
+        self._active: set[asyncio.Task[int]] = set()  # chains started by the run loop
         self._in_flight = 0  # claims and chains of the continuous loop not finished yet
         self._idle = asyncio.Event()
         self._idle.set()
@@ -309,6 +313,10 @@ class OutboxDispatcher:
 
         return sum(await asyncio.gather(*(one(m) for m in claimed)))
 
+    def room(self) -> int:
+        """Chains this dispatcher may still start: ``concurrency`` bounds them, handed-over ones included."""
+        return self.concurrency - len(self._active) - len(self._handed)
+
     def accept(self, claimed: list[Claimed]) -> None:
         """Deliver messages a committed transaction claimed for this dispatcher (``_write_outbox``)."""
         for m in claimed:
@@ -322,12 +330,13 @@ class OutboxDispatcher:
         a commit adds messages (``wake``) or a chain ends; at least every ``interval`` seconds. While it
         runs, this process's commits claim their own new heads and hand them over (``accept``)."""
         active: set[asyncio.Task[int]] = set()
+        self._active = active
         saturated = False  # the last claim filled every free slot: more may be waiting
         self.db.outbox_taker = self
         try:
             while True:
                 wake.clear()
-                free = self.concurrency - len(active)
+                free = self.room()
                 self._enter()
                 try:
                     claimed = await self.claim(free) if free > 0 else []
@@ -340,7 +349,8 @@ class OutboxDispatcher:
                 while True:  # claim again on new messages, on a tick, or when a slot frees while saturated
                     waker = asyncio.create_task(wake.wait())
                     try:
-                        done, _ = await asyncio.wait({*active, waker}, timeout=interval,
+                        handed = set(self._handed)  # their ends free slots too
+                        done, _ = await asyncio.wait({*active, *handed, waker}, timeout=interval,
                                                      return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         waker.cancel()
@@ -349,7 +359,7 @@ class OutboxDispatcher:
                         active.discard(task)
                         if not task.cancelled() and task.exception() is not None:
                             log.error("outbox chain failed", exc_info=task.exception())
-                    if wake.is_set() or not done or (finished and saturated):
+                    if wake.is_set() or not done or ((finished or done & handed) and saturated):
                         break
         finally:
             if self.db.outbox_taker is self:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -69,3 +70,27 @@ async def test_a_rolled_back_transaction_hands_over_nothing(db_factory: DbFactor
             raise RuntimeError("the state change failed")
     await dispatcher.quiesce()
     assert notifier.delivered == [] and await _rows(db) == []
+
+
+async def test_a_commit_claims_no_more_than_the_dispatcher_has_room_for(db_factory: DbFactory,
+                                                                        clock: ManualClock) -> None:
+    """A burst (a mass expiry's DMs) must not start more chains than ``concurrency``: the rest is left
+    to the claim pass, which keeps to it."""
+    db = db_factory()
+    await db.migrate()
+    gate = asyncio.Event()
+
+    class Held(RecordingNotifier):
+        async def deliver(self, kind: str, payload: dict[str, Any]) -> Any:
+            await gate.wait()
+            return await super().deliver(kind, payload)
+
+    dispatcher = OutboxDispatcher(db, Held(), clock, owner="w1", concurrency=2)
+    db.outbox_taker = dispatcher
+    await _write(db, clock, *[(f"R-{k}", 1) for k in range(5)])
+    assert [r[3] for r in await _rows(db)] == ["w1", "w1", None, None, None]
+    assert dispatcher.room() == 0 and db.outbox_ready.is_set()
+    await _write(db, clock, ("R-9", 1))
+    assert (await _rows(db))[-1][3] is None  # no room: left for the claim pass
+    gate.set()
+    await dispatcher.quiesce()
