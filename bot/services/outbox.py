@@ -248,7 +248,7 @@ class RecordingNotifier:
 
 class OutboxDispatcher:
     def __init__(self, db: Database, notifier: Notifier, clock: Clock, *, lease: timedelta = timedelta(minutes=2),
-                 max_backoff: float = 60.0, owner: str = "", concurrency: int = 8, lane_batch: int = 100,
+                 max_backoff: float = 60.0, owner: str = "", concurrency: int = 32, lane_batch: int = 100,
                  lane_interval: float = 0.0, monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.db, self.notifier, self.clock, self.owner = db, notifier, clock, owner
