@@ -20,7 +20,7 @@ from typing import Any
 from bot.domain.policy import Email, Policy
 from bot.notify.mail import EmailNotifier
 from bot.notify.render import recipient
-from bot.services.outbox import Delivery, Notifier, PermanentFailure, deliver_all
+from bot.services.outbox import Delivery, Notifier, PermanentFailure, deliver_all, deliver_each
 from bot.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,7 @@ class FallbackNotifier:
         """A lane's digest (channel posts) goes to Slack as one; anything person-addressed one by one."""
         if all(recipient(kind, p) is None for p in payloads):
             return await deliver_all(self.slack, kind, payloads)
-        refs = []
-        for payload in payloads:
-            refs += (await self.deliver(kind, payload)).refs
-        return Delivery(refs)
+        return await deliver_each(self, [(kind, p) for p in payloads])
 
 
 def with_email(slack: Notifier, rt: Runtime) -> Notifier:

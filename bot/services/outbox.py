@@ -22,54 +22,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, bindparam, event, exists, func, insert, or_, select, update
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from bot.services.claims import locked_ids
+from bot.services import outbox_sql as sql
 from bot.services.clock import Clock
 from storage.db import Database
-from storage.tables import MessageRef, OutboxMessage
+from storage.tables import MessageRef
 
 log = logging.getLogger(__name__)
 
 
 # The statements of the delivery loop, built once (Core, not ORM: they run for every message sent).
-_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
-_ADD_REF = insert(MessageRef.__table__)  # type: ignore[attr-defined]
-_MARK_SENT = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("b_id"))
-              .values(status="sent", sent_at=bindparam("b_now"), attempts=bindparam("b_attempts"), claimed_until=None))
-# The next message of each of several keys (the oldest pending one), if it is due and unclaimed: one
-# statement for a whole group-committed batch of deliveries.
-_CLAIM_NEXT = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id.in_(select(func.min(_OUTBOX.c.id))
-                            .where(_OUTBOX.c.order_key.in_(bindparam("b_keys", expanding=True)),
-                                   _OUTBOX.c.status == "pending")
-                            .group_by(_OUTBOX.c.order_key).scalar_subquery()),
-           _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
-           or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < bindparam("b_now")))
-    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
-    .returning(*_OUTBOX.c)
-)
-
-# The following pending messages of a lane, oldest first. Only a key's head is ever claimed or backed off,
-# so the pending messages after it are all due and unclaimed: the ones returned are the next in order.
-_CLAIM_LANE = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id.in_(select(_OUTBOX.c.id)
-                            .where(_OUTBOX.c.order_key == bindparam("b_key"), _OUTBOX.c.status == "pending",
-                                   _OUTBOX.c.id > bindparam("b_after"))
-                            .order_by(_OUTBOX.c.id).limit(bindparam("b_limit")).scalar_subquery()),
-           _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
-           or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < bindparam("b_now")))
-    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
-    .returning(*_OUTBOX.c)
-)
-_FINISH = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("b_id"))
-           .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"), last_error=bindparam("b_error"),
-                   next_attempt_at=bindparam("b_next"), claimed_until=None))
-
 TAKER, CLAIMED = "outbox_taker", "outbox_claimed"  # session.info keys (storage/db.py hands over)
 AUDIT_LANE = "lane:audit"  # the audit channel's lines (bot/services/notices.py)
 
@@ -77,28 +42,6 @@ AUDIT_LANE = "lane:audit"  # the audit channel's lines (bot/services/notices.py)
 def is_lane(order_key: str) -> bool:
     return order_key.startswith("lane:")
 
-
-def _claim_heads(*, skip_locked: bool) -> Any:
-    """Claim the due heads of order keys: pending, due, unclaimed (or lease ran out), no earlier pending
-    message of the same key. One UPDATE … WHERE id IN (SELECT …) RETURNING every column."""
-    earlier = _OUTBOX.alias("earlier")
-    free = or_(_OUTBOX.c.claimed_until.is_(None), _OUTBOX.c.claimed_until < bindparam("b_now"))
-    inner = (
-        select(_OUTBOX.c.id)
-        .where(_OUTBOX.c.status == "pending", _OUTBOX.c.next_attempt_at <= bindparam("b_now"), free,
-               ~exists().where(and_(earlier.c.order_key == _OUTBOX.c.order_key, earlier.c.status == "pending",
-                                    earlier.c.id < _OUTBOX.c.id)))
-        .order_by(_OUTBOX.c.id)
-        .limit(bindparam("b_limit"))
-    )
-    ids = locked_ids(inner, skip_locked=skip_locked, of=_OUTBOX)  # PostgreSQL: SKIP LOCKED, run once
-    return (update(_OUTBOX).where(_OUTBOX.c.id.in_(ids), free)
-            .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
-            .returning(*_OUTBOX.c))
-
-
-_CLAIM_HEADS_SQLITE = _claim_heads(skip_locked=False)
-_CLAIM_HEADS_PG = _claim_heads(skip_locked=True)
 
 
 class RetryLater(Exception):
@@ -145,8 +88,13 @@ async def deliver_all(notifier: Notifier, kind: str, payloads: list[dict[str, An
     if batch is not None:
         result: Delivery = await batch(kind, payloads)
         return result
+    return await deliver_each(notifier, [(kind, p) for p in payloads])
+
+
+async def deliver_each(notifier: Notifier, messages: list[tuple[str, dict[str, Any]]]) -> Delivery:
+    """Deliver (kind, payload) messages one after the other with ``deliver``; the refs of all of them."""
     refs: list[Ref] = []
-    for payload in payloads:
+    for kind, payload in messages:
         refs += (await notifier.deliver(kind, payload)).refs
     return Delivery(refs)
 
@@ -166,21 +114,6 @@ def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, p
 
 
 _PENDING_ROWS = "outbox_rows"
-_INSERT = insert(_OUTBOX)
-_INSERT_IDS = insert(_OUTBOX).returning(_OUTBOX.c.id, _OUTBOX.c.order_key, sort_by_parameter_order=True)
-# New messages that are the head of their key (no earlier pending message), claimed by the transaction
-# that writes them. Only its own uncommitted rows are updated: it never waits for another claimer.
-_earlier = _OUTBOX.alias("earlier")
-_CLAIM_NEW = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)), _OUTBOX.c.next_attempt_at <= bindparam("b_now"),
-           ~exists().where(and_(_earlier.c.order_key == _OUTBOX.c.order_key, _earlier.c.status == "pending",
-                                _earlier.c.id < _OUTBOX.c.id)))
-    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
-    .returning(*_OUTBOX.c)
-)
-
-
 @event.listens_for(Session, "before_commit")
 def _write_outbox(session: Session) -> None:
     rows = session.info.pop(_PENDING_ROWS, None)
@@ -188,16 +121,16 @@ def _write_outbox(session: Session) -> None:
         return
     taker: OutboxDispatcher | None = session.info.get(TAKER)
     if taker is None:
-        session.execute(_INSERT, rows)
+        session.execute(sql.INSERT, rows)
         return
     # A running dispatcher of this process takes the heads it can right here, instead of a claim
     # transaction of its own after the commit (Database.transaction hands them over once committed).
-    written = session.execute(_INSERT_IDS, rows).all()
+    written = session.execute(sql.INSERT_IDS, rows).all()
     # only the first new message of a key can be its head; no more than the dispatcher has room for
     firsts = list({w.order_key: w.id for w in reversed(written)}.values())
     firsts = sorted(firsts)[:max(taker.room(), 0)]
     now = taker.clock.now()
-    claimed = sorted((Claimed.of(r) for r in session.execute(_CLAIM_NEW, {
+    claimed = sorted((Claimed.of(r) for r in session.execute(sql.CLAIM_NEW, {
         "b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner})),
         key=lambda m: m.id) if firsts else []
     session.info[CLAIMED] = claimed
@@ -292,7 +225,7 @@ class OutboxDispatcher:
     async def claim(self, limit: int) -> list[Claimed]:
         """Claim up to ``limit`` due messages, each the oldest pending one of its order key."""
         now = self.clock.now()
-        stmt = _CLAIM_HEADS_SQLITE if self.db.is_sqlite else _CLAIM_HEADS_PG
+        stmt = sql.CLAIM_HEADS_SQLITE if self.db.is_sqlite else sql.CLAIM_HEADS_PG
         async with self.db.transaction() as session:
             rows = (await session.execute(stmt, {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner,
                                                  "b_limit": limit})).all()
@@ -398,7 +331,7 @@ class OutboxDispatcher:
             if len(batch) < self.lane_batch:
                 now = self.clock.now()
                 async with self.db.transaction() as session:
-                    rows = (await session.execute(_CLAIM_LANE, {
+                    rows = (await session.execute(sql.CLAIM_LANE, {
                         "b_key": key, "b_after": batch[-1].id, "b_limit": self.lane_batch - len(batch),
                         "b_now": now, "b_until": now + self.lease, "b_owner": self.owner})).all()
                 batch = batch + sorted((Claimed.of(r) for r in rows), key=lambda m: m.id)
@@ -415,9 +348,7 @@ class OutboxDispatcher:
             if len(kinds) == 1:
                 delivery = await deliver_all(self.notifier, first.kind, [m.payload for m in batch])
             else:  # a lane holds one kind of message; if not, one by one
-                delivery = Delivery()
-                for m in batch:
-                    delivery.refs += (await self.notifier.deliver(m.kind, m.payload)).refs
+                delivery = await deliver_each(self.notifier, [(m.kind, m.payload) for m in batch])
         except RetryLater as exc:
             backoff = exc.after if exc.after is not None else min(self.max_backoff, 2 ** min(first.attempts, 6))
             backoff *= 1.0 if exc.after is not None else 0.75 + random.random() / 2
@@ -452,12 +383,12 @@ class OutboxDispatcher:
                     refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
                              "channel": r.channel, "ts": r.ts} for _, rs, _ in entries for r in rs]
                     if refs:
-                        await session.execute(_ADD_REF, refs)
-                    await session.execute(_MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1}
+                        await session.execute(sql.ADD_REF, refs)
+                    await session.execute(sql.MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1}
                                                        for batch, _, _ in entries for m in batch])
                     # the next message of each key, claimed in the same transaction (a chain is one key)
                     keys = sorted({b[0].order_key for b, _, _ in entries if not is_lane(b[0].order_key)})
-                    rows = (await session.execute(_CLAIM_NEXT, {"b_keys": keys, **lease})).all() if keys else []
+                    rows = (await session.execute(sql.CLAIM_NEXT, {"b_keys": keys, **lease})).all() if keys else []
                     by_key = {row.order_key: Claimed.of(row) for row in rows}
                     for batch, _, _ in entries:
                         key = batch[0].order_key
@@ -465,7 +396,7 @@ class OutboxDispatcher:
                             head = by_key.pop(key, None)
                             following.append([head] if head is not None else [])
                             continue
-                        lane = (await session.execute(_CLAIM_LANE, {"b_key": key, "b_after": batch[-1].id,
+                        lane = (await session.execute(sql.CLAIM_LANE, {"b_key": key, "b_after": batch[-1].id,
                                                                     "b_limit": self._lane_limit, **lease})).all()
                         following.append(sorted((Claimed.of(r) for r in lane), key=lambda m: m.id))
             except Exception as exc:  # the messages stay claimed until their lease ends, then go again
@@ -479,7 +410,7 @@ class OutboxDispatcher:
 
     async def _finish(self, batch: list[Claimed], *, status: str, error: str, next_at: datetime | None) -> None:
         async with self.db.transaction() as session:
-            await session.execute(_FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + 1,
+            await session.execute(sql.FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + 1,
                                              "b_error": error[:500], "b_next": next_at} for m in batch])
 
 
@@ -487,10 +418,7 @@ async def message_refs(db: Database, request_id: str, purpose: str | None = None
     """Where the messages about ``request_id`` (optionally of one purpose) were delivered."""
     async with db.sessions() as session:
         if purpose is None:
-            return list((await session.execute(_REFS, {"b_id": request_id})).scalars().all())
-        return list((await session.execute(_REFS_OF, {"b_id": request_id, "b_purpose": purpose})).scalars().all())
+            return list((await session.execute(sql.REFS, {"b_id": request_id})).scalars().all())
+        return list((await session.execute(sql.REFS_OF, {"b_id": request_id, "b_purpose": purpose})).scalars().all())
 
 
-_REFS = (select(MessageRef).where(MessageRef.request_id == bindparam("b_id"))  # type: ignore[arg-type]
-         .order_by(MessageRef.id))  # type: ignore[arg-type]
-_REFS_OF = _REFS.where(MessageRef.purpose == bindparam("b_purpose"))

@@ -10,7 +10,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.outbox import Delivery, PermanentFailure, Ref, RetryLater, message_refs
+from bot.services.outbox import Delivery, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
 from bot.slack import blocks
 from storage.db import Database
 
@@ -40,10 +40,7 @@ class SlackNotifier:
     async def deliver_batch(self, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
         """Audit lines that waited together: one digest post (the lines name their requests; no threads)."""
         if kind != "audit":
-            refs: list[Ref] = []
-            for payload in payloads:
-                refs += (await self.deliver(kind, payload)).refs
-            return Delivery(refs)
+            return await deliver_each(self, [(kind, p) for p in payloads])
         return await self._guarded(kind, self._audit_digest(payloads))
 
     async def _guarded(self, kind: str, call: Awaitable[Delivery]) -> Delivery:

@@ -58,6 +58,17 @@ async def _lines(db: Any, clock: ManualClock, numbers: range) -> None:
                     payload={"n": n, "text": f"line {n}", "event": "note", "actor": "test"})
 
 
+async def _paced_lane(db_factory: DbFactory, clock: ManualClock
+                      ) -> tuple[Any, Monotonic, LaneNotifier, OutboxDispatcher]:
+    """A migrated database and a dispatcher whose lane posts once a second, on a clock that sleeps move."""
+    db = db_factory()
+    await db.migrate()
+    mono, notifier = Monotonic(), LaneNotifier()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", lane_interval=1.0, lane_batch=100,
+                                  monotonic=mono, sleep=mono.sleep)
+    return db, mono, notifier, dispatcher
+
+
 async def _statuses(db: Any) -> list[tuple[str, int]]:
     async with db.sessions() as session:
         rows = await session.execute(select(OutboxMessage.status, OutboxMessage.attempts).order_by(OutboxMessage.id))
@@ -66,11 +77,7 @@ async def _statuses(db: Any) -> list[tuple[str, int]]:
 
 async def test_a_paced_lane_posts_once_per_interval_and_bundles_what_piled_up(
         db_factory: DbFactory, clock: ManualClock) -> None:
-    db = db_factory()
-    await db.migrate()
-    mono, notifier = Monotonic(), LaneNotifier()
-    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", lane_interval=1.0, lane_batch=100,
-                                  monotonic=mono, sleep=mono.sleep)
+    db, mono, notifier, dispatcher = await _paced_lane(db_factory, clock)
     await _lines(db, clock, range(250))
     assert await dispatcher.drain() == 250
     # the head goes at once, alone; then one post per second, each as full as the batch allows
@@ -82,11 +89,7 @@ async def test_a_paced_lane_posts_once_per_interval_and_bundles_what_piled_up(
 
 async def test_lines_that_arrive_while_the_lane_waits_join_the_next_post(db_factory: DbFactory,
                                                                         clock: ManualClock) -> None:
-    db = db_factory()
-    await db.migrate()
-    mono, notifier = Monotonic(), LaneNotifier()
-    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", lane_interval=1.0, monotonic=mono,
-                                  sleep=mono.sleep)
+    db, mono, notifier, dispatcher = await _paced_lane(db_factory, clock)
     await _lines(db, clock, range(1))
     await dispatcher.drain()
     mono.now += 0.25  # a quarter of a second later, more lines: the head waits out the rest of the second
@@ -104,11 +107,7 @@ async def test_lines_that_arrive_while_the_lane_waits_join_the_next_post(db_fact
 
 async def test_a_rate_limited_digest_goes_back_whole_and_keeps_its_order(db_factory: DbFactory,
                                                                          clock: ManualClock) -> None:
-    db = db_factory()
-    await db.migrate()
-    mono, notifier = Monotonic(), LaneNotifier()
-    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", lane_interval=1.0, monotonic=mono,
-                                  sleep=mono.sleep)
+    db, mono, notifier, dispatcher = await _paced_lane(db_factory, clock)
     await _lines(db, clock, range(5))
     notifier.refuse = {2: 30.0}  # the digest of lines 1-4 draws 429 + Retry-After: 30
     assert await dispatcher.drain() == 1
