@@ -128,3 +128,66 @@ class RecordingIdp:
 
     async def aclose(self) -> None:
         return None
+
+
+class CpuLimit:
+    """A Linux control group that holds its processes to ``cores`` CPUs (CFS quota), like a container's
+    CPU limit: `with CpuLimit("replica0", 0.5) as g: Popen(..., preexec_fn=g.enter)`. Needs root and a
+    mounted cpu controller (cgroup v1 ``/sys/fs/cgroup/cpu`` or v2 ``cpu.max``); raises OSError if the
+    machine has neither, so a benchmark never reports a limit it did not apply."""
+
+    V1, V2 = "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/unified"
+    PERIOD_US = 100_000
+
+    def __init__(self, name: str, cores: float) -> None:
+        if cores <= 0:
+            raise ValueError("cores must be > 0")
+        quota = int(cores * self.PERIOD_US)
+        if os.path.exists(f"{self.V1}/cpu.cfs_quota_us"):
+            self.path = f"{self.V1}/jitbot-bench-{name}-{os.getpid()}"
+            os.makedirs(self.path, exist_ok=True)
+            self._write("cpu.cfs_period_us", str(self.PERIOD_US))
+            self._write("cpu.cfs_quota_us", str(quota))
+        else:
+            root = "/sys/fs/cgroup" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else self.V2
+            if "cpu" not in open(f"{root}/cgroup.controllers").read().split():  # noqa: SIM115
+                raise OSError(f"no cpu controller in {root}")
+            self.path = f"{root}/jitbot-bench-{name}-{os.getpid()}"
+            os.makedirs(self.path, exist_ok=True)
+            self._write("cpu.max", f"{quota} {self.PERIOD_US}")
+        self.cores = cores
+
+    def _write(self, name: str, value: str) -> None:
+        with open(f"{self.path}/{name}", "w") as f:
+            f.write(value)
+
+    def enter(self) -> None:
+        """Move the calling process into the group (use as ``preexec_fn``: the child and its threads)."""
+        self._write("cgroup.procs", str(os.getpid()))
+
+    def throttled_s(self) -> float:
+        """Time the group's processes were held back by the quota so far (seconds)."""
+        try:
+            with open(f"{self.path}/cpu.stat") as f:
+                stat = dict(line.split() for line in f if line.strip())
+        except OSError:
+            return float("nan")
+        if "throttled_time" in stat:  # v1: nanoseconds
+            return int(stat["throttled_time"]) / 1e9
+        return int(stat.get("throttled_usec", 0)) / 1e6
+
+    def close(self) -> None:
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:  # still has (exiting) processes
+                time.sleep(0.1)
+
+    def __enter__(self) -> CpuLimit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,6 +1,7 @@
 """Throughput: complete flows per second — /jit → modal → submit → approve → grant, every message delivered.
 
     python -m bench.throughput [--flows 300] [--concurrency 20] [--replicas 1|1,2] [--database sqlite|postgres]
+                               [--replica-cpu 0.5]
 
 The bot runs as real `jitbot serve` processes (HTTP mode, worker inside) against the fake Slack in this
 process; with --replicas N the flows are spread round-robin over N processes sharing one database
@@ -10,6 +11,12 @@ requester's "You now have …" DM has arrived; the run ends when the bot's outbo
 "bot CPU ms/flow" is the replicas' user + system CPU time over the measured window divided by the
 flows: if it stays the same with more replicas, they add no coordination cost, and throughput is
 bounded by the cores the machine has to give them.
+
+--replica-cpu C holds each replica to C cores with a Linux CPU quota (a control group, as a container's
+CPU limit does; needs root). On a 2-core machine that also runs PostgreSQL, the fake Slack and the load
+generator, unlimited replicas compete for the same two cores, so "two replicas vs one" measures the
+machine; with a limit, each replica is a fixed-size unit as in a real deployment, and the ratio shows
+whether the replicas themselves scale (claims, locks, the outbox) while the machine has cores to spare.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.common import cpu_times, machine, machine_use, pct
+from bench.common import CpuLimit, cpu_times, machine, machine_use, pct
 from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
 
@@ -90,23 +97,45 @@ async def wait_healthy(port: int) -> None:
 
 async def pending_messages(url: str) -> int:
     """Outbox messages not yet delivered (or given up), read from the bot's database."""
-    query = "SELECT count(*) FROM outbox WHERE status = 'pending'"
+    return await scalar(url, "SELECT count(*) FROM outbox WHERE status = 'pending'")
+
+
+async def pg_stats(url: str) -> dict[str, int]:
+    """The bot database's transaction and row counters (PostgreSQL's statistics views; empty on SQLite)."""
+    if url.startswith("sqlite"):
+        return {}
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql").split("?")[0])
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = await conn.fetchrow(
+            "SELECT xact_commit AS commits, xact_rollback AS rollbacks, tup_returned AS rows_scanned,"
+            " tup_fetched AS rows_fetched, tup_inserted + tup_updated + tup_deleted AS rows_written"
+            " FROM pg_stat_database WHERE datname = current_database()")
+        indexes = await conn.fetch("SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes")
+        return {**(dict(row) if row else {}), **{f"idx:{t['indexrelname']}": t["idx_tup_read"] for t in indexes}}
+    finally:
+        await conn.close()
+
+
+async def scalar(url: str, query: str) -> int:
+    """One integer read from the bot's database."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1]
 
         def count() -> int:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-                return int(conn.execute(query).fetchone()[0])
+                return int(conn.execute(query).fetchone()[0] or 0)
 
         return await asyncio.to_thread(count)
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql").split("?")[0])
     try:
-        return int(await conn.fetchval(query))
+        return int(await conn.fetchval(query) or 0)
     finally:
         await conn.close()
 
 
-async def run(flows: int, concurrency: int, replicas: int, database: str) -> dict[str, float]:
+async def run(flows: int, concurrency: int, replicas: int, database: str,
+              replica_cpu: float | None = None) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp())
     (tmp / "policy.yml").write_text(policy_text())
     dbname = None
@@ -125,6 +154,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
     slack.add_user("UL2", "lead2", email="lead2@example.com")
     slack.add_channel("C0AUDIT", "jit-audit")
     procs: list[subprocess.Popen[bytes]] = []
+    limits: list[CpuLimit] = []
     async with slack:
         ports = [free_port() for _ in range(replicas)]
         for k, port in enumerate(ports):
@@ -133,8 +163,12 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
             # BENCH_PY_ARGS="-m cProfile -o /tmp/serve.prof" profiles a replica (written when it stops).
             py_args = os.environ.get("BENCH_PY_ARGS", "").split()
             log = open(tmp / f"replica{k}.log", "w")  # noqa: SIM115 - closed with the temporary directory
+            limit = CpuLimit(f"replica{k}", replica_cpu) if replica_cpu else None
+            if limit:
+                limits.append(limit)
             procs.append(subprocess.Popen([sys.executable, *py_args, "-m", "bot.cli", "serve", "--port", str(port)],
-                                          env=env, stdout=subprocess.DEVNULL, stderr=log))
+                                          env=env, stdout=subprocess.DEVNULL, stderr=log,
+                                          preexec_fn=limit.enter if limit else None))
             await wait_healthy(port)  # one at a time: the first applies migrations
         senders = [SlackSender(slack, f"http://127.0.0.1:{p}/slack/events", SECRET) for p in ports]
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -202,6 +236,9 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
                 await flow(queue.get_nowait())
 
         cpu_before = sum(cpu_seconds(p.pid) for p in procs)
+        ticks_before = await scalar(url, "SELECT sum(ticks) FROM worker_heartbeat")
+        pg_before = await pg_stats(url)
+        throttled_before = sum(g.throttled_s() for g in limits)
         harness_before, machine_before = cpu_seconds(os.getpid()), cpu_times()
         start = time.perf_counter()
         await asyncio.gather(*(runner() for _ in range(concurrency)))
@@ -210,8 +247,11 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
         while await pending_messages(url):
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - start
-        replica_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
+        ticks = await scalar(url, "SELECT sum(ticks) FROM worker_heartbeat") - ticks_before
+        pg_after = await pg_stats(url)
+        replica_cpu_s = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         harness_cpu = cpu_seconds(os.getpid()) - harness_before
+        throttled = sum(g.throttled_s() for g in limits) - throttled_before
         use = machine_use(machine_before, cpu_times())
         per_method: dict[str, int] = {}
         for c in slack.calls():
@@ -222,6 +262,8 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+        for g in limits:
+            g.close()
     if dbname:
         conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
@@ -229,10 +271,20 @@ async def run(flows: int, concurrency: int, replicas: int, database: str) -> dic
     out = {"flows_per_s": flows / elapsed, "drain_s": elapsed - last_flow, "p50": pct(durations, 50),
            "p99": pct(durations, 99), "elapsed": elapsed}
     out["slack_calls_per_flow"] = sum(per_method.values()) / flows
-    out["cpu_ms_per_flow"] = replica_cpu / flows * 1000
+    out["cpu_ms_per_flow"] = replica_cpu_s / flows * 1000
+    print(f"worker passes: {ticks} ({ticks / flows:.2f} per flow)")
+    if pg_before:
+        print("PostgreSQL per flow: " + ", ".join(f"{k} {(pg_after[k] - v) / flows:.1f}" for k, v in pg_before.items()
+                                                    if not k.startswith("idx:")))
+        idx = sorted(((pg_after[k] - v) / flows, k[4:]) for k, v in pg_before.items() if k.startswith("idx:"))
+        print("index entries read per flow: " + ", ".join(f"{t} {n:.0f}" for n, t in idx[::-1][:4]))
     print("Slack calls per flow: " + ", ".join(f"{m} {n / flows:.1f}" for m, n in sorted(per_method.items())))
     print(f"{use}; load generator + fake Slack CPU {harness_cpu / flows * 1000:.1f} ms/flow; "
           f"last messages out {out['drain_s']:.2f} s after the last flow's grant")
+    if limits and replica_cpu:
+        quota_use = replica_cpu_s / (replica_cpu * elapsed * len(limits))
+        print(f"replicas held to {replica_cpu} cores each: used {quota_use:.0%} of their quota, "
+              f"held back by it for {throttled:.1f} s in all")
     for name, values in steps.items():
         out[f"{name}_p50"], out[f"{name}_p99"] = pct(values, 50), pct(values, 99)
     return out
@@ -245,15 +297,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", default="1",
                         help="replica counts to run one after the other, e.g. 1,2 (the ratio is printed)")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--replica-cpu", type=float, default=None,
+                        help="hold each replica to this many cores (a CPU quota, as a container limit; needs root)")
     args = parser.parse_args(argv)
     counts = [int(n) for n in str(args.replicas).split(",")]
     print(f"machine: {machine()}")
-    print(f"database={args.database} flows={args.flows} concurrency={args.concurrency}")
+    print(f"database={args.database} flows={args.flows} concurrency={args.concurrency}"
+          + (f" replica CPU limit={args.replica_cpu} cores" if args.replica_cpu else ""))
     print(f"{'replicas':>8} {'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10} {'bot CPU ms/flow':>15}"
           "  steps (p50 / p99 s)")
     results: list[dict[str, float]] = []
     for n in counts:
-        r = asyncio.run(run(args.flows, args.concurrency, n, args.database))
+        r = asyncio.run(run(args.flows, args.concurrency, n, args.database, args.replica_cpu))
         results.append(r)
         steps = ", ".join(f"{s} {r[s + '_p50']:.3f} / {r[s + '_p99']:.3f}" for s in ("modal", "ask", "grant"))
         print(f"{n:>8} {r['flows_per_s']:>8.1f} {r['p50']:>10.3f} {r['p99']:>10.3f} {r['cpu_ms_per_flow']:>15.1f}"

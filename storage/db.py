@@ -47,7 +47,8 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.read_engine = self.engine
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        # Set after every commit that added outbox messages it did not claim: the dispatcher claims them.
+        # Set after every commit that added outbox messages while no dispatcher ran in this process (or
+        # that one had no room): the dispatcher's claim pass takes them.
         self.outbox_ready = asyncio.Event()
         # The running outbox dispatcher of this process (bot/services/outbox.py), if any: commits claim
         # their new messages for it and hand them over.
@@ -103,6 +104,8 @@ class Database:
                 yield session
         if taker is not None and (claimed := session.info.get("outbox_claimed")):
             taker.accept(claimed)  # messages this commit claimed for the running dispatcher
+        if taker is not None and (unclaimed := session.info.get("outbox_unclaimed")):
+            taker.notice(unclaimed)  # keys whose new messages wait behind older ones
         if session.info.get("outbox"):
             self.outbox_ready.set()
 

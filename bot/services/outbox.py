@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 
 # The statements of the delivery loop, built once (Core, not ORM: they run for every message sent).
-TAKER, CLAIMED = "outbox_taker", "outbox_claimed"  # session.info keys (storage/db.py hands over)
+# session.info keys: storage/db.py hands the claimed messages over and tells of the keys left unclaimed
+TAKER, CLAIMED, UNCLAIMED = "outbox_taker", "outbox_claimed", "outbox_unclaimed"
 AUDIT_LANE = "lane:audit"  # the audit channel's lines (bot/services/notices.py)
 
 
@@ -127,22 +129,26 @@ def _write_outbox(session: Session) -> None:
     # transaction of its own after the commit (Database.transaction hands them over once committed).
     written = session.execute(sql.INSERT_IDS, rows).all()
     # only the first new message of a key can be its head; no more than the dispatcher has room for
-    firsts = list({w.order_key: w.id for w in reversed(written)}.values())
+    # PostgreSQL: lanes are left to the dispatcher, which claims them one chain at a time (outbox_sql.py)
+    firsts = [i for key, i in {w.order_key: w.id for w in reversed(written)}.items()
+              if taker.db.is_sqlite or not is_lane(key)]
     firsts = sorted(firsts)[:max(taker.room(), 0)]
     now = taker.clock.now()
     claimed = sorted((Claimed.of(r) for r in session.execute(sql.CLAIM_NEW, {
         "b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner})),
         key=lambda m: m.id) if firsts else []
     session.info[CLAIMED] = claimed
-    # A message behind one claimed here is claimed by that one's chain; one behind an older message
-    # needs the claim pass (woken by Database.transaction).
-    session.info["outbox"] = bool({w.order_key for w in written} - {m.order_key for m in claimed})
+    # A message behind one claimed here is claimed by that one's chain; the dispatcher is told of the
+    # keys whose new messages sit behind an older one (``OutboxDispatcher.notice``, after the commit).
+    session.info[UNCLAIMED] = sorted({w.order_key for w in written} - {m.order_key for m in claimed})
+    session.info["outbox"] = False
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_outbox(session: Session, _previous: Any) -> None:
     session.info.pop(_PENDING_ROWS, None)
     session.info.pop(CLAIMED, None)
+    session.info.pop(UNCLAIMED, None)
 
 
 @dataclass(slots=True)
@@ -199,6 +205,12 @@ class OutboxDispatcher:
         self._handed: set[asyncio.Task[int]] = set()  # chains of messages claimed by their own commit
         self._active: set[asyncio.Task[int]] = set()  # chains started by the run loop
         self._in_flight = 0  # claims and chains of the continuous loop not finished yet
+        self._live: dict[str, int] = {}  # order key -> chains of this process following it
+        self._dirty: set[str] = set()  # live keys that got messages behind their chain (see ``notice``)
+        self._recheck: set[str] = set()  # keys whose heads to claim now (``_claim_rechecks``)
+        self._rechecker: asyncio.Task[None] | None = None
+        self._lane_waits: dict[str, asyncio.TimerHandle] = {}  # lanes to claim by key shortly (``notice``)
+        self.counts: Counter[str] = Counter()  # claim passes, claims by key, records (logged when run ends)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -216,19 +228,115 @@ class OutboxDispatcher:
         while self._in_flight:
             await self._idle.wait()
 
+    def _spawn(self, msg: Claimed) -> asyncio.Task[int]:
+        """Start the chain that follows ``msg``'s key; the key counts as live until the chain ends."""
+        self._enter()
+        self._live[msg.order_key] = self._live.get(msg.order_key, 0) + 1
+        return asyncio.create_task(self._tracked_chain(msg))
+
     async def _tracked_chain(self, msg: Claimed) -> int:
+        key = msg.order_key
         try:
             return await self.chain(msg)
+        except Exception:
+            log.exception("outbox chain of %s failed; what it held goes again when its lease ends", key)
+            return 0
         finally:
             self._leave()
+            if (left := self._live[key] - 1) > 0:
+                self._live[key] = left
+            else:
+                del self._live[key]
+                if key in self._dirty:  # messages came while its last record was under way: claim them
+                    self._dirty.discard(key)
+                    self._claim_keys([key])
+
+    def notice(self, keys: list[str]) -> None:
+        """A commit added messages behind an older pending message of each of ``keys`` (storage/db.py).
+
+        A key with a chain in this process needs nothing now: the chain's next record claims what
+        follows. It is marked, and if the chain ends without them (its last record ran before this
+        commit), its end claims them. Any other key's head is claimed by key (cheap, however large the
+        outbox), instead of a claim pass over every pending message: at once, or for a paced lane (its
+        chain usually runs in another replica) once per quarter of its interval, since the lane posts at
+        most once per interval anyway."""
+        now_keys = []
+        for key in keys:
+            if key in self._live:
+                self._dirty.add(key)
+            elif self.lane_interval > 0 and is_lane(key):
+                if key not in self._lane_waits:
+                    self._enter()
+                    self._lane_waits[key] = asyncio.get_running_loop().call_later(
+                        self.lane_interval / 4, self._lane_wait_over, key)
+            else:
+                now_keys.append(key)
+        if now_keys:
+            self._claim_keys(now_keys)
+
+    def _lane_wait_over(self, key: str) -> None:
+        del self._lane_waits[key]
+        try:
+            self.notice([key]) if key in self._live else self._claim_keys([key])
+        finally:
+            self._leave()
+
+    def _claim_keys(self, keys: list[str]) -> None:
+        self._recheck.update(keys)
+        if self._rechecker is None or self._rechecker.done():
+            self._enter()
+            self._rechecker = asyncio.create_task(self._claim_rechecks())
+
+    async def _claim_rechecks(self) -> None:
+        try:
+            await self._claim_by_key()
+        finally:
+            self._leave()
+
+    async def _claim_by_key(self) -> None:
+        stmt = sql.CLAIM_KEYS_SQLITE if self.db.is_sqlite else sql.CLAIM_KEYS_PG
+        while self._recheck:
+            room = self.room()
+            if room <= 0:  # the run loop claims them once chains end
+                self._recheck.clear()
+                self.db.outbox_ready.set()
+                return
+            keys, self._recheck = sorted(self._recheck), set()
+            self.counts["claims by key"] += 1
+            now = self.clock.now()
+            lease = {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner}
+            lanes, others = [k for k in keys if is_lane(k)], [k for k in keys if not is_lane(k)]
+            try:
+                async with self.db.transaction() as session:
+                    rows = (await session.execute(stmt, {"b_keys": others, "b_limit": room, **lease})).all() \
+                        if others else []
+                    rows += await self._claim_lanes(session, lanes[:max(room - len(rows), 0)], lease)
+            except Exception:  # the claim pass of the run loop takes them instead
+                log.exception("outbox claim by key failed")
+                self.db.outbox_ready.set()
+                return
+            self.accept(sorted((Claimed.of(r) for r in rows), key=lambda m: m.id))
+
+    async def _claim_lanes(self, session: AsyncSession, lanes: list[str], lease: dict[str, Any]) -> list[Any]:
+        """Claim the heads of ``lanes`` that no chain holds (PostgreSQL: one claimer per lane at a time)."""
+        rows: list[Any] = []
+        for lane in lanes:
+            if not self.db.is_sqlite:
+                await session.execute(sql.LANE_LOCK, {"k": lane})
+            rows += (await session.execute(sql.CLAIM_LANE_HEAD, {"b_key": lane, **lease})).all()
+        return rows
 
     async def claim(self, limit: int) -> list[Claimed]:
         """Claim up to ``limit`` due messages, each the oldest pending one of its order key."""
         now = self.clock.now()
         stmt = sql.CLAIM_HEADS_SQLITE if self.db.is_sqlite else sql.CLAIM_HEADS_PG
+        lease = {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner}
+        self.counts["claim passes"] += 1
         async with self.db.transaction() as session:
-            rows = (await session.execute(stmt, {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner,
-                                                 "b_limit": limit})).all()
+            rows = (await session.execute(stmt, {"b_limit": limit, **lease})).all()
+            if len(rows) < limit:
+                lanes = (await session.execute(sql.WAITING_LANES, {"b_now": now})).scalars().all()
+                rows += await self._claim_lanes(session, sorted(lanes)[:limit - len(rows)], lease)
         return sorted((Claimed.of(row) for row in rows), key=lambda m: m.id)
 
     async def dispatch_once(self, limit: int = 50) -> int:
@@ -253,8 +361,7 @@ class OutboxDispatcher:
     def accept(self, claimed: list[Claimed]) -> None:
         """Deliver messages a committed transaction claimed for this dispatcher (``_write_outbox``)."""
         for m in claimed:
-            self._enter()
-            task = asyncio.create_task(self._tracked_chain(m))
+            task = self._spawn(m)
             self._handed.add(task)
             task.add_done_callback(self._handed.discard)
 
@@ -275,8 +382,7 @@ class OutboxDispatcher:
                     claimed = await self.claim(free) if free > 0 else []
                     saturated = free <= 0 or len(claimed) == free
                     for m in claimed:
-                        self._enter()
-                        active.add(asyncio.create_task(self._tracked_chain(m)))
+                        active.add(self._spawn(m))
                 finally:
                     self._leave()
                 while True:  # claim again on new messages, on a tick, or when a slot frees while saturated
@@ -302,6 +408,7 @@ class OutboxDispatcher:
                 await asyncio.wait(active, timeout=10)
                 for task in active:
                     task.cancel()
+            log.info("outbox dispatcher stopped: %s", ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())))
 
     async def drain(self, *, max_rounds: int = 100) -> int:
         """Deliver until nothing is due now (tests, shutdown)."""
@@ -330,10 +437,14 @@ class OutboxDispatcher:
             await self._sleep(wait)
             if len(batch) < self.lane_batch:
                 now = self.clock.now()
-                async with self.db.transaction() as session:
-                    rows = (await session.execute(sql.CLAIM_LANE, {
-                        "b_key": key, "b_after": batch[-1].id, "b_limit": self.lane_batch - len(batch),
-                        "b_now": now, "b_until": now + self.lease, "b_owner": self.owner})).all()
+                try:
+                    async with self.db.transaction() as session:
+                        rows = (await session.execute(sql.CLAIM_LANE, {
+                            "b_key": key, "b_limit": self.lane_batch - len(batch),
+                            "b_now": now, "b_until": now + self.lease, "b_owner": self.owner})).all()
+                except Exception:  # what it holds is sent; the rest follows with the next turn
+                    log.exception("outbox lane %s: claiming what followed failed", key)
+                    rows = []
                 batch = batch + sorted((Claimed.of(r) for r in rows), key=lambda m: m.id)
         self._lane_next[key] = self._monotonic() + self.lane_interval
         return batch
@@ -375,10 +486,13 @@ class OutboxDispatcher:
     async def _record_batches(self) -> None:
         while self._to_record:
             entries, self._to_record = self._to_record, []
+            # this record's claims see every commit made so far: a key's earlier notices are answered
+            self._dirty.difference_update(b[0].order_key for b, _, _ in entries)
             try:
                 now = self.clock.now()
                 lease = {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner}
                 following: list[list[Claimed]] = []
+                self.counts["records"] += 1
                 async with self.db.transaction() as session:
                     refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
                              "channel": r.channel, "ts": r.ts} for _, rs, _ in entries for r in rs]
@@ -396,7 +510,7 @@ class OutboxDispatcher:
                             head = by_key.pop(key, None)
                             following.append([head] if head is not None else [])
                             continue
-                        lane = (await session.execute(sql.CLAIM_LANE, {"b_key": key, "b_after": batch[-1].id,
+                        lane = (await session.execute(sql.CLAIM_LANE, {"b_key": key,
                                                                     "b_limit": self._lane_limit, **lease})).all()
                         following.append(sorted((Claimed.of(r) for r in lane), key=lambda m: m.id))
             except Exception as exc:  # the messages stay claimed until their lease ends, then go again

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, text, update
 
 from bot.services.claims import locked_ids
 from storage.tables import MessageRef, OutboxMessage
 
 OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+earlier = OUTBOX.alias("earlier")
 ADD_REF = insert(MessageRef.__table__)  # type: ignore[attr-defined]
 MARK_SENT = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
               .values(status="sent", sent_at=bindparam("b_now"), attempts=bindparam("b_attempts"), claimed_until=None))
@@ -26,21 +27,44 @@ CLAIM_NEXT = (
                             .where(OUTBOX.c.order_key.in_(bindparam("b_keys", expanding=True)),
                                    OUTBOX.c.status == "pending")
                             .group_by(OUTBOX.c.order_key).scalar_subquery()),
-           OUTBOX.c.next_attempt_at <= bindparam("b_now"),
+           OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"),
            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now")))
     .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
     .returning(*OUTBOX.c)
 )
 
-# The following pending messages of a lane, oldest first. Only a key's head is ever claimed or backed off,
-# so the pending messages after it are all due and unclaimed: the ones returned are the next in order.
+# Lanes (one channel's posts, written by every transaction) have at most one chain at a time, across
+# replicas: commits do not claim them on PostgreSQL (two commits in flight would each see the other's
+# message as not there yet and claim both as heads), a lane's head is claimed only while none of its
+# messages is held by a live claim, and on PostgreSQL under an advisory lock (``LANE_LOCK``), so two
+# claimers cannot both see the lane free. The chain that holds the lane then takes what follows.
+LANE_HELD = exists().where(and_(earlier.c.order_key == OUTBOX.c.order_key, earlier.c.status == "pending",
+                                earlier.c.claimed_until >= bindparam("b_now")))
+CLAIM_LANE_HEAD = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == select(func.min(OUTBOX.c.id)).where(OUTBOX.c.order_key == bindparam("b_key"),
+                                                              OUTBOX.c.status == "pending").scalar_subquery(),
+           OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"),
+           or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now")), ~LANE_HELD)
+    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+    .returning(*OUTBOX.c)
+)
+LANE_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:k))")
+# Lanes with messages waiting for a claim (the claim pass claims their heads with CLAIM_LANE_HEAD).
+WAITING_LANES = (select(OUTBOX.c.order_key).distinct()
+                 .where(OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"),
+                        or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now")),
+                        OUTBOX.c.order_key.like("lane:%")))
+# The following pending messages of a lane, oldest first, for the chain that holds it: every pending
+# message of the lane not claimed (only the lane's head is ever claimed by others or backed off).
 CLAIM_LANE = (
     update(OUTBOX)
     .where(OUTBOX.c.id.in_(select(OUTBOX.c.id)
                             .where(OUTBOX.c.order_key == bindparam("b_key"), OUTBOX.c.status == "pending",
-                                   OUTBOX.c.id > bindparam("b_after"))
+                                   or_(OUTBOX.c.claimed_until.is_(None),
+                                       OUTBOX.c.claimed_until < bindparam("b_now")))
                             .order_by(OUTBOX.c.id).limit(bindparam("b_limit")).scalar_subquery()),
-           OUTBOX.c.next_attempt_at <= bindparam("b_now"),
+           OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"),
            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now")))
     .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
     .returning(*OUTBOX.c)
@@ -50,33 +74,39 @@ FINISH = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
                   next_attempt_at=bindparam("b_next"), claimed_until=None))
 
 
-def claim_heads(*, skip_locked: bool) -> Any:
+def claim_heads(*, skip_locked: bool, keyed: bool = False) -> Any:
     """Claim the due heads of order keys: pending, due, unclaimed (or lease ran out), no earlier pending
-    message of the same key. One UPDATE … WHERE id IN (SELECT …) RETURNING every column."""
+    message of the same key; not lanes (see CLAIM_LANE_HEAD). One UPDATE … WHERE id IN (SELECT …) RETURNING
+    every column. ``keyed``:
+    only the heads of the keys in ``b_keys`` (read through the (order_key, status, id) index, so its
+    cost does not grow with the rest of the outbox)."""
     earlier = OUTBOX.alias("earlier")
     free = or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now"))
+    only = [OUTBOX.c.order_key.in_(bindparam("b_keys", expanding=True))] if keyed else [
+        ~OUTBOX.c.order_key.like("lane:%")]  # lanes: CLAIM_LANE_HEAD
     inner = (
         select(OUTBOX.c.id)
-        .where(OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"), free,
+        .where(*only, OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"), free,
                ~exists().where(and_(earlier.c.order_key == OUTBOX.c.order_key, earlier.c.status == "pending",
                                     earlier.c.id < OUTBOX.c.id)))
         .order_by(OUTBOX.c.id)
         .limit(bindparam("b_limit"))
     )
     ids = locked_ids(inner, skip_locked=skip_locked, of=OUTBOX)  # PostgreSQL: SKIP LOCKED, run once
-    return (update(OUTBOX).where(OUTBOX.c.id.in_(ids), free)
+    return (update(OUTBOX).where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == "pending", free)
             .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
             .returning(*OUTBOX.c))
 
 
 CLAIM_HEADS_SQLITE = claim_heads(skip_locked=False)
 CLAIM_HEADS_PG = claim_heads(skip_locked=True)
+CLAIM_KEYS_SQLITE = claim_heads(skip_locked=False, keyed=True)
+CLAIM_KEYS_PG = claim_heads(skip_locked=True, keyed=True)
 
 INSERT = insert(OUTBOX)
 INSERT_IDS = insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.order_key, sort_by_parameter_order=True)
 # New messages that are the head of their key (no earlier pending message), claimed by the transaction
 # that writes them. Only its own uncommitted rows are updated: it never waits for another claimer.
-earlier = OUTBOX.alias("earlier")
 CLAIM_NEW = (
     update(OUTBOX)
     .where(OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)), OUTBOX.c.next_attempt_at <= bindparam("b_now"),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.services.clock import ManualClock
 from bot.services.outbox import OutboxDispatcher, RecordingNotifier, enqueue
@@ -41,21 +42,85 @@ async def test_a_commit_claims_its_new_heads_and_hands_them_over(db_factory: DbF
     assert [r[2] for r in await _rows(db)] == ["sent"] * 3
 
 
-async def test_a_message_behind_an_earlier_one_is_left_for_the_claim_pass(db_factory: DbFactory,
-                                                                          clock: ManualClock) -> None:
+async def test_a_message_behind_an_unclaimed_one_has_its_keys_head_claimed(db_factory: DbFactory,
+                                                                            clock: ManualClock) -> None:
     db = db_factory()
     await db.migrate()
-    dispatcher = OutboxDispatcher(db, RecordingNotifier(), clock, owner="w1")
+    notifier = RecordingNotifier()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
     await _write(db, clock, ("R-A", 1))  # no dispatcher running: written unclaimed
     db.outbox_ready.clear()
     db.outbox_taker = dispatcher
     await _write(db, clock, ("R-A", 2), ("R-B", 1))
-    await dispatcher.quiesce()
     rows = await _rows(db)
-    assert rows[0] == ("R-A", 1, "pending", None)
-    assert rows[1] == ("R-A", 2, "pending", None)  # never ahead of R-A 1
-    assert rows[2][:3] == ("R-B", 1, "sent")
-    assert db.outbox_ready.is_set()  # so the claim pass looks for R-A's head
+    assert rows[1] == ("R-A", 2, "pending", None)  # never claimed ahead of R-A 1
+    await dispatcher.quiesce()
+    # R-A's head was claimed by its key, not by a claim pass over the whole outbox
+    assert not db.outbox_ready.is_set()
+    delivered = [(p["key"], p["n"]) for p in notifier.of_kind("note")]
+    assert sorted(delivered) == [("R-A", 1), ("R-A", 2), ("R-B", 1)]
+    assert delivered.index(("R-A", 1)) < delivered.index(("R-A", 2))
+    assert [r[2] for r in await _rows(db)] == ["sent"] * 3
+
+
+async def test_a_message_behind_a_key_being_sent_needs_no_claim(db_factory: DbFactory, clock: ManualClock) -> None:
+    """A commit adds a message behind one whose chain is under way in this process: the chain takes it,
+    no claim runs for it, not even by key."""
+    db = db_factory()
+    await db.migrate()
+    gate = asyncio.Event()
+
+    class Held(RecordingNotifier):
+        async def deliver(self, kind: str, payload: dict[str, Any]) -> Any:
+            await gate.wait()
+            return await super().deliver(kind, payload)
+
+    notifier = Held()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
+    db.outbox_taker = dispatcher
+    await _write(db, clock, ("R-A", 1))
+    await asyncio.sleep(0)  # its chain is delivering (held)
+    claims: list[list[str]] = []
+    original = dispatcher._claim_keys
+    dispatcher._claim_keys = lambda keys: (claims.append(keys), original(keys))[1]  # type: ignore[method-assign]
+    await _write(db, clock, ("R-A", 2))
+    gate.set()
+    await dispatcher.quiesce()
+    assert [(p["key"], p["n"]) for p in notifier.of_kind("note")] == [("R-A", 1), ("R-A", 2)]
+    assert claims == [] and not db.outbox_ready.is_set()
+
+
+async def test_a_chain_that_ends_after_a_commit_it_did_not_see_claims_its_message(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    """The race (PostgreSQL): a commit's claim saw the key's head still pending, the chain's last record
+    ran before that commit, and the commit tells the dispatcher while the chain is ending. The chain's
+    end claims the message by key."""
+    db = db_factory()
+    await db.migrate()
+    notifier = RecordingNotifier()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
+    db.outbox_taker = dispatcher
+    recorded, release = asyncio.Event(), asyncio.Event()
+    original = dispatcher._record_sent
+
+    async def record_then_hold(batch: Any, refs: Any) -> Any:
+        after = await original(batch, refs)
+        recorded.set()
+        await release.wait()  # recorded, found nothing after it, not ended yet
+        return after
+
+    dispatcher._record_sent = record_then_hold  # type: ignore[method-assign]
+    await _write(db, clock, ("R-A", 1))
+    await recorded.wait()
+    db.outbox_taker = None
+    await _write(db, clock, ("R-A", 2))  # as the racing commit left it: pending, unclaimed
+    db.outbox_ready.clear()
+    db.outbox_taker = dispatcher
+    dispatcher.notice(["R-A"])  # that commit's notice, after the chain's last record
+    release.set()
+    await dispatcher.quiesce()
+    assert [(p["key"], p["n"]) for p in notifier.of_kind("note")] == [("R-A", 1), ("R-A", 2)]
+    assert not db.outbox_ready.is_set()  # claimed by key, no claim pass
 
 
 async def test_a_rolled_back_transaction_hands_over_nothing(db_factory: DbFactory, clock: ManualClock) -> None:
@@ -94,3 +159,42 @@ async def test_a_commit_claims_no_more_than_the_dispatcher_has_room_for(db_facto
     assert (await _rows(db))[-1][3] is None  # no room: left for the claim pass
     gate.set()
     await dispatcher.quiesce()
+
+
+async def test_a_paced_lanes_messages_from_other_commits_are_claimed_together(db_factory: DbFactory,
+                                                                              clock: ManualClock) -> None:
+    """A paced lane's chain usually runs in another replica: the commits here that add lines behind its
+    head do not each claim by key; one claim after a quarter of the interval serves them all."""
+    db = db_factory()
+    await db.migrate()
+    notifier = RecordingNotifier()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", lane_interval=0.04)
+    await _write(db, clock, ("lane:audit", 1))  # written by a replica whose chain then died: unclaimed
+    db.outbox_ready.clear()
+    db.outbox_taker = dispatcher
+    for n in (2, 3, 4):
+        await _write(db, clock, ("lane:audit", n))
+    assert dispatcher.counts["claims by key"] == 0  # none yet: waiting a quarter of the interval
+    await dispatcher.quiesce()
+    assert dispatcher.counts["claims by key"] == 1
+    assert sorted(p["n"] for p in notifier.of_kind("note")) == [1, 2, 3, 4]
+    assert not db.outbox_ready.is_set()
+
+
+async def test_a_lane_held_by_a_chain_is_not_claimed_again(db_factory: DbFactory, clock: ManualClock) -> None:
+    """Lines of a lane come from every transaction, so they commit out of id order: a chain may hold a
+    later line while an earlier one commits after it. That earlier line is the lane's oldest pending
+    message, but claiming it would start a second chain on the lane (two posts at once, a deadlock
+    between their claims on PostgreSQL). A lane's head is claimed only while no chain holds the lane."""
+    db = db_factory()
+    await db.migrate()
+    await _write(db, clock, ("lane:audit", 1), ("lane:audit", 2))
+    async with db.transaction() as session:  # a chain (another replica's) took line 2 before 1 committed
+        await session.execute(update(OutboxMessage).where(OutboxMessage.payload["n"].as_integer() == 2)  # type: ignore[index]
+                              .values(claimed_until=clock.now() + timedelta(minutes=2), claimed_by="other"))
+    replica = OutboxDispatcher(db, RecordingNotifier(), clock, owner="w1", lane_interval=1.0)
+    assert await replica.claim(10) == []  # the lane is held
+    async with db.transaction() as session:  # the other chain records line 2 and ends
+        await session.execute(update(OutboxMessage).where(OutboxMessage.payload["n"].as_integer() == 2)  # type: ignore[index]
+                              .values(status="sent", claimed_until=None))
+    assert [(m.order_key, m.payload["n"]) for m in await replica.claim(10)] == [("lane:audit", 1)]
