@@ -264,7 +264,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
             p.wait(timeout=30)
         for g in limits:
             g.close()
-    if dbname:
+    if dbname and not os.environ.get("BENCH_KEEP_DB"):  # BENCH_KEEP_DB=1 keeps it for a look afterwards
         conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         await conn.close()

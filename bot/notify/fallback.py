@@ -20,7 +20,7 @@ from typing import Any
 from bot.domain.policy import Email, Policy
 from bot.notify.mail import EmailNotifier
 from bot.notify.render import recipient
-from bot.services.outbox import Delivery, Notifier, PermanentFailure, deliver_all, deliver_each
+from bot.services.outbox import Delivery, Notifier, PermanentFailure, deliver_all, deliver_each, fitting
 from bot.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class FallbackNotifier:
             log.warning("slack could not deliver %s to %s (%s): sending it by email", kind, to, exc)
             return await mailer.deliver(kind, payload)
 
+
+    def batch_fits(self, kind: str, payloads: list[dict[str, Any]]) -> int:
+        return fitting(self.slack, kind, payloads)
 
     async def deliver_batch(self, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
         """A lane's digest (channel posts) goes to Slack as one; anything person-addressed one by one."""

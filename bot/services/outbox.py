@@ -93,6 +93,13 @@ async def deliver_all(notifier: Notifier, kind: str, payloads: list[dict[str, An
     return await deliver_each(notifier, [(kind, p) for p in payloads])
 
 
+def fitting(notifier: Notifier, kind: str, payloads: list[dict[str, Any]]) -> int:
+    """How many of ``payloads`` (from the first) go in one post: the notifier's ``batch_fits`` if it has
+    one (a digest must stay under Slack's message size), else all of them."""
+    fits = getattr(notifier, "batch_fits", None)
+    return max(1, min(len(payloads), fits(kind, payloads))) if fits is not None else len(payloads)
+
+
 async def deliver_each(notifier: Notifier, messages: list[tuple[str, dict[str, Any]]]) -> Delivery:
     """Deliver (kind, payload) messages one after the other with ``deliver``; the refs of all of them."""
     refs: list[Ref] = []
@@ -187,7 +194,7 @@ class RecordingNotifier:
 
 class OutboxDispatcher:
     def __init__(self, db: Database, notifier: Notifier, clock: Clock, *, lease: timedelta = timedelta(minutes=2),
-                 max_backoff: float = 60.0, owner: str = "", concurrency: int = 32, lane_batch: int = 100,
+                 max_backoff: float = 60.0, owner: str = "", concurrency: int = 32, lane_batch: int = 500,
                  lane_interval: float = 0.0, monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.db, self.notifier, self.clock, self.owner = db, notifier, clock, owner
@@ -450,8 +457,12 @@ class OutboxDispatcher:
         return batch
 
     async def _deliver(self, batch: list[Claimed]) -> tuple[int, list[Claimed]]:
+        held: list[Claimed] = []  # claimed lane messages that do not fit in this post: the next one's
         if self.lane_interval > 0 and is_lane(batch[0].order_key):
             batch = await self._paced(batch)
+            if len({m.kind for m in batch}) == 1:
+                n = fitting(self.notifier, batch[0].kind, [m.payload for m in batch])
+                batch, held = batch[:n], batch[n:]
         first = batch[0]
         kinds = {m.kind for m in batch}
         now = self.clock.now()
@@ -466,12 +477,17 @@ class OutboxDispatcher:
             log.warning("outbox %s (%s, %d message(s)) retry in %.1fs: %s", first.id, first.kind, len(batch),
                         backoff, exc)
             await self._finish(batch, status="pending", error=str(exc), next_at=now + timedelta(seconds=backoff))
+            if held:  # not tried: they wait behind the lane's head
+                await self._finish(held, status="pending", error="", next_at=now, tried=False)
             return 0, []
         except PermanentFailure as exc:
             log.error("outbox %s (%s, %d message(s)) failed permanently: %s", first.id, first.kind, len(batch), exc)
             await self._finish(batch, status="dead", error=str(exc), next_at=None)
+            if held:  # they were not tried: back to pending, for the claim that follows
+                await self._finish(held, status="pending", error="", next_at=now, tried=False)
             return 0, []
-        return len(batch), await self._record_sent(batch, delivery.refs)
+        following = await self._record_sent(batch, delivery.refs)
+        return len(batch), sorted(held + following, key=lambda m: m.id) if held else following
 
     async def _record_sent(self, batch: list[Claimed], refs: list[Ref]) -> list[Claimed]:
         """Record sent messages and claim the next of their key (up to ``lane_batch`` for a lane).
@@ -522,9 +538,10 @@ class OutboxDispatcher:
                 if not done.done():
                     done.set_result(after)
 
-    async def _finish(self, batch: list[Claimed], *, status: str, error: str, next_at: datetime | None) -> None:
+    async def _finish(self, batch: list[Claimed], *, status: str, error: str, next_at: datetime | None,
+                      tried: bool = True) -> None:
         async with self.db.transaction() as session:
-            await session.execute(sql.FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + 1,
+            await session.execute(sql.FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + tried,
                                              "b_error": error[:500], "b_next": next_at} for m in batch])
 
 

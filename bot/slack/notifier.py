@@ -43,6 +43,17 @@ class SlackNotifier:
             return await deliver_each(self, [(kind, p) for p in payloads])
         return await self._guarded(kind, self._audit_digest(payloads))
 
+    def batch_fits(self, kind: str, payloads: list[dict[str, Any]]) -> int:
+        """How many of the audit lines (from the first) one digest post holds (DIGEST_CHARS)."""
+        if kind != "audit":
+            return len(payloads)
+        size = -1
+        for n, p in enumerate(payloads):
+            size += len(blocks.audit_text(p)) + 1
+            if size > DIGEST_CHARS:
+                return max(n, 1)
+        return len(payloads)
+
     async def _guarded(self, kind: str, call: Awaitable[Delivery]) -> Delivery:
         try:
             return await call

@@ -168,3 +168,52 @@ async def test_a_digest_past_slacks_text_limit_is_split_never_cut(db_factory: Db
         lines = [line for m in posts for line in m.text.splitlines()]
         assert [line.split()[1] for line in lines] == [str(n) for n in range(30)]
         assert "truncated" not in " ".join(lines)
+
+
+class SizedNotifier(LaneNotifier):
+    """A notifier whose digest holds at most ``room`` lines (as Slack's message size bounds a digest)."""
+
+    room = 3
+
+    def batch_fits(self, kind: str, payloads: list[dict[str, Any]]) -> int:
+        return self.room
+
+
+async def test_a_digest_holds_what_fits_in_one_post_and_the_rest_goes_next_turn(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    db, mono, _, dispatcher = await _paced_lane(db_factory, clock)
+    notifier = SizedNotifier()
+    dispatcher.notifier = notifier
+    await _lines(db, clock, range(8))
+    assert await dispatcher.drain() == 8
+    assert notifier.posts == [[0], [1, 2, 3], [4, 5, 6], [7]]  # never two posts in one turn
+    assert mono.sleeps == [1.0, 1.0, 1.0]
+    assert await _statuses(db) == [("sent", 1)] * 8
+
+
+async def test_lines_held_back_from_a_refused_digest_keep_their_place(db_factory: DbFactory,
+                                                                      clock: ManualClock) -> None:
+    db, mono, _, dispatcher = await _paced_lane(db_factory, clock)
+    notifier = SizedNotifier()
+    notifier.refuse = {2: 5.0}
+    dispatcher.notifier = notifier
+    await _lines(db, clock, range(6))
+    assert await dispatcher.drain() == 1
+    # lines 1-3 were refused (one attempt each); 4 and 5 were held back untried
+    assert await _statuses(db) == [("sent", 1)] + [("pending", 1)] * 3 + [("pending", 0)] * 2
+    clock.advance(timedelta(seconds=5))
+    assert await dispatcher.drain() == 5
+    assert notifier.posts == [[0], [1, 2, 3], [4, 5]]
+
+
+def test_the_slack_digest_fits_under_the_message_limit() -> None:
+    from bot.slack import blocks
+    from bot.slack.notifier import DIGEST_CHARS
+
+    notifier = SlackNotifier.__new__(SlackNotifier)
+    lines = [{"text": "x" * 990, "event": "note", "actor": "a"} for _ in range(100)]
+    n = notifier.batch_fits("audit", lines)
+    assert 30 <= n < 100
+    assert len("\n".join(blocks.audit_text(p) for p in lines[:n])) <= DIGEST_CHARS
+    assert len("\n".join(blocks.audit_text(p) for p in lines[:n + 1])) > DIGEST_CHARS
+    assert notifier.batch_fits("audit", lines[:5]) == 5
