@@ -7,8 +7,12 @@ HTTP 429 + Retry-After) keeps the message pending until its due time; a ``Perman
 
 A *lane* (an order key starting with ``lane:``, e.g. ``AUDIT_LANE``) is one channel's posts. With a
 ``lane_interval`` its chain posts at most once per interval (Slack takes about one message per second
-per channel); the messages that pile up meanwhile, up to ``lane_batch``, go to the notifier's
-``deliver_batch`` as one post (a digest). Quiet, a lane delivers one message at a time.
+per channel); the messages that pile up meanwhile, up to ``lane_batch`` and as many as fit in one post,
+go to the notifier's ``deliver_batch`` as one post (a digest). Quiet, a lane delivers one message at a
+time. A lane has one chain at a time, across replicas (bot/services/outbox_sql.py).
+
+Writing, and claiming at commit: bot/services/outbox_write.py; notifiers and what they answer:
+bot/services/delivery.py (both re-exported here).
 """
 
 from __future__ import annotations
@@ -19,177 +23,34 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from bot.services import outbox_sql as sql
 from bot.services.clock import Clock
+from bot.services.delivery import (
+    BatchNotifier,
+    Delivery,
+    Notifier,
+    PermanentFailure,
+    RecordingNotifier,
+    Ref,
+    RetryLater,
+    deliver_all,
+    deliver_each,
+    fitting,
+)
+from bot.services.outbox_write import AUDIT_LANE, Claimed, enqueue, is_lane, message_refs
 from storage.db import Database
-from storage.tables import MessageRef
 
 log = logging.getLogger(__name__)
 
 
-# The statements of the delivery loop, built once (Core, not ORM: they run for every message sent).
-# session.info keys: storage/db.py hands the claimed messages over and tells of the keys left unclaimed
-TAKER, CLAIMED, UNCLAIMED = "outbox_taker", "outbox_claimed", "outbox_unclaimed"
-AUDIT_LANE = "lane:audit"  # the audit channel's lines (bot/services/notices.py)
-
-
-def is_lane(order_key: str) -> bool:
-    return order_key.startswith("lane:")
-
-
-
-class RetryLater(Exception):
-    def __init__(self, reason: str, *, after: float | None = None) -> None:
-        super().__init__(reason)
-        self.after = after
-
-
-class PermanentFailure(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A delivered message's location, saved so that it can be updated or threaded under later."""
-
-    request_id: str
-    purpose: str
-    channel: str
-    ts: str
-    recipient: str = ""
-
-
-@dataclass
-class Delivery:
-    refs: list[Ref] = field(default_factory=list)
-
-
-class Notifier(Protocol):
-    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery: ...
-
-
-class BatchNotifier(Notifier, Protocol):
-    async def deliver_batch(self, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
-        """Deliver several messages of one kind as one (a lane's digest)."""
-        ...
-
-
-async def deliver_all(notifier: Notifier, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
-    """One message as it is; several as one digest where the notifier can, else one after the other."""
-    if len(payloads) == 1:
-        return await notifier.deliver(kind, payloads[0])
-    batch = getattr(notifier, "deliver_batch", None)
-    if batch is not None:
-        result: Delivery = await batch(kind, payloads)
-        return result
-    return await deliver_each(notifier, [(kind, p) for p in payloads])
-
-
-def fitting(notifier: Notifier, kind: str, payloads: list[dict[str, Any]]) -> int:
-    """How many of ``payloads`` (from the first) go in one post: the notifier's ``batch_fits`` if it has
-    one (a digest must stay under Slack's message size), else all of them."""
-    fits = getattr(notifier, "batch_fits", None)
-    return max(1, min(len(payloads), fits(kind, payloads))) if fits is not None else len(payloads)
-
-
-async def deliver_each(notifier: Notifier, messages: list[tuple[str, dict[str, Any]]]) -> Delivery:
-    """Deliver (kind, payload) messages one after the other with ``deliver``; the refs of all of them."""
-    refs: list[Ref] = []
-    for kind, payload in messages:
-        refs += (await notifier.deliver(kind, payload)).refs
-    return Delivery(refs)
-
-
-def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, payload: dict[str, Any]) -> None:
-    """Add a message to the outbox inside the caller's transaction.
-
-    The rows are written by one INSERT when the transaction commits (``_write_outbox``), in the order
-    they were enqueued; a rolled-back transaction writes none.
-    """
-    if not session.in_transaction():  # as session.add would: a rollback from here on drops the rows
-        session.sync_session.begin()
-    session.sync_session.info.setdefault(_PENDING_ROWS, []).append(
-        {"created_at": at, "order_key": order_key, "kind": kind, "payload": payload, "status": "pending",
-         "attempts": 0, "next_attempt_at": at})
-    session.info["outbox"] = True  # Database.transaction() wakes the dispatcher after the commit
-
-
-_PENDING_ROWS = "outbox_rows"
-@event.listens_for(Session, "before_commit")
-def _write_outbox(session: Session) -> None:
-    rows = session.info.pop(_PENDING_ROWS, None)
-    if not rows:
-        return
-    taker: OutboxDispatcher | None = session.info.get(TAKER)
-    if taker is None:
-        session.execute(sql.INSERT, rows)
-        return
-    # A running dispatcher of this process takes the heads it can right here, instead of a claim
-    # transaction of its own after the commit (Database.transaction hands them over once committed).
-    written = session.execute(sql.INSERT_IDS, rows).all()
-    # only the first new message of a key can be its head; no more than the dispatcher has room for
-    # PostgreSQL: lanes are left to the dispatcher, which claims them one chain at a time (outbox_sql.py)
-    firsts = [i for key, i in {w.order_key: w.id for w in reversed(written)}.items()
-              if taker.db.is_sqlite or not is_lane(key)]
-    firsts = sorted(firsts)[:max(taker.room(), 0)]
-    now = taker.clock.now()
-    claimed = sorted((Claimed.of(r) for r in session.execute(sql.CLAIM_NEW, {
-        "b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner})),
-        key=lambda m: m.id) if firsts else []
-    session.info[CLAIMED] = claimed
-    # A message behind one claimed here is claimed by that one's chain; the dispatcher is told of the
-    # keys whose new messages sit behind an older one (``OutboxDispatcher.notice``, after the commit).
-    session.info[UNCLAIMED] = sorted({w.order_key for w in written} - {m.order_key for m in claimed})
-    session.info["outbox"] = False
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_outbox(session: Session, _previous: Any) -> None:
-    session.info.pop(_PENDING_ROWS, None)
-    session.info.pop(CLAIMED, None)
-    session.info.pop(UNCLAIMED, None)
-
-
-@dataclass(slots=True)
-class Claimed:
-    """A claimed outbox message: what delivering and recording it needs."""
-
-    id: int
-    order_key: str
-    kind: str
-    payload: dict[str, Any]
-    attempts: int
-
-    @classmethod
-    def of(cls, row: Any) -> Claimed:
-        return cls(row.id, row.order_key, row.kind, row.payload, row.attempts)
-
-
-class RecordingNotifier:
-    """Keeps every delivered message; for tests and headless runs."""
-
-    def __init__(self) -> None:
-        self.delivered: list[tuple[str, dict[str, Any]]] = []
-        self.posts: dict[str, int] = {}  # deliveries per kind, a digest counting once
-
-    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
-        return await self.deliver_batch(kind, [payload])
-
-    async def deliver_batch(self, kind: str, payloads: list[dict[str, Any]]) -> Delivery:
-        self.delivered += [(kind, p) for p in payloads]
-        self.posts[kind] = self.posts.get(kind, 0) + 1
-        return Delivery()
-
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [p for k, p in self.delivered if k == kind]
+__all__ = ["AUDIT_LANE", "BatchNotifier", "Claimed", "Delivery", "Notifier", "OutboxDispatcher", "PermanentFailure",
+           "RecordingNotifier", "Ref", "RetryLater", "deliver_all", "deliver_each", "enqueue", "fitting", "is_lane",
+           "message_refs"]
 
 
 class OutboxDispatcher:
@@ -543,13 +404,3 @@ class OutboxDispatcher:
         async with self.db.transaction() as session:
             await session.execute(sql.FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + tried,
                                              "b_error": error[:500], "b_next": next_at} for m in batch])
-
-
-async def message_refs(db: Database, request_id: str, purpose: str | None = None) -> list[MessageRef]:
-    """Where the messages about ``request_id`` (optionally of one purpose) were delivered."""
-    async with db.sessions() as session:
-        if purpose is None:
-            return list((await session.execute(sql.REFS, {"b_id": request_id})).scalars().all())
-        return list((await session.execute(sql.REFS_OF, {"b_id": request_id, "b_purpose": purpose})).scalars().all())
-
-

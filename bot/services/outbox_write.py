@@ -1,0 +1,100 @@
+"""Writing outbox messages: ``enqueue`` inside the caller's transaction; the rows are written when it
+commits, and a running dispatcher of this process claims the new heads in that same commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from bot.services import outbox_sql as sql
+from storage.db import Database
+from storage.tables import MessageRef
+
+if TYPE_CHECKING:
+    from bot.services.outbox import OutboxDispatcher
+
+# session.info keys: storage/db.py hands the claimed messages over and tells of the keys left unclaimed
+TAKER, CLAIMED, UNCLAIMED = "outbox_taker", "outbox_claimed", "outbox_unclaimed"
+AUDIT_LANE = "lane:audit"  # the audit channel's lines (bot/services/notices.py)
+
+
+def is_lane(order_key: str) -> bool:
+    return order_key.startswith("lane:")
+
+
+def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, payload: dict[str, Any]) -> None:
+    """Add a message to the outbox inside the caller's transaction.
+
+    The rows are written by one INSERT when the transaction commits (``_write_outbox``), in the order
+    they were enqueued; a rolled-back transaction writes none.
+    """
+    if not session.in_transaction():  # as session.add would: a rollback from here on drops the rows
+        session.sync_session.begin()
+    session.sync_session.info.setdefault(_PENDING_ROWS, []).append(
+        {"created_at": at, "order_key": order_key, "kind": kind, "payload": payload, "status": "pending",
+         "attempts": 0, "next_attempt_at": at})
+    session.info["outbox"] = True  # Database.transaction() wakes the dispatcher after the commit
+
+
+_PENDING_ROWS = "outbox_rows"
+@event.listens_for(Session, "before_commit")
+def _write_outbox(session: Session) -> None:
+    rows = session.info.pop(_PENDING_ROWS, None)
+    if not rows:
+        return
+    taker: OutboxDispatcher | None = session.info.get(TAKER)
+    if taker is None:
+        session.execute(sql.INSERT, rows)
+        return
+    # A running dispatcher of this process takes the heads it can right here, instead of a claim
+    # transaction of its own after the commit (Database.transaction hands them over once committed).
+    written = session.execute(sql.INSERT_IDS, rows).all()
+    # only the first new message of a key can be its head; no more than the dispatcher has room for
+    # PostgreSQL: lanes are left to the dispatcher, which claims them one chain at a time (outbox_sql.py)
+    firsts = [i for key, i in {w.order_key: w.id for w in reversed(written)}.items()
+              if taker.db.is_sqlite or not is_lane(key)]
+    firsts = sorted(firsts)[:max(taker.room(), 0)]
+    now = taker.clock.now()
+    claimed = sorted((Claimed.of(r) for r in session.execute(sql.CLAIM_NEW, {
+        "b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner})),
+        key=lambda m: m.id) if firsts else []
+    session.info[CLAIMED] = claimed
+    # A message behind one claimed here is claimed by that one's chain; the dispatcher is told of the
+    # keys whose new messages sit behind an older one (``OutboxDispatcher.notice``, after the commit).
+    session.info[UNCLAIMED] = sorted({w.order_key for w in written} - {m.order_key for m in claimed})
+    session.info["outbox"] = False
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_outbox(session: Session, _previous: Any) -> None:
+    session.info.pop(_PENDING_ROWS, None)
+    session.info.pop(CLAIMED, None)
+    session.info.pop(UNCLAIMED, None)
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A claimed outbox message: what delivering and recording it needs."""
+
+    id: int
+    order_key: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+    @classmethod
+    def of(cls, row: Any) -> Claimed:
+        return cls(row.id, row.order_key, row.kind, row.payload, row.attempts)
+
+
+async def message_refs(db: Database, request_id: str, purpose: str | None = None) -> list[MessageRef]:
+    """Where the messages about ``request_id`` (optionally of one purpose) were delivered."""
+    async with db.sessions() as session:
+        if purpose is None:
+            return list((await session.execute(sql.REFS, {"b_id": request_id})).scalars().all())
+        return list((await session.execute(sql.REFS_OF, {"b_id": request_id, "b_purpose": purpose})).scalars().all())
