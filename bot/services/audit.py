@@ -10,10 +10,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from storage.db import Database
+from storage.db import AUDIT_CHAIN_LOCK, Database
 from storage.tables import Event
 
 GENESIS = "0" * 64
@@ -36,6 +37,7 @@ class NewEvent:
 _EVENT = Event.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_EVENT)
 _HEAD = select(_EVENT.c.hash).order_by(_EVENT.c.id.desc()).limit(1)
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 
 
 def canonical(event: Event | NewEvent) -> str:
@@ -67,24 +69,44 @@ async def append_event(
     from_state: str | None = None,
     to_state: str | None = None,
     detail: dict[str, Any] | None = None,
-) -> str:
-    """Append one event to the chain inside the caller's transaction; returns its hash.
+) -> None:
+    """Add one event to the chain inside the caller's transaction: it is written, linked to the chain's
+    head, when the transaction commits, and not at all if it rolls back (``_chain_events``)."""
+    if not session.in_transaction():  # as session.add would: a rollback from here on drops the event
+        session.sync_session.begin()
+    session.sync_session.info.setdefault(_PENDING, []).append(
+        {"at": at, "request_id": request_id, "actor": actor, "kind": kind, "from_state": from_state,
+         "to_state": to_state, "detail": detail or {}})
 
-    The chain head is read once per transaction (under the chain lock) and then kept in the session,
-    so a batch of events costs one query, not one per event.
-    """
-    prev = session.info.get("audit_head")
-    if prev is None:
-        await db.lock_audit_chain(session)
-        prev = (await session.execute(_HEAD)).scalar()
-    event = NewEvent(at=at, request_id=request_id, actor=actor, kind=kind, from_state=from_state,
-                     to_state=to_state, detail=detail or {}, prev_hash=prev or GENESIS)
-    digest = event_hash(event)
-    # A Core INSERT, built once: this runs for every state change, and the ORM's unit of work costs more
-    # than the statement. Events are inserted in call order, so ids follow the chain.
-    await session.execute(_INSERT, {**asdict(event), "hash": digest})
-    session.info["audit_head"] = digest
-    return digest
+
+_PENDING = "audit_events"
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_events(session: Session) -> None:
+    """Link the transaction's events to the chain's head and insert them, just before the commit.
+
+    The head is read under the chain lock (PostgreSQL: an advisory lock held to the commit; SQLite has
+    one writer anyway). Taking it here rather than at the first event keeps every other writer — other
+    replicas' included — waiting for it only from this point to the commit, not through the rest of
+    the transaction. One Core INSERT, built once: this runs for every state change."""
+    events = session.info.pop(_PENDING, None)
+    if not events:
+        return
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(_LOCK, {"k": AUDIT_CHAIN_LOCK})
+    prev = session.execute(_HEAD).scalar() or GENESIS
+    rows = []
+    for fields in events:  # in call order: ids follow the chain
+        new = NewEvent(**fields, prev_hash=prev)
+        prev = event_hash(new)
+        rows.append({**asdict(new), "hash": prev})
+    session.execute(_INSERT, rows)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_events(session: Session, _previous: Any) -> None:
+    session.info.pop(_PENDING, None)
 
 
 @dataclass(frozen=True)

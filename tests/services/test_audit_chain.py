@@ -1,0 +1,52 @@
+"""The audit chain is linked when a transaction commits: concurrent writers never fork it, and a
+rolled-back transaction leaves no event behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.services.audit import append_event, verify_chain
+from bot.services.clock import ManualClock
+from storage.tables import Event
+from tests.conftest import DbFactory
+
+
+async def _count(db: object) -> int:
+    async with db.sessions() as session:  # type: ignore[attr-defined]
+        return int((await session.execute(select(func.count()).select_from(Event))).scalar_one())
+
+
+async def test_concurrent_transactions_extend_one_chain(db_factory: DbFactory, clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+
+    async def writer(k: int) -> None:
+        async with db.transaction() as session:
+            await append_event(db, session, at=clock.now(), kind="first", actor=f"w{k}", request_id=f"R-{k}")
+            await asyncio.sleep(0)  # other writers run in between
+            await append_event(db, session, at=clock.now(), kind="second", actor=f"w{k}", request_id=f"R-{k}")
+
+    await asyncio.gather(*(writer(k) for k in range(12)))
+    assert await _count(db) == 24
+    result = await verify_chain(db)
+    assert result.ok and result.checked == 24, result
+    async with db.sessions() as session:  # a transaction's events stay together, in call order
+        rows = (await session.execute(select(Event).order_by(Event.id))).scalars().all()  # type: ignore[arg-type]
+    assert [r.kind for r in rows] == ["first", "second"] * 12
+    assert all(a.request_id == b.request_id for a, b in zip(rows[::2], rows[1::2], strict=True))
+
+
+async def test_a_rolled_back_transaction_leaves_no_event(db_factory: DbFactory, clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            await append_event(db, session, at=clock.now(), kind="doomed", actor="a")
+            raise RuntimeError("the state change failed")
+    async with db.transaction() as session:
+        await append_event(db, session, at=clock.now(), kind="kept", actor="a")
+    assert await _count(db) == 1
+    assert (await verify_chain(db)).ok
