@@ -42,7 +42,9 @@ def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, p
 
 
 _PENDING_ROWS = "outbox_rows"
-@event.listens_for(Session, "before_commit")
+# insert=True: runs before the audit chain's hook (bot/services/audit.py), whatever the import order, so
+# the chain lock taken there is held for the events' INSERT and the commit only, not for this too.
+@event.listens_for(Session, "before_commit", insert=True)
 def _write_outbox(session: Session) -> None:
     rows = session.info.pop(_PENDING_ROWS, None)
     if not rows:
