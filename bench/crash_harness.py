@@ -1,6 +1,8 @@
 """Kill a running jitbot with SIGKILL at random points of the loop, restart it, check the invariants.
 
-    python -m bench.crash_harness --trials 50 [--database-url postgresql+asyncpg://postgres@127.0.0.1/test]
+    python -m bench.crash_harness --trials 50 [--database postgres]
+
+With --database postgres each trial gets a fresh database on 127.0.0.1:5432 (dropped afterwards).
 
 Invariants after each kill + restart + quiet period:
 * no IdP membership (memory connector) without a grant that is active (i.e. a completed approval chain),
@@ -21,11 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy import select
 
 from bot.services.audit import verify_chain
@@ -127,11 +131,20 @@ def run_trial(url: str, workdir: Path, *, kills: int, rng: random.Random) -> Tri
     return result
 
 
+async def _admin(statement: str) -> None:
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     failures = 0
@@ -140,7 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     for trial in range(args.trials):
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite+aiosqlite:///{tmp}/crash.db"
-            r = run_trial(url, Path(tmp), kills=args.kills, rng=rng)
+            dbname = None
+            if args.database == "postgres":
+                dbname = f"crash_{uuid.uuid4().hex[:8]}"
+                asyncio.run(_admin(f"CREATE DATABASE {dbname}"))
+                url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
+            try:
+                r = run_trial(url, Path(tmp), kills=args.kills, rng=rng)
+            finally:
+                if dbname:
+                    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
             failures += not r.ok
             print(f"{trial:>5} {r.kills:>5} {r.grants:>6} {r.ended:>5} {len(r.memberships_without_grant):>6} "
                   f"{len(r.overdue):>7} "
