@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from storage.inline_sqlite import inline_creator
@@ -26,17 +28,46 @@ AUDIT_CHAIN_LOCK = 0x6A17B07
 MIGRATION_LOCK = 0x6A17B08
 
 
+# A pooled PostgreSQL connection is checked before use only after it sat idle this long. SQLAlchemy's
+# pool_pre_ping checks it on every checkout — BEGIN, ";", ROLLBACK: three round trips per transaction,
+# a tenth of a replica's CPU. A connection used a moment ago is almost surely alive; if the server went
+# away meanwhile, the statement fails as a disconnect, SQLAlchemy invalidates the whole pool, and the
+# caller's usual retry takes over (the next tick; the outbox's lease; an error reply in Slack).
+PING_IDLE_S = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine.pool, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine.pool, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < idle_s:  # new, or used a moment ago
+            return
+        try:
+            alive = sync_engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the pool drops it and checks out another (documented recipe)
+            raise DisconnectionError(f"connection idle {time.monotonic() - since:.0f}s was gone") from exc
+        if not alive:
+            raise DisconnectionError("connection failed its check")
+
+
 class Database:
     """One engine plus a session factory. ``transaction()`` is the unit of work of every service."""
 
     def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False, pool_size: int = 10,
-                 schema: str | None = None) -> None:
+                 schema: str | None = None, ping_idle_s: float = PING_IDLE_S) -> None:
         self.url = url
         kwargs: dict[str, Any] = {"echo": echo}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
             if schema:  # an isolated schema (tests; several deployments in one database)
                 kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         file_db = url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:")
@@ -47,6 +78,8 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.read_engine = self.engine
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if not self.is_sqlite:
+            _ping_when_idle(self.engine, ping_idle_s)
         # Set after every commit that added outbox messages while no dispatcher ran in this process (or
         # that one had no room): the dispatcher's claim pass takes them.
         self.outbox_ready = asyncio.Event()

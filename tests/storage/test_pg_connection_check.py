@@ -1,0 +1,80 @@
+"""PostgreSQL connections are checked before use only after sitting idle (storage/db.py, PING_IDLE_S)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from storage.db import Database
+from tests.conftest import PG_DSN
+
+pytestmark = pytest.mark.postgres
+URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+async def _backend(db: Database) -> int:
+    async with db.transaction() as session:
+        return int((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def _kill(pid: int) -> None:
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+
+
+def _count_pings(db: Database, pings: list[int]) -> None:
+    dialect = db.engine.sync_engine.dialect
+    real = dialect.do_ping
+
+    def counted(dbapi_conn: object) -> bool:
+        pings.append(1)
+        return bool(real(dbapi_conn))
+
+    dialect.do_ping = counted  # type: ignore[method-assign]
+
+
+async def test_a_connection_used_a_moment_ago_is_not_checked() -> None:
+    pings: list[int] = []
+    db = Database(URL, pool_size=1, ping_idle_s=3600)
+    _count_pings(db, pings)
+    try:
+        first = await _backend(db)
+        for _ in range(5):
+            assert await _backend(db) == first  # the same pooled connection, reused
+        assert pings == []  # no BEGIN / ";" / ROLLBACK before each transaction
+    finally:
+        await db.dispose()
+
+
+async def test_an_idle_connection_that_died_is_replaced_before_use() -> None:
+    pings: list[int] = []
+    db = Database(URL, pool_size=1, ping_idle_s=0)  # every reuse counts as idle: checked
+    _count_pings(db, pings)
+    try:
+        first = await _backend(db)
+        await _kill(first)  # the server ends it while it sits in the pool
+        second = await _backend(db)  # checked, found dead, replaced: the transaction never sees it
+        assert second != first
+        assert pings  # it was checked
+    finally:
+        await db.dispose()
+
+
+async def test_a_recently_used_connection_that_died_fails_once_then_the_pool_recovers() -> None:
+    """The price of not checking busy connections: one transaction fails as a disconnect (callers retry),
+    and SQLAlchemy invalidates the pool, so the next one gets a fresh connection."""
+    db = Database(URL, pool_size=1, ping_idle_s=3600)
+    try:
+        first = await _backend(db)
+        await _kill(first)
+        with pytest.raises(DBAPIError) as failed:
+            await _backend(db)
+        assert failed.value.connection_invalidated
+        assert await _backend(db) != first
+    finally:
+        await db.dispose()
