@@ -246,6 +246,7 @@ class OutboxDispatcher:
                 wake.clear()
                 free = self.room()
                 self._enter()
+                next_pass = time.monotonic() + interval  # a claim pass at least this often, however busy
                 try:
                     claimed = await self.claim(free) if free > 0 else []
                     saturated = free <= 0 or len(claimed) == free
@@ -257,7 +258,8 @@ class OutboxDispatcher:
                     waker = asyncio.create_task(wake.wait())
                     try:
                         handed = set(self._handed)  # their ends free slots too
-                        done, _ = await asyncio.wait({*active, *handed, waker}, timeout=interval,
+                        done, _ = await asyncio.wait({*active, *handed, waker},
+                                                     timeout=max(0.0, next_pass - time.monotonic()),
                                                      return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         waker.cancel()
@@ -266,7 +268,10 @@ class OutboxDispatcher:
                         active.discard(task)
                         if not task.cancelled() and task.exception() is not None:
                             log.error("outbox chain failed", exc_info=task.exception())
-                    if wake.is_set() or not done or ((finished or done & handed) and saturated):
+                    # a message can become due without a commit (a backoff ends, a dead replica's lease
+                    # runs out): the pass every interval finds it even while chains end all the time
+                    if wake.is_set() or not done or time.monotonic() >= next_pass \
+                            or ((finished or done & handed) and saturated):
                         break
         finally:
             if self.db.outbox_taker is self:

@@ -198,3 +198,48 @@ async def test_a_lane_held_by_a_chain_is_not_claimed_again(db_factory: DbFactory
         await session.execute(update(OutboxMessage).where(OutboxMessage.payload["n"].as_integer() == 2)  # type: ignore[index]
                               .values(status="sent", claimed_until=None))
     assert [(m.order_key, m.payload["n"]) for m in await replica.claim(10)] == [("lane:audit", 1)]
+
+
+async def test_a_message_due_without_a_commit_is_claimed_while_the_dispatcher_is_busy(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    """Nothing wakes the dispatcher for a message that became due by itself (a backoff ended, a dead
+    replica's lease ran out); its claim pass every interval must still come while chains keep ending."""
+    db = db_factory()
+    await db.migrate()
+
+    class Slow(RecordingNotifier):  # deliveries overlap: some chain is always running, one ends often
+        async def deliver(self, kind: str, payload: dict[str, Any]) -> Any:
+            await asyncio.sleep(0.03)
+            return await super().deliver(kind, payload)
+
+    notifier = Slow()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
+    async with db.transaction() as session:  # backing off for a minute: nobody will tell when it is due
+        enqueue(session, at=clock.now() + timedelta(minutes=1), order_key="R-OLD", kind="note",
+                payload={"key": "R-OLD", "n": 1})
+    db.outbox_ready.clear()
+    loop = asyncio.create_task(dispatcher.run(db.outbox_ready, interval=0.5))
+    stop = asyncio.Event()
+
+    async def stream() -> None:  # a chain of its own ends far more often than every interval
+        n = 0
+        while not stop.is_set():
+            n += 1
+            await _write(db, clock, (f"R-{n}", n))
+            await asyncio.sleep(0.005)
+
+    busy = asyncio.create_task(stream())
+    try:
+        async with asyncio.timeout(10):
+            while len(notifier.of_kind("note")) < 5:  # busy: chains end all the time
+                await asyncio.sleep(0.01)
+        clock.advance(timedelta(minutes=2))  # R-OLD is due now, and no commit says so
+        async with asyncio.timeout(10):
+            while ("R-OLD", 1) not in [(p["key"], p["n"]) for p in notifier.of_kind("note")]:
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await busy
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
