@@ -78,6 +78,7 @@ class OutboxDispatcher:
         self._recheck: set[str] = set()  # keys whose heads to claim now (``_claim_rechecks``)
         self._rechecker: asyncio.Task[None] | None = None
         self._lane_waits: dict[str, asyncio.TimerHandle] = {}  # lanes to claim by key shortly (``notice``)
+        self._closed = False  # set when the run loop ends: no claims by key after that
         self.counts: Counter[str] = Counter()  # claim passes, claims by key, records (logged when run ends)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -150,6 +151,8 @@ class OutboxDispatcher:
             self._leave()
 
     def _claim_keys(self, keys: list[str]) -> None:
+        if self._closed:  # the run loop has ended (shutdown): the next start's claim pass takes them
+            return
         self._recheck.update(keys)
         if self._rechecker is None or self._rechecker.done():
             self._enter()
@@ -240,6 +243,7 @@ class OutboxDispatcher:
         active: set[asyncio.Task[int]] = set()
         self._active = active
         saturated = False  # the last claim filled every free slot: more may be waiting
+        self._closed = False  # (again, when the worker restarts the loop after a failure)
         self.db.outbox_taker = self
         try:
             while True:
@@ -274,6 +278,11 @@ class OutboxDispatcher:
                             or ((finished or done & handed) and saturated):
                         break
         finally:
+            self._closed = True
+            for handle in self._lane_waits.values():
+                handle.cancel()
+                self._leave()
+            self._lane_waits.clear()
             if self.db.outbox_taker is self:
                 self.db.outbox_taker = None
             active |= self._handed

@@ -243,3 +243,34 @@ async def test_a_message_due_without_a_commit_is_claimed_while_the_dispatcher_is
         loop.cancel()
         with pytest.raises(asyncio.CancelledError):
             await loop
+
+
+async def test_no_claim_by_key_after_the_run_loop_ends_until_it_runs_again(db_factory: DbFactory,
+                                                                          clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+    notifier = RecordingNotifier()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", lane_interval=1.0)
+    loop = asyncio.create_task(dispatcher.run(db.outbox_ready, interval=60))
+    await asyncio.sleep(0)
+    dispatcher.notice(["lane:audit"])  # a quarter-interval wait starts
+    loop.cancel()  # shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    await _write(db, clock, ("R-A", 1))  # written without a taker
+    dispatcher.notice(["R-A"])
+    await dispatcher.quiesce()  # the lane's wait was cancelled with the loop; nothing claimed by key
+    assert dispatcher.counts["claims by key"] == 0 and notifier.delivered == []
+    loop = asyncio.create_task(dispatcher.run(db.outbox_ready, interval=60))  # the worker restarts it
+    try:
+        async with asyncio.timeout(10):
+            while not notifier.delivered:  # its first claim pass
+                await asyncio.sleep(0.01)
+        dispatcher.notice(["R-B"])
+        assert dispatcher.counts["claims by key"] == 0  # claims by key run as a task: not yet
+        await dispatcher.quiesce()
+        assert dispatcher.counts["claims by key"] == 1  # allowed again
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
