@@ -120,6 +120,10 @@ class OutboxDispatcher:
                     self._dirty.discard(key)
                     self._claim_keys([key])
 
+    def follows(self, key: str) -> bool:
+        """Whether a chain of this process is following ``key``."""
+        return key in self._live
+
     def notice(self, keys: list[str]) -> None:
         """A commit added messages behind an older pending message of each of ``keys`` (storage/db.py).
 

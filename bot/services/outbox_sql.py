@@ -49,6 +49,10 @@ CLAIM_LANE_HEAD = (
     .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
     .returning(*OUTBOX.c)
 )
+# Which of some keys have a message claimed under a live lease, and by whom (a chain is following them).
+HELD_BY = (select(OUTBOX.c.order_key, OUTBOX.c.claimed_by).distinct()
+           .where(OUTBOX.c.order_key.in_(bindparam("b_keys", expanding=True)), OUTBOX.c.status == "pending",
+                  OUTBOX.c.claimed_until >= bindparam("b_now")))
 LANE_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:k))")
 # Lanes with messages waiting for a claim (the claim pass claims their heads with CLAIM_LANE_HEAD).
 WAITING_LANES = (select(OUTBOX.c.order_key).distinct()

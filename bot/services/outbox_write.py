@@ -67,8 +67,15 @@ def _write_outbox(session: Session) -> None:
         key=lambda m: m.id) if firsts else []
     session.info[CLAIMED] = claimed
     # A message behind one claimed here is claimed by that one's chain; the dispatcher is told of the
-    # keys whose new messages sit behind an older one (``OutboxDispatcher.notice``, after the commit).
-    session.info[UNCLAIMED] = sorted({w.order_key for w in written} - {m.order_key for m in claimed})
+    # keys whose new messages sit behind an older one (``OutboxDispatcher.notice``, after the commit),
+    # except those whose head another process's chain holds: that chain takes them (and should its
+    # last record just miss them, the claim pass every interval finds them).
+    unclaimed = {w.order_key for w in written} - {m.order_key for m in claimed}
+    elsewhere = [k for k in unclaimed if not taker.follows(k)]
+    if elsewhere and not taker.db.is_sqlite:
+        held = session.execute(sql.HELD_BY, {"b_keys": elsewhere, "b_now": now}).all()
+        unclaimed -= {key for key, owner in held if owner != taker.owner}
+    session.info[UNCLAIMED] = sorted(unclaimed)
     session.info["outbox"] = False
 
 

@@ -274,3 +274,26 @@ async def test_no_claim_by_key_after_the_run_loop_ends_until_it_runs_again(db_fa
         loop.cancel()
         with pytest.raises(asyncio.CancelledError):
             await loop
+
+
+@pytest.mark.parametrize("db_factory", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_a_message_behind_another_replicas_chain_is_left_to_that_chain(db_factory: DbFactory,
+                                                                             clock: ManualClock) -> None:
+    """PostgreSQL (replicas): a commit does not claim by key behind a head another process holds; that
+    process's chain takes the message, or, had its last record just missed it, the claim pass does."""
+    db = db_factory()
+    assert not db.is_sqlite  # replicas share PostgreSQL
+    await db.migrate()
+    await _write(db, clock, ("R-A", 1))
+    async with db.transaction() as session:  # another replica's chain holds R-A's head
+        await session.execute(update(OutboxMessage).values(claimed_until=clock.now() + timedelta(minutes=2),
+                                                           claimed_by="other"))
+    dispatcher = OutboxDispatcher(db, RecordingNotifier(), clock, owner="w1")
+    db.outbox_taker = dispatcher
+    await _write(db, clock, ("R-A", 2))
+    await dispatcher.quiesce()
+    assert dispatcher.counts["claims by key"] == 0
+    async with db.transaction() as session:  # that chain records R-A 1 and ends without seeing R-A 2
+        await session.execute(update(OutboxMessage).where(OutboxMessage.payload["n"].as_integer() == 1)  # type: ignore[index]
+                              .values(status="sent", claimed_until=None))
+    assert [(m.order_key, m.payload["n"]) for m in await dispatcher.claim(10)] == [("R-A", 2)]
