@@ -22,6 +22,8 @@ from storage.inline_sqlite import inline_creator
 INLINE_SQLITE = os.environ.get("JITBOT_SQLITE_THREADS", "") != "1"
 DEFAULT_URL = "sqlite+aiosqlite:///jitbot.db"
 
+# A PostgreSQL transaction-level advisory lock on key :k, held until the transaction ends.
+ADVISORY_XACT_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 # Key for pg_advisory_xact_lock: serialises appends to the audit hash chain across replicas.
 AUDIT_CHAIN_LOCK = 0x6A17B07
 # Key for pg_advisory_xact_lock: replicas starting together migrate one after the other.
@@ -145,7 +147,7 @@ class Database:
     async def lock_audit_chain(self, session: AsyncSession) -> None:
         """Serialise audit-chain appends (PostgreSQL advisory lock; SQLite already has one writer)."""
         if not self.is_sqlite:
-            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_CHAIN_LOCK})
+            await session.execute(ADVISORY_XACT_LOCK, {"k": AUDIT_CHAIN_LOCK})
 
     async def ping(self) -> bool:
         try:
@@ -169,7 +171,7 @@ class Database:
 
         async with self.engine.begin() as conn:
             if not self.is_sqlite:  # the second replica waits, then finds the schema at head
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+                await conn.execute(ADVISORY_XACT_LOCK, {"k": MIGRATION_LOCK})
             await conn.run_sync(upgrade)
 
     async def dispose(self) -> None:

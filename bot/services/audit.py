@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from storage.db import AUDIT_CHAIN_LOCK, Database
+from storage.db import ADVISORY_XACT_LOCK, AUDIT_CHAIN_LOCK, Database
 from storage.tables import Event
 
 GENESIS = "0" * 64
@@ -37,7 +37,6 @@ class NewEvent:
 _EVENT = Event.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_EVENT)
 _HEAD = select(_EVENT.c.hash).order_by(_EVENT.c.id.desc()).limit(1)
-_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 
 
 def canonical(event: Event | NewEvent) -> str:
@@ -94,7 +93,7 @@ def _chain_events(session: Session) -> None:
     if not events:
         return
     if session.get_bind().dialect.name != "sqlite":
-        session.execute(_LOCK, {"k": AUDIT_CHAIN_LOCK})
+        session.execute(ADVISORY_XACT_LOCK, {"k": AUDIT_CHAIN_LOCK})
     prev = session.execute(_HEAD).scalar() or GENESIS
     rows = []
     for fields in events:  # in call order: ids follow the chain

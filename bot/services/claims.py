@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.db import Database
+from storage.db import ADVISORY_XACT_LOCK, Database
 from storage.tables import Grant, OutboxMessage, WorkerHeartbeat
 
 
@@ -57,7 +57,7 @@ async def lock_holder(db: Database, session: AsyncSession, grant: Grant) -> None
     if db.is_sqlite:
         return
     key = zlib.crc32(f"{grant.connector}|{grant.target_kind}|{grant.target_id}|{grant.user_email}".encode())
-    await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    await session.execute(ADVISORY_XACT_LOCK, {"k": key})
 
 
 def holder_filter(grant: Grant) -> list[Any]:

@@ -150,7 +150,10 @@ class OutboxDispatcher:
     def _lane_wait_over(self, key: str) -> None:
         del self._lane_waits[key]
         try:
-            self.notice([key]) if key in self._live else self._claim_keys([key])
+            if key in self._live:  # a chain of ours took the lane meanwhile: it takes these too
+                self._dirty.add(key)
+            else:
+                self._claim_keys([key])
         finally:
             self._leave()
 

@@ -21,6 +21,18 @@ async def _write(db: Any, clock: ManualClock, *messages: tuple[str, int]) -> Non
             enqueue(session, at=clock.now(), order_key=key, kind="note", payload={"key": key, "n": n})
 
 
+class Held(RecordingNotifier):
+    """Delivers only once ``gate`` is set: its chains stay under way until then."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> Any:
+        await self.gate.wait()
+        return await super().deliver(kind, payload)
+
+
 async def _rows(db: Any) -> list[tuple[str, int, str, str | None]]:
     async with db.sessions() as session:
         rows = await session.execute(select(OutboxMessage).order_by(OutboxMessage.id))  # type: ignore[arg-type]
@@ -69,13 +81,7 @@ async def test_a_message_behind_a_key_being_sent_needs_no_claim(db_factory: DbFa
     db = db_factory()
     await db.migrate()
     gate = asyncio.Event()
-
-    class Held(RecordingNotifier):
-        async def deliver(self, kind: str, payload: dict[str, Any]) -> Any:
-            await gate.wait()
-            return await super().deliver(kind, payload)
-
-    notifier = Held()
+    notifier = Held(gate)
     dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
     db.outbox_taker = dispatcher
     await _write(db, clock, ("R-A", 1))
@@ -144,13 +150,7 @@ async def test_a_commit_claims_no_more_than_the_dispatcher_has_room_for(db_facto
     db = db_factory()
     await db.migrate()
     gate = asyncio.Event()
-
-    class Held(RecordingNotifier):
-        async def deliver(self, kind: str, payload: dict[str, Any]) -> Any:
-            await gate.wait()
-            return await super().deliver(kind, payload)
-
-    dispatcher = OutboxDispatcher(db, Held(), clock, owner="w1", concurrency=2)
+    dispatcher = OutboxDispatcher(db, Held(gate), clock, owner="w1", concurrency=2)
     db.outbox_taker = dispatcher
     await _write(db, clock, *[(f"R-{k}", 1) for k in range(5)])
     assert [r[3] for r in await _rows(db)] == ["w1", "w1", None, None, None]
