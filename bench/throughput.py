@@ -262,6 +262,13 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+        dispatch: dict[str, int] = {}  # the replicas' outbox counts, from "outbox dispatcher stopped: …"
+        for k in range(replicas):
+            for line in (tmp / f"replica{k}.log").read_text().splitlines():
+                if "outbox dispatcher stopped:" in line:
+                    for part in line.split("stopped:", 1)[1].split(","):
+                        n, _, name = part.strip().partition(" ")
+                        dispatch[name] = dispatch.get(name, 0) + int(n)
         for g in limits:
             g.close()
     if dbname and not os.environ.get("BENCH_KEEP_DB"):  # BENCH_KEEP_DB=1 keeps it for a look afterwards
@@ -278,6 +285,8 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
                                                     if not k.startswith("idx:")))
         idx = sorted(((pg_after[k] - v) / flows, k[4:]) for k, v in pg_before.items() if k.startswith("idx:"))
         print("index entries read per flow: " + ", ".join(f"{t} {n:.0f}" for n, t in idx[::-1][:4]))
+    if dispatch:
+        print("outbox dispatchers per flow: " + ", ".join(f"{k} {n / flows:.2f}" for k, n in sorted(dispatch.items())))
     print("Slack calls per flow: " + ", ".join(f"{m} {n / flows:.1f}" for m, n in sorted(per_method.items())))
     print(f"{use}; load generator + fake Slack CPU {harness_cpu / flows * 1000:.1f} ms/flow; "
           f"last messages out {out['drain_s']:.2f} s after the last flow's grant")

@@ -76,10 +76,11 @@ class ApprovalService:
                         approver_in_layer=in_layer or (in_escalation and req.escalated and req.layer == layer))
                 except PolicyViolation as exc:
                     raise _explain(exc, req, votes, layer) from None
-                session.add(ApprovalVote(request_id=req.id, layer=layer, approver=approver,
-                                         approver_slack=approver_slack, decision=decision.value, reason=reason, at=now))
-                await session.flush()
-                votes = await load_votes(session, req.id)
+                vote = ApprovalVote(request_id=req.id, layer=layer, approver=approver,
+                                    approver_slack=approver_slack, decision=decision.value, reason=reason, at=now)
+                session.add(vote)
+                await session.flush()  # a second vote of the same approver fails here (unique)
+                votes = [*votes, vote]  # as load_votes would read them: by id, the new one last
                 message = await self._apply(session, req, votes, layer, outcome.status, outcome.layer,
                                             outcome.layer_passed, approver, decision, reason, next_members,
                                             next_after_hours)
@@ -120,7 +121,7 @@ class ApprovalService:
                              from_state=Status.PENDING.value, to_state=status.value, detail={"layer": layer},
                              text=f"approved at layer {layer} of {req.layers}")
         if status is Status.APPROVED:
-            await self.requests.approve_final(session, req, elig, actor=approver)
+            await self.requests.approve_final(session, req, elig, actor=approver, votes=votes)
             notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
                                      outcome=f"Approved by {approver}")
             return f"You approved {req.id}; access is being granted."

@@ -6,15 +6,16 @@ import csv
 import hashlib
 import io
 import json
+import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from storage.db import ADVISORY_XACT_LOCK, AUDIT_CHAIN_LOCK, Database
+from storage.db import AUDIT_CHAIN_LOCK, Database
 from storage.tables import Event
 
 GENESIS = "0" * 64
@@ -37,6 +38,11 @@ class NewEvent:
 _EVENT = Event.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_EVENT)
 _HEAD = select(_EVENT.c.hash).order_by(_EVENT.c.id.desc()).limit(1)
+# PostgreSQL: lock, head, link and insert in one round trip (storage/migrations/versions/0006_…)
+_APPEND_PG = text(
+    "SELECT jitbot_append_events(:k, CAST(:ats AS timestamptz[]), CAST(:request_ids AS text[]), "
+    "CAST(:actors AS text[]), CAST(:kinds AS text[]), CAST(:froms AS text[]), CAST(:tos AS text[]), "
+    "CAST(:details AS text[]), CAST(:heads AS text[]), CAST(:tails AS text[]))")
 
 
 def canonical(event: Event | NewEvent) -> str:
@@ -55,6 +61,15 @@ def canonical(event: Event | NewEvent) -> str:
 
 def event_hash(event: Event | NewEvent) -> str:
     return hashlib.sha256(canonical(event).encode()).hexdigest()
+
+
+def split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
+    """``canonical`` of an event whose previous hash is not known yet, as (head, tail): the canonical
+    text is head + prev_hash + tail (the database links it: ``jitbot_append_events``)."""
+    token = secrets.token_hex(16)  # stands in for the hash; cannot occur in the rest by chance
+    head, sep, tail = canonical(NewEvent(**fields, prev_hash=token)).partition(f'"prev":"{token}"')
+    assert sep and token not in head + tail
+    return head + '"prev":"', '"' + tail
 
 
 async def append_event(
@@ -88,12 +103,22 @@ def _chain_events(session: Session) -> None:
     The head is read under the chain lock (PostgreSQL: an advisory lock held to the commit; SQLite has
     one writer anyway). Taking it here rather than at the first event keeps every other writer — other
     replicas' included — waiting for it only from this point to the commit, not through the rest of
-    the transaction. One Core INSERT, built once: this runs for every state change."""
+    the transaction. On PostgreSQL the lock, the head's read and the insert are one call of
+    ``jitbot_append_events`` (migration 0006); on SQLite the head's read and one Core INSERT."""
     events = session.info.pop(_PENDING, None)
     if not events:
         return
     if session.get_bind().dialect.name != "sqlite":
-        session.execute(ADVISORY_XACT_LOCK, {"k": AUDIT_CHAIN_LOCK})
+        # one call: the chain lock is held from here to the commit, with no wait for this task's turn on
+        # the event loop between the lock, the head's read and the insert
+        parts = [split_canonical(fields) for fields in events]
+        session.execute(_APPEND_PG, {
+            "k": AUDIT_CHAIN_LOCK, "ats": [e["at"] for e in events],
+            "request_ids": [e["request_id"] for e in events], "actors": [e["actor"] for e in events],
+            "kinds": [e["kind"] for e in events], "froms": [e["from_state"] for e in events],
+            "tos": [e["to_state"] for e in events], "details": [json.dumps(e["detail"]) for e in events],
+            "heads": [h for h, _ in parts], "tails": [t for _, t in parts]})
+        return
     prev = session.execute(_HEAD).scalar() or GENESIS
     rows = []
     for fields in events:  # in call order: ids follow the chain

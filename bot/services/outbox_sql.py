@@ -109,6 +109,10 @@ CLAIM_KEYS_PG = claim_heads(skip_locked=True, keyed=True)
 
 INSERT = insert(OUTBOX)
 INSERT_IDS = insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.order_key, sort_by_parameter_order=True)
+# SQLite: SQLAlchemy cannot batch an insert whose RETURNING rows must come in parameter order, and runs one
+# INSERT per row; unordered, a transaction's messages are one multi-row INSERT (ids in VALUES order, as
+# SQLite assigns them one after the other; the caller sorts the returned rows by id).
+INSERT_IDS_SQLITE = insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.order_key)
 # New messages that are the head of their key (no earlier pending message), claimed by the transaction
 # that writes them. Only its own uncommitted rows are updated: it never waits for another claimer.
 CLAIM_NEW = (

@@ -55,7 +55,8 @@ def _write_outbox(session: Session) -> None:
         return
     # A running dispatcher of this process takes the heads it can right here, instead of a claim
     # transaction of its own after the commit (Database.transaction hands them over once committed).
-    written = session.execute(sql.INSERT_IDS, rows).all()
+    written = sorted(session.execute(sql.INSERT_IDS_SQLITE if taker.db.is_sqlite else sql.INSERT_IDS, rows).all(),
+                     key=lambda w: w.id)
     # only the first new message of a key can be its head; no more than the dispatcher has room for
     # PostgreSQL: lanes are left to the dispatcher, which claims them one chain at a time (outbox_sql.py)
     firsts = [i for key, i in {w.order_key: w.id for w in reversed(written)}.items()

@@ -188,8 +188,10 @@ class RequestService:
         return req
 
     async def approve_final(self, session: AsyncSession, req: AccessRequest, elig: Eligibility, *, actor: str,
-                            auto: bool = False, text: str | None = None) -> Grant:
-        """PENDING → APPROVED and a grant waiting to be carried out (inside the caller's transaction)."""
+                            auto: bool = False, text: str | None = None,
+                            votes: list[ApprovalVote] | None = None) -> Grant:
+        """PENDING → APPROVED and a grant waiting to be carried out (inside the caller's transaction).
+        ``votes``: the request's votes as this transaction has them (read here when not given)."""
         now = self.rt.clock.now()
         check_transition(Status(req.status), Status.APPROVED)
         req.status, req.decided_at, req.updated_at = Status.APPROVED.value, now, now
@@ -198,7 +200,7 @@ class RequestService:
         grant = new_grant(self.rt, req, elig)
         session.add(grant)
         await session.flush()
-        snap = notices.describe(self.rt, req, await load_votes(session, req.id))
+        snap = notices.describe(self.rt, req, votes if votes is not None else await load_votes(session, req.id))
         later = grant.next_attempt_at is not None and grant.next_attempt_at > now
         await notices.record(self.rt, session, at=now, kind="approved", actor=actor, req=req, snap=snap,
                              from_state=Status.PENDING.value, to_state=Status.APPROVED.value,

@@ -50,3 +50,26 @@ async def test_a_rolled_back_transaction_leaves_no_event(db_factory: DbFactory, 
         await append_event(db, session, at=clock.now(), kind="kept", actor="a")
     assert await _count(db) == 1
     assert (await verify_chain(db)).ok
+
+
+async def test_the_database_links_tricky_events_as_verify_recomputes_them(db_factory: DbFactory,
+                                                                         clock: ManualClock) -> None:
+    """On PostgreSQL the hash is computed in the database (jitbot_append_events); it must be the same
+    SHA-256 of the same canonical text that verify_chain recomputes, whatever the event holds."""
+    db = db_factory()
+    await db.migrate()
+    details = [{}, {"prev": "0" * 64, "quote": 'say "hi"\\n', "nested": {"b": [1, 2.5, None, True], "a": "é✓"}},
+               {"emoji": "🔑", "tab": "a\tb", "empty": ""}]
+    async with db.transaction() as session:
+        for i, detail in enumerate(details):
+            await append_event(db, session, at=clock.now(), kind=f"k{i}", actor="ü@example.com",
+                               request_id=None if i == 1 else f"R-{i}", from_state=None, to_state="x",
+                               detail=detail)
+    async with db.transaction() as session:
+        await append_event(db, session, at=clock.now(), kind="after", actor="a")
+    result = await verify_chain(db)
+    assert result.ok and result.checked == 4, result
+    async with db.sessions() as session:
+        rows = (await session.execute(select(Event).order_by(Event.id))).scalars().all()  # type: ignore[arg-type]
+    assert [r.detail for r in rows[:3]] == details
+    assert rows[0].prev_hash == "0" * 64 and all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
