@@ -78,6 +78,7 @@ class OutboxDispatcher:
         self._recheck: set[str] = set()  # keys whose heads to claim now (``_claim_rechecks``)
         self._rechecker: asyncio.Task[None] | None = None
         self._lane_waits: dict[str, asyncio.TimerHandle] = {}  # lanes to claim by key shortly (``notice``)
+        self._held_until: dict[str, float] = {}  # paced lane -> monotonic time (``held_elsewhere``)
         self._closed = False  # set when the run loop ends: no claims by key after that
         self.counts: Counter[str] = Counter()  # claim passes, claims by key, records (logged when run ends)
         self._idle = asyncio.Event()
@@ -123,6 +124,18 @@ class OutboxDispatcher:
     def follows(self, key: str) -> bool:
         """Whether a chain of this process is following ``key``."""
         return key in self._live
+
+    def held_elsewhere(self, key: str) -> bool:
+        """Whether ``key`` is a paced lane that another process's chain was seen holding within the last
+        quarter of its interval: commits then leave its lines to that chain without asking again (every
+        transaction writes an audit line). Should that chain have ended meanwhile, the next commit after
+        the quarter, or the claim pass every interval, takes them — the lane posts once an interval."""
+        return self._held_until.get(key, 0.0) > self._monotonic()
+
+    def saw_held_elsewhere(self, keys: set[str]) -> None:
+        if self.lane_interval > 0:
+            until = self._monotonic() + self.lane_interval / 4
+            self._held_until.update((k, until) for k in keys if is_lane(k))
 
     def notice(self, keys: list[str]) -> None:
         """A commit added messages behind an older pending message of each of ``keys`` (storage/db.py).

@@ -49,10 +49,15 @@ CLAIM_LANE_HEAD = (
     .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
     .returning(*OUTBOX.c)
 )
-# Which of some keys have a message claimed under a live lease, and by whom (a chain is following them).
-HELD_BY = (select(OUTBOX.c.order_key, OUTBOX.c.claimed_by).distinct()
-           .where(OUTBOX.c.order_key.in_(bindparam("b_keys", expanding=True)), OUTBOX.c.status == "pending",
-                  OUTBOX.c.claimed_until >= bindparam("b_now")))
+# PostgreSQL: which of some keys have their head (oldest pending message) claimed under a live lease, and
+# by whom — a chain is following them. One seek per key on (order_key, status, id): a lane's backlog is
+# not read (that was 150 index entries a call with a busy audit lane). A lane line that committed out
+# of order can leave the head unclaimed behind a held line; the claim that follows is refused by
+# CLAIM_LANE_HEAD, which looks at every line.
+HELD_BY = text(
+    "SELECT k.key AS order_key, h.claimed_by FROM unnest(CAST(:b_keys AS varchar[])) AS k(key) "
+    "CROSS JOIN LATERAL (SELECT o.claimed_by, o.claimed_until FROM outbox AS o WHERE o.order_key = k.key "
+    "AND o.status = 'pending' ORDER BY o.id LIMIT 1) AS h WHERE h.claimed_until >= :b_now")
 LANE_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:k))")
 # Lanes with messages waiting for a claim (the claim pass claims their heads with CLAIM_LANE_HEAD).
 WAITING_LANES = (select(OUTBOX.c.order_key).distinct()

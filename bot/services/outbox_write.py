@@ -74,8 +74,12 @@ def _write_outbox(session: Session) -> None:
     unclaimed = {w.order_key for w in written} - {m.order_key for m in claimed}
     elsewhere = [k for k in unclaimed if not taker.follows(k)]
     if elsewhere and not taker.db.is_sqlite:
-        held = session.execute(sql.HELD_BY, {"b_keys": elsewhere, "b_now": now}).all()
-        unclaimed -= {key for key, owner in held if owner != taker.owner}
+        recent = {k for k in elsewhere if taker.held_elsewhere(k)}  # a paced lane seen held a moment ago
+        ask = [k for k in elsewhere if k not in recent]
+        held = {key for key, owner in session.execute(sql.HELD_BY, {"b_keys": ask, "b_now": now}).all()
+                if owner != taker.owner} if ask else set()
+        taker.saw_held_elsewhere(held)
+        unclaimed -= held | recent
     session.info[UNCLAIMED] = sorted(unclaimed)
     session.info["outbox"] = False
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from bot.services.clock import ManualClock
 from bot.services.outbox import OutboxDispatcher, RecordingNotifier, enqueue
@@ -297,3 +297,37 @@ async def test_a_message_behind_another_replicas_chain_is_left_to_that_chain(db_
         await session.execute(update(OutboxMessage).where(OutboxMessage.payload["n"].as_integer() == 1)  # type: ignore[index]
                               .values(status="sent", claimed_until=None))
     assert [(m.order_key, m.payload["n"]) for m in await dispatcher.claim(10)] == [("R-A", 2)]
+
+
+@pytest.mark.parametrize("db_factory", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_a_lane_seen_held_by_another_replica_is_not_asked_about_again_for_a_quarter_interval(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    """PostgreSQL: every transaction writes an audit line; while another replica's chain holds the paced
+    lane, commits here ask the database who holds it once per quarter interval, not each time."""
+    db = db_factory()
+    assert not db.is_sqlite
+    await db.migrate()
+    await _write(db, clock, ("lane:audit", 1))
+    async with db.transaction() as session:  # another replica's chain holds the lane
+        await session.execute(update(OutboxMessage).values(claimed_until=clock.now() + timedelta(minutes=2),
+                                                           claimed_by="other"))
+    now = [100.0]
+    dispatcher = OutboxDispatcher(db, RecordingNotifier(), clock, owner="w1", lane_interval=1.0,
+                                  monotonic=lambda: now[0])
+    db.outbox_taker = dispatcher
+    asked: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "CROSS JOIN LATERAL" in statement:
+            asked.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    for n in (2, 3, 4):
+        await _write(db, clock, ("lane:audit", n))
+    assert len(asked) == 1
+    now[0] += 0.26  # a quarter interval later: asked again
+    await _write(db, clock, ("lane:audit", 5))
+    assert len(asked) == 2
+    await dispatcher.quiesce()
+    assert dispatcher.counts["claims by key"] == 0  # the lane is that chain's
+    assert [r[3] for r in await _rows(db)] == ["other"] + [None] * 4
