@@ -82,6 +82,10 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if not self.is_sqlite:
             _ping_when_idle(self.engine, ping_idle_s)
+            # Reads (``sessions()``) run without BEGIN / ROLLBACK round trips: under READ COMMITTED every
+            # statement reads with a snapshot of its own inside a transaction too, so a read-only session
+            # loses nothing by running each statement on its own (same pool; writes use transaction()).
+            self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # Set after every commit that added outbox messages while no dispatcher ran in this process (or
         # that one had no room): the dispatcher's claim pass takes them.
         self.outbox_ready = asyncio.Event()
@@ -176,5 +180,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.read_engine is not self.engine:
+        if self.is_sqlite and self.read_engine is not self.engine:  # PostgreSQL's shares the pool
             await self.read_engine.dispose()

@@ -78,3 +78,26 @@ async def test_a_recently_used_connection_that_died_fails_once_then_the_pool_rec
         assert await _backend(db) != first
     finally:
         await db.dispose()
+
+
+async def test_reads_run_without_a_transaction_round_trip_and_writes_in_one() -> None:
+    """``sessions()`` (reads) sends no BEGIN / ROLLBACK: each statement is its own transaction, as
+    READ COMMITTED reads are anyway. ``transaction()`` still wraps its statements in one transaction."""
+    db = Database(URL)
+    xid = text("SELECT txid_current()")  # the same for two statements of one transaction
+
+    async def two(session: object) -> tuple[int, int]:
+        return ((await session.execute(xid)).scalar_one(),  # type: ignore[attr-defined]
+                (await session.execute(xid)).scalar_one())  # type: ignore[attr-defined]
+    try:
+        async with db.sessions() as session:
+            a, b = await two(session)
+            assert a != b
+        async with db.transaction() as session:
+            a, b = await two(session)
+            assert a == b
+        async with db.sessions() as session:  # the pooled connection went back to autocommit
+            a, b = await two(session)
+            assert a != b
+    finally:
+        await db.dispose()
