@@ -30,8 +30,8 @@ def build_connectors(loaded: LoadedPolicy, db: Database) -> dict[str, Connector]
 
 
 async def build_runtime(loaded: LoadedPolicy, database_url: str, *, clock: Clock | None = None,
-                        migrate: bool = True, instance_id: str | None = None) -> Runtime:
-    db = Database(database_url)
+                        migrate: bool = True, instance_id: str | None = None, pool_size: int = 20) -> Runtime:
+    db = Database(database_url, pool_size=pool_size)
     if migrate:
         await db.migrate()
     clock = clock or SystemClock()

@@ -100,7 +100,8 @@ async def run_worker(args: argparse.Namespace) -> int:
         # Without Slack the messages would be logged and marked sent: lost for good. Only on request.
         raise CliError("jitbot: SLACK_BOT_TOKEN is not set, so the worker cannot deliver Slack messages; set it, "
                        "or pass --log-messages to log them instead (they are then marked sent)", 2)
-    rt = await build_runtime(loaded, _database_url(args), instance_id=_settings().JITBOT_INSTANCE_ID)
+    rt = await build_runtime(loaded, _database_url(args), instance_id=_settings().JITBOT_INSTANCE_ID,
+                             pool_size=_settings().JITBOT_DB_POOL_SIZE)
     import aiohttp
 
     http = aiohttp.ClientSession()

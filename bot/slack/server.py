@@ -104,7 +104,8 @@ async def run_server(args: argparse.Namespace) -> int:
     if loaded is None:
         print("jitbot: " + "\n".join(problems), file=sys.stderr)
         return 2
-    rt = await build_runtime(loaded, settings.DATABASE_URL, instance_id=settings.JITBOT_INSTANCE_ID)
+    rt = await build_runtime(loaded, settings.DATABASE_URL, instance_id=settings.JITBOT_INSTANCE_ID,
+                             pool_size=settings.JITBOT_DB_POOL_SIZE)
     reloader = PolicyReloader(rt, path)
     if problems:  # running on the last good policy from the database
         await refuse(rt, path, problems)

@@ -101,3 +101,25 @@ async def test_reads_run_without_a_transaction_round_trip_and_writes_in_one() ->
             assert a != b
     finally:
         await db.dispose()
+
+
+async def test_the_pool_keeps_the_configured_connections_and_half_as_many_more_in_a_burst(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """JITBOT_DB_POOL_SIZE: connections beyond the pool are closed when they come back, so the pool must
+    cover a process's usual concurrency (with 10, a loaded replica opened a connection every other flow)."""
+    from bot.settings import Settings
+
+    assert Settings().JITBOT_DB_POOL_SIZE == 20
+    monkeypatch.setenv("JITBOT_DB_POOL_SIZE", "0")
+    with pytest.raises(ValueError, match="JITBOT_DB_POOL_SIZE"):
+        Settings()
+    db = Database(URL, pool_size=6)
+    try:
+        held = [await db.engine.connect() for _ in range(9)]  # 6 + 3 overflow
+        pool = db.engine.sync_engine.pool
+        assert pool.size() == 6 and pool.overflow() == 3  # type: ignore[attr-defined]
+        for conn in held:
+            await conn.close()
+        assert pool.checkedin() == 6  # type: ignore[attr-defined]  # the 3 beyond the pool were closed
+    finally:
+        await db.dispose()
