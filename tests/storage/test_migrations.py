@@ -24,3 +24,43 @@ async def test_migrated_schema_matches_the_tables(db_factory: DbFactory) -> None
 
     async with db.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+async def test_every_revision_downgrades_and_upgrades_again(db_factory: DbFactory) -> None:
+    """Down to the first revision and back up (on PostgreSQL this drops and recreates the audit chain's
+    append function, migration 0006); the chain still appends afterwards."""
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from bot.services.audit import append_event, verify_chain
+    from bot.services.clock import ManualClock
+
+    db = db_factory()
+    await db.migrate()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(storage.tables.__file__).parent / "migrations"))
+
+    def run(conn: Connection, step: str, target: str) -> None:
+        cfg.attributes["connection"] = conn
+        getattr(command, step)(cfg, target)
+
+    def functions(conn: Connection) -> int:
+        if conn.dialect.name == "sqlite":
+            return 0
+        return int(conn.execute(text("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                                     "WHERE p.proname = 'jitbot_append_events' "
+                                     "AND n.nspname = current_schema()")).scalar_one())
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(run, "downgrade", "0005")
+        assert await conn.run_sync(functions) == 0
+        await conn.run_sync(run, "downgrade", "base")
+        await conn.run_sync(run, "upgrade", "head")
+        assert await conn.run_sync(functions) == (0 if db.is_sqlite else 1)
+    clock = ManualClock()
+    async with db.transaction() as session:
+        await append_event(db, session, at=clock.now(), kind="after_round_trip", actor="a")
+    assert (await verify_chain(db)).ok
