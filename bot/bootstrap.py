@@ -30,7 +30,7 @@ def build_connectors(loaded: LoadedPolicy, db: Database) -> dict[str, Connector]
 
 
 async def build_runtime(loaded: LoadedPolicy, database_url: str, *, clock: Clock | None = None,
-                        migrate: bool = True, instance_id: str | None = None, pool_size: int = 20) -> Runtime:
+                        migrate: bool = True, instance_id: str | None = None, pool_size: int = 30) -> Runtime:
     db = Database(database_url, pool_size=pool_size)
     if migrate:
         await db.migrate()

@@ -33,9 +33,9 @@ class Settings(BaseSettings):
     # per channel); lines that pile up meanwhile go out as one digest. 0 posts without pacing.
     JITBOT_AUDIT_CHANNEL_INTERVAL: float = Field(default=1.0, ge=0.0, le=60.0)
 
-    # PostgreSQL: connections each process keeps open (and up to half as many more in a burst, closed
-    # again afterwards). replicas × 1.5 × this must stay below the server's max_connections.
-    JITBOT_DB_POOL_SIZE: int = Field(default=20, ge=1, le=500)
+    # PostgreSQL: connections each process opens at most (as needed, then kept). replicas × this must
+    # stay below the server's max_connections.
+    JITBOT_DB_POOL_SIZE: int = Field(default=30, ge=1, le=500)
 
     @field_validator("SLACK_BOT_TOKEN")
     @classmethod

@@ -62,18 +62,19 @@ def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
 class Database:
     """One engine plus a session factory. ``transaction()`` is the unit of work of every service."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False, pool_size: int = 20,
+    def __init__(self, url: str = DEFAULT_URL, *, echo: bool = False, pool_size: int = 30,
                  schema: str | None = None, ping_idle_s: float = PING_IDLE_S) -> None:
         self.url = url
         kwargs: dict[str, Any] = {"echo": echo}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            # A connection beyond pool_size is closed when it comes back while pool_size are idle, so a pool
-            # smaller than the process's usual concurrency opens and closes connections all the time
-            # (each a new PostgreSQL backend, plus asyncpg's type introspection): with 10 a replica
-            # under load opened one every other flow and waited for one at the overflow's limit.
-            kwargs.update(pool_size=pool_size, max_overflow=max(1, pool_size // 2))
+            # A fixed pool, opened as needed and kept: an overflow connection is closed when it comes back
+            # while pool_size are idle, so under load a pool with overflow opens and closes connections
+            # all the time (each a new PostgreSQL backend, plus asyncpg's type introspection — with
+            # 10 + 10 a replica opened one every other flow). At the limit a transaction waits for a
+            # connection, as it did at the overflow's limit.
+            kwargs.update(pool_size=pool_size, max_overflow=0)
             if schema:  # an isolated schema (tests; several deployments in one database)
                 kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         file_db = url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from storage.db import Database
@@ -103,23 +103,35 @@ async def test_reads_run_without_a_transaction_round_trip_and_writes_in_one() ->
         await db.dispose()
 
 
-async def test_the_pool_keeps_the_configured_connections_and_half_as_many_more_in_a_burst(
+async def test_the_pool_opens_up_to_the_configured_connections_and_keeps_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """JITBOT_DB_POOL_SIZE: connections beyond the pool are closed when they come back, so the pool must
-    cover a process's usual concurrency (with 10, a loaded replica opened a connection every other flow)."""
+    """JITBOT_DB_POOL_SIZE: a fixed pool. With overflow connections (closed when they come back while the
+    pool is full), a loaded replica opened a connection every other flow."""
+    import asyncio
+
     from bot.settings import Settings
 
-    assert Settings().JITBOT_DB_POOL_SIZE == 20
+    assert Settings().JITBOT_DB_POOL_SIZE == 30
     monkeypatch.setenv("JITBOT_DB_POOL_SIZE", "0")
     with pytest.raises(ValueError, match="JITBOT_DB_POOL_SIZE"):
         Settings()
     db = Database(URL, pool_size=6)
+    opened: list[int] = []
+    event.listen(db.engine.sync_engine.pool, "connect", lambda *_: opened.append(1))
     try:
-        held = [await db.engine.connect() for _ in range(9)]  # 6 + 3 overflow
-        pool = db.engine.sync_engine.pool
-        assert pool.size() == 6 and pool.overflow() == 3  # type: ignore[attr-defined]
+        for _ in range(2):  # a burst of 6, twice: 6 opened in all, then reused
+            held = [await db.engine.connect() for _ in range(6)]
+            for conn in held:
+                await conn.close()
+        assert len(opened) == 6
+        held = [await db.engine.connect() for _ in range(6)]
+        seventh = asyncio.ensure_future(db.engine.connect())  # none free: it waits for one to come back
+        with pytest.raises(TimeoutError):  # with an overflow it would have opened a connection at once
+            await asyncio.wait_for(asyncio.shield(seventh), 2)
+        await held.pop().close()
+        held.append(await asyncio.wait_for(seventh, 10))
         for conn in held:
             await conn.close()
-        assert pool.checkedin() == 6  # type: ignore[attr-defined]  # the 3 beyond the pool were closed
+        assert len(opened) == 6  # the seventh got a returned connection, not a new one
     finally:
         await db.dispose()
