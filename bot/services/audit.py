@@ -8,7 +8,7 @@ import io
 import json
 import secrets
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, insert, select, text
@@ -86,6 +86,10 @@ async def append_event(
 ) -> None:
     """Add one event to the chain inside the caller's transaction: it is written, linked to the chain's
     head, when the transaction commits, and not at all if it rolls back (``_chain_events``)."""
+    if at.tzinfo is None:  # refused as the UTC columns refuse it (storage/types.py)
+        raise ValueError("naive datetime given to the audit log")
+    # hashed as it is stored and read back (UTC), or verify_chain would find the row edited
+    at = at.astimezone(UTC)
     if not session.in_transaction():  # as session.add would: a rollback from here on drops the event
         session.sync_session.begin()
     session.sync_session.info.setdefault(_PENDING, []).append(

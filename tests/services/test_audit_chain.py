@@ -73,3 +73,22 @@ async def test_the_database_links_tricky_events_as_verify_recomputes_them(db_fac
         rows = (await session.execute(select(Event).order_by(Event.id))).scalars().all()  # type: ignore[arg-type]
     assert [r.detail for r in rows[:3]] == details
     assert rows[0].prev_hash == "0" * 64 and all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+
+
+async def test_event_times_are_hashed_as_stored_in_utc_and_naive_ones_are_refused(db_factory: DbFactory,
+                                                                                  clock: ManualClock) -> None:
+    """A time in another zone is stored as UTC; hashed as given, verify_chain (which reads it back in UTC)
+    would report the row as edited. A naive time is refused, and nothing is written."""
+    from datetime import timedelta, timezone
+
+    db = db_factory()
+    await db.migrate()
+    async with db.transaction() as session:
+        await append_event(db, session, at=clock.now().astimezone(timezone(timedelta(hours=2))), kind="k",
+                           actor="a")
+    with pytest.raises(ValueError, match="naive"):
+        async with db.transaction() as session:
+            await append_event(db, session, at=clock.now().replace(tzinfo=None), kind="naive", actor="a")
+    assert await _count(db) == 1
+    result = await verify_chain(db)
+    assert result.ok and result.checked == 1, result
