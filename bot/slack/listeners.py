@@ -112,7 +112,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
     @app.command(ids.COMMAND)
     async def jit_command(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient,
                           respond: AsyncRespond) -> None:
-        await ack_sent(ack)  # building the modal would hold Bolt's poller back (trigger_id lasts 3 s)
+        await ack()
         words = str(command.get("text", "")).split()
         sub = words[0].lower() if words else ""
         email = await email_or_tell(client, command["user_id"], respond)
