@@ -103,17 +103,20 @@ class Database:
         if self.is_sqlite:
             self._sqlite_connections(self.engine, immediate=True, inline=inline)
             if file_db:
-                # Reads get their own pool with deferred BEGIN: under WAL they never wait for a writer.
+                # Reads get their own pool: under WAL they never wait for a writer. They send no BEGIN /
+                # ROLLBACK (each statement reads a snapshot of its own, as on PostgreSQL's autocommit
+                # reads above): a read session is most often one or two statements.
                 self.read_engine = create_async_engine(url, **kwargs)
-                self._sqlite_connections(self.read_engine, immediate=False, inline=inline)
+                self._sqlite_connections(self.read_engine, immediate=None, inline=inline)
         self.sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._writers = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @staticmethod
-    def _sqlite_connections(engine: AsyncEngine, *, immediate: bool, inline: bool = False) -> None:
+    def _sqlite_connections(engine: AsyncEngine, *, immediate: bool | None, inline: bool = False) -> None:
         # pysqlite's own transaction handling is off; every write transaction is BEGIN IMMEDIATE, so a
         # writer holds the database lock from its first statement (no lost updates, no fork in the
-        # audit chain), and WAL lets readers carry on meanwhile.
+        # audit chain), and WAL lets readers carry on meanwhile. ``immediate=None``: no BEGIN at all
+        # (the read pool: each statement is a transaction of its own).
         sync_engine = engine.sync_engine
 
         @event.listens_for(sync_engine, "connect")
@@ -126,6 +129,9 @@ class Database:
             # an inline connection must not block the event loop: it retries asynchronously instead
             cur.execute("PRAGMA busy_timeout=0" if inline else "PRAGMA busy_timeout=30000")
             cur.close()
+
+        if immediate is None:
+            return
 
         @event.listens_for(sync_engine, "begin")
         def _begin(conn: Connection) -> None:

@@ -127,3 +127,26 @@ async def test_a_run_of_statements_gives_the_loop_a_turn(tmp_path: Path, monkeyp
         await task
     finally:
         await db.dispose()
+
+
+async def test_reads_hold_no_transaction_and_writes_hold_one(tmp_path: Path) -> None:
+    """A read session sends no BEGIN / ROLLBACK (each statement reads on its own, as PostgreSQL's
+    autocommit reads); a write transaction holds SQLite's write lock from its first statement."""
+    db = await _db(tmp_path)
+    try:
+        async with db.sessions() as session:
+            await session.execute(text("SELECT count(*) FROM event"))
+            raw = await (await session.connection()).get_raw_connection()
+            assert not raw.driver_connection._conn.in_transaction
+        async with db.transaction() as session:
+            await session.execute(text("SELECT count(*) FROM event"))
+            raw = await (await session.connection()).get_raw_connection()
+            assert raw.driver_connection._conn.in_transaction
+            # another connection cannot write meanwhile: BEGIN IMMEDIATE took the lock
+            other = sqlite3.connect(tmp_path / "jit.db", timeout=0, isolation_level=None)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            other.close()
+    finally:
+        await db.engine.dispose()
+        await db.read_engine.dispose()
