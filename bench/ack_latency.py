@@ -3,7 +3,9 @@
     python -m bench.ack_latency [--n 300]
 
 Both apps run on the same aiohttp stack in the same process, against the same fake Slack, measured
-alternately in one run (ratios, not absolute numbers, are the target: p99 ≤ 1.1× the floor).
+alternately in one run (ratios, not absolute numbers, are the target: p99 ≤ 1.1× the floor). Which one
+goes first alternates (commands, submissions): the app measured right after jitbot's previous request
+shares the event loop with that request's work after its ack.
 """
 
 from __future__ import annotations
@@ -101,12 +103,7 @@ async def run(n: int) -> dict[str, dict[str, list[float]]]:
                     await asyncio.sleep(0.005)
                 raise TimeoutError("no modal")
 
-            for i in range(n):
-                user = users[i % 3]
-                before = len(slack.modal_stack(user))
-                out["command"]["jitbot"].append(await timed(s_ours.command(user, "")))
-                out["command"]["floor"].append(await timed(s_bare.command(user, "")))
-                view = await top_modal(user, before)
+            async def ours_submission(view: Any, i: int) -> None:
                 # readonly (auto-approved) submissions; cancel the pending one first to allow the next
                 old_hash = view.hash
                 await s_ours.click_in_view(user, view.id, ids.A_ELIGIBILITY, choice="readonly")
@@ -117,11 +114,34 @@ async def run(n: int) -> dict[str, dict[str, list[float]]]:
                     await asyncio.sleep(0.005)
                 out["view_submission"]["jitbot"].append(await timed(
                     s_ours.submit_view(user, view.id, {ids.A_JUSTIFICATION: f"bench {i}"})))
-                before = len(slack.modal_stack(user))
-                await s_ours.command(user, "")
-                view = await top_modal(user, before)
+
+            async def bare_submission(view: Any) -> None:
                 out["view_submission"]["floor"].append(await timed(
                     s_bare.submit_view(user, view.id, {ids.A_JUSTIFICATION: "x", ids.A_TICKET: "OPS-1"})))
+
+            async def fresh_modal() -> Any:
+                before = len(slack.modal_stack(user))
+                await s_ours.command(user, "")
+                return await top_modal(user, before)
+
+            # Which app is measured first alternates, for the commands every other round and for the
+            # submissions every other pair of rounds: a request measured right after jitbot's previous
+            # one shares the event loop with that one's work after its ack (the modal opened, a grant and
+            # its messages), so a fixed order would put that load on one side only. Both orders come
+            # equally often, each after either app's submission.
+            for i in range(n):
+                user = users[i % 3]
+                before = len(slack.modal_stack(user))
+                commands = [("jitbot", s_ours), ("floor", s_bare)]
+                for name, sender in commands if i % 2 == 0 else commands[::-1]:
+                    out["command"][name].append(await timed(sender.command(user, "")))
+                view = await top_modal(user, before)
+                if (i // 2) % 2 == 0:
+                    await ours_submission(view, i)
+                    await bare_submission(await fresh_modal())
+                else:
+                    await bare_submission(view)
+                    await ours_submission(await fresh_modal(), i)
             # approvals: prod-admin requests by alice, approved by bob (layer 1) — click the DM buttons
             for i in range(n):
                 req = await stack.requests.submit(requester="alice@example.com", eligibility="prod-admin",
