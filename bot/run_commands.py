@@ -70,13 +70,11 @@ def make_notifier(rt: Runtime, http: Any = None) -> Notifier:
     if settings.SLACK_BOT_TOKEN is None:
         log.warning("SLACK_BOT_TOKEN is not set: outbox messages are only logged (--log-messages)")
         return LoggingNotifier()
-    from slack_sdk.web.async_client import AsyncWebClient
-
     from bot.notify.fallback import with_email
+    from bot.slack.client import web_client
     from bot.slack.notifier import SlackNotifier
 
-    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL,
-                            session=http)  # an aiohttp session keeps connections alive between calls
+    client = web_client(settings.SLACK_BOT_TOKEN.get_secret_value(), settings.SLACK_API_URL, http)
     return with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
                                     security_channel=rt.policy.security_channel), rt)
 

@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.bootstrap import build_runtime, close_runtime
 from bot.fakes import BotResponse, FakeSlack, Message, SlackSender, View, ViewInputError
@@ -22,6 +21,7 @@ from bot.services.outbox import OutboxDispatcher
 from bot.services.runtime import Runtime
 from bot.services.worker import Worker
 from bot.slack.app import build_app
+from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
 from bot.slack.server import web_app
 
@@ -127,7 +127,7 @@ class Playground:
         self.slack.add_channel(self.audit_channel, "jit-audit")
         await self.slack.start()
         self._rt = await build_runtime(self.loaded, self.database_url, clock=self.clock)
-        client = AsyncWebClient(token=TOKEN, base_url=self.slack.url)
+        client = web_client(TOKEN, self.slack.url, None)
         notifier = SlackNotifier(client, self.rt.db, audit_channel=self.audit_channel,
                                  security_channel=self.loaded.policy.security_channel)
         self._worker = Worker(self.rt, OutboxDispatcher(self.rt.db, notifier, self.clock), worker_id="playground")

@@ -15,7 +15,6 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import func, select
 
 from bot.bootstrap import build_runtime, close_runtime
@@ -26,6 +25,7 @@ from bot.services.runtime import Runtime
 from bot.services.worker import Worker
 from bot.settings import SettingsError, load_settings
 from bot.slack.app import build_app
+from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
 from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
 
@@ -111,11 +111,8 @@ async def run_server(args: argparse.Namespace) -> int:
         await refuse(rt, path, problems)
     else:
         await reloader.reload()
-    # One HTTP session (keep-alive connections) for every Web API call; without it slack_sdk opens a
-    # new session, and a new connection, per call.
     http = aiohttp.ClientSession()
-    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL,
-                            session=http)
+    client = web_client(settings.SLACK_BOT_TOKEN.get_secret_value(), settings.SLACK_API_URL, http)
     # Without a signing secret (Socket Mode only) no HTTP route accepts Slack requests at all; the
     # placeholder secret below is never used to verify anything.
     http_events = settings.SLACK_SIGNING_SECRET is not None
