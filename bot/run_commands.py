@@ -125,5 +125,7 @@ async def run_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from bot import event_loop
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return asyncio.run(run_worker(args))
+    return event_loop.run(run_worker(args))

@@ -17,6 +17,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy import func, select
 
+from bot import event_loop
 from bot.bootstrap import build_runtime, close_runtime
 from bot.governance.reload import PolicyReloader, refuse, startup_policy
 from bot.notify.fallback import with_email
@@ -164,7 +165,7 @@ async def run_server(args: argparse.Namespace) -> int:
 
 def serve_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return asyncio.run(run_server(args))
+    return event_loop.run(run_server(args))
 
 
 def health_json(body: dict[str, Any]) -> str:
