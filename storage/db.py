@@ -24,7 +24,8 @@ DEFAULT_URL = "sqlite+aiosqlite:///jitbot.db"
 
 # A PostgreSQL transaction-level advisory lock on key :k, held until the transaction ends.
 ADVISORY_XACT_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
-# Key for pg_advisory_xact_lock: serialises appends to the audit hash chain across replicas.
+# Key for pg_advisory_xact_lock: serialises appends to the audit hash chain across replicas (taken at
+# commit by the chain's trigger, migration 0007, which names it as a number: 111246087).
 AUDIT_CHAIN_LOCK = 0x6A17B07
 # Key for pg_advisory_xact_lock: replicas starting together migrate one after the other.
 MIGRATION_LOCK = 0x6A17B08

@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from storage.db import AUDIT_CHAIN_LOCK, Database
+from storage.db import Database
 from storage.tables import Event
 
 GENESIS = "0" * 64
@@ -38,11 +38,13 @@ class NewEvent:
 _EVENT = Event.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_EVENT)
 _HEAD = select(_EVENT.c.hash).order_by(_EVENT.c.id.desc()).limit(1)
-# PostgreSQL: lock, head, link and insert in one round trip (storage/migrations/versions/0006_…)
-_APPEND_PG = text(
-    "SELECT jitbot_append_events(:k, CAST(:ats AS timestamptz[]), CAST(:request_ids AS text[]), "
-    "CAST(:actors AS text[]), CAST(:kinds AS text[]), CAST(:froms AS text[]), CAST(:tos AS text[]), "
-    "CAST(:details AS text[]), CAST(:heads AS text[]), CAST(:tails AS text[]))")
+# PostgreSQL: a transaction's events wait here; a deferred trigger links each into ``event`` at commit,
+# under the chain lock (storage/migrations/versions/0007_…). Not a model: it exists on PostgreSQL only.
+_PENDING_PG = Table(
+    "event_pending", MetaData(), Column("at", DateTime(timezone=True)), Column("request_id", String),
+    Column("actor", String), Column("kind", String), Column("from_state", String), Column("to_state", String),
+    Column("detail", Text), Column("head", Text), Column("tail", Text))
+_INSERT_PENDING_PG = insert(_PENDING_PG)
 
 
 def canonical(event: Event | NewEvent) -> str:
@@ -65,7 +67,7 @@ def event_hash(event: Event | NewEvent) -> str:
 
 def split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
     """``canonical`` of an event whose previous hash is not known yet, as (head, tail): the canonical
-    text is head + prev_hash + tail (the database links it: ``jitbot_append_events``)."""
+    text is head + prev_hash + tail (the database links it at commit: migration 0007)."""
     token = secrets.token_hex(16)  # stands in for the hash; cannot occur in the rest by chance
     head, sep, tail = canonical(NewEvent(**fields, prev_hash=token)).partition(f'"prev":"{token}"')
     assert sep and token not in head + tail
@@ -104,24 +106,21 @@ _PENDING = "audit_events"
 def _chain_events(session: Session) -> None:
     """Link the transaction's events to the chain's head and insert them, just before the commit.
 
-    The head is read under the chain lock (PostgreSQL: an advisory lock held to the commit; SQLite has
-    one writer anyway). Taking it here rather than at the first event keeps every other writer — other
-    replicas' included — waiting for it only from this point to the commit, not through the rest of
-    the transaction. On PostgreSQL the lock, the head's read and the insert are one call of
-    ``jitbot_append_events`` (migration 0006); on SQLite the head's read and one Core INSERT."""
+    On SQLite (one writer: the transaction holds the database lock) the head is read and the events
+    inserted here. On PostgreSQL they go to ``event_pending`` and the database links them while the
+    transaction commits: a deferred trigger takes the chain's advisory lock, reads the head and inserts
+    each into ``event`` (migration 0007), so the lock is held only inside the server's commit — never
+    while this process's task waits for its turn on the event loop, or for its CPU quota."""
     events = session.info.pop(_PENDING, None)
     if not events:
         return
     if session.get_bind().dialect.name != "sqlite":
-        # one call: the chain lock is held from here to the commit, with no wait for this task's turn on
-        # the event loop between the lock, the head's read and the insert
-        parts = [split_canonical(fields) for fields in events]
-        session.execute(_APPEND_PG, {
-            "k": AUDIT_CHAIN_LOCK, "ats": [e["at"] for e in events],
-            "request_ids": [e["request_id"] for e in events], "actors": [e["actor"] for e in events],
-            "kinds": [e["kind"] for e in events], "froms": [e["from_state"] for e in events],
-            "tos": [e["to_state"] for e in events], "details": [json.dumps(e["detail"]) for e in events],
-            "heads": [h for h, _ in parts], "tails": [t for _, t in parts]})
+        # linked at commit by the database (no lock held here, none across a round trip to this process)
+        rows = []
+        for fields in events:
+            head, tail = split_canonical(fields)
+            rows.append({**fields, "detail": json.dumps(fields["detail"]), "head": head, "tail": tail})
+        session.execute(_INSERT_PENDING_PG, rows)
         return
     prev = session.execute(_HEAD).scalar() or GENESIS
     rows = []

@@ -54,7 +54,7 @@ async def test_a_rolled_back_transaction_leaves_no_event(db_factory: DbFactory, 
 
 async def test_the_database_links_tricky_events_as_verify_recomputes_them(db_factory: DbFactory,
                                                                          clock: ManualClock) -> None:
-    """On PostgreSQL the hash is computed in the database (jitbot_append_events); it must be the same
+    """On PostgreSQL the hash is computed in the database (at commit, migration 0007); it must be the same
     SHA-256 of the same canonical text that verify_chain recomputes, whatever the event holds."""
     db = db_factory()
     await db.migrate()
@@ -92,3 +92,41 @@ async def test_event_times_are_hashed_as_stored_in_utc_and_naive_ones_are_refuse
     assert await _count(db) == 1
     result = await verify_chain(db)
     assert result.ok and result.checked == 1, result
+
+
+@pytest.mark.parametrize("db_factory", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_postgresql_takes_the_chain_lock_only_inside_the_commit(db_factory: DbFactory,
+                                                                       clock: ManualClock) -> None:
+    """The events are handed over before COMMIT without taking the chain's lock: the database links them
+    during the commit (a deferred trigger), so no replica holds the lock across a round trip to its
+    process, its event loop or its CPU quota. The trigger takes the key the rest of the code uses."""
+    from sqlalchemy import event, text
+    from sqlalchemy.orm import Session
+
+    from storage.db import AUDIT_CHAIN_LOCK
+
+    db = db_factory()  # PostgreSQL only: SQLite has one writer and no chain lock
+    await db.migrate()
+    held: list[int] = []
+
+    def look(session: Session) -> None:  # runs after the audit chain's own before_commit hook
+        if session.info.get("check_lock"):
+            held.append(int(session.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                "AND objid = :k"), {"k": AUDIT_CHAIN_LOCK}).scalar_one()))
+
+    event.listen(Session, "before_commit", look)
+    try:
+        async with db.transaction() as session:
+            session.info["check_lock"] = True
+            await append_event(db, session, at=clock.now(), kind="one", actor="a")
+            await append_event(db, session, at=clock.now(), kind="two", actor="a")
+    finally:
+        event.remove(Session, "before_commit", look)
+    assert held == [0]
+    assert await _count(db) == 2 and (await verify_chain(db)).ok
+    async with db.sessions() as session:
+        assert (await session.execute(text("SELECT count(*) FROM event_pending"))).scalar_one() == 0
+        trigger = (await session.execute(text(
+            "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'event_pending_link'"))).scalar_one()
+    assert f"jitbot_link_event('{AUDIT_CHAIN_LOCK}')" in trigger and "DEFERRABLE INITIALLY DEFERRED" in trigger
