@@ -7,11 +7,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services.runtime import Runtime
 from bot.slack import listeners
+from bot.slack.client import pooled_respond
 
 
 def build_app(rt: Runtime, *, client: AsyncWebClient, signing_secret: str,
               process_before_response: bool = False) -> AsyncApp:
     app = AsyncApp(client=client, signing_secret=signing_secret,
                    process_before_response=process_before_response)
+    if client.session is not None:  # the bot's one HTTP session (bot/slack/server.py)
+        pooled_respond(app, client.session)
     listeners.register(app, rt)
     return app

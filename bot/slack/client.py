@@ -1,11 +1,20 @@
-"""The Slack Web API client of every process (the bot, the CLI's notifier)."""
+"""The Slack Web API client of every process (the bot, the CLI's notifier), and replies to a request's
+response_url over the same HTTP session."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from ssl import SSLContext
+from typing import Any
 
 import aiohttp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.context.respond.internals import _build_message
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+from slack_sdk.webhook.webhook_response import WebhookResponse
 
 # the logger slack_sdk's AsyncWebClient uses when given none
 API_LOGGER = "slack_sdk.web.async_base_client"
@@ -29,3 +38,32 @@ def web_client(token: str, base_url: str, session: aiohttp.ClientSession | None)
     """One client per process. Give it one aiohttp session (keep-alive connections) for every call:
     without it slack_sdk opens a new session, and a new connection, per call."""
     return AsyncWebClient(token=token, base_url=base_url, session=session, logger=api_logger())
+
+
+class PooledRespond(AsyncRespond):
+    """Bolt's ``respond()`` over the app's one aiohttp session. Bolt's own opens a new session — a new
+    TCP and TLS connection to Slack — for every reply (an approver's "You approved …", every ``/jit``
+    answer). Same message, proxy and TLS settings, same errors: ``ValueError`` where the request has no
+    response_url."""
+
+    def __init__(self, *, response_url: str | None, session: aiohttp.ClientSession, proxy: str | None = None,
+                 ssl: SSLContext | None = None) -> None:
+        super().__init__(response_url=response_url, proxy=proxy, ssl=ssl)
+        self.session = session
+
+    async def __call__(self, text: str | dict[str, Any] = "", **fields: Any) -> WebhookResponse:  # type: ignore[override]
+        if self.response_url is None:
+            raise ValueError("respond is unsupported here as there is no response_url")
+        message = _build_message(text=text, **fields) if isinstance(text, str) else _build_message(**text)
+        webhook = AsyncWebhookClient(url=self.response_url, session=self.session, proxy=self.proxy, ssl=self.ssl)
+        return await webhook.send_dict(message)
+
+
+def pooled_respond(app: AsyncApp, session: aiohttp.ClientSession) -> None:
+    """Give every listener a ``respond`` that replies over ``session`` (a global Bolt middleware)."""
+
+    @app.middleware
+    async def _respond_over_the_session(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+        context["respond"] = PooledRespond(response_url=context.response_url, session=session,
+                                           proxy=context.client.proxy, ssl=context.client.ssl)
+        await next()

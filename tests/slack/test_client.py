@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from bot.fakes import FakeSlack
+from bot.fakes import FakeSlack, SlackSender
+from bot.services.clock import ManualClock
 from bot.slack.client import API_LOGGER, web_client
 
 
@@ -49,3 +52,52 @@ async def test_debug_lines_still_appear_when_logging_is_at_debug(
     calls = await _debug_calls(api_logger_reset, monkeypatch)
     assert any("chat.postMessage" in c for c in calls)
     assert not any("xoxb-t" in c for c in calls)  # the token is redacted in them
+
+
+async def test_replies_to_a_response_url_go_over_the_bots_one_session(
+        tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bolt's own respond() opens a new aiohttp session (a new TCP and TLS connection) per reply; the
+    bot's replies use the session its Web API client has."""
+    from aiohttp import web
+
+    from bot.policy_file import parse_policy
+    from bot.slack.app import build_app
+    from bot.slack.server import web_app
+    from storage.db import Database
+    from tests.conftest import POLICY
+    from tests.services.stack import make_stack
+
+    slack = FakeSlack(token="xoxb-t")
+    slack.add_user("U1ALICE", "alice", email="alice@example.com")
+    async with slack, aiohttp.ClientSession() as http:
+        stack = await make_stack(Database(f"sqlite+aiosqlite:///{tmp_path}/r.db"),
+                                 parse_policy(POLICY, source="test", env={}), clock)
+        app = build_app(stack.rt, client=web_client("xoxb-t", slack.url, http), signing_secret="s",
+                        process_before_response=True)
+        runner = web.AppRunner(web_app(app, stack.rt))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        sender = SlackSender(slack, f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events", "s")
+        opened: list[object] = []
+        real_init = aiohttp.ClientSession.__init__
+
+        def counting_init(self: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> None:
+            opened.append(self)
+            real_init(self, *args, **kwargs)
+
+        try:
+            await sender.command("U1ALICE", "help")  # warm up: Bolt's auth.test, the sender's own session
+            before = len(slack.ephemerals("U1ALICE"))
+            monkeypatch.setattr(aiohttp.ClientSession, "__init__", counting_init)
+            await sender.command("U1ALICE", "help")
+            await sender.command("U1ALICE", "list")
+            monkeypatch.undo()
+            replies = slack.ephemerals("U1ALICE")[before:]
+            assert [r.source for r in replies] == ["response_url"] * 2, replies
+            assert "You have no access or requests." in replies[1].text
+            assert opened == []
+        finally:
+            await sender.aclose()
+            await runner.cleanup()
+            await stack.rt.db.dispose()
