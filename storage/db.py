@@ -144,7 +144,7 @@ class Database:
         # The dialect's hook for starting a transaction (pysqlite's does nothing), on this engine's own
         # dialect instance. A "begin" event listener did the same but gave the engine connection events,
         # which SQLAlchemy then dispatches around every statement (and its BEGIN went through the whole
-        # Connection.execute path): 3–4 % of the bot's CPU under load.
+        # Connection.execute path): a one-statement write transaction cost 214 µs of CPU, now 190.
         sync_engine.dialect.do_begin = do_begin  # type: ignore[method-assign,assignment]
 
     @asynccontextmanager
