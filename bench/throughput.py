@@ -1,7 +1,7 @@
 """Throughput: complete flows per second — /jit → modal → submit → approve → grant, every message delivered.
 
     python -m bench.throughput [--flows 300] [--concurrency 20] [--replicas 1|1,2|1,2,1,2] [--database sqlite|postgres]
-                               [--replica-cpu 0.5]
+                               [--replica-cpu 0.5] [--floor]
 
 The bot runs as real `jitbot serve` processes (HTTP mode, worker inside) against the fake Slack in this
 process; with --replicas N the flows are spread round-robin over N processes sharing one database
@@ -17,6 +17,9 @@ CPU limit does; needs root). On a 2-core machine that also runs PostgreSQL, the 
 generator, unlimited replicas compete for the same two cores, so "two replicas vs one" measures the
 machine; with a limit, each replica is a fixed-size unit as in a real deployment, and the ratio shows
 whether the replicas themselves scale (claims, locks, the outbox) while the machine has cores to spare.
+
+--floor runs bench/slack_floor.py instead of jitbot: the same Bolt stack making the same Slack calls for
+each flow with no database, no checks and no audit — what the Slack side alone costs per flow.
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ async def scalar(url: str, query: str) -> int:
 
 
 async def run(flows: int, concurrency: int, replicas: int, database: str,
-              replica_cpu: float | None = None) -> dict[str, float]:
+              replica_cpu: float | None = None, floor: bool = False) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp())
     (tmp / "policy.yml").write_text(policy_text())
     dbname = None
@@ -167,7 +170,9 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
             limit = CpuLimit(f"replica{k}", replica_cpu) if replica_cpu else None
             if limit:
                 limits.append(limit)
-            procs.append(subprocess.Popen([sys.executable, *py_args, "-m", "bot.cli", "serve", "--port", str(port)],
+            # --floor: bench/slack_floor.py, the Slack side of a flow without jitbot (no database)
+            module = ["-m", "bench.slack_floor"] if floor else ["-m", "bot.cli", "serve"]
+            procs.append(subprocess.Popen([sys.executable, *py_args, *module, "--port", str(port)],
                                           env=env, stdout=subprocess.DEVNULL, stderr=log,
                                           preexec_fn=limit.enter if limit else None))
             await wait_healthy(port)  # one at a time: the first applies migrations
@@ -255,7 +260,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
                 await flow(queue.get_nowait())
 
         cpu_before = sum(cpu_seconds(p.pid) for p in procs)
-        ticks_before = await scalar(url, "SELECT sum(ticks) FROM worker_heartbeat")
+        ticks_before = 0 if floor else await scalar(url, "SELECT sum(ticks) FROM worker_heartbeat")
         pg_before = await pg_stats(url)
         throttled_before = sum(g.throttled_s() for g in limits)
         harness_before, machine_before = cpu_seconds(os.getpid()), cpu_times()
@@ -263,10 +268,10 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
         await asyncio.gather(*(runner() for _ in range(concurrency)))
         last_flow = time.perf_counter() - start
         # A flow is complete when all its messages are out, the audit channel's lines included.
-        while await pending_messages(url):
+        while not floor and await pending_messages(url):
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - start
-        ticks = await scalar(url, "SELECT sum(ticks) FROM worker_heartbeat") - ticks_before
+        ticks = 0 if floor else await scalar(url, "SELECT sum(ticks) FROM worker_heartbeat") - ticks_before
         pg_after = await pg_stats(url)
         replica_cpu_s = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         harness_cpu = cpu_seconds(os.getpid()) - harness_before
@@ -327,16 +332,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--replica-cpu", type=float, default=None,
                         help="hold each replica to this many cores (a CPU quota, as a container limit; needs root)")
+    parser.add_argument("--floor", action="store_true",
+                        help="run bench/slack_floor.py instead of jitbot: the Slack side of a flow, no database")
     args = parser.parse_args(argv)
     counts = [int(n) for n in str(args.replicas).split(",")]
     print(f"machine: {machine()}")
-    print(f"database={args.database} flows={args.flows} concurrency={args.concurrency}"
+    print(("FLOOR (bench/slack_floor.py, no jitbot) " if args.floor else "")
+          + f"database={args.database} flows={args.flows} concurrency={args.concurrency}"
           + (f" replica CPU limit={args.replica_cpu} cores" if args.replica_cpu else ""))
     print(f"{'replicas':>8} {'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10} {'bot CPU ms/flow':>15}"
           "  steps (p50 / p99 s)")
     results: list[dict[str, float]] = []
     for n in counts:
-        r = asyncio.run(run(args.flows, args.concurrency, n, args.database, args.replica_cpu))
+        r = asyncio.run(run(args.flows, args.concurrency, n, args.database, args.replica_cpu, args.floor))
         results.append(r)
         steps = ", ".join(f"{s} {r[s + '_p50']:.3f} / {r[s + '_p99']:.3f}" for s in ("modal", "ask", "grant"))
         print(f"{n:>8} {r['flows_per_s']:>8.1f} {r['p50']:>10.3f} {r['p99']:>10.3f} {r['cpu_ms_per_flow']:>15.1f}"
