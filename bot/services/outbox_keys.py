@@ -141,6 +141,10 @@ class KeyClaims:
                 self.db.outbox_ready.set()
                 return
             self.accept(sorted((Claimed.of(r) for r in rows), key=lambda m: m.id))
+            if len(rows) >= room and set(keys) - {r.order_key for r in rows}:
+                # no room for the rest: as above, the run loop claims them once chains end (dropped
+                # here, they waited for the next claim pass — a whole interval)
+                self.db.outbox_ready.set()
 
     async def _claim_lanes(self, session: AsyncSession, lanes: list[str], lease: dict[str, Any]) -> list[Any]:
         """Claim the heads of ``lanes`` that no chain holds (PostgreSQL: one claimer per lane at a time)."""

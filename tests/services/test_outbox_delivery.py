@@ -190,3 +190,26 @@ async def test_messages_are_written_in_the_order_they_were_enqueued(db_factory: 
     async with db.sessions() as session:
         rows = (await session.execute(select(OutboxMessage.payload).order_by(OutboxMessage.id))).scalars().all()  # type: ignore[arg-type]
     assert [p["n"] for p in rows] == [0, 1, 2, 3, 4]
+
+
+async def test_keys_a_claim_by_key_had_no_room_for_are_claimed_when_a_slot_frees(db_factory: DbFactory,
+                                                                                 clock: ManualClock) -> None:
+    """A claim by key takes no more heads than there are free slots; the keys it had no room for are
+    left to the run loop's next claim (woken at once), not to the claim pass an interval later."""
+    db = db_factory()
+    await db.migrate()
+    for key in ("R-C", "R-D"):
+        await _enqueue(db, clock, key, range(1))  # no dispatcher running: plain rows
+    notifier = ScriptedNotifier()
+    notifier.gate = asyncio.Event()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", concurrency=1)
+    db.outbox_ready.clear()
+    dispatcher._recheck = {"R-C", "R-D"}  # as notice() leaves them
+    try:
+        await dispatcher._claim_by_key()  # one free slot: one head claimed
+        assert len(dispatcher._handed) == 1
+        assert db.outbox_ready.is_set()  # the run loop is told to claim the other when a slot frees
+    finally:
+        notifier.gate.set()
+        await asyncio.gather(*dispatcher._handed)
+    assert [k for k, _ in notifier.delivered] in (["R-C"], ["R-D"])

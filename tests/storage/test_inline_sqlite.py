@@ -150,3 +150,50 @@ async def test_reads_hold_no_transaction_and_writes_hold_one(tmp_path: Path) -> 
     finally:
         await db.engine.dispose()
         await db.read_engine.dispose()
+
+
+async def test_sessions_close_without_a_task_of_their_own_even_when_cancelled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLAlchemy closes a session leaving ``async with`` in a new task (a full pass of the event loop,
+    with SQLite's write turn still held); an inline SQLite session's close never waits, so it is closed
+    directly — and a cancelled caller still gives its connection back."""
+    db = await _db(tmp_path)
+    try:
+        tasks: list[object] = []
+        real = asyncio.create_task
+        monkeypatch.setattr(asyncio, "create_task", lambda coro, **kw: tasks.append(coro) or real(coro, **kw))
+        async with db.transaction() as session:
+            await session.execute(text("SELECT count(*) FROM event"))
+        async with db.sessions() as session:
+            await session.execute(text("SELECT count(*) FROM event"))
+        assert tasks == []
+        monkeypatch.undo()
+
+        inside = asyncio.Event()
+
+        async def reader() -> None:
+            async with db.sessions() as s:
+                await s.execute(text("SELECT 1"))
+                inside.set()
+                await asyncio.sleep(3600)
+
+        async def writer() -> None:
+            async with db.transaction() as s:
+                await s.execute(text("SELECT 1"))
+                inside.set()
+                await asyncio.sleep(3600)
+
+        for body, engine in ((reader, db.read_engine), (writer, db.engine)):
+            inside.clear()
+            task = asyncio.create_task(body())
+            await inside.wait()
+            assert engine.sync_engine.pool.checkedout() == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert engine.sync_engine.pool.checkedout() == 0
+        async with db.transaction() as session:  # the write turn was given back
+            await session.execute(text("SELECT 1"))
+    finally:
+        await db.engine.dispose()
+        await db.read_engine.dispose()
