@@ -109,14 +109,8 @@ class Database:
                 # reads above): a read session is most often one or two statements.
                 self.read_engine = create_async_engine(url, **kwargs)
                 self._sqlite_connections(self.read_engine, immediate=None, inline=inline)
-        self._readers = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._writers = async_sessionmaker(self.engine, expire_on_commit=False)
-        # SQLAlchemy closes a session leaving ``async with`` in a task of its own (so that a cancelled
-        # caller cannot abandon it half done): a task, a shield and a full pass of the event loop per
-        # session — with SQLite's write turn still held. An inline SQLite session's close never waits
-        # (storage/inline_sqlite.py: its rollback does not give the loop a turn), so it is closed here
-        # directly; nothing can cancel it halfway.
-        self._close_inline = inline
 
     @staticmethod
     def _sqlite_connections(engine: AsyncEngine, *, immediate: bool | None, inline: bool = False) -> None:
@@ -154,19 +148,6 @@ class Database:
         sync_engine.dialect.do_begin = do_begin  # type: ignore[method-assign,assignment]
 
     @asynccontextmanager
-    async def sessions(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads (PostgreSQL and file SQLite: each statement on its own, no transaction)."""
-        if not self._close_inline:
-            async with self._readers() as session:
-                yield session
-            return
-        session = self._readers()
-        try:
-            yield session
-        finally:
-            await session.close()
-
-    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on success, rolled back on any exception.
 
@@ -177,19 +158,10 @@ class Database:
             async with self._writers() as session, session.begin():
                 session.info["outbox_taker"] = taker
                 yield session
-        elif not self._close_inline:
+        else:
             async with self._write_turn, self._writers() as session, session.begin():
                 session.info["outbox_taker"] = taker
                 yield session
-        else:
-            async with self._write_turn:
-                session = self._writers()
-                try:
-                    async with session.begin():
-                        session.info["outbox_taker"] = taker
-                        yield session
-                finally:
-                    await session.close()
         if taker is not None and (claimed := session.info.get("outbox_claimed")):
             taker.accept(claimed)  # messages this commit claimed for the running dispatcher
         if taker is not None and (unclaimed := session.info.get("outbox_unclaimed")):

@@ -92,14 +92,6 @@ class InlineConnection(aiosqlite.Connection):
                 await asyncio.sleep(pause)  # another process holds the lock: wait without blocking the loop
                 pause = min(pause * 2, 0.004)
 
-    async def rollback(self) -> None:
-        """Straight through, without the loop's turn: it ends a session (SQLAlchemy's reset when a
-        connection goes back to the pool), which storage/db.py closes without a task of its own, so it
-        must not wait. A rollback takes no lock, so it is never refused for one."""
-        if not self._running or self._connection is None:
-            raise ValueError("Connection closed")
-        self._connection.rollback()
-
     def stop(self) -> asyncio.Future[Any] | None:
         self._running = False
         if self._connection is not None:
