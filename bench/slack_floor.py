@@ -25,7 +25,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -33,6 +32,7 @@ from bot import event_loop
 from bot.policy_file import parse_policy
 from bot.slack import blocks, ids
 from bot.slack.client import pooled_respond, web_client
+from bot.slack.server import slack_handler
 
 LEADS = ["UL1", "UL2"]
 
@@ -114,7 +114,7 @@ async def serve(port: int, policy_path: str) -> None:
     with open(policy_path) as f:
         app = build(client, os.environ["SLACK_SIGNING_SECRET"], f.read())
     site_app = web.Application()
-    site_app.router.add_post("/slack/events", _slack_handler(app))  # as bot/slack/server.py's route
+    site_app.router.add_post("/slack/events", slack_handler(app))  # bot/slack/server.py's route
     site_app.router.add_get("/healthz", _ok)
     runner = web.AppRunner(site_app)
     await runner.setup()
@@ -124,13 +124,6 @@ async def serve(port: int, policy_path: str) -> None:
     finally:
         await runner.cleanup()
         await http.close()
-
-
-def _slack_handler(app: AsyncApp) -> Any:
-    async def slack_events(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
-
-    return slack_events
 
 
 async def _ok(_: web.Request) -> web.Response:

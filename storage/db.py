@@ -102,21 +102,21 @@ class Database:
         # of polling the file lock in SQLite's busy handler, which sleeps up to 100 ms between tries.
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
-            self._sqlite_connections(self.engine, immediate=True, inline=inline)
+            self._sqlite_connections(self.engine, writes=True, inline=inline)
             if file_db:
                 # Reads get their own pool: under WAL they never wait for a writer. They send no BEGIN /
                 # ROLLBACK (each statement reads a snapshot of its own, as on PostgreSQL's autocommit
                 # reads above): a read session is most often one or two statements.
                 self.read_engine = create_async_engine(url, **kwargs)
-                self._sqlite_connections(self.read_engine, immediate=None, inline=inline)
+                self._sqlite_connections(self.read_engine, writes=False, inline=inline)
         self.sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._writers = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @staticmethod
-    def _sqlite_connections(engine: AsyncEngine, *, immediate: bool | None, inline: bool = False) -> None:
+    def _sqlite_connections(engine: AsyncEngine, *, writes: bool, inline: bool = False) -> None:
         # pysqlite's own transaction handling is off; every write transaction is BEGIN IMMEDIATE, so a
         # writer holds the database lock from its first statement (no lost updates, no fork in the
-        # audit chain), and WAL lets readers carry on meanwhile. ``immediate=None``: no BEGIN at all
+        # audit chain), and WAL lets readers carry on meanwhile. ``writes=False``: no BEGIN at all
         # (the read pool: each statement is a transaction of its own).
         sync_engine = engine.sync_engine
 
@@ -131,14 +131,12 @@ class Database:
             cur.execute("PRAGMA busy_timeout=0" if inline else "PRAGMA busy_timeout=30000")
             cur.close()
 
-        if immediate is None:
+        if not writes:
             return
-
-        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
         def do_begin(dbapi_conn: Any) -> None:
             cursor = dbapi_conn.cursor()
-            cursor.execute(statement)
+            cursor.execute("BEGIN IMMEDIATE")
             cursor.close()
 
         # The dialect's hook for starting a transaction (pysqlite's does nothing), on this engine's own

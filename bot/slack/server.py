@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -33,13 +34,20 @@ from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
 log = logging.getLogger(__name__)
 
 
-def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_route: bool = True) -> web.Application:
-    """The HTTP surface: Slack requests (only when a signing secret verifies them), health and metrics."""
+def slack_handler(app: AsyncApp) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The aiohttp handler that hands a Slack request to Bolt and Bolt's answer back."""
 
     async def slack_events(request: web.Request) -> web.Response:
         bolt_request = await to_bolt_request(request)
         bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
+
+    return slack_events
+
+
+def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_route: bool = True) -> web.Application:
+    """The HTTP surface: Slack requests (only when a signing secret verifies them), health and metrics."""
+    slack_events = slack_handler(app)
 
     async def healthz(_: web.Request) -> web.Response:
         db_ok = await rt.db.ping()
