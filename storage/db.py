@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage.inline_sqlite import inline_creator
+from storage.inline_sqlite import InlineDBAPI
 
 # SQLite statements run on the event-loop thread (storage/inline_sqlite.py); JITBOT_SQLITE_THREADS=1 goes
 # back to aiosqlite's thread per connection (kept to compare the two: bench/README.md).
@@ -80,8 +80,14 @@ class Database:
                 kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         file_db = url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:")
         inline = file_db and INLINE_SQLITE
+        if file_db:
+            # The connection used last goes out first. SQLite drops a connection's page cache whenever
+            # another connection has written since it last read: with the pool handing out its
+            # connections in turn, every transaction re-read each page it touched from the file (236
+            # read system calls per flow in bench/throughput.py; 45 with the last-used connection).
+            kwargs["pool_use_lifo"] = True
         if inline:  # statements run on the event-loop thread (storage/inline_sqlite.py)
-            kwargs["async_creator"] = inline_creator(str(make_url(url).database))
+            kwargs["module"] = InlineDBAPI()
             kwargs.pop("connect_args", None)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.read_engine = self.engine

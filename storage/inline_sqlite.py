@@ -1,4 +1,4 @@
-"""An aiosqlite connection that runs its statements on the event-loop thread.
+"""SQLite for the async engine with every statement run directly on the event-loop thread.
 
 aiosqlite sends every call (each execute, fetch, commit) to a thread of its own and back: a queue put,
 a thread wake-up, the GIL handed over twice and a ``call_soon_threadsafe`` that wakes the loop. A local
@@ -6,12 +6,18 @@ SQLite statement takes microseconds; those hops cost far more, and while a write
 for them it holds SQLite's single writer lock. Profiling the bot under load showed about half its CPU
 in that machinery and the writer lock held almost all the time.
 
-``InlineConnection`` keeps aiosqlite's interface (SQLAlchemy's aiosqlite dialect drives it unchanged)
-but calls sqlite3 directly. One thing must not block the loop: waiting for another *process* that
-holds the database lock. The connection therefore runs with ``busy_timeout=0`` and, when SQLite says
-the database is locked, sleeps asynchronously and tries the same call again (up to ``busy_seconds``).
-That is safe for the calls that can be refused for a lock: ``BEGIN IMMEDIATE`` (nothing happened yet),
-a read (nothing changed) and ``COMMIT`` (the transaction stays open; retrying is SQLite's advice).
+So the engine keeps SQLAlchemy's aiosqlite dialect (an async engine, the same SQL, the same pool) but
+is given this module as its DB-API (``create_async_engine(..., module=InlineDBAPI())``): a connection
+whose cursor calls ``sqlite3`` synchronously. SQLAlchemy runs its side of a statement in a greenlet;
+the aiosqlite adapter then leaves the greenlet for every driver call (cursor, execute, fetch, close:
+four round trips through the loop's coroutine machinery per statement), where this one stays in it.
+
+One thing must not block the loop: waiting for another *process* that holds the database lock. The
+connection therefore runs with ``busy_timeout=0`` and, when SQLite says the database is locked, sleeps
+asynchronously (``await_`` from the greenlet hands the sleep to the loop) and tries the same call again
+(up to ``busy_seconds``). That is safe for the calls that can be refused for a lock: ``BEGIN IMMEDIATE``
+(nothing happened yet), a read (nothing changed) and ``COMMIT`` (the transaction stays open; retrying is
+SQLite's advice).
 
 Statements that never wait would also never give the loop a turn: a run of them (a transaction, a sweep)
 would hold back everything else, Bolt's answer to Slack included (it looks for the listener's ``ack()``
@@ -23,94 +29,161 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiosqlite
+from greenlet import getcurrent  # type: ignore[import-untyped]
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
+from sqlalchemy.engine import AdaptedConnection
+from sqlalchemy.util.concurrency import await_
 
 _LOCKED = ("database is locked", "database is busy", "database table is locked")
 YIELD_AFTER = 0.002  # seconds of statements, at most, before the event loop gets a turn
 _last_turn = 0.0  # monotonic time the loop last got a turn from here
 
 
+async def _nothing() -> None:
+    return None
+
+
 def _is_locked(error: sqlite3.OperationalError) -> bool:
     return str(error).lower().startswith(_LOCKED)
 
 
-class _InlineQueue:
-    """Stands in for aiosqlite's thread queue (SQLAlchemy's isolation-level setter writes to it)."""
+class InlineConnection(AdaptedConnection):
+    """A DB-API connection over ``sqlite3`` for the async engine; ``driver_connection`` is the sqlite3 one."""
 
-    @staticmethod
-    def put_nowait(item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
-        future, function = item
-        try:
-            result = function()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting future, as aiosqlite does
-            if future is not None and not future.done():
-                future.set_exception(exc)
-            return
-        if future is not None and not future.done():
-            future.set_result(result)
+    __slots__ = ("_busy_seconds", "_sqlite")
 
-
-class InlineConnection(aiosqlite.Connection):
-    """aiosqlite's Connection without its thread: sqlite3 is called on the event-loop thread."""
-
-    def __init__(self, connector: Callable[[], sqlite3.Connection], *, busy_seconds: float = 30.0) -> None:
-        super().__init__(connector, iter_chunk_size=64)
-        self._tx = _InlineQueue()  # type: ignore[assignment]
+    def __init__(self, connection: sqlite3.Connection, busy_seconds: float) -> None:
+        self._connection = connection  # type: ignore[assignment]  # what ``driver_connection`` returns
+        self._sqlite = connection
         self._busy_seconds = busy_seconds
 
-    def __await__(self) -> Any:  # no thread to start
-        return self._connect().__await__()
-
-    async def _connect(self) -> InlineConnection:
-        if self._connection is None:
-            self._connection = await self._execute(self._connector)
-        return self
-
-    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on this thread; a lock held by another process is waited for asynchronously."""
         global _last_turn
-        if not self._running:
-            raise ValueError("Connection closed")
-        if time.monotonic() - _last_turn > YIELD_AFTER:
-            await asyncio.sleep(0)  # let the loop run what is ready (an ack to send, a timer that is due)
+        current = getcurrent()
+        greenlet = getattr(current, "__sqlalchemy_greenlet_provider__", False)
+        if greenlet and time.monotonic() - _last_turn > YIELD_AFTER:
+            await_(asyncio.sleep(0))  # let the loop run what is ready (an ack to send, a timer that is due)
             _last_turn = time.monotonic()
+            current.__dict__["awaited"] = True
+        elif greenlet and "awaited" not in current.__dict__:
+            # SQLAlchemy's AsyncConnection.execute insists that its greenlet awaited something (it checks
+            # that the driver is an async one): one empty round trip per greenlet, not one per call
+            await_(_nothing())
+            current.__dict__["awaited"] = True
         deadline: float | None = None
         pause = 0.001
         while True:
             try:
-                return fn(*args, **kwargs)
+                return fn(*args)
             except sqlite3.OperationalError as exc:
-                if not _is_locked(exc):
+                if not _is_locked(exc) or not greenlet:
                     raise
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self._busy_seconds
                 if now >= deadline:
                     raise
-                await asyncio.sleep(pause)  # another process holds the lock: wait without blocking the loop
+                await_(asyncio.sleep(pause))  # another process holds the lock: wait without blocking the loop
                 pause = min(pause * 2, 0.004)
 
-    def stop(self) -> asyncio.Future[Any] | None:
-        self._running = False
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+    def cursor(self, server_side: bool = False) -> InlineCursor:
+        return InlineCursor(self)
+
+    def commit(self) -> None:
+        self.call(self._sqlite.commit)
+
+    def rollback(self) -> None:
+        self._sqlite.rollback()
+
+    def close(self) -> None:
+        self._sqlite.close()
+
+    def terminate(self) -> None:
+        self._sqlite.close()
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._sqlite.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        self._sqlite.isolation_level = value  # type: ignore[assignment]  # as the DB-API passes it
+
+    def create_function(self, *args: Any, **kw: Any) -> None:
+        self._sqlite.create_function(*args, **kw)
+
+
+class InlineCursor:
+    """A DB-API cursor whose calls go through ``InlineConnection.call``."""
+
+    __slots__ = ("_conn", "_cursor")
+    server_side = False
+
+    def __init__(self, conn: InlineConnection) -> None:
+        self._conn = conn
+        self._cursor = conn._sqlite.cursor()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+    def execute(self, operation: str, parameters: Any = None) -> Any:
+        return self._conn.call(self._cursor.execute, operation, () if parameters is None else parameters)
+
+    def executemany(self, operation: str, seq_of_parameters: Sequence[Any]) -> Any:
+        return self._conn.call(self._cursor.executemany, operation, seq_of_parameters)
+
+    def fetchone(self) -> Any:
+        return self._conn.call(self._cursor.fetchone)
+
+    def fetchmany(self, size: int | None = None) -> Any:
+        return self._conn.call(self._cursor.fetchmany, self._cursor.arraysize if size is None else size)
+
+    def fetchall(self) -> Any:
+        return self._conn.call(self._cursor.fetchall)
+
+    def close(self) -> None:
+        self._cursor.close()
+
+    def nextset(self) -> None:
         return None
 
-    async def close(self) -> None:
-        self.stop()
+    async def _async_soft_close(self) -> None:
+        """SQLAlchemy's async result calls this before handing rows to non-greenlet code; the rows stay
+        readable here (fetching them never leaves this thread), so there is nothing to do."""
 
 
-def inline_creator(path: str, *, busy_seconds: float = 30.0) -> Callable[[], Any]:
-    """``async_creator`` for ``create_async_engine``: connections to ``path`` that run inline."""
+class InlineDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The DB-API module the aiosqlite dialect is given: same names and errors, inline connections."""
 
-    def connector() -> sqlite3.Connection:
-        # autocommit at the driver: the engine's "begin" listener issues BEGIN / BEGIN IMMEDIATE itself
-        return sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    def __init__(self, *, busy_seconds: float = 30.0) -> None:
+        super().__init__(aiosqlite, sqlite3)
+        self.busy_seconds = busy_seconds
 
-    async def create() -> InlineConnection:
-        return await InlineConnection(connector, busy_seconds=busy_seconds)._connect()
-
-    return create
+    def connect(self, *arg: Any, **kw: Any) -> InlineConnection:  # type: ignore[override]
+        database = arg[0] if arg else kw["database"]
+        # autocommit at the driver: storage/db.py issues BEGIN IMMEDIATE for writes itself
+        conn = sqlite3.connect(database, timeout=0, isolation_level=None, check_same_thread=False,
+                               uri=bool(kw.get("uri")))
+        return InlineConnection(conn, self.busy_seconds)

@@ -6,13 +6,14 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from storage.db import Database
-from storage.inline_sqlite import InlineConnection, inline_creator
+from storage.inline_sqlite import InlineConnection, InlineDBAPI
 
 
 async def _db(tmp_path: Path) -> Database:
@@ -27,17 +28,17 @@ async def test_statements_run_on_the_loop_thread_without_a_helper_thread(tmp_pat
         seen: list[int] = []
         async with db.transaction() as session:
             raw = await (await session.connection()).get_raw_connection()
+            assert isinstance(raw.dbapi_connection, InlineConnection)
             driver = raw.driver_connection
-            assert isinstance(driver, InlineConnection)
-            assert not driver._thread.is_alive()
-            driver._conn.create_function("where_am_i", 0, lambda: seen.append(threading.get_ident()) or 1)
+            assert isinstance(driver, sqlite3.Connection)  # no aiosqlite thread in between
+            driver.create_function("where_am_i", 0, lambda: seen.append(threading.get_ident()) or 1)
             await session.execute(text("SELECT where_am_i()"))
             # SQLite's own busy handler would sleep on the loop thread: it is off, waits are asynchronous
             assert (await session.execute(text("PRAGMA busy_timeout"))).scalar() == 0
         assert seen == [threading.get_ident()]
         async with db.sessions() as session:  # the read pool too
             raw = await (await session.connection()).get_raw_connection()
-            assert isinstance(raw.driver_connection, InlineConnection)
+            assert isinstance(raw.dbapi_connection, InlineConnection)
     finally:
         await db.dispose()
 
@@ -76,7 +77,7 @@ async def test_a_writer_gives_up_after_its_busy_deadline_and_changes_nothing(tmp
     db = await _db(tmp_path)
     await db.dispose()
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}",
-                                 async_creator=inline_creator(str(tmp_path / "jit.db"), busy_seconds=0.05))
+                                 module=InlineDBAPI(busy_seconds=0.05))
     other = sqlite3.connect(tmp_path / "jit.db", isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
@@ -137,11 +138,11 @@ async def test_reads_hold_no_transaction_and_writes_hold_one(tmp_path: Path) -> 
         async with db.sessions() as session:
             await session.execute(text("SELECT count(*) FROM event"))
             raw = await (await session.connection()).get_raw_connection()
-            assert not raw.driver_connection._conn.in_transaction
+            assert not raw.driver_connection.in_transaction
         async with db.transaction() as session:
             await session.execute(text("SELECT count(*) FROM event"))
             raw = await (await session.connection()).get_raw_connection()
-            assert raw.driver_connection._conn.in_transaction
+            assert raw.driver_connection.in_transaction
             # another connection cannot write meanwhile: BEGIN IMMEDIATE took the lock
             other = sqlite3.connect(tmp_path / "jit.db", timeout=0, isolation_level=None)
             with pytest.raises(sqlite3.OperationalError, match="locked"):
@@ -150,3 +151,56 @@ async def test_reads_hold_no_transaction_and_writes_hold_one(tmp_path: Path) -> 
     finally:
         await db.engine.dispose()
         await db.read_engine.dispose()
+
+
+async def test_a_statement_leaves_sqlalchemys_greenlet_at_most_once(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLAlchemy runs a statement's sync side in a greenlet. aiosqlite's adapter left it for every driver
+    call (cursor, execute, fetch, close: four round trips through the loop's coroutine machinery); the
+    inline connection calls sqlite3 in place and leaves it once per greenlet at most (AsyncConnection
+    insists on one), unless the loop is due a turn or another process holds the lock."""
+    import greenlet
+
+    import storage.inline_sqlite as inline
+
+    db = await _db(tmp_path)
+    monkeypatch.setattr(inline, "YIELD_AFTER", float("inf"))
+    switches: list[object] = []
+
+    def trace(event: str, _args: object) -> None:
+        if event == "switch":
+            switches.append(event)
+
+    try:
+        async with db.sessions() as session:
+            await session.execute(text("SELECT 1"))  # the connection is checked out and set up
+            previous = greenlet.settrace(trace)
+            try:
+                rows = (await session.execute(text("SELECT key FROM kv"))).all()
+            finally:
+                greenlet.settrace(previous)
+        assert rows == []
+        # into the greenlet, one round trip out and back, and back out when it ends
+        assert 1 <= len(switches) <= 4, switches
+    finally:
+        await db.dispose()
+
+
+async def test_the_pool_hands_out_the_connection_used_last(tmp_path: Path) -> None:
+    """SQLite drops a connection's page cache when another connection has written since; handing out the
+    connection used last keeps one warm instead of rotating through all of them (LIFO pool)."""
+    db = await _db(tmp_path)
+
+    async def driver(session: Any) -> object:
+        return (await (await session.connection()).get_raw_connection()).driver_connection
+
+    try:
+        async with db.sessions() as first:
+            first_conn = await driver(first)
+            async with db.sessions() as second:
+                second_conn = await driver(second)
+        # ``first`` went back last
+        async with db.sessions() as third:
+            assert await driver(third) is first_conn is not second_conn
+    finally:
+        await db.dispose()
