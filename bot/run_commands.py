@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bot import gc_tuning
 from bot.cli import CliError, _database_url, _lazy, _load, _settings
 from bot.services.outbox import Delivery, Notifier
 from bot.services.runtime import Runtime
@@ -113,6 +114,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         worker.start(interval=args.interval)
         log.info("worker %s running on %s (policy %s); Ctrl-C stops it", worker.worker_id,
                  rt.db.url.split("@")[-1], loaded.path)
+        gc_tuning.settle()  # start-up is over: its objects stay (bot/gc_tuning.py)
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,7 +18,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy import func, select
 
-from bot import event_loop
+from bot import event_loop, gc_tuning
 from bot.bootstrap import build_runtime, close_runtime
 from bot.governance.reload import PolicyReloader, refuse, startup_policy
 from bot.notify.fallback import with_email
@@ -156,6 +156,7 @@ async def run_server(args: argparse.Namespace) -> int:
         port = args.port or settings.PORT
         await web.TCPSite(runner, "0.0.0.0", port).start()
         log.info("jitbot listening on :%d (POST /slack/events, GET /healthz, GET /metrics)", port)
+        gc_tuning.settle()  # start-up is over: its objects stay (bot/gc_tuning.py)
         await stop.wait()
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
