@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import ADVISORY_XACT_LOCK, Database
@@ -60,9 +60,15 @@ async def lock_holder(db: Database, session: AsyncSession, grant: Grant) -> None
     await session.execute(ADVISORY_XACT_LOCK, {"k": key})
 
 
-def holder_filter(grant: Grant) -> list[Any]:
-    return [Grant.connector == grant.connector, Grant.target_kind == grant.target_kind,
-            Grant.target_id == grant.target_id, Grant.user_email == grant.user_email, Grant.id != grant.id]
+# The same membership as a given grant (``holder_params``), as bound parameters: built once, not per call.
+HOLDER_BOUND = [Grant.connector == bindparam("h_connector"), Grant.target_kind == bindparam("h_kind"),
+                Grant.target_id == bindparam("h_target"), Grant.user_email == bindparam("h_email"),
+                Grant.id != bindparam("h_id")]
+
+
+def holder_params(grant: Grant) -> dict[str, Any]:
+    return {"h_connector": grant.connector, "h_kind": grant.target_kind, "h_target": grant.target_id,
+            "h_email": grant.user_email, "h_id": grant.id}
 
 
 async def release_claims(db: Database, *, owners: list[str]) -> int:

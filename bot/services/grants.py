@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.domain.durations import format_duration
 from bot.domain.requests import PolicyViolation, Status, check_transition
 from bot.services import notices
-from bot.services.claims import claim_grants, holder_filter, lock_holder
+from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
 from bot.services.requests import load_request, load_votes
 from bot.services.revocation import LEASE, Revoker, backoff, idp_user, target_of
 from bot.services.runtime import Runtime
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_GRANT_ATTEMPTS = 6
 _GRANT_LOCKED = select(Grant).where(Grant.id == bindparam("b_id")).with_for_update()  # built once
+_REVOKING_SAME_MEMBERSHIP = select(Grant.id).where(*HOLDER_BOUND, Grant.status == "revoking").limit(1)
 
 
 class GrantService:
@@ -100,8 +101,7 @@ class GrantService:
         async with rt.db.transaction() as session:
             g = await self._grant(session, grant_id)
             await lock_holder(rt.db, session, g)
-            busy = (await session.execute(select(Grant.id).where(*holder_filter(g), Grant.status == "revoking")
-                                          .limit(1))).scalar()
+            busy = (await session.execute(_REVOKING_SAME_MEMBERSHIP, holder_params(g))).scalar()
             if busy:  # a revoke of the same membership is in flight: let it finish first
                 g.next_attempt_at, g.claimed_until = rt.clock.now() + timedelta(seconds=2), None
                 return

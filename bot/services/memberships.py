@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
 from storage.tables import Membership
+
+# Built once: a statement built per call costs its construction and cache key every time.
+_MEMBERS = select(Membership.user_id).where(Membership.connector == bindparam("b_connector"),
+                                            Membership.target == bindparam("b_target"))
+_MEMBER = _MEMBERS.where(Membership.user_id == bindparam("b_user"))
 
 
 class DatabaseMembershipStore:
@@ -15,16 +20,14 @@ class DatabaseMembershipStore:
 
     async def members(self, connector: str, target: str) -> set[str]:
         async with self.db.sessions() as session:
-            rows = await session.execute(select(Membership.user_id).where(
-                Membership.connector == connector, Membership.target == target))
+            rows = await session.execute(_MEMBERS, {"b_connector": connector, "b_target": target})
             return set(rows.scalars().all())
 
     async def add(self, connector: str, target: str, user_id: str) -> bool:
         try:
             async with self.db.transaction() as session:
-                exists = (await session.execute(select(Membership.user_id).where(
-                    Membership.connector == connector, Membership.target == target,
-                    Membership.user_id == user_id))).scalar()
+                exists = (await session.execute(_MEMBER, {"b_connector": connector, "b_target": target,
+                                                          "b_user": user_id})).scalar()
                 if exists is not None:
                     return False
                 session.add(Membership(connector=connector, target=target, user_id=user_id))

@@ -21,6 +21,9 @@ _REQUEST = select(AccessRequest).where(AccessRequest.id == bindparam("b_id"))
 _REQUEST_LOCKED = _REQUEST.with_for_update()
 _VOTES = (select(ApprovalVote).where(ApprovalVote.request_id == bindparam("b_id"))  # type: ignore[arg-type]
           .order_by(ApprovalVote.id))  # type: ignore[arg-type]
+_OPEN_DUPLICATE = select(AccessRequest.id).where(
+    AccessRequest.requester == bindparam("b_requester"), AccessRequest.eligibility == bindparam("b_elig"),
+    AccessRequest.status == Status.PENDING.value, AccessRequest.kind == "access").limit(1)
 
 
 async def load_request(session: AsyncSession, request_id: str, *, lock: bool = False) -> AccessRequest:
@@ -146,9 +149,8 @@ class RequestService:
                 raise PolicyViolation(f"Nobody other than you can approve layer 1 of {elig.name}; "
                                       "ask an administrator to fix the approver group.")
         async with rt.db.transaction() as session:
-            open_dupe = (await session.execute(select(AccessRequest.id).where(
-                AccessRequest.requester == requester, AccessRequest.eligibility == elig.name,
-                AccessRequest.status == Status.PENDING.value, AccessRequest.kind == "access").limit(1))).scalar()
+            open_dupe = (await session.execute(_OPEN_DUPLICATE, {"b_requester": requester,
+                                                                  "b_elig": elig.name})).scalar()
             if open_dupe:
                 raise PolicyViolation(f"You already have a pending request for {elig.name} ({open_dupe}).")
             req = AccessRequest(
