@@ -37,7 +37,7 @@ class NewEvent:
 
 _EVENT = Event.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_EVENT)
-_HEAD = select(_EVENT.c.hash).order_by(_EVENT.c.id.desc()).limit(1)
+_HEAD_SQL = "SELECT hash FROM event ORDER BY id DESC LIMIT 1"  # SQLite, on the DB-API connection
 # PostgreSQL: a transaction's events wait here; a deferred trigger links each into ``event`` at commit,
 # under the chain lock (storage/migrations/versions/0007_…). Not a model: it exists on PostgreSQL only.
 _PENDING_PG = Table(
@@ -122,13 +122,25 @@ def _chain_events(session: Session) -> None:
             rows.append({**fields, "detail": json.dumps(fields["detail"]), "head": head, "tail": tail})
         session.execute(_INSERT_PENDING_PG, rows)
         return
-    prev = session.execute(_HEAD).scalar() or GENESIS
+    prev = _sqlite_head(session) or GENESIS
     rows = []
     for fields in events:  # in call order: ids follow the chain
         new = NewEvent(**fields, prev_hash=prev)
         prev = event_hash(new)
         rows.append({**asdict(new), "hash": prev})
     session.execute(_INSERT, rows)
+
+
+def _sqlite_head(session: Session) -> str | None:
+    """The chain's head hash, read on the transaction's own DB-API connection: a plain string needs
+    none of SQLAlchemy's statement machinery, which costs several times the query (three a flow)."""
+    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_HEAD_SQL)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return row[0] if row else None
 
 
 @event.listens_for(Session, "after_soft_rollback")
