@@ -204,3 +204,30 @@ async def test_the_pool_hands_out_the_connection_used_last(tmp_path: Path) -> No
             assert await driver(third) is first_conn is not second_conn
     finally:
         await db.dispose()
+
+
+async def test_connections_are_kept_when_sessions_overlap(tmp_path: Path) -> None:
+    """Under load a dozen read sessions overlap; each connection is kept for the next burst, not closed
+    on return and opened again (PRAGMAs, the schema parsed again, a cold page cache)."""
+    from contextlib import AsyncExitStack
+
+    from sqlalchemy import event
+
+    db = await _db(tmp_path)
+    opened: list[object] = []
+    event.listen(db.read_engine.sync_engine.pool, "connect", lambda conn, _record: opened.append(conn))
+
+    async def burst() -> None:
+        async with AsyncExitStack() as stack:
+            for _ in range(12):
+                session = await stack.enter_async_context(db.sessions())
+                await session.execute(text("SELECT 1"))
+
+    try:
+        await burst()
+        first = len(opened)
+        await burst()
+        assert first == 12
+        assert len(opened) == first  # the second burst opened none
+    finally:
+        await db.dispose()
