@@ -186,7 +186,8 @@ class RequestService:
                 notices.ask_approvers(session, at=now, snap=snap, layer=1, approvers=sorted(first))
             else:
                 await self.approve_final(session, req, elig, actor=notices.SYSTEM, auto=True)
-        rt.wake.set()
+        if not elig.approvals:  # auto-approved: its grant is due now. A pending request has nothing due
+            rt.wake.set()  # for the worker (its messages wake the outbox; its deadlines come with the tick)
         return req
 
     async def approve_final(self, session: AsyncSession, req: AccessRequest, elig: Eligibility, *, actor: str,

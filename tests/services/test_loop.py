@@ -217,3 +217,18 @@ async def test_revocation_reaches_the_account_whose_email_changed_during_the_gra
     assert await _status(db_factory, s.rt.db, req.id) == "expired"
     # the membership the grant added is gone from the account it was added to
     assert not await s.is_member(account.id, "readonly")
+
+
+async def test_only_a_submission_with_work_due_now_wakes_the_worker(db_factory: DbFactory, loaded_policy,  # type: ignore[no-untyped-def]
+                                                                    clock: ManualClock) -> None:
+    """A worker pass is a dozen claims and checks; a request waiting for approval has nothing due, so
+    waking the worker for it only cost a pass (with two replicas, three times as many passes per flow)."""
+    s = await make_stack(db_factory(), loaded_policy, clock)
+    s.rt.wake.clear()
+    await s.requests.submit(requester="alice@example.com", eligibility="prod-admin",
+                            duration=timedelta(hours=1), justification="fix the outage", ticket="OPS-1")
+    assert not s.rt.wake.is_set()
+    req = await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                  duration=timedelta(hours=1), justification="look at the logs")
+    assert req.status == "approved"  # no approval layers: its grant is due now
+    assert s.rt.wake.is_set()
