@@ -22,7 +22,8 @@ THRESHOLDS = (5000, 10, 10)
 
 
 def settle(choice: str | None = None) -> bool:
-    """Freeze what start-up allocated and collect less often; False when ``JITBOT_GC=default``."""
+    """Freeze what start-up allocated and collect less often; False when ``JITBOT_GC=default``.
+    ``choice`` comes from the settings (validated at start, bot/settings.py); None reads the environment."""
     choice = (choice if choice is not None else os.environ.get("JITBOT_GC", "tuned")).strip().lower()
     if choice == "default":
         return False

@@ -114,7 +114,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         worker.start(interval=args.interval)
         log.info("worker %s running on %s (policy %s); Ctrl-C stops it", worker.worker_id,
                  rt.db.url.split("@")[-1], loaded.path)
-        gc_tuning.settle()  # start-up is over: its objects stay (bot/gc_tuning.py)
+        gc_tuning.settle(_settings().JITBOT_GC)  # start-up is over: its objects stay (bot/gc_tuning.py)
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

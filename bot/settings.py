@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     # PostgreSQL: connections each process opens at most (as needed, then kept). replicas × this must
     # stay below the server's max_connections.
     JITBOT_DB_POOL_SIZE: int = Field(default=30, ge=1, le=500)
+
+    # The garbage collector of serve and worker after start-up (bot/gc_tuning.py): tuned, or Python's default.
+    JITBOT_GC: Literal["tuned", "default"] = "tuned"
 
     @field_validator("SLACK_BOT_TOKEN")
     @classmethod

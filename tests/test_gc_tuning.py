@@ -56,3 +56,15 @@ def test_default_leaves_the_collector_alone(monkeypatch: pytest.MonkeyPatch) -> 
 def test_an_unknown_choice_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="JITBOT_GC must be tuned or default"):
         gc_tuning.settle("off")
+
+
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve`` and ``worker`` read their settings before anything starts: a typo is refused there, not
+    after the server is already listening."""
+    from bot.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("JITBOT_GC", "off")
+    with pytest.raises(SettingsError, match="^JITBOT_GC: "):
+        load_settings()
+    monkeypatch.setenv("JITBOT_GC", "default")
+    assert load_settings().JITBOT_GC == "default"

@@ -156,7 +156,7 @@ async def run_server(args: argparse.Namespace) -> int:
         port = args.port or settings.PORT
         await web.TCPSite(runner, "0.0.0.0", port).start()
         log.info("jitbot listening on :%d (POST /slack/events, GET /healthz, GET /metrics)", port)
-        gc_tuning.settle()  # start-up is over: its objects stay (bot/gc_tuning.py)
+        gc_tuning.settle(settings.JITBOT_GC)  # start-up is over: its objects stay (bot/gc_tuning.py)
         await stop.wait()
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
