@@ -9,22 +9,20 @@ stopping the event loop for 40–48 ms each (an ack waiting behind them).
 After start-up, ``settle()`` collects once and freezes what is left (``gc.freeze``: those objects are
 never examined again), then lets more allocations pass between collections. Cycles are still
 collected — a request's ORM objects, a failed HTTP call's traceback — just in larger batches.
-``JITBOT_GC=default`` leaves the collector as Python sets it.
+``JITBOT_GC=default`` (bot/settings.py) leaves the collector as Python sets it.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 
 # Net allocations between young collections, and young / middle collections between older ones.
 THRESHOLDS = (5000, 10, 10)
 
 
-def settle(choice: str | None = None) -> bool:
-    """Freeze what start-up allocated and collect less often; False when ``JITBOT_GC=default``.
-    ``choice`` comes from the settings (validated at start, bot/settings.py); None reads the environment."""
-    choice = (choice if choice is not None else os.environ.get("JITBOT_GC", "tuned")).strip().lower()
+def settle(choice: str) -> bool:
+    """Freeze what start-up allocated and collect less often; False for ``default``.
+    ``choice`` is the ``JITBOT_GC`` setting (read and validated at start by bot/settings.py)."""
     if choice == "default":
         return False
     if choice != "tuned":

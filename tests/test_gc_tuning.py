@@ -24,20 +24,18 @@ class Node:
         self.me = self  # a reference cycle: only the cyclic collector frees it
 
 
-def test_settle_freezes_start_up_and_collects_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("JITBOT_GC", raising=False)
+def test_settle_freezes_start_up_and_collects_less_often() -> None:
     start_up = [Node() for _ in range(10)]
-    assert gc_tuning.settle() is True
+    assert gc_tuning.settle("tuned") is True
     assert gc.get_freeze_count() >= len(start_up)  # never examined again
     assert gc.get_threshold() == gc_tuning.THRESHOLDS
     assert gc.get_threshold()[0] > 700  # Python's default
 
 
-def test_cycles_made_after_settling_are_still_collected(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cycles_made_after_settling_are_still_collected() -> None:
     import weakref
 
-    monkeypatch.delenv("JITBOT_GC", raising=False)
-    gc_tuning.settle()
+    gc_tuning.settle("tuned")
     node = Node()
     gone = weakref.ref(node)
     del node
@@ -46,10 +44,9 @@ def test_cycles_made_after_settling_are_still_collected(monkeypatch: pytest.Monk
     assert gone() is None
 
 
-def test_default_leaves_the_collector_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("JITBOT_GC", "default")
+def test_default_leaves_the_collector_alone() -> None:
     before = gc.get_threshold(), gc.get_freeze_count()
-    assert gc_tuning.settle() is False
+    assert gc_tuning.settle("default") is False
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
 
 
