@@ -1,0 +1,89 @@
+"""The worker's production loop: a full pass, then follow-up passes only over the work found due."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from bot.policy_file import parse_policy
+from bot.services.clock import ManualClock
+from tests.conftest import DbFactory
+from tests.services.stack import make_stack
+
+USERS = ["a@example.com", "b@example.com"]
+POLICY = f"""
+audit_channel: "#jit-audit"
+connectors:
+  demo:
+    type: memory
+    users: [{", ".join(f"{{email: {u}}}" for u in USERS)}]
+    groups: {{everyone: [{", ".join(USERS)}], target: []}}
+eligibilities:
+  - {{name: access, connector: demo, target: {{group: target}}, requestors: {{groups: [everyone]}},
+      max_duration: 4h}}
+"""
+RUNS = {"grants": ["run_expiries", "run_grants", "run_warnings"], "requests": ["lapse_due"],
+        "reminders": ["run_reminders", "run_escalations"], "breakglass": ["run_review_reminders"],
+        "calendar": ["run_due"]}
+
+
+def _record_runs(worker: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    ran: list[str] = []
+    for attr, names in RUNS.items():
+        service = getattr(worker, attr)
+        for name in names:
+            real = getattr(service, name)
+
+            async def run(*a: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+                ran.append(_name)
+                return await _real(*a, **kw)
+
+            monkeypatch.setattr(service, name, run)
+    real_heartbeat = worker._heartbeat
+
+    async def heartbeat() -> None:
+        ran.append("heartbeat")
+        await real_heartbeat()
+
+    monkeypatch.setattr(worker, "_heartbeat", heartbeat)
+    return ran
+
+
+async def test_a_busy_pass_is_followed_only_by_the_work_it_found_and_revocations(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
+    ran = _record_runs(s.worker, monkeypatch)
+    await s.requests.submit(requester=USERS[0], eligibility="access", duration=timedelta(hours=1),
+                            justification="work")  # auto-approved: its grant is due now
+
+    await s.worker._safe_tick()
+
+    assert await s.is_member(USERS[0], "target")
+    full = ["run_expiries", "run_grants", "lapse_due", "run_reminders", "run_escalations",
+            "run_review_reminders", "run_warnings", "run_due", "heartbeat"]
+    # the full pass granted; the follow-up looked again at grants (and revocations) only, found none: done
+    assert ran == [*full, "run_expiries", "run_grants"]
+    assert s.worker.ticks == 2
+
+    ran.clear()
+    await s.worker._safe_tick()  # nothing due: one full pass, no follow-up
+    assert ran == full
+
+
+async def test_follow_up_passes_go_on_while_the_work_they_look_at_is_found(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
+    for user in USERS:
+        await s.requests.submit(requester=user, eligibility="access", duration=timedelta(hours=1),
+                                justification="work")
+    real = s.worker.grants.run_grants
+    monkeypatch.setattr(s.worker.grants, "run_grants", lambda: real(limit=1))  # one claim per pass
+    ran = _record_runs(s.worker, monkeypatch)
+
+    await s.worker._safe_tick()
+
+    assert all([await s.is_member(u, "target") for u in USERS])
+    assert ran.count("run_grants") == 3  # one grant, the other, then none
+    assert ran.count("run_expiries") == 3 and ran.count("heartbeat") == 1
