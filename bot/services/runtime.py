@@ -32,7 +32,8 @@ class Runtime:
     # Stable name of this replica (hostname by default): claims carry it, so that a restarted replica
     # frees its own claims at once instead of waiting for their leases to run out.
     instance_id: str = field(default_factory=socket.gethostname)
-    # Set whenever something became due now, so that the worker does not wait for its next tick.
+    # Set whenever a grant or a revocation became due now, so that the worker does not wait for its next
+    # tick; its pass then looks at those only (bot/services/worker.py), the rest comes with the tick.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

@@ -30,6 +30,9 @@ from storage.tables import WorkerHeartbeat
 log = logging.getLogger(__name__)
 
 DEAD_AFTER = timedelta(minutes=2)
+# What a wake (``Runtime.wake``) makes due now: every service that sets it has just made a grant or a
+# revocation due. A pass always runs revocations; this adds grants.
+WAKE_PASS = frozenset({"granted"})
 
 
 @dataclass
@@ -157,13 +160,13 @@ class Worker:
             else:
                 row.beat_at, row.ticks = now, self.ticks
 
-    async def _safe_tick(self) -> None:
-        """A full pass, then follow-up passes while it finds work: each one only over the kinds of work
-        the pass before found due (and revocations, always). A full pass is ~10 transactions; with two
-        replicas each waking on its own approvals, the idle full pass after every busy one was a tenth
-        of all commits."""
+    async def _safe_tick(self, only: frozenset[str] | None = None) -> None:
+        """A pass (a full one unless ``only`` says which work to look at), then follow-up passes while it
+        finds work: each one only over the kinds of work the pass before found due (and revocations,
+        always). A full pass is ~10 transactions; with two replicas each waking on its own approvals,
+        the idle full pass after every busy one was a tenth of all commits."""
         try:
-            report = await self.schedule_tick()
+            report = await self.schedule_tick(only=only)
             while not self._stopping and report.busy:
                 report = await self.schedule_tick(only=report.kinds())
         except asyncio.CancelledError:
@@ -185,7 +188,9 @@ class Worker:
         while not self._stopping:
             await self.rt.wake.wait()
             self.rt.wake.clear()
-            await self._safe_tick()
+            # A wake says a grant or a revocation is due now (an approval, a release, a failed grant):
+            # the pass looks at those; the rest comes with the next tick.
+            await self._safe_tick(only=WAKE_PASS)
 
     async def _dispatch_loop(self) -> None:
         while True:

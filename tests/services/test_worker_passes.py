@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -87,3 +89,35 @@ async def test_follow_up_passes_go_on_while_the_work_they_look_at_is_found(
     assert all([await s.is_member(u, "target") for u in USERS])
     assert ran.count("run_grants") == 3  # one grant, the other, then none
     assert ran.count("run_expiries") == 3 and ran.count("heartbeat") == 1
+
+
+async def test_a_wake_runs_a_pass_over_grants_and_revocations_only(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
+    ran = _record_runs(s.worker, monkeypatch)
+    s.worker._interval = 3600  # no tick during the test: what runs is the first pass and the wake's
+    s.worker._stopping = False
+    kicker = asyncio.create_task(s.worker._kick_loop())
+    try:
+        await asyncio.wait_for(_until(lambda: "heartbeat" in ran), timeout=30)  # the first, full pass
+        ran.clear()
+        await s.requests.submit(requester=USERS[0], eligibility="access", duration=timedelta(hours=1),
+                                justification="work")  # auto-approved: wakes the worker
+        await asyncio.wait_for(_until(lambda: ran[-2:] == ["run_expiries", "run_grants"]
+                                      and len(ran) == 4), timeout=30)
+        assert await s.is_member(USERS[0], "target")
+        assert ran == ["run_expiries", "run_grants", "run_expiries", "run_grants"]  # the grant, then none
+    finally:
+        s.worker._stopping = True
+        kicker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await kicker
+        if s.worker._dispatching is not None:
+            s.worker._dispatching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await s.worker._dispatching
+
+
+async def _until(cond: Any) -> None:
+    while not cond():
+        await asyncio.sleep(0)
