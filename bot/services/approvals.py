@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from bot.domain.requests import Decision, PolicyViolation, Status, Vote, decide
@@ -12,6 +13,8 @@ from bot.services import notices
 from bot.services.requests import RequestService, close_schedule, load_request, load_votes, open_layer
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest, ApprovalVote
+
+_ELIGIBILITY_OF = select(AccessRequest.eligibility).where(AccessRequest.id == bindparam("b_id"))
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,13 @@ class ApprovalService:
                      reason: str | None = None, approver_slack: str | None = None) -> DecisionResult:
         """Record one approver's decision. Raises PolicyViolation (user-facing) when it is not allowed."""
         rt, approver = self.rt, approver.strip().lower()
-        async with rt.db.sessions() as session:
-            peek = await load_request(session, request_id)
-        elig = rt.eligibility(peek.eligibility)
+        async with rt.db.sessions() as session:  # its eligibility, before the transaction (never changes)
+            name = (await session.execute(_ELIGIBILITY_OF, {"b_id": request_id})).scalar_one_or_none()
+        if name is None:
+            raise PolicyViolation(f"There is no request {request_id}.")
+        elig = rt.eligibility(name)
         if elig is None:
-            raise PolicyViolation(f"{peek.eligibility} is no longer in the policy; nobody can approve it.")
+            raise PolicyViolation(f"{name} is no longer in the policy; nobody can approve it.")
         # Membership is resolved before the transaction (it may call the IdP); the layer it is for is
         # pinned, and the transaction refuses the vote if the request moved on meanwhile.
         in_layer = in_escalation = False

@@ -114,6 +114,21 @@ async def test_requester_cannot_approve_own_request(db_factory: DbFactory, loade
     assert [a["approver"] for a in s.notifier.of_kind("approval_request")] == ["carol@example.com"]
 
 
+async def test_a_decision_on_an_unknown_request_or_a_removed_eligibility_is_refused(  # type: ignore[no-untyped-def]
+        db_factory: DbFactory, loaded_policy, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = await make_stack(db_factory(), loaded_policy, clock)
+    with pytest.raises(PolicyViolation, match=r"^There is no request R-FORGED\.$"):
+        await s.approvals.decide(request_id="R-FORGED", layer=1, approver="bob@example.com", decision=Decision.APPROVE)
+    req = await s.requests.submit(requester="alice@example.com", eligibility="prod-admin",
+                                  duration=timedelta(hours=1), justification="deploy", ticket="OPS-2")
+    monkeypatch.setattr(s.rt, "eligibility", lambda name: None)  # the policy no longer has it
+    with pytest.raises(PolicyViolation, match=r"^prod-admin is no longer in the policy; nobody can approve it\.$"):
+        await s.approvals.decide(request_id=req.id, layer=1, approver="bob@example.com", decision=Decision.APPROVE)
+    async with s.rt.db.sessions() as session:
+        assert (await session.execute(text("SELECT count(*) FROM approval_vote"))).scalar_one() == 0
+    assert await _status(db_factory, s.rt.db, req.id) == "pending"
+
+
 async def test_second_concurrent_approval_is_told_who_decided(db_factory: DbFactory, loaded_policy,  # type: ignore[no-untyped-def]
                                                               clock: ManualClock) -> None:
     s = await make_stack(db_factory(), loaded_policy, clock)
