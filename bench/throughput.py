@@ -260,7 +260,6 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
                 await flow(queue.get_nowait())
 
         cpu_before = sum(cpu_seconds(p.pid) for p in procs)
-        ticks_before = 0 if floor else await scalar(url, "SELECT sum(ticks) FROM worker_heartbeat")
         pg_before = await pg_stats(url)
         throttled_before = sum(g.throttled_s() for g in limits)
         harness_before, machine_before = cpu_seconds(os.getpid()), cpu_times()
@@ -271,7 +270,6 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
         while not floor and await pending_messages(url):
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - start
-        ticks = 0 if floor else await scalar(url, "SELECT sum(ticks) FROM worker_heartbeat") - ticks_before
         pg_after = await pg_stats(url)
         replica_cpu_s = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         harness_cpu = cpu_seconds(os.getpid()) - harness_before
@@ -286,9 +284,14 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+        passes = [0, 0]  # the replicas' worker passes over their lives: all, full (their last log line)
         dispatch: dict[str, int] = {}  # the replicas' outbox counts, from "outbox dispatcher stopped: …"
         for k in range(replicas):
             for line in (tmp / f"replica{k}.log").read_text().splitlines():
+                if "worker stopped:" in line:  # "worker stopped: N passes, M full"
+                    words = line.split("stopped:", 1)[1].replace(",", " ").split()
+                    passes[0] += int(words[0])
+                    passes[1] += int(words[2])
                 if "outbox dispatcher stopped:" in line:
                     for part in line.split("stopped:", 1)[1].split(","):
                         n, _, name = part.strip().partition(" ")
@@ -303,7 +306,8 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
            "p99": pct(durations, 99), "elapsed": elapsed}
     out["slack_calls_per_flow"] = sum(per_method.values()) / flows
     out["cpu_ms_per_flow"] = replica_cpu_s / flows * 1000
-    print(f"worker passes: {ticks} ({ticks / flows:.2f} per flow)")
+    if not floor:  # counted over the replicas' lives (start-up included), from their last log line
+        print(f"worker passes: {passes[0]} ({passes[0] / flows:.2f} per flow; {passes[1]} of them full)")
     if pg_before:
         print("PostgreSQL per flow: " + ", ".join(f"{k} {(pg_after[k] - v) / flows:.1f}" for k, v in pg_before.items()
                                                     if not k.startswith("idx:")))

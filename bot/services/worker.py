@@ -229,6 +229,7 @@ class Worker:
                     await self._kicker
                 self._kicker = None
         await self.grants.settle()  # grants a pass left running finish (or go again after their lease)
+        log.info("worker stopped: %d passes, %d full", self.ticks, self._full_passes)
         if self._dispatching is not None:  # chains in flight finish recording what they sent
             self._dispatching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
