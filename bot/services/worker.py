@@ -30,8 +30,9 @@ from storage.tables import WorkerHeartbeat
 log = logging.getLogger(__name__)
 
 DEAD_AFTER = timedelta(minutes=2)
-# What a wake (``Runtime.wake``) makes due now: every service that sets it has just made a grant or a
-# revocation due. A pass always runs revocations; this adds grants.
+# What a wake (``Runtime.wake``) makes due now: the services that set it have just made a grant or a
+# revocation due (a policy reload sets it too: anything else it made due comes with the tick, within a
+# second). A pass always runs revocations; this adds grants.
 WAKE_PASS = frozenset({"granted"})
 
 
