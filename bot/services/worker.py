@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import astuple, dataclass, fields
 from datetime import timedelta
 
@@ -83,6 +84,7 @@ class Worker:
         self._stopping = False
         self.ticks = 0
         self._full_passes = 0
+        self._last_full = time.monotonic()
 
     async def recover(self) -> int:
         """On start: free the claims this instance held before it died, and those of long-dead instances."""
@@ -133,6 +135,7 @@ class Worker:
             if only is not None:
                 return report
             self._full_passes += 1
+            self._last_full = time.monotonic()
             await ReconcileService(self.rt).run_if_due()  # IdP vs grants, every 15 min across replicas
             await RecoveryWatch(self.rt).run_if_due()  # recovery-account sign-ins, every 5 min across replicas
             await self._heartbeat()
@@ -169,7 +172,10 @@ class Worker:
         try:
             report = await self.schedule_tick(only=only)
             while not self._stopping and report.busy:
-                report = await self.schedule_tick(only=report.kinds())
+                # A long run of busy passes (a mass expiry) still makes a full pass every interval: the
+                # heartbeat (other replicas free a silent one's claims) and the rest of the schedule.
+                full_due = time.monotonic() - self._last_full >= self._interval
+                report = await self.schedule_tick(only=None if full_due else report.kinds())
         except asyncio.CancelledError:
             if not self._stopping:
                 raise

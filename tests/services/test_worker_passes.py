@@ -57,6 +57,7 @@ async def test_a_busy_pass_is_followed_only_by_the_work_it_found_and_revocations
         db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
     s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
     ran = _record_runs(s.worker, monkeypatch)
+    s.worker._interval = 3600  # no full pass falls due between the passes of this test
     await s.requests.submit(requester=USERS[0], eligibility="access", duration=timedelta(hours=1),
                             justification="work")  # auto-approved: its grant is due now
 
@@ -83,6 +84,7 @@ async def test_follow_up_passes_go_on_while_the_work_they_look_at_is_found(
     real = s.worker.grants.run_grants
     monkeypatch.setattr(s.worker.grants, "run_grants", lambda: real(limit=1))  # one claim per pass
     ran = _record_runs(s.worker, monkeypatch)
+    s.worker._interval = 3600  # no full pass falls due between the passes of this test
 
     await s.worker._safe_tick()
 
@@ -121,3 +123,19 @@ async def test_a_wake_runs_a_pass_over_grants_and_revocations_only(
 async def _until(cond: Any) -> None:
     while not cond():
         await asyncio.sleep(0)
+
+
+async def test_a_long_run_of_busy_passes_still_makes_a_full_pass_every_interval(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
+    for user in USERS:
+        await s.requests.submit(requester=user, eligibility="access", duration=timedelta(hours=1),
+                                justification="work")
+    real = s.worker.grants.run_grants
+    monkeypatch.setattr(s.worker.grants, "run_grants", lambda: real(limit=1))
+    ran = _record_runs(s.worker, monkeypatch)
+    s.worker._interval = 0  # a full pass is always due: every pass of the run is a full one
+
+    await s.worker._safe_tick()
+
+    assert ran.count("run_grants") == 3 and ran.count("heartbeat") == 3 and ran.count("lapse_due") == 3
