@@ -53,6 +53,18 @@ def _record_runs(worker: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return ran
 
 
+async def _one_grant_per_pass(db_factory: DbFactory, clock: ManualClock,
+                              monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[str]]:
+    """A stack with every user's grant due, whose grant claims take one grant per pass."""
+    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
+    for user in USERS:
+        await s.requests.submit(requester=user, eligibility="access", duration=timedelta(hours=1),
+                                justification="work")
+    real = s.worker.grants.run_grants
+    monkeypatch.setattr(s.worker.grants, "run_grants", lambda: real(limit=1))  # one claim per pass
+    return s, _record_runs(s.worker, monkeypatch)
+
+
 async def test_a_busy_pass_is_followed_only_by_the_work_it_found_and_revocations(
         db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
     s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
@@ -77,13 +89,7 @@ async def test_a_busy_pass_is_followed_only_by_the_work_it_found_and_revocations
 
 async def test_follow_up_passes_go_on_while_the_work_they_look_at_is_found(
         db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
-    for user in USERS:
-        await s.requests.submit(requester=user, eligibility="access", duration=timedelta(hours=1),
-                                justification="work")
-    real = s.worker.grants.run_grants
-    monkeypatch.setattr(s.worker.grants, "run_grants", lambda: real(limit=1))  # one claim per pass
-    ran = _record_runs(s.worker, monkeypatch)
+    s, ran = await _one_grant_per_pass(db_factory, clock, monkeypatch)
     s.worker._interval = 3600  # no full pass falls due between the passes of this test
 
     await s.worker._safe_tick()
@@ -127,13 +133,7 @@ async def _until(cond: Any) -> None:
 
 async def test_a_long_run_of_busy_passes_still_makes_a_full_pass_every_interval(
         db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
-    for user in USERS:
-        await s.requests.submit(requester=user, eligibility="access", duration=timedelta(hours=1),
-                                justification="work")
-    real = s.worker.grants.run_grants
-    monkeypatch.setattr(s.worker.grants, "run_grants", lambda: real(limit=1))
-    ran = _record_runs(s.worker, monkeypatch)
+    s, ran = await _one_grant_per_pass(db_factory, clock, monkeypatch)
     s.worker._interval = 0  # a full pass is always due: every pass of the run is a full one
 
     await s.worker._safe_tick()
