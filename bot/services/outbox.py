@@ -40,7 +40,7 @@ from bot.services.delivery import (
     deliver_each,
     fitting,
 )
-from bot.services.outbox_keys import KeyClaims
+from bot.services.outbox_keys import CallLater, Cancellable, KeyClaims
 from bot.services.outbox_write import AUDIT_LANE, Claimed, enqueue, is_lane, message_refs
 from storage.db import Database
 
@@ -56,7 +56,8 @@ class OutboxDispatcher(KeyClaims):
     def __init__(self, db: Database, notifier: Notifier, clock: Clock, *, lease: timedelta = timedelta(minutes=2),
                  max_backoff: float = 60.0, owner: str = "", concurrency: int = 32, lane_batch: int = 500,
                  lane_interval: float = 0.0, monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 call_later: CallLater | None = None) -> None:
         self.db, self.notifier, self.clock, self.owner = db, notifier, clock, owner
         self.concurrency = concurrency
         self.lease, self.max_backoff = lease, max_backoff
@@ -64,6 +65,7 @@ class OutboxDispatcher(KeyClaims):
         # paces against Slack's own limit, whatever the injected clock says)
         self.lane_batch, self.lane_interval = lane_batch, lane_interval
         self._monotonic, self._sleep = monotonic, sleep
+        self._call_later = call_later  # the quarter-interval waits of ``notice`` (the loop's call_later)
         self._lane_next: dict[str, float] = {}  # lane -> monotonic time it may post again
         # Unpaced, a lane has no reason to bundle: it posts each message as it is (threaded lines).
         self._lane_limit = lane_batch if lane_interval > 0 else 1
@@ -76,7 +78,7 @@ class OutboxDispatcher(KeyClaims):
         self._dirty: set[str] = set()  # live keys that got messages behind their chain (see ``notice``)
         self._recheck: set[str] = set()  # keys whose heads to claim now (``_claim_rechecks``)
         self._rechecker: asyncio.Task[None] | None = None
-        self._lane_waits: dict[str, asyncio.TimerHandle] = {}  # lanes to claim by key shortly (``notice``)
+        self._lane_waits: dict[str, Cancellable] = {}  # lanes to claim by key shortly (``notice``)
         self._held_until: dict[str, float] = {}  # paced lane -> monotonic time (``held_elsewhere``)
         self._closed = False  # set when the run loop ends: no claims by key after that
         self.counts: Counter[str] = Counter()  # claim passes, claims by key, records (logged when run ends)

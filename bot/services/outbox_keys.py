@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,13 @@ from bot.services.outbox_write import Claimed, is_lane
 from storage.db import Database
 
 log = logging.getLogger("bot.services.outbox")
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+CallLater = Callable[..., Cancellable]  # (delay, callback, *args) -> handle, like loop.call_later
 
 
 class KeyClaims:
@@ -39,7 +46,8 @@ class KeyClaims:
     _dirty: set[str]
     _recheck: set[str]
     _rechecker: asyncio.Task[None] | None
-    _lane_waits: dict[str, asyncio.TimerHandle]
+    _lane_waits: dict[str, Cancellable]
+    _call_later: CallLater | None
     _held_until: dict[str, float]
     _closed: bool
 
@@ -87,8 +95,8 @@ class KeyClaims:
             elif self.lane_interval > 0 and is_lane(key):
                 if key not in self._lane_waits:
                     self._enter()
-                    self._lane_waits[key] = asyncio.get_running_loop().call_later(
-                        self.lane_interval / 4, self._lane_wait_over, key)
+                    call_later = self._call_later or asyncio.get_running_loop().call_later
+                    self._lane_waits[key] = call_later(self.lane_interval / 4, self._lane_wait_over, key)
             else:
                 now_keys.append(key)
         if now_keys:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,31 @@ class Held(RecordingNotifier):
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Any:
         await self.gate.wait()
         return await super().deliver(kind, payload)
+
+
+class Timers:
+    """Stands in for the loop's ``call_later``: the test says when the waits are over."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[float, Callable[..., None], tuple[Any, ...], list[bool]]] = []
+
+    def call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> Any:
+        cancelled = [False]
+        self.pending.append((delay, callback, args, cancelled))
+
+        class Handle:
+            def cancel(self) -> None:
+                cancelled[0] = True
+        return Handle()
+
+    def delays(self) -> list[float]:
+        return [delay for delay, _, _, cancelled in self.pending if not cancelled[0]]
+
+    def fire_all(self) -> None:
+        pending, self.pending = self.pending, []
+        for _, callback, args, cancelled in pending:
+            if not cancelled[0]:
+                callback(*args)
 
 
 async def _rows(db: Any) -> list[tuple[str, int, str, str | None]]:
@@ -168,13 +194,16 @@ async def test_a_paced_lanes_messages_from_other_commits_are_claimed_together(db
     db = db_factory()
     await db.migrate()
     notifier = RecordingNotifier()
-    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", lane_interval=0.04)
+    timers = Timers()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", lane_interval=0.04, call_later=timers.call_later)
     await _write(db, clock, ("lane:audit", 1))  # written by a replica whose chain then died: unclaimed
     db.outbox_ready.clear()
     db.outbox_taker = dispatcher
     for n in (2, 3, 4):
         await _write(db, clock, ("lane:audit", n))
+    assert timers.delays() == [0.01]  # one wait of a quarter of the interval, for all three commits
     assert dispatcher.counts["claims by key"] == 0  # none yet: waiting a quarter of the interval
+    timers.fire_all()
     await dispatcher.quiesce()
     assert dispatcher.counts["claims by key"] == 1
     assert sorted(p["n"] for p in notifier.of_kind("note")) == [1, 2, 3, 4]
