@@ -1,9 +1,13 @@
 """10,000 grants expiring within the same minute: revoke lag, and throughput under an IdP rate limit.
 
-    python -m bench.mass_expiry [--grants 10000] [--spread 60] [--rate R] [--database-url URL]
+    python -m bench.mass_expiry [--grants 10000] [--spread 60] [--rate R] [--idp memory|okta [--window W]]
+                                [--database-url URL]
 
 Lag = time the IdP received the revoke − the grant's expires_at. With --rate the IdP answers 429
 (retry-after = rest of its fixed 1-second window) above R calls/s; the achieved rate should be ≥ 0.95 R.
+``--idp memory`` (the default) is an in-process IdP object (bench/common.py ``RecordingIdp``, raising
+``RateLimited`` itself); ``--idp okta`` is the real Okta connector over TLS against the fake Okta org,
+which enforces R × W calls per W-second window with Okta's headers (bench/okta_idp.py).
 
 Achieved rate (the target's figure) = the calls the IdP admitted in its complete 1-second windows
 (every window but the last) / the time from the first window's opening to the last one's. A window
@@ -23,9 +27,11 @@ import asyncio
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, insert, select
 
+from bench import okta_idp
 from bench.common import RecordingIdp, machine, pct
 from bot.policy_file import parse_policy
 from bot.services.clock import SystemClock
@@ -45,7 +51,12 @@ eligibilities:
 """
 
 
-async def seed(db: Database, n: int, start: datetime, spread_s: float) -> dict[str, datetime]:
+def policy(target: str) -> str:
+    return POLICY.replace("{group: g}", f"{{group: {target}}}")
+
+
+async def seed(db: Database, n: int, start: datetime, spread_s: float, *, target: str = "g",
+               idp_ids: dict[str, str] | None = None) -> dict[str, datetime]:
     expiries: dict[str, datetime] = {}
     reqs, grants = [], []
     for i in range(n):
@@ -55,8 +66,10 @@ async def seed(db: Database, n: int, start: datetime, spread_s: float) -> dict[s
         reqs.append(dict(id=rid, eligibility="bulk", kind="access", requester=f"user{i}@example.com",
                          duration_s=3600, justification="bench", status="active", layer=1, layers=0,
                          created_at=start, updated_at=start, version=0))
-        grants.append(dict(id=gid, request_id=rid, connector="idp", target_kind="group", target_id="g",
-                           user_email=f"user{i}@example.com", status="active", owns_membership=True,
+        email = f"user{i}@example.com"
+        grants.append(dict(id=gid, request_id=rid, connector="idp", target_kind="group", target_id=target,
+                           user_email=email, user_idp_id=(idp_ids or {}).get(email), status="active",
+                           owns_membership=True,
                            granted_at=start - timedelta(hours=1), expires_at=exp, attempts=0, alerted=False))
     async with db.transaction() as s:
         for k in range(0, n, 2000):
@@ -66,21 +79,30 @@ async def seed(db: Database, n: int, start: datetime, spread_s: float) -> dict[s
 
 
 async def run(n: int, rate: float | None, url: str | None, spread: float,
-              audit_interval: float = 0.0) -> dict[str, float]:
+              audit_interval: float = 0.0, idp_kind: str = "memory", window: int = 1,
+              lead: float = 3.0) -> dict[str, float]:
+    """Seed ``n`` grants expiring over ``spread`` seconds from ``lead`` seconds on, run the worker until
+    each is revoked and audited, and return what was measured and checked."""
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(url or f"sqlite+aiosqlite:///{tmp}/bench.db")
         await db.migrate()
-        loaded = parse_policy(POLICY, env={})
-        idp = RecordingIdp(rate=rate)
-        connector = ResilientConnector(idp, max_attempts=2, max_concurrency=16)
+        idp: Any
+        if idp_kind == "okta":
+            idp, inner, idp_ids, target = await okta_idp.start(n, rate, window)
+        else:
+            idp, idp_ids, target = RecordingIdp(rate=rate), {}, "g"
+            inner = idp
+        loaded = parse_policy(policy(target), env={})
+        connector = ResilientConnector(inner, max_attempts=2, max_concurrency=16)
         clock = SystemClock()
         rt = Runtime(db=db, clock=clock, loaded=loaded, connectors={"idp": connector},
                      directory=Directory({"idp": connector}, clock))
         notifier = RecordingNotifier()
         worker = Worker(rt, OutboxDispatcher(db, notifier, clock, lane_interval=audit_interval), worker_id="bench")
-        start = datetime.now(UTC) + timedelta(seconds=3)
-        expiries = await seed(db, n, start, spread)
-        idp.members["g"] = {f"user{i}@example.com" for i in range(n)}  # what the grants hold at the IdP
+        start = datetime.now(UTC) + timedelta(seconds=lead)
+        expiries = await seed(db, n, start, spread, target=target, idp_ids=idp_ids)
+        if idp_kind != "okta":
+            idp.members["g"] = {f"user{i}@example.com" for i in range(n)}  # what the grants hold at the IdP
         t0 = time.time()
         worker.start(interval=0.25)  # the production loops: schedule ticks and outbox dispatch apart
         while len(idp.revoked_at) < n and time.time() - t0 < 600:
@@ -112,9 +134,13 @@ async def run(n: int, rate: float | None, url: str | None, spread: float,
             not_ended = (await s.execute(select(func.count()).select_from(Grant)
                                          .where(Grant.status != "ended"))).scalar()
         await db.dispose()
+        await connector.aclose()
+        if idp_kind == "okta":
+            await idp.stop()
+        still = idp.still_members() if idp_kind == "okta" else len(idp.members["g"])
         return {"revoked": len(idp.revoked_at), "audited": float(sum(c for _, c in per_request)),
                 "audited_once": float(sum(1 for _, c in per_request if c == 1)), "revoked_twice": idp.revoked_twice,
-                "still_member": len(idp.members["g"]), "not_ended": float(not_ended or 0),
+                "still_member": still, "not_ended": float(not_ended or 0),
                 "lag_p50": pct(lags, 50), "lag_p99": pct(lags, 99), "lag_max": max(lags),
                 "rate": (len(idp.revoked_at) - 1) / max(last - first, 1e-9), "windowed": idp.windowed_rate(),
                 "throttled": idp.throttled, "calls": idp.calls,
@@ -128,13 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grants", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=None, help="IdP limit in requests/s (429 above it)")
     parser.add_argument("--spread", type=float, default=60.0, help="seconds over which the grants expire")
+    parser.add_argument("--idp", choices=["memory", "okta"], default="memory",
+                        help="in-process IdP, or the Okta connector against the fake Okta org over TLS")
+    parser.add_argument("--window", type=int, default=1,
+                        help="--idp okta --rate R: the fake's budget is R × W calls per W-second window")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--audit-interval", type=float, default=0.0,
                         help="pace the audit channel as production does (JITBOT_AUDIT_CHANNEL_INTERVAL, e.g. 1)")
     args = parser.parse_args(argv)
-    r = asyncio.run(run(args.grants, args.rate, args.database_url, args.spread, args.audit_interval))
+    r = asyncio.run(run(args.grants, args.rate, args.database_url, args.spread, args.audit_interval,
+                        args.idp, args.window))
     print(f"machine: {machine()}")
-    print(f"grants={args.grants} spread={args.spread}s idp_rate={args.rate or 'unlimited'}")
+    window = f" in {args.window}-s windows" if args.idp == "okta" and args.rate else ""
+    print(f"grants={args.grants} spread={args.spread}s idp={args.idp} idp_rate={args.rate or 'unlimited'}{window}")
     print(f"{'revoked':>8} {'audited':>8} {'lag p50':>8} {'lag p99':>8} {'lag max':>8} {'rate/s':>8} {'429s':>6}")
     print(f"{r['revoked']:>8.0f} {r['audited']:>8.0f} {r['lag_p50']:>8.3f} {r['lag_p99']:>8.3f} {r['lag_max']:>8.3f} "
           f"{r['rate']:>8.1f} {r['throttled']:>6.0f}")

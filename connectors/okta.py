@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -368,16 +369,24 @@ def _next_cursor(headers: Any) -> str | None:
     return None
 
 
-def _retry_after(headers: Any) -> float:
-    """Seconds until ``X-Rate-Limit-Reset`` (epoch s), measured against Okta's own ``Date``."""
+def _retry_after(headers: Any, clock: Callable[[], float] = time.time) -> float:
+    """Seconds until ``X-Rate-Limit-Reset`` (epoch s), measured against Okta's own ``Date``.
+
+    ``Date`` has whole seconds: Okta answered somewhere within that second, so ``reset - Date`` can be up
+    to a second too long — a lost second per window, which at a one-second or few-second budget is a
+    large part of it. When our clock agrees with ``Date`` (inside its second, allowing half a second for
+    the answer to arrive: clocks kept by NTP), it places the reset to the sub-second instead; a clock out
+    of step is not trusted, and ``Date`` decides."""
     try:
         reset = float(headers.get("X-Rate-Limit-Reset"))
     except (TypeError, ValueError):
         return 60.0  # Okta's limits reset each minute
+    local = clock()
     try:
-        now = parsedate_to_datetime(headers.get("Date")).timestamp()
+        server = parsedate_to_datetime(headers.get("Date")).timestamp()
     except (TypeError, ValueError):
-        now = datetime.now().timestamp()
+        return max(0.0, reset - local)
+    now = local if server <= local < server + 1.5 else server
     return max(0.0, reset - now)
 
 

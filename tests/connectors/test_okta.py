@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from email.utils import formatdate
 from functools import lru_cache
 
 import pytest
@@ -21,7 +22,7 @@ from connectors.base import (
     TargetKind,
     Transient,
 )
-from connectors.okta import OktaConnector, from_settings
+from connectors.okta import OktaConnector, _retry_after, from_settings
 from connectors.registry import build_connector
 from tests.connectors.conformance import *  # noqa: F403
 from tests.connectors.conformance import EXPIRES, Harness
@@ -164,6 +165,28 @@ async def test_rate_limit_reset_is_read_against_okta_date(ssws: tuple[OktaConnec
     with pytest.raises(RateLimited) as info:
         await connector.find_user("alice@example.com")
     assert 29 <= info.value.retry_after <= 31
+
+
+async def test_a_standing_budget_answers_429_with_okta_headers_once_spent(
+        ssws: tuple[OktaConnector, FakeOkta]) -> None:
+    connector, fake = ssws
+    budget = fake.limit_rate(3, window=60, clock=lambda: 1_000_000_000.3)  # the window ends at …020
+    for _ in range(3):
+        assert await connector.find_user("alice@example.com") is not None
+    with pytest.raises(RateLimited) as info:
+        await connector.find_user("alice@example.com")
+    assert info.value.retry_after == 20.0  # Reset …020 against Okta's Date …000 (our clock is not Okta's)
+    assert budget.windows == [(999_999_960, 3)] and budget.refused == 1
+
+
+def test_rate_limit_reset_is_placed_to_the_sub_second_by_a_clock_in_step_with_date() -> None:
+    headers = {"X-Rate-Limit-Reset": "1000", "Date": formatdate(999, usegmt=True)}
+    assert _retry_after(headers, clock=lambda: 999.4) == pytest.approx(0.6)  # Okta answered within 999
+    assert _retry_after(headers, clock=lambda: 1000.2) == 0.0  # the answer took a while: the reset is past
+    assert _retry_after(headers, clock=lambda: 1003.0) == 1.0  # our clock is out of step: Date decides
+    assert _retry_after(headers, clock=lambda: 990.0) == 1.0
+    assert _retry_after({"X-Rate-Limit-Reset": "1000"}, clock=lambda: 999.25) == 0.75  # no Date: ours
+    assert _retry_after({}, clock=lambda: 999.0) == 60.0  # no reset: Okta's limits reset each minute
 
 
 async def test_missing_membership_target_on_grant_is_not_found(ssws: tuple[OktaConnector, FakeOkta]) -> None:

@@ -13,6 +13,7 @@ import re
 import secrets
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -21,6 +22,7 @@ import jwt
 from aiohttp import web
 
 from connectors.base import Target
+from tests.fakes.idp.okta_limits import OktaRateLimit
 from tests.fakes.idp.okta_logs import OktaSystemLog
 
 TOKEN_PATH = "/oauth2/v1/token"
@@ -81,6 +83,7 @@ class FakeOkta:
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.system_log = OktaSystemLog()  # GET /api/v1/logs (tests/fakes/idp/okta_logs.py)
+        self.rate_limit: OktaRateLimit | None = None  # a standing budget (``limit_rate``)
 
     # -- directory ---------------------------------------------------------------------------
     def add_user(self, email: str, first: str = "Test", last: str = "User") -> str:
@@ -112,6 +115,12 @@ class FakeOkta:
     # -- FaultControls -----------------------------------------------------------------------
     def rate_limit_next(self, retry_after: float, count: int = 1) -> None:
         self._faults.rate_limited.extend([retry_after] * count)
+
+    def limit_rate(self, limit: int, window: int = 60, clock: Callable[[], float] = time.time) -> OktaRateLimit:
+        """From now on the org admits ``limit`` API calls per ``window`` seconds, as Okta does: every
+        response carries ``X-Rate-Limit-*`` headers, a call over the budget gets 429 (okta_limits.py)."""
+        self.rate_limit = OktaRateLimit(limit, window, clock)
+        return self.rate_limit
 
     def fail_next(self, status: int = 503, count: int = 1) -> None:
         self._faults.failures.extend([status] * count)
@@ -186,6 +195,11 @@ class FakeOkta:
             return self._error(429, headers={
                 "X-Rate-Limit-Limit": "600", "X-Rate-Limit-Remaining": "0",
                 "X-Rate-Limit-Reset": str(now + int(round(wait))), "Date": formatdate(now, usegmt=True)})
+        limit_headers: dict[str, str] = {}
+        if self.rate_limit is not None:
+            allowed, limit_headers = self.rate_limit.admit()
+            if not allowed:
+                return self._error(429, headers=limit_headers)
         if faults.failures:
             return self._error(faults.failures.pop(0))
         if faults.forbidden:
@@ -199,7 +213,9 @@ class FakeOkta:
                                                     and needed.replace(".read", ".manage") in scopes):
             return self._error(403, headers={
                 "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'})
-        return await handler(request)  # type: ignore[no-any-return]
+        response: web.StreamResponse = await handler(request)
+        response.headers.update(limit_headers)
+        return response
 
     def _authenticate(self, header: str) -> set[str] | None:
         """The granted scopes (empty for an API token), or None when the credentials are refused."""
