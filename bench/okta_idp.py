@@ -5,14 +5,20 @@ TLS, wrapped in ``ResilientConnector`` as in production) against the project's s
 With ``--rate R`` the fake enforces Okta's own kind of limit (tests/fakes/idp/okta_limits.py): a budget
 of R × window calls per window, windows aligned to the epoch like Okta's minute, ``X-Rate-Limit-*``
 headers on every answer and 429 ``E0000047`` over the budget — the connector learns its pace from those
-headers alone. The fake runs in the benchmark's process and event loop, so its CPU competes with the
-worker's: a harder setting than an IdP elsewhere.
+headers alone. The fake runs in a process of its own (``python -m bench.okta_idp``), as a provider is
+elsewhere: its CPU is not the bot's. It reports what it recorded when it is stopped.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import signal
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -70,8 +76,9 @@ class RecordedOkta(FakeOkta):
         return self.rate_limit.achieved_rate(after=min(self.revoked_at.values()))
 
 
-async def start(n: int, rate: float | None, window: int) -> tuple[RecordedOkta, Connector, dict[str, str], str]:
-    """A fake org with ``n`` users, all members of one group; the connector; email → Okta id; group id."""
+async def serve(n: int, rate: float | None, window: int, report: Path) -> None:
+    """The fake org with ``n`` users, all members of one group; ``report`` + ``.ready`` says where it
+    is; on SIGTERM it writes what it recorded to ``report`` and ends."""
     context, ca_file = localhost_tls()
     fake = RecordedOkta()
     await fake.start(context)
@@ -80,6 +87,70 @@ async def start(n: int, rate: float | None, window: int) -> tuple[RecordedOkta, 
     fake.grant_of = {uid: f"G-M{i:07d}" for i, uid in enumerate(ids.values())}
     if rate:
         fake.rate_limit = OktaRateLimit(int(round(rate * window)), window)
-    connector = from_settings("idp", {"type": "okta", "org_url": fake.base_url, "api_token": TOKEN,
-                                      "ca_file": ca_file, "timeout": 10})
-    return fake, connector, ids, fake.group
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    ready = {"base_url": fake.base_url, "ca_file": ca_file, "ids": ids, "group": fake.group}
+    Path(f"{report}.ready").write_text(json.dumps(ready))
+    await stop.wait()
+    await fake.stop()
+    report.write_text(json.dumps({
+        "revoked_at": fake.revoked_at, "revoked_twice": fake.revoked_twice, "throttled": fake.throttled,
+        "calls": fake.calls, "still_members": fake.still_members(), "windowed": fake.windowed_rate()}))
+
+
+class OktaProcess:
+    """The parent's side: starts ``serve`` in a process and reads its report once stopped (the same
+    figures ``bench.mass_expiry`` reads of its in-process IdP)."""
+
+    def __init__(self, report: Path) -> None:
+        self.report = report
+        self.proc: asyncio.subprocess.Process | None = None
+        self.revoked_at: dict[str, float] = {}
+        self.revoked_twice = self.throttled = self.calls = self._still = 0
+        self._windowed = float("nan")
+
+    async def start(self, n: int, rate: float | None, window: int) -> tuple[Connector, dict[str, str], str]:
+        """The connector to the fake, email → Okta user id, and the group's id."""
+        args = ["--users", str(n), "--window", str(window), "--report", str(self.report)]
+        self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.okta_idp", *args,
+                                                         *(["--rate", str(rate)] if rate else []))
+        ready = Path(f"{self.report}.ready")
+        for _ in range(1200):
+            if ready.exists() or self.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        if not ready.exists():
+            raise RuntimeError("the fake Okta did not start")
+        info = json.loads(ready.read_text())
+        connector = from_settings("idp", {"type": "okta", "org_url": info["base_url"], "api_token": TOKEN,
+                                          "ca_file": info["ca_file"], "timeout": 10})
+        return connector, info["ids"], info["group"]
+
+    async def finish(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        await self.proc.wait()
+        got = json.loads(self.report.read_text())
+        self.revoked_at, self.revoked_twice = got["revoked_at"], got["revoked_twice"]
+        self.throttled, self.calls, self._still = got["throttled"], got["calls"], got["still_members"]
+        self._windowed = float(got["windowed"]) if got["windowed"] is not None else float("nan")
+
+    def still_members(self) -> int:
+        return self._still
+
+    def windowed_rate(self) -> float:
+        return self._windowed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the fake Okta org of bench.mass_expiry --idp okta")
+    parser.add_argument("--users", type=int, required=True)
+    parser.add_argument("--rate", type=float, default=None)
+    parser.add_argument("--window", type=int, default=1)
+    parser.add_argument("--report", type=Path, required=True)
+    args = parser.parse_args()
+    asyncio.run(serve(args.users, args.rate, args.window, args.report))
+
+
+if __name__ == "__main__":
+    main()

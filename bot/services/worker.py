@@ -31,6 +31,7 @@ from storage.tables import WorkerHeartbeat
 log = logging.getLogger(__name__)
 
 DEAD_AFTER = timedelta(minutes=2)
+SWEEP_GRACE = 10.0  # seconds ``stop`` waits for a sweep in progress
 # What a wake (``Runtime.wake``) makes due now: the services that set it have just made a grant or a
 # revocation due (a policy reload sets it too: anything else it made due comes with the tick, within a
 # second). A pass always runs revocations; this adds grants.
@@ -80,6 +81,7 @@ class Worker:
         self._scheduler: AsyncIOScheduler | None = None
         self._kicker: asyncio.Task[None] | None = None
         self._dispatching: asyncio.Task[None] | None = None
+        self._sweeps: asyncio.Task[None] | None = None  # reconcile and recovery watch (``_start_sweeps``)
         self._interval = 1.0
         self._stopping = False
         self.ticks = 0
@@ -92,10 +94,32 @@ class Worker:
         return await release_claims(self.rt.db, owners=sorted({self.worker_id, *dead}))
 
     async def tick(self) -> TickReport:
-        """One pass over everything that is due, then the outbox (tests and ``run_until_idle``)."""
+        """One pass over everything that is due, its sweeps, then the outbox (tests and ``run_until_idle``)."""
         report = await self.schedule_tick()
+        await self.sweeps_done()
         report.sent = await self.dispatch_tick()
         return report
+
+    async def sweeps_done(self) -> None:
+        """Wait for the sweeps the last full pass started (tests; ``stop``)."""
+        if self._sweeps is not None:
+            await asyncio.shield(self._sweeps)
+
+    def _start_sweeps(self) -> None:
+        """The IdP sweeps run beside the passes, never inside one: reading a large group from the IdP, or
+        an IdP that is slow or throttling, takes seconds to minutes, and revocations must not wait for it.
+        (Across replicas they already run beside other replicas' passes: nothing here needs the lock.)
+        One run at a time; a full pass while one is still going starts none."""
+        if self._sweeps is None or self._sweeps.done():
+            self._sweeps = asyncio.create_task(self._run_sweeps())
+
+    async def _run_sweeps(self) -> None:
+        for name, sweep in (("reconcile", ReconcileService(self.rt).run_if_due),  # IdP vs grants, every 15 min
+                            ("recovery watch", RecoveryWatch(self.rt).run_if_due)):  # sign-ins, every 5 min
+            try:
+                await sweep()
+            except Exception:  # the next full pass starts it again
+                log.exception("%s sweep failed", name)
 
     async def dispatch_tick(self) -> int:
         """Deliver due outbox messages. In production this runs in its own loop, so a slow or absent
@@ -136,8 +160,7 @@ class Worker:
                 return report
             self._full_passes += 1
             self._last_full = time.monotonic()
-            await ReconcileService(self.rt).run_if_due()  # IdP vs grants, every 15 min across replicas
-            await RecoveryWatch(self.rt).run_if_due()  # recovery-account sign-ins, every 5 min across replicas
+            self._start_sweeps()  # reconcile and recovery watch, each when due across replicas
             await self._heartbeat()
             if self._full_passes % 30 == 0:  # replicas that stopped beating long ago: their claims are free
                 dead = await dead_instances(self.rt.db, now=self.rt.clock.now(), silent_for=DEAD_AFTER)
@@ -236,6 +259,13 @@ class Worker:
                     await self._kicker
                 self._kicker = None
         await self.grants.settle()  # grants a pass left running finish (or go again after their lease)
+        if self._sweeps is not None and not self._sweeps.done():  # let a sweep record what it did, briefly:
+            done, _ = await asyncio.wait({self._sweeps}, timeout=SWEEP_GRACE)  # reading a big group can take long
+            if not done:
+                log.warning("stopping: a reconcile or recovery-watch sweep was cut off; the next one repeats it")
+                self._sweeps.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._sweeps
         log.info("worker stopped: %d passes, %d full", self.ticks, self._full_passes)
         if self._dispatching is not None:  # chains in flight finish recording what they sent
             self._dispatching.cancel()

@@ -139,3 +139,49 @@ async def test_a_long_run_of_busy_passes_still_makes_a_full_pass_every_interval(
     await s.worker._safe_tick()
 
     assert ran.count("run_grants") == 3 and ran.count("heartbeat") == 3 and ran.count("lapse_due") == 3
+
+
+async def _stuck_sweep(db_factory: DbFactory, clock: ManualClock,
+                       monkeypatch: pytest.MonkeyPatch) -> tuple[Any, asyncio.Event, asyncio.Event]:
+    """A stack with an active 1-hour grant whose IdP never answers the reconcile sweep's member list."""
+    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
+    await s.requests.submit(requester=USERS[0], eligibility="access", duration=timedelta(hours=1),
+                            justification="work")
+    await s.worker.run_until_idle()  # granted; the first reconcile sweep has run
+    assert await s.is_member(USERS[0], "target")
+    entered, gate = asyncio.Event(), asyncio.Event()
+    connector = s.rt.connectors["demo"]
+    real = connector.list_members
+
+    async def stuck(group: str) -> Any:  # a 10,000-member group read through a throttled IdP
+        entered.set()
+        await gate.wait()
+        return await real(group)
+
+    monkeypatch.setattr(connector, "list_members", stuck)
+    clock.advance(timedelta(minutes=16))  # the next reconcile sweep is due
+    return s, entered, gate
+
+
+async def test_a_slow_reconcile_sweep_does_not_hold_back_a_revocation(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    s, entered, gate = await _stuck_sweep(db_factory, clock, monkeypatch)
+    await asyncio.wait_for(s.worker.schedule_tick(), timeout=10)  # the full pass starts the sweep, ends
+    await asyncio.wait_for(entered.wait(), timeout=10)  # the sweep waits for the IdP
+    clock.advance(timedelta(hours=1))  # the grant expires meanwhile
+    report = await asyncio.wait_for(s.worker.schedule_tick(), timeout=10)
+    assert report.revoked == 1 and not await s.is_member(USERS[0], "target")
+    gate.set()
+    await s.worker.sweeps_done()
+
+
+async def test_stop_waits_for_a_sweep_only_briefly(db_factory: DbFactory, clock: ManualClock,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    s, entered, _gate = await _stuck_sweep(db_factory, clock, monkeypatch)
+    monkeypatch.setattr("bot.services.worker.SWEEP_GRACE", 0.01)
+    s.worker.start(interval=3600)
+    await asyncio.wait_for(entered.wait(), timeout=10)  # the start's full pass started the sweep
+    await asyncio.wait_for(s.worker.stop(), timeout=10)
+    assert "sweep was cut off" in caplog.text
+    assert s.worker._sweeps is not None and s.worker._sweeps.cancelled()
