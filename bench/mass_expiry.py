@@ -90,7 +90,8 @@ async def run(n: int, rate: float | None, url: str | None, spread: float,
         idp: Any
         if idp_kind == "okta":
             idp = okta_idp.OktaProcess(Path(tmp) / "okta-report.json")
-            inner, idp_ids, target = await idp.start(n, rate, window)
+            info = await idp.start(okta_idp.bulk_spec(n), rate, window)
+            inner, idp_ids, target = idp.connector(info), info["ids"], info["groups"]["jit-bulk"]
         else:
             idp, idp_ids, target = RecordingIdp(rate=rate), {}, "g"
             inner = idp

@@ -76,26 +76,41 @@ class RecordedOkta(FakeOkta):
         return self.rate_limit.achieved_rate(after=min(self.revoked_at.values()))
 
 
-async def serve(n: int, rate: float | None, window: int, report: Path) -> None:
-    """The fake org with ``n`` users, all members of one group; ``report`` + ``.ready`` says where it
+def bulk_spec(n: int) -> dict[str, Any]:
+    """bench.mass_expiry's org: ``n`` users, all members of ``jit-bulk``; user i holds grant ``G-M<i>``."""
+    users = [f"user{i}@example.com" for i in range(n)]
+    return {"users": users, "groups": {"jit-bulk": users}, "watch": "jit-bulk",
+            "grant_of": {u: f"G-M{i:07d}" for i, u in enumerate(users)}}
+
+
+async def serve(spec: dict[str, Any], rate: float | None, window: int, report: Path) -> None:
+    """The fake org of ``spec`` (``users``; ``groups``: name → member emails; ``watch``: the group whose
+    members are counted at the end; ``grant_of``: email → grant id); ``report`` + ``.ready`` says where it
     is; on SIGTERM it writes what it recorded to ``report`` and ends."""
     context, ca_file = localhost_tls()
     fake = RecordedOkta()
     await fake.start(context)
-    ids = {f"user{i}@example.com": fake.add_user(f"user{i}@example.com") for i in range(n)}
-    fake.group = fake.add_group("jit-bulk", list(ids.values()))
-    fake.grant_of = {uid: f"G-M{i:07d}" for i, uid in enumerate(ids.values())}
+    ids = {email: fake.add_user(email) for email in spec["users"]}
+    groups = {name: fake.add_group(name, [ids[e] for e in members]) for name, members in spec["groups"].items()}
+    fake.group = groups[spec["watch"]]
+    fake.grant_of = {ids[email]: grant for email, grant in spec.get("grant_of", {}).items()}
     if rate:
         fake.rate_limit = OktaRateLimit(int(round(rate * window)), window)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    ready = {"base_url": fake.base_url, "ca_file": ca_file, "ids": ids, "group": fake.group}
+    ready = {"base_url": fake.base_url, "ca_file": ca_file, "ids": ids, "groups": groups}
     Path(f"{report}.ready").write_text(json.dumps(ready))
     await stop.wait()
     await fake.stop()
     report.write_text(json.dumps({
         "revoked_at": fake.revoked_at, "revoked_twice": fake.revoked_twice, "throttled": fake.throttled,
         "calls": fake.calls, "still_members": fake.still_members(), "windowed": fake.windowed_rate()}))
+
+
+def settings(info: dict[str, Any]) -> dict[str, Any]:
+    """The ``connectors:`` entry that reaches the fake (API token, its throwaway CA)."""
+    return {"type": "okta", "org_url": info["base_url"], "api_token": TOKEN, "ca_file": info["ca_file"],
+            "timeout": 10}
 
 
 class OktaProcess:
@@ -109,9 +124,12 @@ class OktaProcess:
         self.revoked_twice = self.throttled = self.calls = self._still = 0
         self._windowed = float("nan")
 
-    async def start(self, n: int, rate: float | None, window: int) -> tuple[Connector, dict[str, str], str]:
-        """The connector to the fake, email → Okta user id, and the group's id."""
-        args = ["--users", str(n), "--window", str(window), "--report", str(self.report)]
+    async def start(self, spec: dict[str, Any], rate: float | None = None, window: int = 1) -> dict[str, Any]:
+        """Where the fake is (``base_url``, ``ca_file``), email → Okta user id (``ids``), group name → id
+        (``groups``)."""
+        spec_file = Path(f"{self.report}.spec")
+        spec_file.write_text(json.dumps(spec))
+        args = ["--spec", str(spec_file), "--window", str(window), "--report", str(self.report)]
         self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.okta_idp", *args,
                                                          *(["--rate", str(rate)] if rate else []))
         ready = Path(f"{self.report}.ready")
@@ -121,10 +139,11 @@ class OktaProcess:
             await asyncio.sleep(0.05)
         if not ready.exists():
             raise RuntimeError("the fake Okta did not start")
-        info = json.loads(ready.read_text())
-        connector = from_settings("idp", {"type": "okta", "org_url": info["base_url"], "api_token": TOKEN,
-                                          "ca_file": info["ca_file"], "timeout": 10})
-        return connector, info["ids"], info["group"]
+        info: dict[str, Any] = json.loads(ready.read_text())
+        return info
+
+    def connector(self, info: dict[str, Any]) -> Connector:
+        return from_settings("idp", settings(info))
 
     async def finish(self) -> None:
         assert self.proc is not None
@@ -144,12 +163,12 @@ class OktaProcess:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="the fake Okta org of bench.mass_expiry --idp okta")
-    parser.add_argument("--users", type=int, required=True)
+    parser.add_argument("--spec", type=Path, required=True, help="users and groups (JSON, see serve)")
     parser.add_argument("--rate", type=float, default=None)
     parser.add_argument("--window", type=int, default=1)
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
-    asyncio.run(serve(args.users, args.rate, args.window, args.report))
+    asyncio.run(serve(json.loads(args.spec.read_text()), args.rate, args.window, args.report))
 
 
 if __name__ == "__main__":

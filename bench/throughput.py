@@ -1,7 +1,7 @@
 """Throughput: complete flows per second — /jit → modal → submit → approve → grant, every message delivered.
 
     python -m bench.throughput [--flows 300] [--concurrency 20] [--replicas 1|1,2|1,2,1,2] [--database sqlite|postgres]
-                               [--replica-cpu 0.5] [--floor]
+                               [--replica-cpu 0.5] [--floor] [--idp memory|okta]
 
 The bot runs as real `jitbot serve` processes (HTTP mode, worker inside) against the fake Slack in this
 process; with --replicas N the flows are spread round-robin over N processes sharing one database
@@ -18,6 +18,10 @@ generator, unlimited replicas compete for the same two cores, so "two replicas v
 machine; with a limit, each replica is a fixed-size unit as in a real deployment, and the ratio shows
 whether the replicas themselves scale (claims, locks, the outbox) while the machine has cores to spare.
 
+--idp okta grants through the real Okta connector (okta SDK over TLS) against the fake Okta org in a
+process of its own (bench/okta_idp.py); the default memory connector keeps memberships in the bot's own
+database (an IdP inside the bot: its reads and writes are the bot's CPU and transactions).
+
 --floor runs bench/slack_floor.py instead of jitbot: the same Bolt stack making the same Slack calls for
 each flow with no database, no checks and no audit — what the Slack side alone costs per flow.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sqlite3
@@ -41,6 +46,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench import okta_idp
 from bench.common import CpuLimit, cpu_times, machine, machine_use, pct
 from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
@@ -49,18 +55,26 @@ TOKEN, SECRET = "xoxb-throughput", "throughput-secret"
 N_USERS = 60
 
 
-def policy_text() -> str:
+def org() -> dict[str, Any]:
+    """The users and groups of the run (the memory connector's, or the fake Okta org's)."""
     users = [f"u{i}@example.com" for i in range(N_USERS)]
+    leads = ["lead1@example.com", "lead2@example.com"]
+    return {"users": users + leads, "groups": {"engineers": users, "leads": leads, "target": []}, "watch": "target"}
+
+
+def policy_text(okta: dict[str, Any] | None = None) -> str:
+    """The run's policy: the memory connector, or (``okta``: its settings) the Okta connector."""
+    spec = org()
+    if okta is None:
+        connector = (f"    type: memory\n    users: [{', '.join(f'{{email: {u}}}' for u in spec['users'])}]\n"
+                     "    groups:\n" + "".join(f"      {g}: [{', '.join(m)}]\n" for g, m in spec["groups"].items()))
+    else:  # JSON values are YAML
+        connector = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in okta.items())
     return f"""
 audit_channel: C0AUDIT
 connectors:
   demo:
-    type: memory
-    users: [{", ".join(f"{{email: {u}}}" for u in users + ["lead1@example.com", "lead2@example.com"])}]
-    groups:
-      engineers: [{", ".join(users)}]
-      leads: [lead1@example.com, lead2@example.com]
-      target: []
+{connector.rstrip()}
 eligibilities:
   - name: ops
     connector: demo
@@ -139,9 +153,11 @@ async def scalar(url: str, query: str) -> int:
 
 
 async def run(flows: int, concurrency: int, replicas: int, database: str,
-              replica_cpu: float | None = None, floor: bool = False) -> dict[str, float]:
+              replica_cpu: float | None = None, floor: bool = False, idp: str = "memory") -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "policy.yml").write_text(policy_text())
+    okta = okta_idp.OktaProcess(tmp / "okta-report.json") if idp == "okta" else None
+    okta_info = await okta.start(org()) if okta else None
+    (tmp / "policy.yml").write_text(policy_text(okta_idp.settings(okta_info) if okta_info else None))
     dbname = None
     if database == "postgres":
         dbname = "bench_" + uuid.uuid4().hex[:8]
@@ -298,6 +314,9 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
                         dispatch[name] = dispatch.get(name, 0) + int(n)
         for g in limits:
             g.close()
+    if okta is not None:
+        await okta.finish()
+        print(f"Okta API calls per flow: {okta.calls / flows:.1f} (the fake Okta org, a process of its own)")
     if dbname and not os.environ.get("BENCH_KEEP_DB"):  # BENCH_KEEP_DB=1 keeps it for a look afterwards
         conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
@@ -336,19 +355,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--replica-cpu", type=float, default=None,
                         help="hold each replica to this many cores (a CPU quota, as a container limit; needs root)")
+    parser.add_argument("--idp", choices=["memory", "okta"], default="memory",
+                        help="the memory connector (memberships in the bot's database), or the Okta connector "
+                             "against the fake Okta org over TLS in a process of its own")
     parser.add_argument("--floor", action="store_true",
                         help="run bench/slack_floor.py instead of jitbot: the Slack side of a flow, no database")
     args = parser.parse_args(argv)
     counts = [int(n) for n in str(args.replicas).split(",")]
     print(f"machine: {machine()}")
     print(("FLOOR (bench/slack_floor.py, no jitbot) " if args.floor else "")
-          + f"database={args.database} flows={args.flows} concurrency={args.concurrency}"
+          + f"database={args.database} idp={args.idp} flows={args.flows} concurrency={args.concurrency}"
           + (f" replica CPU limit={args.replica_cpu} cores" if args.replica_cpu else ""))
     print(f"{'replicas':>8} {'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10} {'bot CPU ms/flow':>15}"
           "  steps (p50 / p99 s)")
     results: list[dict[str, float]] = []
     for n in counts:
-        r = asyncio.run(run(args.flows, args.concurrency, n, args.database, args.replica_cpu, args.floor))
+        r = asyncio.run(run(args.flows, args.concurrency, n, args.database, args.replica_cpu, args.floor, args.idp))
         results.append(r)
         steps = ", ".join(f"{s} {r[s + '_p50']:.3f} / {r[s + '_p99']:.3f}" for s in ("modal", "ask", "grant"))
         print(f"{n:>8} {r['flows_per_s']:>8.1f} {r['p50']:>10.3f} {r['p99']:>10.3f} {r['cpu_ms_per_flow']:>15.1f}"

@@ -18,3 +18,12 @@ async def test_a_short_throughput_run_completes_every_flow(floor: bool, capsys: 
     assert float(calls["views.open"]) == 1.0
     assert float(calls["chat.postMessage"]) >= 5.0  # the requester's three DMs, the two approvers' (+ audit posts)
     assert float(calls["chat.update"]) == 2.0  # both approvers' copies
+
+
+async def test_a_short_throughput_run_grants_through_the_fake_okta_org(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--idp okta``: the replicas' Okta connector (okta SDK over TLS) against the fake org's process."""
+    result = await run(flows=6, concurrency=3, replicas=1, database="sqlite", idp="okta")
+    out = capsys.readouterr().out
+    assert result["flows_per_s"] > 0  # every flow saw its "You now have" DM: the grant reached Okta
+    okta_calls = float(out.split("Okta API calls per flow: ", 1)[1].split()[0])
+    assert okta_calls >= 1.0  # at least each flow's membership PUT
