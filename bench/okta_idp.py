@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from tests.fakes.idp.okta_limits import OktaRateLimit
 from tests.fakes.idp.tls import localhost_tls
 
 TOKEN = "00bench-okta-token"
+_ID = re.compile(r"\b00[ug][0-9A-Za-z]{17}\b")  # Okta user and group ids, for counting calls by kind
 
 
 class RecordedOkta(FakeOkta):
@@ -104,7 +106,8 @@ async def serve(spec: dict[str, Any], rate: float | None, window: int, report: P
     await fake.stop()
     report.write_text(json.dumps({
         "revoked_at": fake.revoked_at, "revoked_twice": fake.revoked_twice, "throttled": fake.throttled,
-        "calls": fake.calls, "still_members": fake.still_members(), "windowed": fake.windowed_rate()}))
+        "calls": fake.calls, "still_members": fake.still_members(), "windowed": fake.windowed_rate(),
+        "by_kind": Counter(f"{m} {_ID.sub('{id}', path)}" for m, path in fake.requests)}))
 
 
 def settings(info: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +125,7 @@ class OktaProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.revoked_at: dict[str, float] = {}
         self.revoked_twice = self.throttled = self.calls = self._still = 0
+        self.by_kind: dict[str, int] = {}  # "GET /api/v1/users/{id}/groups" → calls
         self._windowed = float("nan")
 
     async def start(self, spec: dict[str, Any], rate: float | None = None, window: int = 1) -> dict[str, Any]:
@@ -152,6 +156,7 @@ class OktaProcess:
         got = json.loads(self.report.read_text())
         self.revoked_at, self.revoked_twice = got["revoked_at"], got["revoked_twice"]
         self.throttled, self.calls, self._still = got["throttled"], got["calls"], got["still_members"]
+        self.by_kind = got["by_kind"]
         self._windowed = float(got["windowed"]) if got["windowed"] is not None else float("nan")
 
     def still_members(self) -> int:

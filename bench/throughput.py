@@ -316,7 +316,8 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
             g.close()
     if okta is not None:
         await okta.finish()
-        print(f"Okta API calls per flow: {okta.calls / flows:.1f} (the fake Okta org, a process of its own)")
+        print(f"Okta API calls per flow: {okta.calls / flows:.1f} (the fake Okta org, a process of its own): "
+              + ", ".join(f"{k} {n / flows:.2f}" for k, n in sorted(okta.by_kind.items(), key=lambda kv: -kv[1])))
     if dbname and not os.environ.get("BENCH_KEEP_DB"):  # BENCH_KEEP_DB=1 keeps it for a look afterwards
         conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")

@@ -1,12 +1,20 @@
-"""Who is in which group: resolved through the directory connector, cached with a TTL."""
+"""Who is in which group: resolved through the directory connector, cached with a TTL.
+
+Concurrent misses of one key share one IdP call (a burst of requests after a start or an expiry would
+otherwise send the same group listing once per request — against an IdP that rate-limits).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 from bot.domain.policy import Policy, Principals
 from bot.services.clock import Clock
 from connectors.base import Connector, IdpUser
+
+T = TypeVar("T")
 
 
 class Directory:
@@ -16,9 +24,30 @@ class Directory:
         self._groups: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self._users: dict[tuple[str, str], tuple[float, IdpUser | None]] = {}
 
+        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        self._generation = 0  # bumped by ``invalidate``: a read started before it is not cached
+
     def invalidate(self) -> None:
         self._groups.clear()
         self._users.clear()
+        self._inflight.clear()
+        self._generation += 1
+
+    async def _shared(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
+        """``fetch()``, or the same call already under way for ``key``. A waiter that is cancelled does
+        not cancel the call the others wait for."""
+        task = self._inflight.get(key)
+        if task is None:
+            task = self._inflight[key] = asyncio.ensure_future(fetch())
+            task.add_done_callback(lambda t: self._done(key, t))
+        result: T = await asyncio.shield(task)
+        return result
+
+    def _done(self, key: Hashable, task: asyncio.Future[Any]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: its waiters (if any are left) raise it themselves
 
     async def group_members(self, policy: Policy, group: str) -> frozenset[str]:
         """Emails (lower case) of ``group`` at the policy's directory connector."""
@@ -29,9 +58,15 @@ class Directory:
         hit = self._groups.get(key)
         if hit is not None and now - hit[0] < ttl:
             return hit[1]
-        members = frozenset(u.email.lower() for u in await self.connectors[conn_name].list_members(group))
-        self._groups[key] = (now, members)
-        return members
+        generation = self._generation
+
+        async def fetch() -> frozenset[str]:
+            members = frozenset(u.email.lower() for u in await self.connectors[conn_name].list_members(group))
+            if generation == self._generation:
+                self._groups[key] = (now, members)
+            return members
+
+        return await self._shared(("group", *key), fetch)
 
     async def expand(self, policy: Policy, principals: Principals) -> set[str]:
         people = set(principals.users)
@@ -54,9 +89,15 @@ class Directory:
         hit = self._users.get(key)
         if hit is not None and now - hit[0] < 300:
             return hit[1]
-        user = await self.connectors[connector].find_user(email)
-        self._users[key] = (now, user)
-        return user
+        generation = self._generation
+
+        async def fetch() -> IdpUser | None:
+            user = await self.connectors[connector].find_user(email)
+            if generation == self._generation:
+                self._users[key] = (now, user)
+            return user
+
+        return await self._shared(("user", *key), fetch)
 
     async def is_admin(self, policy: Policy, email: str) -> bool:
         return await self.contains(policy, policy.admins, email)
