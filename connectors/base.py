@@ -15,6 +15,7 @@ No message of any error may contain a secret.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -51,6 +52,27 @@ class RateLimited(ConnectorError):
     def __init__(self, message: str, *, retry_after: float, user_message: str | None = None) -> None:
         super().__init__(message, user_message=user_message)
         self.retry_after = max(0.0, float(retry_after))
+
+
+@dataclass(slots=True)
+class Budget:
+    """What the provider said of its rate limit in an answer: calls left in the window, and seconds until
+    the window resets (Okta's ``X-Rate-Limit-Remaining`` / ``-Reset`` on every answer)."""
+
+    remaining: int | None = None
+    reset_in: float = 0.0
+
+
+# Set by ``ResilientConnector`` around each call; a connector that reads a budget in an answer fills it in
+# (``report_budget``). A holder, not a value: ``asyncio.wait_for`` runs the call in a task of its own.
+RATE_BUDGET: ContextVar[Budget | None] = ContextVar("rate_budget", default=None)
+
+
+def report_budget(remaining: int, reset_in: float) -> None:
+    """Tell the wrapper around this call what the provider's answer said of its budget."""
+    box = RATE_BUDGET.get()
+    if box is not None:
+        box.remaining, box.reset_in = remaining, max(0.0, reset_in)
 
 
 class Transient(ConnectorError):

@@ -43,6 +43,7 @@ from connectors.base import (
     SignIn,
     Target,
     Transient,
+    report_budget,
 )
 from connectors.rest import validate_settings
 
@@ -141,6 +142,9 @@ class OktaConnector:
         error = result[-1]
         if error is not None:
             self._raise(what, error)
+        for part in result[:-1]:  # the ApiResponse: Okta states its rate-limit budget on every answer
+            if hasattr(part, "get_headers"):
+                _report_budget(part.get_headers())
         return result[0], result[1]
 
     def _raise(self, what: str, error: Exception) -> NoReturn:
@@ -367,6 +371,16 @@ def _next_cursor(headers: Any) -> str | None:
             if after:
                 return after[0]
     return None
+
+
+def _report_budget(headers: Any) -> None:
+    """``X-Rate-Limit-Remaining`` and the time to ``X-Rate-Limit-Reset``, for the pacing around the call."""
+    try:
+        remaining = int(headers.get("X-Rate-Limit-Remaining"))
+    except (TypeError, ValueError, AttributeError):
+        return
+    if headers.get("X-Rate-Limit-Reset") is not None:
+        report_budget(remaining, _retry_after(headers))
 
 
 def _retry_after(headers: Any, clock: Callable[[], float] = time.time) -> float:

@@ -16,6 +16,9 @@ Connectors themselves never retry: they raise typed errors. This wrapper owns th
   free concurrency slot while a 429 came back waits out its retry-after too. Until a first 429 there
   is no pace: calls go out as fast as ``max_concurrency`` lets them. An optional fixed
   ``rate_per_second`` spaces all calls together from the start,
+* where the provider states its budget in every answer (Okta's ``X-Rate-Limit-Remaining`` / ``-Reset``,
+  passed on by the connector as a ``Budget``), a kind of call that has spent it waits for the reset
+  instead of meeting a 429 (the calls still under way count as spent),
 * waiting out a retry-after does not count as a failed attempt (up to ``max_rate_limited`` times),
 * ``RateLimited`` and ``Transient`` are retried up to ``max_attempts`` with exponential backoff and
   jitter; every other error is raised at once.
@@ -33,6 +36,8 @@ from datetime import datetime
 from typing import TypeVar
 
 from connectors.base import (
+    RATE_BUDGET,
+    Budget,
     Check,
     ConfigError,
     Connector,
@@ -65,6 +70,11 @@ class _Pace:
     last_decrease: float = float("-inf")
     recent: deque[float] = field(default_factory=deque)  # successes of the last second
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The provider's own budget, where its answers state it (``Budget``): calls we may still send before
+    # ``budget_reset`` (monotonic), or None when unknown; and the calls of this kind under way.
+    budget_left: int | None = None
+    budget_reset: float = 0.0
+    in_flight: int = 0
 
 
 class ResilientConnector:
@@ -110,6 +120,8 @@ class ResilientConnector:
             while True:
                 now = self._now()
                 ready_at = max(self._not_before, pace.next_slot, self._next_any)
+                if self._budget_spent(pace, now):
+                    ready_at = max(ready_at, pace.budget_reset)  # spent: wait for the reset, not for a 429
                 if now >= ready_at:
                     # A waiter woken late (a busy event loop) may take the slots it missed, up to CATCH_UP
                     # seconds' worth: the pace is kept on average instead of losing every delay.
@@ -127,6 +139,25 @@ class ResilientConnector:
             # probe upwards slowly (about +10 % per second at the current rate)
             pace.rate *= 1.0 + 0.1 / max(pace.rate, 1.0)
             pace.interval = 1.0 / pace.rate
+
+    @staticmethod
+    def _budget_spent(pace: _Pace, now: float) -> bool:
+        if pace.budget_left is not None and now >= pace.budget_reset:
+            pace.budget_left = None  # a new window: its budget is unknown until an answer states it
+        return pace.budget_left is not None and pace.budget_left <= 0
+
+    def _on_budget(self, pace: _Pace, budget: Budget) -> None:
+        """An answer stated the provider's budget. The calls of this kind still under way were sent
+        before it was counted, so each will use one of what is left. Within a window the lowest estimate
+        holds (answers arrive out of order); a later reset starts a new window."""
+        if budget.remaining is None:
+            return
+        reset = self._now() + budget.reset_in
+        left = budget.remaining - (pace.in_flight - 1)
+        if pace.budget_left is None or reset > pace.budget_reset + 0.5:  # (a half second: clock rounding)
+            pace.budget_left, pace.budget_reset = left, reset
+        elif left < pace.budget_left:
+            pace.budget_left = left
 
     def _on_rate_limited(self, pace: _Pace, exc: RateLimited) -> None:
         now = self._now()
@@ -156,13 +187,25 @@ class ResilientConnector:
             await self._pace(pace)
             try:
                 async with self._sem:
-                    if self._now() < self._not_before:
-                        # A 429 came back while this call waited for a free slot: wait out its retry-after
-                        # rather than adding to the burst (with no learned pace yet, many calls wait here).
+                    now = self._now()
+                    if now < self._not_before or self._budget_spent(pace, now):
+                        # A 429 came back, or an answer said the budget is spent, while this call waited for
+                        # a free slot: wait for the retry-after or the reset rather than adding to the burst
+                        # (before anything is known, every call passes the pacing and waits here).
                         attempt -= 1
                         continue
+                    if pace.budget_left is not None:
+                        pace.budget_left -= 1  # this call spends one
                     self.attempts += 1
-                    result = await asyncio.wait_for(fn(), timeout=self._timeout)
+                    budget = Budget()
+                    token = RATE_BUDGET.set(budget)
+                    pace.in_flight += 1
+                    try:
+                        result = await asyncio.wait_for(fn(), timeout=self._timeout)
+                    finally:
+                        RATE_BUDGET.reset(token)
+                        self._on_budget(pace, budget)
+                        pace.in_flight -= 1
                 self._on_success(pace)
                 return result
             except TimeoutError as exc:
