@@ -23,7 +23,6 @@ class Directory:
         self.clock = clock
         self._groups: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self._users: dict[tuple[str, str], tuple[float, IdpUser | None]] = {}
-
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._generation = 0  # bumped by ``invalidate``: a read started before it is not cached
 

@@ -101,7 +101,7 @@ class Worker:
         return report
 
     async def sweeps_done(self) -> None:
-        """Wait for the sweeps the last full pass started (tests; ``stop``)."""
+        """Wait for the sweeps the last full pass started (``tick``: tests, the playground)."""
         if self._sweeps is not None:
             await asyncio.shield(self._sweeps)
 
