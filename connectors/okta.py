@@ -143,8 +143,11 @@ class OktaConnector:
         if error is not None:
             self._raise(what, error)
         for part in result[:-1]:  # the ApiResponse: Okta states its rate-limit budget on every answer
-            if hasattr(part, "get_headers"):
-                _report_budget(part.get_headers())
+            headers = getattr(part, "headers", None)  # okta 3.x ApiResponse; 2.x had get_headers()
+            if headers is None and hasattr(part, "get_headers"):
+                headers = part.get_headers()
+            if headers is not None:
+                _report_budget(headers)
         return result[0], result[1]
 
     def _raise(self, what: str, error: Exception) -> NoReturn:

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.base import (
+    RATE_BUDGET,
+    Budget,
     ConfigError,
     IdpUser,
     NotFound,
@@ -177,6 +179,21 @@ async def test_a_standing_budget_answers_429_with_okta_headers_once_spent(
         await connector.find_user("alice@example.com")
     assert info.value.retry_after == 20.0  # Reset …020 against Okta's Date …000 (our clock is not Okta's)
     assert budget.windows == [(999_999_960, 3)] and budget.refused == 1
+
+
+async def test_every_answer_passes_the_budget_okta_states_on(ssws: tuple[OktaConnector, FakeOkta]) -> None:
+    connector, fake = ssws
+    fake.limit_rate(10, window=60)
+    box = Budget()
+    token = RATE_BUDGET.set(box)  # as ResilientConnector does around each call
+    try:
+        await connector.find_user("alice@example.com")
+        assert box.remaining == 9 and 0 < box.reset_in <= 60
+        await connector.grant(IdpUser(fake.alice, "alice@example.com"), Target(TargetKind.GROUP, fake.target),  # type: ignore[attr-defined]
+                              grant_id="g1", expires_at=EXPIRES)
+        assert box.remaining is not None and box.remaining <= 8  # the membership check and the PUT
+    finally:
+        RATE_BUDGET.reset(token)
 
 
 def test_rate_limit_reset_is_placed_to_the_sub_second_by_a_clock_in_step_with_date() -> None:
