@@ -128,5 +128,6 @@ async def test_postgresql_takes_the_chain_lock_only_inside_the_commit(db_factory
     async with db.sessions() as session:
         assert (await session.execute(text("SELECT count(*) FROM event_pending"))).scalar_one() == 0
         trigger = (await session.execute(text(
-            "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'event_pending_link'"))).scalar_one()
+            "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'event_pending_link' "
+            "AND tgrelid = 'event_pending'::regclass"))).scalar_one()  # this test's schema, not another run's
     assert f"jitbot_link_event('{AUDIT_CHAIN_LOCK}')" in trigger and "DEFERRABLE INITIALLY DEFERRED" in trigger
