@@ -130,14 +130,16 @@ async def _drive(s: Stack, clock: ManualClock, done_status: str, n: int) -> int:
 
 
 def _assert_retry_after_honoured(log: list[tuple[float, str, str, int]]) -> None:
-    # A 429 at virtual time t: Okta's reset is RETRY_AFTER (±1 s of wall-clock rounding) later.
+    # A 429 at virtual time t: Okta's reset is RETRY_AFTER whole seconds after its Date; the connector
+    # places it by its own wall clock when that agrees with Date (read within 1.5 s of the start of
+    # Date's second), so it waits more than RETRY_AFTER - 1.5 s, however slow the machine.
     # Only calls already in flight with it (at most max_concurrency - 1) may follow sooner: every call that
     # starts after the connector has seen the 429 waits out the retry-after. (Grants run side by side, so
     # a call sent while the 429 was on its way back can carry a later virtual instant than the 429.)
     for i, (t, _, _, status) in enumerate(log):
         if status != 429:
             continue
-        early = [(t2, m, p) for t2, m, p, _ in log[i + 1:] if t2 < t + RETRY_AFTER - 1]
+        early = [(t2, m, p) for t2, m, p, _ in log[i + 1:] if t2 <= t + RETRY_AFTER - 1.5]
         assert len(early) <= 3, \
             f"requests sent before the retry-after of a 429 at {t} had passed: {early[:5]}"
 
@@ -174,7 +176,7 @@ async def test_grants_and_revokes_through_a_429_storm_and_5xx_bursts(
     assert len(expired) == len(reqs) and set(expired.values()) == {1}
     assert sum(1 for *_, st in fake.log if st == 429) == 28 and sum(1 for *_, st in fake.log if st == 503) == 14
     _assert_retry_after_honoured(fake.log)
-    assert max(vt.slept) >= RETRY_AFTER - 1  # the connector waited the storm out rather than hammering
+    assert max(vt.slept) > RETRY_AFTER - 1.5  # the connector waited the storm out rather than hammering
     await s.rt.connectors["okta"].aclose()
 
 
@@ -196,8 +198,10 @@ async def test_a_mass_expiry_at_a_throttled_idp_loses_nothing_and_is_paced_not_s
     expired = await _events(s, "expired")
     assert len(expired) == n and set(expired.values()) == {1}
     # Until a 429 has shown the pace, calls go out as fast as the concurrency bound lets them: the calls
-    # in flight when the first 429 comes back meet it too (at most ``concurrency``). From then on the
+    # in flight when a 429 comes back meet it too (at most ``concurrency``). That happens twice: the
+    # window used up by others teaches no pace, so the first window of ours ends in a burst too (how
+    # many are in flight then depends on how fast the database hands out calls). From then on the
     # learned pace keeps to the limit, with a 429 now and then from probing upwards. A retry storm
     # would make hundreds.
-    assert 1 <= idp.throttled <= 1 + concurrency + n // 20, idp.throttled
+    assert 1 <= idp.throttled <= 2 * concurrency + n // 20, idp.throttled
     assert idp.calls == n + idp.throttled  # lookups are not limited here, and not paced either

@@ -36,6 +36,7 @@ async def test_a_hanging_grant_does_not_hold_up_revocations_or_other_grants(
     await s.requests.submit(requester=USERS[0], eligibility="access", duration=timedelta(hours=1),
                             justification="work")
     await s.worker.run_until_idle()
+    await s.worker.grants.settle()  # a's grant may outlast the 0.2 s budget on a slow machine
     assert await s.is_member(USERS[0], "target")
 
     # b's grant hangs at the IdP (it stopped answering for that call); c's goes through
@@ -53,7 +54,10 @@ async def test_a_hanging_grant_does_not_hold_up_revocations_or_other_grants(
         await s.requests.submit(requester=user, eligibility="access", duration=timedelta(hours=1),
                                 justification="work")
     await asyncio.wait_for(s.worker.schedule_tick(), timeout=30)  # the pass ends, b still hanging
-    assert await s.is_member(USERS[2], "target") and not await s.is_member(USERS[1], "target")
+    async with asyncio.timeout(10):  # c's grant goes through while b's hangs (within the budget or after it)
+        while not await s.is_member(USERS[2], "target"):
+            await asyncio.sleep(0.01)
+    assert not await s.is_member(USERS[1], "target")
 
     clock.advance(timedelta(hours=1, minutes=1))  # a's access has expired: the next pass revokes it
     await asyncio.wait_for(s.worker.schedule_tick(), timeout=30)
