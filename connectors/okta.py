@@ -18,10 +18,8 @@ import json
 import logging
 import re
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qs, urlparse
 
@@ -43,8 +41,9 @@ from connectors.base import (
     SignIn,
     Target,
     Transient,
-    report_budget,
 )
+from connectors.okta_limits import report_budget_of as _report_budget
+from connectors.okta_limits import retry_after as _retry_after
 from connectors.rest import validate_settings
 
 log = logging.getLogger(__name__)
@@ -374,37 +373,6 @@ def _next_cursor(headers: Any) -> str | None:
             if after:
                 return after[0]
     return None
-
-
-def _report_budget(headers: Any) -> None:
-    """``X-Rate-Limit-Remaining`` and the time to ``X-Rate-Limit-Reset``, for the pacing around the call."""
-    try:
-        remaining = int(headers.get("X-Rate-Limit-Remaining"))
-    except (TypeError, ValueError, AttributeError):
-        return
-    if headers.get("X-Rate-Limit-Reset") is not None:
-        report_budget(remaining, _retry_after(headers))
-
-
-def _retry_after(headers: Any, clock: Callable[[], float] = time.time) -> float:
-    """Seconds until ``X-Rate-Limit-Reset`` (epoch s), measured against Okta's own ``Date``.
-
-    ``Date`` has whole seconds: Okta answered somewhere within that second, so ``reset - Date`` can be up
-    to a second too long — a lost second per window, which at a one-second or few-second budget is a
-    large part of it. When our clock agrees with ``Date`` (inside its second, allowing half a second for
-    the answer to arrive: clocks kept by NTP), it places the reset to the sub-second instead; a clock out
-    of step is not trusted, and ``Date`` decides."""
-    try:
-        reset = float(headers.get("X-Rate-Limit-Reset"))
-    except (TypeError, ValueError):
-        return 60.0  # Okta's limits reset each minute
-    local = clock()
-    try:
-        server = parsedate_to_datetime(headers.get("Date")).timestamp()
-    except (TypeError, ValueError):
-        return max(0.0, reset - local)
-    now = local if server <= local < server + 1.5 else server
-    return max(0.0, reset - now)
 
 
 def from_settings(name: str, settings: dict[str, Any]) -> OktaConnector:

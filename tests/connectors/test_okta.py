@@ -24,7 +24,8 @@ from connectors.base import (
     TargetKind,
     Transient,
 )
-from connectors.okta import OktaConnector, _retry_after, from_settings
+from connectors.okta import OktaConnector, from_settings
+from connectors.okta_limits import retry_after as _retry_after
 from connectors.registry import build_connector
 from tests.connectors.conformance import *  # noqa: F403
 from tests.connectors.conformance import EXPIRES, Harness
