@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from storage.core_tx import CoreTx, SessionCore, SqliteCore, checkout, locked_retry
 from storage.inline_sqlite import InlineDBAPI
 
 # SQLite statements run on the event-loop thread (storage/inline_sqlite.py); JITBOT_SQLITE_THREADS=1 goes
@@ -90,8 +91,10 @@ class Database:
             # and past SQLAlchemy's default 5 each extra one was opened (PRAGMAs, the schema parsed again,
             # a cold cache) and closed again when returned — 154 connections per 600 flows.
             kwargs.update(pool_size=20, max_overflow=10)
+        # Core-only transactions and reads skip the session (storage/core_tx.py)
+        self._inline: InlineDBAPI | None = InlineDBAPI() if inline else None
         if inline:  # statements run on the event-loop thread (storage/inline_sqlite.py)
-            kwargs["module"] = InlineDBAPI()
+            kwargs["module"] = self._inline
             kwargs.pop("connect_args", None)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.read_engine = self.engine
@@ -176,6 +179,45 @@ class Database:
             taker.notice(unclaimed)  # keys whose new messages wait behind older ones
         if session.info.get("outbox"):
             self.outbox_ready.set()
+
+    @asynccontextmanager
+    async def core_transaction(self) -> AsyncIterator[CoreTx]:
+        """A write transaction of Core statements only (storage/core_tx.py): no ORM objects, no audit
+        events, no outbox messages. Committed on success, rolled back on any exception."""
+        if self._inline is None:
+            async with self.transaction() as session:
+                yield SessionCore(session)
+            return
+        assert self._write_turn is not None
+        async with self._write_turn:
+            fairy = await checkout(self.engine)
+            connection = fairy.driver_connection
+            try:
+                await locked_retry("BEGIN IMMEDIATE", connection, self._inline.busy_seconds)
+                try:
+                    yield SqliteCore(connection, self.engine.dialect)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                await locked_retry("COMMIT", connection, self._inline.busy_seconds)
+            finally:
+                if connection.in_transaction:  # a COMMIT that gave up (the lock never came)
+                    connection.execute("ROLLBACK")
+                fairy.close()
+
+    @asynccontextmanager
+    async def core_reads(self) -> AsyncIterator[CoreTx]:
+        """Reads of Core statements, each a snapshot of its own (as ``sessions()``), on SQLite without
+        a session."""
+        if self._inline is None:
+            async with self.sessions() as session:
+                yield SessionCore(session)
+            return
+        fairy = await checkout(self.read_engine)
+        try:
+            yield SqliteCore(fairy.driver_connection, self.read_engine.dialect)
+        finally:
+            fairy.close()
 
     async def lock_audit_chain(self, session: AsyncSession) -> None:
         """Serialise audit-chain appends (PostgreSQL advisory lock; SQLite already has one writer)."""

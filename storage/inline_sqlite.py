@@ -47,8 +47,18 @@ async def _nothing() -> None:
     return None
 
 
-def _is_locked(error: sqlite3.OperationalError) -> bool:
+def is_locked(error: sqlite3.OperationalError) -> bool:
     return str(error).lower().startswith(_LOCKED)
+
+
+def turn_due() -> bool:
+    """Whether statements have run for ``YIELD_AFTER`` since the loop last had a turn from here."""
+    return time.monotonic() - _last_turn > YIELD_AFTER
+
+
+def took_turn() -> None:
+    global _last_turn
+    _last_turn = time.monotonic()
 
 
 class InlineConnection(AdaptedConnection):
@@ -81,7 +91,7 @@ class InlineConnection(AdaptedConnection):
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
-                if not _is_locked(exc) or not greenlet:
+                if not is_locked(exc) or not greenlet:
                     raise
                 now = time.monotonic()
                 if deadline is None:

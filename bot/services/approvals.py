@@ -39,8 +39,8 @@ class ApprovalService:
                      reason: str | None = None, approver_slack: str | None = None) -> DecisionResult:
         """Record one approver's decision. Raises PolicyViolation (user-facing) when it is not allowed."""
         rt, approver = self.rt, approver.strip().lower()
-        async with rt.db.sessions() as session:  # its eligibility, before the transaction (never changes)
-            name = (await session.execute(_ELIGIBILITY_OF, {"b_id": request_id})).scalar_one_or_none()
+        async with rt.db.core_reads() as reads:  # its eligibility, before the transaction (never changes)
+            name = next(iter(await reads.scalars(_ELIGIBILITY_OF, {"b_id": request_id})), None)
         if name is None:
             raise PolicyViolation(f"There is no request {request_id}.")
         elig = rt.eligibility(name)

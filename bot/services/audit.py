@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from storage.db import Database
+from storage.prepared import OnSQLite, dbapi_connection
 from storage.tables import Event
 
 GENESIS = "0" * 64
@@ -37,6 +38,8 @@ class NewEvent:
 
 _EVENT = Event.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_EVENT)
+_EVENT_KEYS = ("at", "request_id", "actor", "kind", "from_state", "to_state", "detail", "prev_hash", "hash")
+_INSERT_SQLITE = OnSQLite(_INSERT, keys=_EVENT_KEYS)  # straight to the DB-API connection (storage/prepared.py)
 _HEAD_SQL = "SELECT hash FROM event ORDER BY id DESC LIMIT 1"  # SQLite, on the DB-API connection
 # PostgreSQL: a transaction's events wait here; a deferred trigger links each into ``event`` at commit,
 # under the chain lock (storage/migrations/versions/0007_…). Not a model: it exists on PostgreSQL only.
@@ -128,13 +131,13 @@ def _chain_events(session: Session) -> None:
         new = NewEvent(**fields, prev_hash=prev)
         prev = event_hash(new)
         rows.append({**asdict(new), "hash": prev})
-    session.execute(_INSERT, rows)
+    _INSERT_SQLITE(session.get_bind().dialect).insert_rows(dbapi_connection(session), rows)
 
 
 def _sqlite_head(session: Session) -> str | None:
     """The chain's head hash, read on the transaction's own DB-API connection: a plain string needs
     none of SQLAlchemy's statement machinery, which costs several times the query (three a flow)."""
-    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = dbapi_connection(session).cursor()
     try:
         cursor.execute(_HEAD_SQL)
         row = cursor.fetchone()

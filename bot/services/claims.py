@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.core_tx import CoreTx
 from storage.db import ADVISORY_XACT_LOCK, Database
 from storage.tables import Grant, OutboxMessage, WorkerHeartbeat
 
@@ -52,12 +53,19 @@ async def claim_grants(db: Database, *, status: str, due_column: Any, now: datet
         return list((await own.execute(stmt)).scalars().all())
 
 
-async def lock_holder(db: Database, session: AsyncSession, grant: Grant) -> None:
+def holder_key(grant: Any) -> int:
+    """The advisory-lock key of ``grant``'s (connector, target, user) membership."""
+    return zlib.crc32(f"{grant.connector}|{grant.target_kind}|{grant.target_id}|{grant.user_email}".encode())
+
+
+async def lock_holder(db: Database, session: AsyncSession | CoreTx, grant: Any) -> None:
     """Serialise decisions about one (connector, target, user) membership across replicas."""
     if db.is_sqlite:
         return
-    key = zlib.crc32(f"{grant.connector}|{grant.target_kind}|{grant.target_id}|{grant.user_email}".encode())
-    await session.execute(ADVISORY_XACT_LOCK, {"k": key})
+    if isinstance(session, CoreTx):
+        await session.rows(ADVISORY_XACT_LOCK, {"k": holder_key(grant)})
+    else:
+        await session.execute(ADVISORY_XACT_LOCK, {"k": holder_key(grant)})
 
 
 # The same membership as a given grant (``holder_params``), as bound parameters: built once, not per call.
@@ -66,7 +74,7 @@ HOLDER_BOUND = [Grant.connector == bindparam("h_connector"), Grant.target_kind =
                 Grant.id != bindparam("h_id")]
 
 
-def holder_params(grant: Grant) -> dict[str, Any]:
+def holder_params(grant: Any) -> dict[str, Any]:
     return {"h_connector": grant.connector, "h_kind": grant.target_kind, "h_target": grant.target_id,
             "h_email": grant.user_email, "h_id": grant.id}
 

@@ -35,6 +35,10 @@ _REVOKING_SAME_MEMBERSHIP = select(Grant.id).where(*HOLDER_BOUND, Grant.status =
 # One statement on the table, not a locked load and a flush of the ORM object (the claim is ours).
 _GRANTS = Grant.__table__  # type: ignore[attr-defined]
 _SET_PRE_MEMBER = update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id")).values(pre_member=bindparam("b_pre"))
+_GRANT_ROW = select(_GRANTS).where(_GRANTS.c.id == bindparam("b_id")).with_for_update()  # PostgreSQL: locked
+# the claim is ours: its grant goes again in two seconds (claimed_until cleared)
+_LATER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
+          .values(next_attempt_at=bindparam("b_next"), claimed_until=None))
 
 
 class GrantService:
@@ -101,27 +105,27 @@ class GrantService:
 
     async def carry_out_grant(self, grant_id: str) -> None:
         rt = self.rt
-        async with rt.db.transaction() as session:
-            g = await self._grant(session, grant_id)
-            await lock_holder(rt.db, session, g)
-            busy = (await session.execute(_REVOKING_SAME_MEMBERSHIP, holder_params(g))).scalar()
-            if busy:  # a revoke of the same membership is in flight: let it finish first
-                g.next_attempt_at, g.claimed_until = rt.clock.now() + timedelta(seconds=2), None
+        async with rt.db.core_transaction() as tx:  # Core statements (storage/core_tx.py): a row, not a Grant
+            g = (await tx.rows(_GRANT_ROW, {"b_id": grant_id}))[0]
+            await lock_holder(rt.db, tx, g)
+            if await tx.rows(_REVOKING_SAME_MEMBERSHIP, holder_params(g)):
+                # a revoke of the same membership is in flight: let it finish first
+                await tx.many(_LATER, [{"b_id": grant_id, "b_next": rt.clock.now() + timedelta(seconds=2)}])
                 return
         connector = rt.connector(g.connector)
+        pre_member: bool | None = g.pre_member
         try:
             user = await idp_user(rt, g)
-            if g.pre_member is None:
-                pre = await connector.is_member(user, target_of(g))
-                async with rt.db.transaction() as session:
-                    await session.execute(_SET_PRE_MEMBER, {"b_id": grant_id, "b_pre": pre})
-                g.pre_member = pre
+            if pre_member is None:
+                pre_member = await connector.is_member(user, target_of(g))
+                async with rt.db.core_transaction() as tx:
+                    await tx.many(_SET_PRE_MEMBER, [{"b_id": grant_id, "b_pre": pre_member}])
             result = await connector.grant(user, target_of(g), grant_id=g.id,
                                            expires_at=rt.clock.now() + timedelta(days=1))
         except ConnectorError as exc:
             await self._grant_failed(grant_id, exc)
             return
-        await self._grant_done(grant_id, user, owns=result.added or g.pre_member is False)
+        await self._grant_done(grant_id, user, owns=result.added or pre_member is False)
 
     async def _grant_done(self, grant_id: str, user: IdpUser, *, owns: bool) -> None:
         rt, now = self.rt, self.rt.clock.now()

@@ -128,11 +128,11 @@ class OutboxDispatcher(KeyClaims):
         stmt = sql.CLAIM_HEADS_SQLITE if self.db.is_sqlite else sql.CLAIM_HEADS_PG
         lease = {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner}
         self.counts["claim passes"] += 1
-        async with self.db.transaction() as session:
-            rows = (await session.execute(stmt, {"b_limit": limit, **lease})).all()
+        async with self.db.core_transaction() as tx:
+            rows = await tx.rows(stmt, {"b_limit": limit, **lease})
             if len(rows) < limit:
-                lanes = (await session.execute(sql.WAITING_LANES, {"b_now": now})).scalars().all()
-                rows += await self._claim_lanes(session, sorted(lanes)[:limit - len(rows)], lease)
+                lanes = await tx.scalars(sql.WAITING_LANES, {"b_now": now})
+                rows += await self._claim_lanes(tx, sorted(lanes)[:limit - len(rows)], lease)
         return sorted((Claimed.of(row) for row in rows), key=lambda m: m.id)
 
     async def dispatch_once(self, limit: int = 50) -> int:
@@ -245,10 +245,10 @@ class OutboxDispatcher(KeyClaims):
             if len(batch) < self.lane_batch:
                 now = self.clock.now()
                 try:
-                    async with self.db.transaction() as session:
-                        rows = (await session.execute(sql.CLAIM_LANE, {
+                    async with self.db.core_transaction() as tx:
+                        rows = await tx.rows(sql.CLAIM_LANE, {
                             "b_key": key, "b_limit": self.lane_batch - len(batch),
-                            "b_now": now, "b_until": now + self.lease, "b_owner": self.owner})).all()
+                            "b_now": now, "b_until": now + self.lease, "b_owner": self.owner})
                 except Exception:  # what it holds is sent; the rest follows with the next turn
                     log.exception("outbox lane %s: claiming what followed failed", key)
                     rows = []
@@ -309,16 +309,15 @@ class OutboxDispatcher(KeyClaims):
                 lease = {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner}
                 following: list[list[Claimed]] = []
                 self.counts["records"] += 1
-                async with self.db.transaction() as session:
+                async with self.db.core_transaction() as tx:
                     refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
                              "channel": r.channel, "ts": r.ts} for _, rs, _ in entries for r in rs]
-                    if refs:
-                        await session.execute(sql.ADD_REF, refs)
-                    await session.execute(sql.MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1}
-                                                       for batch, _, _ in entries for m in batch])
+                    await tx.many(sql.ADD_REF, refs)
+                    await tx.many(sql.MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1}
+                                                  for batch, _, _ in entries for m in batch])
                     # the next message of each key, claimed in the same transaction (a chain is one key)
                     keys = sorted({b[0].order_key for b, _, _ in entries if not is_lane(b[0].order_key)})
-                    rows = (await session.execute(sql.CLAIM_NEXT, {"b_keys": keys, **lease})).all() if keys else []
+                    rows = await tx.rows(sql.CLAIM_NEXT, {"b_keys": keys, **lease}) if keys else []
                     by_key = {row.order_key: Claimed.of(row) for row in rows}
                     for batch, _, _ in entries:
                         key = batch[0].order_key
@@ -326,8 +325,7 @@ class OutboxDispatcher(KeyClaims):
                             head = by_key.pop(key, None)
                             following.append([head] if head is not None else [])
                             continue
-                        lane = (await session.execute(sql.CLAIM_LANE, {"b_key": key,
-                                                                    "b_limit": self._lane_limit, **lease})).all()
+                        lane = await tx.rows(sql.CLAIM_LANE, {"b_key": key, "b_limit": self._lane_limit, **lease})
                         following.append(sorted((Claimed.of(r) for r in lane), key=lambda m: m.id))
             except Exception as exc:  # the messages stay claimed until their lease ends, then go again
                 for _, _, done in entries:
@@ -340,6 +338,6 @@ class OutboxDispatcher(KeyClaims):
 
     async def _finish(self, batch: list[Claimed], *, status: str, error: str, next_at: datetime | None,
                       tried: bool = True) -> None:
-        async with self.db.transaction() as session:
-            await session.execute(sql.FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + tried,
-                                             "b_error": error[:500], "b_next": next_at} for m in batch])
+        async with self.db.core_transaction() as tx:
+            await tx.many(sql.FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + tried,
+                                        "b_error": error[:500], "b_next": next_at} for m in batch])

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from bot.services import outbox_sql as sql
 from bot.services.clock import Clock
 from bot.services.outbox_write import Claimed, is_lane
+from storage.core_tx import CoreTx
 from storage.db import Database
 
 log = logging.getLogger("bot.services.outbox")
@@ -140,10 +139,9 @@ class KeyClaims:
             lease = {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner}
             lanes, others = [k for k in keys if is_lane(k)], [k for k in keys if not is_lane(k)]
             try:
-                async with self.db.transaction() as session:
-                    rows = (await session.execute(stmt, {"b_keys": others, "b_limit": room, **lease})).all() \
-                        if others else []
-                    rows += await self._claim_lanes(session, lanes[:max(room - len(rows), 0)], lease)
+                async with self.db.core_transaction() as tx:
+                    rows = await tx.rows(stmt, {"b_keys": others, "b_limit": room, **lease}) if others else []
+                    rows += await self._claim_lanes(tx, lanes[:max(room - len(rows), 0)], lease)
             except Exception:  # the claim pass of the run loop takes them instead
                 log.exception("outbox claim by key failed")
                 self.db.outbox_ready.set()
@@ -154,11 +152,11 @@ class KeyClaims:
                 # here, they waited for the next claim pass — a whole interval)
                 self.db.outbox_ready.set()
 
-    async def _claim_lanes(self, session: AsyncSession, lanes: list[str], lease: dict[str, Any]) -> list[Any]:
+    async def _claim_lanes(self, tx: CoreTx, lanes: list[str], lease: dict[str, Any]) -> list[Any]:
         """Claim the heads of ``lanes`` that no chain holds (PostgreSQL: one claimer per lane at a time)."""
         rows: list[Any] = []
         for lane in lanes:
             if not self.db.is_sqlite:
-                await session.execute(sql.LANE_LOCK, {"k": lane})
-            rows += (await session.execute(sql.CLAIM_LANE_HEAD, {"b_key": lane, **lease})).all()
+                await tx.rows(sql.LANE_LOCK, {"k": lane})
+            rows += await tx.rows(sql.CLAIM_LANE_HEAD, {"b_key": lane, **lease})
         return rows

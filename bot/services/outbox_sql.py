@@ -130,6 +130,7 @@ CLAIM_NEW = (
 )
 
 
-REFS = (select(MessageRef).where(MessageRef.request_id == bindparam("b_id"))  # type: ignore[arg-type]
-         .order_by(MessageRef.id))  # type: ignore[arg-type]
-REFS_OF = REFS.where(MessageRef.purpose == bindparam("b_purpose"))
+REFS_TABLE = MessageRef.__table__  # type: ignore[attr-defined]
+REFS = (select(REFS_TABLE.c.request_id, REFS_TABLE.c.purpose, REFS_TABLE.c.channel, REFS_TABLE.c.ts,
+               REFS_TABLE.c.recipient).where(REFS_TABLE.c.request_id == bindparam("b_id")).order_by(REFS_TABLE.c.id))
+REFS_OF = REFS.where(REFS_TABLE.c.purpose == bindparam("b_purpose"))

@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from bot.services import outbox_sql as sql
+from bot.services.delivery import Ref
 from storage.db import Database
-from storage.tables import MessageRef
+from storage.prepared import OnSQLite, dbapi_connection
 
 if TYPE_CHECKING:
     from bot.services.outbox import OutboxDispatcher
@@ -42,6 +43,11 @@ def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, p
 
 
 _PENDING_ROWS = "outbox_rows"
+_KEYS = ("created_at", "order_key", "kind", "payload", "status", "attempts", "next_attempt_at")  # as enqueue's rows
+# SQLite: straight to the transaction's DB-API connection (storage/prepared.py), for every commit with messages
+_INSERT_SQLITE = OnSQLite(sql.INSERT, keys=_KEYS)
+_INSERT_IDS_SQLITE = OnSQLite(sql.INSERT_IDS_SQLITE, keys=_KEYS)
+_CLAIM_NEW_SQLITE = OnSQLite(sql.CLAIM_NEW)
 # insert=True: runs before the audit chain's hook (bot/services/audit.py), whatever the import order, so
 # the chain lock taken there is held for the events' INSERT and the commit only, not for this too.
 @event.listens_for(Session, "before_commit", insert=True)
@@ -50,22 +56,28 @@ def _write_outbox(session: Session) -> None:
     if not rows:
         return
     taker: OutboxDispatcher | None = session.info.get(TAKER)
+    dialect = session.get_bind().dialect
+    sqlite = dialect.name == "sqlite"
     if taker is None:
-        session.execute(sql.INSERT, rows)
+        if sqlite:
+            _INSERT_SQLITE(dialect).insert_rows(dbapi_connection(session), rows)
+        else:
+            session.execute(sql.INSERT, rows)
         return
     # A running dispatcher of this process takes the heads it can right here, instead of a claim
     # transaction of its own after the commit (Database.transaction hands them over once committed).
-    written = sorted(session.execute(sql.INSERT_IDS_SQLITE if taker.db.is_sqlite else sql.INSERT_IDS, rows).all(),
-                     key=lambda w: w.id)
+    written = sorted(_INSERT_IDS_SQLITE(dialect).insert_rows(dbapi_connection(session), rows) if sqlite
+                     else session.execute(sql.INSERT_IDS, rows).all(), key=lambda w: w.id)
     # only the first new message of a key can be its head; no more than the dispatcher has room for
     # PostgreSQL: lanes are left to the dispatcher, which claims them one chain at a time (outbox_sql.py)
     firsts = [i for key, i in {w.order_key: w.id for w in reversed(written)}.items()
               if taker.db.is_sqlite or not is_lane(key)]
     firsts = sorted(firsts)[:max(taker.room(), 0)]
     now = taker.clock.now()
-    claimed = sorted((Claimed.of(r) for r in session.execute(sql.CLAIM_NEW, {
-        "b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner})),
-        key=lambda m: m.id) if firsts else []
+    params = {"b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner}
+    claimed = sorted((Claimed.of(r) for r in (_CLAIM_NEW_SQLITE(dialect).run(dbapi_connection(session), params)
+                                              if sqlite else session.execute(sql.CLAIM_NEW, params))),
+                     key=lambda m: m.id) if firsts else []
     session.info[CLAIMED] = claimed
     # A message behind one claimed here is claimed by that one's chain; the dispatcher is told of the
     # keys whose new messages sit behind an older one (``OutboxDispatcher.notice``, after the commit),
@@ -106,9 +118,9 @@ class Claimed:
         return cls(row.id, row.order_key, row.kind, row.payload, row.attempts)
 
 
-async def message_refs(db: Database, request_id: str, purpose: str | None = None) -> list[MessageRef]:
+async def message_refs(db: Database, request_id: str, purpose: str | None = None) -> list[Ref]:
     """Where the messages about ``request_id`` (optionally of one purpose) were delivered."""
-    async with db.sessions() as session:
-        if purpose is None:
-            return list((await session.execute(sql.REFS, {"b_id": request_id})).scalars().all())
-        return list((await session.execute(sql.REFS_OF, {"b_id": request_id, "b_purpose": purpose})).scalars().all())
+    async with db.core_reads() as reads:
+        rows = await (reads.rows(sql.REFS, {"b_id": request_id}) if purpose is None else
+                      reads.rows(sql.REFS_OF, {"b_id": request_id, "b_purpose": purpose}))
+    return [Ref(r.request_id, r.purpose, r.channel, r.ts, r.recipient) for r in rows]

@@ -114,14 +114,14 @@ async def test_messages_sent_together_are_recorded_together(db_factory: DbFactor
         await _enqueue(db, clock, f"R-{i}", range(1))
     dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", concurrency=6)
     transactions = 0
-    real = db.transaction
+    real = db.core_transaction  # the outbox's claims and records are Core transactions (storage/core_tx.py)
 
     def counting() -> Any:
         nonlocal transactions
         transactions += 1
         return real()
 
-    db.transaction = counting  # type: ignore[method-assign]
+    db.core_transaction = counting  # type: ignore[method-assign]
     run = asyncio.create_task(dispatcher.dispatch_once())
     while transactions < 1:  # the claim
         await asyncio.sleep(0)

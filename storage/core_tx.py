@@ -1,0 +1,146 @@
+"""Transactions and reads made of Core statements only, without an ORM session where SQLite allows.
+
+A session costs SQLAlchemy's whole machinery around each transaction and each statement: measured on
+this project's machine, a two-statement write transaction on SQLite took ~380 µs of CPU through an
+``AsyncSession`` and ~20 µs through ``sqlite3`` itself. The outbox's records and claims, the reads of
+message references and the like run several times per flow and need no ORM, no audit event and no
+outbox message — so on SQLite with statements on the event-loop thread (storage/inline_sqlite.py) they
+run here: a pooled connection of the same engine (same PRAGMAs, same page cache), ``BEGIN IMMEDIATE`` /
+``COMMIT`` under the process's writer turn (``Database.transaction``'s), and each statement prepared
+once (storage/prepared.py). On PostgreSQL, and on SQLite with aiosqlite's threads, the same calls run
+in an ordinary session. Callers see one interface (``CoreTx``) and rows with attribute access.
+
+What must not come here: anything that writes audit events or outbox messages (their hooks run on a
+session's commit) or works with ORM objects — that is ``Database.transaction()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.util.concurrency import greenlet_spawn
+
+from storage import inline_sqlite
+from storage.prepared import Prepared
+
+Params = Mapping[str, Any]
+
+
+class CoreTx:
+    """A transaction (or, from ``Database.core_reads``, a run of reads) of Core statements."""
+
+    async def rows(self, statement: Any, params: Params | None = None) -> list[Any]:
+        """Run ``statement``; its rows (SELECT, or RETURNING), ``[]`` when it returns none."""
+        raise NotImplementedError
+
+    async def many(self, statement: Any, params: Sequence[Params]) -> None:
+        """Run ``statement`` once per parameter set (no RETURNING)."""
+        raise NotImplementedError
+
+    async def scalars(self, statement: Any, params: Params | None = None) -> list[Any]:
+        return [row[0] for row in await self.rows(statement, params)]
+
+
+class SessionCore(CoreTx):
+    """Core statements in an ``AsyncSession`` (PostgreSQL; SQLite through aiosqlite's threads)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def rows(self, statement: Any, params: Params | None = None) -> list[Any]:
+        result = await self.session.execute(statement, dict(params or {}))
+        # a cursor's result knows whether it has rows; an ORM-enabled SELECT's always has
+        return list(result.all()) if getattr(result, "returns_rows", True) else []
+
+    async def many(self, statement: Any, params: Sequence[Params]) -> None:
+        if params:
+            await self.session.execute(statement, list(params))
+
+
+_prepared: dict[tuple[int, tuple[str, ...] | None], tuple[Any, Prepared]] = {}
+_MAX_PREPARED = 1000
+
+
+def prepared(statement: Any, dialect: Dialect, keys: tuple[str, ...] | None = None) -> Prepared:
+    """``statement`` prepared once (module-level statements: the cache holds them by identity)."""
+    key = (id(statement), keys)
+    hit = _prepared.get(key)
+    if hit is None or hit[0] is not statement:
+        if len(_prepared) >= _MAX_PREPARED:  # statements built per call would pile up: start again
+            _prepared.clear()
+        hit = _prepared[key] = (statement, Prepared(statement, dialect, keys=keys))
+    return hit[1]
+
+
+def _sa_error(error: sqlite3.Error, sql: str, params: Any) -> sa_exc.DBAPIError:
+    """sqlite3's error as SQLAlchemy would raise it (callers catch ``IntegrityError`` and the like)."""
+    cls = (sa_exc.IntegrityError if isinstance(error, sqlite3.IntegrityError)
+           else sa_exc.OperationalError if isinstance(error, sqlite3.OperationalError) else sa_exc.DatabaseError)
+    return cls(sql, params, error)
+
+
+class SqliteCore(CoreTx):
+    """Core statements straight on a sqlite3 connection, on the event-loop thread."""
+
+    def __init__(self, connection: sqlite3.Connection, dialect: Dialect) -> None:
+        self.connection, self.dialect = connection, dialect
+
+    async def _turn(self) -> None:
+        if inline_sqlite.turn_due():  # a run of statements still lets the loop run what is ready
+            await asyncio.sleep(0)
+            inline_sqlite.took_turn()
+
+    async def rows(self, statement: Any, params: Params | None = None) -> list[Any]:
+        await self._turn()
+        p = prepared(statement, self.dialect)
+        try:
+            return p.run(self.connection, params or {})
+        except sqlite3.Error as error:
+            raise _sa_error(error, p.sql, params) from error
+
+    async def many(self, statement: Any, params: Sequence[Params]) -> None:
+        if not params:
+            return
+        await self._turn()
+        keys = tuple(params[0]) if getattr(statement, "is_insert", False) else None
+        p = prepared(statement, self.dialect, keys)
+        try:
+            p.run_many(self.connection, params)
+        except sqlite3.Error as error:
+            raise _sa_error(error, p.sql, params) from error
+
+
+async def checkout(engine: AsyncEngine) -> Any:
+    """A pooled connection of ``engine`` (its ``_ConnectionFairy``); ``close()`` returns it. Taken
+    directly while the pool has one idle; otherwise in a greenlet, where the pool may wait for one."""
+    pool = engine.sync_engine.pool
+    if pool.checkedin() > 0:  # type: ignore[attr-defined]  # QueuePool's
+        return pool.connect()
+    return await greenlet_spawn(pool.connect)
+
+
+async def locked_retry(sql: str, connection: sqlite3.Connection, busy_seconds: float) -> None:
+    """Run ``sql`` (BEGIN IMMEDIATE, COMMIT); while another process holds the database lock, wait
+    without blocking the loop and try again (storage/inline_sqlite.py explains why)."""
+    deadline: float | None = None
+    pause = 0.001
+    while True:
+        try:
+            connection.execute(sql)
+            return
+        except sqlite3.OperationalError as error:
+            if not inline_sqlite.is_locked(error):
+                raise _sa_error(error, sql, ()) from error
+            now = time.monotonic()
+            deadline = now + busy_seconds if deadline is None else deadline
+            if now >= deadline:
+                raise _sa_error(error, sql, ()) from error
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.004)
