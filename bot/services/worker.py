@@ -10,23 +10,25 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.services.breakglass import BreakGlassService
 from bot.services.claims import dead_instances, release_claims
 from bot.services.grants import GrantService
 from bot.services.outbox import OutboxDispatcher
+from bot.services.outbox_keys import Cancellable
 from bot.services.reconcile import ReconcileService
 from bot.services.recovery_watch import RecoveryWatch
 from bot.services.reminders import ReminderService
 from bot.services.requests import RequestService
 from bot.services.runtime import Runtime
 from bot.services.scheduled import ScheduledJobs
-from storage.tables import WorkerHeartbeat
+from storage.tables import Grant, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,12 @@ SWEEP_GRACE = 10.0  # seconds ``stop`` waits for a sweep in progress
 # revocation due (a policy reload sets it too: anything else it made due comes with the tick, within a
 # second). A pass always runs revocations; this adds grants.
 WAKE_PASS = frozenset({"granted"})
+# The earliest moment a grant falls due for revocation or for its (retried or scheduled) grant: three
+# seeks, one per status, on the (status, due) indexes. After a pass that found nothing, the worker wakes
+# then rather than at the next tick (``_wake_when_due``).
+_NEXT_DUE = select(*(select(func.min(col)).where(Grant.status == status).scalar_subquery()  # type: ignore[arg-type]
+                     for status, col in (("active", Grant.expires_at), ("revoking", Grant.next_attempt_at),
+                                         ("granting", Grant.next_attempt_at))))
 
 
 @dataclass
@@ -87,6 +95,11 @@ class Worker:
         self.ticks = 0
         self._full_passes = 0
         self._last_full = time.monotonic()
+        # timers (injectable for tests): a wake when the next grant falls due before the next tick
+        self.call_later: Callable[[float, Callable[[], None]], Cancellable] = \
+            lambda delay, fn: asyncio.get_running_loop().call_later(delay, fn)
+        self._due_timer: Cancellable | None = None
+        self._timed_for: datetime | None = None  # the due time the last timer was for
 
     async def recover(self) -> int:
         """On start: free the claims this instance held before it died, and those of long-dead instances."""
@@ -199,12 +212,31 @@ class Worker:
                 # heartbeat (other replicas free a silent one's claims) and the rest of the schedule.
                 full_due = time.monotonic() - self._last_full >= self._interval
                 report = await self.schedule_tick(only=None if full_due else report.kinds())
+            if not self._stopping:
+                await self._wake_when_due()
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
             # stop() cancelled a tick that was still waiting for the lock: nothing had started
         except Exception:  # one bad tick must not stop the schedule; the next tick retries
             log.exception("worker tick failed")
+
+    async def _wake_when_due(self) -> None:
+        """After a pass that found nothing more: if a grant falls due before the next tick (it expires, or
+        its grant or revocation is to be tried again), wake the worker then — a revocation waits for its
+        expiry, not for the tick after it. Once per due time: a wake that found it not yet due (the clock
+        is not the loop's) leaves it to the ticks."""
+        async with self.rt.db.core_reads() as reads:
+            due = min((d for d in (await reads.rows(_NEXT_DUE))[0] if d is not None), default=None)
+        if due is None or due == self._timed_for:
+            return
+        delay = (due - self.rt.clock.now()).total_seconds()
+        if delay >= self._interval:  # the tick comes first (and looks again)
+            return
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+        self._timed_for = due
+        self._due_timer = self.call_later(max(delay, 0.0), self.rt.wake.set)
 
     async def _kick_loop(self) -> None:
         try:
@@ -249,6 +281,8 @@ class Worker:
         """Stop ticking and delivering. A pass in progress finishes first (it holds the tick lock for
         its whole run), so no revocation is cut off between the IdP call and its record."""
         self._stopping = True
+        if self._due_timer is not None:
+            self._due_timer.cancel()
         async with self._lock:  # from here on no pass is running, and none can start
             if self._scheduler is not None:
                 self._scheduler.shutdown(wait=False)  # cancels ticks waiting for the lock: see _safe_tick

@@ -11,6 +11,7 @@ import pytest
 
 from bot.policy_file import parse_policy
 from bot.services.clock import ManualClock
+from bot.services.worker import WAKE_PASS
 from tests.conftest import DbFactory
 from tests.services.stack import make_stack
 
@@ -185,3 +186,62 @@ async def test_stop_waits_for_a_sweep_only_briefly(db_factory: DbFactory, clock:
     await asyncio.wait_for(s.worker.stop(), timeout=10)
     assert "sweep was cut off" in caplog.text
     assert s.worker._sweeps is not None and s.worker._sweeps.cancelled()
+
+
+class _Timers:
+    """The worker's ``call_later``, fired by the test itself."""
+
+    def __init__(self) -> None:
+        self.armed: list[tuple[float, Any]] = []
+        self.cancelled = 0
+
+    def __call__(self, delay: float, fn: Any) -> Any:
+        self.armed.append((delay, fn))
+        timers = self
+
+        class Handle:
+            def cancel(self) -> None:
+                timers.cancelled += 1
+
+        return Handle()
+
+
+async def _active_grant(db_factory: DbFactory, clock: ManualClock) -> Any:
+    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
+    await s.requests.submit(requester=USERS[0], eligibility="access", duration=timedelta(minutes=30),
+                            justification="work")
+    await s.worker.run_until_idle()
+    assert await s.is_member(USERS[0], "target")
+    return s
+
+
+async def test_after_a_pass_that_found_nothing_the_worker_wakes_when_the_next_grant_expires(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    s = await _active_grant(db_factory, clock)
+    timers = s.worker.call_later = _Timers()
+    s.worker._interval = 3600  # the next tick is an hour away; the grant expires in 30 minutes
+
+    await s.worker._safe_tick()
+
+    assert [(delay, fn) for delay, fn in timers.armed] == [(1800.0, s.rt.wake.set)]
+    clock.advance(timedelta(minutes=30))
+    timers.armed[0][1]()  # the timer fires: the worker's wake
+    assert s.rt.wake.is_set()
+    await s.worker._safe_tick(only=WAKE_PASS)  # what the wake runs
+    assert not await s.is_member(USERS[0], "target")
+
+
+async def test_a_due_time_is_timed_once_and_only_before_the_next_tick(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    s = await _active_grant(db_factory, clock)
+    timers = s.worker.call_later = _Timers()
+    s.worker._interval = 60  # the tick comes before the expiry: it looks again, no timer
+    await s.worker._safe_tick()
+    assert timers.armed == []
+
+    s.worker._interval = 3600
+    await s.worker._safe_tick()
+    await s.worker._safe_tick()  # the same due time (this clock has not moved): not timed again
+    assert len(timers.armed) == 1 and timers.cancelled == 0
+    await s.worker.stop()  # stopping cancels it
+    assert timers.cancelled == 1
