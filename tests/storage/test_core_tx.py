@@ -226,3 +226,26 @@ async def test_an_insert_sends_the_scalar_defaults_of_the_columns_it_was_not_giv
         await tx.many(insert(OUTBOX), [row])
     async with db.core_reads() as reads:
         assert [(r.status, r.attempts) for r in await reads.rows(select(OUTBOX))] == [("pending", 0)]
+
+
+async def test_a_cancelled_core_transaction_rolls_back_and_returns_its_connection(db_factory: DbFactory) -> None:
+    """The outbox's chains are cancelled at shutdown, possibly inside a record."""
+    db = db_factory()
+    await db.migrate()
+    inside = asyncio.Event()
+
+    async def record() -> None:
+        async with db.core_transaction() as tx:
+            await tx.many(insert(OUTBOX), [_row("cut off")])
+            inside.set()
+            await asyncio.Event().wait()  # cancelled here, between its statements and its commit
+
+    task = asyncio.create_task(record())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    async with db.core_transaction() as tx:  # the writer turn and the connection are free again
+        await tx.many(insert(OUTBOX), [_row("next")])
+    assert [r[2] for r in await _stored(db)] == ["next"]
