@@ -98,7 +98,11 @@ def claim_heads(*, skip_locked: bool, keyed: bool = False) -> Any:
         .where(*only, OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"), free,
                ~exists().where(and_(earlier.c.order_key == OUTBOX.c.order_key, earlier.c.status == "pending",
                                     earlier.c.id < OUTBOX.c.id)))
-        .order_by(OUTBOX.c.id)
+        # Keyed: a few keys, read through (order_key, status, id). Otherwise due first, read through
+        # (status, next_attempt_at): ordered by id alone, both databases walked the primary key from the
+        # oldest message, through every message ever sent (205,000 rows, 26 ms a claim on PostgreSQL with
+        # 200,000 sent; 20 ms on SQLite), where this reads the pending ones only.
+        .order_by(*((OUTBOX.c.id,) if keyed else (OUTBOX.c.next_attempt_at, OUTBOX.c.id)))
         .limit(bindparam("b_limit"))
     )
     ids = locked_ids(inner, skip_locked=skip_locked, of=OUTBOX)  # PostgreSQL: SKIP LOCKED, run once

@@ -249,3 +249,24 @@ async def test_a_cancelled_core_transaction_rolls_back_and_returns_its_connectio
     async with db.core_transaction() as tx:  # the writer turn and the connection are free again
         await tx.many(insert(OUTBOX), [_row("next")])
     assert [r[2] for r in await _stored(db)] == ["next"]
+
+
+async def test_the_claim_pass_reads_pending_messages_only_not_the_sent_history(tmp_path: Path) -> None:
+    """Sent messages are kept; a claim ordered by id alone walked the primary key from the oldest one
+    through every message ever sent (SQLite's plan: ``SCAN outbox``; 20 ms a claim with 200,000 sent)."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}")
+    await db.migrate()
+    try:
+        sent = [{**_row(f"R{i}"), "status": "sent"} for i in range(3000)]
+        async with db.core_transaction() as tx:  # a history of sent messages, then the pending ones
+            await tx.many(insert(OUTBOX), [*sent, *(_row(f"N{i}") for i in range(10))])
+            assert isinstance(tx, SqliteCore)
+            tx.connection.execute("ANALYZE")  # the planner knows the table as a running bot's would be known
+        p = core_tx.prepared(sql.CLAIM_HEADS_SQLITE, db.engine.dialect)
+        statement, values = p._params({"b_now": AT, "b_until": AT, "b_owner": "w1", "b_limit": 20})
+        async with db.core_reads() as reads:
+            assert isinstance(reads, SqliteCore)
+            plan = " | ".join(row[3] for row in reads.connection.execute("EXPLAIN QUERY PLAN " + statement, values))
+        assert "USING INDEX ix_outbox_due" in plan and "SCAN outbox" not in plan, plan
+    finally:
+        await db.dispose()
