@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.util.concurrency import greenlet_spawn
 
 from storage import inline_sqlite
-from storage.prepared import Prepared
+from storage.prepared import prepared
 
 Params = Mapping[str, Any]
 
@@ -62,21 +61,6 @@ class SessionCore(CoreTx):
     async def many(self, statement: Any, params: Sequence[Params]) -> None:
         if params:
             await self.session.execute(statement, list(params))
-
-
-_prepared: dict[tuple[int, tuple[str, ...] | None], tuple[Any, Prepared]] = {}
-_MAX_PREPARED = 1000
-
-
-def prepared(statement: Any, dialect: Dialect, keys: tuple[str, ...] | None = None) -> Prepared:
-    """``statement`` prepared once (module-level statements: the cache holds them by identity)."""
-    key = (id(statement), keys)
-    hit = _prepared.get(key)
-    if hit is None or hit[0] is not statement:
-        if len(_prepared) >= _MAX_PREPARED:  # statements built per call would pile up: start again
-            _prepared.clear()
-        hit = _prepared[key] = (statement, Prepared(statement, dialect, keys=keys))
-    return hit[1]
 
 
 def _sa_error(error: sqlite3.Error, sql: str, params: Any) -> sa_exc.DBAPIError:
@@ -127,20 +111,10 @@ async def checkout(engine: AsyncEngine) -> Any:
 
 
 async def locked_retry(sql: str, connection: sqlite3.Connection, busy_seconds: float) -> None:
-    """Run ``sql`` (BEGIN IMMEDIATE, COMMIT); while another process holds the database lock, wait
-    without blocking the loop and try again (storage/inline_sqlite.py explains why)."""
-    deadline: float | None = None
-    pause = 0.001
-    while True:
-        try:
-            connection.execute(sql)
-            return
-        except sqlite3.OperationalError as error:
-            if not inline_sqlite.is_locked(error):
-                raise _sa_error(error, sql, ()) from error
-            now = time.monotonic()
-            deadline = now + busy_seconds if deadline is None else deadline
-            if now >= deadline:
-                raise _sa_error(error, sql, ()) from error
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.004)
+    """``BEGIN IMMEDIATE`` / ``COMMIT``, waiting out another process's lock (``inline_sqlite.locked_retry``);
+    its errors as SQLAlchemy's."""
+    try:
+        await inline_sqlite.locked_retry(sql, connection, busy_seconds)
+    except sqlite3.Error as error:
+        raise _sa_error(error, sql, ()) from error
+

@@ -61,6 +61,39 @@ def took_turn() -> None:
     _last_turn = time.monotonic()
 
 
+class Backoff:
+    """Pauses while another process holds the database lock: 1 ms doubling to 4 ms, until ``busy_seconds``
+    have passed since the first refusal; ``next()`` is the next pause, or None when the time is up."""
+
+    def __init__(self, busy_seconds: float) -> None:
+        self.busy_seconds = busy_seconds
+        self.deadline: float | None = None
+        self.pause = 0.001
+
+    def next(self) -> float | None:
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.busy_seconds
+        if now >= self.deadline:
+            return None
+        pause, self.pause = self.pause, min(self.pause * 2, 0.004)
+        return pause
+
+
+async def locked_retry(sql: str, connection: sqlite3.Connection, busy_seconds: float) -> None:
+    """Run ``sql`` (BEGIN IMMEDIATE, COMMIT) outside SQLAlchemy (storage/core_tx.py); while another process
+    holds the database lock, wait without blocking the loop and try again, as ``InlineConnection.call``."""
+    backoff = Backoff(busy_seconds)
+    while True:
+        try:
+            connection.execute(sql)
+            return
+        except sqlite3.OperationalError as error:
+            if not is_locked(error) or (pause := backoff.next()) is None:
+                raise
+            await asyncio.sleep(pause)
+
+
 class InlineConnection(AdaptedConnection):
     """A DB-API connection over ``sqlite3`` for the async engine; ``driver_connection`` is the sqlite3 one."""
 
@@ -73,33 +106,25 @@ class InlineConnection(AdaptedConnection):
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on this thread; a lock held by another process is waited for asynchronously."""
-        global _last_turn
         current = getcurrent()
         greenlet = getattr(current, "__sqlalchemy_greenlet_provider__", False)
-        if greenlet and time.monotonic() - _last_turn > YIELD_AFTER:
+        if greenlet and turn_due():
             await_(asyncio.sleep(0))  # let the loop run what is ready (an ack to send, a timer that is due)
-            _last_turn = time.monotonic()
+            took_turn()
             current.__dict__["awaited"] = True
         elif greenlet and "awaited" not in current.__dict__:
             # SQLAlchemy's AsyncConnection.execute insists that its greenlet awaited something (it checks
             # that the driver is an async one): one empty round trip per greenlet, not one per call
             await_(_nothing())
             current.__dict__["awaited"] = True
-        deadline: float | None = None
-        pause = 0.001
+        backoff = Backoff(self._busy_seconds)
         while True:
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
-                if not is_locked(exc) or not greenlet:
-                    raise
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self._busy_seconds
-                if now >= deadline:
+                if not is_locked(exc) or not greenlet or (pause := backoff.next()) is None:
                     raise
                 await_(asyncio.sleep(pause))  # another process holds the lock: wait without blocking the loop
-                pause = min(pause * 2, 0.004)
 
     def cursor(self, server_side: bool = False) -> InlineCursor:
         return InlineCursor(self)

@@ -137,14 +137,16 @@ class Prepared:
         return out
 
 
-class OnSQLite:
-    """``statement`` prepared the first time it runs on a SQLite connection (module-level constants)."""
+_cache: dict[tuple[int, tuple[str, ...] | None], tuple[Any, Prepared]] = {}
+_MAX_CACHED = 1000
 
-    def __init__(self, statement: Any, *, keys: Sequence[str] | None = None) -> None:
-        self.statement, self.keys = statement, keys
-        self._prepared: Prepared | None = None
 
-    def __call__(self, dialect: Dialect) -> Prepared:
-        if self._prepared is None:
-            self._prepared = Prepared(self.statement, dialect, keys=self.keys)
-        return self._prepared
+def prepared(statement: Any, dialect: Dialect, keys: tuple[str, ...] | None = None) -> Prepared:
+    """``statement`` prepared once (module-level statements: the cache holds them by identity)."""
+    key = (id(statement), keys)
+    hit = _cache.get(key)
+    if hit is None or hit[0] is not statement:
+        if len(_cache) >= _MAX_CACHED:  # statements built per call would pile up: start again
+            _cache.clear()
+        hit = _cache[key] = (statement, Prepared(statement, dialect, keys=keys))
+    return hit[1]

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from storage.db import Database
-from storage.prepared import OnSQLite, dbapi_connection
+from storage.prepared import dbapi_connection, prepared
 from storage.tables import Event
 
 GENESIS = "0" * 64
@@ -39,7 +39,6 @@ class NewEvent:
 _EVENT = Event.__table__  # type: ignore[attr-defined]
 _INSERT = insert(_EVENT)
 _EVENT_KEYS = ("at", "request_id", "actor", "kind", "from_state", "to_state", "detail", "prev_hash", "hash")
-_INSERT_SQLITE = OnSQLite(_INSERT, keys=_EVENT_KEYS)  # straight to the DB-API connection (storage/prepared.py)
 _HEAD_SQL = "SELECT hash FROM event ORDER BY id DESC LIMIT 1"  # SQLite, on the DB-API connection
 # PostgreSQL: a transaction's events wait here; a deferred trigger links each into ``event`` at commit,
 # under the chain lock (storage/migrations/versions/0007_…). Not a model: it exists on PostgreSQL only.
@@ -131,7 +130,8 @@ def _chain_events(session: Session) -> None:
         new = NewEvent(**fields, prev_hash=prev)
         prev = event_hash(new)
         rows.append({**asdict(new), "hash": prev})
-    _INSERT_SQLITE(session.get_bind().dialect).insert_rows(dbapi_connection(session), rows)
+    # straight on the DB-API connection (storage/prepared.py)
+    prepared(_INSERT, session.get_bind().dialect, _EVENT_KEYS).insert_rows(dbapi_connection(session), rows)
 
 
 def _sqlite_head(session: Session) -> str | None:

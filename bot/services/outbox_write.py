@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from bot.services import outbox_sql as sql
 from bot.services.delivery import Ref
 from storage.db import Database
-from storage.prepared import OnSQLite, dbapi_connection
+from storage.prepared import dbapi_connection, prepared
 
 if TYPE_CHECKING:
     from bot.services.outbox import OutboxDispatcher
@@ -44,10 +44,6 @@ def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, p
 
 _PENDING_ROWS = "outbox_rows"
 _KEYS = ("created_at", "order_key", "kind", "payload", "status", "attempts", "next_attempt_at")  # as enqueue's rows
-# SQLite: straight to the transaction's DB-API connection (storage/prepared.py), for every commit with messages
-_INSERT_SQLITE = OnSQLite(sql.INSERT, keys=_KEYS)
-_INSERT_IDS_SQLITE = OnSQLite(sql.INSERT_IDS_SQLITE, keys=_KEYS)
-_CLAIM_NEW_SQLITE = OnSQLite(sql.CLAIM_NEW)
 # insert=True: runs before the audit chain's hook (bot/services/audit.py), whatever the import order, so
 # the chain lock taken there is held for the events' INSERT and the commit only, not for this too.
 @event.listens_for(Session, "before_commit", insert=True)
@@ -57,17 +53,17 @@ def _write_outbox(session: Session) -> None:
         return
     taker: OutboxDispatcher | None = session.info.get(TAKER)
     dialect = session.get_bind().dialect
-    sqlite = dialect.name == "sqlite"
+    sqlite = dialect.name == "sqlite"  # SQLite: statements straight on the DB-API connection (storage/prepared.py)
     if taker is None:
         if sqlite:
-            _INSERT_SQLITE(dialect).insert_rows(dbapi_connection(session), rows)
+            prepared(sql.INSERT, dialect, _KEYS).insert_rows(dbapi_connection(session), rows)
         else:
             session.execute(sql.INSERT, rows)
         return
     # A running dispatcher of this process takes the heads it can right here, instead of a claim
     # transaction of its own after the commit (Database.transaction hands them over once committed).
-    written = sorted(_INSERT_IDS_SQLITE(dialect).insert_rows(dbapi_connection(session), rows) if sqlite
-                     else session.execute(sql.INSERT_IDS, rows).all(), key=lambda w: w.id)
+    written = sorted(prepared(sql.INSERT_IDS_SQLITE, dialect, _KEYS).insert_rows(dbapi_connection(session), rows)
+                     if sqlite else session.execute(sql.INSERT_IDS, rows).all(), key=lambda w: w.id)
     # only the first new message of a key can be its head; no more than the dispatcher has room for
     # PostgreSQL: lanes are left to the dispatcher, which claims them one chain at a time (outbox_sql.py)
     firsts = [i for key, i in {w.order_key: w.id for w in reversed(written)}.items()
@@ -75,7 +71,7 @@ def _write_outbox(session: Session) -> None:
     firsts = sorted(firsts)[:max(taker.room(), 0)]
     now = taker.clock.now()
     params = {"b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner}
-    claimed = sorted((Claimed.of(r) for r in (_CLAIM_NEW_SQLITE(dialect).run(dbapi_connection(session), params)
+    claimed = sorted((Claimed.of(r) for r in (prepared(sql.CLAIM_NEW, dialect).run(dbapi_connection(session), params)
                                               if sqlite else session.execute(sql.CLAIM_NEW, params))),
                      key=lambda m: m.id) if firsts else []
     session.info[CLAIMED] = claimed
