@@ -10,15 +10,18 @@ run here: a pooled connection of the same engine (same PRAGMAs, same page cache)
 once (storage/prepared.py). On PostgreSQL, and on SQLite with aiosqlite's threads, the same calls run
 in an ordinary session. Callers see one interface (``CoreTx``) and rows with attribute access.
 
-What must not come here: anything that writes audit events or outbox messages (their hooks run on a
-session's commit) or works with ORM objects — that is ``Database.transaction()``.
+Audit events and outbox messages written in a Core transaction (``append_event``, ``enqueue``) wait in
+its ``info`` as in a session's; on SQLite the hooks registered in ``BEFORE_COMMIT`` write them just
+before ``COMMIT``, as the session's ``before_commit`` listeners do (bot/services/audit.py, outbox_write.py).
+Model rows are read and written as plain objects with storage/records.py. What needs the ORM's
+identity map, relationships or autoflush stays on ``Database.transaction()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -31,9 +34,17 @@ from storage.prepared import prepared
 
 Params = Mapping[str, Any]
 
+# Run on SQLite just before a Core transaction's COMMIT, in order, with (its info, the dialect, the sqlite3
+# connection): they write what the transaction queued in ``info`` (audit events, outbox messages).
+BeforeCommit = Callable[[dict[str, Any], Dialect, sqlite3.Connection], None]
+BEFORE_COMMIT: list[BeforeCommit] = []
+
 
 class CoreTx:
     """A transaction (or, from ``Database.core_reads``, a run of reads) of Core statements."""
+
+    # what the transaction carries to its commit (as ``Session.info``): pending events and messages
+    info: dict[str, Any]
 
     async def rows(self, statement: Any, params: Params | None = None) -> list[Any]:
         """Run ``statement``; its rows (SELECT, or RETURNING), ``[]`` when it returns none."""
@@ -52,6 +63,7 @@ class SessionCore(CoreTx):
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self.info = session.info  # the session's own commit hooks write what waits here
 
     async def rows(self, statement: Any, params: Params | None = None) -> list[Any]:
         result = await self.session.execute(statement, dict(params or {}))
@@ -73,8 +85,14 @@ def _sa_error(error: sqlite3.Error, sql: str, params: Any) -> sa_exc.DBAPIError:
 class SqliteCore(CoreTx):
     """Core statements straight on a sqlite3 connection, on the event-loop thread."""
 
-    def __init__(self, connection: sqlite3.Connection, dialect: Dialect) -> None:
+    def __init__(self, connection: sqlite3.Connection, dialect: Dialect, info: dict[str, Any] | None = None) -> None:
         self.connection, self.dialect = connection, dialect
+        self.info = info if info is not None else {}
+
+    def before_commit(self) -> None:
+        """Write what waits in ``info`` (``BEFORE_COMMIT``); in the transaction, before its COMMIT."""
+        for hook in BEFORE_COMMIT:
+            hook(self.info, self.dialect, self.connection)
 
     async def _turn(self) -> None:
         if inline_sqlite.turn_due():  # a run of statements still lets the loop run what is ready
@@ -118,3 +136,16 @@ async def locked_retry(sql: str, connection: sqlite3.Connection, busy_seconds: f
     except sqlite3.Error as error:
         raise _sa_error(error, sql, ()) from error
 
+
+# What services write through: an ORM session's transaction, or a Core one.
+Writer = AsyncSession | CoreTx
+
+
+def pending(writer: Writer) -> dict[str, Any]:
+    """What ``writer``'s transaction carries to its commit (its ``info``). A session not yet in a
+    transaction begins one, as ``session.add`` would: a rollback from then on drops what waits here."""
+    if isinstance(writer, CoreTx):
+        return writer.info
+    if not writer.in_transaction():
+        writer.sync_session.begin()
+    return writer.sync_session.info

@@ -173,17 +173,23 @@ class Database:
             async with self._write_turn, self._writers() as session, session.begin():
                 session.info["outbox_taker"] = taker
                 yield session
-        if taker is not None and (claimed := session.info.get("outbox_claimed")):
+        self._committed(session.info)
+
+    def _committed(self, info: dict[str, Any]) -> None:
+        """After a commit: its outbox messages to the dispatcher (bot/services/outbox_write.py)."""
+        taker = info.get("outbox_taker")
+        if taker is not None and (claimed := info.get("outbox_claimed")):
             taker.accept(claimed)  # messages this commit claimed for the running dispatcher
-        if taker is not None and (unclaimed := session.info.get("outbox_unclaimed")):
+        if taker is not None and (unclaimed := info.get("outbox_unclaimed")):
             taker.notice(unclaimed)  # keys whose new messages wait behind older ones
-        if session.info.get("outbox"):
+        if info.get("outbox"):
             self.outbox_ready.set()
 
     @asynccontextmanager
     async def core_transaction(self) -> AsyncIterator[CoreTx]:
-        """A write transaction of Core statements only (storage/core_tx.py): no ORM objects, no audit
-        events, no outbox messages. Committed on success, rolled back on any exception."""
+        """A write transaction of Core statements (storage/core_tx.py), on SQLite without a session; its
+        audit events and outbox messages are written at commit as a session's are. Committed on
+        success, rolled back on any exception."""
         if self._inline is None:
             async with self.transaction() as session:
                 yield SessionCore(session)
@@ -192,10 +198,12 @@ class Database:
         async with self._write_turn:
             fairy = await checkout(self.engine)
             connection = fairy.driver_connection
+            tx = SqliteCore(connection, self.engine.dialect, {"outbox_taker": self.outbox_taker})
             try:
                 await locked_retry("BEGIN IMMEDIATE", connection, self._inline.busy_seconds)
                 try:
-                    yield SqliteCore(connection, self.engine.dialect)
+                    yield tx
+                    tx.before_commit()
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
@@ -204,6 +212,7 @@ class Database:
                 if connection.in_transaction:  # a COMMIT that gave up (the lock never came)
                     connection.execute("ROLLBACK")
                 fairy.close()
+        self._committed(tx.info)
 
     @asynccontextmanager
     async def core_reads(self) -> AsyncIterator[CoreTx]:

@@ -10,8 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from bot.domain.requests import Decision, PolicyViolation, Status, Vote, decide
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
-from bot.services.requests import RequestService, close_schedule, load_request, load_votes, open_layer
+from bot.services.requests import RequestService, close_schedule, open_layer, read_request, read_votes
 from bot.services.runtime import Runtime
+from storage.records import Unit, build
 from storage.tables import AccessRequest, ApprovalVote
 
 _ELIGIBILITY_OF = select(AccessRequest.eligibility).where(AccessRequest.id == bindparam("b_id"))
@@ -66,9 +67,10 @@ class ApprovalService:
                 rt.policy, elig.approvals[layer].approver_set(after_hours=next_after_hours))
         now = rt.clock.now()
         try:
-            async with rt.db.transaction() as session:
-                req = await load_request(session, request_id, lock=True)
-                votes = await load_votes(session, req.id)
+            async with rt.db.core_transaction() as tx:
+                unit = Unit(tx)
+                req = await read_request(unit, request_id, lock=True)
+                votes = await read_votes(unit, req.id)
                 if in_layer:  # which set counts is the one the layer opened with
                     in_layer = in_set[req.after_hours]
                 try:
@@ -81,26 +83,26 @@ class ApprovalService:
                         approver_in_layer=in_layer or (in_escalation and req.escalated and req.layer == layer))
                 except PolicyViolation as exc:
                     raise _explain(exc, req, votes, layer) from None
-                vote = ApprovalVote(request_id=req.id, layer=layer, approver=approver,
-                                    approver_slack=approver_slack, decision=decision.value, reason=reason, at=now)
-                session.add(vote)
-                await session.flush()  # a second vote of the same approver fails here (unique)
-                votes = [*votes, vote]  # as load_votes would read them: by id, the new one last
-                message = await self._apply(session, req, votes, layer, outcome.status, outcome.layer,
+                vote = build(ApprovalVote, request_id=req.id, layer=layer, approver=approver,
+                             approver_slack=approver_slack, decision=decision.value, reason=reason, at=now)
+                unit.add(vote)
+                await unit.flush()  # a second vote of the same approver fails here (unique)
+                votes = [*votes, vote]  # as read_votes would read them: by id, the new one last
+                message = await self._apply(unit, req, votes, layer, outcome.status, outcome.layer,
                                             outcome.layer_passed, approver, decision, reason, next_members,
                                             next_after_hours)
+                await unit.flush()
         except IntegrityError:
             raise PolicyViolation("You have already decided on this request.") from None
         if outcome.status is Status.APPROVED:
             rt.wake.set()
         return DecisionResult(req, outcome.status, outcome.layer, message)
 
-    async def _apply(self, session: object, req: AccessRequest, votes: list[ApprovalVote], layer: int,
+    async def _apply(self, unit: Unit, req: AccessRequest, votes: list[ApprovalVote], layer: int,
                      status: Status, next_layer: int, passed: bool, approver: str, decision: Decision,
                      reason: str | None, next_members: set[str], next_after_hours: bool) -> str:
-        from sqlalchemy.ext.asyncio import AsyncSession
-
-        assert isinstance(session, AsyncSession)
+        """The decision's effects on ``req`` (written by the caller's ``unit.flush()``) and its messages."""
+        session = unit.tx
         rt, now = self.rt, self.rt.clock.now()
         elig = rt.eligibility(req.eligibility)
         assert elig is not None
@@ -126,7 +128,7 @@ class ApprovalService:
                              from_state=Status.PENDING.value, to_state=status.value, detail={"layer": layer},
                              text=f"approved at layer {layer} of {req.layers}")
         if status is Status.APPROVED:
-            await self.requests.approve_final(session, req, elig, actor=approver, votes=votes)
+            await self.requests.approve_final(unit, req, elig, actor=approver, votes=votes)
             notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
                                      outcome=f"Approved by {approver}")
             return f"You approved {req.id}; access is being granted."

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, event, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from storage.core_tx import BEFORE_COMMIT, Writer, pending
 from storage.db import Database
 from storage.prepared import dbapi_connection, prepared
 from storage.tables import Event
@@ -78,7 +79,7 @@ def split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
 
 async def append_event(
     db: Database,
-    session: AsyncSession,
+    session: Writer,
     *,
     at: datetime,
     kind: str,
@@ -94,9 +95,7 @@ async def append_event(
         raise ValueError("naive datetime given to the audit log")
     # hashed as it is stored and read back (UTC), or verify_chain would find the row edited
     at = at.astimezone(UTC)
-    if not session.in_transaction():  # as session.add would: a rollback from here on drops the event
-        session.sync_session.begin()
-    session.sync_session.info.setdefault(_PENDING, []).append(
+    pending(session).setdefault(_PENDING, []).append(
         {"at": at, "request_id": request_id, "actor": actor, "kind": kind, "from_state": from_state,
          "to_state": to_state, "detail": detail or {}})
 
@@ -124,20 +123,35 @@ def _chain_events(session: Session) -> None:
             rows.append({**fields, "detail": json.dumps(fields["detail"]), "head": head, "tail": tail})
         session.execute(_INSERT_PENDING_PG, rows)
         return
-    prev = _sqlite_head(session) or GENESIS
+    _chain_sqlite(events, session.get_bind().dialect, dbapi_connection(session))
+
+
+def _chain_sqlite(events: list[dict[str, Any]], dialect: Dialect, connection: Any) -> None:
+    """SQLite: link ``events`` to the chain's head and insert them, straight on the transaction's DB-API
+    connection (storage/prepared.py)."""
+    prev = _sqlite_head(connection) or GENESIS
     rows = []
     for fields in events:  # in call order: ids follow the chain
         new = NewEvent(**fields, prev_hash=prev)
         prev = event_hash(new)
         rows.append({**asdict(new), "hash": prev})
-    # straight on the DB-API connection (storage/prepared.py)
-    prepared(_INSERT, session.get_bind().dialect, _EVENT_KEYS).insert_rows(dbapi_connection(session), rows)
+    prepared(_INSERT, dialect, _EVENT_KEYS).insert_rows(connection, rows)
 
 
-def _sqlite_head(session: Session) -> str | None:
+def _chain_core(info: dict[str, Any], dialect: Dialect, connection: Any) -> None:
+    """A Core transaction's events on SQLite (storage/core_tx.py), as ``_chain_events`` links a session's."""
+    events = info.pop(_PENDING, None)
+    if events:
+        _chain_sqlite(events, dialect, connection)
+
+
+BEFORE_COMMIT.append(_chain_core)  # after the outbox's (outbox_write.py inserts its hook first)
+
+
+def _sqlite_head(connection: Any) -> str | None:
     """The chain's head hash, read on the transaction's own DB-API connection: a plain string needs
     none of SQLAlchemy's statement machinery, which costs several times the query (three a flow)."""
-    cursor = dbapi_connection(session).cursor()
+    cursor = connection.cursor()
     try:
         cursor.execute(_HEAD_SQL)
         row = cursor.fetchone()

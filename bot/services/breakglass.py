@@ -21,6 +21,7 @@ from bot.domain.requests import PolicyViolation, Status, Submission, validate_su
 from bot.services import notices
 from bot.services.requests import RequestService, load_request
 from bot.services.runtime import Runtime, new_id
+from storage.records import Unit, build
 from storage.tables import AccessRequest
 
 KIND = "breakglass"
@@ -71,14 +72,14 @@ class BreakGlassService:
             raise PolicyViolation(f"We couldn't find an account for {requester} at {elig.connector}.")
         reviewers = sorted(await self.reviewers(elig, requester))
         now = rt.clock.now()
-        async with rt.db.transaction() as session:
-            req = AccessRequest(
+        async with rt.db.core_transaction() as session:
+            unit = Unit(session)
+            req = build(AccessRequest,
                 id=new_id("R"), eligibility=elig.name, kind=KIND, requester=requester,
                 requester_slack=requester_slack, duration_s=int(sub.duration.total_seconds()),
                 justification=sub.justification, status=Status.PENDING.value, layer=1, layers=0,
                 created_at=now, updated_at=now, review_remind_at=now + policy.settings.break_glass_review_every)
-            session.add(req)
-            await session.flush()
+            unit.add(req)
             snap = notices.describe(rt, req)
             how_long = format_duration(sub.duration)
             await notices.record(rt, session, at=now, kind="break_glass", actor=requester, req=req, snap=snap,
@@ -93,8 +94,9 @@ class BreakGlassService:
                 notices.ask_reviewers(session, at=now, snap=snap, reviewers=reviewers)
             else:
                 notices.alert(session, at=now, snap=snap, text=f"{req.id}: nobody can review this break-glass use.")
-            await self.requests.approve_final(session, req, elig, actor=requester,
+            await self.requests.approve_final(unit, req, elig, actor=requester,
                                               text="break-glass: granting without approval")
+            await unit.flush()
         rt.wake.set()
         return req
 

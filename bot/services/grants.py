@@ -21,10 +21,11 @@ from bot.domain.durations import format_duration
 from bot.domain.requests import PolicyViolation, Status, check_transition
 from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
-from bot.services.requests import load_request, load_votes
+from bot.services.requests import load_request, load_votes, read_request, read_votes
 from bot.services.revocation import LEASE, Revoker, backoff, idp_user, target_of
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser, RateLimited
+from storage.records import Unit
 from storage.tables import AccessRequest, Grant
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,11 @@ class GrantService:
 
     async def _grant_done(self, grant_id: str, user: IdpUser, *, owns: bool) -> None:
         rt, now = self.rt, self.rt.clock.now()
-        async with rt.db.transaction() as session:
-            g = await self._grant(session, grant_id)
-            req = await load_request(session, g.request_id, lock=True)
+        async with rt.db.core_transaction() as session:  # the rows as objects, without the ORM's session
+            unit = Unit(session)
+            g = await unit.first(Grant, _GRANT_ROW, {"b_id": grant_id})
+            assert g is not None  # claimed by this worker: never deleted
+            req = await read_request(unit, g.request_id, lock=True)
             elig = rt.eligibility(req.eligibility)
             warn_before = elig.warn_before if elig else timedelta(minutes=15)
             g.status, g.owns_membership, g.user_idp_id, g.granted_at = "active", owns, user.id, now
@@ -141,7 +144,7 @@ class GrantService:
             from_state = req.status
             check_transition(Status(req.status), Status.ACTIVE)
             req.status, req.updated_at, req.version = Status.ACTIVE.value, now, req.version + 1
-            snap = await self._snap(session, req, g)
+            snap = notices.describe(rt, req, await read_votes(unit, req.id), g)
             await notices.record(rt, session, at=now, kind="granted", actor=notices.SYSTEM, req=req, snap=snap,
                                  from_state=from_state, to_state=Status.ACTIVE.value,
                                  detail={"grant": g.id, "owns_membership": owns, "expires_at": g.expires_at.isoformat(),
@@ -149,6 +152,7 @@ class GrantService:
                                  text=f"granted until {g.expires_at:%Y-%m-%d %H:%M} UTC")
             notices.tell_requester(session, at=now, snap=snap, event="active",
                                    text=f"You now have {req.eligibility} until {g.expires_at:%Y-%m-%d %H:%M} UTC.")
+            await unit.flush()
 
     async def _grant_failed(self, grant_id: str, exc: ConnectorError) -> None:
         rt, now = self.rt, self.rt.clock.now()

@@ -26,11 +26,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from bot.services.audit import append_event
 from bot.services.outbox import AUDIT_LANE, enqueue
 from bot.services.runtime import Runtime
+from storage.core_tx import Writer
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
 SYSTEM = "jitbot"
@@ -80,7 +79,7 @@ def audit_key(request_id: str) -> str:
 
 async def record(
     rt: Runtime,
-    session: AsyncSession,
+    session: Writer,
     *,
     at: datetime,
     kind: str,
@@ -101,12 +100,12 @@ async def record(
             payload={"request": snap, "event": kind, "actor": actor, "text": text})
 
 
-def tell_requester(session: AsyncSession, *, at: datetime, snap: dict[str, Any], event: str, text: str) -> None:
+def tell_requester(session: Writer, *, at: datetime, snap: dict[str, Any], event: str, text: str) -> None:
     enqueue(session, at=at, order_key=snap["id"], kind="requester", payload={"request": snap, "event": event,
                                                                              "text": text})
 
 
-def ask_approvers(session: AsyncSession, *, at: datetime, snap: dict[str, Any], layer: int,
+def ask_approvers(session: Writer, *, at: datetime, snap: dict[str, Any], layer: int,
                   approvers: Sequence[str], note: str | None = None) -> None:
     for approver in sorted(approvers):
         payload: dict[str, Any] = {"request": snap, "layer": layer, "approver": approver}
@@ -115,7 +114,7 @@ def ask_approvers(session: AsyncSession, *, at: datetime, snap: dict[str, Any], 
         enqueue(session, at=at, order_key=snap["id"], kind="approval_request", payload=payload)
 
 
-def ask_reviewers(session: AsyncSession, *, at: datetime, snap: dict[str, Any], reviewers: Sequence[str],
+def ask_reviewers(session: Writer, *, at: datetime, snap: dict[str, Any], reviewers: Sequence[str],
                   note: str | None = None) -> None:
     for reviewer in sorted(reviewers):
         payload: dict[str, Any] = {"request": snap, "reviewer": reviewer}
@@ -124,15 +123,15 @@ def ask_reviewers(session: AsyncSession, *, at: datetime, snap: dict[str, Any], 
         enqueue(session, at=at, order_key=snap["id"], kind="review_request", payload=payload)
 
 
-def update_reviews(session: AsyncSession, *, at: datetime, snap: dict[str, Any], outcome: str) -> None:
+def update_reviews(session: Writer, *, at: datetime, snap: dict[str, Any], outcome: str) -> None:
     enqueue(session, at=at, order_key=snap["id"], kind="review_update", payload={"request": snap, "outcome": outcome})
 
 
-def update_approvals(session: AsyncSession, *, at: datetime, snap: dict[str, Any], layer: int, outcome: str) -> None:
+def update_approvals(session: Writer, *, at: datetime, snap: dict[str, Any], layer: int, outcome: str) -> None:
     enqueue(session, at=at, order_key=snap["id"], kind="approval_update",
             payload={"request": snap, "layer": layer, "outcome": outcome})
 
 
-def alert(session: AsyncSession, *, at: datetime, snap: dict[str, Any] | None, text: str) -> None:
+def alert(session: Writer, *, at: datetime, snap: dict[str, Any] | None, text: str) -> None:
     enqueue(session, at=at, order_key=audit_key(snap["id"]) if snap else "alert", kind="alert",
             payload={"request": snap, "text": text})

@@ -3,16 +3,18 @@ commits, and a running dispatcher of this process claims the new heads in that s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from bot.services import outbox_sql as sql
 from bot.services.delivery import Ref
+from storage.core_tx import BEFORE_COMMIT, Writer, pending
 from storage.db import Database
 from storage.prepared import dbapi_connection, prepared
 
@@ -28,18 +30,17 @@ def is_lane(order_key: str) -> bool:
     return order_key.startswith("lane:")
 
 
-def enqueue(session: AsyncSession, *, at: datetime, order_key: str, kind: str, payload: dict[str, Any]) -> None:
+def enqueue(session: Writer, *, at: datetime, order_key: str, kind: str, payload: dict[str, Any]) -> None:
     """Add a message to the outbox inside the caller's transaction.
 
     The rows are written by one INSERT when the transaction commits (``_write_outbox``), in the order
     they were enqueued; a rolled-back transaction writes none.
     """
-    if not session.in_transaction():  # as session.add would: a rollback from here on drops the rows
-        session.sync_session.begin()
-    session.sync_session.info.setdefault(_PENDING_ROWS, []).append(
+    info = pending(session)
+    info.setdefault(_PENDING_ROWS, []).append(
         {"created_at": at, "order_key": order_key, "kind": kind, "payload": payload, "status": "pending",
          "attempts": 0, "next_attempt_at": at})
-    session.info["outbox"] = True  # Database.transaction() wakes the dispatcher after the commit
+    info["outbox"] = True  # Database.transaction() wakes the dispatcher after the commit
 
 
 _PENDING_ROWS = "outbox_rows"
@@ -51,45 +52,69 @@ def _write_outbox(session: Session) -> None:
     rows = session.info.pop(_PENDING_ROWS, None)
     if not rows:
         return
-    taker: OutboxDispatcher | None = session.info.get(TAKER)
     dialect = session.get_bind().dialect
-    sqlite = dialect.name == "sqlite"  # SQLite: statements straight on the DB-API connection (storage/prepared.py)
-    if taker is None:
-        if sqlite:
-            prepared(sql.INSERT, dialect, _KEYS).insert_rows(dbapi_connection(session), rows)
-        else:
-            session.execute(sql.INSERT, rows)
+    if dialect.name == "sqlite":  # statements straight on the DB-API connection (storage/prepared.py)
+        _write_sqlite(session.info, dialect, dbapi_connection(session), rows)
         return
-    # A running dispatcher of this process takes the heads it can right here, instead of a claim
-    # transaction of its own after the commit (Database.transaction hands them over once committed).
-    written = sorted(prepared(sql.INSERT_IDS_SQLITE, dialect, _KEYS).insert_rows(dbapi_connection(session), rows)
-                     if sqlite else session.execute(sql.INSERT_IDS, rows).all(), key=lambda w: w.id)
+    taker: OutboxDispatcher | None = session.info.get(TAKER)
+    if taker is None:
+        session.execute(sql.INSERT, rows)
+        return
+    written = sorted(session.execute(sql.INSERT_IDS, rows).all(), key=lambda w: w.id)
+    _take(session.info, taker, written, lambda params: list(session.execute(sql.CLAIM_NEW, params)),
+          lambda params: list(session.execute(sql.HELD_BY, params).all()))
+
+
+def _write_core(info: dict[str, Any], dialect: Dialect, connection: Any) -> None:
+    """A Core transaction's messages on SQLite (storage/core_tx.py), as ``_write_outbox`` writes a session's."""
+    rows = info.pop(_PENDING_ROWS, None)
+    if rows:
+        _write_sqlite(info, dialect, connection, rows)
+
+
+BEFORE_COMMIT.insert(0, _write_core)  # before the audit chain's, as above
+
+
+def _write_sqlite(info: dict[str, Any], dialect: Dialect, connection: Any, rows: list[dict[str, Any]]) -> None:
+    taker: OutboxDispatcher | None = info.get(TAKER)
+    if taker is None:
+        prepared(sql.INSERT, dialect, _KEYS).insert_rows(connection, rows)
+        return
+    written = sorted(prepared(sql.INSERT_IDS_SQLITE, dialect, _KEYS).insert_rows(connection, rows),
+                     key=lambda w: w.id)
+    _take(info, taker, written, lambda params: prepared(sql.CLAIM_NEW, dialect).run(connection, params), None)
+
+
+def _take(info: dict[str, Any], taker: OutboxDispatcher, written: list[Any],
+          claim_new: Callable[[dict[str, Any]], list[Any]],
+          held_by: Callable[[dict[str, Any]], list[Any]] | None) -> None:
+    """A running dispatcher of this process takes the heads it can right here, instead of a claim
+    transaction of its own after the commit (Database.transaction hands them over once committed).
+    ``held_by``: PostgreSQL's check of keys whose head another process's chain holds."""
     # only the first new message of a key can be its head; no more than the dispatcher has room for
     # PostgreSQL: lanes are left to the dispatcher, which claims them one chain at a time (outbox_sql.py)
     firsts = [i for key, i in {w.order_key: w.id for w in reversed(written)}.items()
-              if taker.db.is_sqlite or not is_lane(key)]
+              if held_by is None or not is_lane(key)]
     firsts = sorted(firsts)[:max(taker.room(), 0)]
     now = taker.clock.now()
     params = {"b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner}
-    claimed = sorted((Claimed.of(r) for r in (prepared(sql.CLAIM_NEW, dialect).run(dbapi_connection(session), params)
-                                              if sqlite else session.execute(sql.CLAIM_NEW, params))),
-                     key=lambda m: m.id) if firsts else []
-    session.info[CLAIMED] = claimed
+    claimed = sorted((Claimed.of(r) for r in claim_new(params)), key=lambda m: m.id) if firsts else []
+    info[CLAIMED] = claimed
     # A message behind one claimed here is claimed by that one's chain; the dispatcher is told of the
     # keys whose new messages sit behind an older one (``OutboxDispatcher.notice``, after the commit),
     # except those whose head another process's chain holds: that chain takes them (and should its
     # last record just miss them, the claim pass every interval finds them).
     unclaimed = {w.order_key for w in written} - {m.order_key for m in claimed}
     elsewhere = [k for k in unclaimed if not taker.follows(k)]
-    if elsewhere and not taker.db.is_sqlite:
+    if elsewhere and held_by is not None:
         recent = {k for k in elsewhere if taker.held_elsewhere(k)}  # a paced lane seen held a moment ago
         ask = [k for k in elsewhere if k not in recent]
-        held = {key for key, owner in session.execute(sql.HELD_BY, {"b_keys": ask, "b_now": now}).all()
+        held = {key for key, owner in held_by({"b_keys": ask, "b_now": now})
                 if owner != taker.owner} if ask else set()
         taker.saw_held_elsewhere(held)
         unclaimed -= held | recent
-    session.info[UNCLAIMED] = sorted(unclaimed)
-    session.info["outbox"] = False
+    info[UNCLAIMED] = sorted(unclaimed)
+    info["outbox"] = False
 
 
 @event.listens_for(Session, "after_soft_rollback")

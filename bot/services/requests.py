@@ -14,6 +14,7 @@ from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
+from storage.records import Unit, build
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
 # Built once: a statement built per call costs its construction and cache key every time.
@@ -21,6 +22,11 @@ _REQUEST = select(AccessRequest).where(AccessRequest.id == bindparam("b_id"))
 _REQUEST_LOCKED = _REQUEST.with_for_update()
 _VOTES = (select(ApprovalVote).where(ApprovalVote.request_id == bindparam("b_id"))  # type: ignore[arg-type]
           .order_by(ApprovalVote.id))  # type: ignore[arg-type]
+# The same as rows of the tables, for a Core transaction (storage/records.py)
+_REQUESTS, _VOTE_TABLE = AccessRequest.__table__, ApprovalVote.__table__  # type: ignore[attr-defined]
+_REQUEST_ROW = select(_REQUESTS).where(_REQUESTS.c.id == bindparam("b_id"))
+_REQUEST_ROW_LOCKED = _REQUEST_ROW.with_for_update()
+_VOTE_ROWS = select(_VOTE_TABLE).where(_VOTE_TABLE.c.request_id == bindparam("b_id")).order_by(_VOTE_TABLE.c.id)
 _OPEN_DUPLICATE = select(AccessRequest.id).where(
     AccessRequest.requester == bindparam("b_requester"), AccessRequest.eligibility == bindparam("b_elig"),
     AccessRequest.status == Status.PENDING.value, AccessRequest.kind == "access").limit(1)
@@ -37,11 +43,24 @@ async def load_votes(session: AsyncSession, request_id: str) -> list[ApprovalVot
     return list((await session.execute(_VOTES, {"b_id": request_id})).scalars().all())
 
 
+async def read_request(unit: Unit, request_id: str, *, lock: bool = False) -> AccessRequest:
+    """``load_request`` in a Core transaction."""
+    req = await unit.first(AccessRequest, _REQUEST_ROW_LOCKED if lock else _REQUEST_ROW, {"b_id": request_id})
+    if req is None:
+        raise PolicyViolation(f"There is no request {request_id}.")
+    return req
+
+
+async def read_votes(unit: Unit, request_id: str) -> list[ApprovalVote]:
+    """``load_votes`` in a Core transaction."""
+    return await unit.all(ApprovalVote, _VOTE_ROWS, {"b_id": request_id})
+
+
 def new_grant(rt: Runtime, req: AccessRequest, elig: Eligibility) -> Grant:
     """A grant waiting to be carried out: now, or at the request's scheduled start."""
     now = rt.clock.now()
     due = req.starts_at if req.starts_at is not None and req.starts_at > now else now
-    return Grant(id=new_id("G"), request_id=req.id, connector=elig.connector, target_kind=elig.target.kind,
+    return build(Grant, id=new_id("G"), request_id=req.id, connector=elig.connector, target_kind=elig.target.kind,
                  target_id=elig.target.ref, user_email=req.requester, status="granting",
                  next_attempt_at=due)
 
@@ -148,12 +167,12 @@ class RequestService:
             if len(first) < elig.approvals[0].min_approvals:
                 raise PolicyViolation(f"Nobody other than you can approve layer 1 of {elig.name}; "
                                       "ask an administrator to fix the approver group.")
-        async with rt.db.transaction() as session:
-            open_dupe = (await session.execute(_OPEN_DUPLICATE, {"b_requester": requester,
-                                                                  "b_elig": elig.name})).scalar()
+        async with rt.db.core_transaction() as session:
+            open_dupe = await session.scalars(_OPEN_DUPLICATE, {"b_requester": requester, "b_elig": elig.name})
             if open_dupe:
-                raise PolicyViolation(f"You already have a pending request for {elig.name} ({open_dupe}).")
-            req = AccessRequest(
+                raise PolicyViolation(f"You already have a pending request for {elig.name} ({open_dupe[0]}).")
+            unit = Unit(session)
+            req = build(AccessRequest, 
                 id=new_id("R"), eligibility=elig.name, requester=requester, requester_slack=requester_slack,
                 submitted_by=submitter, submitted_by_slack=submitted_by_slack if submitter else None,
                 duration_s=int(sub.duration.total_seconds()), justification=sub.justification, ticket=sub.ticket,
@@ -161,8 +180,7 @@ class RequestService:
                 starts_at=starts_at)
             if elig.approvals:
                 open_layer(req, elig, 1, now, after_hours=after_hours)
-            session.add(req)
-            await session.flush()
+            unit.add(req)
             snap = notices.describe(rt, req)
             detail: dict[str, object] = {"eligibility": elig.name, "duration": format_duration(sub.duration),
                                          "ticket": sub.ticket, "justification": sub.justification}
@@ -185,25 +203,27 @@ class RequestService:
                                             f"(layer 1 of {len(elig.approvals)}).")
                 notices.ask_approvers(session, at=now, snap=snap, layer=1, approvers=sorted(first))
             else:
-                await self.approve_final(session, req, elig, actor=notices.SYSTEM, auto=True)
+                await self.approve_final(unit, req, elig, actor=notices.SYSTEM, auto=True)
+            await unit.flush()
         if not elig.approvals:  # auto-approved: its grant is due now. A pending request has nothing due
             rt.wake.set()  # for the worker (its messages wake the outbox; its deadlines come with the tick)
         return req
 
-    async def approve_final(self, session: AsyncSession, req: AccessRequest, elig: Eligibility, *, actor: str,
+    async def approve_final(self, unit: Unit, req: AccessRequest, elig: Eligibility, *, actor: str,
                             auto: bool = False, text: str | None = None,
                             votes: list[ApprovalVote] | None = None) -> Grant:
-        """PENDING → APPROVED and a grant waiting to be carried out (inside the caller's transaction).
-        ``votes``: the request's votes as this transaction has them (read here when not given)."""
+        """PENDING → APPROVED and a grant waiting to be carried out (inside the caller's transaction,
+        written by its ``unit.flush()``). ``votes``: the request's votes as this transaction has them
+        (read here when not given)."""
         now = self.rt.clock.now()
         check_transition(Status(req.status), Status.APPROVED)
         req.status, req.decided_at, req.updated_at = Status.APPROVED.value, now, now
         close_schedule(req)
         req.version += 1
         grant = new_grant(self.rt, req, elig)
-        session.add(grant)
-        await session.flush()
-        snap = notices.describe(self.rt, req, votes if votes is not None else await load_votes(session, req.id))
+        unit.add(grant)
+        session = unit.tx
+        snap = notices.describe(self.rt, req, votes if votes is not None else await read_votes(unit, req.id))
         later = grant.next_attempt_at is not None and grant.next_attempt_at > now
         await notices.record(self.rt, session, at=now, kind="approved", actor=actor, req=req, snap=snap,
                              from_state=Status.PENDING.value, to_state=Status.APPROVED.value,
