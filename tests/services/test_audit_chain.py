@@ -24,7 +24,8 @@ async def test_concurrent_transactions_extend_one_chain(db_factory: DbFactory, c
     await db.migrate()
 
     async def writer(k: int) -> None:
-        async with db.transaction() as session:
+        # session and Core transactions (storage/core_tx.py) in turn: both link into the one chain
+        async with (db.transaction() if k % 2 else db.core_transaction()) as session:
             await append_event(db, session, at=clock.now(), kind="first", actor=f"w{k}", request_id=f"R-{k}")
             await asyncio.sleep(0)  # other writers run in between
             await append_event(db, session, at=clock.now(), kind="second", actor=f"w{k}", request_id=f"R-{k}")
@@ -39,11 +40,12 @@ async def test_concurrent_transactions_extend_one_chain(db_factory: DbFactory, c
     assert all(a.request_id == b.request_id for a, b in zip(rows[::2], rows[1::2], strict=True))
 
 
-async def test_a_rolled_back_transaction_leaves_no_event(db_factory: DbFactory, clock: ManualClock) -> None:
+@pytest.mark.parametrize("kind", ["transaction", "core_transaction"])
+async def test_a_rolled_back_transaction_leaves_no_event(db_factory: DbFactory, clock: ManualClock, kind: str) -> None:
     db = db_factory()
     await db.migrate()
     with pytest.raises(RuntimeError):
-        async with db.transaction() as session:
+        async with getattr(db, kind)() as session:
             await append_event(db, session, at=clock.now(), kind="doomed", actor="a")
             raise RuntimeError("the state change failed")
     async with db.transaction() as session:

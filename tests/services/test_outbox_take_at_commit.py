@@ -16,8 +16,8 @@ from storage.tables import OutboxMessage
 from tests.conftest import DbFactory
 
 
-async def _write(db: Any, clock: ManualClock, *messages: tuple[str, int]) -> None:
-    async with db.transaction() as session:
+async def _write(db: Any, clock: ManualClock, *messages: tuple[str, int], core: bool = False) -> None:
+    async with (db.core_transaction() if core else db.transaction()) as session:
         for key, n in messages:
             enqueue(session, at=clock.now(), order_key=key, kind="note", payload={"key": key, "n": n})
 
@@ -65,13 +65,15 @@ async def _rows(db: Any) -> list[tuple[str, int, str, str | None]]:
         return [(m.order_key, m.payload["n"], m.status, m.claimed_by) for m in rows.scalars()]
 
 
-async def test_a_commit_claims_its_new_heads_and_hands_them_over(db_factory: DbFactory, clock: ManualClock) -> None:
+@pytest.mark.parametrize("core", [False, True], ids=["session", "core"])
+async def test_a_commit_claims_its_new_heads_and_hands_them_over(db_factory: DbFactory, clock: ManualClock,
+                                                                  core: bool) -> None:
     db = db_factory()
     await db.migrate()
     notifier = RecordingNotifier()
     dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
     db.outbox_taker = dispatcher  # as OutboxDispatcher.run() does while it runs
-    await _write(db, clock, ("R-A", 1), ("R-A", 2), ("R-B", 1))
+    await _write(db, clock, ("R-A", 1), ("R-A", 2), ("R-B", 1), core=core)
     assert not db.outbox_ready.is_set()  # R-A 2 waits behind R-A 1: its chain claims it, not a claim pass
     await dispatcher.quiesce()
     delivered = [(p["key"], p["n"]) for p in notifier.of_kind("note")]
@@ -86,10 +88,10 @@ async def test_a_message_behind_an_unclaimed_one_has_its_keys_head_claimed(db_fa
     await db.migrate()
     notifier = RecordingNotifier()
     dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
-    await _write(db, clock, ("R-A", 1))  # no dispatcher running: written unclaimed
+    await _write(db, clock, ("R-A", 1), core=True)  # no dispatcher running: written unclaimed
     db.outbox_ready.clear()
     db.outbox_taker = dispatcher
-    await _write(db, clock, ("R-A", 2), ("R-B", 1))
+    await _write(db, clock, ("R-A", 2), ("R-B", 1), core=True)
     rows = await _rows(db)
     assert rows[1] == ("R-A", 2, "pending", None)  # never claimed ahead of R-A 1
     await dispatcher.quiesce()
@@ -155,14 +157,16 @@ async def test_a_chain_that_ends_after_a_commit_it_did_not_see_claims_its_messag
     assert not db.outbox_ready.is_set()  # claimed by key, no claim pass
 
 
-async def test_a_rolled_back_transaction_hands_over_nothing(db_factory: DbFactory, clock: ManualClock) -> None:
+@pytest.mark.parametrize("kind", ["transaction", "core_transaction"])
+async def test_a_rolled_back_transaction_hands_over_nothing(db_factory: DbFactory, clock: ManualClock,
+                                                            kind: str) -> None:
     db = db_factory()
     await db.migrate()
     notifier = RecordingNotifier()
     dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1")
     db.outbox_taker = dispatcher
     with pytest.raises(RuntimeError):
-        async with db.transaction() as session:
+        async with getattr(db, kind)() as session:
             enqueue(session, at=clock.now(), order_key="R-A", kind="note", payload={"key": "R-A", "n": 1})
             raise RuntimeError("the state change failed")
     await dispatcher.quiesce()
