@@ -200,24 +200,38 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
         steps: dict[str, list[float]] = {"modal": [], "ask": [], "grant": []}
         user_locks = [asyncio.Lock() for _ in range(N_USERS)]
 
-        # A step's condition is looked at again when the fake Slack has answered a call (every step ends
-        # with one), not on a timer: polling 60 flows every 5 ms cost the load generator more CPU than
-        # the bot spent, on the same two cores.
-        waiters: list[asyncio.Future[None]] = []
+        # A step's condition is looked at again when the fake Slack has answered a call that can change it
+        # (every step ends with one), not on a timer: polling 60 flows every 5 ms cost the load generator
+        # more CPU than the bot spent, on the same two cores. A wait names the channels it watches (the
+        # user's ID and DM): a chat.* call wakes only the waits on its channel; any other call (views.open,
+        # conversations.open) wakes them all. Waking every wait on every call cost the load generator
+        # ~64 task wake-ups per call.
+        waiters: dict[str | None, list[asyncio.Future[None]]] = {}
 
-        def on_call(_call: object) -> None:
-            for waiter in waiters:
+        def wake(futures: list[asyncio.Future[None]]) -> None:
+            for waiter in futures:
                 if not waiter.done():
                     waiter.set_result(None)
+
+        def on_call(call: Any) -> None:
+            channel = call.args.get("channel") if call.method.startswith("chat.") else None
+            if channel is not None:
+                wake(waiters.pop(channel, []))
+                wake(waiters.pop(None, []))  # waits that watch everything
+                return
+            for futures in waiters.values():
+                wake(futures)
             waiters.clear()
 
         slack.listeners.append(on_call)
 
-        async def until(cond: object, timeout: float = 60.0) -> None:
+        async def until(cond: object, *, watch: Any = (None,), timeout: float = 60.0) -> None:
+            """Until ``cond()``; looked at again after each call on a channel in ``watch()`` (all: None)."""
             end = time.monotonic() + timeout
             while not cond():  # type: ignore[operator]
                 waiter = asyncio.get_running_loop().create_future()
-                waiters.append(waiter)
+                for key in (watch() if callable(watch) else watch):
+                    waiters.setdefault(key, []).append(waiter)
                 try:
                     await asyncio.wait_for(waiter, timeout=max(0.0, end - time.monotonic()))
                 except TimeoutError:
@@ -236,6 +250,10 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
                     return []
                 im[user] = channel
             return slack.state.messages.get(im[user], [])
+
+        def dm_of(user: str) -> tuple[str | None, ...]:
+            """The channels a post to ``user`` names: the user's ID, their DM once open (else: any call)."""
+            return (user, im[user]) if user in im else (None,)
 
         async def flow(i: int) -> None:
             u = i % N_USERS
@@ -260,14 +278,15 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
                     # only the messages that arrived since the submission are looked at
                     return next((m for m in posted(lead)[asked_from:] if f"from {email} " in m.text), None)
 
-                await until(lambda: ask() is not None)
+                await until(lambda: ask() is not None, watch=lambda: dm_of(lead))
                 t2 = time.perf_counter()
                 steps["ask"].append(t2 - t1)
                 msg = ask()
                 if ids.APPROVE not in str(msg.blocks) or f"<@{user}>" not in str(msg.blocks):
                     raise RuntimeError(f"unexpected approval message: {msg.blocks}")
                 await senders[(i + 1) % len(senders)].click(lead, slack.im_channel(lead), msg.ts, ids.APPROVE)
-                await until(lambda: any("You now have" in m.text for m in posted(user)[granted_from:]))
+                await until(lambda: any("You now have" in m.text for m in posted(user)[granted_from:]),
+                            watch=lambda: dm_of(user))
                 durations.append(time.perf_counter() - t0)
                 steps["grant"].append(time.perf_counter() - t2)
 

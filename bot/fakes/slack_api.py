@@ -9,7 +9,6 @@ Switches: `rate_limit` (429 + Retry-After), `limit_channel_posts` (Slack's per-c
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +30,7 @@ from bot.fakes.slack_state import (
     SlackUser,
     UploadedFile,
     View,
+    clone,
 )
 
 DEFAULT_BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "users:read.email")
@@ -295,7 +295,7 @@ class FakeSlack:
         except ApiFailure as failure:
             body = failure.body()
         recorded = {k: v for k, v in args.items() if k != "token"}
-        call = Call(method, copy.deepcopy(recorded), request.method, status, body)
+        call = Call(method, clone(recorded), request.method, status, body)
         self.state.calls.append(call)
         for listener in list(self.listeners):
             listener(call)

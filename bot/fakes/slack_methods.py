@@ -5,7 +5,6 @@ Each takes the merged request arguments and returns the ``ok: true`` body or rai
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from bot.fakes.slack_state import (
     SlackState,
     UploadedFile,
     View,
+    clone,
 )
 
 
@@ -168,7 +168,7 @@ def chat_update(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
     if msg.bot_id != state.bot_id:
         raise ApiFailure("cant_update_message")
     text, blocks = _message_content(args)
-    msg.edits.append({"text": msg.text, "blocks": copy.deepcopy(msg.blocks), "edited_ts": state.next_ts()})
+    msg.edits.append({"text": msg.text, "blocks": clone(msg.blocks), "edited_ts": state.next_ts()})
     if text is not None:
         msg.text = text
     if blocks is not None:

@@ -6,9 +6,10 @@ so that a click or a submit carries exactly the shapes Slack's documented payloa
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from bot.fakes.slack_state import clone
 
 # Element type -> the key its chosen value goes under in an action and in view.state.values.
 _TEXT_INPUTS = {"plain_text_input", "email_text_input", "url_text_input", "number_input"}
@@ -70,7 +71,7 @@ def option_for(element: Mapping[str, Any], value: str) -> dict[str, Any]:
     """The full option object a person picks by its value (Slack sends text + value back)."""
     for option in _all_options(element):
         if option.get("value") == value:
-            return copy.deepcopy(option)
+            return clone(option)
     if element.get("type") in ("external_select", "multi_external_select"):
         return {"text": {"type": "plain_text", "text": value}, "value": value}
     choices = [o.get("value") for o in _all_options(element)]
@@ -86,11 +87,11 @@ def chosen_value(element: Mapping[str, Any], choice: Any) -> dict[str, Any]:
     if kind in _SINGLE_OPTION:
         if choice is None:
             initial = element.get("initial_option")
-            return {"selected_option": copy.deepcopy(initial) if initial else None}
+            return {"selected_option": clone(initial) if initial else None}
         return {"selected_option": option_for(element, str(choice))}
     if kind in _MULTI_OPTION:
         if choice is None:
-            return {"selected_options": copy.deepcopy(element.get("initial_options") or [])}
+            return {"selected_options": clone(element.get("initial_options") or [])}
         values = [choice] if isinstance(choice, str) else list(choice)
         return {"selected_options": [option_for(element, str(v)) for v in values]}
     if kind in _SCALAR_KEYS:
@@ -108,14 +109,14 @@ def action_payload(block_id: str, element: Mapping[str, Any], choice: Any, actio
     action: dict[str, Any] = {"type": element.get("type"), "action_id": element.get("action_id"),
                               "block_id": block_id, "action_ts": action_ts}
     if element.get("type") == "button":
-        action["text"] = copy.deepcopy(element.get("text"))
+        action["text"] = clone(element.get("text"))
         for key in ("value", "style"):
             if key in element:
                 action[key] = element[key]
     else:
         action.update(chosen_value(element, choice))
         if "placeholder" in element:
-            action["placeholder"] = copy.deepcopy(element["placeholder"])
+            action["placeholder"] = clone(element["placeholder"])
     return action
 
 

@@ -5,13 +5,26 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import marshal
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 TRIGGER_LIFETIME_S = 3.0
 MAX_MODAL_STACK = 3
+
+
+_T = TypeVar("_T")
+
+
+def clone(value: _T) -> _T:
+    """A deep copy of JSON data (what the API stores and returns): marshal copies it in C, several times
+    faster than ``copy.deepcopy``; anything marshal cannot hold falls back to ``deepcopy``."""
+    try:
+        return marshal.loads(marshal.dumps(value))  # type: ignore[no-any-return,arg-type]
+    except ValueError:
+        return copy.deepcopy(value)
 
 
 @dataclass
@@ -68,7 +81,7 @@ class Message:
 
     def to_api(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "message", "text": self.text, "user": self.user, "ts": self.ts,
-                               "team": self.extra.get("team", ""), "blocks": copy.deepcopy(self.blocks)}
+                               "team": self.extra.get("team", ""), "blocks": clone(self.blocks)}
         if self.bot_id:
             out["bot_id"] = self.bot_id
             out["app_id"] = self.extra.get("app_id", "")
@@ -80,9 +93,9 @@ class Message:
         if self.edits:
             out["edited"] = {"user": self.user, "ts": self.edits[-1]["edited_ts"]}
         if self.files:
-            out["files"] = copy.deepcopy(self.files)
+            out["files"] = clone(self.files)
         if self.extra.get("metadata"):
-            out["metadata"] = copy.deepcopy(self.extra["metadata"])
+            out["metadata"] = clone(self.extra["metadata"])
         return out
 
 
@@ -125,9 +138,9 @@ class View:
     def to_api(self) -> dict[str, Any]:
         b = self.body
         return {
-            "id": self.id, "team_id": self.team_id, "type": self.type, "blocks": copy.deepcopy(self.blocks),
+            "id": self.id, "team_id": self.team_id, "type": self.type, "blocks": clone(self.blocks),
             "private_metadata": b.get("private_metadata", ""), "callback_id": b.get("callback_id", ""),
-            "state": {"values": copy.deepcopy(self.state_values)}, "hash": self.hash,
+            "state": {"values": clone(self.state_values)}, "hash": self.hash,
             "title": b.get("title"), "clear_on_close": bool(b.get("clear_on_close", False)),
             "notify_on_close": bool(b.get("notify_on_close", False)), "close": b.get("close"),
             "submit": b.get("submit"), "previous_view_id": self.previous_view_id,
@@ -238,7 +251,7 @@ class SlackState:
         return ch
 
     def find_message(self, channel: str, ts: str) -> Message | None:
-        for msg in self.messages.get(channel, []):
+        for msg in reversed(self.messages.get(channel, [])):  # newest first: the ones usually updated
             if msg.ts == ts:
                 return msg
         return None
