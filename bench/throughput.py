@@ -378,13 +378,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idp", choices=["memory", "okta"], default="memory",
                         help="the memory connector (memberships in the bot's database), or the Okta connector "
                              "against the fake Okta org over TLS in a process of its own")
+    parser.add_argument("--users", type=int, default=60,
+                        help="requesters (a user's flows run one after the other: at most this many at once)")
     parser.add_argument("--floor", action="store_true",
                         help="run bench/slack_floor.py instead of jitbot: the Slack side of a flow, no database")
     args = parser.parse_args(argv)
+    globals()["N_USERS"] = args.users  # org(), run() and the flows read it
     counts = [int(n) for n in str(args.replicas).split(",")]
     print(f"machine: {machine()}")
     print(("FLOOR (bench/slack_floor.py, no jitbot) " if args.floor else "")
-          + f"database={args.database} idp={args.idp} flows={args.flows} concurrency={args.concurrency}"
+          + f"database={args.database} idp={args.idp} flows={args.flows} concurrency={args.concurrency} "
+          f"users={args.users}"
           + (f" replica CPU limit={args.replica_cpu} cores" if args.replica_cpu else ""))
     print(f"{'replicas':>8} {'flows/s':>8} {'flow p50 s':>10} {'flow p99 s':>10} {'bot CPU ms/flow':>15}"
           "  steps (p50 / p99 s)")
