@@ -21,6 +21,8 @@ class MembershipStore(Protocol):
 
     async def members(self, connector: str, target: str) -> set[str]: ...
 
+    async def has(self, connector: str, target: str, user_id: str) -> bool: ...
+
     async def add(self, connector: str, target: str, user_id: str) -> bool: ...
 
     async def remove(self, connector: str, target: str, user_id: str) -> bool: ...
@@ -34,6 +36,9 @@ class DictMembershipStore:
 
     async def members(self, connector: str, target: str) -> set[str]:
         return set(self._data.get((connector, target), set()))
+
+    async def has(self, connector: str, target: str, user_id: str) -> bool:
+        return user_id in self._data.get((connector, target), set())
 
     async def add(self, connector: str, target: str, user_id: str) -> bool:
         bucket = self._data.setdefault((connector, target), set())
@@ -116,8 +121,7 @@ class MemoryConnector:
     async def _seed_store(self) -> None:
         for group, emails in self._config.groups.items():
             key = f"group:{group}"
-            seeded_marker = await self._store.members(self.name, f"__seeded__:{key}")
-            if seeded_marker:
+            if await self._store.has(self.name, f"__seeded__:{key}", "yes"):
                 continue
             for email in emails:
                 await self._store.add(self.name, key, email.lower())
@@ -156,7 +160,7 @@ class MemoryConnector:
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         await self._seed()
         key = self._known_target(target)
-        return user.id in await self._store.members(self.name, key)
+        return await self._store.has(self.name, key, user.id)  # one membership, not the target's list
 
     async def aclose(self) -> None:
         return None

@@ -72,6 +72,7 @@ class AccessRequest(SQLModel, table=True):
         Index("ix_request_reminder_due", "status", "next_reminder_at"),
         Index("ix_request_escalation_due", "status", "escalate_at"),
         Index("ix_request_review_due", "kind", "review_remind_at"),
+        Index("ix_request_open", "requester", "eligibility", "status"),  # a person's pending request (0008)
     )
 
 

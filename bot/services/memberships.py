@@ -25,6 +25,10 @@ class DatabaseMembershipStore:
         async with self.db.core_reads() as reads:
             return set(await reads.scalars(_MEMBERS, {"b_connector": connector, "b_target": target}))
 
+    async def has(self, connector: str, target: str, user_id: str) -> bool:
+        async with self.db.core_reads() as reads:
+            return bool(await reads.rows(_MEMBER, {"b_connector": connector, "b_target": target, "b_user": user_id}))
+
     async def add(self, connector: str, target: str, user_id: str) -> bool:
         key = {"b_connector": connector, "b_target": target, "b_user": user_id}
         try:

@@ -107,7 +107,10 @@ async def test_a_constraint_violation_is_sqlalchemys_integrity_error(db_factory:
         async with db.core_transaction() as tx:
             await tx.many(insert(MEMBERSHIP), [{"connector": "demo", "target": "group:ops", "user_id": "u1"}])
     assert await store.members("demo", "group:ops") == {"u1"}
+    assert await store.has("demo", "group:ops", "u1") and not await store.has("demo", "group:ops", "u2")
+    assert not await store.has("demo", "group:dev", "u1")
     assert await store.remove("demo", "group:ops", "u1") is True
+    assert not await store.has("demo", "group:ops", "u1")
     assert await store.remove("demo", "group:ops", "u1") is False
     assert await store.members("demo", "group:ops") == set()
 

@@ -154,3 +154,35 @@ async def test_a_duplicate_vote_fails_at_flush_and_the_transaction_writes_nothin
 def test_update_statements_are_built_once_per_set_of_columns() -> None:
     assert records._update(REQUESTS, ("status",)) is records._update(REQUESTS, ("status",))
     assert records._update(REQUESTS, ("status",)) is not records._update(REQUESTS, ("status", "version"))
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["fresh", "analyzed"])
+async def test_the_pending_duplicate_check_reads_the_requesters_rows_not_every_request(
+        tmp_path: Any, analyzed: bool) -> None:
+    """Every submission asks whether the requester already has a pending request for the eligibility.
+    Without an index on those columns SQLite picked ``ix_request_review_due`` for ``kind = ?`` and read
+    every access request ever made (migration 0008)."""
+    from bot.services.requests import _OPEN_DUPLICATE
+    from storage.core_tx import SqliteCore
+    from storage.prepared import Prepared
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}")
+    await db.migrate()
+    try:
+        async with db.core_transaction() as tx:
+            unit = Unit(tx)
+            for i in range(400):  # a history: everyone's requests of the same eligibility, long decided
+                unit.add(build(AccessRequest, **_request(f"R-{i}", requester=f"u{i % 40}@example.com",
+                                                         status="expired")))
+            await unit.flush()
+            assert isinstance(tx, SqliteCore)
+            if analyzed:
+                tx.connection.execute("ANALYZE")
+        statement, values = Prepared(_OPEN_DUPLICATE, db.engine.dialect)._params(
+            {"b_requester": "u1@example.com", "b_elig": "prod-admin"})
+        async with db.core_reads() as reads:
+            assert isinstance(reads, SqliteCore)
+            plan = " | ".join(row[3] for row in reads.connection.execute("EXPLAIN QUERY PLAN " + statement, values))
+        assert "ix_request_open" in plan, plan
+    finally:
+        await db.dispose()
