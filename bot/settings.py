@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     # The garbage collector of serve and worker after start-up (bot/gc_tuning.py): tuned, or Python's default.
     JITBOT_GC: Literal["tuned", "default"] = "tuned"
 
+    # The HTTP server's access log (logger aiohttp.access): "failures" logs requests answered 4xx / 5xx
+    # (bad signatures, probes, errors), "all" every request (three per access request, at a cost:
+    # ~40 µs each), "off" none.
+    JITBOT_ACCESS_LOG: Literal["failures", "all", "off"] = "failures"
+
     @field_validator("SLACK_BOT_TOKEN")
     @classmethod
     def _bot_token(cls, v: SecretStr | None) -> SecretStr | None:

@@ -26,6 +26,7 @@ from bot.services.outbox import OutboxDispatcher
 from bot.services.runtime import Runtime
 from bot.services.worker import Worker
 from bot.settings import SettingsError, load_settings
+from bot.slack.access_log import runner_options
 from bot.slack.app import build_app
 from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
@@ -151,7 +152,8 @@ async def run_server(args: argparse.Namespace) -> int:
             handler = AsyncSocketModeHandler(app, settings.SLACK_APP_TOKEN.get_secret_value())
             await handler.connect_async()
             log.info("connected to Slack in Socket Mode")
-        runner = web.AppRunner(web_app(app, rt, slack_route=http_events))
+        runner = web.AppRunner(web_app(app, rt, slack_route=http_events),
+                               **runner_options(settings.JITBOT_ACCESS_LOG))
         await runner.setup()
         port = args.port or settings.PORT
         await web.TCPSite(runner, "0.0.0.0", port).start()
