@@ -130,7 +130,7 @@ CLAIM_NEW = (
            ~exists().where(and_(earlier.c.order_key == OUTBOX.c.order_key, earlier.c.status == "pending",
                                 earlier.c.id < OUTBOX.c.id)))
     .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
-    .returning(*OUTBOX.c)
+    .returning(OUTBOX.c.id)  # the rest the writer has in hand (outbox_write._take)
 )
 
 

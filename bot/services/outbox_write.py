@@ -3,7 +3,7 @@ commits, and a running dispatcher of this process claims the new heads in that s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -60,8 +60,8 @@ def _write_outbox(session: Session) -> None:
     if taker is None:
         session.execute(sql.INSERT, rows)
         return
-    written = sorted(session.execute(sql.INSERT_IDS, rows).all(), key=lambda w: w.id)
-    _take(session.info, taker, written, lambda params: list(session.execute(sql.CLAIM_NEW, params)),
+    written = session.execute(sql.INSERT_IDS, rows).all()  # in the order of ``rows``
+    _take(session.info, taker, written, rows, lambda params: list(session.execute(sql.CLAIM_NEW, params).scalars()),
           lambda params: list(session.execute(sql.HELD_BY, params).all()))
 
 
@@ -80,17 +80,23 @@ def _write_sqlite(info: dict[str, Any], dialect: Dialect, connection: Any, rows:
     if taker is None:
         prepared(sql.INSERT, dialect, _KEYS).insert_rows(connection, rows)
         return
+    # one multi-row INSERT: SQLite numbers the rows one after the other, so by id they are in the order of ``rows``
     written = sorted(prepared(sql.INSERT_IDS_SQLITE, dialect, _KEYS).insert_rows(connection, rows),
                      key=lambda w: w.id)
-    _take(info, taker, written, lambda params: prepared(sql.CLAIM_NEW, dialect).run(connection, params), None)
+    _take(info, taker, written, rows,
+          lambda params: [r.id for r in prepared(sql.CLAIM_NEW, dialect).run(connection, params)], None)
 
 
-def _take(info: dict[str, Any], taker: OutboxDispatcher, written: list[Any],
-          claim_new: Callable[[dict[str, Any]], list[Any]],
+def _take(info: dict[str, Any], taker: OutboxDispatcher, written: Sequence[Any], rows: list[dict[str, Any]],
+          claim_new: Callable[[dict[str, Any]], list[int]],
           held_by: Callable[[dict[str, Any]], list[Any]] | None) -> None:
     """A running dispatcher of this process takes the heads it can right here, instead of a claim
     transaction of its own after the commit (Database.transaction hands them over once committed).
-    ``held_by``: PostgreSQL's check of keys whose head another process's chain holds."""
+    ``written``: the new rows' (id, order_key), in the order of ``rows`` (the messages as enqueued: a
+    claimed message is handed over from them, its payload not read back). ``held_by``: PostgreSQL's
+    check of keys whose head another process's chain holds."""
+    enqueued = {w.id: row for w, row in zip(written, rows, strict=True)}
+    written = sorted(written, key=lambda w: w.id)
     # only the first new message of a key can be its head; no more than the dispatcher has room for
     # PostgreSQL: lanes are left to the dispatcher, which claims them one chain at a time (outbox_sql.py)
     firsts = [i for key, i in {w.order_key: w.id for w in reversed(written)}.items()
@@ -98,7 +104,8 @@ def _take(info: dict[str, Any], taker: OutboxDispatcher, written: list[Any],
     firsts = sorted(firsts)[:max(taker.room(), 0)]
     now = taker.clock.now()
     params = {"b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner}
-    claimed = sorted((Claimed.of(r) for r in claim_new(params)), key=lambda m: m.id) if firsts else []
+    claimed = [Claimed(i, enqueued[i]["order_key"], enqueued[i]["kind"], enqueued[i]["payload"], 0)
+               for i in sorted(claim_new(params))] if firsts else []
     info[CLAIMED] = claimed
     # A message behind one claimed here is claimed by that one's chain; the dispatcher is told of the
     # keys whose new messages sit behind an older one (``OutboxDispatcher.notice``, after the commit),

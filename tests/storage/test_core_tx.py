@@ -76,9 +76,13 @@ async def test_returning_rows_expanding_lists_and_fixed_values(db_factory: DbFac
     now = AT + timedelta(minutes=1)
     async with db.core_transaction() as tx:
         # CLAIM_NEW's NOT EXISTS compares with the value fixed in the statement (status = 'pending')
-        claimed = await tx.rows(sql.CLAIM_NEW, {"b_ids": [1, 3], "b_now": now, "b_until": now + timedelta(minutes=5),
-                                                "b_owner": "w1"})
-    assert sorted((r.id, r.claimed_by, r.claimed_until) for r in claimed) == [
+        claimed = await tx.scalars(sql.CLAIM_NEW, {"b_ids": [1, 3], "b_now": now,
+                                                   "b_until": now + timedelta(minutes=5), "b_owner": "w1"})
+        assert sorted(claimed) == [1, 3]
+    async with db.core_reads() as reads:
+        rows = await reads.rows(select(OUTBOX.c.id, OUTBOX.c.claimed_by, OUTBOX.c.claimed_until)
+                                .where(OUTBOX.c.claimed_by.is_not(None)))
+    assert sorted((r.id, r.claimed_by, r.claimed_until) for r in rows) == [
         (1, "w1", now + timedelta(minutes=5)), (3, "w1", now + timedelta(minutes=5))]
 
 
