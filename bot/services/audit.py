@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -134,7 +134,8 @@ def _chain_sqlite(events: list[dict[str, Any]], dialect: Dialect, connection: An
     for fields in events:  # in call order: ids follow the chain
         new = NewEvent(**fields, prev_hash=prev)
         prev = event_hash(new)
-        rows.append({**asdict(new), "hash": prev})
+        # the fields as they are (``dataclasses.asdict`` would deep-copy each detail: 0.1 ms a flow)
+        rows.append({**fields, "prev_hash": new.prev_hash, "hash": prev})
     prepared(_INSERT, dialect, _EVENT_KEYS).insert_rows(connection, rows)
 
 

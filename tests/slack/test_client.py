@@ -101,3 +101,33 @@ async def test_replies_to_a_response_url_go_over_the_bots_one_session(
             await sender.aclose()
             await runner.cleanup()
             await stack.rt.db.dispose()
+
+
+async def test_messages_go_out_as_slack_sdk_would_send_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's chat.postMessage / chat.update skip slack_sdk's conversion of Block objects when the
+    blocks are plain dicts; the request is the one slack_sdk's own method sends, None arguments left out.
+    Block objects still go through slack_sdk's conversion."""
+    from slack_sdk.models.blocks import SectionBlock
+    from slack_sdk.web import async_client
+
+    conversions: list[int] = []
+    convert = async_client._parse_web_class_objects  # type: ignore[attr-defined]
+    monkeypatch.setattr(async_client, "_parse_web_class_objects",
+                        lambda kwargs: (conversions.append(1), convert(kwargs))[1])
+    slack = FakeSlack(token="xoxb-t")
+    slack.add_channel("C0AUDIT", "jit-audit")
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}]
+    async with slack, aiohttp.ClientSession() as http:
+        ours = web_client("xoxb-t", slack.url, http)
+        theirs = async_client.AsyncWebClient(token="xoxb-t", base_url=slack.url, session=http)
+        for client in (ours, theirs):
+            posted = await client.chat_postMessage(channel="C0AUDIT", text="hi", blocks=blocks, thread_ts=None)
+            await client.chat_update(channel="C0AUDIT", ts=posted["ts"], text="bye", blocks=blocks)
+        assert conversions == [1, 1]  # slack_sdk's own client only
+        await ours.chat_postMessage(channel="C0AUDIT", text="obj", blocks=[SectionBlock(text="*obj*")])
+        assert conversions == [1, 1, 1]
+    calls = [(c.method, {k: v for k, v in c.args.items() if k != "ts"}) for c in slack.calls()
+             if c.method.startswith("chat.")]
+    assert calls[:2] == calls[2:4]
+    assert "thread_ts" not in calls[0][1] and calls[0][1]["blocks"] == blocks
+    assert calls[4][1]["blocks"] == [{"type": "section", "text": {"type": "mrkdwn", "text": "*obj*"}}]
