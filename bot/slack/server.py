@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy import func, select
 
@@ -30,6 +30,7 @@ from bot.slack.access_log import runner_options
 from bot.slack.app import build_app
 from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
+from bot.slack.request_body import bolt_request as bolt_request_of
 from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def slack_handler(app: AsyncApp) -> Callable[[web.Request], Awaitable[web.Respon
     """The aiohttp handler that hands a Slack request to Bolt and Bolt's answer back."""
 
     async def slack_events(request: web.Request) -> web.Response:
-        bolt_request = await to_bolt_request(request)
+        bolt_request = await bolt_request_of(request)
         bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
