@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,9 +13,8 @@ from storage.core_tx import CoreTx
 from storage.db import ADVISORY_XACT_LOCK, Database
 from storage.tables import Grant, OutboxMessage, WorkerHeartbeat
 
-
-def _free(now: datetime) -> Any:
-    return or_(Grant.claimed_until.is_(None), Grant.claimed_until < now)  # type: ignore[union-attr,operator]
+_GRANTS = Grant.__table__  # type: ignore[attr-defined]
+_FREE = or_(_GRANTS.c.claimed_until.is_(None), _GRANTS.c.claimed_until < bindparam("b_now"))
 
 
 def locked_ids(inner: Any, *, skip_locked: bool, of: Any = None) -> Any:
@@ -30,27 +28,51 @@ def locked_ids(inner: Any, *, skip_locked: bool, of: Any = None) -> Any:
     return select(due.c.id)
 
 
+_claims: dict[tuple[Any, ...], Any] = {}
+
+
+def _claim_statement(status: str, due: str, values: tuple[str, ...], excluded: str | None, skip_locked: bool) -> Any:
+    """UPDATE grant … RETURNING id for one shape of claim, built once (a statement built per call cost its
+    construction and cache key every time, twice a worker pass): every value a bound parameter —
+    ``b_now``, ``b_limit``, ``v_<column>`` for each value set, ``x_excluded`` (a list) for ``excluded``."""
+    key = (status, due, values, excluded, skip_locked)
+    stmt = _claims.get(key)
+    if stmt is None:
+        due_column = _GRANTS.c[due]
+        where = [_GRANTS.c.status == status, due_column <= bindparam("b_now"), _FREE]
+        if excluded is not None:
+            where.append(_GRANTS.c[excluded].not_in(bindparam("x_excluded", expanding=True)))
+        inner = select(_GRANTS.c.id).where(*where).order_by(due_column).limit(bindparam("b_limit"))
+        ids = locked_ids(inner, skip_locked=skip_locked)
+        stmt = _claims[key] = (
+            update(_GRANTS).where(_GRANTS.c.id.in_(ids), _GRANTS.c.status == status, due_column <= bindparam("b_now"),
+                                  _FREE)
+            .values({c: bindparam(f"v_{c}") for c in values}).returning(_GRANTS.c.id))
+    return stmt
+
+
 async def claim_grants(db: Database, *, status: str, due_column: Any, now: datetime, lease: timedelta,
                        limit: int, owner: str = "", set_values: dict[str, Any] | None = None,
-                       session: AsyncSession | None = None, where: Sequence[Any] = ()) -> list[str]:
+                       session: AsyncSession | None = None, exclude: tuple[Any, list[str]] | None = None) -> list[str]:
     """Claim up to ``limit`` grants in ``status`` whose ``due_column`` has passed; returns their ids.
 
     One UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) AND <still claimable> RETURNING id:
     a row is returned to exactly one claimer, and a claim whose lease ran out (crashed worker) is
     claimable again. In its own transaction, or in ``session``'s (the claim then commits with the
-    work done on the claimed rows).
+    work done on the claimed rows). ``exclude``: (a column, values) — grants whose column holds one of
+    them are left alone.
     """
-    inner = (select(Grant.id).where(Grant.status == status, due_column <= now, _free(now), *where)
-             .order_by(due_column).limit(limit))
     values = {"claimed_until": now + lease, "claimed_by": owner, **(set_values or {})}
-    ids = locked_ids(inner, skip_locked=not db.is_sqlite)
-    stmt = (update(Grant).where(Grant.id.in_(ids), Grant.status == status, due_column <= now,
-                                _free(now))  # type: ignore[attr-defined]
-            .values(**values).returning(Grant.id))
+    excluded = exclude if exclude is not None and exclude[1] else None
+    stmt = _claim_statement(status, due_column.key, tuple(values), excluded[0].key if excluded else None,
+                            skip_locked=not db.is_sqlite)
+    params = {"b_now": now, "b_limit": limit, **{f"v_{k}": v for k, v in values.items()}}
+    if excluded is not None:
+        params["x_excluded"] = list(excluded[1])
     if session is not None:
-        return list((await session.execute(stmt)).scalars().all())
-    async with db.transaction() as own:
-        return list((await own.execute(stmt)).scalars().all())
+        return list((await session.execute(stmt, params)).scalars().all())
+    async with db.core_transaction() as tx:
+        return await tx.scalars(stmt, params)
 
 
 def holder_key(grant: Any) -> int:

@@ -71,9 +71,9 @@ class GrantService:
     async def run_grants(self, limit: int = 100) -> int:
         """Claim the due grants and carry them out side by side; return after ``budget_s`` at most."""
         now = self.rt.clock.now()
-        running = [Grant.id.not_in(list(self._running))] if self._running else []  # type: ignore[attr-defined]
         ids = await claim_grants(self.rt.db, owner=self.rt.instance_id, status="granting",
-                                 due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=limit, where=running)
+                                 due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=limit,
+                                 exclude=(Grant.id, list(self._running)))
         for gid in ids:
             task = asyncio.create_task(self._carry_out(gid))
             self._running[gid] = task

@@ -205,7 +205,7 @@ class Revoker:
                 return 0, []
             grant_ids = await claim_grants(rt.db, owner=rt.instance_id, status="revoking", session=session,
                                            due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=self.chunk,
-                                           where=[Grant.connector.not_in(skip)] if skip else ())  # type: ignore[attr-defined]
+                                           exclude=(Grant.connector, skip) if skip else None)
             return len(grant_ids), await self._decide(session, grant_ids)
 
     # ---- decide --------------------------------------------------------------------------------
