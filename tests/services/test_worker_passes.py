@@ -86,6 +86,7 @@ async def test_a_busy_pass_is_followed_only_by_the_work_it_found_and_revocations
     ran.clear()
     await s.worker._safe_tick()  # nothing due: one full pass, no follow-up
     assert ran == full
+    await s.worker.sweeps_done()  # the full passes' IdP sweeps end with the test, not with its event loop
 
 
 async def test_follow_up_passes_go_on_while_the_work_they_look_at_is_found(
@@ -98,6 +99,7 @@ async def test_follow_up_passes_go_on_while_the_work_they_look_at_is_found(
     assert all([await s.is_member(u, "target") for u in USERS])
     assert ran.count("run_grants") == 3  # one grant, the other, then none
     assert ran.count("run_expiries") == 3 and ran.count("heartbeat") == 1
+    await s.worker.sweeps_done()  # the full passes' IdP sweeps end with the test, not with its event loop
 
 
 async def test_a_wake_runs_a_pass_over_grants_and_revocations_only(
@@ -125,6 +127,7 @@ async def test_a_wake_runs_a_pass_over_grants_and_revocations_only(
             s.worker._dispatching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await s.worker._dispatching
+        await s.worker.sweeps_done()
 
 
 async def _until(cond: Any) -> None:
@@ -140,6 +143,7 @@ async def test_a_long_run_of_busy_passes_still_makes_a_full_pass_every_interval(
     await s.worker._safe_tick()
 
     assert ran.count("run_grants") == 3 and ran.count("heartbeat") == 3 and ran.count("lapse_due") == 3
+    await s.worker.sweeps_done()  # the full passes' IdP sweeps end with the test, not with its event loop
 
 
 async def _stuck_sweep(db_factory: DbFactory, clock: ManualClock,
@@ -229,6 +233,7 @@ async def test_after_a_pass_that_found_nothing_the_worker_wakes_when_the_next_gr
     assert s.rt.wake.is_set()
     await s.worker._safe_tick(only=WAKE_PASS)  # what the wake runs
     assert not await s.is_member(USERS[0], "target")
+    await s.worker.sweeps_done()  # the full passes' IdP sweeps end with the test, not with its event loop
 
 
 async def test_a_due_time_is_timed_once_and_only_before_the_next_tick(
