@@ -38,6 +38,15 @@ async def _stored(db: Database, table: str, key: str) -> tuple[Any, ...]:
     return tuple(row)[1:]
 
 
+async def _store(db: Database, *rows: Any) -> None:
+    """Insert ``rows`` (model objects, in order) in one Core transaction."""
+    async with db.core_transaction() as tx:
+        unit = Unit(tx)
+        for row in rows:
+            unit.add(row)
+        await unit.flush()
+
+
 class Spy(CoreTx):
     """Passes statements on and keeps the parameters each write sent."""
 
@@ -58,10 +67,7 @@ async def test_a_row_is_stored_as_the_orm_stores_it(db_factory: DbFactory) -> No
     await db.migrate()
     async with db.transaction() as session:
         session.add(AccessRequest(**_request("R-orm")))
-    async with db.core_transaction() as tx:
-        unit = Unit(tx)
-        unit.add(build(AccessRequest, **_request("R-core")))
-        await unit.flush()
+    await _store(db, build(AccessRequest, **_request("R-core")))
     assert await _stored(db, "access_request", "R-core") == await _stored(db, "access_request", "R-orm")
 
 
@@ -76,10 +82,7 @@ async def test_build_gives_the_fields_defaults_and_refuses_unknown_columns() -> 
 async def test_loaded_rows_come_back_typed_and_only_changed_columns_are_written(db_factory: DbFactory) -> None:
     db = db_factory()
     await db.migrate()
-    async with db.core_transaction() as tx:
-        unit = Unit(tx)
-        unit.add(build(AccessRequest, **_request("R-1")))
-        await unit.flush()
+    await _store(db, build(AccessRequest, **_request("R-1")))
     async with db.core_transaction() as tx:
         spy = Spy(tx)
         unit = Unit(spy)
@@ -132,11 +135,8 @@ async def test_new_rows_are_inserted_in_the_order_added(db_factory: DbFactory) -
 async def test_a_duplicate_vote_fails_at_flush_and_the_transaction_writes_nothing(db_factory: DbFactory) -> None:
     db = db_factory()
     await db.migrate()
-    async with db.core_transaction() as tx:
-        unit = Unit(tx)
-        unit.add(build(AccessRequest, **_request("R-1")))
-        unit.add(build(ApprovalVote, request_id="R-1", layer=1, approver="bo@example.com", decision="approve", at=AT))
-        await unit.flush()
+    await _store(db, build(AccessRequest, **_request("R-1")),
+                 build(ApprovalVote, request_id="R-1", layer=1, approver="bo@example.com", decision="approve", at=AT))
     with pytest.raises(IntegrityError):
         async with db.core_transaction() as tx:
             unit = Unit(tx)
