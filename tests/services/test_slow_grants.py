@@ -68,3 +68,51 @@ async def test_a_hanging_grant_does_not_hold_up_revocations_or_other_grants(
     await s.worker.grants.settle()
     assert await s.is_member(USERS[1], "target")
     await s.worker.stop()
+
+
+async def test_a_grant_waits_while_a_revoke_of_the_same_membership_is_in_flight(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grant's first check (a read on SQLite, a locked write transaction on PostgreSQL): while another
+    grant of the same (connector, target, user) is being revoked, the grant does not call the IdP; it goes
+    again two seconds later, unclaimed, and goes through once the revoke is done."""
+    from sqlalchemy import select, update
+
+    from storage.tables import Grant
+
+    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
+    first = await s.requests.submit(requester=USERS[0], eligibility="access", duration=timedelta(hours=1),
+                                    justification="work")
+    await s.worker.run_until_idle()
+    await s.worker.grants.settle()
+    await s.grants.end_early(request_id=first.id, actor=USERS[0], reason="released")  # revoking, not yet done
+    second = await s.requests.submit(requester=USERS[0], eligibility="access", duration=timedelta(hours=1),
+                                     justification="more work")
+    async with s.rt.db.sessions() as session:
+        g2 = (await session.execute(select(Grant).where(Grant.request_id == second.id))).scalar_one()
+    async with s.rt.db.transaction() as session:  # as a pass's claim leaves it
+        await session.execute(update(Grant).where(Grant.id == g2.id).values(
+            claimed_until=clock.now() + timedelta(minutes=1), claimed_by="test-worker"))
+    calls: list[str] = []
+    demo = s.rt.connectors["demo"]
+    real_grant = demo.grant
+
+    async def grant(user: IdpUser, target: Target, **kw: Any) -> Any:
+        calls.append(user.email)
+        return await real_grant(user, target, **kw)
+
+    monkeypatch.setattr(demo, "grant", grant)
+    await s.grants.carry_out_grant(g2.id)
+    async with s.rt.db.sessions() as session:
+        row = (await session.execute(select(Grant).where(Grant.id == g2.id))).scalar_one()
+    assert calls == []
+    assert (row.status, row.claimed_until, row.next_attempt_at) == ("granting", None, clock.now() + timedelta(seconds=2))
+
+    await s.worker.run_until_idle()  # the revoke finishes (the membership stays: the new grant holds it)
+    await s.worker.grants.settle()
+    async with s.rt.db.sessions() as session:
+        statuses = dict((await session.execute(select(Grant.request_id, Grant.status))).all())
+    assert statuses == {first.id: "ended", second.id: "granting"} and calls == []  # not due yet
+    clock.advance(timedelta(seconds=2))
+    await s.worker.run_until_idle()
+    await s.worker.grants.settle()
+    assert calls == [USERS[0]] and await s.is_member(USERS[0], "target")
