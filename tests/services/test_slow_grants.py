@@ -105,7 +105,8 @@ async def test_a_grant_waits_while_a_revoke_of_the_same_membership_is_in_flight(
     async with s.rt.db.sessions() as session:
         row = (await session.execute(select(Grant).where(Grant.id == g2.id))).scalar_one()
     assert calls == []
-    assert (row.status, row.claimed_until, row.next_attempt_at) == ("granting", None, clock.now() + timedelta(seconds=2))
+    again = clock.now() + timedelta(seconds=2)
+    assert (row.status, row.claimed_until, row.next_attempt_at) == ("granting", None, again)
 
     await s.worker.run_until_idle()  # the revoke finishes (the membership stays: the new grant holds it)
     await s.worker.grants.settle()
