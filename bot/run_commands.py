@@ -101,6 +101,7 @@ async def run_worker(args: argparse.Namespace) -> int:
                        "or pass --log-messages to log them instead (they are then marked sent)", 2)
     rt = await build_runtime(loaded, _database_url(args), instance_id=_settings().JITBOT_INSTANCE_ID,
                              pool_size=_settings().JITBOT_DB_POOL_SIZE)
+    rt.outbox_retention = _settings().outbox_retention()
     import aiohttp
 
     http = aiohttp.ClientSession()

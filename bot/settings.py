@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -45,6 +46,13 @@ class Settings(BaseSettings):
     # (bad signatures, probes, errors), "all" every request (three per access request, at a cost:
     # ~40 µs each), "off" none.
     JITBOT_ACCESS_LOG: Literal["failures", "all", "off"] = "failures"
+
+    # Delivered outbox messages (delivery bookkeeping, not the audit log) are deleted after this many
+    # days, hourly, by the worker; 0 keeps them.
+    JITBOT_OUTBOX_RETENTION_DAYS: int = Field(default=14, ge=0, le=3650)
+
+    def outbox_retention(self) -> timedelta | None:
+        return timedelta(days=self.JITBOT_OUTBOX_RETENTION_DAYS) if self.JITBOT_OUTBOX_RETENTION_DAYS else None
 
     @field_validator("SLACK_BOT_TOKEN")
     @classmethod

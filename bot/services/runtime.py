@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from bot.domain.policy import Eligibility, Policy
 from bot.policy_file import LoadedPolicy
@@ -35,6 +36,8 @@ class Runtime:
     # Set whenever a grant or a revocation became due now, so that the worker does not wait for its next
     # tick; its pass then looks at those only (bot/services/worker.py), the rest comes with the tick.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Delivered outbox messages older than this are deleted (bot/services/outbox_prune.py); None keeps them.
+    outbox_retention: timedelta | None = timedelta(days=14)
 
     @property
     def policy(self) -> Policy:

@@ -22,6 +22,7 @@ from bot.services.claims import dead_instances, release_claims
 from bot.services.grants import GrantService
 from bot.services.outbox import OutboxDispatcher
 from bot.services.outbox_keys import Cancellable
+from bot.services.outbox_prune import OutboxPrune
 from bot.services.reconcile import ReconcileService
 from bot.services.recovery_watch import RecoveryWatch
 from bot.services.reminders import ReminderService
@@ -128,7 +129,8 @@ class Worker:
 
     async def _run_sweeps(self) -> None:
         for name, sweep in (("reconcile", ReconcileService(self.rt).run_if_due),  # IdP vs grants, every 15 min
-                            ("recovery watch", RecoveryWatch(self.rt).run_if_due)):  # sign-ins, every 5 min
+                            ("recovery watch", RecoveryWatch(self.rt).run_if_due),  # sign-ins, every 5 min
+                            ("outbox prune", OutboxPrune(self.rt).run_if_due)):  # delivered messages, hourly
             try:
                 await sweep()
             except Exception:  # the next full pass starts it again

@@ -117,6 +117,7 @@ async def run_server(args: argparse.Namespace) -> int:
         return 2
     rt = await build_runtime(loaded, settings.DATABASE_URL, instance_id=settings.JITBOT_INSTANCE_ID,
                              pool_size=settings.JITBOT_DB_POOL_SIZE)
+    rt.outbox_retention = settings.outbox_retention()
     reloader = PolicyReloader(rt, path)
     if problems:  # running on the last good policy from the database
         await refuse(rt, path, problems)
