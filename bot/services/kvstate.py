@@ -61,9 +61,13 @@ async def take_turn(db: Database, key: str, *, now: datetime, every: timedelta, 
     """Whether this replica takes a periodic job's turn: True once ``every`` has passed since any
     replica last took it (and records this turn), False otherwise."""
 
-    def take(value: Value | None) -> Value | None:
-        if value is not None and datetime.fromisoformat(value["next_at"]) > now:
-            return None
-        return {"next_at": (now + every).isoformat(), "by": by}
+    def due(value: Value | None) -> bool:
+        return value is None or datetime.fromisoformat(value["next_at"]) <= now
 
-    return await compare_and_set(db, key, take) is not None
+    # Asked on every full pass (each second) and nearly always not due: a plain read says so without a
+    # write transaction; a turn that looks due is taken under the lock, which decides between replicas.
+    async with db.sessions() as session:
+        if not due(await read(session, key)):
+            return False
+    return await compare_and_set(db, key, lambda v: {"next_at": (now + every).isoformat(), "by": by}
+                                 if due(v) else None) is not None
