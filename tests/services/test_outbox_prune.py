@@ -11,9 +11,9 @@ from bot.policy_file import parse_policy
 from bot.services import outbox_prune
 from bot.services.clock import ManualClock
 from bot.services.outbox_prune import OutboxPrune
+from storage.tables import OutboxMessage
 from tests.conftest import DbFactory
 from tests.services.stack import Stack, make_stack
-from storage.tables import OutboxMessage
 
 POLICY = """
 audit_channel: "#jit-audit"
