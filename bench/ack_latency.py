@@ -147,12 +147,18 @@ async def run(n: int) -> dict[str, dict[str, list[float]]]:
                 req = await stack.requests.submit(requester="alice@example.com", eligibility="prod-admin",
                                                   duration=timedelta(hours=1), justification=f"bench {i}",
                                                   ticket="OPS-1")
-                for _ in range(200):
-                    msgs = [m for m in slack.dm_messages("U2BOB") if "jit_approve" in str(m.blocks)]
-                    if len(msgs) > i:
+                # bob's approval message for this request, newest first: a decided one loses its buttons,
+                # so counting the messages that still have them (as this loop did) never reached i and
+                # every round waited out its 2 s, re-reading all of bob's DMs every 10 ms in this process
+                decide = f"decide:{req.id}:1"
+                msg = None
+                for _ in range(1000):
+                    msg = next((m for m in reversed(slack.dm_messages("U2BOB")) if decide in str(m.blocks)), None)
+                    if msg is not None:
                         break
                     await asyncio.sleep(0.01)
-                msg = msgs[-1]
+                if msg is None:
+                    raise TimeoutError(f"no approval message for {req.id}")
                 ch = slack.im_channel("U2BOB")
                 # the bare app first: once jitbot has decided, the message loses its buttons (chat.update)
                 out["approve"]["floor"].append(await timed(s_bare.click("U2BOB", ch, msg.ts, ids.APPROVE)))

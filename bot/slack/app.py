@@ -6,7 +6,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services.runtime import Runtime
-from bot.slack import listeners
+from bot.slack import early_ack, listeners
 from bot.slack.client import pooled_respond
 
 
@@ -16,5 +16,7 @@ def build_app(rt: Runtime, *, client: AsyncWebClient, signing_secret: str,
                    process_before_response=process_before_response)
     if client.session is not None:  # the bot's one HTTP session (bot/slack/server.py)
         pooled_respond(app, client.session)
+    if not process_before_response:  # Bolt answers once ack() is called, not after its next 10 ms poll
+        early_ack.install(app)
     listeners.register(app, rt)
     return app

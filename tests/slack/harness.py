@@ -44,7 +44,8 @@ class Env:
 
 
 @asynccontextmanager
-async def slack_env(db: Database, policy_text: str, clock: ManualClock) -> AsyncIterator[Env]:
+async def slack_env(db: Database, policy_text: str, clock: ManualClock, *,
+                    process_before_response: bool = True) -> AsyncIterator[Env]:
     loaded = parse_policy(policy_text.replace('"#jit-audit"', AUDIT), source="test", env={})
     slack = FakeSlack(token=TOKEN)
     for uid, name in USERS.items():
@@ -58,7 +59,8 @@ async def slack_env(db: Database, policy_text: str, clock: ManualClock) -> Async
         notifier = SlackNotifier(client, stack.rt.db, audit_channel=AUDIT,
                                  security_channel=loaded.policy.security_channel)
         stack.worker = Worker(stack.rt, OutboxDispatcher(stack.rt.db, notifier, clock), worker_id="slack-test")
-        app = build_app(stack.rt, client=client, signing_secret=SECRET, process_before_response=True)
+        app = build_app(stack.rt, client=client, signing_secret=SECRET,
+                        process_before_response=process_before_response)
         runner = web.AppRunner(web_app(app, stack.rt))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
