@@ -34,7 +34,7 @@ _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 _OLD_SENT = (select(_OUTBOX.c.id)
              .where(_OUTBOX.c.status == "sent", _OUTBOX.c.next_attempt_at < bindparam("b_cutoff"),
                     _OUTBOX.c.sent_at < bindparam("b_cutoff"))
-             .order_by(_OUTBOX.c.next_attempt_at).limit(BATCH))
+             .order_by(_OUTBOX.c.next_attempt_at).limit(bindparam("b_batch")))
 _DELETE = delete(_OUTBOX).where(_OUTBOX.c.id.in_(_OLD_SENT.scalar_subquery()))
 
 
@@ -57,7 +57,8 @@ class OutboxPrune:
         deleted = 0
         for _ in range(MAX_BATCHES):
             async with self.rt.db.transaction() as session:
-                count = int((await session.execute(_DELETE, {"b_cutoff": cutoff})).rowcount)  # type: ignore[attr-defined]
+                result = await session.execute(_DELETE, {"b_cutoff": cutoff, "b_batch": BATCH})
+                count = int(result.rowcount)  # type: ignore[attr-defined]
             deleted += count
             if count < BATCH:
                 break

@@ -6,6 +6,7 @@ off), through the real Bolt app and the fake Slack."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -35,9 +36,14 @@ class _RunnerAsyncio:
 
 
 async def _until(cond: Callable[[], Any]) -> None:
+    """Until ``cond()`` (a value, or an awaitable of one) is true; at most 10 s."""
     async with asyncio.timeout(10):
-        while not cond():
+        while not await _value(cond()):
             await asyncio.sleep(0.01)
+
+
+async def _value(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
 
 
 async def test_commands_and_clicks_are_answered_without_waiting_for_a_poll(
@@ -78,9 +84,7 @@ async def test_commands_and_clicks_are_answered_without_waiting_for_a_poll(
 
                 return (await load_request(session, req.id)).layer == 2
 
-        async with asyncio.timeout(10):
-            while not await layer_moved():
-                await asyncio.sleep(0.01)
+        await _until(layer_moved)
 
 
 async def test_a_forged_command_is_still_refused_and_runs_nothing(
