@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.services.breakglass import BreakGlassService
 from bot.services.claims import dead_instances, release_claims
@@ -32,6 +34,7 @@ from bot.services.scheduled import ScheduledJobs
 from storage.tables import Grant, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
+_HEARTBEAT = WorkerHeartbeat.__table__  # type: ignore[attr-defined]
 
 DEAD_AFTER = timedelta(minutes=2)
 SWEEP_GRACE = 10.0  # seconds ``stop`` waits for a sweep in progress
@@ -193,14 +196,15 @@ class Worker:
         return total
 
     async def _heartbeat(self) -> None:
+        """One upsert: two workers beating under one name for the first time (a replica started twice
+        with the same instance id; tests' stacks) must not fail each other's pass with a duplicate key,
+        as a read-then-insert did."""
         now = self.rt.clock.now()
+        upsert = sqlite_insert if self.rt.db.is_sqlite else pg_insert
+        statement = upsert(_HEARTBEAT).values(worker_id=self.worker_id, beat_at=now, ticks=self.ticks)
         async with self.rt.db.transaction() as session:
-            row = (await session.execute(select(WorkerHeartbeat).where(
-                WorkerHeartbeat.worker_id == self.worker_id))).scalar_one_or_none()
-            if row is None:
-                session.add(WorkerHeartbeat(worker_id=self.worker_id, beat_at=now, ticks=self.ticks))
-            else:
-                row.beat_at, row.ticks = now, self.ticks
+            await session.execute(statement.on_conflict_do_update(
+                index_elements=[_HEARTBEAT.c.worker_id], set_={"beat_at": now, "ticks": self.ticks}))
 
     async def _safe_tick(self, only: frozenset[str] | None = None) -> None:
         """A pass (a full one unless ``only`` says which work to look at), then follow-up passes while it
