@@ -54,7 +54,7 @@ __all__ = ["AUDIT_LANE", "BatchNotifier", "Claimed", "Delivery", "Notifier", "Ou
 
 class OutboxDispatcher(KeyClaims):
     def __init__(self, db: Database, notifier: Notifier, clock: Clock, *, lease: timedelta = timedelta(minutes=2),
-                 max_backoff: float = 60.0, owner: str = "", concurrency: int = 32, lane_batch: int = 500,
+                 max_backoff: float = 60.0, owner: str = "", concurrency: int = 32, lane_batch: int = 1000,
                  lane_interval: float = 0.0, monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  call_later: CallLater | None = None) -> None:

@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services.outbox import Delivery, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
-from bot.slack import blocks
+from bot.slack import audit_digest, blocks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,7 @@ class SlackNotifier:
 
     def batch_fits(self, kind: str, payloads: list[dict[str, Any]]) -> int:
         """How many of the audit lines (from the first) one digest post holds (DIGEST_CHARS)."""
-        if kind != "audit":
-            return len(payloads)
-        size = -1
-        for n, p in enumerate(payloads):
-            size += len(blocks.audit_text(p)) + 1
-            if size > DIGEST_CHARS:
-                return max(n, 1)
-        return len(payloads)
+        return audit_digest.fitting(payloads, DIGEST_CHARS) if kind == "audit" else len(payloads)
 
     async def _guarded(self, kind: str, call: Awaitable[Delivery]) -> Delivery:
         try:
@@ -148,7 +141,7 @@ class SlackNotifier:
         return Delivery(new)
 
     async def _audit_digest(self, payloads: list[dict[str, Any]]) -> Delivery:
-        lines = [blocks.audit_text(p) for p in payloads]
+        lines = audit_digest.digest_lines(payloads)  # one line per request (bot/slack/audit_digest.py)
         for chunk in blocks.chunks(lines, DIGEST_CHARS):  # one post, unless the lines pass Slack's limit
             await self.client.chat_postMessage(channel=self.audit_channel, text=chunk)
         return Delivery()

@@ -204,16 +204,3 @@ async def test_lines_held_back_from_a_refused_digest_keep_their_place(db_factory
     clock.advance(timedelta(seconds=5))
     assert await dispatcher.drain() == 5
     assert notifier.posts == [[0], [1, 2, 3], [4, 5]]
-
-
-def test_the_slack_digest_fits_under_the_message_limit() -> None:
-    from bot.slack import blocks
-    from bot.slack.notifier import DIGEST_CHARS
-
-    notifier = SlackNotifier.__new__(SlackNotifier)
-    lines = [{"text": "x" * 990, "event": "note", "actor": "a"} for _ in range(100)]
-    n = notifier.batch_fits("audit", lines)
-    assert 30 <= n < 100
-    assert len("\n".join(blocks.audit_text(p) for p in lines[:n])) <= DIGEST_CHARS
-    assert len("\n".join(blocks.audit_text(p) for p in lines[:n + 1])) > DIGEST_CHARS
-    assert notifier.batch_fits("audit", lines[:5]) == 5
