@@ -95,6 +95,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every PostgreSQL server process now alive (its backends included; Linux /proc)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() != "postgres":
+                        continue
+                total += cpu_seconds(int(entry))
+            except OSError:  # the process ended meanwhile
+                continue
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -297,6 +312,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
 
         cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         pg_before = await pg_stats(url)
+        pg_cpu_before = postgres_cpu_seconds()
         throttled_before = sum(g.throttled_s() for g in limits)
         harness_before, machine_before = cpu_seconds(os.getpid()), cpu_times()
         start = time.perf_counter()
@@ -307,6 +323,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - start
         pg_after = await pg_stats(url)
+        pg_cpu = postgres_cpu_seconds() - pg_cpu_before
         replica_cpu_s = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         harness_cpu = cpu_seconds(os.getpid()) - harness_before
         throttled = sum(g.throttled_s() for g in limits) - throttled_before
@@ -349,8 +366,9 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
     if not floor:  # counted over the replicas' lives (start-up included), from their last log line
         print(f"worker passes: {passes[0]} ({passes[0] / flows:.2f} per flow; {passes[1]} of them full)")
     if pg_before:
-        print("PostgreSQL per flow: " + ", ".join(f"{k} {(pg_after[k] - v) / flows:.1f}" for k, v in pg_before.items()
-                                                    if not k.startswith("idx:")))
+        print(f"PostgreSQL per flow: CPU {pg_cpu / flows * 1000:.1f} ms (its processes), "
+              + ", ".join(f"{k} {(pg_after[k] - v) / flows:.1f}" for k, v in pg_before.items()
+                          if not k.startswith("idx:")))
         idx = sorted(((pg_after[k] - v) / flows, k[4:]) for k, v in pg_before.items() if k.startswith("idx:"))
         print("index entries read per flow: " + ", ".join(f"{t} {n:.0f}" for n, t in idx[::-1][:4]))
     if dispatch:
