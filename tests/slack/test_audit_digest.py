@@ -70,6 +70,26 @@ def test_what_fits_is_the_longest_prefix_under_the_limit(items: list[dict[str, A
         assert len("\n".join(digest_lines(items[:n + 1]))) > limit
 
 
+@given(payloads)
+def test_every_event_is_in_the_digest_in_order_within_its_request(items: list[dict[str, Any]]) -> None:
+    from bot.slack.blocks import esc
+    lines = digest_lines(items)
+    assert len(lines) == len({p["request"]["id"] for p in items if p["request"]}) \
+        + sum(1 for p in items if not p["request"])
+    for rid in ("R-1", "R-2", "R-3"):
+        mine = [p for p in items if p["request"] and p["request"]["id"] == rid]
+        if not mine:
+            continue
+        [line] = [ln for ln in lines if ln.startswith(f"*{rid}* ")]
+        at = 0
+        for p in mine:  # each event's text (and who did it) found after the previous one's
+            found = line.find(esc(p["text"]), at)
+            assert found >= 0
+            at = found + len(esc(p["text"]))
+        for actor in {p["actor"] for p in mine}:
+            assert f"_(by {actor})_" in line
+
+
 def test_the_slack_digest_fits_under_the_message_limit() -> None:
     notifier = SlackNotifier.__new__(SlackNotifier)
     lines = [_line(f"R-{n}", "x" * 990, "a") for n in range(100)]
