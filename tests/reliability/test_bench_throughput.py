@@ -27,3 +27,12 @@ async def test_a_short_throughput_run_grants_through_the_fake_okta_org(capsys: p
     assert result["flows_per_s"] > 0  # every flow saw its "You now have" DM: the grant reached Okta
     okta_calls = float(out.split("Okta API calls per flow: ", 1)[1].split()[0])
     assert okta_calls >= 1.0  # at least each flow's membership PUT
+
+
+async def test_warm_up_flows_run_before_the_clock_and_are_not_counted(capsys: pytest.CaptureFixture[str]) -> None:
+    result = await run(flows=4, concurrency=2, replicas=1, database="sqlite", warmup=3)
+    out = capsys.readouterr().out
+    calls = dict(part.rsplit(" ", 1) for part in out.split("Slack calls per flow: ", 1)[1].splitlines()[0].split(", "))
+    assert float(calls["views.open"]) == 1.0  # the 4 measured flows' modals, not the 3 warm-up ones' (7/4)
+    assert float(calls["chat.update"]) == 2.0
+    assert result["flows_per_s"] > 0 and result["p50"] > 0
