@@ -182,6 +182,8 @@ class Database:
             taker.accept(claimed)  # messages this commit claimed for the running dispatcher
         if taker is not None and (unclaimed := info.get("outbox_unclaimed")):
             taker.notice(unclaimed)  # keys whose new messages wait behind older ones
+        if taker is not None and (held := info.get("outbox_held")):
+            taker.look_again(held)  # keys left to another process's chain: in case its last record missed them
         if info.get("outbox"):
             self.outbox_ready.set()
 

@@ -78,7 +78,7 @@ class OutboxDispatcher(KeyClaims):
         self._dirty: set[str] = set()  # live keys that got messages behind their chain (see ``notice``)
         self._recheck: set[str] = set()  # keys whose heads to claim now (``_claim_rechecks``)
         self._rechecker: asyncio.Task[None] | None = None
-        self._lane_waits: dict[str, Cancellable] = {}  # lanes to claim by key shortly (``notice``)
+        self._lane_waits: dict[str, Cancellable] = {}  # keys to claim by key shortly (``notice``, ``look_again``)
         self._held_until: dict[str, float] = {}  # paced lane -> monotonic time (``held_elsewhere``)
         self._closed = False  # set when the run loop ends: no claims by key after that
         self.counts: Counter[str] = Counter()  # claim passes, claims by key, records (logged when run ends)

@@ -28,6 +28,7 @@ class Cancellable(Protocol):
     def cancel(self) -> None: ...
 
 
+HELD_RECHECK = 0.1  # s: a key left to another process's chain is looked at again after this (look_again)
 CallLater = Callable[..., Cancellable]  # (delay, callback, *args) -> handle, like loop.call_later
 
 
@@ -100,6 +101,21 @@ class KeyClaims:
                 now_keys.append(key)
         if now_keys:
             self._claim_keys(now_keys)
+
+    def look_again(self, keys: list[str]) -> None:
+        """A commit left messages of ``keys`` to another process's chain, which held each key's head
+        (PostgreSQL). That chain claims them when it records its message — unless its record's claim
+        ran just before this commit and did not see them; then, without a look, they waited for the
+        claim pass of the next interval (an approval's message updates 0.2–0.5 s late with two
+        replicas). One claim by key after ``HELD_RECHECK`` s: the other chain has recorded by then, or
+        it will and will see them; either way nothing is claimed twice."""
+        for key in keys:
+            if key in self._live:
+                self._dirty.add(key)
+            elif key not in self._lane_waits:
+                self._enter()
+                call_later = self._call_later or asyncio.get_running_loop().call_later
+                self._lane_waits[key] = call_later(HELD_RECHECK, self._lane_wait_over, key)
 
     def _lane_wait_over(self, key: str) -> None:
         del self._lane_waits[key]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # session.info keys: storage/db.py hands the claimed messages over and tells of the keys left unclaimed
 TAKER, CLAIMED, UNCLAIMED = "outbox_taker", "outbox_claimed", "outbox_unclaimed"
+HELD = "outbox_held"  # keys left to another process's chain, looked at again shortly (KeyClaims.look_again)
 AUDIT_LANE = "lane:audit"  # the audit channel's lines (bot/services/notices.py)
 
 
@@ -120,6 +121,7 @@ def _take(info: dict[str, Any], taker: OutboxDispatcher, written: Sequence[Any],
                 if owner != taker.owner} if ask else set()
         taker.saw_held_elsewhere(held)
         unclaimed -= held | recent
+        info[HELD] = sorted(k for k in held if not is_lane(k))
     info[UNCLAIMED] = sorted(unclaimed)
     info["outbox"] = False
 
@@ -129,6 +131,7 @@ def _drop_outbox(session: Session, _previous: Any) -> None:
     session.info.pop(_PENDING_ROWS, None)
     session.info.pop(CLAIMED, None)
     session.info.pop(UNCLAIMED, None)
+    session.info.pop(HELD, None)
 
 
 @dataclass(slots=True)

@@ -313,7 +313,8 @@ async def test_no_claim_by_key_after_the_run_loop_ends_until_it_runs_again(db_fa
 async def test_a_message_behind_another_replicas_chain_is_left_to_that_chain(db_factory: DbFactory,
                                                                              clock: ManualClock) -> None:
     """PostgreSQL (replicas): a commit does not claim by key behind a head another process holds; that
-    process's chain takes the message, or, had its last record just missed it, the claim pass does."""
+    process's chain takes the message, or, had its last record just missed it, a look a moment later
+    (next test) or else the claim pass does."""
     db = db_factory()
     assert not db.is_sqlite  # replicas share PostgreSQL
     await db.migrate()
@@ -321,11 +322,13 @@ async def test_a_message_behind_another_replicas_chain_is_left_to_that_chain(db_
     async with db.transaction() as session:  # another replica's chain holds R-A's head
         await session.execute(update(OutboxMessage).values(claimed_until=clock.now() + timedelta(minutes=2),
                                                            claimed_by="other"))
-    dispatcher = OutboxDispatcher(db, RecordingNotifier(), clock, owner="w1")
+    timers = Timers()
+    dispatcher = OutboxDispatcher(db, RecordingNotifier(), clock, owner="w1", call_later=timers.call_later)
     db.outbox_taker = dispatcher
     await _write(db, clock, ("R-A", 2))
-    await dispatcher.quiesce()
-    assert dispatcher.counts["claims by key"] == 0
+    await asyncio.sleep(0)
+    assert dispatcher.counts["claims by key"] == 0  # not at once: only a look a moment later (next test)
+    assert timers.delays() == [0.1]
     async with db.transaction() as session:  # that chain records R-A 1 and ends without seeing R-A 2
         await session.execute(update(OutboxMessage).where(OutboxMessage.payload["n"].as_integer() == 1)  # type: ignore[index]
                               .values(status="sent", claimed_until=None))
@@ -364,3 +367,31 @@ async def test_a_lane_seen_held_by_another_replica_is_not_asked_about_again_for_
     await dispatcher.quiesce()
     assert dispatcher.counts["claims by key"] == 0  # the lane is that chain's
     assert [r[3] for r in await _rows(db)] == ["other"] + [None] * 4
+
+
+@pytest.mark.parametrize("db_factory", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_a_message_left_to_a_chain_that_missed_it_is_looked_at_again_shortly(db_factory: DbFactory,
+                                                                                   clock: ManualClock) -> None:
+    """The other replica's chain recorded its message (its claim of the next ran before this commit and
+    did not see it): the look a moment later claims it by key, without waiting for the claim pass."""
+    db = db_factory()
+    await db.migrate()
+    await _write(db, clock, ("R-A", 1), ("R-B", 1))
+    async with db.transaction() as session:  # another replica's chains hold both heads
+        await session.execute(update(OutboxMessage).values(claimed_until=clock.now() + timedelta(minutes=2),
+                                                           claimed_by="other"))
+    timers = Timers()
+    notifier = RecordingNotifier()
+    dispatcher = OutboxDispatcher(db, notifier, clock, owner="w1", call_later=timers.call_later)
+    db.outbox_taker = dispatcher
+    await _write(db, clock, ("R-A", 2), ("R-B", 2))
+    assert sorted(timers.delays()) == [0.1, 0.1]  # one look per key left to the other chains
+    async with db.transaction() as session:  # R-A's chain records R-A 1 and ends without seeing R-A 2
+        await session.execute(update(OutboxMessage).where(OutboxMessage.order_key == "R-A",  # type: ignore[arg-type]
+                                                          OutboxMessage.payload["n"].as_integer() == 1)  # type: ignore[index]
+                              .values(status="sent", claimed_until=None))
+    timers.fire_all()  # R-B's chain is still sending R-B 1: its record will claim R-B 2, not this look
+    await dispatcher.quiesce()
+    assert [p["n"] for _, p in notifier.delivered] == [2]
+    assert await _rows(db) == [("R-A", 1, "sent", "other"), ("R-B", 1, "pending", "other"),
+                               ("R-A", 2, "sent", "w1"), ("R-B", 2, "pending", None)]
