@@ -78,7 +78,9 @@ class OutboxDispatcher(KeyClaims):
         self._dirty: set[str] = set()  # live keys that got messages behind their chain (see ``notice``)
         self._recheck: set[str] = set()  # keys whose heads to claim now (``_claim_rechecks``)
         self._rechecker: asyncio.Task[None] | None = None
-        self._lane_waits: dict[str, Cancellable] = {}  # keys to claim by key shortly (``notice``, ``look_again``)
+        self._lane_waits: dict[str, Cancellable] = {}  # lanes to claim by key shortly (``notice``)
+        self._held_keys: set[str] = set()  # keys left to other processes' chains, looked at again together
+        self._held_timer: Cancellable | None = None  # (``look_again``)
         self._held_until: dict[str, float] = {}  # paced lane -> monotonic time (``held_elsewhere``)
         self._closed = False  # set when the run loop ends: no claims by key after that
         self.counts: Counter[str] = Counter()  # claim passes, claims by key, records (logged when run ends)
@@ -208,6 +210,10 @@ class OutboxDispatcher(KeyClaims):
                 handle.cancel()
                 self._leave()
             self._lane_waits.clear()
+            if self._held_timer is not None:
+                self._held_timer.cancel()
+                self._held_timer, self._held_keys = None, set()
+                self._leave()
             if self.db.outbox_taker is self:
                 self.db.outbox_taker = None
             active |= self._handed

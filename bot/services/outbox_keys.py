@@ -47,6 +47,8 @@ class KeyClaims:
     _recheck: set[str]
     _rechecker: asyncio.Task[None] | None
     _lane_waits: dict[str, Cancellable]
+    _held_keys: set[str]
+    _held_timer: Cancellable | None
     _call_later: CallLater | None
     _held_until: dict[str, float]
     _closed: bool
@@ -107,15 +109,28 @@ class KeyClaims:
         (PostgreSQL). That chain claims them when it records its message — unless its record's claim
         ran just before this commit and did not see them; then, without a look, they waited for the
         claim pass of the next interval (an approval's message updates 0.2–0.5 s late with two
-        replicas). One claim by key after ``HELD_RECHECK`` s: the other chain has recorded by then, or
-        it will and will see them; either way nothing is claimed twice."""
+        replicas). One claim by key after ``HELD_RECHECK`` s, for all the keys left meanwhile: the other
+        chain has recorded by then, or it will and will see them; either way nothing is claimed twice."""
+        waiting = bool(self._held_keys)
         for key in keys:
             if key in self._live:
                 self._dirty.add(key)
-            elif key not in self._lane_waits:
-                self._enter()
-                call_later = self._call_later or asyncio.get_running_loop().call_later
-                self._lane_waits[key] = call_later(HELD_RECHECK, self._lane_wait_over, key)
+            else:
+                self._held_keys.add(key)
+        if self._held_keys and not waiting:
+            self._enter()
+            call_later = self._call_later or asyncio.get_running_loop().call_later
+            self._held_timer = call_later(HELD_RECHECK, self._held_wait_over)
+
+    def _held_wait_over(self) -> None:
+        keys, self._held_keys, self._held_timer = self._held_keys, set(), None
+        try:
+            for key in keys:
+                if key in self._live:  # a chain of ours took the key meanwhile
+                    self._dirty.add(key)
+            self._claim_keys(sorted(k for k in keys if k not in self._live))
+        finally:
+            self._leave()
 
     def _lane_wait_over(self, key: str) -> None:
         del self._lane_waits[key]
