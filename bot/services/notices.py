@@ -100,9 +100,17 @@ async def record(
             payload={"request": snap, "event": kind, "actor": actor, "text": text})
 
 
+def requester_key(request_id: str) -> str:
+    """The order key of what a request tells its requester: in order among themselves, apart from the
+    approvers' messages and their updates (a slow or failing update of an approver's DM, or a chain of
+    them in another replica, never holds up "You now have …"). Nothing of the requester's is ever
+    updated, so nothing else needs to come after it."""
+    return f"{request_id}:requester"
+
+
 def tell_requester(session: Writer, *, at: datetime, snap: dict[str, Any], event: str, text: str) -> None:
-    enqueue(session, at=at, order_key=snap["id"], kind="requester", payload={"request": snap, "event": event,
-                                                                             "text": text})
+    enqueue(session, at=at, order_key=requester_key(snap["id"]), kind="requester",
+            payload={"request": snap, "event": event, "text": text})
 
 
 def ask_approvers(session: Writer, *, at: datetime, snap: dict[str, Any], layer: int,

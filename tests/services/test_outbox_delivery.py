@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bot.domain.requests import Decision
 from bot.policy_file import LoadedPolicy
 from bot.services.clock import ManualClock
 from bot.services.outbox import Delivery, OutboxDispatcher, RecordingNotifier, Ref, RetryLater, enqueue, message_refs
@@ -152,6 +153,32 @@ async def test_a_stuck_audit_channel_does_not_hold_up_the_requesters_messages(
     async with s.rt.db.sessions() as session:
         waiting = (await session.execute(select(OutboxMessage.kind).where(OutboxMessage.status == "pending"))).all()
     assert waiting and {k for (k,) in waiting} == {"audit"}  # the audit lines wait for the channel, in order
+
+
+class ApproverUpdatesDown(RecordingNotifier):
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
+        if kind == "approval_update":
+            raise RetryLater("chat.update rate limited", after=600)
+        return await super().deliver(kind, payload)
+
+
+async def test_a_stuck_approver_update_does_not_hold_up_the_requesters_messages(
+        db_factory: DbFactory, loaded_policy: LoadedPolicy, clock: ManualClock) -> None:
+    notifier = ApproverUpdatesDown()
+    s = await make_stack(db_factory(), loaded_policy, clock, notifier)
+    await s.requests.submit(requester="alice@example.com", eligibility="prod-admin", duration=timedelta(hours=1),
+                            justification="deploy", ticket="OPS-1")
+    await s.worker.run_until_idle()
+    req_id = notifier.of_kind("approval_request")[0]["request"]["id"]
+    for layer, approver in ((1, "bob@example.com"), (2, "dave@example.com")):
+        await s.approvals.decide(request_id=req_id, layer=layer, approver=approver, decision=Decision.APPROVE)
+        await s.worker.run_until_idle()
+    assert await s.is_member("alice@example.com", "prod-admins")
+    assert any("now have" in p["text"] for p in notifier.of_kind("requester"))  # delivered meanwhile
+    async with s.rt.db.sessions() as session:
+        waiting = (await session.execute(select(OutboxMessage.kind).where(OutboxMessage.status == "pending"))).all()
+    # the approvers' messages wait, in order, for chat.update (layer 2's asks behind layer 1's update)
+    assert waiting and {k for (k,) in waiting} == {"approval_update", "approval_request"}
 
 
 async def test_messages_of_a_rolled_back_transaction_are_never_written(db_factory: DbFactory,
