@@ -108,6 +108,13 @@ def requester_key(request_id: str) -> str:
     return f"{request_id}:requester"
 
 
+def layer_key(request_id: str, layer: int) -> str:
+    """The order key of an approval layer's messages: its approvers' DMs, then their updates (which need
+    the DMs' refs). Layers keep their own order, so a failing update of layer 1's messages never holds
+    up the DMs that ask layer 2."""
+    return f"{request_id}:layer{layer}"
+
+
 def tell_requester(session: Writer, *, at: datetime, snap: dict[str, Any], event: str, text: str) -> None:
     enqueue(session, at=at, order_key=requester_key(snap["id"]), kind="requester",
             payload={"request": snap, "event": event, "text": text})
@@ -119,7 +126,7 @@ def ask_approvers(session: Writer, *, at: datetime, snap: dict[str, Any], layer:
         payload: dict[str, Any] = {"request": snap, "layer": layer, "approver": approver}
         if note:
             payload["note"] = note
-        enqueue(session, at=at, order_key=snap["id"], kind="approval_request", payload=payload)
+        enqueue(session, at=at, order_key=layer_key(snap["id"], layer), kind="approval_request", payload=payload)
 
 
 def ask_reviewers(session: Writer, *, at: datetime, snap: dict[str, Any], reviewers: Sequence[str],
@@ -136,7 +143,7 @@ def update_reviews(session: Writer, *, at: datetime, snap: dict[str, Any], outco
 
 
 def update_approvals(session: Writer, *, at: datetime, snap: dict[str, Any], layer: int, outcome: str) -> None:
-    enqueue(session, at=at, order_key=snap["id"], kind="approval_update",
+    enqueue(session, at=at, order_key=layer_key(snap["id"], layer), kind="approval_update",
             payload={"request": snap, "layer": layer, "outcome": outcome})
 
 
