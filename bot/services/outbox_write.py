@@ -111,8 +111,9 @@ def _take(info: dict[str, Any], taker: OutboxDispatcher, written: Sequence[Any],
     # A message behind one claimed here is claimed by that one's chain; the dispatcher is told of the
     # keys whose new messages sit behind an older one (``OutboxDispatcher.notice``, after the commit),
     # except those whose head another process's chain holds: that chain takes them (and should its
-    # last record just miss them, the claim pass every interval finds them).
+    # last record just miss them, a look 0.1 s after the commit does: ``KeyClaims.look_again``).
     unclaimed = {w.order_key for w in written} - {m.order_key for m in claimed}
+    info[HELD] = []
     elsewhere = [k for k in unclaimed if not taker.follows(k)]
     if elsewhere and held_by is not None:
         recent = {k for k in elsewhere if taker.held_elsewhere(k)}  # a paced lane seen held a moment ago

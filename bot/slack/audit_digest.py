@@ -31,7 +31,7 @@ def _by(actor: str) -> str:
 
 
 class Digest:
-    """Built one payload at a time; ``size`` is the length of ``text()`` so far (lines joined by newlines)."""
+    """Built one payload at a time; ``size`` is the length of its lines joined by newlines, so far."""
 
     def __init__(self) -> None:
         self._lines: list[list[str]] = []  # a line's pieces: head, then event texts and actor tags
