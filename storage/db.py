@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,14 @@ def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
             raise DisconnectionError(f"connection idle {time.monotonic() - since:.0f}s was gone") from exc
         if not alive:
             raise DisconnectionError("connection failed its check")
+
+
+AFTER_COMMIT = "after_commit"
+
+
+def after_commit(info: dict[str, Any], callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction whose ``info`` this is has committed (never if it rolls back)."""
+    info.setdefault(AFTER_COMMIT, []).append(callback)
 
 
 class Database:
@@ -176,7 +184,8 @@ class Database:
         self._committed(session.info)
 
     def _committed(self, info: dict[str, Any]) -> None:
-        """After a commit: its outbox messages to the dispatcher (bot/services/outbox_write.py)."""
+        """After a commit: its outbox messages to the dispatcher (bot/services/outbox_write.py), then what
+        the transaction asked to run once committed (``after_commit``)."""
         taker = info.get("outbox_taker")
         if taker is not None and (claimed := info.get("outbox_claimed")):
             taker.accept(claimed)  # messages this commit claimed for the running dispatcher
@@ -186,6 +195,8 @@ class Database:
             taker.look_again(held)  # keys left to another process's chain: in case its last record missed them
         if info.get("outbox"):
             self.outbox_ready.set()
+        for callback in info.pop(AFTER_COMMIT, ()):
+            callback()
 
     @asynccontextmanager
     async def core_transaction(self) -> AsyncIterator[CoreTx]:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.domain.requests import Decision, PolicyViolation, Status, Vote, decide
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
-from bot.services.requests import RequestService, close_schedule, open_layer, read_request, read_votes
+from bot.services.requests import GRANT_HANDED, RequestService, close_schedule, open_layer, read_request, read_votes
 from bot.services.runtime import Runtime
 from storage.records import Unit, build
 from storage.tables import AccessRequest, ApprovalVote
@@ -94,7 +94,7 @@ class ApprovalService:
                 await unit.flush()
         except IntegrityError:
             raise PolicyViolation("You have already decided on this request.") from None
-        if outcome.status is Status.APPROVED:
+        if outcome.status is Status.APPROVED and not tx.info.get(GRANT_HANDED):  # else this worker has it
             rt.wake.set()
         return DecisionResult(req, outcome.status, outcome.layer, message)
 

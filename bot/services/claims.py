@@ -51,6 +51,9 @@ def _claim_statement(status: str, due: str, values: tuple[str, ...], excluded: s
     return stmt
 
 
+LEASE = timedelta(minutes=5)  # a claim on a grant: a worker that dies holding it frees it when this runs out
+
+
 async def claim_grants(db: Database, *, status: str, due_column: Any, now: datetime, lease: timedelta,
                        limit: int, owner: str = "", set_values: dict[str, Any] | None = None,
                        session: AsyncSession | None = None, exclude: tuple[Any, list[str]] | None = None) -> list[str]:

@@ -53,6 +53,8 @@ class GrantService:
         self.rt = rt
         self._running: dict[str, asyncio.Task[None]] = {}
         self._gate = asyncio.Semaphore(self.concurrency)
+        self.stopping = False
+        self._released: list[asyncio.Task[None]] = []  # claims given back by ``adopt`` while stopping
 
     # ---- helpers -------------------------------------------------------------------------------
     async def _grant(self, session: AsyncSession, grant_id: str) -> Grant:
@@ -83,6 +85,17 @@ class GrantService:
             await asyncio.wait(started, timeout=self.budget_s)
         return len(ids)
 
+    def adopt(self, grant_id: str) -> None:
+        """A grant this process's approving transaction claimed for it (``RequestService.approve_final``),
+        committed: carried out now, beside the passes' grants, without a wake and a claim of its own.
+        A worker stopping meanwhile gives the claim back, for the next worker to take at once."""
+        if self.stopping:
+            self._released.append(asyncio.create_task(self._release(grant_id)))
+            return
+        task = asyncio.create_task(self._carry_out(grant_id))
+        self._running[grant_id] = task
+        task.add_done_callback(functools.partial(self._done, grant_id))
+
     async def _carry_out(self, grant_id: str) -> None:
         async with self._gate:
             await self.carry_out_grant(grant_id)
@@ -95,6 +108,9 @@ class GrantService:
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait for grants still running (a worker stopping), then cancel what is left: their claims run
         out and the grants are carried out again (connectors' grants are idempotent)."""
+        self.stopping = True
+        if self._released:
+            await asyncio.wait(self._released, timeout=timeout)
         running = list(self._running.values())
         if not running:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select
@@ -12,10 +13,14 @@ from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation, Status, Submission, check_transition, validate_submission
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
+from bot.services.claims import LEASE
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
+from storage.db import after_commit
 from storage.records import Unit, build
 from storage.tables import AccessRequest, ApprovalVote, Grant
+
+GRANT_HANDED = "grant_handed"  # tx info: the transaction approved a grant and hands it to this process's worker
 
 # Built once: a statement built per call costs its construction and cache key every time.
 _REQUEST = select(AccessRequest).where(AccessRequest.id == bindparam("b_id"))
@@ -210,8 +215,8 @@ class RequestService:
             else:
                 await self.approve_final(unit, req, elig, actor=notices.SYSTEM, auto=True)
             await unit.flush()
-        if not elig.approvals:  # auto-approved: its grant is due now. A pending request has nothing due
-            rt.wake.set()  # for the worker (its messages wake the outbox; its deadlines come with the tick)
+        if not elig.approvals and not session.info.get(GRANT_HANDED):  # auto-approved: its grant is due now.
+            rt.wake.set()  # A pending request has nothing due for the worker (its deadlines come with the tick)
         return req
 
     async def approve_final(self, unit: Unit, req: AccessRequest, elig: Eligibility, *, actor: str,
@@ -226,6 +231,12 @@ class RequestService:
         close_schedule(req)
         req.version += 1
         grant = new_grant(self.rt, req, elig)
+        taker = self.rt.grant_taker
+        if taker is not None and grant.next_attempt_at is not None and grant.next_attempt_at <= now:
+            # claimed here and carried out by this process's worker once committed (GrantService.adopt)
+            grant.claimed_by, grant.claimed_until = self.rt.instance_id, now + LEASE
+            after_commit(unit.tx.info, functools.partial(taker, grant.id))
+            unit.tx.info[GRANT_HANDED] = True
         unit.add(grant)
         session = unit.tx
         snap = notices.describe(self.rt, req, votes if votes is not None else await read_votes(unit, req.id))

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.requests import Status, check_transition
 from bot.services import notices
-from bot.services.claims import claim_grants, lock_holder
+from bot.services.claims import LEASE, claim_grants, lock_holder
 from bot.services.requests import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import (
@@ -49,7 +49,6 @@ from storage.tables import AccessRequest, ApprovalVote, Grant
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)
 OVERDUE_ALERT_AFTER = timedelta(minutes=2)
 CHUNK = 50  # grants claimed and decided in one transaction
 MAX_OUTSTANDING = 4 * CHUNK  # decided and not yet recorded: calls waiting at the connector, or finished

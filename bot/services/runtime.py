@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -36,6 +37,9 @@ class Runtime:
     # Set whenever a grant or a revocation became due now, so that the worker does not wait for its next
     # tick; its pass then looks at those only (bot/services/worker.py), the rest comes with the tick.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set by a running worker (GrantService.adopt): a grant approved in this process is claimed by the
+    # approving transaction and handed to it after the commit, instead of a wake and a pass's claim.
+    grant_taker: Callable[[str], None] | None = None
     # Delivered outbox messages older than this are deleted (bot/services/outbox_prune.py); None keeps them.
     outbox_retention: timedelta | None = timedelta(days=14)
 

@@ -282,11 +282,14 @@ class Worker:
                                 id="worker-tick")
         self._scheduler.start()
         self._kicker = asyncio.create_task(self._kick_loop())
+        self.rt.grant_taker = self.grants.adopt  # grants approved in this process come straight here
 
     async def stop(self) -> None:
         """Stop ticking and delivering. A pass in progress finishes first (it holds the tick lock for
         its whole run), so no revocation is cut off between the IdP call and its record."""
         self._stopping = True
+        if self.rt.grant_taker == self.grants.adopt:  # approvals from now on wake a worker instead
+            self.rt.grant_taker = None
         if self._due_timer is not None:
             self._due_timer.cancel()
         async with self._lock:  # from here on no pass is running, and none can start
