@@ -15,7 +15,7 @@ from dataclasses import astuple, dataclass, fields
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -45,9 +45,14 @@ WAKE_PASS = frozenset({"granted"})
 # The earliest moment a grant falls due for revocation or for its (retried or scheduled) grant: three
 # seeks, one per status, on the (status, due) indexes. After a pass that found nothing, the worker wakes
 # then rather than at the next tick (``_wake_when_due``).
-_NEXT_DUE = select(*(select(func.min(col)).where(Grant.status == status).scalar_subquery()  # type: ignore[arg-type]
-                     for status, col in (("active", Grant.expires_at), ("revoking", Grant.next_attempt_at),
-                                         ("granting", Grant.next_attempt_at))))
+# Grants being granted or revoked under a live claim (this worker's, a handed-over grant's, another
+# replica's) are not due for this worker: counted, every pass while grants were in flight woke the worker
+# for a pass that found them claimed. A claim whose lease runs out is found by the tick.
+_FREE = or_(Grant.claimed_until.is_(None), Grant.claimed_until < bindparam("b_now"))  # type: ignore[union-attr,operator]
+_NEXT_DUE = select(*(select(func.min(col)).where(Grant.status == status, *free).scalar_subquery()  # type: ignore[arg-type]
+                     for status, col, free in (("active", Grant.expires_at, ()),
+                                               ("revoking", Grant.next_attempt_at, (_FREE,)),
+                                               ("granting", Grant.next_attempt_at, (_FREE,)))))
 
 
 @dataclass
@@ -233,7 +238,8 @@ class Worker:
         expiry, not for the tick after it. Once per due time: a wake that found it not yet due (the clock
         is not the loop's) leaves it to the ticks."""
         async with self.rt.db.core_reads() as reads:
-            due = min((d for d in (await reads.rows(_NEXT_DUE))[0] if d is not None), default=None)
+            due = min((d for d in (await reads.rows(_NEXT_DUE, {"b_now": self.rt.clock.now()}))[0]
+                       if d is not None), default=None)
         if due is None or due == self._timed_for:
             return
         delay = (due - self.rt.clock.now()).total_seconds()

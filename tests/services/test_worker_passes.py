@@ -250,3 +250,28 @@ async def test_a_due_time_is_timed_once_and_only_before_the_next_tick(
     assert len(timers.armed) == 1 and timers.cancelled == 0
     await s.worker.stop()  # stopping cancels it
     assert timers.cancelled == 1
+
+
+async def test_a_grant_claimed_elsewhere_does_not_wake_the_worker(db_factory: DbFactory, clock: ManualClock) -> None:
+    """A grant being carried out under a live claim (another replica's, or handed to this worker) is not
+    due here: no timer for it, so no pass that would find it claimed. Its lease running out is the
+    tick's to find."""
+    from sqlalchemy import update
+
+    from storage.tables import Grant
+
+    s = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock)
+    await s.requests.submit(requester=USERS[0], eligibility="access", duration=timedelta(minutes=30),
+                            justification="work")
+    async with s.rt.db.transaction() as session:  # another replica claimed it and is at the IdP
+        await session.execute(update(Grant).values(claimed_by="other",
+                                                   claimed_until=clock.now() + timedelta(minutes=5)))
+    timers = s.worker.call_later = _Timers()
+    s.worker._interval = 3600
+    await s.worker._safe_tick(only=WAKE_PASS)
+    assert timers.armed == []
+    assert not await s.is_member(USERS[0], "target")
+    clock.advance(timedelta(minutes=6))  # the other replica died: its lease ran out
+    await s.worker._safe_tick()
+    assert await s.is_member(USERS[0], "target")
+    await s.worker.sweeps_done()
