@@ -301,7 +301,7 @@ class GrantService:
                 raise PolicyViolation(f"{req.eligibility} is no longer in the policy.")
             check_transition(Status(req.status), Status.APPROVED)
             req.status, req.updated_at, req.version = Status.APPROVED.value, now, req.version + 1
-            g = new_grant(rt, req, elig)
+            g = new_grant(rt, req, elig, now=now)
             session.add(g)
             snap = await self._snap(session, req, None)
             await notices.record(rt, session, at=now, kind="grant_retry", actor=actor.lower(), req=req, snap=snap,

@@ -65,9 +65,10 @@ async def read_votes(unit: Unit, request_id: str) -> list[ApprovalVote]:
     return await unit.all(ApprovalVote, _VOTE_ROWS, {"b_id": request_id})
 
 
-def new_grant(rt: Runtime, req: AccessRequest, elig: Eligibility) -> Grant:
-    """A grant waiting to be carried out: now, or at the request's scheduled start."""
-    now = rt.clock.now()
+def new_grant(rt: Runtime, req: AccessRequest, elig: Eligibility, *, now: datetime | None = None) -> Grant:
+    """A grant waiting to be carried out: ``now`` (the caller's, so that "due now" compares equal), or at
+    the request's scheduled start."""
+    now = now or rt.clock.now()
     due = req.starts_at if req.starts_at is not None and req.starts_at > now else now
     return build(Grant, id=new_id("G"), request_id=req.id, connector=elig.connector, target_kind=elig.target.kind,
                  target_id=elig.target.ref, user_email=req.requester, status="granting",
@@ -230,7 +231,7 @@ class RequestService:
         req.status, req.decided_at, req.updated_at = Status.APPROVED.value, now, now
         close_schedule(req)
         req.version += 1
-        grant = new_grant(self.rt, req, elig)
+        grant = new_grant(self.rt, req, elig, now=now)
         taker = self.rt.grant_taker
         if taker is not None and grant.next_attempt_at is not None and grant.next_attempt_at <= now:
             # claimed here and carried out by this process's worker once committed (GrantService.adopt)

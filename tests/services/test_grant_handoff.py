@@ -97,3 +97,34 @@ async def test_a_grant_handed_to_a_stopping_worker_is_given_back_for_the_next_on
     assert not await s.is_member("alice@example.com", "readonly")
     await s.worker.run_until_idle()  # the next worker's pass takes it
     assert await s.is_member("alice@example.com", "readonly")
+
+
+class TickingClock(ManualClock):
+    """A clock that moves on a microsecond each time it is read, as a real one does between two reads."""
+
+    def now(self) -> Any:
+        t = super().now()
+        self.advance(timedelta(microseconds=1))
+        return t
+
+
+async def test_with_a_moving_clock_an_approval_is_granted_now_and_says_so(
+        db_factory: DbFactory, loaded_policy: LoadedPolicy) -> None:
+    """The grant's due time is the approval's own "now": it was read again inside ``new_grant``, a moment
+    later, so every immediate grant looked scheduled — "access starts <now>" to the requester, "; starts
+    …" in the audit line, and never handed to the worker."""
+    s = await make_stack(db_factory(), loaded_policy, TickingClock())
+    await _started(s)
+    try:
+        await s.requests.submit(requester="alice@example.com", eligibility="readonly", duration=timedelta(hours=1),
+                                justification="read the logs")
+        [g] = await _grants(s)
+        assert g.claimed_by == s.worker.worker_id  # handed over: due now
+        await _carried_out(s)
+        assert await s.is_member("alice@example.com", "readonly")
+        told = [p["text"] for p in s.notifier.of_kind("requester") if p["event"] == "approved"]
+        assert told and all("granting access now" in t and "starts" not in t for t in told)
+        audit = [p["text"] for p in s.notifier.of_kind("audit") if p["event"] == "approved"]
+        assert audit and all("starts" not in t for t in audit)
+    finally:
+        await s.worker.stop()
