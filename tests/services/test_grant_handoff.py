@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bot.domain.requests import Decision
 from bot.policy_file import LoadedPolicy
 from bot.services.clock import ManualClock
-from storage.tables import Grant
+from storage.tables import AccessRequest, Grant
 from tests.conftest import DbFactory
 from tests.services.stack import Stack, make_stack
 
@@ -68,7 +68,6 @@ async def test_an_approved_grant_goes_to_the_running_worker_without_a_pass(
 
 
 async def _request_id(s: Stack) -> str:
-    from storage.tables import AccessRequest
     async with s.rt.db.sessions() as session:
         return str((await session.execute(select(AccessRequest.id))).scalar_one())  # type: ignore[call-overload]
 
