@@ -19,12 +19,11 @@ from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation, Status, Submission, validate_submission
 from bot.services import notices
+from bot.services.due_probe import BREAKGLASS as KIND  # the worker's probe selects by it too
 from bot.services.requests import RequestService, load_request
 from bot.services.runtime import Runtime, new_id
 from storage.records import Unit, build
 from storage.tables import AccessRequest
-
-KIND = "breakglass"
 
 
 class ReviewOutcome(StrEnum):

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.services.breakglass import BreakGlassService
 from bot.services.claims import dead_instances, release_claims
+from bot.services.due_probe import due_kinds
 from bot.services.grants import GrantService
 from bot.services.outbox import OutboxDispatcher
 from bot.services.outbox_keys import Cancellable
@@ -157,12 +158,15 @@ class Worker:
         ``only``: a follow-up pass (``_safe_tick``) runs revocations and just these kinds of work — the
         ones the pass before found due, which may have more waiting (a claim takes at most its limit).
         The rest was looked at a moment ago; what becomes due there comes with the next tick or a wake."""
-        def due(kind: str) -> bool:
-            return only is None or kind in only
-
         async with self._lock:
             report = TickReport()
             report.revoked = await self.grants.run_expiries()
+            # a full pass runs the kinds the probe finds due (one read, not a transaction per kind)
+            looked_at = only if only is not None else await due_kinds(self.rt.db, self.rt.clock.now())
+
+            def due(kind: str) -> bool:
+                return kind in looked_at
+
             if due("granted"):
                 report.granted = await self.grants.run_grants()
             if due("lapsed"):
@@ -176,7 +180,7 @@ class Worker:
                 report.review_reminded = await self.breakglass.run_review_reminders()
             if due("warned"):
                 report.warned = await self.grants.run_warnings()
-            if due("scheduled"):
+            if only is None or "scheduled" in only:  # calendar jobs: the policy says when (not the probe)
                 report.scheduled = await self.calendar.run_due()
             self.ticks += 1  # every pass (the heartbeat records it)
             if only is not None:
@@ -214,8 +218,9 @@ class Worker:
     async def _safe_tick(self, only: frozenset[str] | None = None) -> None:
         """A pass (a full one unless ``only`` says which work to look at), then follow-up passes while it
         finds work: each one only over the kinds of work the pass before found due (and revocations,
-        always). A full pass is ~10 transactions; with two replicas each waking on its own approvals,
-        the idle full pass after every busy one was a tenth of all commits."""
+        always). A full pass is revocations, the probe (bot/services/due_probe.py), the kinds it found
+        due and the heartbeat — ~10 transactions before the probe; with two replicas each waking on its
+        own approvals, the idle full pass after every busy one was a tenth of all commits."""
         try:
             report = await self.schedule_tick(only=only)
             while not self._stopping and report.busy:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bot.policy_file import parse_policy
+from bot.services import worker as worker_module
 from bot.services.clock import ManualClock
 from bot.services.worker import WAKE_PASS
 from tests.conftest import DbFactory
@@ -51,6 +52,13 @@ def _record_runs(worker: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         await real_heartbeat()
 
     monkeypatch.setattr(worker, "_heartbeat", heartbeat)
+    real_probe = worker_module.due_kinds
+
+    async def probe(*a: Any) -> frozenset[str]:
+        ran.append("probe")
+        return await real_probe(*a)
+
+    monkeypatch.setattr(worker_module, "due_kinds", probe)
     return ran
 
 
@@ -77,15 +85,14 @@ async def test_a_busy_pass_is_followed_only_by_the_work_it_found_and_revocations
     await s.worker._safe_tick()
 
     assert await s.is_member(USERS[0], "target")
-    full = ["run_expiries", "run_grants", "lapse_due", "run_reminders", "run_escalations",
-            "run_review_reminders", "run_warnings", "run_due", "heartbeat"]
-    # the full pass granted; the follow-up looked again at grants (and revocations) only, found none: done
-    assert ran == [*full, "run_expiries", "run_grants"]
+    # the full pass: revocations, the probe (a grant is due), the grant, calendar jobs, the heartbeat; the
+    # follow-up looked again at grants (and revocations) only, found none: done
+    assert ran == ["run_expiries", "probe", "run_grants", "run_due", "heartbeat", "run_expiries", "run_grants"]
     assert s.worker.ticks == 2
 
     ran.clear()
-    await s.worker._safe_tick()  # nothing due: one full pass, no follow-up
-    assert ran == full
+    await s.worker._safe_tick()  # nothing due: one full pass (no runner the probe found nothing for), no follow-up
+    assert ran == ["run_expiries", "probe", "run_due", "heartbeat"]
     await s.worker.sweeps_done()  # the full passes' IdP sweeps end with the test, not with its event loop
 
 
@@ -142,7 +149,8 @@ async def test_a_long_run_of_busy_passes_still_makes_a_full_pass_every_interval(
 
     await s.worker._safe_tick()
 
-    assert ran.count("run_grants") == 3 and ran.count("heartbeat") == 3 and ran.count("lapse_due") == 3
+    # three full passes (each probes and beats); the third's probe found no grant due, so no claim ran
+    assert ran.count("heartbeat") == 3 and ran.count("probe") == 3 and ran.count("run_grants") == 2
     await s.worker.sweeps_done()  # the full passes' IdP sweeps end with the test, not with its event loop
 
 
