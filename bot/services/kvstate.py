@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,9 @@ from storage.db import Database
 from storage.tables import KeyValue
 
 Value = dict[str, Any]
+# Per database handle: a periodic job's next turn as last read or taken (``take_turn``). The turn's time
+# in the kv row only moves forward (only a turn taken writes it, to a time after the one it replaced).
+_NEXT_TURN: WeakKeyDictionary[Database, dict[str, datetime]] = WeakKeyDictionary()
 
 
 async def read(session: AsyncSession, key: str, *, lock: bool = False) -> Value | None:
@@ -64,10 +68,20 @@ async def take_turn(db: Database, key: str, *, now: datetime, every: timedelta, 
     def due(value: Value | None) -> bool:
         return value is None or datetime.fromisoformat(value["next_at"]) <= now
 
-    # Asked on every full pass (each second) and nearly always not due: a plain read says so without a
-    # write transaction; a turn that looks due is taken under the lock, which decides between replicas.
+    # Asked on every full pass (each second) and nearly always not due. Until the next turn this process
+    # last saw, nothing is read: that time only moves later, so it cannot have come sooner (three reads a
+    # second per replica, one per job, before). Then a plain read says so without a write transaction;
+    # a turn that looks due is taken under the lock, which decides between replicas.
+    seen = _NEXT_TURN.setdefault(db, {})
+    if key in seen and now < seen[key]:
+        return False
     async with db.sessions() as session:
-        if not due(await read(session, key)):
-            return False
-    return await compare_and_set(db, key, lambda v: {"next_at": (now + every).isoformat(), "by": by}
-                                 if due(v) else None) is not None
+        value = await read(session, key)
+    if value is not None and not due(value):
+        seen[key] = datetime.fromisoformat(value["next_at"])
+        return False
+    taken = await compare_and_set(db, key, lambda v: {"next_at": (now + every).isoformat(), "by": by}
+                                  if due(v) else None)
+    if taken is not None:
+        seen[key] = now + every
+    return taken is not None
