@@ -226,6 +226,8 @@ class FakeSlack:
     def find_ephemeral(self, user_id: str, message_ts: str) -> Ephemeral | None:
         """Newest first (each has its own ``message_ts``): a long run's lookups do not read every ephemeral
         ever posted — a list of a thousand flows' command acks cost the load generator 5 % of its time."""
+        if not message_ts:  # every ephemeral has one: a context without it names none (read nothing)
+            return None
         return next((e for e in reversed(self.state.ephemerals) if e.message_ts == message_ts and e.user == user_id),
                     None)
 
