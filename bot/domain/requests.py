@@ -34,6 +34,7 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+BREAKGLASS = "breakglass"  # AccessRequest.kind of a break-glass request (the others: "access", "extension")
 TERMINAL = frozenset({Status.EXPIRED, Status.REVOKED, Status.DENIED, Status.CANCELLED, Status.LAPSED})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {

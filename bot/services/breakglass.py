@@ -17,9 +17,9 @@ from sqlalchemy import select
 
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
+from bot.domain.requests import BREAKGLASS as KIND
 from bot.domain.requests import PolicyViolation, Status, Submission, validate_submission
 from bot.services import notices
-from bot.services.due_probe import BREAKGLASS as KIND  # the worker's probe selects by it too
 from bot.services.requests import RequestService, load_request
 from bot.services.runtime import Runtime, new_id
 from storage.records import Unit, build

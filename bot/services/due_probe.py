@@ -1,4 +1,5 @@
-"""Which kinds of the worker's work are due now: one read before a full pass.
+"""Which kinds of the worker's work are due now: one read before a full pass (and ``NEXT_DUE``, the
+read after an idle one: when the next grant falls due).
 
 A full pass used to run every kind's claim or read in its own transaction — grant retries, lapses,
 reminders, escalations, break-glass review reminders, expiry warnings — whether or not anything was due:
@@ -18,9 +19,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, or_, select
+from sqlalchemy import bindparam, exists, func, or_, select
 
-from bot.domain.requests import Status
+from bot.domain.requests import BREAKGLASS, Status
 from storage.db import Database
 from storage.tables import AccessRequest, Grant
 
@@ -29,7 +30,6 @@ _GRANT = Grant.__table__  # type: ignore[attr-defined]
 _NOW: Any = bindparam("b_now")
 _FREE = or_(_GRANT.c.claimed_until.is_(None), _GRANT.c.claimed_until < _NOW)
 _PENDING = _REQ.c.status == Status.PENDING.value
-BREAKGLASS = "breakglass"  # bot/services/breakglass.py KIND (imported there from here)
 
 # kind (TickReport's field) -> the condition its runner selects by
 CONDITIONS = {
@@ -41,6 +41,17 @@ CONDITIONS = {
     "warned": (_GRANT.c.status == "active", _GRANT.c.warn_at <= _NOW, _FREE),
 }
 PROBE = select(*(exists().where(*where).label(kind) for kind, where in CONDITIONS.items()))
+
+# The earliest moment a grant falls due for revocation or for its (retried or scheduled) grant: three
+# seeks, one per status, on the (status, due) indexes. After a pass that found nothing, the worker wakes
+# then rather than at the next tick (``Worker._wake_when_due``).
+# Grants being granted or revoked under a live claim (this worker's, a handed-over grant's, another
+# replica's) are not due for this worker: counted, every pass while grants were in flight woke the worker
+# for a pass that found them claimed. A claim whose lease runs out is found by the tick.
+NEXT_DUE = select(*(select(func.min(col)).where(_GRANT.c.status == status, *free).scalar_subquery()
+                    for status, col, free in (("active", _GRANT.c.expires_at, ()),
+                                              ("revoking", _GRANT.c.next_attempt_at, (_FREE,)),
+                                              ("granting", _GRANT.c.next_attempt_at, (_FREE,)))))
 
 
 async def due_kinds(db: Database, now: datetime) -> frozenset[str]:

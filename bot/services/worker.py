@@ -15,13 +15,12 @@ from dataclasses import astuple, dataclass, fields
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.services.breakglass import BreakGlassService
 from bot.services.claims import dead_instances, release_claims
-from bot.services.due_probe import due_kinds
+from bot.services.due_probe import NEXT_DUE, due_kinds
 from bot.services.grants import GrantService
 from bot.services.outbox import OutboxDispatcher
 from bot.services.outbox_keys import Cancellable
@@ -32,7 +31,7 @@ from bot.services.reminders import ReminderService
 from bot.services.requests import RequestService
 from bot.services.runtime import Runtime
 from bot.services.scheduled import ScheduledJobs
-from storage.tables import Grant, WorkerHeartbeat
+from storage.tables import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 _HEARTBEAT = WorkerHeartbeat.__table__  # type: ignore[attr-defined]
@@ -43,17 +42,6 @@ SWEEP_GRACE = 10.0  # seconds ``stop`` waits for a sweep in progress
 # revocation due (a policy reload sets it too: anything else it made due comes with the tick, within a
 # second). A pass always runs revocations; this adds grants.
 WAKE_PASS = frozenset({"granted"})
-# The earliest moment a grant falls due for revocation or for its (retried or scheduled) grant: three
-# seeks, one per status, on the (status, due) indexes. After a pass that found nothing, the worker wakes
-# then rather than at the next tick (``_wake_when_due``).
-# Grants being granted or revoked under a live claim (this worker's, a handed-over grant's, another
-# replica's) are not due for this worker: counted, every pass while grants were in flight woke the worker
-# for a pass that found them claimed. A claim whose lease runs out is found by the tick.
-_FREE = or_(Grant.claimed_until.is_(None), Grant.claimed_until < bindparam("b_now"))  # type: ignore[union-attr,operator]
-_NEXT_DUE = select(*(select(func.min(col)).where(Grant.status == status, *free).scalar_subquery()  # type: ignore[arg-type]
-                     for status, col, free in (("active", Grant.expires_at, ()),
-                                               ("revoking", Grant.next_attempt_at, (_FREE,)),
-                                               ("granting", Grant.next_attempt_at, (_FREE,)))))
 
 
 @dataclass
@@ -243,7 +231,7 @@ class Worker:
         expiry, not for the tick after it. Once per due time: a wake that found it not yet due (the clock
         is not the loop's) leaves it to the ticks."""
         async with self.rt.db.core_reads() as reads:
-            due = min((d for d in (await reads.rows(_NEXT_DUE, {"b_now": self.rt.clock.now()}))[0]
+            due = min((d for d in (await reads.rows(NEXT_DUE, {"b_now": self.rt.clock.now()}))[0]
                        if d is not None), default=None)
         if due is None or due == self._timed_for:
             return
