@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from bot.domain.policy import Policy
+from bot.domain.requests import BREAKGLASS
 from storage.db import Database
 from storage.tables import AccessRequest, ApprovalVote, Grant, TransitionRemoval
 
@@ -145,7 +146,7 @@ async def build_review(db: Database, policy: Policy, *, since: datetime, until: 
         s.approved += r.status in APPROVED
         s.denied += r.status == "denied"
         s.lapsed += r.status == "lapsed"
-        s.breakglass += r.kind == "breakglass"
+        s.breakglass += r.kind == BREAKGLASS
         users[r.eligibility].add(r.requester)
         if r.status in APPROVED and r.layers > 0 and r.decided_at is not None:
             approve_h[r.eligibility].append((r.decided_at - r.created_at).total_seconds() / HOUR)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
-from bot.domain.requests import PolicyViolation, Status
+from bot.domain.requests import BREAKGLASS, PolicyViolation, Status
 from bot.services import notices
 from bot.services.grants import GrantService
 from bot.services.runtime import Runtime
@@ -48,7 +48,7 @@ class AdminService:
         async with self.rt.db.sessions() as session:
             stmt = (select(AccessRequest).where(or_(
                 AccessRequest.status.in_(OPEN),  # type: ignore[attr-defined]
-                (AccessRequest.kind == "breakglass") & AccessRequest.reviewed_at.is_(None)))  # type: ignore[union-attr]
+                (AccessRequest.kind == BREAKGLASS) & AccessRequest.reviewed_at.is_(None)))  # type: ignore[union-attr]
                 .order_by(AccessRequest.created_at).limit(limit))  # type: ignore[arg-type]
             rows = list((await session.execute(stmt)).scalars().all())
         items = [OpenItem(r, _why(r)) for r in rows]
