@@ -36,9 +36,11 @@ eligibilities:
 """
 
 
-async def run(n: int, url: str | None) -> dict[str, float]:
+async def run(n: int, url: str | None, *, deadline: float = 120.0, schema: str | None = None) -> dict[str, float]:
+    """Seed ``n`` overdue grants (half still claimed by the dead process), start a worker, wait until each
+    is audited or ``deadline`` seconds pass; the figures, and what was checked (see ``problems``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        db = Database(url or f"sqlite+aiosqlite:///{tmp}/recovery.db")
+        db = Database(url or f"sqlite+aiosqlite:///{tmp}/recovery.db", schema=schema)
         await db.migrate()
         now = datetime.now(UTC)
         reqs, grants = [], []
@@ -66,7 +68,7 @@ async def run(n: int, url: str | None) -> dict[str, float]:
         worker = Worker(rt, OutboxDispatcher(db, RecordingNotifier(), clock), worker_id="bench-recovery")
         t0, t0_wall = time.perf_counter(), time.time()
         worker.start(interval=1.0)
-        while time.perf_counter() - t0 < 120:
+        while time.perf_counter() - t0 < deadline:
             async with db.sessions() as s:
                 audited = (await s.execute(select(func.count()).select_from(Event)
                                            .where(Event.kind == "expired"))).scalar()
@@ -75,9 +77,25 @@ async def run(n: int, url: str | None) -> dict[str, float]:
             await asyncio.sleep(0.05)
         done = time.perf_counter() - t0
         await worker.stop()
+        async with db.sessions() as s:
+            per_request = (await s.execute(select(Event.request_id, func.count()).where(Event.kind == "expired")
+                                           .group_by(Event.request_id))).all()
+            not_ended = (await s.execute(select(func.count()).select_from(Grant)
+                                         .where(Grant.status != "ended"))).scalar()
         await db.dispose()
         all_revoked = max(idp.revoked_at.values()) - t0_wall if len(idp.revoked_at) == n else float("nan")
-        return {"revoked_s": all_revoked, "audited_s": done, "revoked": len(idp.revoked_at)}
+        return {"revoked_s": all_revoked, "audited_s": done, "revoked": len(idp.revoked_at),
+                "revoked_twice": idp.revoked_twice, "not_ended": float(not_ended or 0),
+                "audited": float(sum(c for _, c in per_request)),
+                "audited_once": float(sum(1 for _, c in per_request if c == 1))}
+
+
+def problems(r: dict[str, float], n: int) -> list[str]:
+    """What a recovery must hold: each overdue grant revoked at the IdP once, ended, audited once."""
+    return [f"{what}: {r[key]:.0f} (want {want})" for what, key, want in (
+        ("revoked at the IdP", "revoked", n), ("revoked twice", "revoked_twice", 0),
+        ("grants not ended", "not_ended", 0), ("expired events", "audited", n),
+        ("requests audited exactly once", "audited_once", n)) if r[key] != want]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'overdue':>8} {'all revoked after':>18} {'all audited after':>18}")
     print(f"{args.overdue:>8} {r['revoked_s']:>17.2f}s {r['audited_s']:>17.2f}s   (target ≤ 5 s); "
           f"revoked at the IdP: {r['revoked']:.0f}")
-    return 0
+    failed = problems(r, args.overdue)
+    print("checks: " + ("all passed (each revoked once, ended, audited once)" if not failed
+                        else "FAILED — " + "; ".join(failed)))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

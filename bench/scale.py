@@ -22,7 +22,7 @@ from sqlalchemy import insert
 
 from bench.common import RecordingIdp, machine, pct, rss_mb
 from bot.policy_file import parse_policy
-from bot.services.clock import SystemClock
+from bot.services.clock import Clock, SystemClock
 from bot.services.directory import Directory
 from bot.services.outbox import OutboxDispatcher, RecordingNotifier
 from bot.services.reconcile import SCHEDULE_KEY
@@ -39,8 +39,9 @@ eligibilities:
 """
 
 
-async def fill(db: Database, *, historical: int, active: int) -> None:
-    now = datetime.now(UTC)
+async def fill(db: Database, *, historical: int, active: int, now: datetime | None = None) -> None:
+    """``historical`` requests long expired (grant ended) and ``active`` ones whose grants run two more days."""
+    now = now or datetime.now(UTC)
     batch = 5000
     for start in range(0, historical + active, batch):
         reqs, grants, events = [], [], []
@@ -70,28 +71,31 @@ async def build(path: str, historical: int, active: int) -> None:
     await db.dispose()
 
 
+async def worker_for(db: Database, clock: Clock) -> Worker:
+    """A worker over ``db`` with an in-process IdP. The reconciliation sweep is a separate 15-minute job
+    that by nature reads a target's whole membership; the per-second tick is measured, so it is marked
+    not due."""
+    idp = RecordingIdp()
+    rt = Runtime(db=db, clock=clock, loaded=parse_policy(POLICY, env={}), connectors={"idp": idp},
+                 directory=Directory({"idp": idp}, clock))
+    async with db.transaction() as s:
+        s.add(KeyValue(key=SCHEDULE_KEY, value={"next_at": (clock.now() + timedelta(days=1)).isoformat(),
+                                                "by": "bench"}))
+    return Worker(rt, OutboxDispatcher(db, RecordingNotifier(), clock), worker_id="scale")
+
+
 async def measure(path: str, ticks: int) -> dict[str, float]:
-    if True:
-        db = Database(f"sqlite+aiosqlite:///{path}")
-        clock = SystemClock()
-        idp = RecordingIdp()
-        rt = Runtime(db=db, clock=clock, loaded=parse_policy(POLICY, env={}), connectors={"idp": idp},
-                     directory=Directory({"idp": idp}, clock))
-        worker = Worker(rt, OutboxDispatcher(db, RecordingNotifier(), clock), worker_id="scale")
-        # The reconciliation sweep is a separate 15-minute job that by nature reads a target's whole
-        # membership; this benchmark measures the per-second tick, so the sweep is marked not due.
-        async with db.transaction() as s:
-            s.add(KeyValue(key=SCHEDULE_KEY, value={"next_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
-                                                    "by": "bench"}))
-        await worker.tick()  # warm caches
-        times = []
-        for _ in range(ticks):
-            t0 = time.perf_counter()
-            await worker.tick()
-            times.append(time.perf_counter() - t0)
-        rss = rss_mb()
-        await db.dispose()
-        return {"tick_p50_ms": pct(times, 50) * 1000, "tick_p90_ms": pct(times, 90) * 1000, "rss_mb": rss}
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    worker = await worker_for(db, SystemClock())
+    await worker.tick()  # warm caches
+    times = []
+    for _ in range(ticks):
+        t0 = time.perf_counter()
+        await worker.tick()
+        times.append(time.perf_counter() - t0)
+    rss = rss_mb()
+    await db.dispose()
+    return {"tick_p50_ms": pct(times, 50) * 1000, "tick_p90_ms": pct(times, 90) * 1000, "rss_mb": rss}
 
 
 def child(historical: int, active: int, ticks: int) -> dict[str, float]:

@@ -15,6 +15,7 @@ from bot.services.clock import ManualClock
 from storage.db import Database
 
 PG_DSN = os.environ.get("JITBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = PG_DSN.replace("postgresql://", "postgresql+asyncpg://", 1)  # the same database, for Database()
 
 POLICY = """
 audit_channel: "#jit-audit"
@@ -105,7 +106,7 @@ async def db_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         url = f"sqlite+aiosqlite:///{tmp_path / 'jitbot.db'}"
     else:
         schema = await _pg_schema()
-        url = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+        url = PG_URL
 
     def make() -> Database:
         db = Database(url, schema=schema)
