@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, SQLModel
 
 from storage.types import UTCDateTime
@@ -228,3 +229,10 @@ class TransitionNotice(SQLModel, table=True):
     sent_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
     __table_args__ = (Index("uq_transition_notice_once", "eligibility", "user_email", "days_before", unique=True),)
+
+
+# Set up every model's attribute instrumentation now. The ORM does it lazily, at the first query or
+# session use; ``storage.records`` builds row objects without either (``build``, ``rows``), and reading
+# a field of such an object before any ORM query in the process failed ("'NoneType' object has no
+# attribute 'supports_population'") — a break-glass as the first thing a fresh process did.
+configure_mappers()

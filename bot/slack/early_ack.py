@@ -8,8 +8,10 @@ first and with an empty body (nothing in them can change the answer; their check
 after, as messages). So this middleware — after Bolt's signature check and authorisation, which still
 refuse a bad request with 401 — acks those two kinds of request itself: the runner finds ``ack()``
 done and answers at once, and the listener's own ``ack()`` changes nothing. Modal submissions
-(``view_submission``) are not acked here: their ack carries field errors or the next view. A request
-no listener matches is still answered 404 by Bolt.
+(``view_submission``) carry field errors in their ack: the request modal's are computed here without
+I/O (``bot/slack/request_form.py``) and acked, and the form is left in the context for the listener,
+whose own ``ack()`` gives the same answer; other modals ack in their listener. A request no listener
+matches is still answered 404 by Bolt.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
-from slack_bolt.request.payload_utils import is_block_actions, is_slash_command
+from slack_bolt.request.payload_utils import is_block_actions, is_slash_command, is_view_submission
+
+from bot.services.runtime import Runtime
+from bot.slack import ids
+from bot.slack.request_form import CONTEXT_KEY, read_request_form
 
 
 def acked_early(body: dict[str, Any]) -> bool:
@@ -26,10 +32,24 @@ def acked_early(body: dict[str, Any]) -> bool:
     return is_slash_command(body) or is_block_actions(body)
 
 
-def install(app: AsyncApp) -> None:
+def is_request_form(body: dict[str, Any]) -> bool:
+    """A submission of the request modal (``/jit``'s)."""
+    view = body.get("view")
+    return is_view_submission(body) and isinstance(view, dict) and view.get("callback_id") == ids.REQUEST_VIEW
+
+
+def install(app: AsyncApp, rt: Runtime) -> None:
     @app.middleware
     async def _ack_early(context: AsyncBoltContext, body: dict[str, Any],
                          next: Callable[[], Awaitable[None]]) -> None:
         if acked_early(body):
             await context.ack()
+        elif is_request_form(body):
+            try:
+                form = read_request_form(rt, body)
+            except (KeyError, TypeError, AttributeError):  # a malformed form: the listener answers it
+                pass
+            else:
+                context[CONTEXT_KEY] = form
+                await context.ack(**form.ack_args())
         await next()

@@ -5,40 +5,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import DBAPIError
 
-from bot.domain.durations import format_duration
+from bot.domain.policy import Eligibility
 from bot.domain.requests import Decision, PolicyViolation
 from bot.services import queries
 from bot.services.admin import AdminService
 from bot.services.approvals import ApprovalService
 from bot.services.breakglass import BreakGlassService
 from bot.services.grants import GrantService
-from bot.services.requests import RequestService, precheck_submission
+from bot.services.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.slack import blocks, breakglass, ids
+from bot.slack import blocks, breakglass, ids, request_form
 from bot.slack.admin import admin_command
 from bot.slack.breakglass import breakglass_command
 from bot.slack.identity import NoEmail, SlackIdentity
+from bot.slack.request_form import RequestForm, read_request_form, small_int
 
 log = logging.getLogger(__name__)
 
 NO_EMAIL = ("jitbot cannot see an email address for your Slack account, so it cannot match you to an "
             "identity-provider account.")
-
-
-def _small_int(raw: str | None, digits: int) -> int | None:
-    """A non-negative ASCII integer of at most ``digits`` digits, else None. Button values and form
-    fields can be forged: ``str.isdigit`` alone accepts "²" and "١" (``int`` fails on the first), and an
-    unbounded number overflows ``timedelta`` and ``datetime``."""
-    if raw is None or not (0 < len(raw) <= digits and raw.isascii() and raw.isdigit()):
-        return None
-    return int(raw)
 
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
@@ -54,7 +45,7 @@ def _request_id(raw: str) -> str | None:
 
 def _value(action: dict[str, Any]) -> tuple[str | None, int]:
     request_id, _, layer = str(action.get("value", "")).partition(":")
-    return _request_id(request_id), _small_int(layer, 2) or 0
+    return _request_id(request_id), small_int(layer, 2) or 0
 
 
 
@@ -146,96 +137,45 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             await respond(response_type="ephemeral", text=blocks.esc(str(exc)))
 
     @app.view(ids.REQUEST_VIEW)
-    async def request_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+    async def request_submitted(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext,
                                 client: AsyncWebClient) -> None:
-        values = view["state"]["values"]
-
-        def pick(block: str, action: str) -> str | None:
-            v = values.get(block, {}).get(action, {})
-            kind = v.get("type")
-            raw = ((v.get("selected_option") or {}).get("value") if kind == "static_select"
-                   else v.get("selected_user") if kind == "users_select"
-                   else v.get("selected_date_time") if kind == "datetimepicker" else v.get("value"))
-            return None if raw in (None, "") else str(raw).replace("\x00", "")  # PostgreSQL refuses NUL
-
-        user_id = body["user"]["id"]
-        duration_s = _small_int(pick(ids.B_DURATION, ids.A_DURATION), 9)
-        if duration_s is None:
-            await ack(response_action="errors", errors={ids.B_DURATION: "Pick a duration."})
+        # Everything that needs no I/O was checked before the ack (bot/slack/request_form.py), so it
+        # comes back as inline errors at once; the rest (identity, eligibility, the database) runs after.
+        form: RequestForm = context.get(request_form.CONTEXT_KEY) or read_request_form(rt, body)
+        if form.errors:
+            await ack(**form.ack_args())
             return
-        starts_raw = pick(ids.B_STARTS, ids.A_STARTS)
-        starts_ts = _small_int(starts_raw, 11)
-        if starts_raw is not None and starts_ts is None:
-            await ack(response_action="errors", errors={ids.B_STARTS: "Pick a valid start time."})
-            return
-        starts_at = datetime.fromtimestamp(starts_ts, UTC) if starts_ts is not None else None
-        fields = {"eligibility": ids.B_ELIGIBILITY, "duration": ids.B_DURATION,
-                  "justification": ids.B_JUSTIFICATION, "ticket": ids.B_TICKET, "starts_at": ids.B_STARTS}
-
-        def error_block(exc: PolicyViolation) -> str:
-            block = fields.get(exc.field or "", ids.B_ELIGIBILITY)
-            return ids.B_ELIGIBILITY if block == ids.B_TICKET and ids.B_TICKET not in values else block
-
-        checked = values.get(ids.B_BREAKGLASS, {}).get(ids.A_BREAKGLASS, {}).get("selected_options") or []
-        if any(o.get("value") == "breakglass" for o in checked):
-            await break_glass_from_modal(ack, client, user_id, pick(ids.B_ELIGIBILITY, ids.A_ELIGIBILITY) or "",
-                                         timedelta(seconds=duration_s),
-                                         pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "")
-            return
-        # Everything that needs no I/O is checked before the ack, so it comes back as inline errors
-        # within Slack's 3 s; the rest (identity, eligibility, the database) runs after the ack.
-        try:
-            precheck_submission(rt, eligibility=pick(ids.B_ELIGIBILITY, ids.A_ELIGIBILITY) or "",
-                                duration=timedelta(seconds=duration_s),
-                                justification=pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "",
-                                ticket=pick(ids.B_TICKET, ids.A_TICKET), starts_at=starts_at)
-        except PolicyViolation as exc:
-            await ack(response_action="errors", errors={error_block(exc): str(exc)[:150]})
+        if form.break_glass is not None:
+            await ack()
+            await break_glass_from_modal(client, form, form.break_glass)
             return
         await ack_sent(ack)
-        beneficiary_slack = pick(ids.B_ON_BEHALF, ids.A_ON_BEHALF)
         try:
-            email = await identity.email(client, user_id)
-            beneficiary = await identity.email(client, beneficiary_slack) if beneficiary_slack else email
+            email = await identity.email(client, form.user_id)
+            beneficiary = await identity.email(client, form.on_behalf) if form.on_behalf else email
         except NoEmail:
-            await client.chat_postMessage(channel=user_id, text="Your request was not submitted: " + NO_EMAIL)
+            await client.chat_postMessage(channel=form.user_id, text="Your request was not submitted: " + NO_EMAIL)
             return
         try:
-            await requests.submit(requester=beneficiary, requester_slack=beneficiary_slack or user_id,
-                                  submitted_by=email if beneficiary_slack else None,
-                                  submitted_by_slack=user_id if beneficiary_slack else None,
-                                  eligibility=pick(ids.B_ELIGIBILITY, ids.A_ELIGIBILITY) or "",
-                                  duration=timedelta(seconds=duration_s),
-                                  justification=pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "",
-                                  ticket=pick(ids.B_TICKET, ids.A_TICKET), starts_at=starts_at)
+            await requests.submit(requester=beneficiary, requester_slack=form.on_behalf or form.user_id,
+                                  submitted_by=email if form.on_behalf else None,
+                                  submitted_by_slack=form.user_id if form.on_behalf else None,
+                                  eligibility=form.eligibility, duration=form.duration,
+                                  justification=form.justification, ticket=form.ticket, starts_at=form.starts_at)
         except PolicyViolation as exc:
-            await client.chat_postMessage(channel=user_id,
+            await client.chat_postMessage(channel=form.user_id,
                                           text=f"Your request was not submitted: {blocks.esc(str(exc))}")
 
-    async def break_glass_from_modal(ack: AsyncAck, client: AsyncWebClient, user_id: str, eligibility: str,
-                                     duration: timedelta, reason: str) -> None:
-        """The modal's break-glass checkbox: the same rules as ``/jit breakglass``; the justification is the
-        required reason."""
-        elig = rt.eligibility(eligibility)
-        if elig is None or elig.break_glass is None:
-            await ack(response_action="errors", errors={ids.B_BREAKGLASS: "This access has no break-glass option."})
-            return
-        if duration > elig.break_glass.max_duration:
-            limit = format_duration(elig.break_glass.max_duration)
-            await ack(response_action="errors", errors={ids.B_DURATION: f"Break-glass allows at most {limit}."})
-            return
-        if len(reason.strip()) < 3:
-            await ack(response_action="errors", errors={ids.B_JUSTIFICATION: "Say why you are breaking glass."})
-            return
-        await ack()
+    async def break_glass_from_modal(client: AsyncWebClient, form: RequestForm, elig: Eligibility) -> None:
+        """The modal's break-glass checkbox, its rules checked (``read_request_form``): invoke it."""
         try:
-            email = await identity.email(client, user_id)
-            await glass.invoke(requester=email, eligibility=elig.name, duration=duration,
-                               justification=reason, requester_slack=user_id)
+            email = await identity.email(client, form.user_id)
+            await glass.invoke(requester=email, eligibility=elig.name, duration=form.duration,
+                               justification=form.justification, requester_slack=form.user_id)
         except NoEmail:
-            await client.chat_postMessage(channel=user_id, text="Break-glass refused: " + NO_EMAIL)
+            await client.chat_postMessage(channel=form.user_id, text="Break-glass refused: " + NO_EMAIL)
         except PolicyViolation as exc:
-            await client.chat_postMessage(channel=user_id, text=f"Break-glass refused: {blocks.esc(str(exc))}")
+            await client.chat_postMessage(channel=form.user_id, text=f"Break-glass refused: {blocks.esc(str(exc))}")
 
     @app.action(ids.A_ELIGIBILITY)
     async def eligibility_picked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],

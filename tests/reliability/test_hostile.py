@@ -6,6 +6,7 @@ attack the rows of every table that records a change are counted: none may have 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -177,15 +178,27 @@ FORGED_FIELDS: list[dict[str, str]] = [
 ]
 
 
-async def test_forged_request_submissions_get_an_inline_error(env: Env) -> None:
-    before = await _counts(env)
-    for fields in FORGED_FIELDS:
-        res = await env.sender.post_payload(_submission(env, "U1ALICE", **fields))
-        assert res.status == 200, (fields, res.body)
-        assert isinstance(res.body, dict) and res.body.get("response_action") == "errors", (fields, res.body)
-        errors = res.body["errors"]
-        assert errors and all(isinstance(v, str) and 0 < len(v) <= 150 for v in errors.values()), errors
-    assert await _counts(env) == before
+@pytest.mark.parametrize("early", [False, True], ids=["in-listener", "acked-early"])
+async def test_forged_request_submissions_get_an_inline_error(db_factory: DbFactory, policy_text: str,
+                                                              clock: ManualClock, early: bool) -> None:
+    """Both ways the request modal is answered: by its listener (``process_before_response``, as on a
+    FaaS host) and, as the server runs it, before the listener (bot/slack/early_ack.py)."""
+    async with slack_env(db_factory(), policy_text, clock, process_before_response=not early) as env:
+        before = await _counts(env)
+        for fields in FORGED_FIELDS:
+            res = await env.sender.post_payload(_submission(env, "U1ALICE", **fields))
+            assert res.status == 200, (fields, res.body)
+            assert isinstance(res.body, dict) and res.body.get("response_action") == "errors", (fields, res.body)
+            errors = res.body["errors"]
+            assert errors and all(isinstance(v, str) and 0 < len(v) <= 150 for v in errors.values()), errors
+        await _listeners_done()  # after an early ack the listeners run on: they too must change nothing
+        assert await _counts(env) == before
+
+
+async def _listeners_done() -> None:
+    """Wait for the Bolt listener tasks still running (Bolt starts one per request, ``ensure_future``)."""
+    running = [t for t in asyncio.all_tasks() if "run_ack_function_asynchronously" in repr(t.get_coro())]
+    await asyncio.gather(*running)
 
 
 def _deny_submission(env: Env, user: str, metadata: str, reason: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Commands and button clicks are answered as soon as the request is verified, not after Bolt's next 10 ms
-look for the listener's ack (bot/slack/early_ack.py); modal submissions still wait for their listener's
-ack, which carries their field errors. Runs the app as production does (``process_before_response``
-off), through the real Bolt app and the fake Slack."""
+"""Commands, button clicks and the request modal's submissions are answered as soon as the request is
+verified, not after Bolt's next 10 ms look for the listener's ack (bot/slack/early_ack.py): the modal's
+field errors are worked out without I/O before its listener runs (bot/slack/request_form.py). Other
+modals (the deny reason) still wait for their listener's ack. Runs the app as production does
+(``process_before_response`` off), through the real Bolt app and the fake Slack."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from typing import Any
 
 import pytest
 from slack_bolt.listener import asyncio_runner
+from sqlalchemy import select
 
 from bot.fakes import SlackSender
 from bot.services.clock import ManualClock
 from bot.slack import ids
+from storage.tables import AccessRequest
 from tests.conftest import POLICY, DbFactory
 from tests.slack.harness import SECRET, slack_env
 
@@ -62,11 +65,22 @@ async def test_commands_and_clicks_are_answered_without_waiting_for_a_poll(
         assert polls == []
         await _until(lambda: env.slack.modal_stack("U1ALICE")[-1].hash != before)
 
-        # a modal submission is not acked early: Bolt waits for its listener's ack (which may carry errors)
+        # the request modal: a field error comes back at once, in the answer, and nothing is submitted
         view = env.slack.modal_stack("U1ALICE")[-1]
+        refused = await env.sender.submit_view("U1ALICE", view.id, {ids.A_JUSTIFICATION: "x" * 600})
+        assert refused.body["response_action"] == "errors" and ids.B_JUSTIFICATION in refused.body["errors"]
+        # its submission: answered at once too (the modal closes); the request is made after the answer
         assert (await env.sender.submit_view("U1ALICE", view.id, {ids.A_JUSTIFICATION: "why"})).status == 200
-        assert polls and set(polls) == {0.01}
-        polls.clear()
+        assert polls == []
+        assert env.slack.modal_stack("U1ALICE") == []
+
+        async def submitted() -> list[str]:
+            async with env.stack.rt.db.sessions() as session:
+                rows = await session.execute(select(AccessRequest.justification))
+                return [j for (j,) in rows]
+
+        await _until(submitted)
+        assert await submitted() == ["why"]
 
         # Approve: answered at once; the decision is still the listener's, checked on the server
         req = await env.stack.requests.submit(requester="alice@example.com", eligibility="prod-admin",
@@ -85,6 +99,18 @@ async def test_commands_and_clicks_are_answered_without_waiting_for_a_poll(
                 return (await load_request(session, req.id)).layer == 2
 
         await _until(layer_moved)
+
+        # the deny reason modal is answered by its listener (its answer needs the decision): Bolt's poll
+        await env.settle()
+        carol = env.slack.im_channel("U3CAROL")
+        ask = next(m for m in env.slack.dm_messages("U3CAROL") if f"decide:{req.id}:2" in str(m.blocks))
+        assert carol is not None
+        assert (await env.sender.click("U3CAROL", carol, ask.ts, ids.DENY)).status == 200
+        await _until(lambda: env.slack.modal_stack("U3CAROL"))
+        polls.clear()
+        deny = env.slack.modal_stack("U3CAROL")[-1]
+        assert (await env.sender.submit_view("U3CAROL", deny.id, {ids.A_REASON: "freeze"})).status == 200
+        assert polls and set(polls) == {0.01}
 
 
 async def test_a_forged_command_is_still_refused_and_runs_nothing(

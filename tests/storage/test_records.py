@@ -186,3 +186,17 @@ async def test_the_pending_duplicate_check_reads_the_requesters_rows_not_every_r
         assert "ix_request_open" in plan, plan
     finally:
         await db.dispose()
+
+
+def test_a_built_row_can_be_read_before_the_process_has_made_any_orm_query() -> None:
+    """``build`` makes objects as the ORM loads rows, without the ORM's first query, which is what set up
+    the models' attributes: in a fresh process (a break-glass as the first thing a restarted bot did)
+    reading a field failed. A new interpreter, since this one's ORM was set up long ago."""
+    import subprocess
+    import sys
+
+    code = ("from storage.records import build\nfrom storage.tables import AccessRequest\n"
+            "print(build(AccessRequest, id='R-1', eligibility='db-admin').eligibility)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "db-admin"
