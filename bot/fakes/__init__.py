@@ -1,5 +1,5 @@
-"""Fakes shipped with the app: a strict fake Slack (Web API server + Slack's side) for tests and
-the playground."""
+"""Fakes shipped with the app: a strict fake Slack (Web API server + Slack's side, over signed HTTP or,
+with an app-level token, Socket Mode: ``slack_socket``, ``socket_sender``) for tests and the playground."""
 
 from bot.fakes.slack_api import DEFAULT_BOT_SCOPES, FakeSlack
 from bot.fakes.slack_client import BotResponse, SlackSender, ViewInputError

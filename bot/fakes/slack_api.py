@@ -20,6 +20,7 @@ from aiohttp import web
 from bot.fakes.blockkit import MAX_MESSAGE_BLOCKS, validate_blocks
 from bot.fakes.slack_limits import ChannelPostLimiter
 from bot.fakes.slack_methods import METHOD_SCOPES, METHODS, ApiFailure
+from bot.fakes.slack_socket import SocketMode, SocketModeRefused
 from bot.fakes.slack_state import (
     Call,
     Channel,
@@ -65,8 +66,10 @@ class FakeSlack:
                  scopes: Iterable[str] = DEFAULT_BOT_SCOPES, clock: Callable[[], float] = time.time,
                  host: str = "127.0.0.1", port: int = 0,
                  channel_post_limit: tuple[float, int] | None = None,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] = time.monotonic, app_token: str | None = None) -> None:
         self.token, self.team_domain, self.host, self._port = token, team_domain, host, port
+        # Socket Mode (bot/fakes/slack_socket.py) for an app-level token, when one is given
+        self.socket_mode = SocketMode(app_token, app_id) if app_token is not None else None
         self.state = SlackState(team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, app_id=app_id,
                                 clock=clock)
         self.state.scopes = set(scopes)
@@ -88,6 +91,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/v1/{file_id}", self._upload)
         app.router.add_post("/response/{team}/{url_id}", self._response_url)
+        app.router.add_get("/link/", self._link)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await self._listen()
@@ -103,6 +107,8 @@ class FakeSlack:
 
     async def stop(self) -> None:
         """Stop listening and release the port."""
+        if self.socket_mode is not None:
+            await self.socket_mode.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner = self._site = None
@@ -265,11 +271,18 @@ class FakeSlack:
                 args.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
         return args
 
-    def _authorised(self, request: web.Request, args: dict[str, Any]) -> None:
+    @staticmethod
+    def _token(request: web.Request, args: dict[str, Any]) -> str | None:
         header = request.headers.get("Authorization", "")
         token = header[7:] if header.startswith("Bearer ") else args.get("token")
+        return str(token) if token else None
+
+    def _authorised(self, request: web.Request, args: dict[str, Any]) -> None:
+        token = self._token(request, args)
         if not token:
             raise ApiFailure("not_authed")
+        if token.startswith("xapp-"):  # an app-level token opens Socket Mode connections, nothing else
+            raise ApiFailure("not_allowed_token_type")
         if token != self.token:
             raise ApiFailure("invalid_auth")
 
@@ -306,6 +319,14 @@ class FakeSlack:
         return web.json_response(body, status=status, headers=headers)
 
     def _dispatch(self, request: web.Request, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "apps.connections.open":  # the one method for the app-level token
+            if self.socket_mode is None:
+                raise ApiFailure("not_allowed_token_type" if self._token(request, args) == self.token
+                                 else "invalid_auth")
+            try:
+                return {"ok": True, **self.socket_mode.open(self._token(request, args), self.root_url)}
+            except SocketModeRefused as refused:
+                raise ApiFailure(refused.error) from None
         handler = METHODS.get(method)
         if handler is None:
             raise ApiFailure("unknown_method")
@@ -322,6 +343,12 @@ class FakeSlack:
     def _post_channel(self, channel: str) -> str:
         """The channel a post lands in: a user id means the bot's IM with them (as chat.postMessage)."""
         return self.state.im_for(channel).id if channel in self.state.users else channel
+
+    async def _link(self, request: web.Request) -> web.StreamResponse:
+        """Socket Mode's WebSocket (bot/fakes/slack_socket.py)."""
+        if self.socket_mode is None or self._outage is not None:
+            return web.Response(status=503 if self.socket_mode else 404)
+        return await self.socket_mode.serve(request)
 
     async def _upload(self, request: web.Request) -> web.Response:
         if self._outage == "503":

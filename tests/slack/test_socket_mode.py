@@ -1,0 +1,140 @@
+"""``jitbot serve`` in Socket Mode — the real process, Bolt's Socket Mode adapter and slack_sdk's aiohttp
+client — against the fake Slack's Socket Mode (bot/fakes/slack_socket.py): no inbound HTTP from Slack;
+every request arrives as an envelope on the bot's WebSocket and is answered by its acknowledgement.
+One request's whole way (command, a field error, the submission, the approval, the grant, App Home),
+the reconnection Slack asks for now and then, and no HTTP route for Slack without a signing secret."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.fakes import FakeSlack
+from bot.fakes.socket_sender import SocketModeSender
+from bot.slack import ids
+from tests.reliability.procs import Proc, free_port, healthy, until
+
+TOKEN, APP_TOKEN = "xoxb-socket-test-token", "xapp-1-A0JITBOT01-1-socket-test"
+USERS = {"U1ALICE": "alice", "U2BOB": "bob"}
+AUDIT = "C0AUDIT"
+POLICY = f"""
+audit_channel: "{AUDIT}"
+connectors:
+  demo:
+    type: memory
+    users:
+      - {{email: alice@example.com, name: Alice}}
+      - {{email: bob@example.com, name: Bob}}
+    groups:
+      engineers: [alice@example.com]
+      leads: [bob@example.com]
+      app-admins: []
+eligibilities:
+  - name: app-admin
+    description: Application admin
+    connector: demo
+    target: {{group: app-admins}}
+    requestors: {{groups: [engineers]}}
+    max_duration: 4h
+    approvals:
+      - approvers: {{groups: [leads]}}
+"""
+
+
+def _approve_message(slack: FakeSlack, user: str) -> Any:
+    for m in slack.dm_messages(user):
+        for b in m.blocks or []:
+            if b.get("type") == "actions" and any(e.get("action_id") == ids.APPROVE for e in b["elements"]):
+                return m
+    return None
+
+
+async def test_serve_in_socket_mode_carries_a_request_from_command_to_grant(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    slack = FakeSlack(token=TOKEN, app_token=APP_TOKEN)
+    for uid, name in USERS.items():
+        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
+    slack.add_channel(AUDIT, "jit-audit")
+    assert slack.socket_mode is not None
+    socket = slack.socket_mode
+    async with slack:
+        port = free_port()
+        env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_APP_TOKEN": APP_TOKEN, "SLACK_API_URL": slack.url,
+               "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}", "JITBOT_POLICY": str(policy)}
+        proc = Proc(["serve", "--port", str(port)], env, tmp_path / "serve.log", tmp_path)
+        sender = SocketModeSender(slack)
+        try:
+            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
+
+            async def connected() -> bool:
+                return socket.connections == 1
+
+            await until(connected, timeout=10, what="a Socket Mode connection", procs=[proc])
+            assert [c.method for c in slack.calls("apps.connections.open")] == ["apps.connections.open"]
+
+            # /jit: acknowledged on the socket, then the modal opens
+            assert (await sender.command("U1ALICE", "")).ok
+
+            async def modal_open() -> bool:
+                return bool(slack.modal_stack("U1ALICE"))
+
+            await until(modal_open, timeout=10, what="the request modal", procs=[proc])
+            modal = slack.modal_stack("U1ALICE")[-1]
+            # a field error comes back in the acknowledgement's payload, as an HTTP answer's body would
+            refused = await sender.submit_view("U1ALICE", modal.id, {ids.A_ELIGIBILITY: "app-admin",
+                                                                     ids.A_JUSTIFICATION: "x" * 600})
+            assert refused.ok and refused.body["response_action"] == "errors", refused.body
+            assert ids.B_JUSTIFICATION in refused.body["errors"]
+            assert slack.modal_stack("U1ALICE")  # still open
+            submitted = await sender.submit_view("U1ALICE", modal.id, {
+                ids.A_ELIGIBILITY: "app-admin", ids.A_JUSTIFICATION: "incident 7", ids.A_DURATION: "3600"})
+            assert submitted.ok and submitted.body is None  # the empty answer: the modal closes
+            assert slack.modal_stack("U1ALICE") == []
+
+            async def asked() -> bool:
+                return _approve_message(slack, "U2BOB") is not None
+
+            await until(asked, timeout=15, what="bob's approval message", procs=[proc])
+            ask = _approve_message(slack, "U2BOB")
+            bob_dm = slack.im_channel("U2BOB")
+            assert bob_dm is not None
+
+            # Slack asks for a new connection now and then: the app opens one and goes on
+            await socket.refresh()
+
+            async def reconnected() -> bool:
+                return socket.opened == 2 and socket.connections == 1
+
+            await until(reconnected, timeout=15, what="the new connection", procs=[proc])
+            assert len(slack.calls("apps.connections.open")) == 2
+
+            assert (await sender.click("U2BOB", bob_dm, ask.ts, ids.APPROVE)).ok
+
+            async def granted() -> bool:
+                return any("You now have" in t for t in (m.text for m in slack.dm_messages("U1ALICE")))
+
+            await until(granted, timeout=15, what="alice's grant", procs=[proc])
+
+            # App Home: an events_api envelope, acknowledged without a payload, then views.publish
+            assert (await sender.open_home("U1ALICE")).ok
+
+            async def home() -> bool:
+                return slack.home("U1ALICE") is not None
+
+            await until(home, timeout=10, what="App Home", procs=[proc])
+            assert socket.stray_acks == []
+
+            # without a signing secret, no HTTP route takes Slack requests
+            async with aiohttp.ClientSession() as http, http.post(
+                    f"http://127.0.0.1:{port}/slack/events", data=b"payload=%7B%7D",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"}) as res:
+                assert res.status == 404
+        finally:
+            # in a thread: this loop serves the fake's end of the socket, which answers the bot's close
+            await asyncio.to_thread(proc.stop)
+            await sender.aclose()
+        assert proc.popen.returncode == 0, proc.output()[-3000:]
