@@ -107,7 +107,7 @@ async def apply_policy(db: Database, loaded: LoadedPolicy, *, actor: str, now: d
         await kvstate.write(session, KEY, {
             "sha256": loaded.sha256, "path": loaded.path, "actor": actor, "applied_at": now.isoformat(),
             "settings": global_settings(loaded), "text": loaded.text, "rows_digest": digest(wanted)})
-        await append_event(db, session, at=now, kind="policy_applied", actor=actor,
+        await append_event(session, at=now, kind="policy_applied", actor=actor,
                            detail={"sha256": loaded.sha256, "path": loaded.path, "previous_sha256": applied.sha256,
                                    "diff": plan.to_json()})
         enqueue(session, at=now, order_key=AUDIT_LANE, kind="audit",

@@ -78,7 +78,6 @@ def split_canonical(fields: dict[str, Any]) -> tuple[str, str]:
 
 
 async def append_event(
-    db: Database,
     session: Writer,
     *,
     at: datetime,

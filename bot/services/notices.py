@@ -93,7 +93,7 @@ async def record(
 ) -> None:
     """Append the event to the audit chain and queue its audit-channel line, in the caller's transaction."""
     request_id = req.id if req is not None else None
-    await append_event(rt.db, session, at=at, kind=kind, actor=actor, request_id=request_id,
+    await append_event(session, at=at, kind=kind, actor=actor, request_id=request_id,
                        from_state=from_state, to_state=to_state, detail=detail)
     # One lane for the whole audit channel: posted in order, as digests when lines pile up (outbox.py).
     enqueue(session, at=at, order_key=AUDIT_LANE, kind="audit",

@@ -97,7 +97,7 @@ class ReconcileService:
             await kvstate.write(session, f"standing:{_key(connector, target)}",
                                 {"members": standing, "recorded_at": now.isoformat(), "by": actor})
             # In the audit log, not the audit channel: bookkeeping, not news (findings are posted).
-            await append_event(rt.db, session, at=now, kind="reconcile_baseline", actor=actor,
+            await append_event(session, at=now, kind="reconcile_baseline", actor=actor,
                                detail={"target": _key(connector, target), "standing": standing})
         return standing
 
@@ -170,7 +170,7 @@ class ReconcileService:
                 if f"vanished:{g.id}" in known:
                     continue
                 report.vanished.append(g.id)
-                await append_event(rt.db, session, at=now, kind="reconcile_vanished", actor=notices.SYSTEM,
+                await append_event(session, at=now, kind="reconcile_vanished", actor=notices.SYSTEM,
                                    request_id=g.request_id, detail={"target": key, "user": g.user_email, "grant": g.id})
                 notices.alert(session, at=now, snap=None,
                               text=f"{g.user_email}'s active grant {g.id} ({g.request_id}) is no longer a "

@@ -94,7 +94,7 @@ class RecoveryWatch:
 
         async def report(session: AsyncSession, _: kvstate.Value) -> None:
             for e in fresh:
-                await append_event(rt.db, session, at=now, kind="recovery_sign_in", actor=e.account,
+                await append_event(session, at=now, kind="recovery_sign_in", actor=e.account,
                                    detail=_detail(account, e))
                 notices.alert(session, at=now, snap=None, text=alert_text(e))
 

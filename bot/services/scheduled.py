@@ -78,7 +78,7 @@ class ScheduledJobs:
                 return
             detail: dict[str, Any] = {"fired_for": value["fired_for"], "hours_granted": review.total_hours,
                                       "reduction_pct": review.total_reduction_pct}
-            await append_event(self.rt.db, session, at=now, kind="review_posted", actor="jitbot", detail=detail)
+            await append_event(session, at=now, kind="review_posted", actor="jitbot", detail=detail)
             enqueue(session, at=now, order_key="report", kind="report",
                     payload={"text": text, "since": review.since.isoformat(), "until": review.until.isoformat(),
                              "weekly": [[w.isoformat(), g, b] for w, g, b in review.weekly],

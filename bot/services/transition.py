@@ -94,7 +94,7 @@ class TransitionService:
                 async with self.rt.db.transaction() as session:
                     session.add(TransitionNotice(eligibility=e.name, user_email=email, days_before=days, sent_at=now))
                     await session.flush()  # the unique index makes a second replica's copy fail here
-                    await append_event(self.rt.db, session, at=now, kind="transition_notified", actor="jitbot",
+                    await append_event(session, at=now, kind="transition_notified", actor="jitbot",
                                        detail={"eligibility": e.name, "user": email, "days_before": days})
                     enqueue(session, at=now, order_key=f"transition:{e.name}", kind="transition_notice",
                             payload={"email": email, "eligibility": e.name, "text": text})
@@ -121,7 +121,7 @@ class TransitionService:
                    + f". Undo with `jitbot transition revert {e.name} --apply`.")
 
         async def finish(session: AsyncSession, _: kvstate.Value) -> None:
-            await append_event(self.rt.db, session, at=now, kind="transition_completed", actor="jitbot",
+            await append_event(session, at=now, kind="transition_completed", actor="jitbot",
                                detail={"eligibility": e.name, "removed": removed})
             enqueue(session, at=now, order_key=AUDIT_LANE, kind="audit",
                     payload={"request": None, "event": "transition_completed", "actor": "jitbot", "text": summary})
@@ -145,7 +145,7 @@ class TransitionService:
                 session.add(TransitionRemoval(eligibility=e.name, connector=e.connector, target_kind=target.kind.value,
                                               target_id=target.id, user_email=email, user_idp_id=s.user.id,
                                               removed_at=now))
-                await append_event(self.rt.db, session, at=now, kind="transition_removed", actor="jitbot",
+                await append_event(session, at=now, kind="transition_removed", actor="jitbot",
                                    detail={"eligibility": e.name, "user": email, "target": str(target)})
             removed.append(email)
         return removed
@@ -167,7 +167,7 @@ class TransitionService:
                 fresh = await session.get(TransitionRemoval, row.id)
                 assert fresh is not None
                 fresh.restored_at, fresh.restored_by = now, actor
-                await append_event(rt.db, session, at=now, kind="transition_reverted", actor=actor,
+                await append_event(session, at=now, kind="transition_reverted", actor=actor,
                                    detail={"eligibility": name, "user": row.user_email, "target": str(target)})
                 enqueue(session, at=now, order_key=AUDIT_LANE, kind="audit",
                         payload={"request": None, "event": "transition_reverted", "actor": actor,

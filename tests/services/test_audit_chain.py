@@ -26,9 +26,9 @@ async def test_concurrent_transactions_extend_one_chain(db_factory: DbFactory, c
     async def writer(k: int) -> None:
         # session and Core transactions (storage/core_tx.py) in turn: both link into the one chain
         async with (db.transaction() if k % 2 else db.core_transaction()) as session:
-            await append_event(db, session, at=clock.now(), kind="first", actor=f"w{k}", request_id=f"R-{k}")
+            await append_event(session, at=clock.now(), kind="first", actor=f"w{k}", request_id=f"R-{k}")
             await asyncio.sleep(0)  # other writers run in between
-            await append_event(db, session, at=clock.now(), kind="second", actor=f"w{k}", request_id=f"R-{k}")
+            await append_event(session, at=clock.now(), kind="second", actor=f"w{k}", request_id=f"R-{k}")
 
     await asyncio.gather(*(writer(k) for k in range(12)))
     assert await _count(db) == 24
@@ -46,10 +46,10 @@ async def test_a_rolled_back_transaction_leaves_no_event(db_factory: DbFactory, 
     await db.migrate()
     with pytest.raises(RuntimeError):
         async with getattr(db, kind)() as session:
-            await append_event(db, session, at=clock.now(), kind="doomed", actor="a")
+            await append_event(session, at=clock.now(), kind="doomed", actor="a")
             raise RuntimeError("the state change failed")
     async with db.transaction() as session:
-        await append_event(db, session, at=clock.now(), kind="kept", actor="a")
+        await append_event(session, at=clock.now(), kind="kept", actor="a")
     assert await _count(db) == 1
     assert (await verify_chain(db)).ok
 
@@ -64,11 +64,11 @@ async def test_the_database_links_tricky_events_as_verify_recomputes_them(db_fac
                {"emoji": "🔑", "tab": "a\tb", "empty": ""}]
     async with db.transaction() as session:
         for i, detail in enumerate(details):
-            await append_event(db, session, at=clock.now(), kind=f"k{i}", actor="ü@example.com",
+            await append_event(session, at=clock.now(), kind=f"k{i}", actor="ü@example.com",
                                request_id=None if i == 1 else f"R-{i}", from_state=None, to_state="x",
                                detail=detail)
     async with db.transaction() as session:
-        await append_event(db, session, at=clock.now(), kind="after", actor="a")
+        await append_event(session, at=clock.now(), kind="after", actor="a")
     result = await verify_chain(db)
     assert result.ok and result.checked == 4, result
     async with db.sessions() as session:
@@ -86,11 +86,11 @@ async def test_event_times_are_hashed_as_stored_in_utc_and_naive_ones_are_refuse
     db = db_factory()
     await db.migrate()
     async with db.transaction() as session:
-        await append_event(db, session, at=clock.now().astimezone(timezone(timedelta(hours=2))), kind="k",
+        await append_event(session, at=clock.now().astimezone(timezone(timedelta(hours=2))), kind="k",
                            actor="a")
     with pytest.raises(ValueError, match="naive"):
         async with db.transaction() as session:
-            await append_event(db, session, at=clock.now().replace(tzinfo=None), kind="naive", actor="a")
+            await append_event(session, at=clock.now().replace(tzinfo=None), kind="naive", actor="a")
     assert await _count(db) == 1
     result = await verify_chain(db)
     assert result.ok and result.checked == 1, result
@@ -121,8 +121,8 @@ async def test_postgresql_takes_the_chain_lock_only_inside_the_commit(db_factory
     try:
         async with db.transaction() as session:
             session.info["check_lock"] = True
-            await append_event(db, session, at=clock.now(), kind="one", actor="a")
-            await append_event(db, session, at=clock.now(), kind="two", actor="a")
+            await append_event(session, at=clock.now(), kind="one", actor="a")
+            await append_event(session, at=clock.now(), kind="two", actor="a")
     finally:
         event.remove(Session, "before_commit", look)
     assert held == [0]

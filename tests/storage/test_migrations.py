@@ -68,5 +68,5 @@ async def test_every_revision_downgrades_and_upgrades_again(db_factory: DbFactor
         assert await conn.run_sync(functions) == at_head
     clock = ManualClock()
     async with db.transaction() as session:
-        await append_event(db, session, at=clock.now(), kind="after_round_trip", actor="a")
+        await append_event(session, at=clock.now(), kind="after_round_trip", actor="a")
     assert (await verify_chain(db)).ok
