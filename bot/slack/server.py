@@ -47,8 +47,11 @@ def slack_handler(app: AsyncApp) -> Callable[[web.Request], Awaitable[web.Respon
     return slack_events
 
 
-def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_route: bool = True) -> web.Application:
-    """The HTTP surface: Slack requests (only when a signing secret verifies them), health and metrics."""
+def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_route: bool = True,
+            socket_connected: Callable[[], Awaitable[bool]] | None = None) -> web.Application:
+    """The HTTP surface: Slack requests (only when a signing secret verifies them), health and metrics.
+    ``socket_connected``: in Socket Mode, whether the WebSocket to Slack is up — while it is not, no
+    request reaches this process (the client reconnects by itself), so health says so."""
     slack_events = slack_handler(app)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -62,10 +65,13 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
             age = (rt.clock.now() - beat).total_seconds() if beat else None
         # 503 only when this process cannot work (no database): a restart would not fix an IdP outage,
         # so overdue revocations and a silent worker show as "degraded" (and in /metrics and alerts).
-        degraded = oldest > 60 or (age is not None and age > 30)
+        socket_up = await socket_connected() if socket_connected is not None else None
+        degraded = oldest > 60 or (age is not None and age > 30) or socket_up is False
         body = {"status": "unavailable" if not db_ok else "degraded" if degraded else "ok",
                 "database": "ok" if db_ok else "unreachable", "worker_heartbeat_age_s": age,
                 "oldest_overdue_revocation_s": round(oldest, 1)}
+        if socket_up is not None:
+            body["socket_mode"] = "connected" if socket_up else "disconnected"
         return web.json_response(body, status=200 if db_ok else 503)
 
     async def oldest_overdue_s(session: Any) -> float:
@@ -91,6 +97,8 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
             oldest = await oldest_overdue_s(session)
         lines += [f"jitbot_revocations_overdue {overdue}", f"jitbot_revocation_oldest_overdue_seconds {oldest:.1f}",
                   f"jitbot_outbox_pending {pending}"]
+        if socket_connected is not None:
+            lines.append(f"jitbot_socket_mode_connected {int(await socket_connected())}")
         return web.Response(text="\n".join(["# TYPE jitbot_requests gauge", *lines]) + "\n",
                             content_type="text/plain")
 
@@ -154,7 +162,8 @@ async def run_server(args: argparse.Namespace) -> int:
             handler = AsyncSocketModeHandler(app, settings.SLACK_APP_TOKEN.get_secret_value())
             await handler.connect_async()
             log.info("connected to Slack in Socket Mode")
-        runner = web.AppRunner(web_app(app, rt, slack_route=http_events),
+        runner = web.AppRunner(web_app(app, rt, slack_route=http_events,
+                                       socket_connected=handler.client.is_connected if handler else None),
                                **runner_options(settings.JITBOT_ACCESS_LOG))
         await runner.setup()
         port = args.port or settings.PORT

@@ -2,7 +2,8 @@
 client — against the fake Slack's Socket Mode (bot/fakes/slack_socket.py): no inbound HTTP from Slack;
 every request arrives as an envelope on the bot's WebSocket and is answered by its acknowledgement.
 One request's whole way (command, a field error, the submission, the approval, the grant, App Home),
-the reconnection Slack asks for now and then, and no HTTP route for Slack without a signing secret."""
+the reconnection Slack asks for now and then, health while Slack is unreachable and after, and no HTTP
+route for Slack without a signing secret."""
 
 from __future__ import annotations
 
@@ -42,6 +43,16 @@ eligibilities:
     approvals:
       - approvers: {{groups: [leads]}}
 """
+
+
+async def _health(port: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as res:
+        return dict(await res.json())
+
+
+async def _metrics(port: int) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as res:
+        return await res.text()
 
 
 def _approve_message(slack: FakeSlack, user: str) -> Any:
@@ -127,6 +138,27 @@ async def test_serve_in_socket_mode_carries_a_request_from_command_to_grant(tmp_
 
             await until(home, timeout=10, what="App Home", procs=[proc])
             assert socket.stray_acks == []
+
+            assert (await _health(port))["socket_mode"] == "connected"
+
+            # Slack goes away (the socket closed, no new one to be had): health says so, then recovers
+            await slack.outage("503")
+            await socket.close()
+
+            async def cut_off() -> bool:
+                health = await _health(port)
+                return health["socket_mode"] == "disconnected" and health["status"] == "degraded"
+
+            await until(cut_off, timeout=15, what="health reporting the lost socket", procs=[proc])
+            assert "jitbot_socket_mode_connected 0" in await _metrics(port)
+            await slack.end_outage()
+
+            async def back() -> bool:
+                return (await _health(port))["socket_mode"] == "connected" and socket.connections == 1
+
+            await until(back, timeout=30, what="the socket back after the outage", procs=[proc])
+            assert (await _health(port))["status"] == "ok"
+            assert (await sender.command("U1ALICE", "")).ok  # requests arrive again
 
             # without a signing secret, no HTTP route takes Slack requests
             async with aiohttp.ClientSession() as http, http.post(
