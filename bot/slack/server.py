@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -31,6 +30,7 @@ from bot.slack.app import build_app
 from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
 from bot.slack.request_body import bolt_request as bolt_request_of
+from bot.slack.slack_link import SlackLink
 from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,10 @@ def slack_handler(app: AsyncApp) -> Callable[[web.Request], Awaitable[web.Respon
 
 
 def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_route: bool = True,
-            socket_connected: Callable[[], Awaitable[bool]] | None = None) -> web.Application:
+            link: SlackLink | None = None) -> web.Application:
     """The HTTP surface: Slack requests (only when a signing secret verifies them), health and metrics.
-    ``socket_connected``: in Socket Mode, whether the WebSocket to Slack is up — while it is not, no
-    request reaches this process (the client reconnects by itself), so health says so."""
+    ``link`` (bot/slack/slack_link.py): whether Slack refused a token and, in Socket Mode, whether the
+    WebSocket is up — while it is not, no request reaches this process — so health says so."""
     slack_events = slack_handler(app)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -65,13 +65,14 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
             age = (rt.clock.now() - beat).total_seconds() if beat else None
         # 503 only when this process cannot work (no database): a restart would not fix an IdP outage,
         # so overdue revocations and a silent worker show as "degraded" (and in /metrics and alerts).
-        socket_up = await socket_connected() if socket_connected is not None else None
-        degraded = oldest > 60 or (age is not None and age > 30) or socket_up is False
+        slack: dict[str, str] = link.health() if link is not None else {}
+        if link is not None and link.handler is not None:
+            slack["socket_mode"] = await link.socket_status()
+        degraded = (oldest > 60 or (age is not None and age > 30) or "slack_bot_token" in slack
+                    or slack.get("socket_mode", "connected") != "connected")
         body = {"status": "unavailable" if not db_ok else "degraded" if degraded else "ok",
                 "database": "ok" if db_ok else "unreachable", "worker_heartbeat_age_s": age,
-                "oldest_overdue_revocation_s": round(oldest, 1)}
-        if socket_up is not None:
-            body["socket_mode"] = "connected" if socket_up else "disconnected"
+                "oldest_overdue_revocation_s": round(oldest, 1), **slack}
         return web.json_response(body, status=200 if db_ok else 503)
 
     async def oldest_overdue_s(session: Any) -> float:
@@ -97,8 +98,10 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
             oldest = await oldest_overdue_s(session)
         lines += [f"jitbot_revocations_overdue {overdue}", f"jitbot_revocation_oldest_overdue_seconds {oldest:.1f}",
                   f"jitbot_outbox_pending {pending}"]
-        if socket_connected is not None:
-            lines.append(f"jitbot_socket_mode_connected {int(await socket_connected())}")
+        if link is not None:
+            lines.append(f"jitbot_slack_bot_token_refused {int(link.bot_refused is not None)}")
+            if link.handler is not None:
+                lines.append(f"jitbot_socket_mode_connected {int(await link.socket_status() == 'connected')}")
         return web.Response(text="\n".join(["# TYPE jitbot_requests gauge", *lines]) + "\n",
                             content_type="text/plain")
 
@@ -152,6 +155,7 @@ async def run_server(args: argparse.Namespace) -> int:
     reloader.install(loop)
     runner: web.AppRunner | None = None
     handler: Any = None
+    link: SlackLink | None = None
     try:
         if args.socket_mode or settings.SLACK_APP_TOKEN is not None:
             from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -160,10 +164,9 @@ async def run_server(args: argparse.Namespace) -> int:
                 print("jitbot: SLACK_APP_TOKEN is not set (needed for --socket-mode)", file=sys.stderr)
                 return 2
             handler = AsyncSocketModeHandler(app, settings.SLACK_APP_TOKEN.get_secret_value())
-            await handler.connect_async()
-            log.info("connected to Slack in Socket Mode")
-        runner = web.AppRunner(web_app(app, rt, slack_route=http_events,
-                                       socket_connected=handler.client.is_connected if handler else None),
+        link = SlackLink(client, handler, settings.SLACK_APP_TOKEN.get_secret_value() if handler else None)
+        link.start()  # in the background: the tokens checked, the socket connected (bot/slack/slack_link.py)
+        runner = web.AppRunner(web_app(app, rt, slack_route=http_events, link=link),
                                **runner_options(settings.JITBOT_ACCESS_LOG))
         await runner.setup()
         port = args.port or settings.PORT
@@ -173,9 +176,8 @@ async def run_server(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
-        if handler is not None:
-            with contextlib.suppress(Exception):
-                await handler.close_async()
+        if link is not None:
+            await link.close()
         if runner is not None:
             await runner.cleanup()
         if worker is not None:

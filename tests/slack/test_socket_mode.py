@@ -8,6 +8,8 @@ route for Slack without a signing secret."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,29 @@ async def _metrics(port: int) -> str:
         return await res.text()
 
 
+def _world(tmp_path: Path, *, app_token: str = APP_TOKEN,
+           bot_token: str = TOKEN) -> tuple[FakeSlack, dict[str, str]]:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    slack = FakeSlack(token=TOKEN, app_token=APP_TOKEN)
+    for uid, name in USERS.items():
+        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
+    slack.add_channel(AUDIT, "jit-audit")
+    env = {"SLACK_BOT_TOKEN": bot_token, "SLACK_APP_TOKEN": app_token, "DATABASE_URL":
+           f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}", "JITBOT_POLICY": str(policy)}
+    return slack, env
+
+
+def _worker_ticks(tmp_path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(tmp_path / "jit.db")) as db:
+        return int(db.execute("SELECT coalesce(max(ticks), 0) FROM worker_heartbeat").fetchone()[0])
+
+
+def _socket_of(slack: FakeSlack) -> Any:
+    assert slack.socket_mode is not None
+    return slack.socket_mode
+
+
 def _approve_message(slack: FakeSlack, user: str) -> Any:
     for m in slack.dm_messages(user):
         for b in m.blocks or []:
@@ -64,18 +89,11 @@ def _approve_message(slack: FakeSlack, user: str) -> Any:
 
 
 async def test_serve_in_socket_mode_carries_a_request_from_command_to_grant(tmp_path: Path) -> None:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    slack = FakeSlack(token=TOKEN, app_token=APP_TOKEN)
-    for uid, name in USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
-    slack.add_channel(AUDIT, "jit-audit")
-    assert slack.socket_mode is not None
-    socket = slack.socket_mode
+    slack, env = _world(tmp_path)
+    socket = _socket_of(slack)
     async with slack:
         port = free_port()
-        env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_APP_TOKEN": APP_TOKEN, "SLACK_API_URL": slack.url,
-               "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}", "JITBOT_POLICY": str(policy)}
+        env["SLACK_API_URL"] = slack.url
         proc = Proc(["serve", "--port", str(port)], env, tmp_path / "serve.log", tmp_path)
         sender = SocketModeSender(slack)
         try:
@@ -85,7 +103,8 @@ async def test_serve_in_socket_mode_carries_a_request_from_command_to_grant(tmp_
                 return socket.connections == 1
 
             await until(connected, timeout=10, what="a Socket Mode connection", procs=[proc])
-            assert [c.method for c in slack.calls("apps.connections.open")] == ["apps.connections.open"]
+            # the token checked (its answer used up), then the connection's own
+            assert len(slack.calls("apps.connections.open")) == 2 and len(slack.calls("auth.test")) == 1
 
             # /jit: acknowledged on the socket, then the modal opens
             assert (await sender.command("U1ALICE", "")).ok
@@ -121,7 +140,7 @@ async def test_serve_in_socket_mode_carries_a_request_from_command_to_grant(tmp_
                 return socket.opened == 2 and socket.connections == 1
 
             await until(reconnected, timeout=15, what="the new connection", procs=[proc])
-            assert len(slack.calls("apps.connections.open")) == 2
+            assert len(slack.calls("apps.connections.open")) == 3
 
             assert (await sender.click("U2BOB", bob_dm, ask.ts, ids.APPROVE)).ok
 
@@ -170,3 +189,63 @@ async def test_serve_in_socket_mode_carries_a_request_from_command_to_grant(tmp_
             await asyncio.to_thread(proc.stop)
             await sender.aclose()
         assert proc.popen.returncode == 0, proc.output()[-3000:]
+
+
+async def test_tokens_slack_refuses_are_said_once_and_the_worker_goes_on(tmp_path: Path) -> None:
+    """A wrong app-level token and a wrong bot token: the process starts anyway (the worker must go on
+    revoking), says each refusal once in one log line, health says "refused" — and the app token is not
+    tried again (slack_sdk would retry it every 10 s, with a traceback each time)."""
+    slack, env = _world(tmp_path, app_token="xapp-1-A0JITBOT01-1-typo", bot_token="xoxb-typo")
+    async with slack:
+        port = free_port()
+        proc = Proc(["serve", "--port", str(port)], {**env, "SLACK_API_URL": slack.url}, tmp_path / "serve.log",
+                    tmp_path)
+        try:
+            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
+
+            async def refused() -> bool:
+                return (await _health(port)).get("socket_mode", "").startswith("refused")
+
+            await until(refused, timeout=10, what="health saying the token was refused", procs=[proc])
+            health = await _health(port)
+            assert health["socket_mode"] == health["slack_bot_token"] == "refused: invalid_auth"
+            assert health["status"] == "degraded"
+            assert health["worker_heartbeat_age_s"] is not None  # the worker runs
+            ticks = _worker_ticks(tmp_path)
+
+            async def worker_went_on() -> bool:  # three more of its passes
+                return _worker_ticks(tmp_path) >= ticks + 3
+
+            await until(worker_went_on, timeout=15, what="the worker's passes", procs=[proc])
+            metrics = await _metrics(port)
+            assert "jitbot_slack_bot_token_refused 1" in metrics and "jitbot_socket_mode_connected 0" in metrics
+            assert len(slack.calls("apps.connections.open")) == 1 and _socket_of(slack).opened == 0
+        finally:
+            await asyncio.to_thread(proc.stop)
+        log = proc.output()
+        assert log.count("Slack refused SLACK_APP_TOKEN (invalid_auth)") == 1
+        assert log.count("Slack refused SLACK_BOT_TOKEN (invalid_auth)") == 1
+        assert "Traceback" not in log and "xapp-1-A0JITBOT01-1-typo" not in log and "xoxb-typo" not in log
+
+
+async def test_serve_starts_while_slack_is_down_and_connects_when_it_is_back(tmp_path: Path) -> None:
+    slack, env = _world(tmp_path)
+    async with slack:
+        await slack.outage("503")
+        port = free_port()
+        proc = Proc(["serve", "--port", str(port)], {**env, "SLACK_API_URL": slack.url}, tmp_path / "serve.log",
+                    tmp_path)
+        try:
+            # health, metrics and the worker do not wait for Slack
+            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
+            health = await _health(port)
+            assert health["socket_mode"] == "disconnected" and health["status"] == "degraded"
+            assert "slack_bot_token" not in health  # unreachable is not refused
+            await slack.end_outage()
+
+            async def connected() -> bool:
+                return (await _health(port))["socket_mode"] == "connected"
+
+            await until(connected, timeout=30, what="the socket once Slack is back", procs=[proc])
+        finally:
+            await asyncio.to_thread(proc.stop)
