@@ -107,6 +107,13 @@ async def run_worker(args: argparse.Namespace) -> int:
     http = aiohttp.ClientSession()
     worker = Worker(rt, OutboxDispatcher(rt.db, make_notifier(rt, http), rt.clock,
                                          lane_interval=_settings().JITBOT_AUDIT_CHANNEL_INTERVAL))
+    link = None
+    if (token := _settings().SLACK_BOT_TOKEN) is not None:  # a token Slack refuses is said once, at start
+        from bot.slack.client import web_client
+        from bot.slack.slack_link import SlackLink
+
+        link = SlackLink(web_client(token.get_secret_value(), _settings().SLACK_API_URL, http))
+        link.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -121,6 +128,8 @@ async def run_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await worker.stop()
+        if link is not None:
+            await link.close()
         await http.close()
         await close_runtime(rt)
     log.info("worker stopped after %d ticks", worker.ticks)

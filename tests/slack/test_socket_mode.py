@@ -3,7 +3,8 @@ client — against the fake Slack's Socket Mode (bot/fakes/slack_socket.py): no 
 every request arrives as an envelope on the bot's WebSocket and is answered by its acknowledgement.
 One request's whole way (command, a field error, the submission, the approval, the grant, App Home),
 the reconnection Slack asks for now and then, health while Slack is unreachable and after, and no HTTP
-route for Slack without a signing secret."""
+route for Slack without a signing secret. Tokens Slack refuses, for ``serve`` and for ``jitbot worker``
+alone: said once, and the worker goes on."""
 
 from __future__ import annotations
 
@@ -249,3 +250,27 @@ async def test_serve_starts_while_slack_is_down_and_connects_when_it_is_back(tmp
             await until(connected, timeout=30, what="the socket once Slack is back", procs=[proc])
         finally:
             await asyncio.to_thread(proc.stop)
+
+
+async def test_the_worker_says_once_that_slack_refuses_its_bot_token_and_goes_on(tmp_path: Path) -> None:
+    slack, env = _world(tmp_path, bot_token="xoxb-typo")
+    env.pop("SLACK_APP_TOKEN")
+    async with slack:
+        proc = Proc(["worker", "--interval", "0.2"], {**env, "SLACK_API_URL": slack.url}, tmp_path / "worker.log",
+                    tmp_path)
+        try:
+            async def said() -> bool:
+                return "Slack refused SLACK_BOT_TOKEN (invalid_auth)" in proc.output()
+
+            await until(said, timeout=30, what="the refusal in the log", procs=[proc])
+            ticks = _worker_ticks(tmp_path)
+
+            async def went_on() -> bool:
+                return _worker_ticks(tmp_path) >= ticks + 3
+
+            await until(went_on, timeout=15, what="the worker's passes", procs=[proc])
+        finally:
+            await asyncio.to_thread(proc.stop)
+        log = proc.output()
+        assert log.count("Slack refused SLACK_BOT_TOKEN") == 1 and "xoxb-typo" not in log
+        assert proc.popen.returncode == 0, log[-2000:]
