@@ -309,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(acc_sub, "list", "List requests with their status and expiry.", cmd_access_list, database=True)
     p.add_argument("--active", action="store_true", help="only access that is active now")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    for action, what in (("revoke", "End someone's active access now (as /jit admin revoke; a JIT administrator)."),
+                         ("retry", "Try a failed grant again (as /jit admin retry; a JIT administrator).")):
+        p = add(acc_sub, action, what, _lazy("bot.admin_commands", f"cmd_access_{action}"), policy=True,
+                database=True)
+        p.add_argument("request", metavar="REQUEST", help="the request id, e.g. R-7K2QX")
+        p.add_argument("--as", dest="as_admin", metavar="EMAIL", help="you: one of the policy's admins (audited)")
+        if action == "revoke":
+            p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                           help="wait until the running worker has revoked it (exit 1 if not in time)")
 
     aud = add(sub, "audit", "Check and export the tamper-evident audit log.")
     aud_sub = aud.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

@@ -87,6 +87,7 @@ def test_bad_arguments_exit_2_with_a_usage_message(argv: list[str], capsys: pyte
 
 @pytest.mark.parametrize("argv", [[], ["policy", "validate"], ["policy", "show"], ["access", "list"],
                                   ["audit", "verify"], ["audit", "export"], ["connectors", "check"], ["worker"],
+                                  ["access", "revoke"], ["access", "retry"],
                                   ["serve"], ["playground"]])
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*argv, "--help"]) == 0
