@@ -36,6 +36,9 @@ async def refusal(call: Any) -> str | None:
         return error if error in REFUSALS else None
     except (TimeoutError, aiohttp.ClientError, OSError):
         return None
+    except Exception:  # anything else is not Slack refusing the token: go on (and connect), but say it
+        log.warning("could not ask Slack about a token", exc_info=True)
+        return None
     return None
 
 
