@@ -1,4 +1,5 @@
-"""Real ``jitbot`` processes for the replica tests: a fresh PostgreSQL database, spawn, poll, stop."""
+"""Real ``jitbot`` processes for the tests that run them (replicas, Socket Mode): a fresh PostgreSQL database,
+spawn, poll, stop; the policy and users those `serve` processes share."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
 
+from bot.fakes import FakeSlack
+from bot.slack import ids
 from tests.conftest import PG_DSN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,3 +100,41 @@ async def healthy(port: int) -> bool:
             return res.status == 200
     except aiohttp.ClientError:
         return False
+
+
+# A policy for ``jitbot serve`` processes (replicas, Socket Mode): one eligibility, one approval layer.
+SERVE_USERS = {"U1ALICE": "alice", "U2BOB": "bob", "U3CAROL": "carol"}
+AUDIT = "C0AUDIT"
+SERVE_POLICY = f"""
+audit_channel: "{AUDIT}"
+admins: {{users: [carol@example.com]}}
+connectors:
+  demo:
+    type: memory
+    users:
+      - {{email: alice@example.com, name: Alice}}
+      - {{email: bob@example.com, name: Bob}}
+      - {{email: carol@example.com, name: Carol}}
+    groups:
+      engineers: [alice@example.com]
+      leads: [bob@example.com, carol@example.com]
+      app-admins: []
+eligibilities:
+  - name: app-admin
+    description: Application admin
+    connector: demo
+    target: {{group: app-admins}}
+    requestors: {{groups: [engineers]}}
+    max_duration: 4h
+    approvals:
+      - approvers: {{groups: [leads]}}
+"""
+
+
+def approve_message(slack: FakeSlack, user: str) -> Any:
+    """``user``'s DM that still has an Approve button, or None."""
+    for m in slack.dm_messages(user):
+        for b in m.blocks or []:
+            if b.get("type") == "actions" and any(e.get("action_id") == ids.APPROVE for e in b["elements"]):
+                return m
+    return None

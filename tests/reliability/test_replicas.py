@@ -27,39 +27,24 @@ from storage.tables import AccessRequest, Grant
 from tests.conftest import PG_DSN
 from tests.fakes.idp.okta import FakeOkta
 from tests.fakes.idp.tls import localhost_tls
-from tests.reliability.procs import Proc, create_database, drop_database, free_port, healthy, until
+from tests.reliability.procs import (
+    AUDIT,
+    SERVE_POLICY,
+    SERVE_USERS,
+    Proc,
+    approve_message,
+    create_database,
+    drop_database,
+    free_port,
+    healthy,
+    until,
+)
 
 pytestmark = pytest.mark.postgres
 
 TOKEN = "xoxb-replica-test-token"
 SECRET = "replica-signing-secret"
-USERS = {"U1ALICE": "alice", "U2BOB": "bob", "U3CAROL": "carol"}
-AUDIT = "C0AUDIT"
 
-SERVE_POLICY = f"""
-audit_channel: "{AUDIT}"
-admins: {{users: [carol@example.com]}}
-connectors:
-  demo:
-    type: memory
-    users:
-      - {{email: alice@example.com, name: Alice}}
-      - {{email: bob@example.com, name: Bob}}
-      - {{email: carol@example.com, name: Carol}}
-    groups:
-      engineers: [alice@example.com]
-      leads: [bob@example.com, carol@example.com]
-      app-admins: []
-eligibilities:
-  - name: app-admin
-    description: Application admin
-    connector: demo
-    target: {{group: app-admins}}
-    requestors: {{groups: [engineers]}}
-    max_duration: 4h
-    approvals:
-      - approvers: {{groups: [leads]}}
-"""
 
 
 @pytest.fixture
@@ -77,21 +62,13 @@ async def _scalar(db_name: str, sql: str, *args: Any) -> Any:
         await conn.close()
 
 
-def _approve_message(slack: FakeSlack, user: str) -> Any:
-    for m in slack.dm_messages(user):
-        for b in m.blocks or []:
-            if b.get("type") == "actions" and any(e.get("action_id") == ids.APPROVE for e in b["elements"]):
-                return m
-    return None
-
-
 async def test_two_serve_replicas_two_simultaneous_approvals_one_decision_one_grant(
         database: tuple[str, str], tmp_path: Path) -> None:
     db_name, url = database
     policy = tmp_path / "policy.yml"
     policy.write_text(SERVE_POLICY)
     slack = FakeSlack(token=TOKEN)
-    for uid, name in USERS.items():
+    for uid, name in SERVE_USERS.items():
         slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
     slack.add_channel(AUDIT, "jit-audit")
     async with slack:
@@ -118,10 +95,10 @@ async def test_two_serve_replicas_two_simultaneous_approvals_one_decision_one_gr
             assert res.status == 200 and not (isinstance(res.body, dict) and res.body.get("errors")), res.body
 
             async def both_asked() -> bool:
-                return all(_approve_message(slack, u) is not None for u in ("U2BOB", "U3CAROL"))
+                return all(approve_message(slack, u) is not None for u in ("U2BOB", "U3CAROL"))
 
             await until(both_asked, timeout=20, what="approval DMs to bob and carol", procs=procs)
-            bob_msg, carol_msg = _approve_message(slack, "U2BOB"), _approve_message(slack, "U3CAROL")
+            bob_msg, carol_msg = approve_message(slack, "U2BOB"), approve_message(slack, "U3CAROL")
             clicks = await asyncio.gather(
                 senders[0].click("U2BOB", bob_msg.channel, bob_msg.ts, ids.APPROVE),
                 senders[1].click("U3CAROL", carol_msg.channel, carol_msg.ts, ids.APPROVE))

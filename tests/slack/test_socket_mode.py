@@ -19,33 +19,9 @@ import aiohttp
 from bot.fakes import FakeSlack
 from bot.fakes.socket_sender import SocketModeSender
 from bot.slack import ids
-from tests.reliability.procs import Proc, free_port, healthy, until
+from tests.reliability.procs import AUDIT, SERVE_POLICY, SERVE_USERS, Proc, approve_message, free_port, healthy, until
 
 TOKEN, APP_TOKEN = "xoxb-socket-test-token", "xapp-1-A0JITBOT01-1-socket-test"
-USERS = {"U1ALICE": "alice", "U2BOB": "bob"}
-AUDIT = "C0AUDIT"
-POLICY = f"""
-audit_channel: "{AUDIT}"
-connectors:
-  demo:
-    type: memory
-    users:
-      - {{email: alice@example.com, name: Alice}}
-      - {{email: bob@example.com, name: Bob}}
-    groups:
-      engineers: [alice@example.com]
-      leads: [bob@example.com]
-      app-admins: []
-eligibilities:
-  - name: app-admin
-    description: Application admin
-    connector: demo
-    target: {{group: app-admins}}
-    requestors: {{groups: [engineers]}}
-    max_duration: 4h
-    approvals:
-      - approvers: {{groups: [leads]}}
-"""
 
 
 async def _health(port: int) -> dict[str, Any]:
@@ -61,9 +37,9 @@ async def _metrics(port: int) -> str:
 def _world(tmp_path: Path, *, app_token: str = APP_TOKEN,
            bot_token: str = TOKEN) -> tuple[FakeSlack, dict[str, str]]:
     policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
+    policy.write_text(SERVE_POLICY)
     slack = FakeSlack(token=TOKEN, app_token=APP_TOKEN)
-    for uid, name in USERS.items():
+    for uid, name in SERVE_USERS.items():
         slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
     slack.add_channel(AUDIT, "jit-audit")
     env = {"SLACK_BOT_TOKEN": bot_token, "SLACK_APP_TOKEN": app_token, "DATABASE_URL":
@@ -79,14 +55,6 @@ def _worker_ticks(tmp_path: Path) -> int:
 def _socket_of(slack: FakeSlack) -> Any:
     assert slack.socket_mode is not None
     return slack.socket_mode
-
-
-def _approve_message(slack: FakeSlack, user: str) -> Any:
-    for m in slack.dm_messages(user):
-        for b in m.blocks or []:
-            if b.get("type") == "actions" and any(e.get("action_id") == ids.APPROVE for e in b["elements"]):
-                return m
-    return None
 
 
 async def test_serve_in_socket_mode_carries_a_request_from_command_to_grant(tmp_path: Path) -> None:
@@ -127,10 +95,10 @@ async def test_serve_in_socket_mode_carries_a_request_from_command_to_grant(tmp_
             assert slack.modal_stack("U1ALICE") == []
 
             async def asked() -> bool:
-                return _approve_message(slack, "U2BOB") is not None
+                return approve_message(slack, "U2BOB") is not None
 
             await until(asked, timeout=15, what="bob's approval message", procs=[proc])
-            ask = _approve_message(slack, "U2BOB")
+            ask = approve_message(slack, "U2BOB")
             bob_dm = slack.im_channel("U2BOB")
             assert bob_dm is not None
 
