@@ -39,7 +39,7 @@ TERMINAL = frozenset({Status.EXPIRED, Status.REVOKED, Status.DENIED, Status.CANC
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.PENDING, Status.APPROVED, Status.DENIED, Status.CANCELLED, Status.LAPSED}),
-    Status.APPROVED: frozenset({Status.ACTIVE, Status.FAILED, Status.REVOKED}),
+    Status.APPROVED: frozenset({Status.ACTIVE, Status.FAILED, Status.REVOKED, Status.CANCELLED}),
     Status.FAILED: frozenset({Status.APPROVED, Status.REVOKED}),
     Status.ACTIVE: frozenset({Status.EXPIRED, Status.REVOKED}),
 }

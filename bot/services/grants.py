@@ -13,14 +13,16 @@ import asyncio
 import functools
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
-from bot.domain.requests import PolicyViolation, Status, check_transition
+from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_transition
 from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
+from bot.services.not_started import stop_before_start, waiting_grant
 from bot.services.requests import load_request, load_votes, read_request, read_votes
 from bot.services.revocation import LEASE, Revoker, backoff, idp_user, target_of
 from bot.services.runtime import Runtime
@@ -35,8 +37,14 @@ _GRANT_LOCKED = select(Grant).where(Grant.id == bindparam("b_id")).with_for_upda
 _REVOKING_SAME_MEMBERSHIP = select(Grant.id).where(*HOLDER_BOUND, Grant.status == "revoking").limit(1)
 # One statement on the table, not a locked load and a flush of the ORM object (the claim is ours).
 _GRANTS = Grant.__table__  # type: ignore[attr-defined]
-_SET_PRE_MEMBER = update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id")).values(pre_member=bindparam("b_pre"))
-_GRANT_ROW = select(_GRANTS).where(_GRANTS.c.id == bindparam("b_id")).with_for_update()  # PostgreSQL: locked
+# Compare-and-set: a revocation that handed this grant the membership meanwhile set it (False) already.
+_SET_PRE_MEMBER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"), _GRANTS.c.pre_member.is_(None))
+                   .values(pre_member=bindparam("b_pre")))
+_GRANT_PEEK = select(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
+_GRANT_ROW = _GRANT_PEEK.with_for_update()  # PostgreSQL: locked
+_REQUESTS = AccessRequest.__table__  # type: ignore[attr-defined]
+_REQUEST_OF = select(_REQUESTS.c.eligibility, _REQUESTS.c.requester, _REQUESTS.c.kind).where(
+    _REQUESTS.c.id == bindparam("b_id"))
 # the claim is ours: its grant goes again in two seconds (claimed_until cleared)
 _LATER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
           .values(next_attempt_at=bindparam("b_next"), claimed_until=None))
@@ -130,38 +138,92 @@ class GrantService:
             async with rt.db.core_reads() as reads:
                 g = (await reads.rows(_GRANT_ROW, {"b_id": grant_id}))[0]
                 revoking = bool(await reads.rows(_REVOKING_SAME_MEMBERSHIP, holder_params(g)))
+                req = (await reads.rows(_REQUEST_OF, {"b_id": g.request_id}))[0]
             if revoking:  # a revoke of the same membership is in flight: let it finish first
                 async with rt.db.core_transaction() as tx:
                     await tx.many(_LATER, later)
                 return
         else:
             async with rt.db.core_transaction() as tx:  # Core statements (storage/core_tx.py): a row, not a Grant
-                g = (await tx.rows(_GRANT_ROW, {"b_id": grant_id}))[0]
+                # The membership's lock first, then rows: the order of the revocation's ownership decisions
+                # (which update this grant's row while holding that lock), so neither waits for the other.
+                g = (await tx.rows(_GRANT_PEEK, {"b_id": grant_id}))[0]
                 await lock_holder(rt.db, tx, g)  # serialised with the membership's revocations
                 if await tx.rows(_REVOKING_SAME_MEMBERSHIP, holder_params(g)):
                     await tx.many(_LATER, later)  # a revoke of the same membership is in flight: after it
                     return
+                req = (await tx.rows(_REQUEST_OF, {"b_id": g.request_id}))[0]
+        if g.status != "granting":  # stopped before it started, or refused, since it was claimed
+            return
         connector = rt.connector(g.connector)
         pre_member: bool | None = g.pre_member
         try:
+            why = await self._not_allowed(req.eligibility, req.requester, req.kind)
+            if why is not None:
+                await self._refuse(g, why)
+                return
             user = await idp_user(rt, g)
             if pre_member is None:
                 pre_member = await connector.is_member(user, target_of(g))
-                async with rt.db.core_transaction() as tx:
+                async with rt.db.core_transaction() as tx:  # unless a revocation handed it the membership meanwhile
                     await tx.many(_SET_PRE_MEMBER, [{"b_id": grant_id, "b_pre": pre_member}])
             result = await connector.grant(user, target_of(g), grant_id=g.id,
                                            expires_at=rt.clock.now() + timedelta(days=1))
         except ConnectorError as exc:
-            await self._grant_failed(grant_id, exc)
+            await self._grant_failed(grant_id, exc, holder=g)
             return
-        await self._grant_done(grant_id, user, owns=result.added or pre_member is False)
+        await self._grant_done(g, user, added=result.added)
 
-    async def _grant_done(self, grant_id: str, user: IdpUser, *, owns: bool) -> None:
+    async def _not_allowed(self, eligibility: str, requester: str, kind: str) -> str | None:
+        """Why the policy *now* no longer allows carrying out an approved grant (its eligibility is gone, it
+        no longer allows break-glass, the requester is no longer a requestor), or None."""
+        rt = self.rt
+        elig = rt.eligibility(eligibility)
+        if elig is None:
+            return f"{eligibility} is no longer in the access policy"
+        if kind == BREAKGLASS and elig.break_glass is None:
+            return f"{eligibility} no longer allows break-glass access"
+        if not await rt.directory.contains(rt.policy, elig.requestors, requester):
+            return f"{requester} is no longer allowed to request {eligibility}"
+        return None
+
+    async def _refuse(self, row: Any, why: str) -> None:
+        """End a grant the policy no longer allows, before its IdP call: the request becomes REVOKED, the
+        requester is told why, and whatever the grant may own at the IdP is removed."""
+        rt, now = self.rt, self.rt.clock.now()
+        async with rt.db.transaction() as session:
+            await lock_holder(rt.db, session, row)
+            g = await self._grant(session, row.id)
+            if g.status != "granting":
+                return
+            req = await load_request(session, g.request_id, lock=True)
+            g.claimed_until, g.warn_at, g.end_reason = None, None, "ineligible"
+            if g.owns_membership or g.pre_member is False:  # inherited, or added by an earlier attempt
+                g.status, g.owns_membership, g.next_attempt_at = "revoking", True, now
+            else:
+                g.status, g.ended_at, g.next_attempt_at = "ended", now, None
+            from_state = req.status
+            check_transition(Status(req.status), Status.REVOKED)
+            req.status, req.updated_at, req.version = Status.REVOKED.value, now, req.version + 1
+            snap = await self._snap(session, req, g)
+            await notices.record(rt, session, at=now, kind="grant_refused", actor=notices.SYSTEM, req=req, snap=snap,
+                                 from_state=from_state, to_state=Status.REVOKED.value,
+                                 detail={"grant": g.id, "reason": why}, text=f"not granted: {why}")
+            notices.tell_requester(session, at=now, snap=snap, event="revoked",
+                                   text=f"Your request {req.id} for {req.eligibility} was not carried out: {why}.")
+        rt.wake.set()
+
+    async def _grant_done(self, row: Any, user: IdpUser, *, added: bool) -> None:
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.core_transaction() as session:  # the rows as objects, without the ORM's session
+            # Serialised with the membership's ownership decisions (the revocation's, under the same lock):
+            # what this grant owns is read now, under the lock. A revocation may have handed it the
+            # membership while its IdP call was in flight (owns_membership, pre_member False).
+            await lock_holder(rt.db, session, row)
             unit = Unit(session)
-            g = await unit.first(Grant, _GRANT_ROW, {"b_id": grant_id})
+            g = await unit.first(Grant, _GRANT_ROW, {"b_id": row.id})
             assert g is not None  # claimed by this worker: never deleted
+            owns = added or g.pre_member is False or g.owns_membership
             req = await read_request(unit, g.request_id, lock=True)
             elig = rt.eligibility(req.eligibility)
             warn_before = elig.warn_before if elig else timedelta(minutes=15)
@@ -182,9 +244,11 @@ class GrantService:
                                    text=f"You now have {req.eligibility} until {g.expires_at:%Y-%m-%d %H:%M} UTC.")
             await unit.flush()
 
-    async def _grant_failed(self, grant_id: str, exc: ConnectorError) -> None:
+    async def _grant_failed(self, grant_id: str, exc: ConnectorError, *, holder: Any = None) -> None:
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:
+            if holder is not None:  # the membership's lock before the row's, as the revocation takes them
+                await lock_holder(rt.db, session, holder)
             g = await self._grant(session, grant_id)
             g.attempts += 1
             g.last_error, g.claimed_until = str(exc)[:500], None
@@ -194,9 +258,10 @@ class GrantService:
                 log.warning("grant %s attempt %d failed, retrying: %s", g.id, g.attempts, exc)
                 return
             req = await load_request(session, g.request_id, lock=True)
-            # Clean up whatever may have been added at the IdP (idempotent if nothing was).
+            # Clean up whatever may have been added at the IdP (idempotent if nothing was), and what a
+            # revocation may have handed this grant meanwhile.
             g.status, g.end_reason, g.next_attempt_at = "revoking", "failed", now
-            g.owns_membership = g.pre_member is False
+            g.owns_membership = g.owns_membership or g.pre_member is False
             check_transition(Status(req.status), Status.FAILED)
             req.status, req.updated_at, req.version = Status.FAILED.value, now, req.version + 1
             snap = await self._snap(session, req, g)
@@ -244,12 +309,17 @@ class GrantService:
                                       .with_for_update())).scalar_one_or_none()
 
     async def end_early(self, *, request_id: str, actor: str, reason: str, as_admin: bool = False) -> Grant:
-        """Release (by the requester) or revoke (by an admin) an active grant; the worker carries it out."""
+        """Release (by the requester) or revoke (by an admin) an active grant; the worker carries it out.
+        An approved grant that has not started ends at once (``not_started.stop_before_start``)."""
         rt, now, actor = self.rt, self.rt.clock.now(), actor.lower()
         async with rt.db.transaction() as session:
             req = await load_request(session, request_id, lock=True)
             if not as_admin and req.requester != actor:
                 raise PolicyViolation("Only the requester can release this access.")
+            if req.status == Status.APPROVED.value:
+                waiting = await waiting_grant(rt, session, req, now=now)
+                await stop_before_start(rt, session, req, waiting, actor=actor, by_admin=as_admin, now=now)
+                return waiting
             g = await self.active_grant(session, request_id)
             if g is None:
                 raise PolicyViolation(f"{request_id} has no active access (it is {req.status}).")
@@ -269,6 +339,9 @@ class GrantService:
             req = await load_request(session, request_id, lock=True)
             if req.requester != actor:
                 raise PolicyViolation("Only the requester can extend this access.")
+            if req.kind == BREAKGLASS:  # its cap and its review are of the use as announced (docs/policy.md)
+                raise PolicyViolation("Break-glass access cannot be extended. If you still need it, use "
+                                      "/jit breakglass again (a new alert and review) or request it with /jit.")
             elig = rt.eligibility(req.eligibility)
             g = await self.active_grant(session, request_id)
             if elig is None or g is None or g.expires_at is None or g.granted_at is None:

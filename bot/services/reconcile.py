@@ -3,10 +3,14 @@
 Every ``interval`` (once across replicas) the sweep lists the members of each eligibility's target and
 compares them with the grants in the database:
 
-- a member with no grant holding the target (granting, active, revoking, or ended within ``grace``) and
-  not recorded as standing access is *unmanaged*: an alert and a ``reconcile_unmanaged`` audit event;
+- a member with no grant holding the target (active, revoking, granting once started — a grant that
+  has not started holds nothing, bot/services/not_started.py — or ended within ``grace``) and not
+  recorded as standing access is *unmanaged*: an alert and a ``reconcile_unmanaged`` audit event;
   where an eligibility on that target says ``enforce: true`` the member is removed at the IdP and
   ``reconcile_removed`` is recorded instead;
+- an unmanaged member whom jitbot added itself (the first of their grants of the target to be granted
+  found them not a member) is removed whether or not ``enforce`` is set: a ``reconcile_removed`` event
+  (``jitbot_added``) and an alert. Access jitbot gave never outlives the grants that justify it;
 - an active grant (older than ``grace``) whose membership is gone at the IdP: an alert and a
   ``reconcile_vanished`` event.
 
@@ -23,12 +27,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlmodel import col
 
 from bot.domain.policy import Eligibility
 from bot.services import kvstate, notices
 from bot.services.audit import append_event
+from bot.services.not_started import started_clause
 from bot.services.runtime import Runtime
 from connectors.base import Connector, ConnectorError, IdpUser, Target, TargetKind, members_ref
 from storage.tables import Grant
@@ -38,7 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = timedelta(minutes=15)
 GRACE = timedelta(minutes=5)
 SCHEDULE_KEY = "reconcile:schedule"
-HOLDING = ("granting", "active", "revoking")
+HOLDING = ("active", "revoking")  # and "granting" once started (``started_clause``)
 
 
 @dataclass
@@ -106,8 +111,25 @@ class ReconcileService:
             rows = await session.execute(select(col(Grant.user_email)).where(
                 col(Grant.connector) == connector, col(Grant.target_kind) == target.kind.value,
                 col(Grant.target_id) == target.id,
-                or_(col(Grant.status).in_(HOLDING), col(Grant.ended_at) > now - self.grace)))
+                or_(col(Grant.status).in_(HOLDING), and_(col(Grant.status) == "granting", started_clause(now)),
+                    col(Grant.ended_at) > now - self.grace)))
             return {e.lower() for e in rows.scalars()}
+
+    async def _added_by_jitbot(self, connector: str, target: Target, emails: list[str]) -> set[str]:
+        """Those of ``emails`` who were not members of ``target`` before the first of their grants of it
+        to be granted: the membership is jitbot's (not standing access it found)."""
+        if not emails:
+            return set()
+        async with self.rt.db.sessions() as session:
+            rows = await session.execute(select(col(Grant.user_email), col(Grant.pre_member)).where(
+                col(Grant.connector) == connector, col(Grant.target_kind) == target.kind.value,
+                col(Grant.target_id) == target.id, col(Grant.user_email).in_(emails),
+                col(Grant.pre_member).is_not(None), col(Grant.granted_at).is_not(None))
+                .order_by(col(Grant.granted_at)))
+            first: dict[str, bool] = {}
+            for email, pre_member in rows:
+                first.setdefault(email.lower(), bool(pre_member))
+        return {e for e, was_member in first.items() if not was_member}
 
     async def _standing(self, key: str, connector: str, target: Target, eligs: list[Eligibility],
                         now: datetime, report: ReconcileReport) -> set[str]:
@@ -144,20 +166,24 @@ class ReconcileService:
         findings_key = f"reconcile:findings:{key}"
         async with rt.db.sessions() as session:
             known = set((await kvstate.read(session, findings_key) or {}).get("open", []))
-        if enforce and unmanaged:  # re-read just before removing: a grant may have started meanwhile
+        ours = await self._added_by_jitbot(connector, target, unmanaged)
+        if (enforce or ours) and unmanaged:  # re-read just before removing: a grant may have started meanwhile
             unmanaged = sorted(set(unmanaged) - await self._holding(connector, target, now))
         current = {f"unmanaged:{m}" for m in unmanaged} | {f"vanished:{g.id}" for g in vanished}
-        removed = [m for m in unmanaged if enforce and await self._remove(conn, members[m], target, key)]
+        removed = [m for m in unmanaged if (enforce or m in ours)
+                   and await self._remove(conn, members[m], target, key)]
         async with rt.db.transaction() as session:
             for email in unmanaged:
                 if email in removed:
                     report.removed.append(f"{key} {email}")
+                    why = ("jitbot added it and no live grant holds it" if email in ours
+                           else "a member without a grant or standing access (enforce: true)")
                     await notices.record(rt, session, at=now, kind="reconcile_removed", actor=notices.SYSTEM,
-                                         req=None, snap=None, detail={"target": key, "user": email},
-                                         text=f"removed {email} from {target}: a member without a grant "
-                                              "or standing access (enforce: true)")
-                    notices.alert(session, at=now, snap=None,
-                                  text=f"{email} was in {target} without a grant; removed (enforce: true).")
+                                         req=None, snap=None,
+                                         detail={"target": key, "user": email, "jitbot_added": email in ours},
+                                         text=f"removed {email} from {target}: {why}")
+                    notices.alert(session, at=now, snap=None, text=f"{email} was in {target} without a grant; "
+                                                                   f"removed ({why}).")
                 elif f"unmanaged:{email}" not in known:
                     report.unmanaged.append(f"{key} {email}")
                     await notices.record(rt, session, at=now, kind="reconcile_unmanaged", actor=notices.SYSTEM,

@@ -259,12 +259,18 @@ class RequestService:
         return grant
 
     async def cancel(self, *, request_id: str, by: str) -> AccessRequest:
-        """The requester withdraws a PENDING request."""
+        """The requester withdraws a PENDING request, or an APPROVED one whose grant has not started."""
+        from bot.services.not_started import stop_before_start, waiting_grant
+
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:
             req = await load_request(session, request_id, lock=True)
             if by.lower() not in (req.requester, req.submitted_by):
                 raise PolicyViolation("Only the requester can cancel this request.")
+            if req.status == Status.APPROVED.value:
+                grant = await waiting_grant(rt, session, req, now=now)
+                await stop_before_start(rt, session, req, grant, actor=by.lower(), by_admin=False, now=now)
+                return req
             if req.status != Status.PENDING.value:
                 raise PolicyViolation(f"This request is already {req.status}.")
             check_transition(Status(req.status), Status.CANCELLED)

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.domain.requests import Status, check_transition
 from bot.services import notices
 from bot.services.claims import LEASE, claim_grants, lock_holder
+from bot.services.not_started import not_started
 from bot.services.requests import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import (
@@ -220,9 +221,12 @@ class Revoker:
         for g in batch:
             await lock_holder(rt.db, session, g)
         emails = {g.user_email for g in batch}
-        live = list((await session.execute(select(Grant).where(
+        # Heirs: active grants, and grants being carried out. A grant that has not started (a scheduled
+        # one) holds nothing and inherits nothing: the membership goes, and is added again at its start.
+        now = rt.clock.now()
+        live = [o for o in (await session.execute(select(Grant).where(
             Grant.user_email.in_(emails), Grant.status.in_(["active", "granting"]))
-            .order_by(Grant.expires_at.desc()))).scalars().all())
+            .order_by(Grant.expires_at.desc()))).scalars().all() if not not_started(o, now)]
         reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
             AccessRequest.id.in_([g.request_id for g in batch])).with_for_update())).scalars()}
         votes = await _votes_by_request(session, list(reqs))
