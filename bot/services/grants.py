@@ -317,7 +317,7 @@ class GrantService:
             if not as_admin and req.requester != actor:
                 raise PolicyViolation("Only the requester can release this access.")
             if req.status == Status.APPROVED.value:
-                waiting = await waiting_grant(rt, session, req, now=now)
+                waiting = await waiting_grant(session, req, now=now)
                 await stop_before_start(rt, session, req, waiting, actor=actor, by_admin=as_admin, now=now)
                 return waiting
             g = await self.active_grant(session, request_id)

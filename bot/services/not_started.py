@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.requests import PolicyViolation, Status, check_transition
 from bot.services import notices
-from bot.services.claims import lock_holder
 from bot.services.requests import close_schedule, load_votes
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest, Grant
@@ -38,13 +37,12 @@ def started_clause(now: datetime) -> Any:
                      _GRANTS.c.next_attempt_at > now))
 
 
-async def waiting_grant(rt: Runtime, session: AsyncSession, req: AccessRequest, *, now: datetime) -> Grant:
+async def waiting_grant(session: AsyncSession, req: AccessRequest, *, now: datetime) -> Grant:
     """The APPROVED request's grant, locked, if it has not started; PolicyViolation (said to the person
     asking) if it has — it is being carried out, and can be released once it is active."""
+    # No membership lock: a grant that has not started takes no part in the membership's ownership.
     grant = (await session.execute(select(Grant).where(Grant.request_id == req.id, Grant.status == "granting")
                                    .with_for_update())).scalar_one_or_none()
-    if grant is not None:
-        await lock_holder(rt.db, session, grant)
     if grant is None or not not_started(grant, now):
         raise PolicyViolation(f"{req.id} is being granted right now; once it is active, end it with "
                               f"/jit release {req.id}.")

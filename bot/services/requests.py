@@ -268,7 +268,7 @@ class RequestService:
             if by.lower() not in (req.requester, req.submitted_by):
                 raise PolicyViolation("Only the requester can cancel this request.")
             if req.status == Status.APPROVED.value:
-                grant = await waiting_grant(rt, session, req, now=now)
+                grant = await waiting_grant(session, req, now=now)
                 await stop_before_start(rt, session, req, grant, actor=by.lower(), by_admin=False, now=now)
                 return req
             if req.status != Status.PENDING.value:
