@@ -15,6 +15,11 @@ from storage.db import Database
 from tests import pg
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if pg.started():
+        terminalreporter.write_line(f"PostgreSQL: a throwaway server at {pg.dsn()}, stopped at the end of the session")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     pg.stop()  # the throwaway server, if this session started one
 

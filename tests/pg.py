@@ -131,11 +131,20 @@ def _unprivileged_user() -> str:
     return name
 
 
+def _reachable_by_others(directory: Path) -> bool:
+    """Whether another user can reach ``directory`` (every directory on its path searchable by others)."""
+    return all(p.stat().st_mode & 0o001 for p in [directory, *directory.parents])
+
+
 def _start() -> _Throwaway:
     user = None
-    data = Path(tempfile.mkdtemp(prefix="jitbot-pg-"))  # short: the socket path must fit in 107 bytes
+    parent = Path(tempfile.gettempdir())
     if os.geteuid() == 0:
         user = _unprivileged_user()
+        if not _reachable_by_others(parent):  # e.g. TMPDIR inside a root-only directory
+            parent = Path("/tmp")
+    data = Path(tempfile.mkdtemp(prefix="jitbot-pg-", dir=parent))  # short: a socket path fits in 107 bytes
+    if user is not None:
         shutil.chown(data, user)
     server = _Throwaway(data=data, bin=_binaries(), user=user, dsn="")
     try:
