@@ -52,7 +52,7 @@ import aiohttp
 import asyncpg
 
 from bench import okta_idp
-from bench.common import CpuLimit, cpu_times, machine, machine_use, pct
+from bench.common import CpuLimit, cpu_times, machine, machine_use, pct, pg_dsn, pg_url
 from bot import event_loop
 from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
@@ -183,10 +183,10 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
     dbname = None
     if database == "postgres":
         dbname = "bench_" + uuid.uuid4().hex[:8]
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        conn = await asyncpg.connect(pg_dsn("postgres"))
         await conn.execute(f"CREATE DATABASE {dbname}")
         await conn.close()
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
+        url = pg_url(dbname)
     else:
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
     slack = FakeSlack(token=TOKEN)
@@ -373,7 +373,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
         print(f"Okta API calls per flow: {okta.calls / flows:.1f} (the fake Okta org, a process of its own): "
               + ", ".join(f"{k} {n / flows:.2f}" for k, n in sorted(okta.by_kind.items(), key=lambda kv: -kv[1])))
     if dbname and not os.environ.get("BENCH_KEEP_DB"):  # BENCH_KEEP_DB=1 keeps it for a look afterwards
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        conn = await asyncpg.connect(pg_dsn("postgres"))
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         await conn.close()
     out = {"flows_per_s": flows / elapsed, "drain_s": elapsed - last_flow, "p50": pct(durations, 50),

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from bot.bootstrap import build_runtime, close_runtime
-from bot.cli import CliError, _database_url, _load, _open_db
+from bot.cli_support import CliError, configured_policy, database_url, open_db
 from bot.domain.requests import PolicyViolation
 from bot.services.admin import AdminService
 from bot.services.runtime import Runtime
@@ -34,12 +34,12 @@ def cmd_access_retry(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, action: str) -> int:
     if not args.as_admin:
         raise CliError("jitbot: say who you are: --as EMAIL (one of the policy's admins)", 2)
-    loaded = _load(args)
+    loaded = configured_policy(args)
     request_id = args.request.strip().upper()
-    url = _database_url(args)
+    url = database_url(args)
 
     async def run() -> int:
-        await _open_db(url).dispose()  # no database there: said, and no empty one created
+        await open_db(url).dispose()  # no database there: said, and no empty one created
         rt = await build_runtime(loaded, url)
         try:
             service = AdminService(rt)

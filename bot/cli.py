@@ -7,121 +7,38 @@ failed connector check, unreachable database); 2 bad arguments or unusable confi
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
-from bot.domain.durations import format_duration, parse_duration
+# The shared helpers under the names this module's commands use; other modules import them from
+# bot.cli_support.
+from bot.cli_support import CliError, parse_since
+from bot.cli_support import err as _err
+from bot.cli_support import lazy_command as _lazy
+from bot.cli_support import run_db as _run_db
+from bot.cli_support import table as _table
+from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility, Principals
-from bot.policy_file import LoadedPolicy, PolicyError, load_policy, memory_directory, risk_warnings
-from bot.settings import Settings, SettingsError, load_settings
-from connectors.base import ConnectorError
-from connectors.registry import build_connector
+from bot.governance.parser import register as register_governance
+from bot.policy_file import PolicyError, load_policy
+from bot.policy_validate import cmd_policy_validate
 from storage.db import Database
 from storage.tables import AccessRequest, Grant
+
+__all__ = ["CliError", "build_parser", "cmd_policy_validate", "main", "parse_since"]
 
 log = logging.getLogger("jitbot")
 
 
-class CliError(Exception):
-    """A problem to print as one line; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise CliError(str(exc), code=2) from None
-
-
-def _database_url(args: argparse.Namespace) -> str:
-    return str(args.database or _settings().DATABASE_URL)
-
-
-def _policy_path(args: argparse.Namespace) -> str:
-    return str(args.policy or _settings().JITBOT_POLICY)
-
-
-def _err(text: str) -> None:
-    print(text, file=sys.stderr)
-
-
-def _open_db(url: str) -> Database:
-    """The configured database; refuses to create an empty SQLite file as a side effect of a read."""
-    prefix = "sqlite+aiosqlite:///"
-    if url.startswith(prefix) and ":memory:" not in url and not Path(url[len(prefix):]).exists():
-        raise CliError(f"jitbot: no database at {url[len(prefix):]} (set DATABASE_URL or --database)")
-    return Database(url)
-
-
 # --- policy ------------------------------------------------------------------------------------------
-
-
-def _connector_lines(path: str) -> dict[str, int]:
-    """The line of each connector's key in the policy file, for error messages."""
-    try:
-        root = yaml.compose(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
-        if key.value == "connectors" and isinstance(value, yaml.MappingNode):
-            return {k.value: k.start_mark.line + 1 for k, _ in value.value}
-    return {}
-
-
-def _connector_problems(loaded: LoadedPolicy) -> list[str]:
-    """Build each connector offline, so that bad connector settings fail validation, not the first request."""
-    keys = _connector_lines(loaded.path)
-
-    async def build_all() -> list[str]:
-        problems = []
-        for name, settings in loaded.policy.connectors.items():
-            try:
-                connector = build_connector(name, settings)
-            except (ConnectorError, ValidationError) as exc:
-                where = f"{loaded.path}:{keys[name]}" if name in keys else loaded.path
-                problems.append(f"{where}: connectors.{name}: {' '.join(str(exc).split())}")
-            else:
-                await connector.aclose()
-        return problems
-
-    return asyncio.run(build_all())
-
-
-def cmd_policy_validate(args: argparse.Namespace) -> int:
-    try:
-        loaded = load_policy(args.file)
-        problems = _connector_problems(loaded)
-    except PolicyError as exc:
-        problems = exc.problems
-    if problems:
-        for problem in problems:
-            _err(problem)
-        _err(f"{args.file}: invalid ({len(problems)} problem{'s' if len(problems) != 1 else ''})")
-        return 1
-    policy = loaded.policy
-    warnings = risk_warnings(policy, memory_directory(policy))
-    for warning in warnings:
-        _err(f"warning: {args.file}: {warning}")
-    print(f"{args.file}: valid ({len(policy.eligibilities)} eligibilities, {len(policy.connectors)} connectors, "
-          f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''})")
-    return 1 if args.strict and warnings else 0
 
 
 def _who(p: Principals) -> str:
@@ -133,13 +50,6 @@ def _layers(e: Eligibility) -> str:
         return "auto-approved"
     return " → ".join(f"{i}: {_who(layer.approvers)} ×{layer.min_approvals} ({format_duration(layer.timeout)})"
                       for i, layer in enumerate(e.approvals, start=1))
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
-    return "\n".join(lines)
 
 
 def cmd_policy_show(args: argparse.Namespace) -> int:
@@ -209,21 +119,6 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
-def parse_since(text: str, *, now: datetime) -> datetime:
-    """``2026-01-01`` / an ISO timestamp (UTC unless it says otherwise) / a duration back from ``now``."""
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a date (2026-01-01) nor a duration (7d)") from None
-    if len(text) == 10:  # a bare date means its midnight
-        value = datetime.combine(date.fromisoformat(text), datetime.min.time())
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from bot.services.audit import export_events
 
@@ -236,43 +131,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_db(args: argparse.Namespace, work: Callable[[Database], Any]) -> Any:
-    async def run() -> Any:
-        db = _open_db(_database_url(args))
-        try:
-            return await work(db)
-        except SQLAlchemyError as exc:
-            raise CliError(f"jitbot: database error at {db.url.split('@')[-1]}: "
-                           f"{' '.join(str(getattr(exc, 'orig', None) or exc).split())[:300]}") from None
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
-
-
-# --- shared by the command modules (bot/run_commands.py, bot/governance, bot/reports) ----------------------
-
-
-def _load(args: argparse.Namespace) -> LoadedPolicy:
-    try:
-        return load_policy(_policy_path(args))
-    except PolicyError as exc:
-        raise CliError("\n".join(exc.problems), code=2) from None
-
-
-def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        entry = getattr(importlib.import_module(module), function)
-        return int(entry(args))
-
-    return run
-
-
 # --- the parser --------------------------------------------------------------------------------------------
-
-
-def _lazy_register(add: Callable[..., argparse.ArgumentParser], sub: Any, pol_sub: Any) -> None:
-    importlib.import_module("bot.governance.parser").register(add, sub, pol_sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(pol_sub, "show", "Show a policy's eligibilities, approval layers and durations as a table.",
             cmd_policy_show)
     p.add_argument("file", metavar="FILE")
-    _lazy_register(add, sub, pol_sub)
+    register_governance(add, sub, pol_sub)
 
     acc = add(sub, "access", "Inspect access requests and grants.")
     acc_sub = acc.add_subparsers(dest="access_command", required=True, metavar="ACTION")

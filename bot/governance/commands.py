@@ -14,11 +14,12 @@ import getpass
 import os
 from datetime import UTC, datetime
 
-from bot.cli import CliError, _connector_problems, _database_url, _err, _open_db, cmd_policy_validate
+from bot.cli_support import CliError, database_url, err, open_db
 from bot.governance.applied import apply_policy, drift_lines, plan_against_db
 from bot.governance.live_check import live_problems
 from bot.governance.plan import render
 from bot.policy_file import LoadedPolicy, PolicyError, load_policy
+from bot.policy_validate import cmd_policy_validate, connector_problems
 from connectors.base import Connector, ConnectorError
 from connectors.registry import build_connector
 from storage.db import Database
@@ -27,7 +28,7 @@ from storage.db import Database
 def _load_file(path: str) -> LoadedPolicy:
     try:
         loaded = load_policy(path)
-        problems = _connector_problems(loaded)
+        problems = connector_problems(loaded)
     except PolicyError as exc:
         problems = exc.problems
     if problems:
@@ -47,7 +48,7 @@ def actor_name(explicit: str | None) -> str:
 
 async def _with_db(url: str, *, create: bool) -> Database:
     try:
-        db = _open_db(url)
+        db = open_db(url)
     except CliError:
         if not create:
             raise
@@ -60,7 +61,7 @@ def cmd_policy_plan(args: argparse.Namespace) -> int:
     loaded = _load_file(args.file)
 
     async def run() -> int:
-        db = await _with_db(_database_url(args), create=True)
+        db = await _with_db(database_url(args), create=True)
         try:
             plan, applied = await plan_against_db(db, loaded)
         finally:
@@ -81,7 +82,7 @@ def cmd_policy_apply(args: argparse.Namespace) -> int:
     actor = actor_name(args.actor)
 
     async def run() -> int:
-        db = await _with_db(_database_url(args), create=True)
+        db = await _with_db(database_url(args), create=True)
         try:
             plan = await apply_policy(db, loaded, actor=actor, now=datetime.now(UTC))
         finally:
@@ -115,9 +116,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
     problems = asyncio.run(run())
     for problem in problems:
-        _err(f"✗ {problem}")
+        err(f"✗ {problem}")
     if problems:
-        _err(f"{args.file}: {len(problems)} problem(s) at the identity provider(s)")
+        err(f"{args.file}: {len(problems)} problem(s) at the identity provider(s)")
         return 1
     print(f"{args.file}: every group, role and user exists; approver groups have enough members")
     return 0
