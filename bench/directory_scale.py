@@ -182,11 +182,11 @@ def main() -> None:
             return
         runs = {}
         for members in (10, args.members):  # each bot side in a fresh process: clean RSS
+            groups = args.groups if members == args.members else 1
             out = subprocess.run([sys.executable, "-m", "bench.directory_scale", "--bot-only", "--idp", args.idp,
-                                  "--members", str(members), "--groups", str(min(args.groups, max(members // 10, 1))
-                                                                             if members < args.members else args.groups),
-                                  "--latency", str(args.latency), "--people", str(min(args.people, members)),
-                                  ], check=True, capture_output=True, text=True, cwd=os.getcwd())
+                                  "--members", str(members), "--groups", str(groups), "--latency", str(args.latency),
+                                  "--people", str(min(args.people, members))],
+                                 check=True, capture_output=True, text=True, cwd=os.getcwd())
             runs[members] = json.loads(out.stdout.strip().splitlines()[-1])
     big, small = runs[args.members], runs[10]
     print(f"{machine()}; {args.idp}, requestor group of {args.members:,}, {args.groups:,} other groups, "

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.services import people
+from bot.services.clock import Clock, SystemClock
 from bot.services.outbox import Delivery, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
 from bot.slack import audit_digest, blocks
 from storage.db import Database
@@ -20,18 +23,20 @@ PERMANENT = {"channel_not_found", "users_not_found", "user_not_found", "not_in_c
              "cannot_dm_bot", "user_disabled", "invalid_blocks", "invalid_arguments", "msg_too_long",
              "message_not_found", "cant_update_message"}
 ROOT_CACHE = 5000
+USER_CACHE = 20000
+USER_MEMORY = timedelta(minutes=10)  # then read again from the database (another replica may know better)
 DIGEST_CHARS = 39000  # under chat.postMessage's 40,000-character text limit
 
 
 class SlackNotifier:
     def __init__(self, client: AsyncWebClient, db: Database, *, audit_channel: str,
-                 security_channel: str | None = None) -> None:
+                 security_channel: str | None = None, clock: Clock | None = None) -> None:
         self.client = client
         self.db = db
         self.audit_channel = audit_channel
         self.security_channel = security_channel
-        self._users: dict[str, str] = {}
-        self._dms: dict[str, str] = {}
+        self.clock = clock or SystemClock()
+        self._users: dict[str, tuple[str, datetime]] = {}  # email → (Slack id, read at); bounded
         self._roots: dict[str, str] = {}  # request id -> ts of its audit thread's root (insertion order)
 
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
@@ -64,16 +69,31 @@ class SlackNotifier:
             raise RetryLater(f"slack unreachable: {type(exc).__name__}") from None
 
     async def slack_user(self, email: str) -> str:
-        if email not in self._users:
-            resp = await self.client.users_lookupByEmail(email=email)
-            self._users[email] = resp["user"]["id"]
-        return self._users[email]
+        """The Slack id of ``email``: remembered here, else in the database (``bot/services/people.py``,
+        shared by replicas and restarts), else asked of Slack (a Tier 3 method) and written down."""
+        email = email.lower()
+        hit = self._users.get(email)
+        if hit is None or self.clock.now() - hit[1] >= USER_MEMORY:
+            now = self.clock.now()
+            user_id = await people.known(self.db, email, now)
+            if user_id is None:
+                resp = await self.client.users_lookupByEmail(email=email)
+                user_id = str(resp["user"]["id"])
+                await people.remember(self.db, email, user_id, now)
+            self._users.pop(email, None)
+            if len(self._users) >= USER_CACHE:
+                self._users.pop(next(iter(self._users)))
+            self._users[email] = hit = (user_id, now)
+        return hit[0]
+
+    def forget_user(self, email: str) -> None:
+        self._users.pop(email.lower(), None)
 
     async def _dm(self, user_id: str) -> str:
-        if user_id not in self._dms:
-            resp = await self.client.conversations_open(users=user_id)
-            self._dms[user_id] = resp["channel"]["id"]
-        return self._dms[user_id]
+        # chat.postMessage with a user id as ``channel`` posts to that person's DM with the app (its App
+        # Home Messages tab): no conversations.open (Tier 3) per person
+        # (https://docs.slack.dev/reference/methods/chat.postMessage, argument ``channel``).
+        return user_id
 
     async def _approval_request(self, p: dict[str, Any]) -> Delivery:
         snap, layer = p["request"], int(p["layer"])
