@@ -89,6 +89,7 @@ async def run(n: int, spread: float, speedup: float) -> int:
             def worker(name: str) -> Worker:
                 notifier = SlackNotifier(AsyncWebClient(token=TOKEN, base_url=slack.url), db, audit_channel=AUDIT,
                                          clock=clock)
+                notifier.lookups_per_minute *= speedup  # Slack's tier, as fast as the fake's
                 return Worker(rt, OutboxDispatcher(db, notifier, clock, lane_interval=1.0 / speedup), worker_id=name)
 
             start = datetime.now(UTC) + timedelta(seconds=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +38,10 @@ class SlackNotifier:
         self.security_channel = security_channel
         self.clock = clock or SystemClock()
         self._users: dict[str, tuple[str, datetime]] = {}  # email → (Slack id, read at); bounded
+        # users.lookupByEmail is Tier 3, 50+ a minute (https://docs.slack.dev/reference/methods/users.lookupByEmail)
+        self.lookups_per_minute = 50.0
+        self._lookups_paused_until = 0.0
+        self._lookups_waiting = 0
         self._roots: dict[str, str] = {}  # request id -> ts of its audit thread's root (insertion order)
 
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
@@ -77,14 +82,33 @@ class SlackNotifier:
             now = self.clock.now()
             user_id = await people.known(self.db, email, now)
             if user_id is None:
-                resp = await self.client.users_lookupByEmail(email=email)
-                user_id = str(resp["user"]["id"])
+                user_id = await self._lookup(email)
                 await people.remember(self.db, email, user_id, now)
             self._users.pop(email, None)
             if len(self._users) >= USER_CACHE:
                 self._users.pop(next(iter(self._users)))
             self._users[email] = hit = (user_id, now)
         return hit[0]
+
+    async def _lookup(self, email: str) -> str:
+        """users.lookupByEmail, queued behind Slack's answer when it is rate limited: while a Retry-After
+        runs, each message that needs a lookup waits its turn at the method's tier instead of trying
+        again all at once (ten thousand messages each retrying every second would be ten thousand
+        refused calls and database writes a second, starving the rest of the worker)."""
+        now = time.monotonic()
+        if now < self._lookups_paused_until:
+            self._lookups_waiting += 1
+            wait = self._lookups_paused_until - now + self._lookups_waiting * 60.0 / self.lookups_per_minute
+            raise RetryLater("slack lookups are rate limited: waiting its turn", after=wait)
+        self._lookups_waiting = 0
+        try:
+            resp = await self.client.users_lookupByEmail(email=email)
+        except SlackApiError as exc:
+            if exc.response.status_code == 429:
+                after = float(exc.response.headers.get("Retry-After", 5))
+                self._lookups_paused_until = time.monotonic() + after
+            raise
+        return str(resp["user"]["id"])
 
     def forget_user(self, email: str) -> None:
         self._users.pop(email.lower(), None)
