@@ -1,7 +1,7 @@
 """Throughput: complete flows per second — /jit → modal → submit → approve → grant, every message delivered.
 
     python -m bench.throughput [--flows 300] [--concurrency 20] [--replicas 1|1,2|1,2,1,2] [--database sqlite|postgres]
-                               [--replica-cpu 0.5] [--floor] [--idp memory|okta] [--warmup N]
+                               [--replica-cpu 0.5] [--floor | --with-floor] [--idp memory|okta] [--warmup N]
 
 The bot runs as real `jitbot serve` processes (HTTP mode, worker inside) against the fake Slack in this
 process; with --replicas N the flows are spread round-robin over N processes sharing one database
@@ -423,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
                              "0 measures from a cold start")
     parser.add_argument("--floor", action="store_true",
                         help="run bench/slack_floor.py instead of jitbot: the Slack side of a flow, no database")
+    parser.add_argument("--with-floor", action="store_true",
+                        help="also run the floor in the same invocation and print jitbot's rate as a ratio to it")
     args = parser.parse_args(argv)
     globals()["N_USERS"] = args.users  # org(), run() and the flows read it
     warmup = 2 * args.users if args.warmup is None else args.warmup
@@ -446,6 +448,15 @@ def main(argv: list[str] | None = None) -> int:
               f"  {steps}")
     if len(results) > 1:
         print(ratio_line(counts, [r["flows_per_s"] for r in results]))
+    if args.with_floor and not args.floor:
+        # the host's speed drifts from run to run and host to host: the figure to compare is jitbot's
+        # throughput as a share of what Bolt and the fake Slack alone do on the same machine, same minute
+        floor = event_loop.run(run(args.flows, args.concurrency, 1, args.database, args.replica_cpu, True, args.idp,
+                                   warmup))
+        mine = statistics.median(r["flows_per_s"] for r in results)
+        print(f"floor (bench/slack_floor.py, no database) {floor['flows_per_s']:.1f} flows/s at "
+              f"{floor['cpu_ms_per_flow']:.1f} ms/flow; jitbot {mine:.1f} flows/s = "
+              f"{mine / floor['flows_per_s']:.2f}x the floor")
     return 0
 
 

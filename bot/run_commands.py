@@ -77,7 +77,7 @@ def make_notifier(rt: Runtime, http: Any = None) -> Notifier:
 
     client = web_client(settings.SLACK_BOT_TOKEN.get_secret_value(), settings.SLACK_API_URL, http)
     return with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
-                                    security_channel=rt.policy.security_channel), rt)
+                                    security_channel=rt.policy.security_channel, clock=rt.clock), rt)
 
 
 def cmd_start(args: argparse.Namespace) -> int:

@@ -202,6 +202,28 @@ def group_lister(connector: object) -> GroupLister | None:
 
 
 @runtime_checkable
+class MembershipReader(Protocol):
+    """Optional capability: the groups one user belongs to, in one read of the user (not of the groups).
+
+    Answers "is this person in G?" at a cost that does not grow with G: the directory asks it on the way
+    to a modal, where listing a 100,000-member group is not an option. The set holds each group's id
+    *and* its name (policies name groups either way), counted as ``list_members`` counts members
+    (direct or nested, as that connector documents). None: the provider cannot tell in one read (more
+    groups than a page it can fetch) — ask ``is_member`` per group instead."""
+
+    async def groups_of(self, user: IdpUser) -> frozenset[str] | None: ...
+
+
+def membership_reader(connector: object) -> MembershipReader | None:
+    """``connector`` as a ``MembershipReader`` if it (or the connector it wraps, ``.inner``) reads a user's
+    groups; the wrapper is preferred so that the call gets its timeouts and retries."""
+    inner = getattr(connector, "inner", connector)
+    if not isinstance(inner, MembershipReader):
+        return None
+    return connector if isinstance(connector, MembershipReader) else inner
+
+
+@runtime_checkable
 class SessionTerminator(Protocol):
     """Optional capability: end a user's sign-in sessions (used on revoke when the policy asks)."""
 

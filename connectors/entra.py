@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _USER_FIELDS = "id,mail,userPrincipalName,displayName"
+_GROUP_TYPE = "#microsoft.graph.group"
 _USER_TYPE = "#microsoft.graph.user"
 SIGN_IN_OVERLAP = timedelta(minutes=15)  # sign-in logs can arrive late: each poll re-reads this much
 _UNREACHABLE = "Microsoft Entra could not be reached; the bot will try again."
@@ -235,6 +236,21 @@ class EntraConnector:
         groups = await self._get_all(f"{self._graph}/groups", "list groups",
                                      {"$select": "id,displayName", "$top": str(self._settings.page_size)})
         return [GroupInfo(id=str(g["id"]), name=str(g.get("displayName") or g["id"])) for g in groups]
+
+    async def groups_of(self, user: IdpUser) -> frozenset[str] | None:
+        """Ids and display names of the groups ``user`` is a direct member of (the user's ``memberOf``,
+        every page): one read of the user, however large the groups are. Directory roles and
+        administrative units in the answer are not groups and are left out."""
+        rows = await self._get_all(f"{self._graph}/users/{quote(user.id)}/memberOf", "list user groups",
+                                   {"$select": "id,displayName", "$top": str(self._settings.page_size)})
+        held: set[str] = set()
+        for g in rows:
+            if g.get("@odata.type", _GROUP_TYPE) != _GROUP_TYPE:
+                continue
+            held.add(str(g.get("id")))
+            if g.get("displayName"):
+                held.add(str(g["displayName"]))
+        return frozenset(held)
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         """Whether ``user`` is a direct member of the group (read from the user's ``memberOf``)."""

@@ -229,6 +229,19 @@ class OktaConnector:
             if not after:
                 return groups
 
+    async def groups_of(self, user: IdpUser) -> frozenset[str] | None:
+        """Ids and names of the user's groups (``GET /api/v1/users/{id}/groups``: one read of the user,
+        whatever the groups' sizes); None when the answer has a next page the SDK cannot follow."""
+        groups, response = await self._call("list user groups", lambda: self._client.list_user_groups(user.id))
+        if _next_cursor(getattr(response, "headers", None) or {}):
+            return None
+        held: set[str] = set()
+        for g in groups or []:
+            held.add(g.id)
+            if name := _group_name(g):
+                held.add(name)
+        return frozenset(held)
+
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         """Whether ``user`` is in the group now, read from the user's groups (Okta has no pair lookup)."""
         gid = await self._group_id(target.id)

@@ -33,6 +33,7 @@ from bot.fakes.slack_state import (
     View,
     clone,
 )
+from bot.fakes.slack_tiers import TierLimiter
 
 DEFAULT_BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "users:read.email")
 OutageKind = Literal["503", "refused"]
@@ -76,6 +77,7 @@ class FakeSlack:
         self._rate_limits: list[_RateLimit] = []
         self._outage: OutageKind | None = None
         self._post_limiter: ChannelPostLimiter | None = None
+        self.tiers: TierLimiter | None = None  # Slack's per-method tiers, once ``enforce_tiers`` is called
         if channel_post_limit is not None:
             self.limit_channel_posts(*channel_post_limit, now=now)
         self._runner: web.AppRunner | None = None
@@ -175,6 +177,13 @@ class FakeSlack:
         """Slack's per-channel limit on chat.postMessage (thread replies included): ``rate`` posts a
         second per channel with bursts of ``burst``. Over it: 429 + Retry-After, nothing stored."""
         self._post_limiter = ChannelPostLimiter(rate, burst, now=now)
+
+    def enforce_tiers(self, *, now: Callable[[], float] = time.monotonic, speedup: float = 1.0) -> TierLimiter:
+        """Every method at its documented tier per workspace (bot/fakes/slack_tiers.py, sources there),
+        chat.postMessage also under a workspace limit; over it: 429 + Retry-After, nothing done.
+        With ``limit_channel_posts`` as well, that is Slack's whole posting policy."""
+        self.tiers = TierLimiter(now=now, speedup=speedup)
+        return self.tiers
 
     async def outage(self, kind: OutageKind = "503") -> None:
         """Every call answers 503 (``"503"``) or the port stops listening (``"refused"``)."""
@@ -334,6 +343,8 @@ class FakeSlack:
         needed = METHOD_SCOPES.get(method)
         if needed and needed not in self.state.scopes:
             raise ApiFailure("missing_scope", needed=needed, provided=",".join(sorted(self.state.scopes)))
+        if self.tiers is not None and (retry_after := self.tiers.take(method)) is not None:
+            raise _Throttled(retry_after)
         if method == "chat.postMessage" and self._post_limiter is not None and args.get("channel"):
             retry_after = self._post_limiter.take(self._post_channel(str(args["channel"])))
             if retry_after is not None:

@@ -129,7 +129,7 @@ class Playground:
         self._rt = await build_runtime(self.loaded, self.database_url, clock=self.clock)
         client = web_client(TOKEN, self.slack.url, None)
         notifier = SlackNotifier(client, self.rt.db, audit_channel=self.audit_channel,
-                                 security_channel=self.loaded.policy.security_channel)
+                                 security_channel=self.loaded.policy.security_channel, clock=self.clock)
         self._worker = Worker(self.rt, OutboxDispatcher(self.rt.db, notifier, self.clock), worker_id="playground")
         # process_before_response: the bot's answer comes back after its listener ran, so the page
         # shows the result of a click as soon as the click returns.

@@ -1,7 +1,13 @@
 """Who is in which group: resolved through the directory connector, cached with a TTL.
 
+"Is this person in G?" (``contains``: may they request, approve, administer) is answered from the
+person's side — their account and the groups they belong to (``MembershipReader.groups_of``, else one
+``is_member`` per group) — so it costs a few IdP calls whatever the size of G, and is cached per person.
+Whole groups are listed (``group_members``, ``expand``) only where the whole group is needed: approver
+fan-out, reconciliation, reviews, transition.
+
 Concurrent misses of one key share one IdP call (a burst of requests after a start or an expiry would
-otherwise send the same group listing once per request — against an IdP that rate-limits).
+otherwise send the same call once per request — against an IdP that rate-limits).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any, TypeVar
 
 from bot.domain.policy import Policy, Principals
 from bot.services.clock import Clock
-from connectors.base import Connector, IdpUser
+from connectors.base import Connector, IdpUser, membership_reader, parse_target_ref
 
 T = TypeVar("T")
 
@@ -23,12 +29,17 @@ class Directory:
         self.clock = clock
         self._groups: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self._users: dict[tuple[str, str], tuple[float, IdpUser | None]] = {}
+        # (connector, email) → (when read, the groups' ids and names); None: ask per group
+        self._held: dict[tuple[str, str], tuple[float, frozenset[str] | None]] = {}
+        self._in_group: dict[tuple[str, str, str], tuple[float, bool]] = {}  # (connector, email, group)
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._generation = 0  # bumped by ``invalidate``: a read started before it is not cached
 
     def invalidate(self) -> None:
         self._groups.clear()
         self._users.clear()
+        self._held.clear()
+        self._in_group.clear()
         self._inflight.clear()
         self._generation += 1
 
@@ -73,14 +84,70 @@ class Directory:
             people |= await self.group_members(policy, group)
         return people
 
+    def forget_person(self, email: str) -> None:
+        """Drop what is cached about one person's groups (jitbot just changed one of their memberships)."""
+        email = email.lower()
+        for key in [k for k in self._held if k[1] == email]:
+            del self._held[key]
+        for gkey in [k for k in self._in_group if k[1] == email]:
+            del self._in_group[gkey]
+
     async def contains(self, policy: Policy, principals: Principals, email: str) -> bool:
+        """Whether ``email`` is one of ``principals``: named, or in one of their groups — read from the
+        person's side (a few IdP calls, cached per person for ``membership_cache_ttl``), never by listing
+        the groups."""
         email = email.lower()
         if email in principals.users:
             return True
+        if not principals.groups:
+            return False
+        conn_name = policy.directory_connector
+        user = await self.find_user(conn_name, email)
+        if user is None:
+            return False
+        ttl = policy.settings.membership_cache_ttl.total_seconds()
+        held = await self._groups_of(conn_name, email, user, ttl)
+        if held is not None:
+            return any(group in held for group in principals.groups)
         for group in principals.groups:
-            if email in await self.group_members(policy, group):
+            if await self._is_member(conn_name, email, user, group, ttl):
                 return True
         return False
+
+    async def _groups_of(self, conn_name: str, email: str, user: IdpUser, ttl: float) -> frozenset[str] | None:
+        reader = membership_reader(self.connectors[conn_name])
+        if reader is None:
+            return None
+        key = (conn_name, email)
+        now = self.clock.now().timestamp()
+        hit = self._held.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        generation = self._generation
+
+        async def fetch() -> frozenset[str] | None:
+            held = await reader.groups_of(user)
+            if generation == self._generation:
+                self._held[key] = (now, held)
+            return held
+
+        return await self._shared(("held", *key), fetch)
+
+    async def _is_member(self, conn_name: str, email: str, user: IdpUser, group: str, ttl: float) -> bool:
+        key = (conn_name, email, group)
+        now = self.clock.now().timestamp()
+        hit = self._in_group.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        generation = self._generation
+
+        async def fetch() -> bool:
+            member = await self.connectors[conn_name].is_member(user, parse_target_ref(group))
+            if generation == self._generation:
+                self._in_group[key] = (now, member)
+            return member
+
+        return await self._shared(("in", *key), fetch)
 
     async def find_user(self, connector: str, email: str) -> IdpUser | None:
         key = (connector, email.lower())

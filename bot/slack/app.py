@@ -6,7 +6,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services.runtime import Runtime
-from bot.slack import early_ack, listeners
+from bot.slack import early_ack, listeners, people_events
 from bot.slack.client import pooled_respond
 
 
@@ -19,4 +19,5 @@ def build_app(rt: Runtime, *, client: AsyncWebClient, signing_secret: str,
     if not process_before_response:  # Bolt answers once ack() is called, not after its next 10 ms poll
         early_ack.install(app, rt)
     listeners.register(app, rt)
+    people_events.register(app, rt)
     return app

@@ -29,7 +29,7 @@ B_ON_BEHALF, A_ON_BEHALF = "on_behalf", "on_behalf_user"
 B_STARTS, A_STARTS = "starts_at", "starts_at_picker"
 
 VIEWS = (REQUEST_VIEW, DENY_VIEW)
-EVENTS = ("app_home_opened",)
+EVENTS = ("app_home_opened", "user_change", "team_join")
 ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY, REVIEW_ACK, REVIEW_FLAG)
 
 

@@ -20,7 +20,7 @@ from bot.services.breakglass import BreakGlassService
 from bot.services.grants import GrantService
 from bot.services.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.slack import blocks, breakglass, ids, request_form
+from bot.slack import blocks, breakglass, ids, modal_open, request_form
 from bot.slack.admin import admin_command
 from bot.slack.breakglass import breakglass_command
 from bot.slack.identity import NoEmail, SlackIdentity
@@ -92,8 +92,16 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         shown = mine + [e for e in for_others if e not in mine]
         return blocks.request_modal(shown, selected, on_behalf=bool(for_others))
 
-    async def open_modal(client: AsyncWebClient, trigger_id: str, email: str) -> None:
-        await client.views_open(trigger_id=trigger_id, view=await modal_for(email))
+    async def open_modal(client: AsyncWebClient, trigger_id: str, email: str, user_id: str,
+                         respond: AsyncRespond | None) -> None:
+        async def tell(text: str, message: list[dict[str, Any]]) -> None:
+            if respond is not None:
+                await respond(response_type="ephemeral", replace_original=False, text=text, blocks=message)
+            else:  # an App Home click has no response_url: the button goes to the person's DM
+                await client.chat_postMessage(channel=user_id, text=text, blocks=message)
+
+        await modal_open.open_view(client, trigger_id, lambda: modal_for(email), tell=tell,
+                                   label="Request access", action_id=ids.OPEN_REQUEST, value="open")
 
     async def publish_home(client: AsyncWebClient, user_id: str, email: str) -> None:
         active, pending = await queries.my_requests(rt, email)
@@ -112,7 +120,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             return
         try:
             if sub in ("", "request"):
-                await open_modal(client, command["trigger_id"], email)
+                await open_modal(client, command["trigger_id"], email, command["user_id"], respond)
             elif sub == "list":
                 active, pending = await queries.my_requests(rt, email)
                 lines = [f"• *{blocks.esc(s['eligibility'])}* ({s['id']}) active until {blocks.when(s['expires_at'])}"
@@ -187,10 +195,12 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         await client.views_update(view_id=view["id"], hash=view.get("hash"), view=await modal_for(email, selected))
 
     @app.action(ids.OPEN_REQUEST)
-    async def open_from_home(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def open_from_home(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
+                             respond: AsyncRespond) -> None:
         await ack()
         email = await identity.email(client, body["user"]["id"])
-        await open_modal(client, body["trigger_id"], email)
+        await open_modal(client, body["trigger_id"], email, body["user"]["id"],
+                         respond if body.get("response_url") else None)
 
     @app.action(ids.matching(ids.APPROVE))
     async def approve_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
@@ -221,7 +231,17 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         if request_id is None:
             await answer(body, client, respond, NOT_A_REQUEST)
             return
-        await client.views_open(trigger_id=body["trigger_id"], view=blocks.deny_modal(f"{request_id}:{layer}"))
+        async def deny_view() -> dict[str, Any]:
+            return blocks.deny_modal(f"{request_id}:{layer}")
+
+        async def tell(text: str, message: list[dict[str, Any]]) -> None:
+            if body.get("response_url"):
+                await respond(response_type="ephemeral", replace_original=False, text=text, blocks=message)
+            else:
+                await client.chat_postMessage(channel=body["user"]["id"], text=text, blocks=message)
+
+        await modal_open.open_view(client, body["trigger_id"], deny_view, tell=tell, label="Deny…",
+                                   action_id=ids.DENY, value=f"{request_id}:{layer}")
 
     @app.view(ids.DENY_VIEW)
     async def deny_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient) -> None:

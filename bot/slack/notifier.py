@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.services import people
+from bot.services.clock import Clock, SystemClock
 from bot.services.outbox import Delivery, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
 from bot.slack import audit_digest, blocks
 from storage.db import Database
@@ -20,18 +24,24 @@ PERMANENT = {"channel_not_found", "users_not_found", "user_not_found", "not_in_c
              "cannot_dm_bot", "user_disabled", "invalid_blocks", "invalid_arguments", "msg_too_long",
              "message_not_found", "cant_update_message"}
 ROOT_CACHE = 5000
+USER_CACHE = 20000
+USER_MEMORY = timedelta(minutes=10)  # then read again from the database (another replica may know better)
 DIGEST_CHARS = 39000  # under chat.postMessage's 40,000-character text limit
 
 
 class SlackNotifier:
     def __init__(self, client: AsyncWebClient, db: Database, *, audit_channel: str,
-                 security_channel: str | None = None) -> None:
+                 security_channel: str | None = None, clock: Clock | None = None) -> None:
         self.client = client
         self.db = db
         self.audit_channel = audit_channel
         self.security_channel = security_channel
-        self._users: dict[str, str] = {}
-        self._dms: dict[str, str] = {}
+        self.clock = clock or SystemClock()
+        self._users: dict[str, tuple[str, datetime]] = {}  # email → (Slack id, read at); bounded
+        # users.lookupByEmail is Tier 3, 50+ a minute (https://docs.slack.dev/reference/methods/users.lookupByEmail)
+        self.lookups_per_minute = 50.0
+        self._lookups_paused_until = 0.0
+        self._lookups_waiting = 0
         self._roots: dict[str, str] = {}  # request id -> ts of its audit thread's root (insertion order)
 
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
@@ -64,16 +74,50 @@ class SlackNotifier:
             raise RetryLater(f"slack unreachable: {type(exc).__name__}") from None
 
     async def slack_user(self, email: str) -> str:
-        if email not in self._users:
+        """The Slack id of ``email``: remembered here, else in the database (``bot/services/people.py``,
+        shared by replicas and restarts), else asked of Slack (a Tier 3 method) and written down."""
+        email = email.lower()
+        hit = self._users.get(email)
+        if hit is None or self.clock.now() - hit[1] >= USER_MEMORY:
+            now = self.clock.now()
+            user_id = await people.known(self.db, email, now)
+            if user_id is None:
+                user_id = await self._lookup(email)
+                await people.remember(self.db, email, user_id, now)
+            self._users.pop(email, None)
+            if len(self._users) >= USER_CACHE:
+                self._users.pop(next(iter(self._users)))
+            self._users[email] = hit = (user_id, now)
+        return hit[0]
+
+    async def _lookup(self, email: str) -> str:
+        """users.lookupByEmail, queued behind Slack's answer when it is rate limited: while a Retry-After
+        runs, each message that needs a lookup waits its turn at the method's tier instead of trying
+        again all at once (ten thousand messages each retrying every second would be ten thousand
+        refused calls and database writes a second, starving the rest of the worker)."""
+        now = time.monotonic()
+        if now < self._lookups_paused_until:
+            self._lookups_waiting += 1
+            wait = self._lookups_paused_until - now + self._lookups_waiting * 60.0 / self.lookups_per_minute
+            raise RetryLater("slack lookups are rate limited: waiting its turn", after=wait)
+        self._lookups_waiting = 0
+        try:
             resp = await self.client.users_lookupByEmail(email=email)
-            self._users[email] = resp["user"]["id"]
-        return self._users[email]
+        except SlackApiError as exc:
+            if exc.response.status_code == 429:
+                after = float(exc.response.headers.get("Retry-After", 5))
+                self._lookups_paused_until = time.monotonic() + after
+            raise
+        return str(resp["user"]["id"])
+
+    def forget_user(self, email: str) -> None:
+        self._users.pop(email.lower(), None)
 
     async def _dm(self, user_id: str) -> str:
-        if user_id not in self._dms:
-            resp = await self.client.conversations_open(users=user_id)
-            self._dms[user_id] = resp["channel"]["id"]
-        return self._dms[user_id]
+        # chat.postMessage with a user id as ``channel`` posts to that person's DM with the app (its App
+        # Home Messages tab): no conversations.open (Tier 3) per person
+        # (https://docs.slack.dev/reference/methods/chat.postMessage, argument ``channel``).
+        return user_id
 
     async def _approval_request(self, p: dict[str, Any]) -> Delivery:
         snap, layer = p["request"], int(p["layer"])

@@ -144,7 +144,7 @@ async def run_server(args: argparse.Namespace) -> int:
     worker: Worker | None = None
     if not args.no_worker:
         notifier = with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
-                                            security_channel=rt.policy.security_channel), rt)
+                                            security_channel=rt.policy.security_channel, clock=rt.clock), rt)
         worker = Worker(rt, OutboxDispatcher(rt.db, notifier, rt.clock,
                                              lane_interval=settings.JITBOT_AUDIT_CHANNEL_INTERVAL))
         worker.start()

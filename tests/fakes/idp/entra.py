@@ -78,6 +78,7 @@ class FakeEntra:
         self._seen_jti: set[str] = set()
         self._faults = _Faults()
         self._credentials_broken = False
+        self.latency = 0.0  # seconds every Graph call takes before it is answered
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -159,6 +160,8 @@ class FakeEntra:
         if not request.path.startswith("/v1.0/"):
             return await handler(request)  # type: ignore[no-any-return]
         self._api_calls += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)  # an IdP's round trip (bench/directory_scale.py)
         self.requests.append((request.method, request.path))
         header = request.headers.get("Authorization", "")
         self.auth_headers.append(header)

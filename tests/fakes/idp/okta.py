@@ -84,6 +84,7 @@ class FakeOkta:
         self.base_url = ""
         self.system_log = OktaSystemLog()  # GET /api/v1/logs (tests/fakes/idp/okta_logs.py)
         self.rate_limit: OktaRateLimit | None = None  # a standing budget (``limit_rate``)
+        self.latency = 0.0  # seconds every API call takes before it is answered
 
     # -- directory ---------------------------------------------------------------------------
     def add_user(self, email: str, first: str = "Test", last: str = "User") -> str:
@@ -186,6 +187,8 @@ class FakeOkta:
         scopes = self._authenticate(header)
         if scopes is None:
             return self._error(401)
+        if self.latency:
+            await asyncio.sleep(self.latency)  # an IdP's round trip (bench/directory_scale.py)
         faults = self._faults
         if faults.slow:
             await asyncio.sleep(faults.slow.pop(0))
