@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.requests import PolicyViolation, Status, check_transition
 from bot.services import notices
-from bot.services.requests import close_schedule, load_votes
+from bot.services.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest, Grant
 

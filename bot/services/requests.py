@@ -14,6 +14,7 @@ from bot.domain.requests import PolicyViolation, Status, Submission, check_trans
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.claims import LEASE
+from bot.services.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
 from storage.db import after_commit
@@ -25,8 +26,6 @@ GRANT_HANDED = "grant_handed"  # tx info: the transaction approved a grant and h
 # Built once: a statement built per call costs its construction and cache key every time.
 _REQUEST = select(AccessRequest).where(AccessRequest.id == bindparam("b_id"))
 _REQUEST_LOCKED = _REQUEST.with_for_update()
-_VOTES = (select(ApprovalVote).where(ApprovalVote.request_id == bindparam("b_id"))  # type: ignore[arg-type]
-          .order_by(ApprovalVote.id))  # type: ignore[arg-type]
 # The same as rows of the tables, for a Core transaction (storage/records.py)
 _REQUESTS, _VOTE_TABLE = AccessRequest.__table__, ApprovalVote.__table__  # type: ignore[attr-defined]
 _REQUEST_ROW = select(_REQUESTS).where(_REQUESTS.c.id == bindparam("b_id"))
@@ -46,10 +45,6 @@ async def load_request(session: AsyncSession, request_id: str, *, lock: bool = F
     if req is None:
         raise PolicyViolation(f"There is no request {request_id}.")
     return req
-
-
-async def load_votes(session: AsyncSession, request_id: str) -> list[ApprovalVote]:
-    return list((await session.execute(_VOTES, {"b_id": request_id})).scalars().all())
 
 
 async def read_request(unit: Unit, request_id: str, *, lock: bool = False) -> AccessRequest:
@@ -84,10 +79,6 @@ def open_layer(req: AccessRequest, elig: Eligibility, layer: int, now: datetime,
     req.next_reminder_at = now + spec.remind_every if spec.remind_every else None
     req.escalate_at = now + spec.escalate_after if spec.escalate_after else None
 
-
-def close_schedule(req: AccessRequest) -> None:
-    """The request left PENDING: nothing about its approval is due any more."""
-    req.layer_deadline = req.next_reminder_at = req.escalate_at = None
 
 
 def check_start(rt: Runtime, starts_at: datetime | None) -> None:
