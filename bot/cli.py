@@ -27,6 +27,7 @@ from bot.domain.durations import format_duration, parse_duration
 from bot.domain.policy import Eligibility, Principals
 from bot.policy_file import LoadedPolicy, PolicyError, load_policy, memory_directory, risk_warnings
 from bot.settings import Settings, SettingsError, load_settings
+from bot.slack.display_limits import display_warnings
 from connectors.base import ConnectorError
 from connectors.registry import build_connector
 from storage.db import Database
@@ -116,7 +117,7 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
         _err(f"{args.file}: invalid ({len(problems)} problem{'s' if len(problems) != 1 else ''})")
         return 1
     policy = loaded.policy
-    warnings = risk_warnings(policy, memory_directory(policy))
+    warnings = risk_warnings(policy, memory_directory(policy)) + display_warnings(policy)
     for warning in warnings:
         _err(f"warning: {args.file}: {warning}")
     print(f"{args.file}: valid ({len(policy.eligibilities)} eligibilities, {len(policy.connectors)} connectors, "

@@ -12,6 +12,7 @@ from typing import Any
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.slack import ids
+from bot.slack.display_limits import MAX_OPTIONS, OPTION_TEXT, menu_description
 
 Block = dict[str, Any]
 
@@ -115,8 +116,9 @@ def request_modal(eligibilities: list[Eligibility], selected: str | None = None,
                 "blocks": [section("You are not eligible for any access through jitbot. Ask your JIT "
                                    "administrators if you think you should be.")]}
     elig = next((e for e in eligibilities if e.name == selected), eligibilities[0])
-    options = [{"text": plain(e.name), "value": e.name,
-                "description": plain(e.description or f"{e.target.kind} {e.target.ref}")} for e in eligibilities][:100]
+    options = [{"text": plain(e.name, OPTION_TEXT), "value": e.name,
+                "description": plain(menu_description(e.description, e.target.kind, e.target.ref), OPTION_TEXT)}
+               for e in eligibilities][:MAX_OPTIONS]
     initial = next(o for o in options if o["value"] == elig.name)
     durations, initial_duration = duration_options(elig)
     blocks: list[Block] = [
