@@ -83,7 +83,7 @@ async def run(n: int) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
                                                                                     audit_channel="C0AUDIT"), clock))
             worker.start(interval=0.5)
             ours = build_app(stack.rt, client=client, signing_secret=SECRET)
-            r1, url_ours = await serve(web_app(ours, stack.rt))
+            r1, url_ours = await serve(web_app(ours, stack.rt, signing_secret=SECRET))
             bare = bare_app(client)
             r2, url_bare = await serve(bare.web_app(path="/slack/events"))
             s_ours, s_bare = SlackSender(slack, url_ours, SECRET), SlackSender(slack, url_bare, SECRET)

@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "playground", "Run the local playground: a fake Slack in the browser with demo personas.",
             _lazy("bot.playground.main", "playground_main"), policy=True, database=True)
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    p.add_argument("--real-connectors", action="store_true",
+                   help="start even when the policy has non-memory connectors (real grants at real identity "
+                        "providers)")
     return parser
 
 

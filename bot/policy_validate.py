@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from bot.cli_support import err
+from bot.domain.display_limits import display_warnings
 from bot.policy_file import LoadedPolicy, PolicyError, load_policy, memory_directory, risk_warnings
 from connectors.base import ConnectorError
 from connectors.registry import build_connector
@@ -60,7 +61,7 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
         err(f"{args.file}: invalid ({len(problems)} problem{'s' if len(problems) != 1 else ''})")
         return 1
     policy = loaded.policy
-    warnings = risk_warnings(policy, memory_directory(policy))
+    warnings = risk_warnings(policy, memory_directory(policy)) + display_warnings(policy)
     for warning in warnings:
         err(f"warning: {args.file}: {warning}")
     print(f"{args.file}: valid ({len(policy.eligibilities)} eligibilities, {len(policy.connectors)} connectors, "

@@ -300,3 +300,18 @@ def test_worker_runs_due_work_until_sigterm(tmp_path: Path, policy_file: Path,
     assert "worker stopped after" in err and "notify requester" in err
     with sqlite3.connect(db_file) as conn:
         assert conn.execute("SELECT count(*) FROM worker_heartbeat").fetchone()[0] == 1
+
+
+def test_policy_validate_warns_about_what_the_slack_menu_would_cut(tmp_path: Path, policy_text: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Slack's option description holds 75 characters: a 77-character description used to make the /jit
+    modal invalid (no modal, no message) while validate said nothing. Now it is cut, and validate says so."""
+    path = tmp_path / "p.yml"
+    path.write_text(policy_text.replace("description: Production admin", "description: " + "d" * 77)
+                    .replace("description: Read-only console", "description: " + "r" * 75))
+    assert main(["policy", "validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert (f"warning: {path}: prod-admin: the description is 77 characters; the /jit menu shows at most 75 "
+            "(the rest is cut)") in err.splitlines()
+    assert "readonly: the description" not in err
+    assert main(["policy", "validate", "--strict", str(path)]) == 1

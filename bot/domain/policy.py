@@ -243,6 +243,10 @@ class Settings(Strict):
     break_glass_review_every: Duration = timedelta(days=1)
     # How far ahead a request may be scheduled to start.
     max_schedule_ahead: Duration = timedelta(days=30)
+    # Slack guests (is_restricted / is_ultra_restricted) and users of another workspace or organisation
+    # are refused (they cannot request, approve, review or use /jit) unless admitted here.
+    allow_slack_guests: bool = False
+    allow_slack_external_users: bool = False
 
 
 class Email(Strict):

@@ -137,9 +137,14 @@ class FakeSlack:
 
     # workspace set-up ------------------------------------------------------------------------------
     def add_user(self, id: str, name: str, *, real_name: str | None = None, email: str | None = None,
-                 tz: str = "Europe/London", is_bot: bool = False, deleted: bool = False) -> SlackUser:
-        """Register a workspace member (visible to users.info, users.lookupByEmail, conversations.open)."""
-        user = SlackUser(id, name, real_name or name, email, tz, self.state.team_id, is_bot, deleted)
+                 tz: str = "Europe/London", is_bot: bool = False, deleted: bool = False,
+                 team_id: str | None = None, guest: str | None = None, is_stranger: bool = False,
+                 enterprise_user: dict[str, Any] | None = None) -> SlackUser:
+        """Register a workspace member (visible to users.info, users.lookupByEmail, conversations.open).
+        ``team_id``: a user of another workspace; ``guest``: "multi" or "single" channel guest."""
+        user = SlackUser(id, name, real_name or name, email, tz, team_id or self.state.team_id, is_bot, deleted,
+                         is_restricted=guest is not None, is_ultra_restricted=guest == "single",
+                         is_stranger=is_stranger, enterprise_user=enterprise_user)
         self.state.users[id] = user
         return user
 

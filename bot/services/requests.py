@@ -6,6 +6,7 @@ import functools
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
@@ -168,6 +169,24 @@ class RequestService:
             if len(first) < elig.approvals[0].min_approvals:
                 raise PolicyViolation(f"Nobody other than you can approve layer 1 of {elig.name}; "
                                       "ask an administrator to fix the approver group.")
+        try:
+            return await self._store(requester=requester, elig=elig, sub=sub, requester_slack=requester_slack,
+                                     submitter=submitter, submitted_by_slack=submitted_by_slack,
+                                     starts_at=starts_at, now=now, after_hours=after_hours, first=first)
+        except IntegrityError:
+            # uq_request_one_pending: another submission (another replica, or this one) stored it first
+            async with rt.db.sessions() as reader:
+                winner = (await reader.execute(_OPEN_DUPLICATE, {"b_requester": requester, "b_elig": elig.name})).all()
+            ids = [r.id for r in winner if r.kind == "access"]
+            if not ids:
+                raise
+            raise PolicyViolation(f"You already have a pending request for {elig.name} ({ids[0]}).") from None
+
+    async def _store(self, *, requester: str, elig: Eligibility, sub: Submission, requester_slack: str | None,
+                     submitter: str | None, submitted_by_slack: str | None, starts_at: datetime | None,
+                     now: datetime, after_hours: bool, first: set[str]) -> AccessRequest:
+        """``submit``'s transaction: the request, its audit event and its notices (or the auto-approval)."""
+        rt = self.rt
         async with rt.db.core_transaction() as session:
             open_dupe = [r.id for r in await session.rows(_OPEN_DUPLICATE, {"b_requester": requester,
                                                                           "b_elig": elig.name}) if r.kind == "access"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.domain.display_limits import MAX_OPTIONS, OPTION_TEXT, menu_description
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.slack import ids
@@ -23,9 +24,27 @@ def esc(text: str | None) -> str:
     return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def quoted(text: str | None) -> str:
+    """User text as a block quote, escaped, every line of it (whatever breaks the line: ``\\r``, U+2028
+    …): no line of it can pass for one of the bot's own fields."""
+    return "\n".join(">" + line for line in esc(text).splitlines() or [""])
+
+
+def notice(text: str | None) -> str:
+    """A text of the bot's own that may end in user text (a reason, a justification): escaped; its first
+    line is the bot's sentence, and every further line can only have come from the user, so it is quoted."""
+    first, *rest = esc(text).splitlines() or [""]
+    return "\n".join([first, *(">" + line for line in rest)])
+
+
+TRUNCATED = " …(truncated)"
+
+
 def cut(text: str, limit: int) -> str:
-    """Truncate visibly, never silently past Slack's limit."""
-    return text if len(text) <= limit else text[: limit - 12] + " …(truncated)"
+    """Truncate visibly, never past Slack's limit: at most ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(TRUNCATED)] + TRUNCATED if limit > len(TRUNCATED) else text[:limit]
 
 
 def chunks(lines: list[str], limit: int) -> list[str]:
@@ -97,8 +116,9 @@ def request_modal(eligibilities: list[Eligibility], selected: str | None = None,
                 "blocks": [section("You are not eligible for any access through jitbot. Ask your JIT "
                                    "administrators if you think you should be.")]}
     elig = next((e for e in eligibilities if e.name == selected), eligibilities[0])
-    options = [{"text": plain(e.name), "value": e.name,
-                "description": plain(e.description or f"{e.target.kind} {e.target.ref}")} for e in eligibilities][:100]
+    options = [{"text": plain(e.name, OPTION_TEXT), "value": e.name,
+                "description": plain(menu_description(e.description, e.target.kind, e.target.ref), OPTION_TEXT)}
+               for e in eligibilities][:MAX_OPTIONS]
     initial = next(o for o in options if o["value"] == elig.name)
     durations, initial_duration = duration_options(elig)
     blocks: list[Block] = [
@@ -170,7 +190,7 @@ def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Bloc
         fields.append(md("*Approved by*\n" + ", ".join(f"{esc(a['approver'])} (layer {a['layer']})" for a in earlier),
                          2000))
     return [{"type": "section", "fields": fields},
-            section(f"*Justification*\n>{cut(esc(snap['justification']), 2800)}")]
+            section(f"*Justification*\n{cut(quoted(snap['justification']), 2800)}")]
 
 
 def approval_message(snap: dict[str, Any], layer: int, note: str | None = None) -> list[Block]:
@@ -191,7 +211,7 @@ def approval_decided(snap: dict[str, Any], layer: int, outcome: str) -> list[Blo
     return [
         {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
         *_request_fields(snap, layer),
-        context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + esc(outcome)),
+        context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + notice(outcome)),
     ]
 
 
@@ -218,12 +238,12 @@ def review_decided(snap: dict[str, Any], outcome: str) -> list[Block]:
         {"type": "header", "text": plain(f":rotating_light: Break-glass use {snap['id']}", 150)},
         *_request_fields(snap),
         context((":white_check_mark: " if outcome.startswith("Acknowledged") else ":triangular_flag_on_post: ")
-                + esc(outcome)),
+                + notice(outcome)),
     ]
 
 
 def requester_notice(snap: dict[str, Any], event: str, text: str) -> list[Block]:
-    blocks: list[Block] = [section(esc(text))]
+    blocks: list[Block] = [section(notice(text))]
     if event in ("active", "warning", "extended"):
         blocks.append(context(f"Access ends {when(snap.get('expires_at'))}"))
         elements = []
@@ -244,7 +264,7 @@ def audit_text(payload: dict[str, Any]) -> str:
     actor = payload.get("actor", "jitbot")
     head = f"*{esc(snap.get('id', ''))}* {esc(snap.get('eligibility', ''))} for {esc(snap.get('requester', ''))}: " \
         if snap else ""
-    return cut(f"{head}{esc(payload.get('text') or payload.get('event', ''))} _(by {esc(actor)})_", 3000)
+    return cut(f"{head}{notice(payload.get('text') or payload.get('event', ''))} _(by {esc(actor)})_", 3000)
 
 
 def audit_root(snap: dict[str, Any]) -> list[Block]:
@@ -278,7 +298,7 @@ def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
         value = f"{snap['id']}:{layer}"
         blocks.append(section(f"*{esc(snap['eligibility'])}* for {who(snap['requester'], snap.get('requester_slack'))}"
                               f" — {format_duration(timedelta(seconds=snap['duration_s']))}, layer {layer} of "
-                              f"{snap['layers']}\n>{cut(esc(snap['justification']), 500)}"))
+                              f"{snap['layers']}\n{cut(quoted(snap['justification']), 500)}"))
         blocks.append({"type": "actions", "block_id": f"home_decide:{value}", "elements": [
             button("Approve", ids.nth(ids.APPROVE, n), value, "primary"),
             button("Deny", ids.nth(ids.DENY, n), value, "danger")]})

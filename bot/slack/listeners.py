@@ -28,10 +28,6 @@ from bot.slack.request_form import RequestForm, read_request_form, small_int
 
 log = logging.getLogger(__name__)
 
-NO_EMAIL = ("jitbot cannot see an email address for your Slack account, so it cannot match you to an "
-            "identity-provider account.")
-
-
 _ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 NOT_A_REQUEST = "That button does not match any request."
 UNAVAILABLE = ("jitbot could not reach its database, so nothing was changed. Please try again in a minute; "
@@ -61,8 +57,7 @@ async def ack_sent(ack: AsyncAck) -> None:
     await asyncio.sleep(ACK_POLL)
 
 
-def register(app: AsyncApp, rt: Runtime) -> None:
-    identity = SlackIdentity()
+def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
     requests, approvals, grants = RequestService(rt), ApprovalService(rt), GrantService(rt)
     admin, glass = AdminService(rt), BreakGlassService(rt)
     breakglass.register(app, rt, identity)
@@ -70,12 +65,12 @@ def register(app: AsyncApp, rt: Runtime) -> None:
     async def email_or_tell(client: AsyncWebClient, user_id: str, respond: AsyncRespond | None) -> str | None:
         try:
             return await identity.email(client, user_id)
-        except NoEmail:
+        except NoEmail as exc:
             if respond is not None:
                 try:
-                    await respond(response_type="ephemeral", text=NO_EMAIL)
+                    await respond(response_type="ephemeral", text=exc.message)
                 except ValueError:  # an App Home click has no response_url: tell them in a DM instead
-                    await client.chat_postMessage(channel=user_id, text=NO_EMAIL)
+                    await client.chat_postMessage(channel=user_id, text=exc.message)
             return None
 
     async def answer(body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, text: str) -> None:
@@ -161,8 +156,8 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         try:
             email = await identity.email(client, form.user_id)
             beneficiary = await identity.email(client, form.on_behalf) if form.on_behalf else email
-        except NoEmail:
-            await client.chat_postMessage(channel=form.user_id, text="Your request was not submitted: " + NO_EMAIL)
+        except NoEmail as exc:
+            await client.chat_postMessage(channel=form.user_id, text="Your request was not submitted: " + exc.message)
             return
         try:
             await requests.submit(requester=beneficiary, requester_slack=form.on_behalf or form.user_id,
@@ -180,16 +175,18 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             email = await identity.email(client, form.user_id)
             await glass.invoke(requester=email, eligibility=elig.name, duration=form.duration,
                                justification=form.justification, requester_slack=form.user_id)
-        except NoEmail:
-            await client.chat_postMessage(channel=form.user_id, text="Break-glass refused: " + NO_EMAIL)
+        except NoEmail as exc:
+            await client.chat_postMessage(channel=form.user_id, text="Break-glass refused: " + exc.message)
         except PolicyViolation as exc:
             await client.chat_postMessage(channel=form.user_id, text=f"Break-glass refused: {blocks.esc(str(exc))}")
 
     @app.action(ids.A_ELIGIBILITY)
     async def eligibility_picked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
-                                 client: AsyncWebClient) -> None:
+                                 client: AsyncWebClient, respond: AsyncRespond) -> None:
         await ack()
-        email = await identity.email(client, body["user"]["id"])
+        email = await email_or_tell(client, body["user"]["id"], respond)
+        if email is None:
+            return
         selected = (action.get("selected_option") or {}).get("value")
         view = body["view"]
         await client.views_update(view_id=view["id"], hash=view.get("hash"), view=await modal_for(email, selected))
@@ -198,7 +195,9 @@ def register(app: AsyncApp, rt: Runtime) -> None:
     async def open_from_home(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
                              respond: AsyncRespond) -> None:
         await ack()
-        email = await identity.email(client, body["user"]["id"])
+        email = await email_or_tell(client, body["user"]["id"], respond)
+        if email is None:
+            return
         await open_modal(client, body["trigger_id"], email, body["user"]["id"],
                          respond if body.get("response_url") else None)
 
@@ -258,7 +257,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                                    decision=Decision.DENY, reason=reason[:500], approver_slack=body["user"]["id"])
         except (PolicyViolation, NoEmail) as exc:
             await ack(response_action="errors", errors={ids.B_REASON: (str(exc) if isinstance(exc, PolicyViolation)
-                                                                      else NO_EMAIL)[:150]})
+                                                                      else exc.message)[:150]})
             return
         await ack()
 

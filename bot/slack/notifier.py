@@ -73,6 +73,11 @@ class SlackNotifier:
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             raise RetryLater(f"slack unreachable: {type(exc).__name__}") from None
 
+    async def _post(self, **kwargs: Any) -> Any:
+        """chat.postMessage without link or media previews: messages carry user text (a justification,
+        a reason), and a URL in it is not to be unfurled into the approvers' DMs or the audit channel."""
+        return await self.client.chat_postMessage(unfurl_links=False, unfurl_media=False, **kwargs)
+
     async def slack_user(self, email: str) -> str:
         """The Slack id of ``email``: remembered here, else in the database (``bot/services/people.py``,
         shared by replicas and restarts), else asked of Slack (a Tier 3 method) and written down."""
@@ -123,7 +128,7 @@ class SlackNotifier:
         snap, layer = p["request"], int(p["layer"])
         channel = await self._dm(await self.slack_user(p["approver"]))
         note = p.get("note")
-        resp = await self.client.chat_postMessage(
+        resp = await self._post(
             channel=channel, text=(f"{note} " if note else "")
             + f"Access request {snap['id']} from {snap['requester']} needs your decision",
             blocks=blocks.approval_message(snap, layer, note))
@@ -132,7 +137,7 @@ class SlackNotifier:
     async def _review_request(self, p: dict[str, Any]) -> Delivery:
         snap = p["request"]
         channel = await self._dm(await self.slack_user(p["reviewer"]))
-        resp = await self.client.chat_postMessage(
+        resp = await self._post(
             channel=channel, text=f"Break-glass use {snap['id']} by {snap['requester']} needs your review",
             blocks=blocks.review_message(snap, p.get("note")))
         return Delivery([Ref(snap["id"], "review", resp["channel"], resp["ts"], p["reviewer"])])
@@ -155,7 +160,7 @@ class SlackNotifier:
         snap = p["request"]
         user = snap.get("requester_slack") or await self.slack_user(snap["requester"])
         channel = await self._dm(user)
-        await self.client.chat_postMessage(channel=channel, text=blocks.esc(p["text"]),
+        await self._post(channel=channel, text=blocks.notice(p["text"]),
                                            blocks=blocks.requester_notice(snap, p["event"], p["text"]))
         return Delivery()
 
@@ -168,7 +173,7 @@ class SlackNotifier:
         if refs:
             self._remember_root(snap["id"], refs[0].ts)
             return refs[0].ts, []
-        resp = await self.client.chat_postMessage(channel=self.audit_channel, text=f"Access request {snap['id']}",
+        resp = await self._post(channel=self.audit_channel, text=f"Access request {snap['id']}",
                                                   blocks=blocks.audit_root(snap))
         self._remember_root(snap["id"], str(resp["ts"]))
         return resp["ts"], [Ref(snap["id"], "audit_root", resp["channel"], resp["ts"])]
@@ -181,27 +186,27 @@ class SlackNotifier:
     async def _audit(self, p: dict[str, Any]) -> Delivery:
         snap = p.get("request")
         thread_ts, new = (await self._thread_root(snap)) if snap else (None, [])
-        await self.client.chat_postMessage(channel=self.audit_channel, text=blocks.audit_text(p), thread_ts=thread_ts)
+        await self._post(channel=self.audit_channel, text=blocks.audit_text(p), thread_ts=thread_ts)
         return Delivery(new)
 
     async def _audit_digest(self, payloads: list[dict[str, Any]]) -> Delivery:
         lines = audit_digest.digest_lines(payloads)  # one line per request (bot/slack/audit_digest.py)
         for chunk in blocks.chunks(lines, DIGEST_CHARS):  # one post, unless the lines pass Slack's limit
-            await self.client.chat_postMessage(channel=self.audit_channel, text=chunk)
+            await self._post(channel=self.audit_channel, text=chunk)
         return Delivery()
 
     async def _alert(self, p: dict[str, Any]) -> Delivery:
-        text = f":rotating_light: {blocks.esc(p['text'])}"
+        text = f":rotating_light: {blocks.notice(p['text'])}"
         snap = p.get("request")
         thread_ts, new = (await self._thread_root(snap)) if snap else (None, [])
-        await self.client.chat_postMessage(channel=self.audit_channel, text=text, thread_ts=thread_ts,
+        await self._post(channel=self.audit_channel, text=text, thread_ts=thread_ts,
                                            reply_broadcast=thread_ts is not None)
         if self.security_channel:
-            await self.client.chat_postMessage(channel=self.security_channel, text=text)
+            await self._post(channel=self.security_channel, text=text)
         return Delivery(new)
 
     async def _report(self, p: dict[str, Any]) -> Delivery:
-        resp = await self.client.chat_postMessage(channel=self.audit_channel, text=blocks.cut(p["text"], 39000),
+        resp = await self._post(channel=self.audit_channel, text=blocks.cut(p["text"], 39000),
                                                   mrkdwn=True)
         if p.get("attach_chart") and p.get("weekly"):
             await self._attach_chart(p, channel=str(resp["channel"]), thread_ts=str(resp["ts"]))
@@ -224,10 +229,10 @@ class SlackNotifier:
             error = exc.response.get("error", "") if isinstance(exc.response.data, dict) else ""
             log.warning("report chart upload failed: %s", error)
             hint = " (add the files:write scope to the Slack app)" if error == "missing_scope" else ""
-            await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+            await self._post(channel=channel, thread_ts=thread_ts,
                                                text=f"The chart could not be attached: {error}{hint}.")
 
     async def _transition_notice(self, p: dict[str, Any]) -> Delivery:
         channel = await self._dm(await self.slack_user(p["email"]))
-        await self.client.chat_postMessage(channel=channel, text=blocks.esc(p["text"]))
+        await self._post(channel=channel, text=blocks.notice(p["text"]))
         return Delivery()

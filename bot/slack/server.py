@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,30 +30,45 @@ from bot.slack.access_log import runner_options
 from bot.slack.app import build_app
 from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
+from bot.slack.request_body import MalformedBody, body_text
 from bot.slack.request_body import bolt_request as bolt_request_of
+from bot.slack.signature import refusal
 from bot.slack.slack_link import SlackLink
 from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 
 
-def slack_handler(app: AsyncApp) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The aiohttp handler that hands a Slack request to Bolt and Bolt's answer back."""
+def slack_handler(app: AsyncApp, signing_secret: str, *,
+                  now: Callable[[], float] = time.time) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The aiohttp handler that hands a Slack request to Bolt and Bolt's answer back. The signature is
+    checked on the raw bytes first (bot/slack/signature.py): a request that is not Slack's is answered
+    401 before any of it is decoded or parsed; a signed one that is malformed, 400. Each refusal is one
+    warning line (no request content in it)."""
+    secret = signing_secret.encode()
 
     async def slack_events(request: web.Request) -> web.Response:
-        bolt_request = await bolt_request_of(request)
+        raw = await request.read()
+        reason = refusal(secret, request.headers, raw, now=now())
+        if reason is not None:
+            log.warning("refused a Slack request from %s: %s", request.remote, reason)
+            return web.Response(status=401)
+        try:
+            bolt_request = bolt_request_of(request, body_text(raw, request.charset))
+        except MalformedBody as exc:
+            log.warning("refused a Slack request from %s: signed, but %s", request.remote, exc)
+            return web.Response(status=400)
         bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
     return slack_events
 
 
-def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_route: bool = True,
+def web_app(app: AsyncApp, rt: Runtime, *, signing_secret: str | None, path: str = "/slack/events",
             link: SlackLink | None = None) -> web.Application:
-    """The HTTP surface: Slack requests (only when a signing secret verifies them), health and metrics.
+    """The HTTP surface: Slack requests (only with a ``signing_secret`` to verify them), health and metrics.
     ``link`` (bot/slack/slack_link.py): whether Slack refused a token and, in Socket Mode, whether the
     WebSocket is up — while it is not, no request reaches this process — so health says so."""
-    slack_events = slack_handler(app)
 
     async def healthz(_: web.Request) -> web.Response:
         db_ok = await rt.db.ping()
@@ -106,8 +122,8 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
                             content_type="text/plain")
 
     web_application = web.Application()
-    if slack_route:
-        web_application.router.add_post(path, slack_events)
+    if signing_secret is not None:
+        web_application.router.add_post(path, slack_handler(app, signing_secret))
     web_application.router.add_get("/healthz", healthz)
     web_application.router.add_get("/metrics", metrics)
     return web_application
@@ -138,9 +154,8 @@ async def run_server(args: argparse.Namespace) -> int:
     client = web_client(settings.SLACK_BOT_TOKEN.get_secret_value(), settings.SLACK_API_URL, http)
     # Without a signing secret (Socket Mode only) no HTTP route accepts Slack requests at all; the
     # placeholder secret below is never used to verify anything.
-    http_events = settings.SLACK_SIGNING_SECRET is not None
-    secret = settings.SLACK_SIGNING_SECRET.get_secret_value() if settings.SLACK_SIGNING_SECRET else "unused"
-    app = build_app(rt, client=client, signing_secret=secret)
+    secret = settings.SLACK_SIGNING_SECRET.get_secret_value() if settings.SLACK_SIGNING_SECRET else None
+    app = build_app(rt, client=client, signing_secret=secret or "unused")
     worker: Worker | None = None
     if not args.no_worker:
         notifier = with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
@@ -166,7 +181,7 @@ async def run_server(args: argparse.Namespace) -> int:
             handler = AsyncSocketModeHandler(app, settings.SLACK_APP_TOKEN.get_secret_value())
         link = SlackLink(client, handler, settings.SLACK_APP_TOKEN.get_secret_value() if handler else None)
         link.start()  # in the background: the tokens checked, the socket connected (bot/slack/slack_link.py)
-        runner = web.AppRunner(web_app(app, rt, slack_route=http_events, link=link),
+        runner = web.AppRunner(web_app(app, rt, signing_secret=secret, link=link),
                                **runner_options(settings.JITBOT_ACCESS_LOG))
         await runner.setup()
         port = args.port or settings.PORT

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
-from tests.conftest import PG_DSN
+from tests import pg
 from tests.fakes.idp.okta import FakeOkta
 from tests.fakes.idp.tls import localhost_tls
 from tests.reliability.procs import (
@@ -112,7 +112,7 @@ class World:
     ca_file: str
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(PG_DSN.rsplit("/", 1)[0] + "/" + self.db_name)
+        conn = await asyncpg.connect(pg.database_dsn(self.db_name))
         try:
             return list(await conn.fetch(sql, *args))
         finally:
