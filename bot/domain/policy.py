@@ -243,6 +243,14 @@ class Settings(Strict):
     break_glass_review_every: Duration = timedelta(days=1)
     # How far ahead a request may be scheduled to start.
     max_schedule_ahead: Duration = timedelta(days=30)
+    # How often the worker posts the audit chain's length and head hash to the audit channel (when it grew).
+    audit_anchor_every: Duration = timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _anchor_interval(self) -> Settings:
+        if self.audit_anchor_every < timedelta(minutes=1):
+            raise ValueError("audit_anchor_every must be at least 1m")
+        return self
 
 
 class Email(Strict):
