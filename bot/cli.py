@@ -17,18 +17,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.policy import Eligibility, Principals
+from bot.policy_check import check_policy_now
 from bot.policy_file import LoadedPolicy, PolicyError, load_policy, memory_directory, risk_warnings
 from bot.settings import Settings, SettingsError, load_settings
-from connectors.base import ConnectorError
-from connectors.registry import build_connector
 from storage.db import Database
 from storage.tables import AccessRequest, Grant
 
@@ -73,41 +70,10 @@ def _open_db(url: str) -> Database:
 # --- policy ------------------------------------------------------------------------------------------
 
 
-def _connector_lines(path: str) -> dict[str, int]:
-    """The line of each connector's key in the policy file, for error messages."""
-    try:
-        root = yaml.compose(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
-        if key.value == "connectors" and isinstance(value, yaml.MappingNode):
-            return {k.value: k.start_mark.line + 1 for k, _ in value.value}
-    return {}
-
-
-def _connector_problems(loaded: LoadedPolicy) -> list[str]:
-    """Build each connector offline, so that bad connector settings fail validation, not the first request."""
-    keys = _connector_lines(loaded.path)
-
-    async def build_all() -> list[str]:
-        problems = []
-        for name, settings in loaded.policy.connectors.items():
-            try:
-                connector = build_connector(name, settings)
-            except (ConnectorError, ValidationError) as exc:
-                where = f"{loaded.path}:{keys[name]}" if name in keys else loaded.path
-                problems.append(f"{where}: connectors.{name}: {' '.join(str(exc).split())}")
-            else:
-                await connector.aclose()
-        return problems
-
-    return asyncio.run(build_all())
-
-
 def cmd_policy_validate(args: argparse.Namespace) -> int:
+    problems = []
     try:
-        loaded = load_policy(args.file)
-        problems = _connector_problems(loaded)
+        loaded = check_policy_now(args.file)
     except PolicyError as exc:
         problems = exc.problems
     if problems:
@@ -291,9 +257,12 @@ def _run_db(args: argparse.Namespace, work: Callable[[Database], Any]) -> Any:
 # --- shared by the command modules (bot/run_commands.py, bot/governance, bot/reports) ----------------------
 
 
-def _load(args: argparse.Namespace) -> LoadedPolicy:
+def _load(args: argparse.Namespace, *, connectors: bool = True) -> LoadedPolicy:
+    """The policy file, checked whole (bot/policy_check.py) before the command opens anything: its problems
+    are the lines ``policy validate`` prints, and the exit status 2. ``connectors=False``: the schema and
+    cross-references only (``connectors check`` reports each connector itself)."""
     try:
-        return load_policy(_policy_path(args))
+        return check_policy_now(_policy_path(args)) if connectors else load_policy(_policy_path(args))
     except PolicyError as exc:
         raise CliError("\n".join(exc.problems), code=2) from None
 

@@ -127,7 +127,7 @@ def test_policy_validate_prints_every_problem_and_exits_non_zero(tmp_path: Path)
     result = run("policy", "validate", str(bad))
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert any(f"{bad}:" in line and "eligibilities.0.max_duration" in line for line in lines)
+    assert any(f"{bad}:" in line and "eligibilities[prod-admin].max_duration" in line for line in lines)
     assert any("colour: Extra inputs are not permitted" in line for line in lines)
     assert lines[-1].endswith("invalid (2 problems)")
     assert result.stdout == ""
@@ -141,6 +141,45 @@ def test_policy_validate_refuses_bad_connector_settings(tmp_path: Path, policy_t
     err = capsys.readouterr().err
     assert f"{path}:5: connectors.demo: " in err and "unknown user 'mallory@example.com'" in err
     assert err.splitlines()[-1] == f"{path}: invalid (1 problem)"
+
+
+def test_policy_validate_reports_schema_and_connector_problems_in_one_run(tmp_path: Path, policy_text: str,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "p.yml"
+    path.write_text(policy_text.replace("      readonly: []", "      readonly: [mallory@example.com]")
+                    .replace("max_duration: 4h", "max_duration: 4 hours"))
+    assert main(["policy", "validate", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert any("eligibilities[readonly].max_duration: '4 hours' is not a duration" in line for line in err)
+    assert any(f"{path}:5: connectors.demo: " in line and "unknown user 'mallory@example.com'" in line
+               for line in err)
+    assert err[-1] == f"{path}: invalid (2 problems)"
+
+
+_SLACK_ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s" * 32, "JITBOT_POLICY": ""}
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker", "--log-messages"]])
+def test_serve_and_worker_refuse_bad_connector_settings_as_validate_does(tmp_path: Path, policy_text: str,
+                                                                         command: list[str]) -> None:
+    """One line, the one ``policy validate`` prints, exit 2, no traceback; and no database created."""
+    path = tmp_path / "p.yml"
+    path.write_text(policy_text.replace("      readonly: []", "      readonly: [mallory@example.com]"))
+    validate = run("policy", "validate", str(path))
+    [line] = [x for x in validate.stderr.splitlines() if "connectors.demo" in x]
+    db = tmp_path / "jitbot.db"
+    result = run(*command, "--policy", str(path), env={**_SLACK_ENV, "DATABASE_URL": url(db)})
+    assert result.returncode == 2, result.stderr
+    assert line in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()
+
+
+def test_serve_without_a_policy_file_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "jitbot.db"
+    result = run("serve", "--policy", str(tmp_path / "missing.yml"), env={**_SLACK_ENV, "DATABASE_URL": url(db)})
+    assert result.returncode == 2
+    assert "cannot read the policy file" in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()
 
 
 def test_policy_validate_of_a_missing_file_says_so(capsys: pytest.CaptureFixture[str]) -> None:
