@@ -29,14 +29,41 @@ async def connector_problems(source: str, connectors: Mapping[str, Any], lines: 
     for name, settings in connectors.items():
         if name in skip or not isinstance(settings, dict) or "type" not in settings:
             continue
+        line = lines.get(("connectors", str(name)))
+        where = f"{source}{f':{line}' if line else ''}: connectors.{name}"
+        pacing = _pacing_problems(settings)
+        problems += [f"{where}.{problem}" for problem in pacing]
+        if pacing:
+            continue
         try:
             connector = build_connector(str(name), settings)
         except (ConnectorError, ValidationError) as exc:
-            line = lines.get(("connectors", str(name)))
-            problems.append(f"{source}{f':{line}' if line else ''}: connectors.{name}: {' '.join(str(exc).split())}")
+            problems.append(f"{where}: {' '.join(str(exc).split())}")
         else:
             await connector.aclose()
     return problems
+
+
+def _pacing_problems(settings: Mapping[str, Any]) -> list[str]:
+    """The call wrapper's keys (bot/bootstrap.py reads them; the provider's settings model never sees them)."""
+    out = []
+    if "max_concurrency" in settings:
+        value = settings["max_concurrency"]
+        try:
+            ok = not isinstance(value, bool) and int(str(value)) >= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            out.append(f"max_concurrency: must be a whole number of at least 1, got {value!r}")
+    if settings.get("rate_per_second") is not None:
+        value = settings["rate_per_second"]
+        try:
+            ok = not isinstance(value, bool) and float(str(value)) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            out.append(f"rate_per_second: must be a number above 0, got {value!r}")
+    return out
 
 
 async def check_policy(path: str | Path, *, env: Mapping[str, str] | None = None) -> LoadedPolicy:

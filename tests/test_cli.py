@@ -156,6 +156,19 @@ def test_policy_validate_reports_schema_and_connector_problems_in_one_run(tmp_pa
     assert err[-1] == f"{path}: invalid (2 problems)"
 
 
+def test_policy_validate_checks_the_call_wrappers_pacing_keys(tmp_path: Path, policy_text: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "p.yml"
+    path.write_text(policy_text.replace("    type: memory\n", "    type: memory\n    max_concurrency: 4\n"))
+    assert main(["policy", "validate", str(path)]) == 0
+    path.write_text(policy_text.replace("    type: memory\n", "    type: memory\n    max_concurrency: lots\n"
+                                                            "    rate_per_second: 0\n"))
+    assert main(["policy", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "connectors.demo.max_concurrency: must be a whole number of at least 1, got 'lots'" in err
+    assert "connectors.demo.rate_per_second: must be a number above 0, got 0" in err
+
+
 _SLACK_ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s" * 32, "JITBOT_POLICY": ""}
 
 

@@ -275,6 +275,13 @@ def test_the_example_policy_validates_with_only_its_deliberate_warning() -> None
     assert policy.admins.users == ("root@example.com",)
 
 
+def test_the_example_shows_a_transition_business_hours_and_the_review_schedule() -> None:
+    raw = load_policy(EXAMPLE, env={}).raw
+    [transition] = [e["transition"] for e in raw["eligibilities"] if "transition" in e]
+    assert {"static_access_until", "notify_days", "keep_standing"} <= set(transition)
+    assert "business_hours" in raw and "reports" in raw and "audit_anchor_every" in raw["settings"]
+
+
 SETTINGS_MODELS: dict[str, Any] = {"okta": OktaSettings, "entra": EntraSettings, "google": GoogleWorkspaceConfig,
                                    "onelogin": OneLoginConfig, "pingone": PingOneConfig}
 
