@@ -26,6 +26,7 @@ from bot.services.outbox import enqueue
 from bot.services.runtime import Runtime
 
 REVIEW_KEY = "last_review_post"
+REVIEW_CHARS = 39000  # the review post is cut at this length when delivered (bot/slack/notifier.py)
 
 
 def latest_fire(trigger: CronTrigger, after: datetime, now: datetime) -> datetime | None:
@@ -67,8 +68,13 @@ class ScheduledJobs:
                 return 0
             review: Review | None = await build_review(self.rt.db, self.rt.policy, since=now - reports.period,
                                                        until=now)
-            # the chain as it stood for this review, to be kept outside the database (audit_anchor.py)
-            text = as_markdown(review) + "\n\n" + anchor_text(await current_anchor(self.rt.db, now=now))
+            # the chain as it stood for this review, to be kept outside the database (audit_anchor.py); the
+            # review is shortened if need be so that the post's length limit never cuts the anchor off
+            anchor = "\n\n" + anchor_text(await current_anchor(self.rt.db, now=now))
+            text = as_markdown(review)
+            if len(text) + len(anchor) > REVIEW_CHARS:
+                text = text[:REVIEW_CHARS - len(anchor) - 1] + "…"
+            text += anchor
         else:
             fire, text, review = None, "", None
 

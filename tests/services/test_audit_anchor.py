@@ -15,7 +15,7 @@ from bot.services.audit_anchor import Anchor, AnchorError, current_anchor, parse
 from bot.services.audit_check import verify_log
 from bot.services.clock import ManualClock
 from storage.db import Database
-from storage.tables import Event, Grant
+from storage.tables import AccessRequest, Event, Grant
 from tests.conftest import DbFactory
 from tests.services.stack import make_stack
 
@@ -216,3 +216,46 @@ async def test_a_grant_row_ended_by_hand_is_reported(db_factory: DbFactory, cloc
         await session.execute(update(Grant).values(status="ended", ended_at=clock.now(), end_reason="revoked"))
     report = await verify_log(db)
     assert not report.ok and "without an event recording its end" in report.problems[0]
+
+
+async def test_every_kind_of_life_a_request_can_have_leaves_a_log_that_verifies(db_factory: DbFactory,
+                                                                                clock: ManualClock) -> None:
+    """No false alarm: approved, denied, cancelled, lapsed, released, revoked by an admin, extended,
+    expired, break-glass (reviewed): every row has the events the cross-check looks for."""
+    from bot.services.admin import AdminService
+    from bot.services.breakglass import BreakGlassService, ReviewOutcome
+    from tests.services.policies import extended_policy
+
+    db = db_factory()
+    s = await make_stack(db, extended_policy(), clock)
+    hour = timedelta(hours=1)
+
+    async def submit(who: str, what: str = "readonly", **kw: object) -> str:
+        return (await s.requests.submit(requester=who, eligibility=what, duration=hour, justification="work",
+                                        **kw)).id  # type: ignore[arg-type]
+
+    prod = await submit("alice@example.com", "prod-admin", ticket="OPS-1")
+    await s.approvals.decide(request_id=prod, layer=1, approver="bob@example.com", decision=Decision.APPROVE)
+    await s.approvals.decide(request_id=prod, layer=2, approver="dave@example.com", decision=Decision.APPROVE)
+    denied = await submit("erin@example.com", "prod-admin", ticket="OPS-2")
+    await s.approvals.decide(request_id=denied, layer=1, approver="carol@example.com", decision=Decision.DENY)
+    await s.requests.cancel(request_id=await submit("bob@example.com", "prod-admin", ticket="OPS-3"),
+                            by="bob@example.com")
+    await submit("alice@example.com", "db-admin")  # lapses
+    released, revoked = await submit("alice@example.com"), await submit("bob@example.com")
+    await s.worker.run_until_idle()
+    await s.grants.end_early(request_id=released, actor="alice@example.com", reason="released")
+    await AdminService(s.rt).revoke(actor="root@example.com", request_id=revoked)
+    await s.grants.extend(request_id=prod, actor="alice@example.com", by=hour)
+    glass = BreakGlassService(s.rt)
+    used = await glass.invoke(requester="erin@example.com", eligibility="db-admin", duration=hour,
+                              justification="db down")
+    await s.worker.run_until_idle()
+    await glass.review(request_id=used.id, reviewer="bob@example.com", outcome=ReviewOutcome.ACKNOWLEDGED)
+    clock.advance(timedelta(hours=5))
+    await s.worker.run_until_idle()
+    report = await verify_log(db)
+    assert report.ok, report.problems
+    async with db.sessions() as session:
+        statuses = set((await session.execute(select(AccessRequest.status))).scalars())  # type: ignore[call-overload]
+    assert statuses == {"expired", "denied", "cancelled", "lapsed", "revoked"}
