@@ -8,14 +8,15 @@ What each check finds is stated in docs/security.md ("The audit log"). In short:
   the point the anchor saw;
 - the rows: a request or grant whose events are gone — a request without the event that created it
   (``requested``, ``break_glass``) or without one that moved it to its present status; a grant that went
-  live without its ``granted`` event; a grant that ended without an event about it at or after its end.
+  live without its ``granted`` event; a grant that ended without an event about it (or its request) at or
+  after its end.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -25,7 +26,8 @@ from storage.db import Database
 from storage.tables import AccessRequest, Event, Grant
 
 CREATED = frozenset({"requested", "break_glass"})
-MISSING_SHOWN = 20  # problems listed one by one; the rest are counted
+MISSING_SHOWN = 20
+_NEVER = datetime.min.replace(tzinfo=UTC)  # problems listed one by one; the rest are counted
 
 
 @dataclass
@@ -49,6 +51,7 @@ class _Seen:
     states: set[tuple[str, str]] = field(default_factory=set)  # (request id, to_state)
     granted: set[str] = field(default_factory=set)
     last_about_grant: dict[str, datetime] = field(default_factory=dict)
+    last_about_request: dict[str, datetime] = field(default_factory=dict)
 
     def visit(self, row: Event) -> None:
         if row.request_id is None:
@@ -57,6 +60,8 @@ class _Seen:
             self.created.add(row.request_id)
         if row.to_state:
             self.states.add((row.request_id, row.to_state))
+        if row.request_id not in self.last_about_request or row.at > self.last_about_request[row.request_id]:
+            self.last_about_request[row.request_id] = row.at
         grant = row.detail.get("grant") if isinstance(row.detail, dict) else None
         if isinstance(grant, str):
             if row.kind == "granted":
@@ -118,8 +123,10 @@ async def _rows_without_events(db: Database, seen: _Seen, *, batch: int) -> Asyn
             if granted_at is not None and grant_id not in seen.granted:
                 yield f"grant {grant_id} ({request_id}) went live at {granted_at:%Y-%m-%d %H:%M:%S} UTC " \
                       "without a granted event"
-            about = seen.last_about_grant.get(grant_id)
-            if status == "ended" and ended_at is not None and (about is None or about < ended_at):
+            # its end event names it (expired, revoked, cleanup_done); any event of its request from then on
+            # is accepted too, so that a new way of ending a grant is not taken for a deletion
+            about = max(seen.last_about_grant.get(grant_id, _NEVER), seen.last_about_request.get(request_id, _NEVER))
+            if status == "ended" and ended_at is not None and about < ended_at:
                 yield f"grant {grant_id} ({request_id}) ended at {ended_at:%Y-%m-%d %H:%M:%S} UTC " \
                       "without an event recording its end"
         last = grants[-1][0]
