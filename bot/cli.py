@@ -107,16 +107,54 @@ def cmd_access_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from bot.services.audit import verify_chain
+def _anchors(args: argparse.Namespace) -> list[Any]:
+    """The anchors given with ``--anchor LINE`` and ``--anchors FILE`` (lines copied from Slack)."""
+    from bot.services.audit_anchor import AnchorError, parse_anchors
 
-    result = _run_db(args, verify_chain)
-    if result.ok:
-        print(f"audit log intact: {result.checked} events verified")
-        return 0
-    _err(f"audit log BROKEN at event id {result.first_bad_id}: {result.problem} "
-         f"({result.checked} earlier events verified)")
-    return 1
+    found = []
+    try:
+        for n, line in enumerate(args.anchor or [], start=1):
+            got = parse_anchors(line, source=f"--anchor #{n}")
+            if not got:
+                raise AnchorError(f"--anchor #{n}: no anchor in {line.strip()[:200]!r}")
+            found += got
+        for path in args.anchors or []:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise AnchorError(f"{path}: cannot read the anchors file: {exc.strerror}") from None
+            got = parse_anchors(text, source=path)
+            if not got:
+                raise AnchorError(f"{path}: no anchor lines in it")
+            found += got
+    except AnchorError as exc:
+        raise CliError(f"jitbot: {exc}", code=2) from None
+    return found
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from bot.services.audit_check import verify_log
+
+    anchors = _anchors(args)
+    report = _run_db(args, lambda db: verify_log(db, anchors))
+    result = report.chain
+    if not result.ok:
+        _err(f"audit log BROKEN at event id {result.first_bad_id}: {result.problem} "
+             f"({result.checked} earlier events verified)")
+        return 1
+    if report.problems:
+        for problem in report.problems:
+            _err(f"audit log INCOMPLETE: {problem}")
+        return 1
+    print(f"audit log intact: {result.checked} events verified, every request and grant has its events")
+    if report.latest is not None:
+        print(f"{report.anchors} anchor{'s' if report.anchors != 1 else ''} matched; the latest saw "
+              f"{report.latest.count} events at {report.latest.at:%Y-%m-%d %H:%M} UTC (events after it are "
+              "covered by the chain only)")
+    else:
+        print("no anchors given: events cut from the end of the log cannot be detected without them "
+              "(--anchor, --anchors; docs/security.md)")
+    return 0
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
@@ -180,8 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     aud = add(sub, "audit", "Check and export the tamper-evident audit log.")
     aud_sub = aud.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    add(aud_sub, "verify", "Verify the audit hash chain; report the first broken row.", cmd_audit_verify,
-        database=True)
+    p = add(aud_sub, "verify", "Verify the audit hash chain (against anchors kept outside the database) and that "
+            "every request and grant has its events.", cmd_audit_verify, database=True)
+    p.add_argument("--anchor", action="append", metavar="LINE",
+                   help="an anchor line as posted to the audit channel "
+                        "('jitbot-audit-anchor v1 count=N head=… at=…'); repeatable")
+    p.add_argument("--anchors", action="append", metavar="FILE",
+                   help="a file of anchor lines (e.g. copied from Slack; other text is ignored); repeatable")
     p = add(aud_sub, "export", "Write the audit log as JSON lines or CSV.", cmd_audit_export, database=True)
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--since", metavar="WHEN", type=lambda s: parse_since(s, now=datetime.now(UTC)),

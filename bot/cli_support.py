@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.domain.durations import parse_duration
+from bot.policy_check import check_policy_now
 from bot.policy_file import LoadedPolicy, PolicyError, load_policy
 from bot.settings import Settings, SettingsError, load_settings
 from storage.db import Database
@@ -78,10 +79,12 @@ def run_db(args: argparse.Namespace, work: Callable[[Database], Any]) -> Any:
     return asyncio.run(run())
 
 
-def configured_policy(args: argparse.Namespace) -> LoadedPolicy:
-    """The policy the command was pointed at; an invalid one is a ``CliError`` (exit 2) listing its problems."""
+def configured_policy(args: argparse.Namespace, *, connectors: bool = True) -> LoadedPolicy:
+    """The policy file, checked whole (bot/policy_check.py) before the command opens anything: its problems
+    are the lines ``policy validate`` prints, and the exit status 2. ``connectors=False``: the schema and
+    cross-references only (``connectors check`` reports each connector itself)."""
     try:
-        return load_policy(policy_path(args))
+        return check_policy_now(policy_path(args)) if connectors else load_policy(policy_path(args))
     except PolicyError as exc:
         raise CliError("\n".join(exc.problems), code=2) from None
 

@@ -22,7 +22,7 @@ log = logging.getLogger("jitbot")
 
 
 def cmd_connectors_check(args: argparse.Namespace) -> int:
-    loaded = configured_policy(args)
+    loaded = configured_policy(args, connectors=False)
     names = list(loaded.policy.connectors)
     if args.name is not None:
         if args.name not in names:

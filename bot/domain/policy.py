@@ -247,6 +247,14 @@ class Settings(Strict):
     # are refused (they cannot request, approve, review or use /jit) unless admitted here.
     allow_slack_guests: bool = False
     allow_slack_external_users: bool = False
+    # How often the worker posts the audit chain's length and head hash to the audit channel (when it grew).
+    audit_anchor_every: Duration = timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _anchor_interval(self) -> Settings:
+        if self.audit_anchor_every < timedelta(minutes=1):
+            raise ValueError("audit_anchor_every must be at least 1m")
+        return self
 
 
 class Email(Strict):

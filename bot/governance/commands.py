@@ -18,8 +18,9 @@ from bot.cli_support import CliError, database_url, err, open_db
 from bot.governance.applied import apply_policy, drift_lines, plan_against_db
 from bot.governance.live_check import live_problems
 from bot.governance.plan import render
-from bot.policy_file import LoadedPolicy, PolicyError, load_policy
-from bot.policy_validate import cmd_policy_validate, connector_problems
+from bot.policy_check import check_policy_now
+from bot.policy_file import LoadedPolicy, PolicyError
+from bot.policy_validate import cmd_policy_validate
 from connectors.base import Connector, ConnectorError
 from connectors.registry import build_connector
 from storage.db import Database
@@ -27,13 +28,9 @@ from storage.db import Database
 
 def _load_file(path: str) -> LoadedPolicy:
     try:
-        loaded = load_policy(path)
-        problems = connector_problems(loaded)
+        return check_policy_now(path)
     except PolicyError as exc:
-        problems = exc.problems
-    if problems:
-        raise CliError("\n".join([*problems, f"{path}: invalid; nothing planned or applied"]), code=1)
-    return loaded
+        raise CliError("\n".join([*exc.problems, f"{path}: invalid; nothing planned or applied"]), code=1) from None
 
 
 def actor_name(explicit: str | None) -> str:

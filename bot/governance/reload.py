@@ -10,10 +10,12 @@ import asyncio
 import logging
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 from bot.bootstrap import build_connectors
 from bot.governance.applied import apply_policy, read_applied
-from bot.policy_file import LoadedPolicy, PolicyError, load_policy, parse_policy
+from bot.policy_check import check_policy
+from bot.policy_file import LoadedPolicy, PolicyError, parse_policy
 from bot.services.notices import alert
 from bot.services.runtime import Runtime
 from connectors.base import Connector
@@ -49,7 +51,7 @@ class PolicyReloader:
         """Load the file; apply and swap it in when valid (True), or refuse it and alert (False)."""
         async with self._lock:
             try:
-                loaded = load_policy(self.path)
+                loaded = await check_policy(self.path)
             except PolicyError as exc:
                 log.error("policy %s refused: %s", self.path, exc)
                 await refuse(self.rt, self.path, exc.problems)
@@ -97,18 +99,32 @@ class PolicyReloader:
 
 
 async def startup_policy(database_url: str, path: str) -> tuple[LoadedPolicy | None, list[str]]:
-    """At start: the file when valid, else the policy last applied to the database (with the file's
-    problems, to be reported once the runtime is up); None when there is neither."""
+    """At start: the file when all of it is usable (bot/policy_check.py), else the policy last applied to
+    the database (with the file's problems, to be reported once the runtime is up); None when there is
+    neither. Nothing is created or migrated here: a database that does not exist yet, or has no applied
+    policy, has no last good policy."""
     try:
-        return load_policy(path), []
+        return await check_policy(path), []
     except PolicyError as exc:
         problems = exc.problems
+    return last_good(await _applied_text(database_url), path), problems
+
+
+async def _applied_text(database_url: str) -> str | None:
+    """The text of the policy last applied to the database, read without creating or migrating it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from storage.db import Database
 
+    prefix = "sqlite+aiosqlite:///"
+    if database_url.startswith(prefix) and ":memory:" not in database_url \
+            and not Path(database_url[len(prefix):]).exists():
+        return None  # opening it would create the file
     db = Database(database_url)
     try:
-        await db.migrate()
-        applied = await read_applied(db)
+        return (await read_applied(db)).text
+    except (SQLAlchemyError, OSError) as exc:  # no schema yet, or no database to reach: nothing to fall back to
+        log.warning("no last applied policy in the database: %s", " ".join(str(exc).split())[:200])
+        return None
     finally:
         await db.dispose()
-    return last_good(applied.text, path), problems
