@@ -309,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(acc_sub, "list", "List requests with their status and expiry.", cmd_access_list, database=True)
     p.add_argument("--active", action="store_true", help="only access that is active now")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add(acc_sub, "show", "A request's whole story: its grants (attempts, last error) and every audit event.",
+            _lazy("bot.access_show", "cmd_access_show"), database=True)
+    p.add_argument("request", metavar="REQUEST", help="the request id, e.g. R-7K2QX")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     for action, what in (("revoke", "End someone's active access now (as /jit admin revoke; a JIT administrator)."),
                          ("retry", "Try a failed grant again (as /jit admin retry; a JIT administrator).")):
         p = add(acc_sub, action, what, _lazy("bot.admin_commands", f"cmd_access_{action}"), policy=True,

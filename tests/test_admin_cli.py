@@ -111,3 +111,21 @@ def test_retry_needs_a_failed_grant(tmp_path: Path, policy_file: Path, loaded_po
     assert main(["access", "revoke", rid, "--as", "root@example.com", "--policy", str(policy_file),
                  "--database", _url(elsewhere)]) == 1
     assert "no database at" in capsys.readouterr().err and not elsewhere.exists()
+
+
+def test_access_show_prints_a_requests_whole_story(tmp_path: Path, loaded_policy: LoadedPolicy,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    db_file = tmp_path / "jitbot.db"
+    rid = _active_readonly(db_file, loaded_policy)
+    assert main(["access", "show", rid.lower(), "--database", _url(db_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{rid}  readonly  active")
+    assert "grant G-" in out and "attempts     0" in out
+    assert "requested" in out and "granted" in out and "approved→active" in out
+    assert main(["access", "show", rid, "--json", "--database", _url(db_file)]) == 0
+    import json
+
+    story = json.loads(capsys.readouterr().out)
+    assert [e["kind"] for e in story["events"]][-1] == "granted" and story["grants"][0]["status"] == "active"
+    assert main(["access", "show", "R-NOSUCH", "--database", _url(db_file)]) == 1
+    assert "no request R-NOSUCH" in capsys.readouterr().err

@@ -243,6 +243,15 @@ class Settings(Strict):
     break_glass_review_every: Duration = timedelta(days=1)
     # How far ahead a request may be scheduled to start.
     max_schedule_ahead: Duration = timedelta(days=30)
+    # A grant the IdP cannot carry out for a transient reason (5xx, timeout, throttling) is tried again
+    # until this long after it became due; unset: the request's own duration.
+    grant_retry_for: Duration | None = None
+
+    @model_validator(mode="after")
+    def _retry_positive(self) -> Settings:
+        if self.grant_retry_for is not None and self.grant_retry_for < timedelta(minutes=1):
+            raise ValueError("settings.grant_retry_for must be at least 1m")
+        return self
 
 
 class Email(Strict):

@@ -84,6 +84,7 @@ class FakeOkta:
         self.base_url = ""
         self.system_log = OktaSystemLog()  # GET /api/v1/logs (tests/fakes/idp/okta_logs.py)
         self.rate_limit: OktaRateLimit | None = None  # a standing budget (``limit_rate``)
+        self.outage_status: int | None = None  # every API call answered with this status (``go_down``)
 
     # -- directory ---------------------------------------------------------------------------
     def add_user(self, email: str, first: str = "Test", last: str = "User") -> str:
@@ -133,6 +134,13 @@ class FakeOkta:
 
     def slow_next(self, seconds: float, count: int = 1) -> None:
         self._faults.slow.extend([seconds] * count)
+
+    def go_down(self, status: int = 503) -> None:
+        """An outage: every API call is answered ``status`` (Okta's error body) until ``come_back``."""
+        self.outage_status = status
+
+    def come_back(self) -> None:
+        self.outage_status = None
 
     def break_credentials(self) -> None:
         self._credentials_broken = True
@@ -186,6 +194,8 @@ class FakeOkta:
         scopes = self._authenticate(header)
         if scopes is None:
             return self._error(401)
+        if self.outage_status is not None:
+            return self._error(self.outage_status)
         faults = self._faults
         if faults.slow:
             await asyncio.sleep(faults.slow.pop(0))
