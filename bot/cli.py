@@ -376,6 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line for the user, the traceback logged
+        log.debug("unexpected error", exc_info=True)
+        _err(f"jitbot: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+             "(JITBOT_LOG_LEVEL=DEBUG shows the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

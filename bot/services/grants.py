@@ -284,7 +284,8 @@ class GrantService:
         return (await session.execute(select(Grant).where(Grant.request_id == request_id, Grant.status == "active")
                                       .with_for_update())).scalar_one_or_none()
 
-    async def end_early(self, *, request_id: str, actor: str, reason: str, as_admin: bool = False) -> Grant:
+    async def end_early(self, *, request_id: str, actor: str, reason: str, as_admin: bool = False,
+                        origin: dict[str, str] | None = None) -> Grant:
         """Release (by the requester) or revoke (by an admin) an active grant; the worker carries it out."""
         rt, now, actor = self.rt, self.rt.clock.now(), actor.lower()
         async with rt.db.transaction() as session:
@@ -297,7 +298,7 @@ class GrantService:
             g.status, g.end_reason, g.next_attempt_at, g.warn_at = "revoking", reason, now, None
             snap = await self._snap(session, req, g)
             await notices.record(rt, session, at=now, kind=f"{reason}_requested", actor=actor, req=req, snap=snap,
-                                 detail={"grant": g.id}, text=f"{reason} by {actor}")
+                                 detail={"grant": g.id, **(origin or {})}, text=f"{reason} by {actor}")
         rt.wake.set()
         return g
 
@@ -330,8 +331,9 @@ class GrantService:
                                    text=f"Extended: {req.eligibility} now ends {g.expires_at:%Y-%m-%d %H:%M} UTC.")
             return g.expires_at
 
-    async def retry_failed(self, *, request_id: str, actor: str) -> Grant:
-        """An admin retries a FAILED grant: the request goes back to APPROVED with a new grant."""
+    async def retry_failed(self, *, request_id: str, actor: str, origin: dict[str, str] | None = None) -> Grant:
+        """An admin retries a FAILED grant: the request goes back to APPROVED with a new grant. ``origin``
+        (where the command came from: the command line's OS user and host) is kept in the audit event."""
         from bot.services.requests import new_grant
 
         rt, now = self.rt, self.rt.clock.now()
@@ -347,6 +349,6 @@ class GrantService:
             snap = await self._snap(session, req, None)
             await notices.record(rt, session, at=now, kind="grant_retry", actor=actor.lower(), req=req, snap=snap,
                                  from_state=Status.FAILED.value, to_state=Status.APPROVED.value,
-                                 text=f"grant retried by {actor}")
+                                 detail=dict(origin or {}), text=f"grant retried by {actor}")
         rt.wake.set()
         return g
