@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -376,8 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a bug or an unforeseen failure: one line for the user, the traceback logged
-        log.debug("unexpected error", exc_info=True)
+    except Exception as exc:  # a bug or an unforeseen failure: one line for the user, the traceback on demand
+        try:
+            debug = load_settings().JITBOT_LOG_LEVEL == "DEBUG"
+        except SettingsError:
+            debug = False
+        if debug:
+            traceback.print_exc()
         _err(f"jitbot: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
              "(JITBOT_LOG_LEVEL=DEBUG shows the traceback)")
         return 1
