@@ -3,7 +3,8 @@
 ``JITBOT_LOG_FORMAT=json`` writes one JSON object per line (``ts``, ``level``, ``logger``, ``message``,
 and ``exc`` with the whole traceback when there is one), for log pipelines that parse lines. A failure
 that repeats (the database gone for a while: every tick, every loop) is written ``RepeatFilter.burst``
-times per ``window`` seconds per message; the next one written after that says how many were left out.
+times per ``window`` seconds per message, the traceback only the first time; the next one written after
+that says how many were left out.
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ class RepeatFilter(logging.Filter):
             return True
         if state[1] < self.burst:
             state[1] += 1
+            if record.exc_info and record.exc_info[1] is not None:  # the traceback was written the first time
+                exc = record.exc_info[1]
+                said = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                if record.args:  # the text joins a %-template: its own % signs are not placeholders
+                    said = said.replace("%", "%%")
+                record.msg = f"{record.msg} ({said}; traceback as above)"
+                record.exc_info, record.exc_text = None, None
             return True
         state[2] += 1
         return False
