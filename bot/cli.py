@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
+from bot import __version__
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.policy import Eligibility, Principals
 from bot.policy_file import LoadedPolicy, PolicyError, load_policy, memory_directory, risk_warnings
@@ -279,6 +280,7 @@ def _lazy_register(add: Callable[..., argparse.ArgumentParser], sub: Any, pol_su
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jitbot", description="Slack-first just-in-time access bot.",
                                      allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"jitbot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(parent: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int] | None = None,
