@@ -132,7 +132,18 @@ class TargetSpec(Strict):
 
 class Extension(Strict):
     allowed: bool = True
+    # Only ``false`` is accepted: an extension beyond max_duration is refused, and the requester asks
+    # again with /jit (a new request, through the approval layers). Kept so that policies that spell out
+    # the default stay valid; ``true`` is refused rather than accepted and ignored.
     reapproval: bool = False
+
+    @model_validator(mode="after")
+    def _no_reapproval(self) -> Extension:
+        if self.reapproval:
+            raise ValueError("extension.reapproval: true is not supported: an extension beyond max_duration "
+                             "is refused and the requester asks again with /jit (a new request through the "
+                             "approval layers). Remove the key or set it to false.")
+        return self
 
 
 class Transition(Strict):

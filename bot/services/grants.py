@@ -317,9 +317,6 @@ class GrantService:
                 raise PolicyViolation(f"{request_id} has no active access to extend.")
             plan = plan_extension(elig=elig, status=Status(req.status), granted_at=g.granted_at,
                                   expires_at=g.expires_at, now=now, by=by)
-            if plan.needs_approval:
-                raise PolicyViolation("This extension goes beyond the maximum and needs approval: "
-                                      "request the access again with /jit.")
             old = g.expires_at
             g.expires_at = plan.new_expires_at
             g.warn_at = g.expires_at - elig.warn_before if g.expires_at - elig.warn_before > now else None
