@@ -209,8 +209,7 @@ class GrantService:
                                         deadline)
                 log.warning("grant %s attempt %d failed, retrying until %s: %s", g.id, g.attempts,
                             f"{deadline:%Y-%m-%d %H:%M:%S}", exc)
-                if not g.alerted:  # said once: the grant waits on the IdP
-                    g.alerted = True
+                if g.attempts == 1:  # said once, at the first failure: the grant waits on the IdP
                     snap = await self._snap(session, req, g)
                     await notices.record(rt, session, at=now, kind="grant_waiting", actor=notices.SYSTEM, req=req,
                                          snap=snap, detail={"grant": g.id, "attempts": g.attempts, "cause": str(exc),

@@ -128,6 +128,8 @@ async def test_twenty_grants_approved_in_a_ten_minute_idp_outage_are_all_granted
     assert await _statuses(s) == Counter({Status.ACTIVE.value: 20})
     assert len(fake.members[gid]) == 20
     assert await _events(s, "grant_failed") == []
+    async with s.rt.db.sessions() as session:  # the revocation's own "failing" alert is still to come
+        assert not any((await session.execute(select(Grant.alerted))).scalars())
     await s.rt.connectors["okta"].aclose()
 
 
