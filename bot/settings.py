@@ -86,11 +86,15 @@ class Settings(BaseSettings):
     def outbox_retention(self) -> timedelta | None:
         return timedelta(days=self.JITBOT_OUTBOX_RETENTION_DAYS) if self.JITBOT_OUTBOX_RETENTION_DAYS else None
 
-    @field_validator("JITBOT_LOG_LEVEL", "JITBOT_LOG_FORMAT", mode="before")
+    @field_validator("JITBOT_LOG_LEVEL", mode="before")
     @classmethod
-    def _case(cls, v: Any) -> Any:
-        return v.strip().upper() if isinstance(v, str) and v.strip().upper() in (
-            "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else v.strip().lower() if isinstance(v, str) else v
+    def _level_case(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("JITBOT_LOG_FORMAT", mode="before")
+    @classmethod
+    def _format_case(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("SLACK_BOT_TOKEN")
     @classmethod
