@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import col
+
+from bot import __version__
 
 # The shared helpers under the names this module's commands use; other modules import them from
 # bot.cli_support.
@@ -30,6 +33,7 @@ from bot.domain.policy import Eligibility, Principals
 from bot.governance.parser import register as register_governance
 from bot.policy_file import PolicyError, load_policy
 from bot.policy_validate import cmd_policy_validate
+from bot.settings import SettingsError, load_settings
 from storage.db import Database
 from storage.tables import AccessRequest, Grant
 
@@ -175,6 +179,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jitbot", description="Slack-first just-in-time access bot.",
                                      allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"jitbot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(parent: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int] | None = None,
@@ -205,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     acc_sub = acc.add_subparsers(dest="access_command", required=True, metavar="ACTION")
     p = add(acc_sub, "list", "List requests with their status and expiry.", cmd_access_list, database=True)
     p.add_argument("--active", action="store_true", help="only access that is active now")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add(acc_sub, "show", "A request's whole story: its grants (attempts, last error) and every audit event.",
+            _lazy("bot.access_show", "cmd_access_show"), database=True)
+    p.add_argument("request", metavar="REQUEST", help="the request id, e.g. R-7K2QX")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     for action, what in (("revoke", "End someone's active access now (as /jit admin revoke; a JIT administrator)."),
                          ("retry", "Try a failed grant again (as /jit admin retry; a JIT administrator).")):
@@ -277,6 +286,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line for the user, the traceback on demand
+        try:
+            debug = load_settings().JITBOT_LOG_LEVEL == "DEBUG"
+        except SettingsError:
+            debug = False
+        if debug:
+            traceback.print_exc()
+        _err(f"jitbot: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+             "(JITBOT_LOG_LEVEL=DEBUG shows the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

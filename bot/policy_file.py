@@ -79,10 +79,16 @@ def _interpolate(value: Any, env: Mapping[str, str], missing: list[tuple[YamlPat
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
-            if name not in env:
-                missing.append((path, f"environment variable {name} is not set"))
-                return ""
-            return env[name]
+            if name in env:
+                return env[name]
+            if f"{name}_FILE" in env:  # a secret mounted as a file (Kubernetes, Docker secrets)
+                try:
+                    return Path(env[f"{name}_FILE"]).read_text().rstrip("\r\n")
+                except OSError as exc:
+                    missing.append((path, f"{name}_FILE: cannot read {env[f'{name}_FILE']}: {exc.strerror}"))
+                    return ""
+            missing.append((path, f"environment variable {name} is not set"))
+            return ""
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
         return {k: _interpolate(v, env, missing, (*path, str(k))) for k, v in value.items()}

@@ -138,6 +138,7 @@ async def run_worker(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from bot import event_loop
+    from bot.observability.logs import configure_from_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_from_settings()
     return event_loop.run(run_worker(args))

@@ -132,7 +132,18 @@ class TargetSpec(Strict):
 
 class Extension(Strict):
     allowed: bool = True
+    # Only ``false`` is accepted: an extension beyond max_duration is refused, and the requester asks
+    # again with /jit (a new request, through the approval layers). Kept so that policies that spell out
+    # the default stay valid; ``true`` is refused rather than accepted and ignored.
     reapproval: bool = False
+
+    @model_validator(mode="after")
+    def _no_reapproval(self) -> Extension:
+        if self.reapproval:
+            raise ValueError("extension.reapproval: true is not supported: an extension beyond max_duration "
+                             "is refused and the requester asks again with /jit (a new request through the "
+                             "approval layers). Remove the key or set it to false.")
+        return self
 
 
 class Transition(Strict):
@@ -254,6 +265,16 @@ class Settings(Strict):
     def _anchor_interval(self) -> Settings:
         if self.audit_anchor_every < timedelta(minutes=1):
             raise ValueError("audit_anchor_every must be at least 1m")
+        return self
+
+    # A grant the IdP cannot carry out for a transient reason (5xx, timeout, throttling) is tried again
+    # until this long after it became due; unset: the request's own duration.
+    grant_retry_for: Duration | None = None
+
+    @model_validator(mode="after")
+    def _retry_positive(self) -> Settings:
+        if self.grant_retry_for is not None and self.grant_retry_for < timedelta(minutes=1):
+            raise ValueError("settings.grant_retry_for must be at least 1m")
         return self
 
 

@@ -32,7 +32,8 @@ from storage.tables import AccessRequest, Grant
 
 log = logging.getLogger(__name__)
 
-MAX_GRANT_ATTEMPTS = 6
+# A transient grant failure is tried again at most this long after the last try (a requester is waiting).
+GRANT_BACKOFF_CAP_S = 60.0
 _GRANT_LOCKED = select(Grant).where(Grant.id == bindparam("b_id")).with_for_update()  # built once
 _REVOKING_SAME_MEMBERSHIP = select(Grant.id).where(*HOLDER_BOUND, Grant.status == "revoking").limit(1)
 # One statement on the table, not a locked load and a flush of the ORM object (the claim is ours).
@@ -48,6 +49,14 @@ _REQUEST_OF = select(_REQUESTS.c.eligibility, _REQUESTS.c.requester, _REQUESTS.c
 # the claim is ours: its grant goes again in two seconds (claimed_until cleared)
 _LATER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
           .values(next_attempt_at=bindparam("b_next"), claimed_until=None))
+
+
+def grant_deadline(rt: Runtime, req: AccessRequest) -> datetime:
+    """Until when a grant failing transiently is tried again: policy ``settings.grant_retry_for`` (default:
+    the request's own duration) after it became due (approval, or the scheduled start)."""
+    due = max(req.decided_at or req.created_at, req.starts_at or req.created_at)
+    retry_for = rt.policy.settings.grant_retry_for or timedelta(seconds=req.duration_s)
+    return due + retry_for
 
 
 class GrantService:
@@ -245,6 +254,10 @@ class GrantService:
             await unit.flush()
 
     async def _grant_failed(self, grant_id: str, exc: ConnectorError, *, holder: Any = None) -> None:
+        """A grant's IdP call failed. A transient failure is tried again with backoff until the grant's
+        deadline (``grant_deadline``); the requester is told once that the grant waits on the IdP. A
+        permanent failure, or the deadline passed, fails the request: logged once at ERROR, audited and
+        alerted with the technical cause."""
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:
             if holder is not None:  # the membership's lock before the row's, as the revocation takes them
@@ -252,25 +265,52 @@ class GrantService:
             g = await self._grant(session, grant_id)
             g.attempts += 1
             g.last_error, g.claimed_until = str(exc)[:500], None
-            if exc.retryable and g.attempts < MAX_GRANT_ATTEMPTS:
-                g.next_attempt_at = now + backoff(g.attempts, retry_after=getattr(exc, "retry_after", None)
-                                                  if isinstance(exc, RateLimited) else None)
-                log.warning("grant %s attempt %d failed, retrying: %s", g.id, g.attempts, exc)
-                return
             req = await load_request(session, g.request_id, lock=True)
+            deadline = grant_deadline(rt, req)
+            if exc.retryable and now < deadline:
+                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                g.next_attempt_at = min(now + backoff(g.attempts, cap=GRANT_BACKOFF_CAP_S, retry_after=retry_after),
+                                        deadline)
+                log.warning("grant %s attempt %d failed, retrying until %s: %s", g.id, g.attempts,
+                            f"{deadline:%Y-%m-%d %H:%M:%S}", exc)
+                if g.attempts == 1:  # said once, at the first failure: the grant waits on the IdP
+                    snap = await self._snap(session, req, g)
+                    await notices.record(rt, session, at=now, kind="grant_waiting", actor=notices.SYSTEM, req=req,
+                                         snap=snap, detail={"grant": g.id, "attempts": g.attempts, "cause": str(exc),
+                                                            "retry_until": deadline.isoformat()},
+                                         text=f"waiting on {g.connector}: {exc.user_message} "
+                                              f"(retrying until {deadline:%Y-%m-%d %H:%M} UTC)")
+                    notices.tell_requester(session, at=now, snap=snap, event="waiting",
+                                           text=f"Your {req.eligibility} access ({req.id}) is approved, but "
+                                                f"{g.connector} is not answering. jitbot keeps trying until "
+                                                f"{deadline:%Y-%m-%d %H:%M} UTC and tells you when it is granted.")
+                return
             # Clean up whatever may have been added at the IdP (idempotent if nothing was), and what a
-            # revocation may have handed this grant meanwhile.
-            g.status, g.end_reason, g.next_attempt_at = "revoking", "failed", now
-            g.owns_membership = g.owns_membership or g.pre_member is False
+            # revocation may have handed this grant meanwhile. A grant whose membership check never
+            # answered never called ``grant`` (pre_member is written before it): unless it was handed a
+            # membership, nothing was added, so there is nothing to clean up or to say about one.
+            if g.pre_member is None and not g.owns_membership:
+                g.status, g.end_reason, g.next_attempt_at, g.ended_at = "ended", "failed", None, now
+            else:
+                g.status, g.end_reason, g.next_attempt_at = "revoking", "failed", now
+                g.owns_membership = g.owns_membership or g.pre_member is False
             check_transition(Status(req.status), Status.FAILED)
             req.status, req.updated_at, req.version = Status.FAILED.value, now, req.version + 1
+            why = "the provider refused it" if not exc.retryable else \
+                f"still failing at the deadline {deadline:%Y-%m-%d %H:%M} UTC"
+            log.error("grant %s (%s) failed for good after %d attempt(s), %s: %s", g.id, req.id, g.attempts, why, exc)
             snap = await self._snap(session, req, g)
             await notices.record(rt, session, at=now, kind="grant_failed", actor=notices.SYSTEM, req=req, snap=snap,
                                  from_state=Status.APPROVED.value, to_state=Status.FAILED.value,
-                                 detail={"grant": g.id, "attempts": g.attempts, "error": exc.user_message},
-                                 text=f"grant failed after {g.attempts} attempt(s): {exc.user_message}")
-            notices.alert(session, at=now, snap=snap, text=f"Grant for {req.id} failed: {exc.user_message} "
-                                                           "An administrator may retry it.")
+                                 detail={"grant": g.id, "attempts": g.attempts, "error": exc.user_message,
+                                         "cause": str(exc), "error_type": type(exc).__name__,
+                                         "cleanup": "none needed: nothing was added at the IdP"
+                                         if g.status == "ended" else "membership removal scheduled"},
+                                 text=f"grant failed after {g.attempts} attempt(s), {why}: {exc.user_message}")
+            notices.alert(session, at=now, snap=snap,
+                          text=f"Grant for {req.id} failed for good after {g.attempts} attempt(s), {why}. "
+                               f"Cause: {type(exc).__name__}: {str(exc)[:300]}. jitbot stopped trying; "
+                               f"an administrator may retry it (/jit admin retry {req.id}).")
             notices.tell_requester(session, at=now, snap=snap, event="failed",
                                    text=f"We could not grant {req.eligibility} ({req.id}); "
                                         "administrators were alerted.")
@@ -308,7 +348,8 @@ class GrantService:
         return (await session.execute(select(Grant).where(Grant.request_id == request_id, Grant.status == "active")
                                       .with_for_update())).scalar_one_or_none()
 
-    async def end_early(self, *, request_id: str, actor: str, reason: str, as_admin: bool = False) -> Grant:
+    async def end_early(self, *, request_id: str, actor: str, reason: str, as_admin: bool = False,
+                        origin: dict[str, str] | None = None) -> Grant:
         """Release (by the requester) or revoke (by an admin) an active grant; the worker carries it out.
         An approved grant that has not started ends at once (``not_started.stop_before_start``)."""
         rt, now, actor = self.rt, self.rt.clock.now(), actor.lower()
@@ -326,7 +367,7 @@ class GrantService:
             g.status, g.end_reason, g.next_attempt_at, g.warn_at = "revoking", reason, now, None
             snap = await self._snap(session, req, g)
             await notices.record(rt, session, at=now, kind=f"{reason}_requested", actor=actor, req=req, snap=snap,
-                                 detail={"grant": g.id}, text=f"{reason} by {actor}")
+                                 detail={"grant": g.id, **(origin or {})}, text=f"{reason} by {actor}")
         rt.wake.set()
         return g
 
@@ -348,9 +389,6 @@ class GrantService:
                 raise PolicyViolation(f"{request_id} has no active access to extend.")
             plan = plan_extension(elig=elig, status=Status(req.status), granted_at=g.granted_at,
                                   expires_at=g.expires_at, now=now, by=by)
-            if plan.needs_approval:
-                raise PolicyViolation("This extension goes beyond the maximum and needs approval: "
-                                      "request the access again with /jit.")
             old = g.expires_at
             g.expires_at = plan.new_expires_at
             g.warn_at = g.expires_at - elig.warn_before if g.expires_at - elig.warn_before > now else None
@@ -362,8 +400,9 @@ class GrantService:
                                    text=f"Extended: {req.eligibility} now ends {g.expires_at:%Y-%m-%d %H:%M} UTC.")
             return g.expires_at
 
-    async def retry_failed(self, *, request_id: str, actor: str) -> Grant:
-        """An admin retries a FAILED grant: the request goes back to APPROVED with a new grant."""
+    async def retry_failed(self, *, request_id: str, actor: str, origin: dict[str, str] | None = None) -> Grant:
+        """An admin retries a FAILED grant: the request goes back to APPROVED with a new grant. ``origin``
+        (where the command came from: the command line's OS user and host) is kept in the audit event."""
         from bot.services.requests import new_grant
 
         rt, now = self.rt, self.rt.clock.now()
@@ -379,6 +418,6 @@ class GrantService:
             snap = await self._snap(session, req, None)
             await notices.record(rt, session, at=now, kind="grant_retry", actor=actor.lower(), req=req, snap=snap,
                                  from_state=Status.FAILED.value, to_state=Status.APPROVED.value,
-                                 text=f"grant retried by {actor}")
+                                 detail=dict(origin or {}), text=f"grant retried by {actor}")
         rt.wake.set()
         return g

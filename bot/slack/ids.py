@@ -21,6 +21,7 @@ REVIEW_FLAG = "jit_breakglass_flag"
 # input blocks of the request modal: (block_id, action_id)
 B_ELIGIBILITY, A_ELIGIBILITY = "eligibility", "eligibility_select"
 B_DURATION, A_DURATION = "duration", "duration_select"
+B_DURATION_TEXT, A_DURATION_TEXT = "duration_text", "duration_text_input"  # a typed duration (replaces the select)
 B_JUSTIFICATION, A_JUSTIFICATION = "justification", "justification_input"
 B_TICKET, A_TICKET = "ticket", "ticket_input"
 B_REASON, A_REASON = "reason", "reason_input"

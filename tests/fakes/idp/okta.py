@@ -85,6 +85,7 @@ class FakeOkta:
         self.system_log = OktaSystemLog()  # GET /api/v1/logs (tests/fakes/idp/okta_logs.py)
         self.rate_limit: OktaRateLimit | None = None  # a standing budget (``limit_rate``)
         self.latency = 0.0  # seconds every API call takes before it is answered
+        self.outage_status: int | None = None  # every API call answered with this status (``go_down``)
 
     # -- directory ---------------------------------------------------------------------------
     def add_user(self, email: str, first: str = "Test", last: str = "User") -> str:
@@ -134,6 +135,13 @@ class FakeOkta:
 
     def slow_next(self, seconds: float, count: int = 1) -> None:
         self._faults.slow.extend([seconds] * count)
+
+    def go_down(self, status: int = 503) -> None:
+        """An outage: every API call is answered ``status`` (Okta's error body) until ``come_back``."""
+        self.outage_status = status
+
+    def come_back(self) -> None:
+        self.outage_status = None
 
     def break_credentials(self) -> None:
         self._credentials_broken = True
@@ -189,6 +197,8 @@ class FakeOkta:
             return self._error(401)
         if self.latency:
             await asyncio.sleep(self.latency)  # an IdP's round trip (bench/directory_scale.py)
+        if self.outage_status is not None:
+            return self._error(self.outage_status)
         faults = self._faults
         if faults.slow:
             await asyncio.sleep(faults.slow.pop(0))
