@@ -15,7 +15,8 @@ from bot.observability.logs import RepeatFilter, configure, configure_from_setti
 from bot.policy_file import LoadedPolicy
 from bot.services.clock import ManualClock
 from storage.db import Database
-from tests.conftest import PG_URL, _drop_pg_schema, _pg_schema
+from tests import pg
+from tests.conftest import _drop_pg_schema, _pg_schema
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.services.stack import make_stack
 
@@ -92,8 +93,8 @@ async def test_a_database_outage_writes_a_few_lines_not_one_per_failure(
     handler = configure(stream=out, level="WARNING")
     handler.filters.insert(0, count)  # sees every record; the repeat filter comes after it
     try:
-        async with TcpProxy("127.0.0.1", 5432) as proxy:
-            db = Database(PG_URL.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), schema=schema)
+        async with TcpProxy(*pg.address()) as proxy:
+            db = Database(pg.url_at("127.0.0.1", proxy.port), schema=schema)
             s = await make_stack(db, loaded_policy, clock)
             out.seek(0)
             out.truncate()  # the migration's lines
