@@ -6,6 +6,8 @@ Exception tree::
     ├── ConfigError                the connector's settings are wrong (never retried)
     ├── NotFound                   user / group / role does not exist (never retried)
     ├── PermissionDenied           credentials lack a permission, or are rejected (never retried)
+    ├── IndirectMembership         revoke: the user holds the target only through a nested group,
+    │                              which jitbot does not change (never retried)
     ├── RateLimited(retry_after)   the provider asked us to slow down (retried after ``retry_after``)
     └── Transient                  5xx, timeout, connection error (retried with backoff)
 
@@ -42,6 +44,11 @@ class NotFound(ConnectorError):
 
 class PermissionDenied(ConnectorError):
     """The provider rejected our credentials or they lack a permission."""
+
+
+class IndirectMembership(ConnectorError):
+    """``revoke`` found no direct membership to remove, yet the user still holds the target through a
+    nested group: nothing jitbot removes ends that access, so the revoke is not a success."""
 
 
 class RateLimited(ConnectorError):
@@ -116,11 +123,16 @@ def members_ref(target: Target) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IdpUser:
-    """A user at the identity provider."""
+    """A user at the identity provider.
+
+    ``direct`` is only meaningful in ``list_members``: False for a member who holds the group only
+    through a nested group (Google), a membership that removing the user from this group does not end.
+    It takes no part in comparisons: the same account is the same ``IdpUser``."""
 
     id: str
     email: str
     display_name: str = ""
+    direct: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,11 @@ compares them with the grants in the database:
 - an active grant (older than ``grace``) whose membership is gone at the IdP: an alert and a
   ``reconcile_vanished`` event.
 
+A member who holds the target only through a nested group (``IdpUser.direct`` False, Google) is never
+removed — removing them from this group would not end that access — but reported as unmanaged with the
+nested group named as the way in; and a grant's membership, always direct, has vanished when only a
+nested one is left.
+
 Standing access is recorded per target in ``kv['standing:<connector>:<target>']``: on the first sweep
 of a target, its members without a grant are taken as the baseline (``reconcile_baseline`` event).
 ``record_baseline`` re-takes it on demand (e.g. from an admin command). Members kept by an
@@ -140,14 +145,16 @@ class ReconcileService:
                 col(Grant.granted_at) < now - self.grace))).scalars())
         enforce = any(e.enforce for e in eligs)
         unmanaged = sorted(set(members) - holding - standing)
-        vanished = [g for g in active if g.user_email.lower() not in members]
+        direct = {m for m, u in members.items() if u.direct}
+        vanished = [g for g in active if g.user_email.lower() not in direct]
         findings_key = f"reconcile:findings:{key}"
         async with rt.db.sessions() as session:
             known = set((await kvstate.read(session, findings_key) or {}).get("open", []))
         if enforce and unmanaged:  # re-read just before removing: a grant may have started meanwhile
             unmanaged = sorted(set(unmanaged) - await self._holding(connector, target, now))
         current = {f"unmanaged:{m}" for m in unmanaged} | {f"vanished:{g.id}" for g in vanished}
-        removed = [m for m in unmanaged if enforce and await self._remove(conn, members[m], target, key)]
+        removed = [m for m in unmanaged
+                   if enforce and members[m].direct and await self._remove(conn, members[m], target, key)]
         async with rt.db.transaction() as session:
             for email in unmanaged:
                 if email in removed:
@@ -160,12 +167,17 @@ class ReconcileService:
                                   text=f"{email} was in {target} without a grant; removed (enforce: true).")
                 elif f"unmanaged:{email}" not in known:
                     report.unmanaged.append(f"{key} {email}")
+                    nested = not members[email].direct
                     await notices.record(rt, session, at=now, kind="reconcile_unmanaged", actor=notices.SYSTEM,
-                                         req=None, snap=None, detail={"target": key, "user": email},
-                                         text=f"{email} is in {target} without a grant or standing access")
+                                         req=None, snap=None, detail={"target": key, "user": email, "nested": nested},
+                                         text=f"{email} is in {target} without a grant or standing access"
+                                              + (" (through a nested group)" if nested else ""))
+                    advice = ("They hold it through a nested group, which jitbot does not change: remove them "
+                              "from that group, or record standing access." if nested
+                              else "Remove them, or record standing access.")
                     notices.alert(session, at=now, snap=None,
                                   text=f"{email} is a member of {target} without a jitbot grant or recorded "
-                                       "standing access. Remove them, or record standing access.")
+                                       f"standing access. {advice}")
             for g in vanished:
                 if f"vanished:{g.id}" in known:
                     continue

@@ -105,3 +105,30 @@ def test_transition_cli_lists_standing_members_and_reverts(tmp_path: Path,
     assert main(["transition", "revert", "prod-admin", "--apply", "--actor", "ops", *common]) == 0
     assert "restored erin@example.com to group:prod-admins" in capsys.readouterr().out
     assert main(["transition", "revert", "prod-admin", *common]) == 1  # nothing left to restore
+
+
+async def test_a_member_through_a_nested_group_is_neither_told_nor_removed_but_named(db_factory: DbFactory) -> None:
+    # Removing a nested group's member from this group (Google: a direct membership's delete) ends nothing.
+    from connectors.base import IdpUser, Target
+
+    clock = ManualClock(datetime(2026, 1, 18, tzinfo=UTC))
+    s = await make_stack(db_factory(), parse_policy(TRANSITION, env={}), clock)
+    demo = s.rt.connectors["demo"]
+    listed, revoked = demo.list_members, []
+
+    async def with_nested(group: str) -> list[IdpUser]:
+        frank = IdpUser(id="frank@example.com", email="frank@example.com", direct=False)
+        return await listed(group) + ([frank] if group == "prod-admins" else [])
+
+    async def spy_revoke(user: IdpUser, target: Target, *, grant_id: str) -> None:
+        revoked.append(user.email)
+
+    demo.list_members, demo.revoke = with_nested, spy_revoke  # type: ignore[method-assign]
+    await s.worker.run_until_idle()
+    assert [n["email"] for n in s.notifier.of_kind("transition_notice")] == ["erin@example.com"]
+    clock.set(datetime(2026, 2, 1, tzinfo=UTC))
+    await s.worker.run_until_idle()
+    assert revoked == ["erin@example.com"]
+    audit = [p["text"] for p in s.notifier.of_kind("audit")]
+    assert any("1 member(s) removed: erin@example.com; 1 hold it through a nested group" in t
+               and "frank@example.com" in t for t in audit)

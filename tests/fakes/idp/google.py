@@ -5,6 +5,13 @@ verified with the service account's public key, and ``iss``, ``sub``, ``aud``, `
 are checked. Error bodies follow Google's OAuth (``{"error", "error_description"}``) and API
 (``{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}``) formats.
 Pages hold ``page_size`` members so that paging is exercised.
+
+Groups nest (the discovery document ``admin.directory_v1``, vendored under tests/specs/google): a
+group's members are users and groups. ``members.list`` lists direct members, and with
+``includeDerivedMembership=true`` also the users of nested groups (each once); ``members.hasMember``
+answers direct or nested; ``members.delete`` removes a direct membership only (404 otherwise).
+Assumption (not documented): a derived listing keeps the nested group itself as a member, and lists
+direct members first.
 """
 
 from __future__ import annotations
@@ -109,9 +116,24 @@ class FakeGoogleWorkspace:
         return uid
 
     def add_group(self, email: str, members: list[str] = ()) -> str:  # type: ignore[assignment]
+        """A group; ``members`` are user ids and group ids (a nested group)."""
         gid = format(next(self._ids), "x")
         self.groups[email.lower()] = {"id": gid, "email": email.lower(), "members": set(members)}
         return gid
+
+    def _nested_users(self, group: dict[str, Any], seen: frozenset[str] = frozenset()) -> set[str]:
+        """The users holding ``group`` directly or through nested groups."""
+        users = {m for m in group["members"] if m in self.users}
+        for m in group["members"] - users:
+            inner = self._group(m)
+            if inner is not None and inner["id"] not in seen:
+                users |= self._nested_users(inner, seen | {group["id"]})
+        return users
+
+    def holds(self, target: Target, user_id: str) -> bool:
+        """Whether the user holds the group at all (directly or nested), as hasMember answers."""
+        group = self._group(target.id)
+        return group is not None and user_id in self._nested_users(group)
 
     def _user(self, key: str) -> dict[str, Any] | None:
         key = key.lower()
@@ -145,6 +167,7 @@ class FakeGoogleWorkspace:
         self.tokens.clear()
 
     def is_member(self, target: Target, user_id: str) -> bool:
+        """A direct membership (the one jitbot grants and removes)."""
         group = self._group(target.id)
         return group is not None and user_id in group["members"]
 
@@ -302,15 +325,20 @@ class FakeGoogleWorkspace:
         self.signed_out.append(user["id"])
         return web.Response(status=204)
 
-    def _member(self, group: dict[str, Any], uid: str) -> dict[str, Any]:
-        return {
-            "kind": "admin#directory#member",
-            "id": uid,
-            "email": self.users[uid]["primaryEmail"],
-            "role": "MEMBER",
-            "type": "USER",
-            "status": "ACTIVE",
-        }
+    def _member(self, group: dict[str, Any], key: str) -> dict[str, Any]:
+        if key in self.users:
+            return {
+                "kind": "admin#directory#member",
+                "id": key,
+                "email": self.users[key]["primaryEmail"],
+                "role": "MEMBER",
+                "type": "USER",
+                "status": "ACTIVE",
+            }
+        inner = self._group(key)
+        assert inner is not None
+        return {"kind": "admin#directory#member", "id": inner["id"], "email": inner["email"], "role": "MEMBER",
+                "type": "GROUP", "status": "ACTIVE"}
 
     async def _members_list(self, request: web.Request) -> web.Response:
         if denied := self._needs(request, SCOPE_GROUP_MEMBER, SCOPE_GROUP):
@@ -327,7 +355,12 @@ class FakeGoogleWorkspace:
             )
         except ValueError:
             return api_error(400, "Invalid Input", "invalid")
+        derived = request.query.get("includeDerivedMembership", "false")
+        if derived not in ("true", "false"):
+            return api_error(400, "Invalid value for includeDerivedMembership", "invalid")
         ids = sorted(group["members"])
+        if derived == "true":
+            ids += sorted(self._nested_users(group) - group["members"])
         body: dict[str, Any] = {
             "kind": "admin#directory#members",
             "etag": '"fake"',
@@ -361,10 +394,12 @@ class FakeGoogleWorkspace:
         if denied := self._needs(request, SCOPE_GROUP_MEMBER, SCOPE_GROUP):
             return denied
         group = self._group(request.match_info["group"])
-        user = self._user(request.match_info["member"])
-        if group is None or user is None or user["id"] not in group["members"]:
+        member = self._user(request.match_info["member"]) or self._group(request.match_info["member"])
+        if group is None:
+            return api_error(404, "Resource Not Found: groupKey", "notFound")
+        if member is None or member["id"] not in group["members"]:  # a nested membership is not removed
             return api_error(404, "Resource Not Found: memberKey", "notFound")
-        group["members"].discard(user["id"])
+        group["members"].discard(member["id"])
         return web.Response(status=204)
 
     async def _has_member(self, request: web.Request) -> web.Response:
@@ -376,4 +411,4 @@ class FakeGoogleWorkspace:
         user = self._user(request.match_info["member"])
         if user is None:
             return api_error(400, "Invalid Input: memberKey", "invalid")
-        return web.json_response({"isMember": user["id"] in group["members"]})
+        return web.json_response({"isMember": user["id"] in self._nested_users(group)})
