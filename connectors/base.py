@@ -8,6 +8,7 @@ Exception tree::
     ├── PermissionDenied           credentials lack a permission, or are rejected (never retried)
     ├── IndirectMembership         revoke: the user holds the target only through a nested group,
     │                              which jitbot does not change (never retried)
+    ├── AccountInactive            grant: the account is suspended or deprovisioned (never retried)
     ├── RateLimited(retry_after)   the provider asked us to slow down (retried after ``retry_after``)
     └── Transient                  5xx, timeout, connection error (retried with backoff)
 
@@ -49,6 +50,11 @@ class PermissionDenied(ConnectorError):
 class IndirectMembership(ConnectorError):
     """``revoke`` found no direct membership to remove, yet the user still holds the target through a
     nested group: nothing jitbot removes ends that access, so the revoke is not a success."""
+
+
+class AccountInactive(ConnectorError):
+    """``grant`` refused: the account at the provider is suspended or deprovisioned, and jitbot never
+    grants access to such an account (``user_message`` says so to the requester)."""
 
 
 class RateLimited(ConnectorError):

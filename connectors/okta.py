@@ -9,6 +9,13 @@ Choices worth knowing:
 * The SDK returns errors instead of raising, in 2- or 3-tuples, and raises ``AttributeError`` when
   the connection is refused: every call goes through ``_call``, which turns both into typed errors.
 * 429 → ``RateLimited`` with ``X-Rate-Limit-Reset`` (epoch seconds) minus the response's ``Date``.
+* User search returns users in every status, DEPROVISIONED included (Okta's List Users: ``search``
+  covers all statuses, unlike ``q``/``filter``). ``find_user`` prefers an account that is not
+  deprovisioned, and ``grant`` reads the account's status afresh and refuses a SUSPENDED or
+  DEPROVISIONED one with ``AccountInactive`` (``okta.models.user_status.UserStatus``).
+* Ending sessions sends ``oauthTokens=true``: without it Okta ends the IdP sessions and leaves the
+  OpenID Connect / OAuth refresh and access tokens it issued alive (the SDK's ``revoke_user_sessions``
+  docstring, from Okta's management OpenAPI).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from okta.http_client import HTTPClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.base import (
+    AccountInactive,
     Check,
     ConfigError,
     ConnectorError,
@@ -51,6 +59,7 @@ log = logging.getLogger(__name__)
 _GROUP_ID = re.compile(r"00g[0-9A-Za-z]{17}")
 MAX_LOG_PAGES = 50  # per poll; the cursor keeps the rest for the next one
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
+INACTIVE = frozenset({"SUSPENDED", "DEPROVISIONED"})  # never granted to (okta.models.user_status)
 
 
 class OktaSettings(BaseModel):
@@ -179,11 +188,11 @@ class OktaConnector:
         search = f'profile.login eq "{email}" or profile.email eq "{email}"'
         users, _ = await self._call("find user", lambda: self._client.list_users(search=search, limit=10))
         wanted = email.lower()
-        matches = [_to_user(u) for u in users or []]
-        for user in matches:
-            if user.email.lower() == wanted:
-                return user
-        return matches[0] if matches else None
+        # an exact email first, and among those an account that is not deprovisioned: a reused address may
+        # still name an old, deactivated account next to the person's current one
+        ranked = sorted(users or [], key=lambda u: (_to_user(u).email.lower() != wanted,
+                                                    _status(u) == "DEPROVISIONED"))
+        return _to_user(ranked[0]) if ranked else None
 
     async def _group_id(self, ref: str) -> str:
         if _GROUP_ID.fullmatch(ref):
@@ -245,8 +254,16 @@ class OktaConnector:
     async def grant(
         self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime
     ) -> GrantResult:
-        """Add ``user`` to the group; ``added=False`` when they already were a member."""
+        """Add ``user`` to the group; ``added=False`` when they already were a member. A suspended or
+        deprovisioned account (read now, not from a cache) is refused with ``AccountInactive``."""
         gid = await self._group_id(target.id)
+        account, _ = await self._call("read user", lambda: self._client.get_user(user.id))
+        status = _status(account)
+        if status in INACTIVE:
+            state = "suspended" if status == "SUSPENDED" else "deactivated (deprovisioned)"
+            raise AccountInactive(f"okta {self.name}: user {user.id} is {status}; not granting",
+                                  user_message=f"Your Okta account is {state}, and access is never granted "
+                                               "to such an account. Ask your Okta administrator about it.")
         if await self.is_member(user, target):
             return GrantResult(added=False, detail={"group_id": gid})
         await self._call("add group member", lambda: self._client.assign_user_to_group(gid, user.id))
@@ -265,8 +282,9 @@ class OktaConnector:
         log.info("okta %s: removed %s from group %s (grant %s)", self.name, user.id, gid, grant_id)
 
     async def terminate_sessions(self, user: IdpUser) -> None:
-        """End the user's Okta sessions (needs ``okta.users.manage`` in OAuth mode)."""
-        await self._call("revoke sessions", lambda: self._client.revoke_user_sessions(user.id))
+        """End the user's Okta sessions and the OAuth / OpenID Connect tokens Okta issued to them
+        (``oauthTokens=true``; needs ``okta.users.manage`` in OAuth mode)."""
+        await self._call("revoke sessions", lambda: self._client.revoke_user_sessions(user.id, oauth_tokens=True))
 
     async def sign_ins(self, account: str, cursor: str | None, *, start: datetime) -> tuple[list[SignIn], str]:
         """``user.session.start`` events of ``account`` from the System Log: a polling query (``since``, no
@@ -339,6 +357,11 @@ def _to_user(user: Any) -> IdpUser:
     profile = user.profile
     name = " ".join(p for p in (profile.first_name, profile.last_name) if p)
     return IdpUser(id=user.id, email=profile.email or profile.login or "", display_name=name)
+
+
+def _status(user: Any) -> str:
+    status = getattr(user, "status", None)
+    return str(getattr(status, "value", status) or "")
 
 
 def _group_name(group: Any) -> str | None:

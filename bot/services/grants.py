@@ -207,8 +207,8 @@ class GrantService:
             notices.alert(session, at=now, snap=snap, text=f"Grant for {req.id} failed: {exc.user_message} "
                                                            "An administrator may retry it.")
             notices.tell_requester(session, at=now, snap=snap, event="failed",
-                                   text=f"We could not grant {req.eligibility} ({req.id}); "
-                                        "administrators were alerted.")
+                                   text=f"We could not grant {req.eligibility} ({req.id}): {exc.user_message} "
+                                        "Administrators were alerted.")
         rt.wake.set()
 
     # ---- warnings ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.base import (
     RATE_BUDGET,
+    AccountInactive,
     Budget,
     ConfigError,
     IdpUser,
@@ -245,6 +246,33 @@ async def test_terminate_sessions_revokes_at_okta(ssws: tuple[OktaConnector, Fak
     assert user is not None
     await connector.terminate_sessions(user)
     assert fake.revoked_sessions == [user.id]
+    # without oauthTokens=true Okta leaves the OAuth / OIDC tokens it issued to the user alive
+    assert fake.revoked_oauth_tokens == [user.id]
+
+
+@pytest.mark.parametrize("status", ["SUSPENDED", "DEPROVISIONED"])
+async def test_a_suspended_or_deprovisioned_account_is_never_granted(
+        ssws: tuple[OktaConnector, FakeOkta], status: str) -> None:
+    connector, fake = ssws
+    user = await connector.find_user("alice@example.com")  # search finds users in every status
+    assert user is not None
+    fake.set_status(user.id, status)  # e.g. deactivated after the directory cached the lookup
+    with pytest.raises(AccountInactive) as info:
+        await connector.grant(user, Target(TargetKind.GROUP, fake.target), grant_id="g1",  # type: ignore[attr-defined]
+                              expires_at=EXPIRES)
+    assert not fake.is_member(Target(TargetKind.GROUP, fake.target), user.id)  # type: ignore[attr-defined]
+    assert not info.value.retryable and "Okta account is" in info.value.user_message
+
+
+async def test_find_user_prefers_the_current_account_over_a_deprovisioned_one(
+        ssws: tuple[OktaConnector, FakeOkta]) -> None:
+    connector, fake = ssws
+    old = fake.add_user("bob@example.com", "Bob", "Old")
+    fake.set_status(old, "DEPROVISIONED")
+    fake.users[old]["profile"]["login"] = "bob.old@example.com"
+    current = fake.add_user("bob@example.com", "Bob", "New")
+    user = await connector.find_user("bob@example.com")
+    assert user is not None and user.id == current
 
 
 async def test_terminate_sessions_needs_users_manage_scope(okta: tuple[FakeOkta, str]) -> None:

@@ -72,6 +72,7 @@ class FakeOkta:
         self.groups: dict[str, dict[str, Any]] = {}
         self.members: dict[str, list[str]] = {}
         self.revoked_sessions: list[str] = []
+        self.revoked_oauth_tokens: list[str] = []  # users whose sessions were ended with oauthTokens=true
         self.auth_headers: list[str] = []
         self.token_requests = 0
         self._api_calls = 0
@@ -99,6 +100,11 @@ class FakeOkta:
             "_links": {"self": {"href": f"{self.base_url}/api/v1/users/{uid}"}},
         }
         return uid
+
+    def set_status(self, uid: str, status: str) -> None:
+        """A user status of Okta's lifecycle (okta.models.user_status: ACTIVE, SUSPENDED, DEPROVISIONED, ...).
+        ``search`` still finds the user in any status, as Okta's List Users documents."""
+        self.users[uid]["status"] = status
 
     def add_group(self, name: str, members: list[str] | None = None) -> str:
         gid = _okta_id("00g")
@@ -302,7 +308,12 @@ class FakeOkta:
         uid = request.match_info["uid"]
         if uid not in self.users:
             return self._error(404, f"Not found: Resource not found: {uid} (User)")
+        flags = {k: request.query.get(k, "false") for k in ("oauthTokens", "forgetDevices")}
+        if any(v not in ("true", "false") for v in flags.values()):
+            return self._error(400, "Invalid boolean query parameter.")
         self.revoked_sessions.append(uid)
+        if flags["oauthTokens"] == "true":  # also the OIDC / OAuth refresh and access tokens issued to the user
+            self.revoked_oauth_tokens.append(uid)
         return web.Response(status=204)
 
     async def _list_groups(self, request: web.Request) -> web.Response:
