@@ -6,6 +6,13 @@
 * Graph: membership through ``members/$ref``. "Already a member" (400 "already exist") and
   "not a member" (404 on delete) are success. 429 (or 503) with ``Retry-After`` → ``RateLimited``.
 * Both base URLs are settings, so national clouds and local fakes work alike.
+* Every call is one whose documented application permission docs/deployment.md asks for (Graph's
+  permission tables; microsoftgraph/msgraph-metadata ``permissions/``): users by ``GET /users``
+  (``User.Read.All``), groups by name ``GET /groups`` (``GroupMember.Read.All``), members and the
+  membership check by ``GET /groups/{id}/members`` (``GroupMember.Read.All`` or
+  ``GroupMember.ReadWrite.All``; the members' mail and UPN need ``User.Read.All``), changes by
+  ``members/$ref`` (``GroupMember.ReadWrite.All``). A user's ``memberOf`` is not read: for an app it
+  needs ``Directory.Read.All``, which reads the whole directory.
 """
 
 from __future__ import annotations
@@ -237,11 +244,13 @@ class EntraConnector:
         return [GroupInfo(id=str(g["id"]), name=str(g.get("displayName") or g["id"])) for g in groups]
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
-        """Whether ``user`` is a direct member of the group (read from the user's ``memberOf``)."""
+        """Whether ``user`` is a direct member of the group, read from the group's members (ids only).
+        A JIT group holds few members, so this is one call or a few; a user's ``memberOf`` would need
+        ``Directory.Read.All``."""
         gid = await self._group_id(target.id)
-        groups = await self._get_all(f"{self._graph}/users/{quote(user.id)}/memberOf", "list user groups",
-                                     {"$select": "id", "$top": str(self._settings.page_size)})
-        return any(g.get("id") == gid for g in groups)
+        members = await self._get_all(f"{self._graph}/groups/{quote(gid)}/members", "list group members",
+                                      {"$select": "id", "$top": "999"})  # Graph's largest page
+        return any(m.get("id") == user.id for m in members)
 
     async def grant(
         self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime
@@ -313,7 +322,9 @@ class EntraConnector:
                                    f"Cannot get a token from {s.authority_url} ({exc}): check authority_url, "
                                    "tenant_id, DNS, the firewall and the proxy.")]
         checks.append(Check("entra token", True, "token acquired"))
-        for label, permission, url in (("groups", "GroupMember.ReadWrite.All", f"{self._graph}/groups"),
+        # One read-only probe per permission (Graph's permission tables): GET /groups needs GroupMember.Read.All
+        # (GroupMember.ReadWrite.All does not cover it); GET /users needs User.Read.All.
+        for label, permission, url in (("groups", "GroupMember.Read.All", f"{self._graph}/groups"),
                                        ("users", "User.Read.All", f"{self._graph}/users")):
             try:
                 await self._request("GET", url, f"read {label}", params={"$top": "1", "$select": "id"})
