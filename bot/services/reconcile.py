@@ -15,6 +15,10 @@ removed — removing them from this group would not end that access — but repo
 nested group named as the way in; and a grant's membership, always direct, has vanished when only a
 nested one is left.
 
+People are compared by the IdP's user id wherever it is known (a grant's ``user_idp_id``, the ids
+recorded with standing access), by email otherwise: the IdP may list a member under a primary email
+other than the address (an alias, a UPN) the grant was made for, and that is still the same person.
+
 Standing access is recorded per target in ``kv['standing:<connector>:<target>']``: on the first sweep
 of a target, its members without a grant are taken as the baseline (``reconcile_baseline`` event).
 ``record_baseline`` re-takes it on demand (e.g. from an admin command). Members kept by an
@@ -64,6 +68,24 @@ def _key(connector: str, target: Target) -> str:
     return f"{connector}:{target}"
 
 
+@dataclass(frozen=True)
+class _People:
+    """A set of people, known by IdP user id where there is one and by email otherwise."""
+
+    ids: frozenset[str] = frozenset()
+    emails: frozenset[str] = frozenset()
+
+    def has(self, user: IdpUser) -> bool:
+        return (bool(user.id) and user.id in self.ids) or user.email.lower() in self.emails
+
+    def __or__(self, other: _People) -> _People:
+        return _People(self.ids | other.ids, self.emails | other.emails)
+
+
+def _label(user: IdpUser) -> str:
+    return user.email.lower() or user.id
+
+
 class ReconcileService:
     def __init__(self, rt: Runtime, *, interval: timedelta = DEFAULT_INTERVAL, grace: timedelta = GRACE) -> None:
         self.rt, self.interval, self.grace = rt, interval, grace
@@ -96,36 +118,43 @@ class ReconcileService:
     async def record_baseline(self, connector: str, target: Target, *, actor: str) -> list[str]:
         """Record the target's current members without a grant as its standing access."""
         rt, now = self.rt, self.rt.clock.now()
-        members = {u.email.lower() for u in await rt.connector(connector).list_members(members_ref(target))}
-        standing = sorted(members - await self._holding(connector, target, now))
+        members = await rt.connector(connector).list_members(members_ref(target))
+        holding = await self._holding(connector, target, now)
+        kept = [u for u in members if not holding.has(u)]
+        standing = sorted({_label(u) for u in kept})
         async with rt.db.transaction() as session:
             await kvstate.write(session, f"standing:{_key(connector, target)}",
-                                {"members": standing, "recorded_at": now.isoformat(), "by": actor})
+                                {"members": standing, "ids": sorted({u.id for u in kept if u.id}),
+                                 "recorded_at": now.isoformat(), "by": actor})
             # In the audit log, not the audit channel: bookkeeping, not news (findings are posted).
             await append_event(session, at=now, kind="reconcile_baseline", actor=actor,
                                detail={"target": _key(connector, target), "standing": standing})
         return standing
 
-    async def _holding(self, connector: str, target: Target, now: datetime) -> set[str]:
+    async def _holding(self, connector: str, target: Target, now: datetime) -> _People:
         async with self.rt.db.sessions() as session:
-            rows = await session.execute(select(col(Grant.user_email)).where(
+            rows = (await session.execute(select(col(Grant.user_idp_id), col(Grant.user_email)).where(
                 col(Grant.connector) == connector, col(Grant.target_kind) == target.kind.value,
                 col(Grant.target_id) == target.id,
-                or_(col(Grant.status).in_(HOLDING), col(Grant.ended_at) > now - self.grace)))
-            return {e.lower() for e in rows.scalars()}
+                or_(col(Grant.status).in_(HOLDING), col(Grant.ended_at) > now - self.grace)))).all()
+        # a grant not granted yet has no IdP id: its email stands for it
+        return _People(frozenset(i for i, _ in rows if i), frozenset(e.lower() for i, e in rows if not i))
 
     async def _standing(self, key: str, connector: str, target: Target, eligs: list[Eligibility],
-                        now: datetime, report: ReconcileReport) -> set[str]:
+                        now: datetime, report: ReconcileReport) -> _People:
         async with self.rt.db.sessions() as session:
             recorded = await kvstate.read(session, f"standing:{key}")
         if recorded is None:
             report.baselined.append(key)
-            recorded = {"members": await self.record_baseline(connector, target, actor=notices.SYSTEM)}
-        standing = {str(m) for m in recorded["members"]}
+            await self.record_baseline(connector, target, actor=notices.SYSTEM)
+            async with self.rt.db.sessions() as session:
+                recorded = await kvstate.read(session, f"standing:{key}") or {}
+        standing = _People(frozenset(str(i) for i in recorded.get("ids", [])),
+                           frozenset(str(m) for m in recorded.get("members", [])))
         for e in eligs:
             if e.transition is None:
                 continue
-            kept = await self.rt.directory.expand(self.rt.policy, e.transition.keep_standing)
+            kept = _People(emails=frozenset(await self.rt.directory.expand(self.rt.policy, e.transition.keep_standing)))
             standing = kept if now >= e.transition.cutover else standing | kept
         return standing
 
@@ -135,7 +164,7 @@ class ReconcileService:
         conn = rt.connector(connector)
         # Members first, grants second: a JIT grant's row exists before its IdP call, so every member
         # added by jitbot has a holding row by the time we read them.
-        members = {u.email.lower(): u for u in await conn.list_members(members_ref(target))}
+        members = {_label(u): u for u in await conn.list_members(members_ref(target))}
         standing = await self._standing(key, connector, target, eligs, now, report)
         holding = await self._holding(connector, target, now)
         async with rt.db.sessions() as session:
@@ -144,14 +173,16 @@ class ReconcileService:
                 col(Grant.target_id) == target.id, col(Grant.status) == "active",
                 col(Grant.granted_at) < now - self.grace))).scalars())
         enforce = any(e.enforce for e in eligs)
-        unmanaged = sorted(set(members) - holding - standing)
-        direct = {m for m, u in members.items() if u.direct}
-        vanished = [g for g in active if g.user_email.lower() not in direct]
+        unmanaged = sorted(m for m, u in members.items() if not holding.has(u) and not standing.has(u))
+        direct = [u for u in members.values() if u.direct]
+        vanished = [g for g in active if not any(
+            u.id == g.user_idp_id if g.user_idp_id else u.email.lower() == g.user_email.lower() for u in direct)]
         findings_key = f"reconcile:findings:{key}"
         async with rt.db.sessions() as session:
             known = set((await kvstate.read(session, findings_key) or {}).get("open", []))
         if enforce and unmanaged:  # re-read just before removing: a grant may have started meanwhile
-            unmanaged = sorted(set(unmanaged) - await self._holding(connector, target, now))
+            holding = await self._holding(connector, target, now)
+            unmanaged = [m for m in unmanaged if not holding.has(members[m])]
         current = {f"unmanaged:{m}" for m in unmanaged} | {f"vanished:{g.id}" for g in vanished}
         removed = [m for m in unmanaged
                    if enforce and members[m].direct and await self._remove(conn, members[m], target, key)]
