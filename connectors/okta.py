@@ -13,6 +13,11 @@ Choices worth knowing:
   covers all statuses, unlike ``q``/``filter``). ``find_user`` prefers an account that is not
   deprovisioned, and ``grant`` reads the account's status afresh and refuses a SUSPENDED or
   DEPROVISIONED one with ``AccountInactive`` (``okta.models.user_status.UserStatus``).
+* OAuth mode uses DPoP (RFC 9449) unless ``dpop: false``: new API Services apps require it by default
+  and refuse a token request without a proof (``invalid_dpop_proof``). The SDK does the work since
+  3.4.0 (``dpopEnabled``; okta-sdk-python PR 495, ``okta/dpop.py`` and ``okta/oauth.py``): an RSA key
+  of its own, a proof on the token request, the ``use_dpop_nonce`` retry, ``Authorization: DPoP`` and a
+  proof with ``ath`` on every API call.
 * Ending sessions sends ``oauthTokens=true``: without it Okta ends the IdP sessions and leaves the
   OpenID Connect / OAuth refresh and access tokens it issued alive (the SDK's ``revoke_user_sessions``
   docstring, from Okta's management OpenAPI).
@@ -74,6 +79,7 @@ class OktaSettings(BaseModel):
     private_key: SecretStr | None = None  # PEM or JWK (JSON) of the service app's key
     key_id: str | None = None
     scopes: list[str] = Field(default_factory=lambda: ["okta.groups.manage", "okta.users.read"])
+    dpop: bool = True  # OAuth mode: DPoP-bound tokens; false only for an app that does not require DPoP
     timeout: float = Field(default=15.0, gt=0)
     page_size: int = Field(default=200, ge=1, le=1000)
     ca_file: str | None = None  # extra CA bundle (private CA, TLS-inspecting proxy, tests)
@@ -120,7 +126,8 @@ class OktaConnector:
         else:
             assert settings.private_key is not None
             config |= {"authorizationMode": "PrivateKey", "clientId": settings.client_id,
-                       "scopes": settings.scopes, "privateKey": settings.private_key.get_secret_value()}
+                       "scopes": settings.scopes, "privateKey": settings.private_key.get_secret_value(),
+                       "dpopEnabled": settings.dpop}
             if settings.key_id:
                 config["kid"] = settings.key_id
         config["httpClient"] = _http_client_class(header)
@@ -325,9 +332,12 @@ class OktaConnector:
                 if "HTTP 401" in str(exc):
                     break
             except ConnectorError as exc:
-                checks.append(Check(f"okta {label}", False,
-                                    f"Cannot reach Okta at {self._settings.org_url}: {exc}. "
-                                    "Check org_url, DNS, the firewall and the proxy."))
+                if "invalid_dpop_proof" in str(exc):  # a 400 from the token endpoint
+                    checks.append(Check(f"okta {label}", False, self._denied_message(str(exc), scope)))
+                else:
+                    checks.append(Check(f"okta {label}", False,
+                                        f"Cannot reach Okta at {self._settings.org_url}: {exc}. "
+                                        "Check org_url, DNS, the firewall and the proxy."))
                 break
             else:
                 checks.append(Check(f"okta {label}", True, f"can read {label}"))
@@ -340,6 +350,10 @@ class OktaConnector:
                         "Admin > Security > API > Tokens and update the connector's api_token.")
             return ("The API token's admin lacks permission (403): give that admin a role that can "
                     "manage these groups (e.g. Group Administrator).")
+        if "invalid_dpop_proof" in detail:
+            return (f"Okta refused the token request of OAuth client {self._settings.client_id}: the app requires "
+                    "DPoP (Demonstrating Proof-of-Possession) and dpop is false. Remove 'dpop: false' from the "
+                    "connector, or clear 'Require DPoP header in token requests' in the app's settings.")
         if "HTTP 401" in detail or "invalid_client" in detail:
             return (f"Okta rejected the OAuth client {self._settings.client_id} (401): check client_id, "
                     "that the app uses public key / private key authentication, and that its public "

@@ -7,8 +7,11 @@ import os
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from functools import lru_cache
+from types import SimpleNamespace
 
+import okta.dpop as okta_dpop
 import pytest
+from Cryptodome.PublicKey import RSA
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -47,6 +50,11 @@ def _key_pair(which: str) -> tuple[str, str]:
     return private, public
 
 
+@lru_cache(maxsize=1)
+def _dpop_key() -> RSA.RsaKey:
+    return RSA.generate(2048)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_from_okta_config(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> None:
     # The SDK reads every OKTA_CLIENT_* variable and ./okta.yaml.
@@ -54,6 +62,8 @@ def _isolated_from_okta_config(monkeypatch: pytest.MonkeyPatch, tmp_path: os.Pat
         if name.startswith("OKTA_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    # Each DPoP client makes a 3072-bit RSA key (about 3 s here): the tests share one, which is all they change.
+    monkeypatch.setattr(okta_dpop, "RSA", SimpleNamespace(RsaKey=RSA.RsaKey, generate=lambda bits: _dpop_key()))
 
 
 @pytest.fixture
@@ -122,8 +132,48 @@ async def test_private_key_jwt_token_is_fetched_once_and_reused(okta: tuple[Fake
         await connector.list_members("engineering")
     finally:
         await connector.aclose()
-    assert fake.token_requests == 1
-    assert all(h.startswith("Bearer ") for h in fake.auth_headers)
+    assert fake.token_requests == 2  # the first answer is the use_dpop_nonce challenge
+    assert all(h.startswith("DPoP ") for h in fake.auth_headers)
+
+
+async def test_oauth_mode_uses_dpop_by_default_with_the_nonce_and_bound_proofs(
+        okta: tuple[FakeOkta, str]) -> None:
+    fake, ca_file = okta  # requires DPoP, as new API Services apps do by default
+    connector = from_settings("okta", _settings(fake, ca_file, "private_key"))
+    try:
+        assert await connector.find_user("alice@example.com") is not None
+        await connector.list_members("engineering")
+    finally:
+        await connector.aclose()
+    token_proof, *api_proofs = fake.dpop.proofs
+    assert token_proof["htm"] == "POST" and token_proof["htu"] == fake.base_url + "/oauth2/v1/token"
+    assert token_proof["nonce"] == fake.dpop.nonce and "ath" not in token_proof
+    assert api_proofs and all("ath" in p for p in api_proofs)
+    assert {p["htu"].removeprefix(fake.base_url) for p in api_proofs} >= {"/api/v1/users", "/api/v1/groups"}
+    assert len({p["jti"] for p in fake.dpop.proofs}) == len(fake.dpop.proofs)
+
+
+async def test_dpop_off_against_an_app_that_requires_it_fails_check_naming_dpop(
+        okta: tuple[FakeOkta, str]) -> None:
+    fake, ca_file = okta
+    connector = from_settings("okta", _settings(fake, ca_file, "private_key", dpop=False))
+    try:
+        checks = await connector.check()
+    finally:
+        await connector.aclose()
+    failed = [c for c in checks if not c.ok]
+    assert len(failed) == 1 and "DPoP" in failed[0].message and "dpop: false" in failed[0].message
+
+
+async def test_dpop_can_be_turned_off_for_an_app_that_does_not_require_it(okta: tuple[FakeOkta, str]) -> None:
+    fake, ca_file = okta
+    fake.require_dpop = False
+    connector = from_settings("okta", _settings(fake, ca_file, "private_key", dpop=False))
+    try:
+        assert await connector.find_user("alice@example.com") is not None
+    finally:
+        await connector.aclose()
+    assert fake.token_requests == 1 and all(h.startswith("Bearer ") for h in fake.auth_headers)
 
 
 async def test_private_key_without_a_granted_scope_is_refused_with_scope_advice(
