@@ -25,6 +25,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -132,18 +133,31 @@ class OktaConnector:
                 config["kid"] = settings.key_id
         config["httpClient"] = _http_client_class(header)
         try:
-            self._client = Client(config)
+            # With DPoP the SDK makes an RSA-3072 key in Client() (seconds of CPU): validate the settings
+            # with a client without it now, and build the real one off the event loop at first use.
+            self._client = Client({**config, "dpopEnabled": False})
         except ValueError as exc:
             # The SDK's validation messages name fields, never their values.
             raise ConfigError(f"okta {name}: {exc}") from None
+        self._dpop_config = config if config.get("dpopEnabled") else None
+        self._client_lock = asyncio.Lock()
 
     async def _ensure_session(self) -> None:
+        if self._dpop_config is not None:
+            async with self._client_lock:
+                if self._dpop_config is not None:
+                    self._client = await asyncio.to_thread(Client, self._dpop_config)
+                    self._dpop_config = None
         if self._session is None:
             context = ssl.create_default_context(cafile=self._settings.ca_file)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=context),
                 timeout=aiohttp.ClientTimeout(total=self._settings.timeout))
             self._client.get_request_executor().set_session(self._session)  # type: ignore[no-untyped-call]
+
+    def _sdk(self, method: str, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """The SDK client's ``method`` called: looked up at call time, once ``_ensure_session`` made the client."""
+        return getattr(self._client, method)(*args, **kwargs)  # type: ignore[no-any-return]
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[Any]]) -> tuple[Any, Any]:
         """Run one SDK call; return ``(data, ApiResponse)`` or raise a typed error."""
@@ -223,7 +237,7 @@ class OktaConnector:
         after: str | None = None
         while True:
             users, response = await self._call("list group members", functools.partial(
-                self._client.list_group_users, gid, after=after, limit=self._settings.page_size))
+                self._sdk, "list_group_users", gid, after=after, limit=self._settings.page_size))
             members.extend(_to_user(u) for u in users or [])
             after = _next_cursor(getattr(response, "headers", None) or {})
             if not after:
@@ -235,7 +249,7 @@ class OktaConnector:
         after: str | None = None
         while True:
             page, response = await self._call("list groups", functools.partial(
-                self._client.list_groups, after=after, limit=self._settings.page_size, expand="stats"))
+                self._sdk, "list_groups", after=after, limit=self._settings.page_size, expand="stats"))
             for g in page or []:
                 stats = getattr(getattr(g, "embedded", None), "stats", None)
                 count = getattr(stats, "users_count", None)
@@ -303,7 +317,7 @@ class OktaConnector:
         found: list[SignIn] = []
         for _ in range(MAX_LOG_PAGES):
             events, response = await self._call("read system log", functools.partial(
-                self._client.list_log_events, since=state["since"], after=state.get("after"), filter=query,
+                self._sdk, "list_log_events", since=state["since"], after=state.get("after"), filter=query,
                 limit=self._settings.page_size))
             found.extend(_sign_in(e, account) for e in events or [])
             after = _next_cursor(getattr(response, "headers", None) or {})

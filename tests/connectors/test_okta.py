@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from functools import lru_cache
@@ -55,6 +56,14 @@ def _dpop_key() -> RSA.RsaKey:
     return RSA.generate(2048)
 
 
+DPOP_KEYS_MADE_ON: list[str] = []  # the thread each DPoP key was made on
+
+
+def _made_key(bits: int) -> RSA.RsaKey:
+    DPOP_KEYS_MADE_ON.append(threading.current_thread().name)
+    return _dpop_key()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_from_okta_config(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> None:
     # The SDK reads every OKTA_CLIENT_* variable and ./okta.yaml.
@@ -63,7 +72,7 @@ def _isolated_from_okta_config(monkeypatch: pytest.MonkeyPatch, tmp_path: os.Pat
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     # Each DPoP client makes a 3072-bit RSA key (about 3 s here): the tests share one, which is all they change.
-    monkeypatch.setattr(okta_dpop, "RSA", SimpleNamespace(RsaKey=RSA.RsaKey, generate=lambda bits: _dpop_key()))
+    monkeypatch.setattr(okta_dpop, "RSA", SimpleNamespace(RsaKey=RSA.RsaKey, generate=_made_key))
 
 
 @pytest.fixture
@@ -151,6 +160,20 @@ async def test_oauth_mode_uses_dpop_by_default_with_the_nonce_and_bound_proofs(
     assert api_proofs and all("ath" in p for p in api_proofs)
     assert {p["htu"].removeprefix(fake.base_url) for p in api_proofs} >= {"/api/v1/users", "/api/v1/groups"}
     assert len({p["jti"] for p in fake.dpop.proofs}) == len(fake.dpop.proofs)
+
+
+async def test_the_dpop_key_is_made_off_the_event_loop(okta: tuple[FakeOkta, str]) -> None:
+    # The SDK makes an RSA-3072 key for DPoP (seconds of CPU): building the connector (startup, a policy
+    # reload) must not stall the event loop for it.
+    fake, ca_file = okta
+    DPOP_KEYS_MADE_ON.clear()
+    connector = from_settings("okta", _settings(fake, ca_file, "private_key"))
+    try:
+        assert DPOP_KEYS_MADE_ON == []
+        assert await connector.find_user("alice@example.com") is not None
+    finally:
+        await connector.aclose()
+    assert len(DPOP_KEYS_MADE_ON) == 1 and DPOP_KEYS_MADE_ON[0] != threading.main_thread().name
 
 
 async def test_dpop_off_against_an_app_that_requires_it_fails_check_naming_dpop(
