@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import secrets
 import time
 from collections import deque
@@ -28,6 +29,9 @@ import jwt
 from aiohttp import web
 
 from connectors.base import Target
+from tests.specs.discovery import GOOGLE_DIRECTORY, DiscoverySpec
+
+SPEC = DiscoverySpec(GOOGLE_DIRECTORY)
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPE_USER_READ = "https://www.googleapis.com/auth/admin.directory.user.readonly"
@@ -95,6 +99,9 @@ class FakeGoogleWorkspace:
         self.token_requests = 0
         self.assertions: list[dict[str, Any]] = []  # verified claims, for tests
         self.signed_out: list[str] = []
+        # Every request to the Directory API and every successful answer, checked against the discovery
+        # document (tests/specs/google): what departs from it is kept here, and the suite fails on it.
+        self.spec_violations: list[str] = []
         self._faults: deque[tuple[str, float, int]] = deque()  # (kind, value, status)
         self._api_calls = 0
         self._credentials_broken = False
@@ -178,7 +185,7 @@ class FakeGoogleWorkspace:
     # -- server -----------------------------------------------------------------------------------
 
     async def start(self) -> FakeGoogleWorkspace:
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application(middlewares=[self._spec, self._middleware])
         app.router.add_post("/token", self._token)
         app.router.add_get(API + "/users/{key}", self._users_get)
         app.router.add_post(API + "/users/{key}/signOut", self._sign_out)
@@ -201,6 +208,19 @@ class FakeGoogleWorkspace:
     @property
     def token_uri(self) -> str:
         return self.url + "/token"
+
+    @web.middleware
+    async def _spec(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if request.path.startswith(API):
+            raw = await request.read()
+            body = json.loads(raw) if raw else None
+            answer = getattr(response, "body", None)
+            answer_json = json.loads(answer) if isinstance(answer, bytes) and answer else None
+            problems = SPEC.check(request.method, request.path, dict(request.query), body,
+                                  response.status, answer_json)
+            self.spec_violations += problems
+        return response
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
