@@ -267,7 +267,8 @@ class OktaConnector:
         if any(g.id == gid for g in groups or []):
             return True
         if _next_cursor(getattr(response, "headers", None) or {}):
-            # More groups than one page and the SDK cannot page this list: read the group instead.
+            # Okta's management OpenAPI declares no paging for a user's groups (no after/limit): should an
+            # answer carry a next link all the same, the SDK cannot follow it, so read the group instead.
             return any(m.id == user.id for m in await self.list_members(gid))
         return False
 

@@ -15,6 +15,7 @@ what Okta does with a proof it does not require is not documented).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import ssl
@@ -31,6 +32,9 @@ from connectors.base import Target
 from tests.fakes.idp.okta_dpop import DPoPError, DPoPVerifier
 from tests.fakes.idp.okta_limits import OktaRateLimit
 from tests.fakes.idp.okta_logs import OktaSystemLog
+from tests.specs.openapi import OKTA_MANAGEMENT, OpenApiSpec
+
+SPEC = OpenApiSpec(OKTA_MANAGEMENT)
 
 TOKEN_PATH = "/oauth2/v1/token"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -80,7 +84,10 @@ class FakeOkta:
         self.groups: dict[str, dict[str, Any]] = {}
         self.members: dict[str, list[str]] = {}
         self.revoked_sessions: list[str] = []
-        self.revoked_oauth_tokens: list[str] = []  # users whose sessions were ended with oauthTokens=true
+        self.revoked_oauth_tokens: list[str] = []
+        # Every management API request and successful answer, checked against Okta's OpenAPI description
+        # (tests/specs/okta): what departs from it is kept here, and the conformance suite fails on it.
+        self.spec_violations: list[str] = []  # users whose sessions were ended with oauthTokens=true
         self.auth_headers: list[str] = []
         self.token_requests = 0
         self._api_calls = 0
@@ -163,7 +170,7 @@ class FakeOkta:
 
     # -- server ------------------------------------------------------------------------------
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
-        app = web.Application(middlewares=[self._gate])
+        app = web.Application(middlewares=[self._spec, self._gate])
         app.router.add_post(TOKEN_PATH, self._token)
         app.router.add_get("/api/v1/users", self._list_users)
         app.router.add_get("/api/v1/users/{uid}", self._get_user)
@@ -190,6 +197,16 @@ class FakeOkta:
     def _error(self, status: int, summary: str | None = None,
                headers: dict[str, str] | None = None) -> web.Response:
         return web.json_response(error_body(status, summary), status=status, headers=headers)
+
+    @web.middleware
+    async def _spec(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if request.path.startswith("/api/v1/"):
+            body = getattr(response, "body", None)
+            answer = json.loads(body) if isinstance(body, bytes) and body else None
+            self.spec_violations += SPEC.check(request.method, request.path, dict(request.query), response.status,
+                                               answer)
+        return response
 
     @web.middleware
     async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
