@@ -64,6 +64,7 @@ class DiscoverySpec:
         self.revision = str(doc["revision"])
         self._global = dict(doc.get("parameters", {}))
         self._definitions = {name: _json_schema(s) for name, s in doc["schemas"].items()}
+        self._validators: dict[str, jsonschema.Draft202012Validator] = {}
         self._methods: list[_Method] = []
         for resource in doc["resources"].values():
             for method in resource["methods"].values():
@@ -78,8 +79,11 @@ class DiscoverySpec:
                     response=(method.get("response") or {}).get("$ref")))
 
     def _validate(self, ref: str, value: Any) -> list[str]:
-        schema = {"$ref": f"#/definitions/{ref}", "definitions": self._definitions}
-        validator = jsonschema.Draft202012Validator(schema)
+        validator = self._validators.get(ref)
+        if validator is None:  # built once per schema: the fake checks every exchange
+            schema = {"$ref": f"#/definitions/{ref}", "definitions": self._definitions}
+            validator = jsonschema.Draft202012Validator(schema)
+            self._validators[ref] = validator
         return [f"{ref}{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(value)]
 
     def check(self, method: str, path: str, query: dict[str, str], body: Any, status: int,

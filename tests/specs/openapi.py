@@ -74,6 +74,7 @@ class OpenApiSpec:
         components = self.doc.get("components", {})
         self._components = {kind: {name: _convert(node, closed=name not in composed) for name, node in group.items()}
                             for kind, group in components.items()}
+        self._validators: dict[str, jsonschema.Draft202012Validator] = {}
         self._ops: list[tuple[str, re.Pattern[str], dict[str, Any], list[dict[str, Any]]]] = []
         for template, item in self.doc["paths"].items():
             pattern = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)))
@@ -90,8 +91,11 @@ class OpenApiSpec:
         return node
 
     def _validate(self, schema: dict[str, Any], value: Any, what: str) -> list[str]:
-        root = {**_convert(schema), "components": self._components}
-        validator = jsonschema.Draft202012Validator(root)
+        key = json.dumps(schema, sort_keys=True)
+        validator = self._validators.get(key)
+        if validator is None:  # built once per schema: the fakes check every exchange
+            validator = jsonschema.Draft202012Validator({**_convert(schema), "components": self._components})
+            self._validators[key] = validator
         return [f"{what}{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(value)]
 
     def check(self, method: str, path: str, query: dict[str, str], status: int, answer: Any) -> list[str]:
