@@ -11,9 +11,9 @@ compares them with the grants in the database:
   ``reconcile_vanished`` event.
 
 A member who holds the target only through a nested group (``IdpUser.direct`` False, Google) is never
-removed — removing them from this group would not end that access — but reported as unmanaged with the
-nested group named as the way in; and a grant's membership, always direct, has vanished when only a
-nested one is left.
+removed — removing them from this group would not end that access — but reported as unmanaged, held
+through a nested group; and a grant's membership, always direct, has vanished when only a nested one is
+left.
 
 People are compared by the IdP's user id wherever it is known (a grant's ``user_idp_id``, the ids
 recorded with standing access), by email otherwise: the IdP may list a member under a primary email
