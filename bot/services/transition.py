@@ -50,16 +50,19 @@ class TransitionService:
         rt, target = self.rt, target_of(e)
         members = await rt.connector(e.connector).list_members(members_ref(target))
         async with rt.db.sessions() as session:
-            holding = set((await session.execute(select(col(Grant.user_email)).where(
+            # Holders by IdP user id once granted (the IdP may list them under another address), else by email
+            held = (await session.execute(select(col(Grant.user_idp_id), col(Grant.user_email)).where(
                 col(Grant.connector) == e.connector, col(Grant.target_kind) == target.kind.value,
-                col(Grant.target_id) == target.id, col(Grant.status).in_(HOLDING)))).scalars())
+                col(Grant.target_id) == target.id, col(Grant.status).in_(HOLDING)))).all()
+            holding_ids = {i for i, _ in held if i}
+            holding = {m.lower() for i, m in held if not i}
             last: dict[str, datetime] = dict((await session.execute(
                 select(col(Grant.user_email), func.max(col(Grant.granted_at)))
                 .join(AccessRequest, col(AccessRequest.id) == col(Grant.request_id))
                 .where(col(AccessRequest.eligibility) == e.name).group_by(col(Grant.user_email)))).all())
         keep = await rt.directory.expand(rt.policy, e.transition.keep_standing) if e.transition else set()
         return [Standing(u, last.get(u.email.lower()), u.email.lower() in keep)
-                for u in members if u.email.lower() not in holding]
+                for u in members if u.id not in holding_ids and u.email.lower() not in holding]
 
     async def run_due(self) -> int:
         done = 0
