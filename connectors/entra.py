@@ -297,7 +297,19 @@ class EntraConnector:
         return events, json.dumps({"since": _graph_time(since), "seen": keep})
 
     async def terminate_sessions(self, user: IdpUser) -> None:
-        """Invalidate the user's refresh tokens and session cookies (``revokeSignInSessions``)."""
+        """Invalidate the user's refresh tokens and session cookies (``revokeSignInSessions``; Microsoft: it
+        takes a few minutes, and "doesn't revoke sign-in sessions for external users, because external users
+        sign in through their home tenant"). An external (guest) user's sessions are not ended: that is said
+        as an error, so it is audited and alerted, not recorded as done."""
+        status, account = await self._request("GET", f"{self._graph}/users/{quote(user.id)}", "read user",
+                                              params={"$select": "id,userType,userPrincipalName"})
+        if status == 404:
+            raise NotFound(f"entra {self.name}: revoke sessions: {_message(account)}")
+        if status < 300 and isinstance(account, dict) and (
+                account.get("userType") == "Guest" or "#EXT#" in str(account.get("userPrincipalName") or "")):
+            raise ConnectorError(f"entra {self.name}: revoke sessions: {user.id} is an external (guest) user",
+                                 user_message=f"{user.email or user.id} is an external (guest) user: Microsoft Entra "
+                                              "does not end their sessions, which their home tenant holds.")
         url = f"{self._graph}/users/{quote(user.id)}/revokeSignInSessions"
         status, answer = await self._request("POST", url, "revoke sessions")
         if status == 404:

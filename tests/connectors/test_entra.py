@@ -11,7 +11,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from connectors.base import ConfigError, IdpUser, PermissionDenied, RateLimited, Target, TargetKind, Transient
+from connectors.base import (
+    ConfigError,
+    ConnectorError,
+    IdpUser,
+    PermissionDenied,
+    RateLimited,
+    Target,
+    TargetKind,
+    Transient,
+)
 from connectors.entra import EntraConnector, from_settings
 from connectors.registry import build_connector
 from tests.connectors.conformance import *  # noqa: F403
@@ -199,6 +208,15 @@ async def test_terminate_sessions_calls_revoke_sign_in_sessions(connector: Built
     entra_connector, fake = connector
     await entra_connector.terminate_sessions(IdpUser(id=fake.alice, email="alice@example.com"))  # type: ignore[attr-defined]
     assert fake.revoked_sessions == [fake.alice]  # type: ignore[attr-defined]
+
+
+async def test_an_external_users_sessions_are_not_reported_as_ended(connector: Built) -> None:
+    # Graph: revokeSignInSessions "doesn't revoke sign-in sessions for external users".
+    entra_connector, fake = connector
+    guest = fake.add_user("partner@other.example", guest=True)
+    with pytest.raises(ConnectorError) as info:
+        await entra_connector.terminate_sessions(IdpUser(id=guest, email="partner@other.example"))
+    assert "external (guest) user" in info.value.user_message and guest not in fake.revoked_sessions
 
 
 async def test_terminate_sessions_needs_user_revoke_sessions_all(entra: tuple[FakeEntra, str]) -> None:

@@ -103,10 +103,13 @@ class FakeEntra:
     def graph_url(self) -> str:
         return f"{self.base_url}/v1.0"
 
-    def add_user(self, mail: str, name: str = "Test User") -> str:
+    def add_user(self, mail: str, name: str = "Test User", *, guest: bool = False) -> str:
+        """A member user, or with ``guest`` an external (B2B) user: ``userType`` Guest and a UPN with
+        ``#EXT#``, as Entra writes them for an invited user."""
         uid = str(uuid.uuid4())
+        upn = mail.replace("@", "_") + "#EXT#@tenant.onmicrosoft.com" if guest else mail.replace("@", "_upn@")
         self.users[uid] = {"@odata.type": "#microsoft.graph.user", "id": uid, "displayName": name,
-                           "mail": mail, "userPrincipalName": mail.replace("@", "_upn@")}
+                           "mail": mail, "userPrincipalName": upn, "userType": "Guest" if guest else "Member"}
         return uid
 
     def add_group(self, name: str, members: list[str] | None = None) -> str:
@@ -149,6 +152,7 @@ class FakeEntra:
         app.router.add_get(f"/{t}/v2.0/.well-known/openid-configuration", self._discovery)
         app.router.add_post(f"/{t}/oauth2/v2.0/token", self._token)
         app.router.add_get("/v1.0/users", self._list_users)
+        app.router.add_get("/v1.0/users/{uid}", self._get_user)
         app.router.add_get("/v1.0/users/{uid}/memberOf", self._member_of)
         app.router.add_post("/v1.0/users/{uid}/revokeSignInSessions", self._revoke_sessions)
         app.router.add_get("/v1.0/groups", self._list_groups)
@@ -289,6 +293,13 @@ class FakeEntra:
         found = [u for u in self.users.values()
                  if not wanted or any((u.get(attr) or "").lower() == value for attr, value in wanted)]
         return self._page(request, found)
+
+    async def _get_user(self, request: web.Request) -> web.Response:
+        user = self.users.get(request.match_info["uid"])
+        if user is None:
+            return self._not_found(request.match_info["uid"])
+        select = [f for f in request.query.get("$select", "").split(",") if f]
+        return web.json_response({k: v for k, v in user.items() if not select or k in select or k == "id"})
 
     async def _member_of(self, request: web.Request) -> web.Response:
         uid = request.match_info["uid"]

@@ -31,6 +31,7 @@ _MEMBER_WRITE = ("GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.
 # (method, path under /v1.0 as a regular expression) → accepted application permissions, least first
 PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     ("GET", r"/users", ("User.Read.All", "User.ReadWrite.All", *_DIR_READ)),
+    ("GET", r"/users/[^/]+", ("User.Read.All", "User.ReadWrite.All", *_DIR_READ)),
     ("GET", r"/users/[^/]+/memberOf", _DIR_READ),
     ("POST", r"/users/[^/]+/revokeSignInSessions", ("User.RevokeSessions.All",)),
     ("GET", r"/groups", _GROUP_READ),
