@@ -292,6 +292,8 @@ class FakeOneLogin:
         ids = await self._user_ids(request)
         if isinstance(ids, web.Response):
             return ids
+        # Assumption: RolesApi.md documents 200 with the ids and no answer for a user who already holds the
+        # role; the fake treats that as success (the connector checks membership first anyway).
         role["users"].update(ids)
         return web.json_response([{"id": i} for i in ids])
 
@@ -302,6 +304,7 @@ class FakeOneLogin:
         ids = await self._user_ids(request)
         if isinstance(ids, web.Response):
             return ids
+        # Assumption: removing a user who does not hold the role is not documented; the fake answers 204.
         role["users"].difference_update(ids)
         return web.Response(status=204)
 
