@@ -25,7 +25,7 @@ def cmd_transition_status(args: argparse.Namespace) -> int:
                     for s in await service.standing_members(e):
                         rows.append([e.name, f"{e.target.kind}:{e.target.ref}", s.user.email, until,
                                      f"{s.last_jit_use:%Y-%m-%d %H:%M}" if s.last_jit_use else "never",
-                                     "keep_standing" if s.kept else ""])
+                                     "keep_standing" if s.kept else "" if s.user.direct else "nested group"])
         finally:
             await close_runtime(rt)
         if not rows:

@@ -312,8 +312,8 @@ class GrantService:
                                f"Cause: {type(exc).__name__}: {str(exc)[:300]}. jitbot stopped trying; "
                                f"an administrator may retry it (/jit admin retry {req.id}).")
             notices.tell_requester(session, at=now, snap=snap, event="failed",
-                                   text=f"We could not grant {req.eligibility} ({req.id}); "
-                                        "administrators were alerted.")
+                                   text=f"We could not grant {req.eligibility} ({req.id}): {exc.user_message} "
+                                        "Administrators were alerted.")
         rt.wake.set()
 
     # ---- warnings ------------------------------------------------------------------------------
