@@ -224,6 +224,7 @@ class GrantService:
 
     async def _grant_done(self, row: Any, user: IdpUser, *, added: bool) -> None:
         rt, now = self.rt, self.rt.clock.now()
+        rt.directory.forget_person(row.user_email)  # the target may be a group the policy names for people
         async with rt.db.core_transaction() as session:  # the rows as objects, without the ORM's session
             # Serialised with the membership's ownership decisions (the revocation's, under the same lock):
             # what this grant owns is read now, under the lock. A revocation may have handed it the

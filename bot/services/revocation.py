@@ -316,6 +316,7 @@ class Revoker:
     async def _ended(self, session: AsyncSession, g: Grant, *, kept: str | None,
                      req: AccessRequest, votes: list[ApprovalVote]) -> None:
         rt, now = self.rt, self.rt.clock.now()
+        rt.directory.forget_person(g.user_email)  # the target may be a group the policy names for people
         g.status, g.ended_at, g.claimed_until, g.next_attempt_at = "ended", now, None, None
         detail: dict[str, object] = {"grant": g.id, "reason": g.end_reason}
         if kept:

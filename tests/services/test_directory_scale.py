@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from bot.services.clock import ManualClock
 from bot.services.directory import Directory
 from connectors.base import parse_target_ref
 from connectors.memory import DictMembershipStore, MemoryConnector
+from tests.conftest import DbFactory
 from tests.connectors.idp_fixtures import (
     as_yaml,
     entra_fake,
@@ -29,6 +31,7 @@ from tests.connectors.idp_fixtures import (
 )
 from tests.fakes.idp.entra import FakeEntra
 from tests.fakes.idp.okta import FakeOkta
+from tests.services.stack import make_stack
 
 MEMBERS = 100_000
 OTHER_GROUPS = 1_000
@@ -142,3 +145,29 @@ eligibilities:
     assert not await directory.contains(policy, elig.requestors, "ann@example.com")  # cached answer
     directory.forget_person("ANN@example.com")
     assert await directory.contains(policy, elig.requestors, "ann@example.com")
+
+
+async def test_a_grant_and_its_revocation_refresh_what_the_directory_knows_of_that_person(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    """A target that is also a group the policy names for people (here: who may request ``ops``) is seen
+    at once when jitbot grants or revokes it — not a membership-cache TTL later."""
+    loaded = parse_policy("""
+audit_channel: "#jit-audit"
+connectors:
+  idp:
+    type: memory
+    users: [{email: ann@example.com}]
+    groups: {engineers: [ann@example.com], oncall: [], target: []}
+eligibilities:
+  - {name: join-oncall, connector: idp, target: {group: oncall}, requestors: {groups: [engineers]}, max_duration: 1h}
+  - {name: ops, connector: idp, target: {group: target}, requestors: {groups: [oncall]}, max_duration: 1h}
+""", source="test", env={})
+    stack = await make_stack(db_factory(), loaded, clock)
+    assert [e.name for e in await stack.requests.requestable("ann@example.com")] == ["join-oncall"]
+    req = await stack.requests.submit(requester="ann@example.com", eligibility="join-oncall",
+                                      duration=timedelta(hours=1), justification="on call tonight")
+    await stack.worker.run_until_idle()
+    assert [e.name for e in await stack.requests.requestable("ann@example.com")] == ["join-oncall", "ops"]
+    await stack.grants.end_early(request_id=req.id, actor="ann@example.com", reason="released")
+    await stack.worker.run_until_idle()
+    assert [e.name for e in await stack.requests.requestable("ann@example.com")] == ["join-oncall"]
