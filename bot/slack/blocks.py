@@ -27,7 +27,13 @@ def esc(text: str | None) -> str:
 def quoted(text: str | None) -> str:
     """User text as a block quote, escaped, every line of it (whatever breaks the line: ``\\r``, U+2028
     …): no line of it can pass for one of the bot's own fields."""
-    return "\n".join(">" + line for line in esc(text).splitlines() or [""])
+    return "\n".join(">" + line for line in _unanchored(esc(text)).splitlines() or [""])
+
+
+def _unanchored(text: str) -> str:
+    """User text never carries the name of jitbot's audit anchors (bot/services/audit_anchor.py): a line of
+    it copied from the audit channel must not pass for an anchor (non-breaking hyphens instead)."""
+    return text.replace("jitbot-audit-anchor", "jitbot\u2011audit\u2011anchor")
 
 
 def notice(text: str | None) -> str:
