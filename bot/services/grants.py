@@ -21,7 +21,7 @@ from bot.domain.durations import format_duration
 from bot.domain.requests import PolicyViolation, Status, check_transition
 from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
-from bot.services.requests import load_request, load_votes, read_request, read_votes
+from bot.services.requests import allowed_seconds, load_request, load_votes, read_request, read_votes
 from bot.services.revocation import LEASE, Revoker, backoff, idp_user, target_of
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser, RateLimited
@@ -166,7 +166,7 @@ class GrantService:
             elig = rt.eligibility(req.eligibility)
             warn_before = elig.warn_before if elig else timedelta(minutes=15)
             g.status, g.owns_membership, g.user_idp_id, g.granted_at = "active", owns, user.id, now
-            g.expires_at = now + timedelta(seconds=req.duration_s)
+            g.expires_at = now + timedelta(seconds=allowed_seconds(req, elig))  # the maximum in force now
             g.warn_at = g.expires_at - warn_before if g.expires_at - warn_before > now else None
             g.claimed_until, g.next_attempt_at, g.last_error = None, None, None
             from_state = req.status

@@ -10,7 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
-from bot.domain.requests import PolicyViolation, Status, Submission, check_transition, validate_submission
+from bot.domain.requests import (
+    BREAKGLASS,
+    PolicyViolation,
+    Status,
+    Submission,
+    check_transition,
+    validate_submission,
+)
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.claims import LEASE
@@ -88,6 +95,16 @@ def open_layer(req: AccessRequest, elig: Eligibility, layer: int, now: datetime,
 def close_schedule(req: AccessRequest) -> None:
     """The request left PENDING: nothing about its approval is due any more."""
     req.layer_deadline = req.next_reminder_at = req.escalate_at = None
+
+
+def allowed_seconds(req: AccessRequest, elig: Eligibility | None) -> int:
+    """How long ``req``'s access may last under the policy in force now: its own duration, capped to
+    the eligibility's current maximum (break-glass: its break-glass maximum). The policy may have
+    changed since the request was submitted; the current one decides."""
+    if elig is None:
+        return req.duration_s
+    cap = elig.break_glass.max_duration if req.kind == BREAKGLASS and elig.break_glass else elig.max_duration
+    return min(req.duration_s, int(cap.total_seconds()))
 
 
 def check_start(rt: Runtime, starts_at: datetime | None) -> None:
@@ -228,6 +245,7 @@ class RequestService:
         (read here when not given)."""
         now = self.rt.clock.now()
         check_transition(Status(req.status), Status.APPROVED)
+        asked, req.duration_s = req.duration_s, allowed_seconds(req, elig)  # the maximum may have been lowered
         req.status, req.decided_at, req.updated_at = Status.APPROVED.value, now, now
         close_schedule(req)
         req.version += 1
@@ -244,7 +262,9 @@ class RequestService:
         later = grant.next_attempt_at is not None and grant.next_attempt_at > now
         await notices.record(self.rt, session, at=now, kind="approved", actor=actor, req=req, snap=snap,
                              from_state=Status.PENDING.value, to_state=Status.APPROVED.value,
-                             detail={"auto": auto, **({"starts_at": grant.next_attempt_at.isoformat()} if later
+                             detail={"auto": auto, **({"shortened_from": format_duration(timedelta(seconds=asked))}
+                                                       if asked != req.duration_s else {}),
+                                     **({"starts_at": grant.next_attempt_at.isoformat()} if later
                                                       and grant.next_attempt_at else {})},
                              text=text or ("auto-approved (no approval layers)" if auto else
                                            "approved — granting access")
@@ -255,6 +275,9 @@ class RequestService:
                        f"{grant.next_attempt_at:%Y-%m-%d %H:%M} UTC.")
         else:
             message = f"Your request {req.id} for {elig.name} was approved; granting access now."
+        if asked != req.duration_s:
+            message += (f" Its duration was shortened to {format_duration(timedelta(seconds=req.duration_s))}: "
+                        f"the policy now allows at most that for {elig.name}.")
         notices.tell_requester(session, at=now, snap=snap, event="approved", text=message)
         return grant
 
