@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
@@ -11,6 +12,7 @@ from bot.domain.policy import Eligibility
 from bot.domain.requests import Decision, LayerOutcome, PolicyViolation, Status, Vote, decide
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
+from bot.services.policy_version import require_current, under_current_policy
 from bot.services.requests import GRANT_HANDED, RequestService, close_schedule, open_layer, read_request, read_votes
 from bot.services.runtime import Runtime
 from storage.records import Unit, build
@@ -39,8 +41,15 @@ class ApprovalService:
 
     async def decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
                      reason: str | None = None, approver_slack: str | None = None) -> DecisionResult:
-        """Record one approver's decision. Raises PolicyViolation (user-facing) when it is not allowed."""
-        rt, approver = self.rt, approver.strip().lower()
+        """Record one approver's decision under the applied policy. Raises PolicyViolation (user-facing)
+        when it is not allowed."""
+        return await under_current_policy(self.rt.follower, functools.partial(
+            self._decide, request_id=request_id, layer=layer, approver=approver, decision=decision, reason=reason,
+            approver_slack=approver_slack))
+
+    async def _decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
+                      reason: str | None, approver_slack: str | None) -> DecisionResult:
+        rt, approver, seen = self.rt, approver.strip().lower(), self.rt.decision_version
         async with rt.db.core_reads() as reads:  # its eligibility, before the transaction (never changes)
             name = next(iter(await reads.scalars(_ELIGIBILITY_OF, {"b_id": request_id})), None)
         if name is None:
@@ -70,6 +79,7 @@ class ApprovalService:
             async with rt.db.core_transaction() as tx:
                 unit = Unit(tx)
                 req = await read_request(unit, request_id, lock=True)
+                await require_current(tx, seen)  # checked above under the policy applied now, or again
                 votes = await read_votes(unit, req.id)
                 if in_layer:  # which set counts is the one the layer opened with
                     in_layer = in_set[req.after_hours]

@@ -21,6 +21,7 @@ from bot.domain.requests import (
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.claims import LEASE
+from bot.services.policy_version import require_current, under_current_policy
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
 from storage.db import after_commit
@@ -157,9 +158,18 @@ class RequestService:
 
         ``requester`` is who gets the access (the beneficiary). ``submitted_by``, when someone else, must
         be a delegate of the eligibility or an admin, and can never approve the request. ``starts_at``
-        schedules the grant: approved ahead, granted then, the duration counted from then.
+        schedules the grant: approved ahead, granted then, the duration counted from then. Checked
+        under the applied policy (bot/services/policy_version.py).
         """
-        rt, policy = self.rt, self.rt.policy
+        return await under_current_policy(self.rt.follower, functools.partial(
+            self._submit, requester=requester, eligibility=eligibility, duration=duration,
+            justification=justification, ticket=ticket, requester_slack=requester_slack, submitted_by=submitted_by,
+            submitted_by_slack=submitted_by_slack, starts_at=starts_at))
+
+    async def _submit(self, *, requester: str, eligibility: str, duration: timedelta, justification: str,
+                      ticket: str | None, requester_slack: str | None, submitted_by: str | None,
+                      submitted_by_slack: str | None, starts_at: datetime | None) -> AccessRequest:
+        rt, policy, seen = self.rt, self.rt.policy, self.rt.decision_version
         requester = requester.strip().lower()
         submitter = submitted_by.strip().lower() if submitted_by else None
         if submitter == requester:
@@ -195,6 +205,7 @@ class RequestService:
                 raise PolicyViolation(f"Nobody other than you can approve layer 1 of {elig.name}; "
                                       "ask an administrator to fix the approver group.")
         async with rt.db.core_transaction() as session:
+            await require_current(session, seen)
             open_dupe = [r.id for r in await session.rows(_OPEN_DUPLICATE, {"b_requester": requester,
                                                                           "b_elig": elig.name}) if r.kind == "access"]
             if open_dupe:

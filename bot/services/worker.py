@@ -198,10 +198,13 @@ class Worker:
         as a read-then-insert did."""
         now = self.rt.clock.now()
         upsert = sqlite_insert if self.rt.db.is_sqlite else pg_insert
-        statement = upsert(_HEARTBEAT).values(worker_id=self.worker_id, beat_at=now, ticks=self.ticks)
+        version = self.rt.policy_version
+        statement = upsert(_HEARTBEAT).values(worker_id=self.worker_id, beat_at=now, ticks=self.ticks,
+                                              policy_version=version)
         async with self.rt.db.transaction() as session:
             await session.execute(statement.on_conflict_do_update(
-                index_elements=[_HEARTBEAT.c.worker_id], set_={"beat_at": now, "ticks": self.ticks}))
+                index_elements=[_HEARTBEAT.c.worker_id],
+                set_={"beat_at": now, "ticks": self.ticks, "policy_version": version}))
 
     async def _safe_tick(self, only: frozenset[str] | None = None) -> None:
         """A pass (a full one unless ``only`` says which work to look at), then follow-up passes while it

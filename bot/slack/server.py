@@ -21,6 +21,7 @@ from bot import event_loop, gc_tuning
 from bot.bootstrap import build_runtime, close_runtime
 from bot.governance.reload import PolicyReloader, refuse, startup_policy
 from bot.notify.fallback import with_email
+from bot.services import policy_version
 from bot.services.outbox import OutboxDispatcher
 from bot.services.runtime import Runtime
 from bot.services.worker import Worker
@@ -31,7 +32,7 @@ from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
 from bot.slack.request_body import bolt_request as bolt_request_of
 from bot.slack.slack_link import SlackLink
-from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
+from storage.tables import AccessRequest, Grant, KeyValue, OutboxMessage, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +59,26 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
         db_ok = await rt.db.ping()
         age: float | None = None
         oldest = 0.0
+        applied: int | None = None
         if db_ok:
             async with rt.db.sessions() as session:
                 beat = (await session.execute(select(func.max(WorkerHeartbeat.beat_at)))).scalar()
                 oldest = await oldest_overdue_s(session)
+                applied = await applied_version_of(session)
             age = (rt.clock.now() - beat).total_seconds() if beat else None
         # 503 only when this process cannot work (no database): a restart would not fix an IdP outage,
         # so overdue revocations and a silent worker show as "degraded" (and in /metrics and alerts).
         slack: dict[str, str] = link.health() if link is not None else {}
         if link is not None and link.handler is not None:
             slack["socket_mode"] = await link.socket_status()
+        # behind the applied policy: it refuses decisions until it has loaded it (services/policy_version.py)
+        behind = rt.follower is not None and applied is not None and applied > rt.policy_version
         degraded = (oldest > 60 or (age is not None and age > 30) or "slack_bot_token" in slack
-                    or slack.get("socket_mode", "connected") != "connected")
+                    or slack.get("socket_mode", "connected") != "connected" or behind)
         body = {"status": "unavailable" if not db_ok else "degraded" if degraded else "ok",
                 "database": "ok" if db_ok else "unreachable", "worker_heartbeat_age_s": age,
-                "oldest_overdue_revocation_s": round(oldest, 1), **slack}
+                "oldest_overdue_revocation_s": round(oldest, 1), "policy_version": rt.policy_version,
+                "policy_sha256": rt.loaded.sha256[:12], "policy_applied_version": applied, **slack}
         return web.json_response(body, status=200 if db_ok else 503)
 
     async def oldest_overdue_s(session: Any) -> float:
@@ -80,6 +86,10 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
         first = (await session.execute(select(func.min(Grant.expires_at)).where(
             Grant.status.in_(["active", "revoking"]), Grant.expires_at < now))).scalar()  # type: ignore[attr-defined]
         return max(0.0, (now - first).total_seconds()) if first else 0.0
+
+    async def applied_version_of(session: Any) -> int:
+        value = (await session.execute(select(KeyValue.value).where(KeyValue.key == policy_version.KEY))).scalar()
+        return policy_version.version_of(value)
 
     async def metrics(_: web.Request) -> web.Response:
         lines = []
@@ -96,6 +106,12 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
             pending = (await session.execute(select(func.count()).select_from(OutboxMessage).where(
                 OutboxMessage.status == "pending"))).scalar()
             oldest = await oldest_overdue_s(session)
+            applied = await applied_version_of(session)
+            replicas = (await session.execute(select(WorkerHeartbeat.worker_id, WorkerHeartbeat.policy_version)
+                                              .order_by(WorkerHeartbeat.worker_id))).all()
+        lines += [f'jitbot_policy_version{{sha256="{rt.loaded.sha256[:12]}"}} {rt.policy_version}',
+                  f"jitbot_policy_applied_version {applied}"]
+        lines += [f'jitbot_replica_policy_version{{replica="{w}"}} {v}' for w, v in replicas if v is not None]
         lines += [f"jitbot_revocations_overdue {overdue}", f"jitbot_revocation_oldest_overdue_seconds {oldest:.1f}",
                   f"jitbot_outbox_pending {pending}"]
         if link is not None:
@@ -134,6 +150,8 @@ async def run_server(args: argparse.Namespace) -> int:
         await refuse(rt, path, problems)
     else:
         await reloader.reload()
+    await reloader.catch_up()  # whatever the database has applied since (or the last good one, versioned)
+    reloader.follow()  # every replica runs the applied version (bot/services/policy_version.py)
     http = aiohttp.ClientSession()
     client = web_client(settings.SLACK_BOT_TOKEN.get_secret_value(), settings.SLACK_API_URL, http)
     # Without a signing secret (Socket Mode only) no HTTP route accepts Slack requests at all; the
@@ -176,6 +194,7 @@ async def run_server(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        await reloader.stop_following()
         if link is not None:
             await link.close()
         if runner is not None:
