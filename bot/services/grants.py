@@ -67,7 +67,7 @@ class GrantService:
     async def _release(self, grant_id: str) -> None:
         async with self.rt.db.transaction() as session:
             g = await self._grant(session, grant_id)
-            g.claimed_until = None
+            g.claimed_until = g.claimed_by = None
 
     # ---- granting ------------------------------------------------------------------------------
     async def run_grants(self, limit: int = 100) -> int:
@@ -187,7 +187,7 @@ class GrantService:
         async with rt.db.transaction() as session:
             g = await self._grant(session, grant_id)
             g.attempts += 1
-            g.last_error, g.claimed_until = str(exc)[:500], None
+            g.last_error, g.claimed_until, g.claimed_by = str(exc)[:500], None, None
             if exc.retryable and g.attempts < MAX_GRANT_ATTEMPTS:
                 g.next_attempt_at = now + backoff(g.attempts, retry_after=getattr(exc, "retry_after", None)
                                                   if isinstance(exc, RateLimited) else None)
@@ -222,7 +222,7 @@ class GrantService:
         async with rt.db.transaction() as session:
             for gid in ids:
                 g = await self._grant(session, gid)
-                g.claimed_until = None
+                g.claimed_until = g.claimed_by = None
                 req = await load_request(session, g.request_id)
                 snap = await self._snap(session, req, g)
                 left = format_duration(g.expires_at - now) if g.expires_at else "?"

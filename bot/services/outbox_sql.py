@@ -18,7 +18,8 @@ OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 earlier = OUTBOX.alias("earlier")
 ADD_REF = insert(MessageRef.__table__)  # type: ignore[attr-defined]
 MARK_SENT = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
-              .values(status="sent", sent_at=bindparam("b_now"), attempts=bindparam("b_attempts"), claimed_until=None))
+              .values(status="sent", sent_at=bindparam("b_now"), attempts=bindparam("b_attempts"), claimed_until=None,
+                      claimed_by=None))
 # The next message of each of several keys (the oldest pending one), if it is due and unclaimed: one
 # statement for a whole group-committed batch of deliveries.
 CLAIM_NEXT = (
@@ -80,7 +81,7 @@ CLAIM_LANE = (
 )
 FINISH = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
           .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"), last_error=bindparam("b_error"),
-                  next_attempt_at=bindparam("b_next"), claimed_until=None))
+                  next_attempt_at=bindparam("b_next"), claimed_until=None, claimed_by=None))
 
 
 def claim_heads(*, skip_locked: bool, keyed: bool = False) -> Any:
