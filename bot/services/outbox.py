@@ -66,6 +66,8 @@ class OutboxDispatcher(KeyClaims):
         self.lane_batch, self.lane_interval = lane_batch, lane_interval
         self._monotonic, self._sleep = monotonic, sleep
         self._call_later = call_later  # the quarter-interval waits of ``notice`` (the loop's call_later)
+        # ``run`` claims nothing while this says so (the worker's clock beyond the skew bound: clock_guard.py)
+        self.paused: Callable[[], bool] = lambda: False
         self._lane_next: dict[str, float] = {}  # lane -> monotonic time it may post again
         # Unpaced, a lane has no reason to bundle: it posts each message as it is (threaded lines).
         self._lane_limit = lane_batch if lane_interval > 0 else 1
@@ -179,7 +181,7 @@ class OutboxDispatcher(KeyClaims):
                 self._enter()
                 next_pass = time.monotonic() + interval  # a claim pass at least this often, however busy
                 try:
-                    claimed = await self.claim(free) if free > 0 else []
+                    claimed = await self.claim(free) if free > 0 and not self.paused() else []
                     saturated = free <= 0 or len(claimed) == free
                     for m in claimed:
                         active.add(self._spawn(m))

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
 from bot.domain.policy import Eligibility, Policy
 from bot.policy_file import LoadedPolicy
@@ -23,6 +24,13 @@ _ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 def new_id(prefix: str) -> str:
     """A short random id people can read out loud: ``R-7F3K9Q2A``."""
     return prefix + "-" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
+
+
+class SkewGuard(Protocol):
+    ok: bool
+    skew: timedelta | None
+
+    async def check(self) -> bool: ...
 
 
 @dataclass
@@ -45,6 +53,9 @@ class Runtime:
     # when the database has it. Without a follower (tests' stacks, the playground) nothing is checked.
     policy_version: int = 0
     follower: Follower | None = None
+    # The skew bound between this replica's clock and the database's (bot/services/clock_guard.py): the
+    # worker does nothing judged by time while it is exceeded. None: not measured (tests, the playground).
+    clock_guard: SkewGuard | None = None
     # Delivered outbox messages older than this are deleted (bot/services/outbox_prune.py); None keeps them.
     outbox_retention: timedelta | None = timedelta(days=14)
 

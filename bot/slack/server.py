@@ -73,12 +73,16 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
             slack["socket_mode"] = await link.socket_status()
         # behind the applied policy: it refuses decisions until it has loaded it (services/policy_version.py)
         behind = rt.follower is not None and applied is not None and applied > rt.policy_version
+        guard = rt.clock_guard  # beyond the skew bound the worker does nothing judged by time (clock_guard.py)
+        skew = round(guard.skew.total_seconds(), 3) if guard is not None and guard.skew is not None else None
         degraded = (oldest > 60 or (age is not None and age > 30) or "slack_bot_token" in slack
-                    or slack.get("socket_mode", "connected") != "connected" or behind)
+                    or slack.get("socket_mode", "connected") != "connected" or behind
+                    or (guard is not None and not guard.ok))
         body = {"status": "unavailable" if not db_ok else "degraded" if degraded else "ok",
                 "database": "ok" if db_ok else "unreachable", "worker_heartbeat_age_s": age,
                 "oldest_overdue_revocation_s": round(oldest, 1), "policy_version": rt.policy_version,
-                "policy_sha256": rt.loaded.sha256[:12], "policy_applied_version": applied, **slack}
+                "policy_sha256": rt.loaded.sha256[:12], "policy_applied_version": applied,
+                "clock_skew_s": skew, **slack}
         return web.json_response(body, status=200 if db_ok else 503)
 
     async def oldest_overdue_s(session: Any) -> float:
@@ -112,6 +116,9 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
         lines += [f'jitbot_policy_version{{sha256="{rt.loaded.sha256[:12]}"}} {rt.policy_version}',
                   f"jitbot_policy_applied_version {applied}"]
         lines += [f'jitbot_replica_policy_version{{replica="{w}"}} {v}' for w, v in replicas if v is not None]
+        if rt.clock_guard is not None and rt.clock_guard.skew is not None:  # the database's clock minus ours
+            lines += [f"jitbot_clock_skew_seconds {rt.clock_guard.skew.total_seconds():.3f}",
+                      f"jitbot_clock_within_bound {int(rt.clock_guard.ok)}"]
         lines += [f"jitbot_revocations_overdue {overdue}", f"jitbot_revocation_oldest_overdue_seconds {oldest:.1f}",
                   f"jitbot_outbox_pending {pending}"]
         if link is not None:
