@@ -12,6 +12,7 @@ compares them with the grants in the database:
 
 Standing access is recorded per target in ``kv['standing:<connector>:<target>']``: on the first sweep
 of a target, its members without a grant are taken as the baseline (``reconcile_baseline`` event).
+A member whose latest grant of the target found them a member already (``pre_member``) is standing too.
 ``record_baseline`` re-takes it on demand (e.g. from an admin command). Members kept by an
 eligibility's ``transition.keep_standing`` are standing too; after a transition's cut-over only those
 are (the baseline no longer counts). Each finding is alerted once, until it goes away.
@@ -109,6 +110,18 @@ class ReconcileService:
                 or_(col(Grant.status).in_(HOLDING), col(Grant.ended_at) > now - self.grace)))
             return {e.lower() for e in rows.scalars()}
 
+    async def _standing_at_grant(self, connector: str, target: Target) -> set[str]:
+        """Members whose latest grant of the target found them members already (``pre_member``): standing
+        access jitbot recorded itself, and kept when that grant ended. A baseline taken while such a
+        grant held the target left them out; they are standing all the same."""
+        async with self.rt.db.sessions() as session:
+            rows = await session.execute(select(col(Grant.user_email), col(Grant.pre_member)).where(
+                col(Grant.connector) == connector, col(Grant.target_kind) == target.kind.value,
+                col(Grant.target_id) == target.id, col(Grant.pre_member).is_not(None))
+                .order_by(col(Grant.granted_at).nulls_first(), col(Grant.id)))
+            latest = {email.lower(): bool(pre) for email, pre in rows.all()}
+        return {email for email, pre in latest.items() if pre}
+
     async def _standing(self, key: str, connector: str, target: Target, eligs: list[Eligibility],
                         now: datetime, report: ReconcileReport) -> set[str]:
         async with self.rt.db.sessions() as session:
@@ -116,7 +129,7 @@ class ReconcileService:
         if recorded is None:
             report.baselined.append(key)
             recorded = {"members": await self.record_baseline(connector, target, actor=notices.SYSTEM)}
-        standing = {str(m) for m in recorded["members"]}
+        standing = {str(m) for m in recorded["members"]} | await self._standing_at_grant(connector, target)
         for e in eligs:
             if e.transition is None:
                 continue
