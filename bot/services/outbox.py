@@ -31,6 +31,7 @@ from bot.services.clock import Clock
 from bot.services.delivery import (
     BatchNotifier,
     Delivery,
+    FollowUp,
     Notifier,
     PermanentFailure,
     RecordingNotifier,
@@ -47,9 +48,9 @@ from storage.db import Database
 log = logging.getLogger(__name__)
 
 
-__all__ = ["AUDIT_LANE", "BatchNotifier", "Claimed", "Delivery", "Notifier", "OutboxDispatcher", "PermanentFailure",
-           "RecordingNotifier", "Ref", "RetryLater", "deliver_all", "deliver_each", "enqueue", "fitting", "is_lane",
-           "message_refs"]
+__all__ = ["AUDIT_LANE", "BatchNotifier", "Claimed", "Delivery", "FollowUp", "Notifier", "OutboxDispatcher",
+           "PermanentFailure", "RecordingNotifier", "Ref", "RetryLater", "deliver_all", "deliver_each", "enqueue",
+           "fitting", "is_lane", "message_refs"]
 
 
 class OutboxDispatcher(KeyClaims):
@@ -72,6 +73,7 @@ class OutboxDispatcher(KeyClaims):
         # Unpaced, a lane has no reason to bundle: it posts each message as it is (threaded lines).
         self._lane_limit = lane_batch if lane_interval > 0 else 1
         self._to_record: list[tuple[list[Claimed], list[Ref], asyncio.Future[list[Claimed]]]] = []
+        self._follow_ups: list[FollowUp] = []  # handed on by the deliveries in ``_to_record``
         self._recorder: asyncio.Task[None] | None = None
         self._handed: set[asyncio.Task[int]] = set()  # chains of messages claimed by their own commit
         self._active: set[asyncio.Task[int]] = set()  # chains started by the run loop
@@ -294,15 +296,18 @@ class OutboxDispatcher(KeyClaims):
             if held:  # they were not tried: back to pending, for the claim that follows
                 await self._finish(held, status="pending", error="", next_at=now, tried=False)
             return 0, []
-        following = await self._record_sent(batch, delivery.refs)
+        following = await self._record_sent(batch, delivery.refs, delivery.follow_ups)
         return len(batch), sorted(held + following, key=lambda m: m.id) if held else following
 
-    async def _record_sent(self, batch: list[Claimed], refs: list[Ref]) -> list[Claimed]:
+    async def _record_sent(self, batch: list[Claimed], refs: list[Ref],
+                           follow_ups: list[FollowUp] | None = None) -> list[Claimed]:
         """Record sent messages and claim the next of their key (up to ``lane_batch`` for a lane).
         Records of messages sent meanwhile share one transaction (group commit): on SQLite every
         transaction queues for the one writer."""
         done: asyncio.Future[list[Claimed]] = asyncio.get_running_loop().create_future()
         self._to_record.append((batch, refs, done))
+        if follow_ups:
+            self._follow_ups.extend(follow_ups)
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_batches())
         return await done
@@ -317,7 +322,10 @@ class OutboxDispatcher(KeyClaims):
                 lease = {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner}
                 following: list[list[Claimed]] = []
                 self.counts["records"] += 1
+                follow_ups, self._follow_ups = self._follow_ups, []
                 async with self.db.core_transaction() as tx:
+                    for f in follow_ups:  # written with the record: handed on exactly once
+                        enqueue(tx, at=now, order_key=f.order_key, kind=f.kind, payload=f.payload)
                     refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
                              "channel": r.channel, "ts": r.ts} for _, rs, _ in entries for r in rs]
                     await tx.many(sql.ADD_REF, refs)
@@ -336,6 +344,7 @@ class OutboxDispatcher(KeyClaims):
                         lane = await tx.rows(sql.CLAIM_LANE, {"b_key": key, "b_limit": self._lane_limit, **lease})
                         following.append(sorted((Claimed.of(r) for r in lane), key=lambda m: m.id))
             except Exception as exc:  # the messages stay claimed until their lease ends, then go again
+                # (and their follow-ups are handed on by that delivery: none written without its record)
                 for _, _, done in entries:
                     if not done.done():
                         done.set_exception(exc)
