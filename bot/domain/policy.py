@@ -243,6 +243,8 @@ class Settings(Strict):
     break_glass_review_every: Duration = timedelta(days=1)
     # How far ahead a request may be scheduled to start.
     max_schedule_ahead: Duration = timedelta(days=30)
+    # Requests one person may submit in an hour (a runaway script, a loop of auto-approved requests).
+    max_requests_per_hour: int = Field(default=30, ge=1)
 
 
 class Email(Strict):

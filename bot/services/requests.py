@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import zlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
@@ -24,7 +25,8 @@ from bot.services.claims import LEASE
 from bot.services.policy_version import require_current, under_current_policy
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
-from storage.db import after_commit
+from storage.core_tx import CoreTx
+from storage.db import ADVISORY_XACT_LOCK, after_commit
 from storage.records import Unit, build
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
@@ -44,9 +46,13 @@ _VOTE_ROWS = select(_VOTE_TABLE).where(_VOTE_TABLE.c.request_id == bindparam("b_
 # No condition on ``kind``: with one, both databases could pick ix_request_review_due (kind, …) and read
 # every access request ever made — SQLite without statistics did; PostgreSQL's index statistics in
 # bench.throughput showed ~280 entries of it read per flow. ix_request_open (migration 0008) serves it.
-_OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind).where(
+# Pending, approved or active: one of each (person, eligibility) at a time — more time is an extension.
+_OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind, AccessRequest.status).where(
     AccessRequest.requester == bindparam("b_requester"), AccessRequest.eligibility == bindparam("b_elig"),
-    AccessRequest.status == Status.PENDING.value)
+    AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value, Status.ACTIVE.value]))  # type: ignore[attr-defined]
+# The requester's requests of the last hour (the per-person rate limit); the requester index serves it.
+_RECENT = select(func.count()).select_from(AccessRequest).where(
+    AccessRequest.requester == bindparam("b_requester"), AccessRequest.created_at > bindparam("b_since"))  # type: ignore[operator]
 
 
 async def load_request(session: AsyncSession, request_id: str, *, lock: bool = False) -> AccessRequest:
@@ -106,6 +112,13 @@ def allowed_seconds(req: AccessRequest, elig: Eligibility | None) -> int:
         return req.duration_s
     cap = elig.break_glass.max_duration if req.kind == BREAKGLASS and elig.break_glass else elig.max_duration
     return min(req.duration_s, int(cap.total_seconds()))
+
+
+async def lock_person(rt: Runtime, tx: CoreTx, email: str) -> None:
+    """Serialise one person's submissions across replicas (PostgreSQL advisory lock until the
+    transaction ends; SQLite has one writer): two at once cannot both pass the checks above."""
+    if not rt.db.is_sqlite:
+        await tx.rows(ADVISORY_XACT_LOCK, {"k": -1 - zlib.crc32(f"submit|{email}".encode())})  # < 0: own keys
 
 
 def check_start(rt: Runtime, starts_at: datetime | None) -> None:
@@ -206,10 +219,8 @@ class RequestService:
                                       "ask an administrator to fix the approver group.")
         async with rt.db.core_transaction() as session:
             await require_current(session, seen)
-            open_dupe = [r.id for r in await session.rows(_OPEN_DUPLICATE, {"b_requester": requester,
-                                                                          "b_elig": elig.name}) if r.kind == "access"]
-            if open_dupe:
-                raise PolicyViolation(f"You already have a pending request for {elig.name} ({open_dupe[0]}).")
+            await lock_person(rt, session, requester)  # their checks and insert, one submission at a time
+            await self._check_open_and_rate(session, requester, elig, now)
             unit = Unit(session)
             req = build(AccessRequest, 
                 id=new_id("R"), eligibility=elig.name, requester=requester, requester_slack=requester_slack,
@@ -247,6 +258,23 @@ class RequestService:
         if not elig.approvals and not session.info.get(GRANT_HANDED):  # auto-approved: its grant is due now.
             rt.wake.set()  # A pending request has nothing due for the worker (its deadlines come with the tick)
         return req
+
+    async def _check_open_and_rate(self, tx: CoreTx, requester: str, elig: Eligibility, now: datetime) -> None:
+        """One request per (person, eligibility) pending, approved or active at a time, and at most
+        ``settings.max_requests_per_hour`` requests per person; raises PolicyViolation."""
+        open_ = [r for r in await tx.rows(_OPEN_DUPLICATE, {"b_requester": requester, "b_elig": elig.name})
+                 if r.kind == "access"]
+        pending = [r.id for r in open_ if r.status == Status.PENDING.value]
+        if pending:
+            raise PolicyViolation(f"You already have a pending request for {elig.name} ({pending[0]}).")
+        if open_:
+            raise PolicyViolation(f"You already have {elig.name} ({open_[0].id}). Extend it (the Extend button, "
+                                  "or /jit list) or release it first; a second grant of it is not needed.")
+        limit = self.rt.policy.settings.max_requests_per_hour
+        recent = (await tx.scalars(_RECENT, {"b_requester": requester, "b_since": now - timedelta(hours=1)}))[0]
+        if recent >= limit:
+            raise PolicyViolation(f"You have made {recent} requests in the last hour, the most allowed "
+                                  f"({limit}); please try again later.")
 
     async def approve_final(self, unit: Unit, req: AccessRequest, elig: Eligibility, *, actor: str,
                             auto: bool = False, text: str | None = None,
