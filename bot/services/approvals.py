@@ -134,7 +134,7 @@ class ApprovalService:
         text = (f"approved: the policy now has {req.layers} approval layer(s) and {passed} "
                 f"{'was' if passed == 1 else 'were'} approved before it changed")
         await self.requests.approve_final(unit, req, elig, actor=notices.SYSTEM, votes=votes, text=text)
-        notices.update_approvals(unit.tx, at=now, snap=notices.describe(self.rt, req, votes), layer=passed + 1,
+        await notices.update_approvals(unit.tx, at=now, snap=notices.describe(self.rt, req, votes), layer=passed + 1,
                                  outcome="Approved: the policy no longer needs this layer")
         return f"{req.id} no longer needs this layer under the current policy; it is approved."
 
@@ -154,7 +154,7 @@ class ApprovalService:
             await notices.record(rt, session, at=now, kind="denied", actor=approver, req=req, snap=snap,
                                  from_state=Status.PENDING.value, to_state=Status.DENIED.value,
                                  detail={"layer": layer, "reason": reason}, text=f"denied at layer {layer}")
-            notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Denied by {approver}")
+            await notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Denied by {approver}")
             notices.tell_requester(session, at=now, snap=snap, event="denied",
                                    text=f"Your request {req.id} for {req.eligibility} was denied by {approver}"
                                         + (f": {reason}" if reason else "."))
@@ -169,13 +169,13 @@ class ApprovalService:
                              text=f"approved at layer {layer} of {req.layers}")
         if status is Status.APPROVED:
             await self.requests.approve_final(unit, req, elig, actor=approver, votes=votes)
-            notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
+            await notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
                                      outcome=f"Approved by {approver}")
             return f"You approved {req.id}; access is being granted."
         req.updated_at, req.version = now, req.version + 1
         open_layer(req, elig, next_layer, now, after_hours=next_after_hours)
         snap = notices.describe(rt, req, votes)
-        notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Approved by {approver}")
+        await notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Approved by {approver}")
         earlier = [v.approver for v in votes if v.decision == Decision.APPROVE.value]
         approvers = layer_candidates(next_members, requester=req.requester, earlier_approvers=earlier,
                                      submitter=req.submitted_by)

@@ -139,3 +139,16 @@ REFS_TABLE = MessageRef.__table__  # type: ignore[attr-defined]
 REFS = (select(REFS_TABLE.c.request_id, REFS_TABLE.c.purpose, REFS_TABLE.c.channel, REFS_TABLE.c.ts,
                REFS_TABLE.c.recipient).where(REFS_TABLE.c.request_id == bindparam("b_id")).order_by(REFS_TABLE.c.id))
 REFS_OF = REFS.where(REFS_TABLE.c.purpose == bindparam("b_purpose"))
+
+# A decided layer's asks still waiting (not claimed by a chain in flight): withdrawn — recorded as sent,
+# nothing posted — in the deciding transaction (bot/services/notices.py, ``update_approvals``).
+WITHDRAW_ASKS = (update(OUTBOX).where(OUTBOX.c.status == "pending", OUTBOX.c.kind == "approval_request",
+                                      OUTBOX.c.order_key.like(bindparam("b_prefix")),
+                                      or_(OUTBOX.c.claimed_until.is_(None),
+                                          OUTBOX.c.claimed_until < bindparam("b_now")))
+                 .values(status="sent", sent_at=bindparam("b_now"), last_error="withdrawn: the layer was decided",
+                         claimed_until=None, claimed_by=None))
+# How many of a layer's asks are still to be delivered (in flight or waiting): its update waits for them.
+ASKS_LEFT = (select(func.count()).select_from(OUTBOX)
+             .where(OUTBOX.c.status == "pending", OUTBOX.c.kind == "approval_request",
+                    OUTBOX.c.order_key.like(bindparam("b_prefix"))))

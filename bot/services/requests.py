@@ -337,7 +337,8 @@ class RequestService:
             await notices.record(rt, session, at=now, kind="cancelled", actor=by.lower(), req=req, snap=snap,
                                  from_state=Status.PENDING.value, to_state=Status.CANCELLED.value,
                                  text="cancelled by the requester")
-            notices.update_approvals(session, at=now, snap=snap, layer=req.layer, outcome="Cancelled by the requester")
+            await notices.update_approvals(session, at=now, snap=snap, layer=req.layer,
+                                           outcome="Cancelled by the requester")
         return req
 
     async def lapse_due(self, limit: int = 200) -> int:
@@ -358,7 +359,7 @@ class RequestService:
                 await notices.record(rt, session, at=now, kind="lapsed", actor=notices.SYSTEM, req=req, snap=snap,
                                      from_state=Status.PENDING.value, to_state=Status.LAPSED.value,
                                      detail={"layer": req.layer}, text=f"lapsed: no decision at layer {req.layer}")
-                notices.update_approvals(session, at=now, snap=snap, layer=req.layer,
+                await notices.update_approvals(session, at=now, snap=snap, layer=req.layer,
                                          outcome="Lapsed: no decision in time")
                 notices.tell_requester(session, at=now, snap=snap, event="lapsed",
                                        text=f"Your request {req.id} lapsed: nobody decided layer {req.layer} in time.")

@@ -63,3 +63,26 @@ async def test_every_copy_is_updated_though_every_third_update_draws_a_429(db_fa
         async with env.stack.rt.db.sessions() as session:
             left = (await session.execute(select(OutboxMessage).where(OutboxMessage.status != "sent"))).scalars().all()
         assert left == []
+
+
+async def test_asks_are_withdrawn_once_the_layer_is_decided_and_go_out_apart(db_factory: DbFactory,
+                                                                            clock: ManualClock) -> None:
+    """A large group is asked in parallel (one order key per approver, not one queue for the layer), and
+    a decision withdraws the asks not yet delivered: nobody is asked about a layer already decided."""
+    async with slack_env(db_factory(), _policy(), clock) as env:
+        req = await env.stack.requests.submit(requester="alice@example.com", eligibility="svc",
+                                              duration=timedelta(hours=1), justification="deploy")
+        async with env.stack.rt.db.sessions() as session:
+            keys = (await session.execute(select(OutboxMessage.order_key).where(
+                OutboxMessage.kind == "approval_request"))).scalars().all()
+        assert len(set(keys)) == len(APPROVERS)
+        # decided (from App Home, say) before any ask was delivered
+        await env.stack.approvals.decide(request_id=req.id, layer=1, approver="bob@example.com",
+                                         decision=Decision.APPROVE)
+        await env.settle()
+        asks = [c for c in env.slack.calls("chat.postMessage") if "needs your decision" in str(c.args.get("text"))]
+        assert asks == []
+        async with env.stack.rt.db.sessions() as session:
+            withdrawn = (await session.execute(select(OutboxMessage).where(
+                OutboxMessage.kind == "approval_request"))).scalars().all()
+        assert {(m.status, m.last_error) for m in withdrawn} == {("sent", "withdrawn: the layer was decided")}
