@@ -296,18 +296,16 @@ class OutboxDispatcher(KeyClaims):
             if held:  # they were not tried: back to pending, for the claim that follows
                 await self._finish(held, status="pending", error="", next_at=now, tried=False)
             return 0, []
-        following = await self._record_sent(batch, delivery.refs, delivery.follow_ups)
+        self._follow_ups.extend(delivery.follow_ups)  # written by the record ``_record_sent`` queues next
+        following = await self._record_sent(batch, delivery.refs)
         return len(batch), sorted(held + following, key=lambda m: m.id) if held else following
 
-    async def _record_sent(self, batch: list[Claimed], refs: list[Ref],
-                           follow_ups: list[FollowUp] | None = None) -> list[Claimed]:
+    async def _record_sent(self, batch: list[Claimed], refs: list[Ref]) -> list[Claimed]:
         """Record sent messages and claim the next of their key (up to ``lane_batch`` for a lane).
         Records of messages sent meanwhile share one transaction (group commit): on SQLite every
         transaction queues for the one writer."""
         done: asyncio.Future[list[Claimed]] = asyncio.get_running_loop().create_future()
         self._to_record.append((batch, refs, done))
-        if follow_ups:
-            self._follow_ups.extend(follow_ups)
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_batches())
         return await done
