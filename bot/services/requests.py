@@ -47,9 +47,13 @@ _VOTE_ROWS = select(_VOTE_TABLE).where(_VOTE_TABLE.c.request_id == bindparam("b_
 # every access request ever made — SQLite without statistics did; PostgreSQL's index statistics in
 # bench.throughput showed ~280 entries of it read per flow. ix_request_open (migration 0008) serves it.
 # Pending, approved or active: one of each (person, eligibility) at a time — more time is an extension.
+# Access being released or revoked (its grant ``revoking``) no longer counts: it may be asked for again.
+_ENDING = select(Grant.id).where(Grant.request_id == AccessRequest.id,  # type: ignore[arg-type]
+                                 Grant.status.in_(["revoking", "ended", "failed"]))  # type: ignore[attr-defined]
 _OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind, AccessRequest.status).where(
     AccessRequest.requester == bindparam("b_requester"), AccessRequest.eligibility == bindparam("b_elig"),
-    AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value, Status.ACTIVE.value]))  # type: ignore[attr-defined]
+    AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value, Status.ACTIVE.value]),  # type: ignore[attr-defined]
+    ~_ENDING.exists())
 # The requester's requests of the last hour (the per-person rate limit); the requester index serves it.
 _RECENT = select(func.count()).select_from(AccessRequest).where(
     AccessRequest.requester == bindparam("b_requester"), AccessRequest.created_at > bindparam("b_since"))  # type: ignore[operator]
