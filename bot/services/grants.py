@@ -23,7 +23,7 @@ from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_trans
 from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
 from bot.services.not_started import stop_before_start, waiting_grant
-from bot.services.requests import load_request, load_votes, read_request, read_votes
+from bot.services.requests import allowed_seconds, load_request, load_votes, read_request, read_votes
 from bot.services.revocation import LEASE, Revoker, backoff, idp_user, target_of
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser, RateLimited
@@ -84,7 +84,7 @@ class GrantService:
     async def _release(self, grant_id: str) -> None:
         async with self.rt.db.transaction() as session:
             g = await self._grant(session, grant_id)
-            g.claimed_until = None
+            g.claimed_until = g.claimed_by = None
 
     # ---- granting ------------------------------------------------------------------------------
     async def run_grants(self, limit: int = 100) -> int:
@@ -238,7 +238,7 @@ class GrantService:
             elig = rt.eligibility(req.eligibility)
             warn_before = elig.warn_before if elig else timedelta(minutes=15)
             g.status, g.owns_membership, g.user_idp_id, g.granted_at = "active", owns, user.id, now
-            g.expires_at = now + timedelta(seconds=req.duration_s)
+            g.expires_at = now + timedelta(seconds=allowed_seconds(req, elig))  # the maximum in force now
             g.warn_at = g.expires_at - warn_before if g.expires_at - warn_before > now else None
             g.claimed_until, g.next_attempt_at, g.last_error = None, None, None
             from_state = req.status
@@ -265,7 +265,7 @@ class GrantService:
                 await lock_holder(rt.db, session, holder)
             g = await self._grant(session, grant_id)
             g.attempts += 1
-            g.last_error, g.claimed_until = str(exc)[:500], None
+            g.last_error, g.claimed_until, g.claimed_by = str(exc)[:500], None, None
             req = await load_request(session, g.request_id, lock=True)
             deadline = grant_deadline(rt, req)
             if exc.retryable and now < deadline:
@@ -328,7 +328,7 @@ class GrantService:
         async with rt.db.transaction() as session:
             for gid in ids:
                 g = await self._grant(session, gid)
-                g.claimed_until = None
+                g.claimed_until = g.claimed_by = None
                 req = await load_request(session, g.request_id)
                 snap = await self._snap(session, req, g)
                 left = format_duration(g.expires_at - now) if g.expires_at else "?"
