@@ -11,19 +11,14 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import bindparam, select
 
-from bot.services import outbox_sql, people
+from bot.services import approval_reads, people
 from bot.services.clock import Clock, SystemClock
-from bot.services.notices import asks_prefix
 from bot.services.outbox import Delivery, FollowUp, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
 from bot.slack import audit_digest, blocks
 from storage.db import Database
-from storage.tables import AccessRequest
 
 log = logging.getLogger(__name__)
-_REQUESTS = AccessRequest.__table__  # type: ignore[attr-defined]
-_STATUS_LAYER = select(_REQUESTS.c.status, _REQUESTS.c.layer).where(_REQUESTS.c.id == bindparam("b_id"))
 
 
 def copy_key(request_id: str, layer: int, ref: Ref) -> str:
@@ -147,9 +142,7 @@ class SlackNotifier:
         return Delivery([Ref(snap["id"], f"approval:{layer}", resp["channel"], resp["ts"], p["approver"])])
 
     async def _layer_open(self, request_id: str, layer: int) -> bool:
-        async with self.db.core_reads() as reads:
-            rows = await reads.rows(_STATUS_LAYER, {"b_id": request_id})
-        return bool(rows) and rows[0].status == "pending" and rows[0].layer == layer
+        return await approval_reads.layer_open(self.db, request_id, layer)
 
     async def _review_request(self, p: dict[str, Any]) -> Delivery:
         snap = p["request"]
@@ -171,8 +164,7 @@ class SlackNotifier:
         item, so that a 429 on one copy delays that copy only and the copies already edited stay done
         (one delivery editing them all started again from the first after every 429)."""
         snap, layer = p["request"], int(p["layer"])
-        async with self.db.core_reads() as reads:  # asks still in flight (each on its own key): after them
-            left = (await reads.scalars(outbox_sql.ASKS_LEFT, {"b_prefix": asks_prefix(snap["id"], layer)}))[0]
+        left = await approval_reads.asks_left(self.db, snap["id"], layer)  # asks in flight: after them
         if left:
             raise RetryLater(f"{left} ask(s) of the layer still in flight", after=1.0)
         refs = await message_refs(self.db, snap["id"], f"approval:{layer}")

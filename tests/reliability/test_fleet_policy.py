@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from storage.db import Database
-from tests.conftest import PG_DSN
+from tests import pg
 from tests.reliability.procs import SERVE_POLICY, Proc, create_database, drop_database, until
 
 pytestmark = pytest.mark.postgres
@@ -34,7 +34,7 @@ async def database() -> AsyncIterator[tuple[str, str]]:
 
 
 async def _fetch(db_name: str, sql: str) -> list[Any]:
-    conn = await asyncpg.connect(PG_DSN.rsplit("/", 1)[0] + "/" + db_name)
+    conn = await asyncpg.connect(pg.database_dsn(db_name))
     try:
         return list(await conn.fetch(sql))
     finally:

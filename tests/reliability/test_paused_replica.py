@@ -14,7 +14,8 @@ from bot.services.claims import release_claims
 from bot.services.clock import ManualClock
 from storage.db import Database
 from storage.tables import AccessRequest, Grant, OutboxMessage
-from tests.conftest import PG_DSN, DbFactory
+from tests import pg
+from tests.conftest import DbFactory
 from tests.services.stack import make_stack
 
 
@@ -53,7 +54,7 @@ async def test_freeing_a_dead_replicas_claims_skips_the_row_it_still_locks_and_f
     s = await make_stack(db, loaded_policy, clock)  # type: ignore[arg-type]
     held, free = await _claimed_grants(s.rt.db, "dead-replica", 2, clock)
     schema = (await _one(s.rt.db, "SELECT current_schema()"))
-    paused = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
+    paused = await asyncpg.connect(pg.dsn(), server_settings={"search_path": schema})
     try:
         tx = paused.transaction()
         await tx.start()  # the "paused" replica: inside a transaction, holding one grant's row lock
