@@ -87,6 +87,8 @@ async def test_malformed_requests_are_refused_before_parsing_with_one_warning_ea
     log = proc.output()[len(before):]
     assert "Traceback" not in log and " ERROR " not in log, log
     warnings = [line for line in log.splitlines() if " WARNING " in line]
-    assert len(warnings) == len(expected), "\n".join(warnings)
+    # one warning per refusal, repeats rate-limited (bot/observability/logs.py: a flood of forged requests
+    # writes a few lines a minute, the rest counted): never more lines than refusals, never none
+    assert 1 <= len(warnings) <= len(expected), "\n".join(warnings)
     assert all("refused a Slack request" in w for w in warnings), warnings
     assert _rows(tmp_path) == rows_before
