@@ -118,8 +118,12 @@ async def run_worker(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    from bot.events import stream as event_stream
+
+    events = None
     try:
         worker.start(interval=args.interval)
+        events = event_stream.start(rt.db, lambda: rt.policy.event_sinks, rt.clock, http=http, owner=rt.instance_id)
         log.info("worker %s running on %s (policy %s); Ctrl-C stops it", worker.worker_id,
                  rt.db.url.split("@")[-1], loaded.path)
         gc_tuning.settle(configured_settings().JITBOT_GC)  # start-up is over: its objects stay (bot/gc_tuning.py)
@@ -128,6 +132,8 @@ async def run_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await worker.stop()
+        if events is not None:
+            await events.stop()
         if link is not None:
             await link.close()
         await http.close()

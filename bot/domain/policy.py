@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, model_validator
@@ -290,6 +292,41 @@ class RecoveryAccount(Strict):
     connector: str
 
 
+class EventSink(Strict):
+    """Where every audit event is also sent (bot/events/): a Standard Webhooks endpoint or a syslog
+    server (RFC 5424 over TLS, RFC 5425). ``secret`` is a signing secret: never dumped or logged."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    type: Literal["webhook", "syslog"]
+    url: str | None = None  # webhook
+    secret: SecretStr | None = Field(default=None, repr=False)  # webhook: "whsec_" + base64 of 24-64 bytes
+    host: str | None = None  # syslog
+    port: int = Field(default=6514, ge=1, le=65535)
+    tls: bool = True  # syslog: RFC 5425 (TLS); false only for a relay on the same host
+    ca_file: str | None = None  # a CA bundle for an internal receiver's certificate
+    timeout: Duration = timedelta(seconds=10)
+    source: str = "urn:jitbot"  # the CloudEvents ``source`` of every event sent
+
+    @model_validator(mode="after")
+    def _coherent(self) -> EventSink:
+        if self.type == "webhook":
+            if not self.url or not self.url.startswith(("https://", "http://")):
+                raise ValueError(f"event sink {self.name!r}: a webhook needs an http(s) url")
+            if self.secret is None:
+                raise ValueError(f"event sink {self.name!r}: a webhook needs a signing secret")
+            raw = self.secret.get_secret_value().removeprefix("whsec_")
+            try:
+                key = base64.b64decode(raw + "==", validate=False)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not 24 <= len(key) <= 64:
+                raise ValueError(f"event sink {self.name!r}: the secret must be whsec_ followed by the base64 "
+                                 "of 24 to 64 random bytes")
+        elif not self.host:
+            raise ValueError(f"event sink {self.name!r}: a syslog sink needs a host")
+        return self
+
+
 class Policy(Strict):
     audit_channel: str
     security_channel: str | None = None
@@ -303,6 +340,7 @@ class Policy(Strict):
     email: Email | None = None
     notify: Notify = Notify()
     recovery_accounts: tuple[RecoveryAccount, ...] = ()
+    event_sinks: tuple[EventSink, ...] = ()
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -320,6 +358,9 @@ class Policy(Strict):
             raise ValueError(f"directory names unknown connector {self.directory!r}")
         if self.notify.email and self.email is None:
             raise ValueError("notify.email needs the email (SMTP) settings")
+        sinks = [s.name for s in self.event_sinks]
+        if len(set(sinks)) != len(sinks):
+            raise ValueError("event sink names must be unique")
         for account in self.recovery_accounts:
             if account.connector not in self.connectors:
                 raise ValueError(f"recovery account {account.email!r} uses unknown connector {account.connector!r}")

@@ -19,6 +19,8 @@ from sqlalchemy import func, select
 
 from bot import event_loop, gc_tuning
 from bot.bootstrap import build_runtime, close_runtime
+from bot.events import stream as event_stream
+from bot.events.metrics import sink_lag_lines
 from bot.governance.reload import PolicyReloader, refuse, startup_policy
 from bot.notify.fallback import with_email
 from bot.services.outbox import OutboxDispatcher
@@ -98,6 +100,7 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
             oldest = await oldest_overdue_s(session)
         lines += [f"jitbot_revocations_overdue {overdue}", f"jitbot_revocation_oldest_overdue_seconds {oldest:.1f}",
                   f"jitbot_outbox_pending {pending}"]
+        lines += await sink_lag_lines(rt.db, rt.policy.event_sinks, rt.clock.now())
         if link is not None:
             lines.append(f"jitbot_slack_bot_token_refused {int(link.bot_refused is not None)}")
             if link.handler is not None:
@@ -142,12 +145,15 @@ async def run_server(args: argparse.Namespace) -> int:
     secret = settings.SLACK_SIGNING_SECRET.get_secret_value() if settings.SLACK_SIGNING_SECRET else "unused"
     app = build_app(rt, client=client, signing_secret=secret)
     worker: Worker | None = None
+    events: event_stream.Running | None = None
     if not args.no_worker:
         notifier = with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
                                             security_channel=rt.policy.security_channel), rt)
         worker = Worker(rt, OutboxDispatcher(rt.db, notifier, rt.clock,
                                              lane_interval=settings.JITBOT_AUDIT_CHANNEL_INTERVAL))
         worker.start()
+        # the SIEM sinks: their own task, apart from the outbox (bot/events/)
+        events = event_stream.start(rt.db, lambda: rt.policy.event_sinks, rt.clock, http=http, owner=rt.instance_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -182,6 +188,8 @@ async def run_server(args: argparse.Namespace) -> int:
             await runner.cleanup()
         if worker is not None:
             await worker.stop()
+        if events is not None:
+            await events.stop()
         await http.close()
         await close_runtime(rt)
     return 0
