@@ -51,6 +51,7 @@ class _State:
     sink: Sink
     failures: int = 0
     retry_at: float = 0.0  # monotonic
+    task: asyncio.Task[int] | None = None  # its drain under way (``start_due``)
     counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0})
 
 
@@ -80,10 +81,9 @@ class EventStream:
         return [self._states[n] for n in wanted]
 
     async def pass_once(self) -> int:
-        """One pass over every sink that is not backing off; returns how many events were taken."""
-        now = self._monotonic()
-        due = [s for s in self._current() if s.retry_at <= now]
-        return sum(await asyncio.gather(*(self._drain(s) for s in due)))
+        """Drain every due sink that has no drain under way (``start_due``) and wait for them; returns how
+        many events were taken."""
+        return sum(await asyncio.gather(*self.start_due()))
 
     async def _drain(self, state: _State) -> int:
         name = state.config.name
@@ -120,25 +120,50 @@ class EventStream:
         finally:
             state.counts["sent"] += sent
 
+    def sinks(self) -> dict[str, Sink]:
+        """The sinks as built for the current configuration."""
+        return {s.config.name: s.sink for s in self._current()}
+
+    def start_due(self) -> list[asyncio.Task[int]]:
+        """Start a drain, in its own task, for each sink that is due and has none under way: a sink that
+        hangs (up to its timeout) holds up no other."""
+        now, started = self._monotonic(), []
+        for state in self._current():
+            if state.retry_at <= now and (state.task is None or state.task.done()):
+                state.task = asyncio.create_task(self._drain(state))
+                started.append(state.task)
+        return started
+
     async def run(self, stop: asyncio.Event, *, interval: float = 1.0) -> None:
-        """Pass every ``interval`` seconds until ``stop`` is set."""
+        """Start the due sinks' drains every ``interval`` seconds until ``stop`` is set."""
         try:
             while not stop.is_set():
                 try:
-                    await self.pass_once()
-                except Exception:  # the database unreachable: the next pass tries again
+                    for task in self.start_due():
+                        task.add_done_callback(_log_failure)
+                except Exception:
                     log.exception("event stream pass failed")
                 try:
                     await asyncio.wait_for(stop.wait(), interval)
                 except TimeoutError:
                     pass
         finally:
+            running = [s.task for s in self._states.values() if s.task is not None and not s.task.done()]
+            if running:  # let sends under way finish and be recorded, so that fewer go twice after a restart
+                await asyncio.wait(running, timeout=10)
+                for task in running:
+                    task.cancel()
             await self.close()
 
     async def close(self) -> None:
         states, self._states = self._states, {}
         for state in states.values():
             await state.sink.close()
+
+
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # the database unreachable: the next pass
+        log.error("event sink drain failed", exc_info=task.exception())
 
 
 class Running:

@@ -2,8 +2,10 @@
 with RFC 5425's octet-counting framing (``MSG-LEN SP SYSLOG-MSG``) on one kept-open connection.
 
 An RFC 5425 receiver sends nothing back: an event counts as taken once its bytes are written and
-flushed to the connection. A broken connection is ``RetryLater``; the stream sends again from the first
-event not yet taken, on a new connection."""
+flushed to the connection (a receiver that dies with events in its socket buffer loses them: replay
+from its last stored event). A connection the receiver closed is noticed and replaced before writing;
+a broken one is ``RetryLater``: the stream sends again from the first event not yet taken, on a new
+connection."""
 
 from __future__ import annotations
 
@@ -56,14 +58,25 @@ class SyslogSink:
         if config.tls:
             self._ssl = ssl.create_default_context(cafile=config.ca_file)  # verifies the server's name
         self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None
+
+    @property
+    def peer_closed(self) -> bool:
+        """Whether the receiver has closed the open connection (it is replaced before the next write)."""
+        return self._reader is not None and self._reader.at_eof()
 
     async def _connection(self) -> asyncio.StreamWriter:
+        # An RFC 5425 receiver never sends data: anything readable is its end of the connection. A
+        # connection it closed is replaced before writing, rather than written into and lost.
+        if self.peer_closed:
+            await self.close()
         if self._writer is None or self._writer.is_closing():
-            _, self._writer = await asyncio.wait_for(
+            self._reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, ssl=self._ssl,
                                         server_hostname=self.host if self._ssl else None), self._timeout)
-        writer: asyncio.StreamWriter = self._writer
-        return writer
+            self._writer = writer
+            return writer
+        return self._writer
 
     async def send(self, cloudevent: dict[str, Any]) -> None:
         frame = octet_counted(rfc5424(cloudevent, hostname=self._hostname))
@@ -76,7 +89,7 @@ class SyslogSink:
             raise RetryLater(f"{self.name}: {type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
+        writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()
             try:
