@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, model_validator
 
 from bot.domain.durations import format_duration, parse_duration
+from bot.domain.step_up import OidcProvider, StepUp, secure_url
 
 Duration = Annotated[
     timedelta,
@@ -51,6 +52,7 @@ class ApprovalLayer(Strict):
     escalation: Principals | None = None
     # Outside the policy's business hours the layer goes straight to these approvers instead.
     after_hours: Principals | None = None
+    step_up: StepUp | None = None  # approvals of this layer need a fresh sign-in (overrides the eligibility's)
 
     def approver_set(self, *, after_hours: bool) -> Principals:
         """Who approves this layer: ``after_hours`` approvers when it opened outside business hours."""
@@ -209,6 +211,7 @@ class Eligibility(Strict):
     # Who may request on behalf of an eligible requestor (admins always may).
     delegates: Principals = Principals()
     transition: Transition | None = None
+    step_up: StepUp | None = None  # approvals need a fresh sign-in at an OIDC provider (bot/stepup/)
 
     @model_validator(mode="after")
     def _coherent(self) -> Eligibility:
@@ -341,6 +344,8 @@ class Policy(Strict):
     notify: Notify = Notify()
     recovery_accounts: tuple[RecoveryAccount, ...] = ()
     event_sinks: tuple[EventSink, ...] = ()
+    oidc_providers: dict[str, OidcProvider] = Field(default_factory=dict, repr=False)
+    public_url: str | None = None  # where browsers reach ``jitbot serve`` (step-up links and callback)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -358,6 +363,16 @@ class Policy(Strict):
             raise ValueError(f"directory names unknown connector {self.directory!r}")
         if self.notify.email and self.email is None:
             raise ValueError("notify.email needs the email (SMTP) settings")
+        for e in self.eligibilities:
+            for where, step_up in [("", e.step_up), *((f" layer {i}", layer.step_up)
+                                                       for i, layer in enumerate(e.approvals, start=1))]:
+                if step_up is None:
+                    continue
+                if step_up.provider not in self.oidc_providers:
+                    raise ValueError(f"eligibility {e.name!r}{where}: step_up uses unknown oidc provider "
+                                     f"{step_up.provider!r}")
+                if self.public_url is None or not secure_url(self.public_url):
+                    raise ValueError("step_up needs public_url: the https URL where browsers reach jitbot serve")
         sinks = [s.name for s in self.event_sinks]
         if len(set(sinks)) != len(sinks):
             raise ValueError("event sink names must be unique")

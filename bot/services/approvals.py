@@ -9,7 +9,10 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.domain.requests import Decision, PolicyViolation, Status, Vote, decide
 from bot.domain.requests import eligible_approvers as layer_candidates
+from bot.domain.step_up import step_up_for
+from bot.domain.step_up_proof import StepUpProof, StepUpRequired
 from bot.services import notices
+from bot.services.audit import append_event
 from bot.services.requests import GRANT_HANDED, RequestService, close_schedule, open_layer, read_request, read_votes
 from bot.services.runtime import Runtime
 from storage.records import Unit, build
@@ -37,8 +40,11 @@ class ApprovalService:
         return await layer_approvers(self.rt, req, layer, earlier)
 
     async def decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
-                     reason: str | None = None, approver_slack: str | None = None) -> DecisionResult:
-        """Record one approver's decision. Raises PolicyViolation (user-facing) when it is not allowed."""
+                     reason: str | None = None, approver_slack: str | None = None,
+                     step_up: StepUpProof | None = None) -> DecisionResult:
+        """Record one approver's decision. Raises PolicyViolation (user-facing) when it is not allowed, and
+        ``StepUpRequired`` for an approval the policy allows only after a fresh sign-in (``step_up``),
+        unless ``step_up`` proves one for this request, layer and approver."""
         rt, approver = self.rt, approver.strip().lower()
         async with rt.db.core_reads() as reads:  # its eligibility, before the transaction (never changes)
             name = next(iter(await reads.scalars(_ELIGIBILITY_OF, {"b_id": request_id})), None)
@@ -83,6 +89,14 @@ class ApprovalService:
                         approver_in_layer=in_layer or (in_escalation and req.escalated and req.layer == layer))
                 except PolicyViolation as exc:
                     raise _explain(exc, req, votes, layer) from None
+                need = step_up_for(elig.step_up, elig.approvals[layer - 1].step_up) \
+                    if decision is Decision.APPROVE and 1 <= layer <= len(elig.approvals) else None
+                if need is not None:  # checked once the vote is known to count (bot/stepup/)
+                    if step_up is None or not step_up.covers(request_id=req.id, layer=layer, approver=approver):
+                        raise StepUpRequired(need, request_id=req.id, layer=layer)
+                    await append_event(tx, at=now, kind="step_up_verified", actor=approver, request_id=req.id,
+                                       detail={"layer": layer, "provider": need.provider, "subject": step_up.subject,
+                                               "auth_time": step_up.auth_time.isoformat(), "link": step_up.ticket})
                 vote = build(ApprovalVote, request_id=req.id, layer=layer, approver=approver,
                              approver_slack=approver_slack, decision=decision.value, reason=reason, at=now)
                 unit.add(vote)

@@ -33,6 +33,7 @@ from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
 from bot.slack.request_body import bolt_request as bolt_request_of
 from bot.slack.slack_link import SlackLink
+from bot.stepup.web import add_routes as add_step_up_routes
 from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_ro
         web_application.router.add_post(path, slack_events)
     web_application.router.add_get("/healthz", healthz)
     web_application.router.add_get("/metrics", metrics)
+    add_step_up_routes(web_application, rt)  # /step-up/…: approvals that need a fresh sign-in
     return web_application
 
 
