@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from bot.stepup.oidc import OidcClient, pkce_pair
 from storage.tables import StepUpLink
 
 CALLBACK = "/step-up/callback"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,10 +154,14 @@ class StepUpFlow:
                     approver_slack=link.approver_slack, step_up=proof)
             except PolicyViolation as exc:
                 raise StepUpError(str(exc)) from None
-        except StepUpError as exc:
+        except Exception as exc:
+            if not isinstance(exc, StepUpError):
+                log.exception("step-up callback for %s failed", link.request_id)
+                exc = StepUpError("Something went wrong on jitbot's side; nothing was approved. "
+                                  "Click Approve in Slack again.")
             await links.move(self.rt.db, link.id, from_status="verifying", to_status="failed",
                              now=self.rt.clock.now(), error=str(exc)[:200], verifier=None)
-            raise
+            raise exc from None
         await links.move(self.rt.db, link.id, from_status="verifying", to_status="used", now=self.rt.clock.now(),
                          verifier=None)
         return result.message

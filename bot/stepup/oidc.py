@@ -124,13 +124,13 @@ class OidcClient:
     async def exchange(self, *, code: str, verifier: str, redirect_uri: str) -> str:
         """The ID token for an authorization code (the token endpoint, client_secret_basic)."""
         disc = await self.discovery()
-        auth = aiohttp.BasicAuth(quote(self.config.client_id, safe=""),
-                                 quote(self.config.client_secret.get_secret_value(), safe=""))
+        pair = f"{quote(self.config.client_id, safe='')}:{quote(self.config.client_secret.get_secret_value(), safe='')}"
+        auth = "Basic " + base64.b64encode(pair.encode()).decode()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
                 "code_verifier": verifier}
         try:
-            async with self.http.post(disc.token_endpoint, data=form, auth=auth, ssl=self._ssl,
-                                      timeout=self._timeout, headers={"Accept": "application/json"}) as res:
+            async with self.http.post(disc.token_endpoint, data=form, ssl=self._ssl, timeout=self._timeout,
+                                      headers={"Accept": "application/json", "Authorization": auth}) as res:
                 body = json.loads(await res.read() or b"{}")
                 status = res.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
