@@ -68,13 +68,16 @@ class EventStream:
         self._make_sink = make_sink
         self._monotonic = monotonic or time.monotonic
         self._states: dict[str, _State] = {}
+        self._closing: set[asyncio.Future[None]] = set()  # sinks of a replaced configuration, closing
 
     def _current(self) -> list[_State]:
         wanted = {c.name: c for c in self.configs()}
         for name in list(self._states):
             if name not in wanted or self._states[name].config != wanted[name]:
                 state = self._states.pop(name)
-                asyncio.ensure_future(state.sink.close())
+                closing = asyncio.ensure_future(state.sink.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
         for name, config in wanted.items():
             if name not in self._states:
                 self._states[name] = _State(config, self._make_sink(config, self.http))
