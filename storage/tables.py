@@ -202,6 +202,28 @@ class WorkerHeartbeat(SQLModel, table=True):
     policy_version: int | None = None  # the applied policy version the replica runs (0: none followed)
 
 
+class StepUpLink(SQLModel, table=True):
+    """A one-time step-up link given to an approver who clicked Approve (bot/stepup/). ``id`` is the
+    SHA-256 of the link's secret, ``state_hash`` of the OIDC ``state`` once the sign-in started; the
+    secret itself is never stored. Status: issued -> started -> verifying -> used | failed."""
+
+    __tablename__ = "step_up_link"
+    id: str = Field(primary_key=True, max_length=64)
+    state_hash: str | None = Field(default=None, max_length=64, unique=True)
+    request_id: str = Field(max_length=32)
+    layer: int
+    approver: str = Field(max_length=320)
+    approver_slack: str | None = Field(default=None, max_length=32)
+    provider: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    nonce: str | None = Field(default=None, max_length=64)
+    verifier: str | None = Field(default=None, max_length=128)  # PKCE code_verifier, until used
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    finished_at: datetime | None = _ts()
+    error: str | None = Field(default=None, max_length=200)
+
+
 class KeyValue(SQLModel, table=True):
     """Small persisted state: the applied policy hash, cursors, counters."""
 

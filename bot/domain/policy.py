@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, model_validator
 
 from bot.domain.durations import format_duration, parse_duration
+from bot.domain.step_up import OidcProvider, StepUp, secure_url
 
 Duration = Annotated[
     timedelta,
@@ -49,6 +52,7 @@ class ApprovalLayer(Strict):
     escalation: Principals | None = None
     # Outside the policy's business hours the layer goes straight to these approvers instead.
     after_hours: Principals | None = None
+    step_up: StepUp | None = None  # approvals of this layer need a fresh sign-in (overrides the eligibility's)
 
     def approver_set(self, *, after_hours: bool) -> Principals:
         """Who approves this layer: ``after_hours`` approvers when it opened outside business hours."""
@@ -218,6 +222,7 @@ class Eligibility(Strict):
     # Who may request on behalf of an eligible requestor (admins always may).
     delegates: Principals = Principals()
     transition: Transition | None = None
+    step_up: StepUp | None = None  # approvals need a fresh sign-in at an OIDC provider (bot/stepup/)
 
     @model_validator(mode="after")
     def _coherent(self) -> Eligibility:
@@ -328,6 +333,41 @@ class RecoveryAccount(Strict):
     connector: str
 
 
+class EventSink(Strict):
+    """Where every audit event is also sent (bot/events/): a Standard Webhooks endpoint or a syslog
+    server (RFC 5424 over TLS, RFC 5425). ``secret`` is a signing secret: never dumped or logged."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    type: Literal["webhook", "syslog"]
+    url: str | None = None  # webhook
+    secret: SecretStr | None = Field(default=None, repr=False)  # webhook: "whsec_" + base64 of 24-64 bytes
+    host: str | None = None  # syslog
+    port: int = Field(default=6514, ge=1, le=65535)
+    tls: bool = True  # syslog: RFC 5425 (TLS); false only for a relay on the same host
+    ca_file: str | None = None  # a CA bundle for an internal receiver's certificate
+    timeout: Duration = timedelta(seconds=10)
+    source: str = "urn:jitbot"  # the CloudEvents ``source`` of every event sent
+
+    @model_validator(mode="after")
+    def _coherent(self) -> EventSink:
+        if self.type == "webhook":
+            if not self.url or not self.url.startswith(("https://", "http://")):
+                raise ValueError(f"event sink {self.name!r}: a webhook needs an http(s) url")
+            if self.secret is None:
+                raise ValueError(f"event sink {self.name!r}: a webhook needs a signing secret")
+            raw = self.secret.get_secret_value().removeprefix("whsec_")
+            try:
+                key = base64.b64decode(raw + "==", validate=False)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not 24 <= len(key) <= 64:
+                raise ValueError(f"event sink {self.name!r}: the secret must be whsec_ followed by the base64 "
+                                 "of 24 to 64 random bytes")
+        elif not self.host:
+            raise ValueError(f"event sink {self.name!r}: a syslog sink needs a host")
+        return self
+
+
 class Policy(Strict):
     audit_channel: str
     security_channel: str | None = None
@@ -341,6 +381,9 @@ class Policy(Strict):
     email: Email | None = None
     notify: Notify = Notify()
     recovery_accounts: tuple[RecoveryAccount, ...] = ()
+    event_sinks: tuple[EventSink, ...] = ()
+    oidc_providers: dict[str, OidcProvider] = Field(default_factory=dict, repr=False)
+    public_url: str | None = None  # where browsers reach ``jitbot serve`` (step-up links and callback)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -358,6 +401,19 @@ class Policy(Strict):
             raise ValueError(f"directory names unknown connector {self.directory!r}")
         if self.notify.email and self.email is None:
             raise ValueError("notify.email needs the email (SMTP) settings")
+        for e in self.eligibilities:
+            for where, step_up in [("", e.step_up), *((f" layer {i}", layer.step_up)
+                                                       for i, layer in enumerate(e.approvals, start=1))]:
+                if step_up is None:
+                    continue
+                if step_up.provider not in self.oidc_providers:
+                    raise ValueError(f"eligibility {e.name!r}{where}: step_up uses unknown oidc provider "
+                                     f"{step_up.provider!r}")
+                if self.public_url is None or not secure_url(self.public_url):
+                    raise ValueError("step_up needs public_url: the https URL where browsers reach jitbot serve")
+        sinks = [s.name for s in self.event_sinks]
+        if len(set(sinks)) != len(sinks):
+            raise ValueError("event sink names must be unique")
         for account in self.recovery_accounts:
             if account.connector not in self.connectors:
                 raise ValueError(f"recovery account {account.email!r} uses unknown connector {account.connector!r}")
