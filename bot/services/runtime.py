@@ -12,6 +12,7 @@ from datetime import timedelta
 from bot.domain.policy import Eligibility, Policy
 from bot.policy_file import LoadedPolicy
 from bot.services.clock import Clock
+from bot.services.context_clients import ContextClients
 from bot.services.directory import Directory
 from connectors.base import Connector
 from storage.db import Database
@@ -42,6 +43,8 @@ class Runtime:
     grant_taker: Callable[[str], None] | None = None
     # Delivered outbox messages older than this are deleted (bot/services/outbox_prune.py); None keeps them.
     outbox_retention: timedelta | None = timedelta(days=14)
+    # PagerDuty and Jira clients (approval context), built from the policy when first used.
+    context: ContextClients = field(default_factory=ContextClients)
 
     @property
     def policy(self) -> Policy:
