@@ -42,7 +42,7 @@ class JiraSettings(BaseModel):
 
     @property
     def poll_interval(self) -> timedelta:
-        return max(parse_duration(self.poll_every), timedelta(seconds=10))
+        return max(parse_duration(self.poll_every), timedelta(seconds=1))
 
 
 @dataclass(frozen=True, slots=True)
