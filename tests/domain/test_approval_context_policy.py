@@ -1,0 +1,70 @@
+"""Policy keys of approval context: auto_approve_when (PagerDuty on call) and require_ticket: {jira: ...}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from bot.bootstrap import build_connectors
+from bot.policy_file import PolicyError, parse_policy
+from storage.db import Database
+from tests.services.context_world import context_policy_doc, on_call
+
+
+def parse(doc: dict[str, Any]) -> Any:
+    return parse_policy(yaml.safe_dump(doc, sort_keys=False), source="p.yml", env={})
+
+
+def doc() -> dict[str, Any]:
+    return context_policy_doc("https://api.pagerduty.com", "https://example.atlassian.net")
+
+
+def test_context_connectors_are_kept_apart_from_the_identity_providers() -> None:
+    policy = parse(doc()).policy
+    assert set(policy.connectors) == {"demo"} and set(policy.context_connectors) == {"pd", "jira"}
+    elig = policy.eligibility("ticketed")
+    assert elig is not None and elig.ticket_rule is not None and elig.ticket_rule.jira.projects == ("OPS", "INC")
+    assert elig.require_ticket  # the ticket field is shown and required, as with require_ticket: true
+    oncall = policy.eligibility("oncall-two")
+    assert oncall is not None and oncall.on_call_rule(1) is not None and oncall.on_call_rule(2) is None
+
+
+async def test_building_the_identity_provider_connectors_skips_them(tmp_path: Any) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/x.db")
+    try:
+        assert set(build_connectors(parse(doc()), db)) == {"demo"}
+    finally:
+        await db.dispose()
+
+
+def test_eligibility_wide_rule_passes_every_layer() -> None:
+    d = doc()
+    d["eligibilities"][-2]["approvals"][0].pop("auto_approve_when")
+    d["eligibilities"][-2]["auto_approve_when"] = on_call()
+    elig = parse(d).policy.eligibility("oncall-two")
+    assert elig is not None and elig.on_call_rule(1) == elig.on_call_rule(2) is not None
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["eligibilities"][-2]["approvals"].reverse(),
+     "layer 2 has auto_approve_when but an earlier layer does not"),
+    (lambda d: d["eligibilities"][-3]["approvals"][0]["auto_approve_when"]["on_call"]["pagerduty"].update(
+        connector="nope"), "uses unknown connector 'nope' (it needs a connector of type pagerduty)"),
+    (lambda d: d["eligibilities"][-1]["require_ticket"]["jira"].update(connector="pd"),
+     "uses unknown connector 'pd' (it needs a connector of type jira)"),
+    (lambda d: d["eligibilities"][-1]["require_ticket"]["jira"].update(statuses=[]), "statuses"),
+    (lambda d: d["eligibilities"][-3]["approvals"][0]["auto_approve_when"]["on_call"]["pagerduty"].update(
+        schedules=[]), "needs at least one schedule or escalation policy"),
+    (lambda d: d["eligibilities"][-3]["approvals"][0]["auto_approve_when"]["on_call"]["pagerduty"].update(
+        escalation_levels=[0]), "escalation_levels start at 1"),
+    (lambda d: d["eligibilities"][-3]["approvals"][0]["auto_approve_when"]["on_call"].update(opsgenie={}),
+     "Extra inputs are not permitted"),
+])
+def test_bad_context_rules_are_refused_with_a_clear_message(change: Any, message: str) -> None:
+    d = doc()
+    change(d)
+    with pytest.raises(PolicyError) as refused:
+        parse(d)
+    assert message in str(refused.value)
