@@ -76,6 +76,9 @@ def _locate_reference(message: str, data: dict[str, Any]) -> YamlPath:
     raw_conns = data.get("connectors")
     conns: dict[str, Any] = raw_conns if isinstance(raw_conns, dict) else {}
     eligs = [e if isinstance(e, dict) else {} for e in data.get("eligibilities") or []]
+    if "needs a connector of type" in message:  # an approval-context rule (pagerduty / jira) names it
+        named = re.match(r"eligibility '([^']*)'", message)
+        return next((("eligibilities", i) for i, e in enumerate(eligs) if named and e.get("name") == named[1]), ())
     if "uses unknown connector" in message:
         return next((("eligibilities", i, "connector") for i, e in enumerate(eligs)
                      if e.get("connector") not in conns), ())

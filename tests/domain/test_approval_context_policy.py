@@ -68,3 +68,13 @@ def test_bad_context_rules_are_refused_with_a_clear_message(change: Any, message
     with pytest.raises(PolicyError) as refused:
         parse(d)
     assert message in str(refused.value)
+
+
+def test_a_context_rule_naming_a_missing_connector_points_at_its_eligibility() -> None:
+    d = doc()
+    d["eligibilities"][-1]["require_ticket"]["jira"]["connector"] = "jra"
+    with pytest.raises(PolicyError) as refused:
+        parse(d)
+    lines = yaml.safe_dump(d, sort_keys=False).splitlines()
+    line = lines.index("- connector: demo", lines.index("  name: oncall-two")) + 1  # where the entry starts
+    assert str(refused.value).startswith(f"p.yml:{line}: eligibilities.{len(d['eligibilities']) - 1}: ")
