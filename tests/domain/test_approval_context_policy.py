@@ -78,3 +78,18 @@ def test_a_context_rule_naming_a_missing_connector_points_at_its_eligibility() -
     lines = yaml.safe_dump(d, sort_keys=False).splitlines()
     line = lines.index("- connector: demo", lines.index("  name: oncall-two")) + 1  # where the entry starts
     assert str(refused.value).startswith(f"p.yml:{line}: eligibilities.{len(d['eligibilities']) - 1}: ")
+
+
+def test_context_connector_secrets_never_reach_the_applied_settings() -> None:
+    from bot.governance.plan import global_settings
+
+    d = doc()
+    d["connectors"]["pd"]["token"] = "${PD_TOKEN}"
+    d["connectors"]["jira"]["api_token"] = "${JIRA_TOKEN}"
+    loaded = parse_policy(yaml.safe_dump(d, sort_keys=False), source="p.yml",
+                          env={"PD_TOKEN": "pd-env-secret", "JIRA_TOKEN": "jira-env-secret"})
+    assert loaded.policy.context_connectors["pd"]["token"] == "pd-env-secret"
+    dumped = str(global_settings(loaded))
+    assert "pd-env-secret" not in dumped and "jira-env-secret" not in dumped
+    assert "${PD_TOKEN}" in dumped  # the connectors as written in the file
+    assert repr(loaded.policy).count("env-secret") == 0
