@@ -5,7 +5,7 @@
   row's expiry is the shift's end, not the hour asked;
 - ticket: an unknown ticket is an inline error in the modal (nothing requested); a ticket in progress is
   requested, approved and granted; when the ticket is closed, the next poll revokes the access.
-Neither secret appears in the process's output.
+Neither secret appears in the process's output or the database.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ TOKEN = "xoxb-context-test-token"
 SECRET = "context-signing-secret"
 PD_TOKEN = "pd-e2e-secret-token"
 JIRA_TOKEN = "jira-e2e-secret-token"
-SHIFT_S = 8  # alice's shift ends this many seconds after the test starts
+SHIFT_S = 12  # alice's shift ends this many seconds after serve is up
 
 POLICY = f"""
 audit_channel: "{AUDIT}"
@@ -107,13 +107,9 @@ async def _scalar(db_name: str, sql: str, *args: Any) -> Any:
 
 async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path: Path) -> None:
     db_name, url = database
-    start = datetime.now(UTC)
-    shift_end = (start + timedelta(seconds=SHIFT_S)).replace(microsecond=0)
     pd = FakePagerDuty(token=PD_TOKEN)
     alice = pd.add_user("alice@example.com", "Alice")
     pd.add_schedule("PSCHED1", "Primary", policy_id="PPOL1")
-    pd.put_on_call(alice, policy_id="PPOL1", schedule_id="PSCHED1", level=1, start=start - timedelta(hours=1),
-                   end=shift_end)
     jira = FakeJira(email="jitbot@example.com", api_token=JIRA_TOKEN)
     jira.add_issue("OPS-1", "Payments queue <stuck>", "In Progress")
     await pd.start()
@@ -138,6 +134,10 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
         sender = SlackSender(slack, f"http://127.0.0.1:{port}/slack/events", SECRET)
         try:
             await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
+            start = datetime.now(UTC)  # alice's shift: from an hour ago until a few seconds from now
+            shift_end = (start + timedelta(seconds=SHIFT_S)).replace(microsecond=0)
+            pd.put_on_call(alice, policy_id="PPOL1", schedule_id="PSCHED1", level=1, start=start - timedelta(hours=1),
+                           end=shift_end)
 
             async def request(eligibility: str, ticket: str | None = None) -> dict[str, Any]:
                 before = {v.id for v in slack.modal_stack("U1ALICE")}  # a modal left open with errors
@@ -167,10 +167,11 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
             # ---- on call: approved at once, granted, and gone when the shift ends
             assert not (await request("oncall-db")).get("errors")
 
-            async def on_call_granted() -> bool:
-                return await member("db-admins")
+            async def on_call_granted() -> bool:  # the membership is written before the grant row says so
+                return await member("db-admins") and await _scalar(
+                    db_name, "SELECT count(*) FROM \"grant\" WHERE status = 'active'") == 1
 
-            await until(on_call_granted, timeout=20, what="the on-call grant", procs=[proc])
+            await until(on_call_granted, timeout=30, what="the on-call grant", procs=[proc])
             assert await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'on_call_approved'") == 1
             expires = await _scalar(db_name, "SELECT g.expires_at FROM \"grant\" g JOIN access_request r "
                                              "ON r.id = g.request_id WHERE r.eligibility = 'oncall-db'")
@@ -193,7 +194,7 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
             async def asked() -> bool:
                 return approve_message(slack, "U2BOB") is not None
 
-            await until(asked, timeout=20, what="the approval DM", procs=[proc])
+            await until(asked, timeout=30, what="the approval DM", procs=[proc])
             msg = approve_message(slack, "U2BOB")
             assert f"<{jira.url}/browse/OPS-1|OPS-1> Payments queue &lt;stuck&gt; (In Progress)" in str(msg.blocks)
             await sender.click("U2BOB", msg.channel, msg.ts, ids.APPROVE)
@@ -201,13 +202,13 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
             async def ticket_granted() -> bool:
                 return await member("ops-console")
 
-            await until(ticket_granted, timeout=20, what="the ticket grant", procs=[proc])
+            await until(ticket_granted, timeout=30, what="the ticket grant", procs=[proc])
             jira.set_status("OPS-1", "Done")
 
             async def ticket_closed() -> bool:
                 return not await member("ops-console")
 
-            await until(ticket_closed, timeout=20, what="revocation with the ticket", procs=[proc])
+            await until(ticket_closed, timeout=30, what="revocation with the ticket", procs=[proc])
             assert await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'ticket_ended'") == 1
         finally:
             await sender.aclose()
@@ -216,3 +217,8 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
             await jira.stop()
     out = proc.output()
     assert PD_TOKEN not in out and JIRA_TOKEN not in out
+    stored = ""
+    for table, col in (("kv", "value"), ("event", "detail"), ("outbox", "payload"), ("eligibility", "definition"),
+                       ("access_request", "context")):
+        stored += str(await _scalar(db_name, f"SELECT coalesce(string_agg({col}::text, ''), '') FROM {table}"))
+    assert stored and PD_TOKEN not in stored and JIRA_TOKEN not in stored
