@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.services.runtime import Runtime
-from bot.services.tickets import ticket_refusal
+from bot.services.tickets import TICKETED_KIND, ticket_refusal
 
 
 def capped_expiry(req: Any, expires_at: datetime) -> datetime:
@@ -16,9 +16,11 @@ def capped_expiry(req: Any, expires_at: datetime) -> datetime:
     return min(expires_at, ends_by) if ends_by is not None else expires_at
 
 
-async def context_refusal(rt: Runtime, *, eligibility: str, ticket: str | None, ends_by: datetime | None) -> str | None:
+async def context_refusal(rt: Runtime, *, eligibility: str, kind: str, ticket: str | None,
+                          ends_by: datetime | None) -> str | None:
     """Why an approved grant may not be carried out now, or None: the shift it was approved for ended,
-    or its Jira ticket no longer qualifies. Raises ConnectorError when Jira cannot be asked (retried)."""
+    or its Jira ticket no longer qualifies (requests only: break-glass needs no ticket). Raises
+    ConnectorError when Jira cannot be asked (the grant is retried)."""
     if ends_by is not None and ends_by <= rt.clock.now():
         return f"the on-call shift it was approved for ended at {ends_by:%Y-%m-%d %H:%M} UTC"
-    return await ticket_refusal(rt, eligibility, ticket)
+    return await ticket_refusal(rt, eligibility, ticket) if kind == TICKETED_KIND else None

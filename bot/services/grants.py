@@ -161,7 +161,8 @@ class GrantService:
         pre_member: bool | None = g.pre_member
         try:
             why = (await self._not_allowed(req.eligibility, req.requester, req.kind)
-                   or await context_refusal(rt, eligibility=req.eligibility, ticket=req.ticket, ends_by=req.ends_by))
+                   or await context_refusal(rt, eligibility=req.eligibility, kind=req.kind, ticket=req.ticket,
+                                            ends_by=req.ends_by))
             if why is not None:
                 await self._refuse(g, why)
                 return

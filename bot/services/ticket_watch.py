@@ -18,7 +18,7 @@ from bot.domain.approval_context import JiraTicket
 from bot.services import kvstate, notices
 from bot.services.requests import load_request, load_votes
 from bot.services.runtime import Runtime
-from bot.services.tickets import ticket_problem
+from bot.services.tickets import TICKETED_KIND, ticket_problem
 from connectors.base import ConnectorError
 from connectors.jira import JiraSettings
 from storage.tables import AccessRequest, Grant
@@ -30,7 +30,7 @@ END_REASON = "ticket"  # Grant.end_reason of a grant ended with its ticket
 
 _ACTIVE_WITH_TICKET = (select(Grant.id, Grant.request_id, AccessRequest.eligibility, AccessRequest.ticket)
                        .join(AccessRequest, AccessRequest.id == Grant.request_id)  # type: ignore[arg-type]
-                       .where(Grant.status == "active"))
+                       .where(Grant.status == "active", AccessRequest.kind == TICKETED_KIND))
 
 
 class TicketWatch:

@@ -22,6 +22,10 @@ from connectors.jira import Issue
 
 log = logging.getLogger(__name__)
 
+# The requests whose ticket is checked: "access" ones (a break-glass use asks for no ticket, and an
+# extension's ticket is its original request's).
+TICKETED_KIND = "access"
+
 
 
 def ticket_problem(rule: JiraTicket, issue: Issue) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from bot.domain.policy import BreakGlass
 from bot.domain.requests import Decision, PolicyViolation, Status
 from bot.services.clock import ManualClock
 from bot.slack.blocks import approval_message
@@ -237,3 +239,22 @@ async def test_require_ticket_true_still_takes_any_reference(s: Stack) -> None:
     req = await s.requests.submit(requester="alice@example.com", eligibility="prod-admin", duration=timedelta(hours=1),
                                   justification="incident", ticket="CHG-42")
     assert req.ticket == "CHG-42" and req.context is None
+
+
+async def test_break_glass_needs_no_ticket_and_is_not_ended_by_the_ticket_watch(s: Stack, clock: ManualClock) -> None:
+    from bot.services.breakglass import BreakGlassService
+
+    doc_elig = s.rt.eligibility("ticketed")
+    assert doc_elig is not None
+    policy = s.rt.policy.model_copy(update={"eligibilities": tuple(
+        e.model_copy(update={"break_glass": BreakGlass(max_duration=timedelta(hours=1))}) if e.name == "ticketed"
+        else e for e in s.rt.policy.eligibilities)})
+    s.rt.loaded = dataclasses.replace(s.rt.loaded, policy=policy)
+    req = await BreakGlassService(s.rt).invoke(requester="alice@example.com", eligibility="ticketed",
+                                               duration=timedelta(hours=1), justification="db on fire")
+    await s.worker.run_until_idle()
+    assert await s.is_member("alice@example.com", "ops-console")
+    clock.advance(timedelta(minutes=2))  # two ticket-watch turns
+    await s.worker.run_until_idle()
+    assert await s.is_member("alice@example.com", "ops-console")
+    assert await status_of(s, req.id) == Status.ACTIVE.value
