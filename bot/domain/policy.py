@@ -355,6 +355,9 @@ class Policy(Strict):
             if not isinstance(conn, dict) or "type" not in conn:
                 raise ValueError(f"connector {conn_name!r} needs a 'type'")
         for e in self.eligibilities:
+            if e.connector in self.context_connectors:
+                raise ValueError(f"eligibility {e.name!r} uses unknown connector {e.connector!r}: it is a "
+                                 f"{self.context_connectors[e.connector].get('type')} connector, which grants nothing")
             if e.connector not in self.connectors:
                 raise ValueError(f"eligibility {e.name!r} uses unknown connector {e.connector!r}")
         if self.directory is not None and self.directory not in self.connectors:

@@ -55,6 +55,7 @@ def test_eligibility_wide_rule_passes_every_layer() -> None:
     (lambda d: d["eligibilities"][-1]["require_ticket"]["jira"].update(connector="pd"),
      "uses unknown connector 'pd' (it needs a connector of type jira)"),
     (lambda d: d["eligibilities"][-1]["require_ticket"]["jira"].update(statuses=[]), "statuses"),
+    (lambda d: d["eligibilities"][-1].update(connector="jira"), "it is a jira connector, which grants nothing"),
     (lambda d: d["eligibilities"][-3]["approvals"][0]["auto_approve_when"]["on_call"]["pagerduty"].update(
         schedules=[]), "needs at least one schedule or escalation policy"),
     (lambda d: d["eligibilities"][-3]["approvals"][0]["auto_approve_when"]["on_call"]["pagerduty"].update(
