@@ -8,7 +8,10 @@ validates this fake's answers against it) and the developer docs:
 - ``/oncalls`` filters ``schedule_ids[]``, ``escalation_policy_ids[]``, ``user_ids[]`` (combined with AND),
   ``since``/``until`` (default now; an on-call counts when it overlaps the range; ``until`` before
   ``since`` → 400); ``include[]`` of users, schedules, escalation_policies; ``earliest``; ``time_zone``;
-- ``/users`` ``query`` (matches name or email, case-insensitively), ``team_ids[]``, ``include[]``;
+- ``/users`` ``query``, ``team_ids[]``, ``include[]``. The spec's ``query`` says "records whose name
+  matches"; the fake matches name or email (case-insensitively), as PagerDuty does for users and as the
+  official client relies on (``pagerduty``/``pdpyras`` ``find("users", email, attribute="email")``) —
+  jitbot keeps only an exact email match of what comes back;
 - classic paging: ``offset`` / ``limit`` (default 25, at most 100), ``more``, ``total`` (null unless
   ``total=true``);
 - errors in PagerDuty's shape ``{"error": {"message", "code", "errors": [...]}}`` with the codes of

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain.approval_context import PagerDutyOnCall
@@ -62,8 +62,8 @@ def best_shift(shifts: list[Shift], rule: PagerDutyOnCall) -> Shift | None:
     allowed = [s for s in allowed if s.schedule in rule.schedules or s.escalation_policy in rule.escalation_policies]
     if not allowed:
         return None
-    return max(allowed, key=lambda s: (s.end is None, s.end or datetime.min.replace(tzinfo=s.start.tzinfo
-                                                                                     if s.start else None)))
+    never = datetime.max.replace(tzinfo=UTC)  # a permanent on-call (no end) lasts longest
+    return max(allowed, key=lambda s: s.end or never)
 
 
 async def check_on_call(rt: Runtime, elig: Eligibility, requester: str, *,

@@ -94,3 +94,22 @@ def test_context_connector_secrets_never_reach_the_applied_settings() -> None:
     assert "pd-env-secret" not in dumped and "jira-env-secret" not in dumped
     assert "${PD_TOKEN}" in dumped  # the connectors as written in the file
     assert repr(loaded.policy).count("env-secret") == 0
+
+
+def test_the_matching_shift_is_the_longest_at_an_allowed_level() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bot.domain.approval_context import PagerDutyOnCall
+    from bot.services.on_call import best_shift
+    from connectors.pagerduty import Shift
+
+    now = datetime(2026, 12, 7, 3, tzinfo=UTC)
+    rule = PagerDutyOnCall(connector="pd", schedules=("PS1",), escalation_levels=(1,))
+    short = Shift("U", "EP", 1, "PS1", now, now + timedelta(hours=1))
+    longer = Shift("U", "EP", 1, "PS1", now, now + timedelta(hours=5))
+    level_two = Shift("U", "EP", 2, "PS1", now, None)
+    other_schedule = Shift("U", "EP", 1, "PS9", now, None)
+    assert best_shift([short, longer, level_two, other_schedule], rule) == longer
+    assert best_shift([level_two, other_schedule], rule) is None
+    permanent = Shift("U", "EP", 1, "PS1", None, None)
+    assert best_shift([longer, permanent], rule) == permanent
