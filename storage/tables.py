@@ -70,6 +70,10 @@ class AccessRequest(SQLModel, table=True):
     review_outcome: str | None = Field(default=None, max_length=16)  # acknowledged | flagged
     reason: str | None = Field(default=None, sa_column=Column(Text))
     version: int = 0
+    # Approval context (migration 0009): the Jira ticket as checked, the on-call shift that approved it.
+    context: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Access ends by this time whatever the duration (``end_with_shift``: the on-call shift's end).
+    ends_by: datetime | None = _ts()
 
     __table_args__ = (
         Index("ix_request_pending_due", "status", "layer_deadline"),

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, model_validator
 
+from bot.domain.approval_context import CONTEXT_TYPES, AutoApproveWhen, TicketRequirement
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.step_up import OidcProvider, StepUp, secure_url
 
@@ -53,6 +54,8 @@ class ApprovalLayer(Strict):
     # Outside the policy's business hours the layer goes straight to these approvers instead.
     after_hours: Principals | None = None
     step_up: StepUp | None = None  # approvals of this layer need a fresh sign-in (overrides the eligibility's)
+    # A requester on call now (PagerDuty) passes this layer at once (bot/services/on_call.py).
+    auto_approve_when: AutoApproveWhen | None = None
 
     def approver_set(self, *, after_hours: bool) -> Principals:
         """Who approves this layer: ``after_hours`` approvers when it opened outside business hours."""
@@ -212,7 +215,11 @@ class Eligibility(Strict):
     max_duration: Duration
     default_duration: Duration | None = None
     warn_before: Duration = timedelta(minutes=15)
-    require_ticket: bool = False
+    # True: a ticket reference is required; ``{jira: ...}``: it must be a Jira issue in an allowed project
+    # and status (bot/services/tickets.py).
+    require_ticket: bool | TicketRequirement = False
+    # Every layer is passed at once by a requester on call now (as if each layer said so).
+    auto_approve_when: AutoApproveWhen | None = None
     approvals: tuple[ApprovalLayer, ...] = ()
     extension: Extension = Extension()
     enforce: bool = False
@@ -236,7 +243,26 @@ class Eligibility(Strict):
             raise ValueError("default_duration is longer than max_duration")
         if self.break_glass is not None and self.break_glass.max_duration > self.max_duration:
             raise ValueError("break_glass.max_duration is longer than max_duration")
+        if self.auto_approve_when is not None and not self.approvals:
+            raise ValueError("auto_approve_when needs approval layers (without any, requests are approved anyway)")
+        # On-call approval is decided when the request is made: only for the layers that open then.
+        human_seen = False
+        for i, layer in enumerate(self.approvals, start=1):
+            if layer.auto_approve_when is None:
+                human_seen = True
+            elif human_seen:
+                raise ValueError(f"layer {i} has auto_approve_when but an earlier layer does not: on-call "
+                                 "approval is decided when the request is made, so it may only lead")
         return self
+
+    def on_call_rule(self, layer: int) -> AutoApproveWhen | None:
+        """The on-call rule that passes ``layer`` (1-based): the layer's own, else the eligibility's."""
+        own = self.approvals[layer - 1].auto_approve_when if 1 <= layer <= len(self.approvals) else None
+        return own or self.auto_approve_when
+
+    @property
+    def ticket_rule(self) -> TicketRequirement | None:
+        return self.require_ticket if isinstance(self.require_ticket, TicketRequirement) else None
 
     def reviewers(self) -> Principals:
         """Everyone who approves any layer: they review break-glass uses after the fact."""
@@ -376,6 +402,9 @@ class Policy(Strict):
     directory: str | None = None
     settings: Settings = Settings()
     connectors: dict[str, dict[str, Any]] = Field(repr=False)  # holds interpolated credentials
+    # ``connectors:`` entries of a context type (pagerduty, jira): declared with the others in the file,
+    # kept apart here so that everything that builds identity-provider connectors never sees them.
+    context_connectors: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
     eligibilities: tuple[Eligibility, ...] = ()
     reports: Reports = Reports()
     email: Email | None = None
@@ -384,6 +413,18 @@ class Policy(Strict):
     event_sinks: tuple[EventSink, ...] = ()
     oidc_providers: dict[str, OidcProvider] = Field(default_factory=dict, repr=False)
     public_url: str | None = None  # where browsers reach ``jitbot serve`` (step-up links and callback)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_context_connectors(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("connectors"), dict):
+            return data
+        conns: dict[str, Any] = data["connectors"]
+        context = {n: c for n, c in conns.items() if isinstance(c, dict) and c.get("type") in CONTEXT_TYPES}
+        if not context:
+            return data
+        return {**data, "connectors": {n: c for n, c in conns.items() if n not in context},
+                "context_connectors": {**(data.get("context_connectors") or {}), **context}}
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -395,10 +436,15 @@ class Policy(Strict):
             if not isinstance(conn, dict) or "type" not in conn:
                 raise ValueError(f"connector {conn_name!r} needs a 'type'")
         for e in self.eligibilities:
+            if e.connector in self.context_connectors:
+                raise ValueError(f"eligibility {e.name!r} uses unknown connector {e.connector!r}: it is a "
+                                 f"{self.context_connectors[e.connector].get('type')} connector, which grants nothing")
             if e.connector not in self.connectors:
                 raise ValueError(f"eligibility {e.name!r} uses unknown connector {e.connector!r}")
         if self.directory is not None and self.directory not in self.connectors:
             raise ValueError(f"directory names unknown connector {self.directory!r}")
+        for e in self.eligibilities:
+            self._check_context_references(e)
         if self.notify.email and self.email is None:
             raise ValueError("notify.email needs the email (SMTP) settings")
         for e in self.eligibilities:
@@ -418,6 +464,18 @@ class Policy(Strict):
             if account.connector not in self.connectors:
                 raise ValueError(f"recovery account {account.email!r} uses unknown connector {account.connector!r}")
         return self
+
+    def _check_context_references(self, e: Eligibility) -> None:
+        rules = [r.on_call.pagerduty for r in (e.auto_approve_when, *(la.auto_approve_when for la in e.approvals))
+                 if r is not None]
+        wanted = [("pagerduty", r.connector) for r in rules]
+        if e.ticket_rule is not None:
+            wanted.append(("jira", e.ticket_rule.jira.connector))
+        for kind, name in wanted:
+            conf = self.context_connectors.get(name)
+            if conf is None or conf.get("type") != kind:
+                raise ValueError(f"eligibility {e.name!r} uses unknown connector {name!r} "
+                                 f"(it needs a connector of type {kind})")
 
     def eligibility(self, name: str) -> Eligibility | None:
         return next((e for e in self.eligibilities if e.name == name), None)

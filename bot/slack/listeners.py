@@ -25,7 +25,7 @@ from bot.slack import blocks, breakglass, ids, modal_open, request_form
 from bot.slack.admin import admin_command
 from bot.slack.breakglass import breakglass_command
 from bot.slack.identity import NoEmail, SlackIdentity
-from bot.slack.request_form import RequestForm, read_request_form, small_int
+from bot.slack.request_form import RequestForm, check_form_ticket, read_request_form, small_int
 from bot.stepup import StepUpError
 from bot.stepup.flow import link_for
 
@@ -144,7 +144,9 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
                                 client: AsyncWebClient) -> None:
         # Everything that needs no I/O was checked before the ack (bot/slack/request_form.py), so it
         # comes back as inline errors at once; the rest (identity, eligibility, the database) runs after.
-        form: RequestForm = context.get(request_form.CONTEXT_KEY) or read_request_form(rt, body)
+        form: RequestForm | None = context.get(request_form.CONTEXT_KEY)  # read (and acked) before, or now:
+        if form is None:
+            form = await check_form_ticket(rt, read_request_form(rt, body))
         if form.errors:
             await ack(**form.ack_args())
             return
