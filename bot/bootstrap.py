@@ -49,4 +49,5 @@ async def build_runtime(loaded: LoadedPolicy, database_url: str, *, clock: Clock
 async def close_runtime(rt: Runtime) -> None:
     for connector in rt.connectors.values():
         await connector.aclose()
+    await rt.context.aclose()
     await rt.db.dispose()

@@ -240,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only events at or after WHEN: a date (2026-01-01), a timestamp, or a duration ago (7d)")
     p.add_argument("--output", metavar="FILE", help="write here instead of standard output")
 
+    ev = add(sub, "events", "The signed event stream to the SIEM sinks (policy event_sinks).")
+    ev_sub = ev.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    p = add(ev_sub, "replay", "Send the audit events from EVENT_ID on again, in order, to every sink or one.",
+            _lazy("bot.events.commands", "cmd_events_replay"), policy=True, database=True)
+    p.add_argument("--since", type=int, required=True, metavar="EVENT_ID", help="the first event to send again")
+    p.add_argument("--sink", metavar="NAME", help="only this sink (default: every sink in the policy)")
+    p.add_argument("--no-send", action="store_true",
+                   help="only move the cursors back and let the running jitbot send")
+
     con = add(sub, "connectors", "Check identity-provider connectors.")
     con_sub = con.add_subparsers(dest="connectors_command", required=True, metavar="ACTION")
     p = add(con_sub, "check", "Check configuration, credentials and reachability of connectors.",

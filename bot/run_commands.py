@@ -125,8 +125,12 @@ async def run_worker(args: argparse.Namespace) -> int:
     await reloader.catch_up()
     reloader.follow()
     reloader.install(loop)
+    from bot.events import stream as event_stream
+
+    events = None
     try:
         worker.start(interval=args.interval)
+        events = event_stream.start(rt.db, lambda: rt.policy.event_sinks, rt.clock, http=http, owner=rt.instance_id)
         log.info("worker %s running on %s (policy %s); Ctrl-C stops it", worker.worker_id,
                  rt.db.url.split("@")[-1], loaded.path)
         gc_tuning.settle(configured_settings().JITBOT_GC)  # start-up is over: its objects stay (bot/gc_tuning.py)
@@ -136,6 +140,8 @@ async def run_worker(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
         await reloader.stop_following()
         await worker.stop()
+        if events is not None:
+            await events.stop()
         if link is not None:
             await link.close()
         await http.close()

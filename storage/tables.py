@@ -70,6 +70,10 @@ class AccessRequest(SQLModel, table=True):
     review_outcome: str | None = Field(default=None, max_length=16)  # acknowledged | flagged
     reason: str | None = Field(default=None, sa_column=Column(Text))
     version: int = 0
+    # Approval context (migration 0009): the Jira ticket as checked, the on-call shift that approved it.
+    context: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Access ends by this time whatever the duration (``end_with_shift``: the on-call shift's end).
+    ends_by: datetime | None = _ts()
 
     __table_args__ = (
         Index("ix_request_pending_due", "status", "layer_deadline"),
@@ -200,6 +204,28 @@ class WorkerHeartbeat(SQLModel, table=True):
     beat_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     ticks: int = 0
     policy_version: int | None = None  # the applied policy version the replica runs (0: none followed)
+
+
+class StepUpLink(SQLModel, table=True):
+    """A one-time step-up link given to an approver who clicked Approve (bot/stepup/). ``id`` is the
+    SHA-256 of the link's secret, ``state_hash`` of the OIDC ``state`` once the sign-in started; the
+    secret itself is never stored. Status: issued -> started -> verifying -> used | failed."""
+
+    __tablename__ = "step_up_link"
+    id: str = Field(primary_key=True, max_length=64)
+    state_hash: str | None = Field(default=None, max_length=64, unique=True)
+    request_id: str = Field(max_length=32)
+    layer: int
+    approver: str = Field(max_length=320)
+    approver_slack: str | None = Field(default=None, max_length=32)
+    provider: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    nonce: str | None = Field(default=None, max_length=64)
+    verifier: str | None = Field(default=None, max_length=128)  # PKCE code_verifier, until used
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    finished_at: datetime | None = _ts()
+    error: str | None = Field(default=None, max_length=200)
 
 
 class KeyValue(SQLModel, table=True):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr, model_validator
 
+from bot.domain.approval_context import CONTEXT_TYPES, AutoApproveWhen, TicketRequirement
 from bot.domain.durations import format_duration, parse_duration
+from bot.domain.step_up import OidcProvider, StepUp, secure_url
 
 Duration = Annotated[
     timedelta,
@@ -49,6 +53,9 @@ class ApprovalLayer(Strict):
     escalation: Principals | None = None
     # Outside the policy's business hours the layer goes straight to these approvers instead.
     after_hours: Principals | None = None
+    step_up: StepUp | None = None  # approvals of this layer need a fresh sign-in (overrides the eligibility's)
+    # A requester on call now (PagerDuty) passes this layer at once (bot/services/on_call.py).
+    auto_approve_when: AutoApproveWhen | None = None
 
     def approver_set(self, *, after_hours: bool) -> Principals:
         """Who approves this layer: ``after_hours`` approvers when it opened outside business hours."""
@@ -208,7 +215,11 @@ class Eligibility(Strict):
     max_duration: Duration
     default_duration: Duration | None = None
     warn_before: Duration = timedelta(minutes=15)
-    require_ticket: bool = False
+    # True: a ticket reference is required; ``{jira: ...}``: it must be a Jira issue in an allowed project
+    # and status (bot/services/tickets.py).
+    require_ticket: bool | TicketRequirement = False
+    # Every layer is passed at once by a requester on call now (as if each layer said so).
+    auto_approve_when: AutoApproveWhen | None = None
     approvals: tuple[ApprovalLayer, ...] = ()
     extension: Extension = Extension()
     enforce: bool = False
@@ -218,6 +229,7 @@ class Eligibility(Strict):
     # Who may request on behalf of an eligible requestor (admins always may).
     delegates: Principals = Principals()
     transition: Transition | None = None
+    step_up: StepUp | None = None  # approvals need a fresh sign-in at an OIDC provider (bot/stepup/)
 
     @model_validator(mode="after")
     def _coherent(self) -> Eligibility:
@@ -231,7 +243,26 @@ class Eligibility(Strict):
             raise ValueError("default_duration is longer than max_duration")
         if self.break_glass is not None and self.break_glass.max_duration > self.max_duration:
             raise ValueError("break_glass.max_duration is longer than max_duration")
+        if self.auto_approve_when is not None and not self.approvals:
+            raise ValueError("auto_approve_when needs approval layers (without any, requests are approved anyway)")
+        # On-call approval is decided when the request is made: only for the layers that open then.
+        human_seen = False
+        for i, layer in enumerate(self.approvals, start=1):
+            if layer.auto_approve_when is None:
+                human_seen = True
+            elif human_seen:
+                raise ValueError(f"layer {i} has auto_approve_when but an earlier layer does not: on-call "
+                                 "approval is decided when the request is made, so it may only lead")
         return self
+
+    def on_call_rule(self, layer: int) -> AutoApproveWhen | None:
+        """The on-call rule that passes ``layer`` (1-based): the layer's own, else the eligibility's."""
+        own = self.approvals[layer - 1].auto_approve_when if 1 <= layer <= len(self.approvals) else None
+        return own or self.auto_approve_when
+
+    @property
+    def ticket_rule(self) -> TicketRequirement | None:
+        return self.require_ticket if isinstance(self.require_ticket, TicketRequirement) else None
 
     def reviewers(self) -> Principals:
         """Everyone who approves any layer: they review break-glass uses after the fact."""
@@ -328,6 +359,41 @@ class RecoveryAccount(Strict):
     connector: str
 
 
+class EventSink(Strict):
+    """Where every audit event is also sent (bot/events/): a Standard Webhooks endpoint or a syslog
+    server (RFC 5424 over TLS, RFC 5425). ``secret`` is a signing secret: never dumped or logged."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    type: Literal["webhook", "syslog"]
+    url: str | None = None  # webhook
+    secret: SecretStr | None = Field(default=None, repr=False)  # webhook: "whsec_" + base64 of 24-64 bytes
+    host: str | None = None  # syslog
+    port: int = Field(default=6514, ge=1, le=65535)
+    tls: bool = True  # syslog: RFC 5425 (TLS); false only for a relay on the same host
+    ca_file: str | None = None  # a CA bundle for an internal receiver's certificate
+    timeout: Duration = timedelta(seconds=10)
+    source: str = "urn:jitbot"  # the CloudEvents ``source`` of every event sent
+
+    @model_validator(mode="after")
+    def _coherent(self) -> EventSink:
+        if self.type == "webhook":
+            if not self.url or not self.url.startswith(("https://", "http://")):
+                raise ValueError(f"event sink {self.name!r}: a webhook needs an http(s) url")
+            if self.secret is None:
+                raise ValueError(f"event sink {self.name!r}: a webhook needs a signing secret")
+            raw = self.secret.get_secret_value().removeprefix("whsec_")
+            try:
+                key = base64.b64decode(raw + "==", validate=False)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not 24 <= len(key) <= 64:
+                raise ValueError(f"event sink {self.name!r}: the secret must be whsec_ followed by the base64 "
+                                 "of 24 to 64 random bytes")
+        elif not self.host:
+            raise ValueError(f"event sink {self.name!r}: a syslog sink needs a host")
+        return self
+
+
 class Policy(Strict):
     audit_channel: str
     security_channel: str | None = None
@@ -336,11 +402,29 @@ class Policy(Strict):
     directory: str | None = None
     settings: Settings = Settings()
     connectors: dict[str, dict[str, Any]] = Field(repr=False)  # holds interpolated credentials
+    # ``connectors:`` entries of a context type (pagerduty, jira): declared with the others in the file,
+    # kept apart here so that everything that builds identity-provider connectors never sees them.
+    context_connectors: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
     eligibilities: tuple[Eligibility, ...] = ()
     reports: Reports = Reports()
     email: Email | None = None
     notify: Notify = Notify()
     recovery_accounts: tuple[RecoveryAccount, ...] = ()
+    event_sinks: tuple[EventSink, ...] = ()
+    oidc_providers: dict[str, OidcProvider] = Field(default_factory=dict, repr=False)
+    public_url: str | None = None  # where browsers reach ``jitbot serve`` (step-up links and callback)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_context_connectors(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("connectors"), dict):
+            return data
+        conns: dict[str, Any] = data["connectors"]
+        context = {n: c for n, c in conns.items() if isinstance(c, dict) and c.get("type") in CONTEXT_TYPES}
+        if not context:
+            return data
+        return {**data, "connectors": {n: c for n, c in conns.items() if n not in context},
+                "context_connectors": {**(data.get("context_connectors") or {}), **context}}
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -352,16 +436,46 @@ class Policy(Strict):
             if not isinstance(conn, dict) or "type" not in conn:
                 raise ValueError(f"connector {conn_name!r} needs a 'type'")
         for e in self.eligibilities:
+            if e.connector in self.context_connectors:
+                raise ValueError(f"eligibility {e.name!r} uses unknown connector {e.connector!r}: it is a "
+                                 f"{self.context_connectors[e.connector].get('type')} connector, which grants nothing")
             if e.connector not in self.connectors:
                 raise ValueError(f"eligibility {e.name!r} uses unknown connector {e.connector!r}")
         if self.directory is not None and self.directory not in self.connectors:
             raise ValueError(f"directory names unknown connector {self.directory!r}")
+        for e in self.eligibilities:
+            self._check_context_references(e)
         if self.notify.email and self.email is None:
             raise ValueError("notify.email needs the email (SMTP) settings")
+        for e in self.eligibilities:
+            for where, step_up in [("", e.step_up), *((f" layer {i}", layer.step_up)
+                                                       for i, layer in enumerate(e.approvals, start=1))]:
+                if step_up is None:
+                    continue
+                if step_up.provider not in self.oidc_providers:
+                    raise ValueError(f"eligibility {e.name!r}{where}: step_up uses unknown oidc provider "
+                                     f"{step_up.provider!r}")
+                if self.public_url is None or not secure_url(self.public_url):
+                    raise ValueError("step_up needs public_url: the https URL where browsers reach jitbot serve")
+        sinks = [s.name for s in self.event_sinks]
+        if len(set(sinks)) != len(sinks):
+            raise ValueError("event sink names must be unique")
         for account in self.recovery_accounts:
             if account.connector not in self.connectors:
                 raise ValueError(f"recovery account {account.email!r} uses unknown connector {account.connector!r}")
         return self
+
+    def _check_context_references(self, e: Eligibility) -> None:
+        rules = [r.on_call.pagerduty for r in (e.auto_approve_when, *(la.auto_approve_when for la in e.approvals))
+                 if r is not None]
+        wanted = [("pagerduty", r.connector) for r in rules]
+        if e.ticket_rule is not None:
+            wanted.append(("jira", e.ticket_rule.jira.connector))
+        for kind, name in wanted:
+            conf = self.context_connectors.get(name)
+            if conf is None or conf.get("type") != kind:
+                raise ValueError(f"eligibility {e.name!r} uses unknown connector {name!r} "
+                                 f"(it needs a connector of type {kind})")
 
     def eligibility(self, name: str) -> Eligibility | None:
         return next((e for e in self.eligibilities if e.name == name), None)

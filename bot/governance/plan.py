@@ -65,7 +65,7 @@ def definitions(policy: Policy) -> dict[str, dict[str, Any]]:
 def global_settings(loaded: LoadedPolicy) -> dict[str, Any]:
     """Everything but the eligibilities. Connectors come from the raw file: ``${VAR}`` stays unexpanded,
     so no secret read from the environment is ever stored or printed."""
-    dumped = loaded.policy.model_dump(mode="json", exclude={"eligibilities", "connectors"})
+    dumped = loaded.policy.model_dump(mode="json", exclude={"eligibilities", "connectors", "context_connectors"})
     dumped["connectors"] = loaded.raw.get("connectors") or {}
     return dict(json.loads(json.dumps(dumped, default=str)))
 

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from bot.domain.requests import Status
+from bot.events.metrics import sink_lag
 from bot.services import policy_version
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest, Grant, KeyValue, OutboxMessage, WorkerHeartbeat
@@ -156,5 +157,18 @@ async def exposition(rt: Runtime, *, local: dict[str, float]) -> bytes:
                          round(guard.skew.total_seconds(), 3)),
                   _gauge("jitbot_clock_within_bound", "1 while this process's clock is within the skew bound",
                          int(guard.ok))]
+    try:  # each SIEM sink's lag (bot/events/): how far its cursor is behind the audit log
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            lags = await sink_lag(rt.db, rt.policy.event_sinks, rt.clock.now())
+    except Exception:  # the database is down: jitbot_database_up says so
+        lags = {}
+    behind = GaugeMetricFamily("jitbot_event_sink_lag_events", "Audit events not yet sent to the sink",
+                               labels=["sink"])
+    late = GaugeMetricFamily("jitbot_event_sink_lag_seconds", "Age of the oldest audit event not yet sent "
+                             "to the sink", labels=["sink"])
+    for name, (events, seconds) in lags.items():
+        behind.add_metric([name], events)
+        late.add_metric([name], round(seconds, 1))
+    found += [behind, late]
     registry.register(_Families(found))
     return generate_latest(registry)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from bot.bootstrap import build_runtime, close_runtime
 from bot.fakes import BotResponse, FakeSlack, Message, SlackSender, View, ViewInputError
+from bot.playground.vendors import PlaygroundVendors
 from bot.policy_file import LoadedPolicy
 from bot.services.clock import OffsetClock
 from bot.services.outbox import OutboxDispatcher
@@ -105,6 +106,9 @@ class Playground:
         self._worker: Worker | None = None
         self._runner: web.AppRunner | None = None
         self._sender: SlackSender | None = None
+        requester = next((p.email for p in self.personas if "requester" in p.role.split(", ")), None)
+        # PagerDuty and Jira for the policy's context connectors (bot/playground/vendors.py)
+        self.vendors = PlaygroundVendors(loaded, self.clock, [p.email for p in self.personas], requester)
 
     @property
     def rt(self) -> Runtime:
@@ -126,6 +130,7 @@ class Playground:
             self.slack.add_user(p.id, p.name, real_name=p.real_name, email=p.email)
         self.slack.add_channel(self.audit_channel, "jit-audit")
         await self.slack.start()
+        self.loaded = await self.vendors.start()
         self._rt = await build_runtime(self.loaded, self.database_url, clock=self.clock)
         client = web_client(TOKEN, self.slack.url, None)
         notifier = SlackNotifier(client, self.rt.db, audit_channel=self.audit_channel,
@@ -150,6 +155,7 @@ class Playground:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.slack.stop()
+        await self.vendors.aclose()
         if self._rt is not None:
             await close_runtime(self._rt)
         self._rt = self._worker = self._runner = self._sender = None

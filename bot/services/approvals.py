@@ -11,7 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from bot.domain.policy import Eligibility
 from bot.domain.requests import Decision, LayerOutcome, PolicyViolation, Status, Vote, decide
 from bot.domain.requests import eligible_approvers as layer_candidates
+from bot.domain.step_up import step_up_for
+from bot.domain.step_up_proof import StepUpProof, StepUpRequired
 from bot.services import notices
+from bot.services.audit import append_event
 from bot.services.policy_version import require_current, under_current_policy
 from bot.services.requests import GRANT_HANDED, RequestService, close_schedule, open_layer, read_request, read_votes
 from bot.services.runtime import Runtime
@@ -40,15 +43,18 @@ class ApprovalService:
         return await layer_approvers(self.rt, req, layer, earlier)
 
     async def decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
-                     reason: str | None = None, approver_slack: str | None = None) -> DecisionResult:
+                     reason: str | None = None, approver_slack: str | None = None,
+                     step_up: StepUpProof | None = None) -> DecisionResult:
         """Record one approver's decision under the applied policy. Raises PolicyViolation (user-facing)
-        when it is not allowed."""
+        when it is not allowed, and ``StepUpRequired`` for an approval the policy allows only after a fresh
+        sign-in (``step_up``), unless ``step_up`` proves one for this request, layer and approver."""
         return await under_current_policy(self.rt.follower, functools.partial(
             self._decide, request_id=request_id, layer=layer, approver=approver, decision=decision, reason=reason,
-            approver_slack=approver_slack))
+            approver_slack=approver_slack, step_up=step_up))
 
     async def _decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
-                      reason: str | None, approver_slack: str | None) -> DecisionResult:
+                      reason: str | None, approver_slack: str | None,
+                      step_up: StepUpProof | None = None) -> DecisionResult:
         rt, approver, seen = self.rt, approver.strip().lower(), self.rt.decision_version
         async with rt.db.core_reads() as reads:  # its eligibility, before the transaction (never changes)
             name = next(iter(await reads.scalars(_ELIGIBILITY_OF, {"b_id": request_id})), None)
@@ -91,7 +97,7 @@ class ApprovalService:
                 else:
                     outcome, message = await self._vote(unit, req, votes, layers, elig, layer, approver, decision,
                                                         reason, approver_slack, in_layer, in_escalation,
-                                                        next_members, next_after_hours)
+                                                        next_members, next_after_hours, step_up)
         except IntegrityError:
             raise PolicyViolation("You have already decided on this request.") from None
         if outcome.status is Status.APPROVED and not tx.info.get(GRANT_HANDED):  # else this worker has it
@@ -101,7 +107,7 @@ class ApprovalService:
     async def _vote(self, unit: Unit, req: AccessRequest, votes: list[ApprovalVote], layers: int,
                     elig: Eligibility, layer: int, approver: str, decision: Decision, reason: str | None,
                     approver_slack: str | None, in_layer: bool, in_escalation: bool, next_members: set[str],
-                    next_after_hours: bool) -> tuple[LayerOutcome, str]:
+                    next_after_hours: bool, step_up: StepUpProof | None = None) -> tuple[LayerOutcome, str]:
         """Check and record one vote on the locked ``req`` under the current policy's ``layers``."""
         try:
             outcome = decide(
@@ -113,6 +119,15 @@ class ApprovalService:
                 approver_in_layer=in_layer or (in_escalation and req.escalated and req.layer == layer))
         except PolicyViolation as exc:
             raise _explain(exc, req, votes, layer) from None
+        need = step_up_for(elig.step_up, elig.approvals[layer - 1].step_up) \
+            if decision is Decision.APPROVE and 1 <= layer <= len(elig.approvals) else None
+        if need is not None:  # checked once the vote is known to count (bot/stepup/)
+            if step_up is None or not step_up.covers(request_id=req.id, layer=layer, approver=approver):
+                raise StepUpRequired(need, request_id=req.id, layer=layer)
+            await append_event(unit.tx, at=self.rt.clock.now(), kind="step_up_verified", actor=approver,
+                               request_id=req.id,
+                               detail={"layer": layer, "provider": need.provider, "subject": step_up.subject,
+                                       "auth_time": step_up.auth_time.isoformat(), "link": step_up.ticket})
         req.layers = layers  # written with the vote; the messages below say "of <layers>"
         vote = build(ApprovalVote, request_id=req.id, layer=layer, approver=approver,
                      approver_slack=approver_slack, decision=decision.value, reason=reason, at=self.rt.clock.now())

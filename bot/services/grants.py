@@ -22,6 +22,7 @@ from bot.domain.durations import format_duration
 from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_transition
 from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
+from bot.services.grant_context import capped_expiry, context_refusal
 from bot.services.not_started import stop_before_start, waiting_grant
 from bot.services.requests import allowed_seconds, load_request, load_votes, read_request, read_votes
 from bot.services.revocation import LEASE, Revoker, backoff, idp_user, target_of
@@ -44,7 +45,8 @@ _SET_PRE_MEMBER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"), _GRA
 _GRANT_PEEK = select(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
 _GRANT_ROW = _GRANT_PEEK.with_for_update()  # PostgreSQL: locked
 _REQUESTS = AccessRequest.__table__  # type: ignore[attr-defined]
-_REQUEST_OF = select(_REQUESTS.c.eligibility, _REQUESTS.c.requester, _REQUESTS.c.kind).where(
+_REQUEST_OF = select(_REQUESTS.c.eligibility, _REQUESTS.c.requester, _REQUESTS.c.kind, _REQUESTS.c.ticket,
+                     _REQUESTS.c.ends_by).where(
     _REQUESTS.c.id == bindparam("b_id"))
 # the claim is ours: its grant goes again in two seconds (claimed_until cleared)
 _LATER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
@@ -167,7 +169,9 @@ class GrantService:
         connector = rt.connector(g.connector)
         pre_member: bool | None = g.pre_member
         try:
-            why = await self._not_allowed(req.eligibility, req.requester, req.kind)
+            why = (await self._not_allowed(req.eligibility, req.requester, req.kind)
+                   or await context_refusal(rt, eligibility=req.eligibility, kind=req.kind, ticket=req.ticket,
+                                            ends_by=req.ends_by))
             if why is not None:
                 await self._refuse(g, why)
                 return
@@ -238,7 +242,8 @@ class GrantService:
             elig = rt.eligibility(req.eligibility)
             warn_before = elig.warn_before if elig else timedelta(minutes=15)
             g.status, g.owns_membership, g.user_idp_id, g.granted_at = "active", owns, user.id, now
-            g.expires_at = now + timedelta(seconds=allowed_seconds(req, elig))  # the maximum in force now
+            # the maximum in force now, and never past the shift or ticket that justified it
+            g.expires_at = capped_expiry(req, now + timedelta(seconds=allowed_seconds(req, elig)))
             g.warn_at = g.expires_at - warn_before if g.expires_at - warn_before > now else None
             g.claimed_until, g.next_attempt_at, g.last_error = None, None, None
             from_state = req.status
@@ -391,7 +396,10 @@ class GrantService:
             plan = plan_extension(elig=elig, status=Status(req.status), granted_at=g.granted_at,
                                   expires_at=g.expires_at, now=now, by=by)
             old = g.expires_at
-            g.expires_at = plan.new_expires_at
+            g.expires_at = capped_expiry(req, plan.new_expires_at)
+            if g.expires_at <= old:
+                raise PolicyViolation(f"{request_id} was approved for your on-call shift and cannot outlive it "
+                                      f"(it ends {old:%Y-%m-%d %H:%M} UTC).")
             g.warn_at = g.expires_at - elig.warn_before if g.expires_at - elig.warn_before > now else None
             snap = await self._snap(session, req, g)
             await notices.record(rt, session, at=now, kind="extended", actor=actor, req=req, snap=snap,

@@ -63,6 +63,7 @@ def snapshot(req: AccessRequest, votes: Sequence[ApprovalVote] = (), grant: Gran
                       for v in votes],
         "expires_at": grant.expires_at.isoformat() if grant and grant.expires_at else None,
         "granted_at": grant.granted_at.isoformat() if grant and grant.granted_at else None,
+        "context": req.context,  # approval context: the Jira ticket, the on-call shift (bot/services/tickets.py)
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import zlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
@@ -23,9 +24,11 @@ from bot.domain.requests import (
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.claims import LEASE
+from bot.services.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
 from bot.services.policy_version import require_current, under_current_policy
 from bot.services.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime, new_id
+from bot.services.tickets import check_ticket
 from connectors.base import ConnectorError
 from storage.core_tx import CoreTx
 from storage.db import ADVISORY_XACT_LOCK, after_commit
@@ -204,20 +207,25 @@ class RequestService:
         if account is None:
             raise PolicyViolation(f"We couldn't find an account for {requester} at {elig.connector}; "
                                   "ask an administrator to check your identity-provider account.")
+        # Approval context, asked before the transaction (I/O): the Jira ticket (refuses the request when it
+        # does not qualify) and the on-call check (never refuses; it may pass the leading layers).
+        ticket_context = await check_ticket(rt, elig, sub.ticket)
+        on_call = await check_on_call(rt, elig, requester, starts_at=starts_at)
+        first_layer = on_call.layers_passed + 1  # the first layer people decide
         first: set[str] = set()
         after_hours = policy.after_hours(now)
-        if elig.approvals:
-            layer_one = elig.approvals[0].approver_set(after_hours=after_hours)
+        if first_layer <= len(elig.approvals):
+            layer_one = elig.approvals[first_layer - 1].approver_set(after_hours=after_hours)
             first = layer_candidates(await rt.directory.expand(policy, layer_one),
                                      requester=requester, earlier_approvers=(), submitter=submitter)
-            if len(first) < elig.approvals[0].min_approvals:
-                raise PolicyViolation(f"Nobody other than you can approve layer 1 of {elig.name}; "
+            if len(first) < elig.approvals[first_layer - 1].min_approvals:
+                raise PolicyViolation(f"Nobody other than you can approve layer {first_layer} of {elig.name}; "
                                       "ask an administrator to fix the approver group.")
         try:
             return await self._store(requester=requester, elig=elig, sub=sub, requester_slack=requester_slack,
                                      submitter=submitter, submitted_by_slack=submitted_by_slack,
                                      starts_at=starts_at, now=now, after_hours=after_hours, first=first,
-                                     seen=seen)
+                                     seen=seen, on_call=on_call, context=request_context(ticket_context, on_call))
         except IntegrityError:
             # uq_request_one_pending: another submission (another replica, or this one) stored it first
             async with rt.db.sessions() as reader:
@@ -229,9 +237,10 @@ class RequestService:
 
     async def _store(self, *, requester: str, elig: Eligibility, sub: Submission, requester_slack: str | None,
                      submitter: str | None, submitted_by_slack: str | None, starts_at: datetime | None,
-                     now: datetime, after_hours: bool, first: set[str], seen: int | None) -> AccessRequest:
+                     now: datetime, after_hours: bool, first: set[str], seen: int | None, on_call: OnCallOutcome,
+                     context: dict[str, Any] | None) -> AccessRequest:
         """``submit``'s transaction: the request, its audit event and its notices (or the auto-approval)."""
-        rt = self.rt
+        rt, first_layer = self.rt, on_call.layers_passed + 1  # the first layer people decide
         async with rt.db.core_transaction() as session:
             await require_current(session, seen)
             await lock_person(rt, session, requester)  # their checks and insert, one submission at a time
@@ -242,9 +251,9 @@ class RequestService:
                 submitted_by=submitter, submitted_by_slack=submitted_by_slack if submitter else None,
                 duration_s=int(sub.duration.total_seconds()), justification=sub.justification, ticket=sub.ticket,
                 status=Status.PENDING.value, layer=1, layers=len(elig.approvals), created_at=now, updated_at=now,
-                starts_at=starts_at)
-            if elig.approvals:
-                open_layer(req, elig, 1, now, after_hours=after_hours)
+                starts_at=starts_at, context=context, ends_by=on_call.ends_by)
+            if first_layer <= len(elig.approvals):
+                open_layer(req, elig, first_layer, now, after_hours=after_hours)
             unit.add(req)
             snap = notices.describe(rt, req)
             detail: dict[str, object] = {"eligibility": elig.name, "duration": format_duration(sub.duration),
@@ -262,15 +271,19 @@ class RequestService:
                 notices.tell_requester(session, at=now, snap=snap, event="on_behalf",
                                        text=f"{submitter} requested {elig.name} for you ({req.id}): "
                                             f"{sub.justification}")
-            if elig.approvals:
+            if on_call.checked:
+                await record_on_call(rt, session, at=now, req=req, snap=snap, outcome=on_call)
+            if first_layer <= len(elig.approvals):
                 notices.tell_requester(session, at=now, snap=snap, event="submitted",
                                        text=f"Your request {req.id} for {elig.name} is waiting for approval "
-                                            f"(layer 1 of {len(elig.approvals)}).")
-                notices.ask_approvers(session, at=now, snap=snap, layer=1, approvers=sorted(first))
+                                            f"(layer {first_layer} of {len(elig.approvals)}).")
+                notices.ask_approvers(session, at=now, snap=snap, layer=first_layer, approvers=sorted(first))
             else:
-                await self.approve_final(unit, req, elig, actor=notices.SYSTEM, auto=True)
+                await self.approve_final(unit, req, elig, actor=notices.SYSTEM, auto=True,
+                                         text="approved: the requester is on call" if on_call.passes else None)
             await unit.flush()
-        if not elig.approvals and not session.info.get(GRANT_HANDED):  # auto-approved: its grant is due now.
+        # auto-approved (no layers, or every layer passed by on-call): its grant is due now.
+        if first_layer > len(elig.approvals) and not session.info.get(GRANT_HANDED):
             rt.wake.set()  # A pending request has nothing due for the worker (its deadlines come with the tick)
         return req
 

@@ -13,6 +13,7 @@ from typing import Protocol
 from bot.domain.policy import Eligibility, Policy
 from bot.policy_file import LoadedPolicy
 from bot.services.clock import Clock
+from bot.services.context_clients import ContextClients
 from bot.services.directory import Directory
 from bot.services.policy_version import Follower
 from connectors.base import Connector
@@ -58,6 +59,8 @@ class Runtime:
     clock_guard: SkewGuard | None = None
     # Delivered outbox messages older than this are deleted (bot/services/outbox_prune.py); None keeps them.
     outbox_retention: timedelta | None = timedelta(days=14)
+    # PagerDuty and Jira clients (approval context), built from the policy when first used.
+    context: ContextClients = field(default_factory=ContextClients)
 
     @property
     def decision_version(self) -> int | None:

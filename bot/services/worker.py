@@ -31,6 +31,7 @@ from bot.services.reminders import ReminderService
 from bot.services.requests import RequestService
 from bot.services.runtime import Runtime
 from bot.services.scheduled import ScheduledJobs
+from bot.services.ticket_watch import TicketWatch
 from storage.tables import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class Worker:
     async def _run_sweeps(self) -> None:
         for name, sweep in (("reconcile", ReconcileService(self.rt).run_if_due),  # IdP vs grants, every 15 min
                             ("recovery watch", RecoveryWatch(self.rt).run_if_due),  # sign-ins, every 5 min
+                            ("ticket watch", TicketWatch(self.rt).run_if_due),  # end_with_ticket, every poll_every
                             ("outbox prune", OutboxPrune(self.rt).run_if_due)):  # delivered messages, hourly
             try:
                 await sweep()

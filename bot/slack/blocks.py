@@ -13,6 +13,7 @@ from bot.domain.display_limits import MAX_OPTIONS, OPTION_TEXT, menu_description
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.slack import ids
+from bot.slack.context_blocks import on_call_text, ticket_text
 
 Block = dict[str, Any]
 
@@ -192,7 +193,9 @@ def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Bloc
     fields = [md(f"*Requester*\n{requester}", 2000),
               md(f"*Access*\n{esc(snap['eligibility'])}", 2000),
               md(f"*Duration*\n{format_duration(timedelta(seconds=snap['duration_s']))}", 2000),
-              md(f"*Ticket*\n{esc(snap.get('ticket')) or '—'}", 2000)]
+              md(f"*Ticket*\n{ticket_text(snap)}", 2000)]
+    if on_call_text(snap):
+        fields.append(md(f"*On call*\n{on_call_text(snap)}", 2000))
     if snap.get("starts_at"):
         fields.append(md(f"*Starts*\n{when(snap['starts_at'])}", 2000))
     if layer is not None:

@@ -24,7 +24,7 @@ from slack_bolt.request.payload_utils import is_block_actions, is_slash_command,
 
 from bot.services.runtime import Runtime
 from bot.slack import ids
-from bot.slack.request_form import CONTEXT_KEY, read_request_form
+from bot.slack.request_form import CONTEXT_KEY, check_form_ticket, read_request_form
 
 
 def acked_early(body: dict[str, Any]) -> bool:
@@ -50,6 +50,7 @@ def install(app: AsyncApp, rt: Runtime) -> None:
             except (KeyError, TypeError, AttributeError):  # a malformed form: the listener answers it
                 pass
             else:
+                form = await check_form_ticket(rt, form)  # Jira (I/O): only eligibilities that ask it
                 context[CONTEXT_KEY] = form
                 await context.ack(**form.ack_args())
         await next()

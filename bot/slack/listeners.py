@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot.domain.policy import Eligibility
 from bot.domain.requests import Decision, PolicyViolation
+from bot.domain.step_up_proof import StepUpRequired
 from bot.services import queries
 from bot.services.admin import AdminService
 from bot.services.approvals import ApprovalService
@@ -24,7 +25,9 @@ from bot.slack import blocks, breakglass, ids, modal_open, request_form
 from bot.slack.admin import admin_command
 from bot.slack.breakglass import breakglass_command
 from bot.slack.identity import NoEmail, SlackIdentity
-from bot.slack.request_form import RequestForm, read_request_form, small_int
+from bot.slack.request_form import RequestForm, check_form_ticket, read_request_form, small_int
+from bot.stepup import StepUpError
+from bot.stepup.flow import link_for
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,9 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
                                 client: AsyncWebClient) -> None:
         # Everything that needs no I/O was checked before the ack (bot/slack/request_form.py), so it
         # comes back as inline errors at once; the rest (identity, eligibility, the database) runs after.
-        form: RequestForm = context.get(request_form.CONTEXT_KEY) or read_request_form(rt, body)
+        form: RequestForm | None = context.get(request_form.CONTEXT_KEY)  # read (and acked) before, or now:
+        if form is None:
+            form = await check_form_ticket(rt, read_request_form(rt, body))
         if form.errors:
             await ack(**form.ack_args())
             return
@@ -213,6 +218,11 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
             result = await approvals.decide(request_id=request_id, layer=layer, approver=email,
                                             decision=Decision.APPROVE, approver_slack=body["user"]["id"])
             text = result.message
+        except StepUpRequired as needed:  # a one-time sign-in link, to the clicker only (bot/stepup/)
+            try:
+                text = await link_for(rt, needed, approver=email, approver_slack=body["user"]["id"])
+            except StepUpError as exc:
+                text = blocks.esc(str(exc))
         except PolicyViolation as exc:
             text = blocks.esc(str(exc))  # it may quote a forged id: no mentions, no links
         await answer(body, client, respond, text)

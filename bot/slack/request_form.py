@@ -1,10 +1,13 @@
 """The request modal's submission, read and checked without I/O: the modal's answer (its ack) depends
 only on this, so it can be given before the listener runs (``bot/slack/early_ack.py``) and again, the
 same, by the listener itself. What needs the directory or the database is checked after the ack, by
-``RequestService.submit`` (which runs these checks again too)."""
+``RequestService.submit`` (which runs these checks again too). One exception: an eligibility whose
+ticket must be a Jira issue has it checked before the answer too (``check_form_ticket``, bounded to
+2 s), so that an unknown ticket, or Jira down, is an inline error on the ticket field."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +17,7 @@ from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation
 from bot.services.requests import precheck_submission
 from bot.services.runtime import Runtime
+from bot.services.tickets import check_ticket
 from bot.slack import ids
 
 CONTEXT_KEY = "jitbot_request_form"  # the form as read before the ack, kept in Bolt's context for the listener
@@ -119,3 +123,22 @@ def _break_glass(rt: Runtime, submitted: RequestForm) -> RequestForm:
     elif len(submitted.justification.strip()) < 3:
         errors = {ids.B_JUSTIFICATION: "Say why you are breaking glass."}
     return replace(submitted, break_glass=None if errors else elig, errors=errors)
+
+
+TICKET_CHECK_S = 2.0  # Slack waits 3 s for the modal's answer
+
+
+async def check_form_ticket(rt: Runtime, form: RequestForm) -> RequestForm:
+    """The Jira ticket check (I/O, bot/services/tickets.py) before the modal is answered: a ticket that is
+    unknown, in the wrong project or status, or Jira down, is an inline error and nothing is requested."""
+    elig = rt.eligibility(form.eligibility)
+    if form.errors or form.break_glass is not None or elig is None or elig.ticket_rule is None:
+        return form
+    try:
+        await asyncio.wait_for(check_ticket(rt, elig, form.ticket), TICKET_CHECK_S)
+    except PolicyViolation as exc:
+        return replace(form, errors={ids.B_TICKET: str(exc)[:150]})
+    except TimeoutError:
+        return replace(form, errors={ids.B_TICKET: "Jira did not answer in time, so nothing was requested. "
+                                                   "Please try again in a minute."})
+    return form

@@ -19,6 +19,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot import __version__, event_loop, gc_tuning
 from bot.bootstrap import build_runtime, close_runtime
+from bot.events import stream as event_stream
 from bot.governance.reload import PolicyReloader, refuse, startup_policy
 from bot.notify.fallback import with_email
 from bot.observability.probes import add_ops_routes
@@ -34,6 +35,7 @@ from bot.slack.request_body import MalformedBody, body_text
 from bot.slack.request_body import bolt_request as bolt_request_of
 from bot.slack.signature import refusal
 from bot.slack.slack_link import SlackLink
+from bot.stepup.web import add_routes as add_step_up_routes
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def web_app(app: AsyncApp, rt: Runtime, *, signing_secret: str | None, path: str
     if signing_secret is not None:
         web_application.router.add_post(path, slack_handler(app, signing_secret))
     add_ops_routes(web_application, rt, link=link, worker_id=worker_id)
+    add_step_up_routes(web_application, rt)  # /step-up/…: approvals that need a fresh sign-in
     return web_application
 
 
@@ -107,12 +110,15 @@ async def run_server(args: argparse.Namespace) -> int:
     secret = settings.SLACK_SIGNING_SECRET.get_secret_value() if settings.SLACK_SIGNING_SECRET else None
     app = build_app(rt, client=client, signing_secret=secret or "unused")
     worker: Worker | None = None
+    events: event_stream.Running | None = None
     if not args.no_worker:
         notifier = with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
                                             security_channel=rt.policy.security_channel, clock=rt.clock), rt)
         worker = Worker(rt, OutboxDispatcher(rt.db, notifier, rt.clock,
                                              lane_interval=settings.JITBOT_AUDIT_CHANNEL_INTERVAL))
         worker.start()
+        # the SIEM sinks: their own task, apart from the outbox (bot/events/)
+        events = event_stream.start(rt.db, lambda: rt.policy.event_sinks, rt.clock, http=http, owner=rt.instance_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -150,6 +156,8 @@ async def run_server(args: argparse.Namespace) -> int:
             await runner.cleanup()
         if worker is not None:
             await worker.stop()
+        if events is not None:
+            await events.stop()
         await http.close()
         await close_runtime(rt)
     return 0

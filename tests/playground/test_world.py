@@ -125,3 +125,42 @@ async def test_run_playground_stops_cleanly(tmp_path: Path, capsys: pytest.Captu
         assert res.status == 200
     stop.set()
     assert await asyncio.wait_for(task, 10) == 0
+
+
+async def _choose(page: Page, user: str, eligibility: str) -> dict[str, Any]:
+    """Open /jit and choose ``eligibility`` (the modal is re-rendered for it); the open modal."""
+    assert (await page.post("command", {"user": user, "text": "/jit"}))["ok"]
+    modal = (await page.state(user))["modals"][-1]
+    res = await page.post("view_action", {"user": user, "view_id": modal["id"], "action_id": "eligibility_select",
+                                          "block_id": "eligibility", "choice": eligibility})
+    assert res["ok"], res
+    out: dict[str, Any] = (await page.state(user))["modals"][-1]
+    return out
+
+
+async def test_on_call_persona_is_approved_at_once_until_the_shift_ends(page: Page) -> None:
+    modal = await _choose(page, "U0ALICE", "oncall-db")
+    res = await page.post("submit", {"user": "U0ALICE", "view_id": modal["id"], "values": {
+        "justification/justification_input": "paged: replication lag"}})
+    assert res["ok"], res
+    alice = await page.state("U0ALICE")
+    assert any("You now have oncall-db" in m["text"] for m in alice["dms"])
+    assert not (await page.state("U0BOB"))["dms"]  # nobody was asked
+    await page.post("clock", {"minutes": 4 * 60})  # the fake PagerDuty shift is four hours
+    alice = await page.state("U0ALICE")
+    assert any("expired" in m["text"].lower() or "ended" in m["text"].lower() for m in alice["dms"][-2:]), \
+        [m["text"] for m in alice["dms"]]
+
+
+async def test_jira_ticket_is_checked_in_the_modal_and_shown_to_the_approver(page: Page) -> None:
+    modal = await _choose(page, "U0ALICE", "incident-console")
+    res = await page.post("submit", {"user": "U0ALICE", "view_id": modal["id"], "values": {
+        "justification/justification_input": "incident", "ticket/ticket_input": "OPS-102"}})
+    assert res["ok"], res
+    modal = (await page.state("U0ALICE"))["modals"][-1]
+    assert "'Done'" in modal["errors"]["ticket"]
+    res = await page.post("submit", {"user": "U0ALICE", "view_id": modal["id"], "values": {
+        "justification/justification_input": "incident", "ticket/ticket_input": "OPS-101"}})
+    assert res["ok"], res
+    bob = await page.state("U0BOB")
+    assert "|OPS-101> Checkout latency &lt;p99&gt; over 2 s (In Progress)" in str(bob["dms"][-1]["blocks"])
