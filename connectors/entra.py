@@ -13,6 +13,9 @@
   ``GroupMember.ReadWrite.All``; the members' mail and UPN need ``User.Read.All``), changes by
   ``members/$ref`` (``GroupMember.ReadWrite.All``). A user's ``memberOf`` is not read: for an app it
   needs ``Directory.Read.All``, which reads the whole directory.
+* ``check`` reads the permissions a use needs without a write: the access token's ``roles`` claim lists
+  the application permissions consented to the app (its payload is read, not verified; a token that is not
+  a readable JWT leaves those permissions unchecked, said so), and reads stand for the read permissions.
 """
 
 from __future__ import annotations
