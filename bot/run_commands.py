@@ -9,14 +9,10 @@ import logging
 import signal
 from typing import Any
 
-from pydantic import ValidationError
-
 from bot import gc_tuning
 from bot.cli_support import CliError, configured_policy, configured_settings, database_url, lazy_command
 from bot.services.outbox import Delivery, Notifier
 from bot.services.runtime import Runtime
-from connectors.base import ConnectorError
-from connectors.registry import build_connector
 
 log = logging.getLogger("jitbot")
 
@@ -29,31 +25,11 @@ def cmd_connectors_check(args: argparse.Namespace) -> int:
             raise CliError(f"jitbot: no connector {args.name!r} in {loaded.path} (have: {', '.join(names)})", 2)
         names = [args.name]
 
-    async def check_all() -> bool:
-        ok = True
-        for name in names:
-            settings = loaded.policy.connectors[name]
-            print(f"{name} ({settings.get('type')})")
-            try:
-                connector = build_connector(name, settings)
-            except (ConnectorError, ValidationError) as exc:
-                print(f"  ✗ configuration: {' '.join(str(exc).split())}")
-                ok = False
-                continue
-            try:
-                checks = await connector.check()
-            except ConnectorError as exc:
-                print(f"  ✗ check: {exc.user_message} ({exc})")
-                ok = False
-                continue
-            finally:
-                await connector.aclose()
-            for c in checks:
-                print(f"  {'✓' if c.ok else '✗'} {c.name}" + (f": {c.message}" if c.message else ""))
-                ok = ok and c.ok
-        return ok
+    from bot.governance.connector_check import check_connectors
 
-    return 0 if asyncio.run(check_all()) else 1
+    report = asyncio.run(check_connectors(loaded.policy, names))
+    print("\n".join(report.lines))
+    return 0 if report.ok else 1
 
 
 class LoggingNotifier:

@@ -152,6 +152,34 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """What the policy uses a connector for, so that ``check`` asks for the permissions those uses need.
+
+    Each field names the policy entries behind a use (for the message of a failed check): ``grants`` the
+    eligibilities that grant through the connector, ``sessions`` those of them with ``terminate_sessions``,
+    ``sign_ins`` the recovery accounts whose sign-ins are read from it; ``directory`` whether it is the
+    policy's directory (people and groups are looked up there). The default: reading users and groups only."""
+
+    grants: tuple[str, ...] = ()
+    sessions: tuple[str, ...] = ()
+    sign_ins: tuple[str, ...] = ()
+    directory: bool = False
+
+
+READ_ONLY = Usage()  # ``check()`` without a policy: credentials and reading users and groups
+
+
+def named(items: Sequence[str], noun: str = "", limit: int = 3) -> str:
+    """``a, b, c`` or ``a, b, c and 2 more``, after ``noun`` in the singular or plural (``eligibility a``,
+    ``eligibilities a, b``): the policy entries a check line names."""
+    shown = ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+    if not noun:
+        return shown
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{noun if len(items) == 1 else plural} {shown}"
+
+
+@dataclass(frozen=True, slots=True)
 class GrantResult:
     """What ``grant`` did. ``added`` is False when the user already was a member (standing access)."""
 
@@ -165,8 +193,8 @@ class Connector(Protocol):
 
     name: str
 
-    async def check(self) -> list[Check]:
-        """Config, credentials, reachability and permissions, each as a ``Check``."""
+    async def check(self, usage: Usage = ...) -> list[Check]:
+        """Config, credentials, reachability, and the permissions that ``usage`` needs, each as a ``Check``."""
         ...
 
     async def find_user(self, email: str) -> IdpUser | None:

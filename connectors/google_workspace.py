@@ -44,6 +44,7 @@ from google.auth import jwt as google_jwt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.base import (
+    READ_ONLY,
     Check,
     ConfigError,
     ConnectorError,
@@ -56,6 +57,8 @@ from connectors.base import (
     Target,
     TargetKind,
     Transient,
+    Usage,
+    named,
     parse_target_ref,
 )
 from connectors.rest import error_for_status, exchange, validate_settings
@@ -134,6 +137,7 @@ class GoogleWorkspaceConnector:
                 f"connector {name!r}: the service account key could not be loaded ({type(exc).__name__})"
             ) from None
         self._client_email = str(info["client_email"])
+        self._client_id = str(info.get("client_id") or self._client_email)  # domain-wide delegation lists it
         self._token_uri = config.token_uri or str(info.get("token_uri") or DEFAULT_TOKEN_URI)
         self._scopes = [SCOPE_USER_READ, SCOPE_GROUP_MEMBER]
         if config.terminate_sessions:
@@ -171,12 +175,12 @@ class GoogleWorkspaceConnector:
 
     # -- tokens -------------------------------------------------------------------------------
 
-    def _assertion(self) -> str:
+    def _assertion(self, scopes: list[str]) -> str:
         now = int(time.time())
         claims = {
             "iss": self._client_email,
             "sub": self._config.subject,
-            "scope": " ".join(self._scopes),
+            "scope": " ".join(scopes),
             "aud": self._token_uri,
             "iat": now,
             "exp": now + 3600,
@@ -188,35 +192,52 @@ class GoogleWorkspaceConnector:
         async with self._token_lock:
             if not force and self._token and time.monotonic() < self._token_expires:
                 return self._token
-            self.token_requests += 1
-            form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion()}
-            try:
-                async with self._http().post(self._token_uri, data=form, timeout=self._timeout) as resp:
-                    body = await resp.json(content_type=None)
-                    status, headers = resp.status, resp.headers
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                raise Transient(
-                    f"{self.name}: token endpoint {self._token_uri} unreachable ({type(exc).__name__}: {exc})"
-                ) from None
-            log.debug("%s: POST token endpoint -> %s", self.name, status)
-            if status == 200 and isinstance(body, dict) and body.get("access_token"):
-                self._token = str(body["access_token"])
-                self._token_expires = time.monotonic() + max(0.0, float(body.get("expires_in", 3600)) - 60)
-                return self._token
-            error = body.get("error", "") if isinstance(body, dict) else ""
-            description = body.get("error_description", "") if isinstance(body, dict) else ""
-            if status == 429:
-                raise RateLimited(
-                    f"{self.name}: token endpoint throttled us",
-                    retry_after=retry_after_seconds(headers, self._config.default_retry_after),
-                )
-            if status >= 500:
-                raise Transient(f"{self.name}: token endpoint answered {status}")
-            raise PermissionDenied(
-                f"{self.name}: token endpoint rejected service account {self._client_email} acting as "
-                f"{self._config.subject} ({status} {error}: {description})",
-                user_message="Google rejected the access bot's service account.",
+            token, expires_in = await self._request_token(self._scopes)
+            self._token = token
+            self._token_expires = time.monotonic() + max(0.0, expires_in - 60)
+            return token
+
+    async def _request_token(self, scopes: list[str]) -> tuple[str, float]:
+        """One token for ``scopes``: ``(access token, expires_in)``; Google refuses the whole request when one
+        scope is not delegated to the service account."""
+        self.token_requests += 1
+        form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion(scopes)}
+        try:
+            async with self._http().post(self._token_uri, data=form, timeout=self._timeout) as resp:
+                body = await resp.json(content_type=None)
+                status, headers = resp.status, resp.headers
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise Transient(
+                f"{self.name}: token endpoint {self._token_uri} unreachable ({type(exc).__name__}: {exc})"
+            ) from None
+        log.debug("%s: POST token endpoint -> %s", self.name, status)
+        if status == 200 and isinstance(body, dict) and body.get("access_token"):
+            return str(body["access_token"]), float(body.get("expires_in", 3600))
+        error = body.get("error", "") if isinstance(body, dict) else ""
+        description = body.get("error_description", "") if isinstance(body, dict) else ""
+        if status == 429:
+            raise RateLimited(
+                f"{self.name}: token endpoint throttled us",
+                retry_after=retry_after_seconds(headers, self._config.default_retry_after),
             )
+        if status >= 500:
+            raise Transient(f"{self.name}: token endpoint answered {status}")
+        raise PermissionDenied(
+            f"{self.name}: token endpoint rejected service account {self._client_email} acting as "
+            f"{self._config.subject} ({status} {error}: {description})",
+            user_message="Google rejected the access bot's service account.",
+        )
+
+    async def _undelegated(self) -> list[str]:
+        """The scopes Google refuses one at a time: those not delegated to the service account. When it
+        refuses every one, the key or the subject is at fault, not a scope: nothing is returned."""
+        refused = []
+        for scope in self._scopes:
+            try:
+                await self._request_token([scope])
+            except PermissionDenied:
+                refused.append(scope)
+        return refused if len(refused) < len(self._scopes) else []
 
     # -- HTTP -----------------------------------------------------------------------------------
 
@@ -255,10 +276,18 @@ class GoogleWorkspaceConnector:
 
     # -- the protocol -----------------------------------------------------------------------------
 
-    async def check(self) -> list[Check]:
+    async def check(self, usage: Usage = READ_ONLY) -> list[Check]:
+        """The token (each scope delegated: a refused token is asked for again scope by scope to name the
+        missing one), ending sessions enabled when ``usage`` needs it, and reading users."""
         checks = [
             Check("config", True, f"service account {self._client_email} acting as {self._config.subject}")
         ]
+        if usage.sessions and not self._config.terminate_sessions:
+            checks.append(Check("google sessions", False, (
+                f"terminate_sessions on {named(usage.sessions, 'eligibility')} needs terminate_sessions: true on "
+                f"the connector: set it, and delegate the scope {SCOPE_USER_SECURITY} "
+                f"to client ID {self._client_id} (Admin console > Security > Access and data control > "
+                "API controls > Domain-wide delegation).")))
         try:
             await self._access_token(force=True)
         except Transient as exc:
@@ -273,6 +302,12 @@ class GoogleWorkspaceConnector:
                 ),
             ]
         except ConnectorError as exc:
+            missing = await self._undelegated()
+            if missing:
+                return [*checks, *(Check(f"google scope {scope}", False, (
+                    f"Google refuses a token with the scope {scope}: in the Admin console > Security > Access "
+                    "and data control > API controls > Domain-wide delegation, add it to client ID "
+                    f"{self._client_id}.")) for scope in missing)]
             scopes = ",".join(self._scopes)
             return [
                 *checks,

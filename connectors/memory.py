@@ -13,7 +13,18 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.base import Check, ConfigError, GrantResult, GroupInfo, IdpUser, NotFound, Target, parse_target_ref
+from connectors.base import (
+    READ_ONLY,
+    Check,
+    ConfigError,
+    GrantResult,
+    GroupInfo,
+    IdpUser,
+    NotFound,
+    Target,
+    Usage,
+    parse_target_ref,
+)
 
 
 class MembershipStore(Protocol):
@@ -127,7 +138,7 @@ class MemoryConnector:
                 await self._store.add(self.name, key, email.lower())
             await self._store.add(self.name, f"__seeded__:{key}", "yes")
 
-    async def check(self) -> list[Check]:
+    async def check(self, usage: Usage = READ_ONLY) -> list[Check]:
         return [Check("directory", True, f"{len(self._users)} users, {len(self._config.groups)} groups declared")]
 
     async def find_user(self, email: str) -> IdpUser | None:

@@ -42,6 +42,7 @@ from okta.http_client import HTTPClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.base import (
+    READ_ONLY,
     AccountInactive,
     Check,
     ConfigError,
@@ -55,6 +56,8 @@ from connectors.base import (
     SignIn,
     Target,
     Transient,
+    Usage,
+    named,
 )
 from connectors.okta_limits import report_budget_of as _report_budget
 from connectors.okta_limits import retry_after as _retry_after
@@ -348,14 +351,27 @@ class OktaConnector:
         return found, json.dumps(state)
 
     # -- health ------------------------------------------------------------------------------
-    async def check(self) -> list[Check]:
-        """Credentials, reachability and read permissions, each with an actionable message."""
-        mode = "API token" if self._settings.api_token is not None else "OAuth service app"
+    async def check(self, usage: Usage = READ_ONLY) -> list[Check]:
+        """Credentials (with DPoP in OAuth mode), reachability, and the permissions ``usage`` needs, each with
+        an actionable message. OAuth mode: each scope a use needs is among ``scopes``, and Okta grants every
+        one of them (a refused token request is retried scope by scope to name the refused one). Reading
+        groups, users and (for recovery accounts) the System Log is probed with a read call each."""
+        oauth = self._settings.api_token is None
+        mode = "OAuth service app" if oauth else "API token"
         checks = [Check("config", True, f"{self._settings.org_url} via {mode}")]
+        if oauth:
+            checks += [Check(f"okta scope {scope}", False, (
+                f"{needed_by} needs the scope {scope}, which the connector does not ask for: add it to the "
+                f"connector's scopes and grant it to app {self._settings.client_id} (Okta Admin Console > "
+                "Applications > the app > Okta API Scopes)."))
+                for scope, needed_by in _needed_scopes(usage) if not _covered(scope, self._settings.scopes)]
         probes: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = [
-            ("groups", "okta.groups.manage", lambda: self._client.list_groups(limit=1)),
-            ("users", "okta.users.read", lambda: self._client.list_users(limit=1)),
+            ("groups", "okta.groups.manage", lambda: self._sdk("list_groups", limit=1)),
+            ("users", "okta.users.read", lambda: self._sdk("list_users", limit=1)),
         ]
+        if usage.sign_ins:
+            probes.append(("system log", "okta.logs.read",
+                           lambda: self._sdk("list_log_events", since=_iso(datetime.now(UTC)), limit=1)))
         for label, scope, probe in probes:
             try:
                 await self._call(f"read {label}", probe)
@@ -364,7 +380,9 @@ class OktaConnector:
                 if "HTTP 401" in str(exc):
                     break
             except ConnectorError as exc:
-                if "invalid_dpop_proof" in str(exc):  # a 400 from the token endpoint
+                if "invalid_scope" in str(exc):  # a 400 from the token endpoint: a scope is not granted
+                    checks += await self._refused_scopes()
+                elif "invalid_dpop_proof" in str(exc):  # a 400 from the token endpoint
                     checks.append(Check(f"okta {label}", False, self._denied_message(str(exc), scope)))
                 else:
                     checks.append(Check(f"okta {label}", False,
@@ -373,7 +391,33 @@ class OktaConnector:
                 break
             else:
                 checks.append(Check(f"okta {label}", True, f"can read {label}"))
+        if usage.sessions and not oauth:
+            checks.append(Check("okta sessions", True, (
+                "not probed (ending sessions has no read-only call): the API token's admin needs a role that "
+                "may clear user sessions")))
         return checks
+
+    async def _refused_scopes(self) -> list[Check]:
+        """One failed check per configured scope that Okta refuses to grant, found by asking for a token
+        with that scope alone (the SDK reads ``scopes`` from its config at each token request)."""
+        oauth = self._client.get_request_executor()._oauth  # type: ignore[no-untyped-call]
+        config = oauth._config["client"]
+        wanted, refused = list(config["scopes"]), []
+        try:
+            for scope in wanted:
+                config["scopes"] = [scope]
+                oauth.clear_access_token()
+                _, _, error = await oauth.get_oauth_token()
+                if error is not None:
+                    refused.append(scope)
+        finally:
+            config["scopes"] = wanted
+            oauth.clear_access_token()
+        where = (f"grant it to app {self._settings.client_id} in the Okta Admin Console > Applications > the app > "
+                 "Okta API Scopes, or remove it from the connector's scopes")
+        return [Check(f"okta scope {scope}", False, f"Okta does not grant the scope {scope}: {where}.")
+                for scope in refused] or [Check("okta token", False, (
+                    f"Okta refused the scopes {' '.join(wanted)} together: {where}."))]
 
     def _denied_message(self, detail: str, scope: str) -> str:
         if self._settings.api_token is not None:
@@ -397,6 +441,23 @@ class OktaConnector:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _needed_scopes(usage: Usage) -> list[tuple[str, str]]:
+    """(OAuth scope, which policy entries need it) for the uses beyond reading users and groups."""
+    needs = []
+    if usage.grants:
+        needs.append(("okta.groups.manage", f"granting {named(usage.grants, 'eligibility')}"))
+    if usage.sessions:
+        needs.append(("okta.users.manage", f"terminate_sessions on {named(usage.sessions, 'eligibility')}"))
+    if usage.sign_ins:
+        needs.append(("okta.logs.read", f"watching the sign-ins of {named(usage.sign_ins, 'recovery account')}"))
+    return needs
+
+
+def _covered(scope: str, granted: Sequence[str]) -> bool:
+    """Whether ``granted`` holds ``scope``; a ``.manage`` scope covers its ``.read`` (Okta's scope model)."""
+    return scope in granted or (scope.endswith(".read") and scope.removesuffix(".read") + ".manage" in granted)
 
 
 def _to_user(user: Any) -> IdpUser:

@@ -36,6 +36,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.base import (
+    READ_ONLY,
     Check,
     ConfigError,
     ConnectorError,
@@ -46,6 +47,7 @@ from connectors.base import (
     Target,
     TargetKind,
     Transient,
+    Usage,
     parse_target_ref,
 )
 from connectors.rest import error_for_status, exchange, validate_settings
@@ -184,7 +186,7 @@ class OneLoginConnector:
             raise ConfigError(f"not a OneLogin user id: {user.id!r}")
         return int(user.id)
 
-    async def check(self) -> list[Check]:
+    async def check(self, usage: Usage = READ_ONLY) -> list[Check]:
         checks = [Check("config", True, f"{self._base} with API credentials {self._config.client_id}")]
         try:
             await self._access_token(force=True)

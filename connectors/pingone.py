@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
 
 from connectors.base import (
+    READ_ONLY,
     Check,
     ConfigError,
     ConnectorError,
@@ -40,6 +41,7 @@ from connectors.base import (
     Target,
     TargetKind,
     Transient,
+    Usage,
     parse_target_ref,
 )
 from connectors.rest import error_for_status, exchange, validate_settings
@@ -211,7 +213,7 @@ class PingOneConnector:
                 raise ConnectorError(f"{self.name}: refusing to follow a next link off {self._api}")
         return users
 
-    async def check(self) -> list[Check]:
+    async def check(self, usage: Usage = READ_ONLY) -> list[Check]:
         checks = [Check("config", True, f"environment {self._config.environment_id} ({self._api})")]
         try:
             await self._access_token(force=True)
@@ -264,7 +266,12 @@ class PingOneConnector:
         return None
 
     async def list_members(self, group: str) -> list[IdpUser]:
+        """The group's members. The group is read first (``GET /groups/{id}``): a member filter on an
+        unknown group id is an empty list, and a group that does not exist must say so (``NotFound``)."""
         gid = self._group(group)
+        status, data, headers = await self._call("GET", f"{self._env}/groups/{quote(gid, safe='')}")
+        if status != 200:
+            raise self._error(status, data, headers, "read group")
         return [self._idp_user(u) for u in await self._users(f"memberOfGroups[id eq {scim_string(gid)}]")]
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:

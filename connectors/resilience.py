@@ -37,6 +37,7 @@ from typing import TypeVar
 
 from connectors.base import (
     RATE_BUDGET,
+    READ_ONLY,
     Budget,
     Check,
     ConfigError,
@@ -50,6 +51,7 @@ from connectors.base import (
     SessionTerminator,
     Target,
     Transient,
+    Usage,
 )
 
 T = TypeVar("T")
@@ -226,8 +228,8 @@ class ResilientConnector:
                 delay = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
                 await self._sleep(delay * (0.5 + self._jitter() / 2))
 
-    async def check(self) -> list[Check]:
-        return await self.inner.check()
+    async def check(self, usage: Usage = READ_ONLY) -> list[Check]:
+        return await self.inner.check(usage)
 
     async def find_user(self, email: str) -> IdpUser | None:
         return await self._call(lambda: self.inner.find_user(email))

@@ -338,7 +338,7 @@ def test_audit_export_csv_to_a_file_since_a_date(db_file: Path, tmp_path: Path) 
 def test_connectors_check_reports_the_memory_connector(policy_file: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["connectors", "check", "--policy", str(policy_file)]) == 0
-    assert capsys.readouterr().out == "demo (memory)\n  ✓ directory: 6 users, 5 groups declared\n"
+    assert capsys.readouterr().out.startswith("demo (memory)\n  ✓ directory: 6 users, 5 groups declared\n")
 
 
 def test_connectors_check_of_an_unknown_name_exits_2(policy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

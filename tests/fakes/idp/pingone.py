@@ -132,6 +132,7 @@ class FakePingOne:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/{env}/as/token", self._token)
         app.router.add_get(env + "/users", self._list_users)
+        app.router.add_get(env + "/groups/{gid}", self._read_group)
         app.router.add_get(env + "/users/{uid}/memberOfGroups/{gid}", self._read_membership)
         app.router.add_post(env + "/users/{uid}/memberOfGroups", self._add_membership)
         app.router.add_delete(env + "/users/{uid}/memberOfGroups/{gid}", self._remove_membership)
@@ -229,6 +230,15 @@ class FakePingOne:
     def _membership(self, request: web.Request, gid: str) -> dict[str, Any]:
         href = f"{self.api_base_url}/environments/{self.environment_id}/groups/{gid}"
         return {"_links": {"group": {"href": href}}, "id": gid, "type": "DIRECT"}
+
+    async def _read_group(self, request: web.Request) -> web.Response:
+        """``GET /environments/{envId}/groups/{groupId}`` (PingOne Platform API, "READ One Group"): the group
+        resource, or 404 NOT_FOUND. Only the fields the connector may read are modelled."""
+        gid = request.match_info["gid"]
+        if gid not in self.groups:
+            return error(404)
+        return web.json_response({"id": gid, "environment": {"id": self.environment_id}, "name": f"group {gid}",
+                                  "directMemberCounts": {"users": len(self.groups[gid]), "groups": 0}})
 
     async def _read_membership(self, request: web.Request) -> web.Response:
         uid, gid = request.match_info["uid"], request.match_info["gid"]
