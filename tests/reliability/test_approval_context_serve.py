@@ -22,7 +22,7 @@ from bot.fakes import FakeSlack, SlackSender
 from bot.fakes.jira import FakeJira
 from bot.fakes.pagerduty import FakePagerDuty
 from bot.slack import ids
-from tests.conftest import PG_DSN
+from tests import pg
 from tests.reliability.procs import (
     AUDIT,
     SERVE_USERS,
@@ -98,7 +98,7 @@ async def database() -> AsyncIterator[tuple[str, str]]:
 
 
 async def _scalar(db_name: str, sql: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(PG_DSN.rsplit("/", 1)[0] + "/" + db_name)
+    conn = await asyncpg.connect(pg.database_dsn(db_name))
     try:
         return await conn.fetchval(sql, *args)
     finally:
