@@ -43,8 +43,18 @@ async def _events(s: Stack, kind: str) -> list[dict[str, Any]]:
         return [{"request_id": r.request_id, "actor": r.actor, **dict(r.detail)} for r in rows]
 
 
-async def _readonly(s: Stack, *, starts_in: timedelta | None = None) -> str:
-    req = await s.requests.submit(requester=ALICE, eligibility="readonly", duration=timedelta(hours=2),
+@pytest.fixture
+def loaded_policy(policy_text: str) -> LoadedPolicy:
+    """The suite's policy and a second eligibility of the same target (one open grant per person and
+    eligibility: a second grant of the target comes through another eligibility)."""
+    doc = yaml.safe_load(policy_text)
+    again = dict(next(e for e in doc["eligibilities"] if e["name"] == "readonly"), name="readonly-again")
+    doc["eligibilities"].append(again)
+    return parse_policy(yaml.safe_dump(doc), source="test", env={})
+
+
+async def _readonly(s: Stack, *, starts_in: timedelta | None = None, eligibility: str = "readonly") -> str:
+    req = await s.requests.submit(requester=ALICE, eligibility=eligibility, duration=timedelta(hours=2),
                                   justification="look", starts_at=s.rt.clock.now() + starts_in if starts_in else None)
     return req.id
 
@@ -61,7 +71,7 @@ async def test_a_scheduled_grant_neither_inherits_the_membership_nor_counts_as_h
         db_factory: DbFactory, loaded_policy: LoadedPolicy, clock: ManualClock) -> None:
     s = await make_stack(db_factory(), loaded_policy, clock)
     today = await _active(s)
-    later = await _readonly(s, starts_in=timedelta(days=29))
+    later = await _readonly(s, starts_in=timedelta(days=29), eligibility="readonly-again")
     assert await _status(s, later) == "approved"
     await s.grants.end_early(request_id=today, actor=ALICE, reason="released")
     await s.worker.run_until_idle()
@@ -104,7 +114,7 @@ async def test_a_hand_off_during_the_grants_idp_call_survives_its_completion(
         return await real_is_member(user, target)
 
     monkeypatch.setattr(demo, "is_member", is_member)
-    second = await _readonly(s)  # auto-approved: due now
+    second = await _readonly(s, eligibility="readonly-again")  # auto-approved: due now
     g2 = await _grant_of(s, second)
     carrying_out = asyncio.create_task(s.grants.carry_out_grant(g2.id))
     await asyncio.wait_for(entered.wait(), timeout=30)
