@@ -45,7 +45,7 @@ async def main(argv: list[str]) -> int:
             if out.failure is None:
                 continue
             failures.append(out.failure)
-            by_message[out.failure.message.split(":")[0]] += 1
+            by_message[out.failure.kind] += 1
             if args.v or not args.keep_going:
                 if not args.no_shrink:
                     out.failure.shrunk = await shrink(out.failure, dbs)
@@ -57,7 +57,7 @@ async def main(argv: list[str]) -> int:
     print(f"{args.db}: {ran} seeds, {steps} steps in {took:.1f}s ({1000 * took / max(ran, 1):.0f} ms a seed); "
           f"{len(failures)} failing" + (f" (first: seed {failures[0].seed})" if failures else ""))
     for message, n in by_message.most_common():
-        first = next(f.seed for f in failures if f.message.startswith(message))
+        first = next(f.seed for f in failures if f.kind == message)
         print(f"  {n:5d}× {message}  (first seed {first})")
     return 1 if failures else 0
 

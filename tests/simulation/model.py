@@ -71,7 +71,12 @@ def standing() -> set[tuple[str, str]]:
 
 
 class Violation(AssertionError):
-    """An invariant broke; the message says which and why."""
+    """An invariant broke; the message says which and why, ``kind`` names the invariant (and, where the
+    evidence points at one, the known hole of issue 26 it looks like)."""
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind or message.split(":")[0]
 
 
 @dataclass
@@ -176,7 +181,7 @@ class Model:
         spec = next(e for e in POLICY["eligibilities"] if e["name"] == req.elig)
         if req.granted_at is None or new_expiry - req.granted_at > _hours(spec["max_duration"]):
             raise Violation(f"{rid} extended to {new_expiry:%H:%M} beyond {req.elig}'s max_duration "
-                            f"(granted {req.granted_at})")
+                            f"(granted {req.granted_at})", "extended past max_duration")
         req.expires_at = new_expiry
 
     def reloaded(self, removed: frozenset[str]) -> None:
@@ -193,7 +198,9 @@ class Model:
         elif req.elig in self.removed:
             why = f"after its eligibility {req.elig} was removed from the policy"
         if why:
-            raise Violation(f"an IdP add for {rid} ({req.requester} {req.target}) was made {why}")
+            kind = ("grant carried out after its eligibility was removed (issue 26 #4)"
+                    if "eligibility" in why else f"grant carried out {why.split(' (')[0]}")
+            raise Violation(f"an IdP add for {rid} ({req.requester} {req.target}) was made {why}", kind)
 
     def add_answered(self, rid: str, *, now: datetime) -> None:
         req = self.requests[rid]
@@ -213,7 +220,7 @@ class Model:
         jit = {m for m in members if m[0] in TARGETS}
         lost = {m for m in self.standing if m[0] in TARGETS} - jit
         if lost:
-            raise Violation(f"standing access removed: {sorted(lost)}")
+            raise Violation(f"standing access removed: {sorted(lost)}", "standing access removed")
         unapproved = jit - self.ever_approved()
         if unapproved:
             raise Violation(f"held without the approvals the policy requires: {sorted(unapproved)}")
@@ -230,7 +237,17 @@ class Model:
                     f"{r.rid} {r.elig} approved={r.approved_at is not None} starts={_t(r.starts_at)} "
                     f"granted={_t(r.granted_at)} expires={_t(r.expires_at)} ended={_t(r.ended_at)}"
                     f"{'(' + r.ended_by + ')' if r.ended_by else ''}" for r in mine))
-            raise Violation("membership held with no live grant after the worker ran: " + " | ".join(why))
+            raise Violation("membership held with no live grant after the worker ran: " + " | ".join(why),
+                            self._suspect(extra))
+
+    def _suspect(self, extra: set[tuple[str, str]]) -> str:
+        """Which known hole the evidence points at (a guess from the requests, for the figures)."""
+        mine = [r for r in self.requests.values() if (r.target, r.requester) in extra]
+        if any("refused" in r.ended_by for r in mine):
+            return "membership outlived its grants: an approved grant could not be stopped (issue 26 #4)"
+        if any(r.starts_at is not None and r.approved_at is not None for r in mine):
+            return "membership outlived its grants, a scheduled grant was involved (issue 26 #1)"
+        return "membership outlived its grants (issue 26 #2: hand-off racing a completion)"
 
 
 def _t(value: datetime | None) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 
+import bot.governance.reload as reload_module
 import bot.services.revocation as revocation
 import bot.services.runtime as runtime_module
 import tests.simulation.idp as idp_module
@@ -71,22 +72,27 @@ class World:
         self.ignore: set[asyncio.Task[Any]] = set(asyncio.all_tasks())
         self.ids = random.Random(seed ^ 0x5EED)
         self.gen: Generation | None = None
+        self.base_db: Database | None = None  # the first generation's engine (the runner's, long-lived)
 
     # ---- set-up ------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.write_policy(frozenset())
         self.gen = await self._generation(fresh=True)
+        self.base_db = self.gen.db
 
     def write_policy(self, removed: frozenset[str]) -> None:
-        self.policy_path.write_text(yaml.safe_dump(policy_without(removed), sort_keys=False))
+        if removed not in _TEXTS:
+            _TEXTS[removed] = yaml.safe_dump(policy_without(removed), sort_keys=False)
+        self.policy_path.write_text(_TEXTS[removed])
 
     async def _generation(self, *, fresh: bool) -> Generation:
         db = self.make_db()
-        loaded: LoadedPolicy = load_policy(self.policy_path, env={})
+        loaded: LoadedPolicy = cached_policy(self.policy_path)
         connectors: dict[str, Any] = {"demo": SimConnector("demo", self.idp)}
         rt = Runtime(db=db, clock=self.clock, loaded=loaded, connectors=connectors,
                      directory=Directory(connectors, self.clock), instance_id="sim-worker")
         worker = Worker(rt, OutboxDispatcher(db, RecordingNotifier(), self.clock), worker_id="sim-worker")
+        worker._start_sweeps = lambda: None  # type: ignore[method-assign]  # reconcile is a step of its own
         worker.grants.budget_s = 0.0  # a pass never waits for grants in flight (they stay in flight)
         rt.grant_taker = worker.grants.adopt  # as a started worker does: approved grants go straight to it
         await apply_policy(db, loaded, actor="sim", now=self.clock.now())
@@ -169,7 +175,8 @@ class World:
         await self.settle()
         self.tasks.clear()
         self.gen = None
-        await old.db.dispose()
+        if old.db is not self.base_db:
+            await old.db.dispose()
         self.gen = await self._generation(fresh=False)
         await self.settle()
 
@@ -239,6 +246,18 @@ class World:
         await self.settle()
 
 
+_TEXTS: dict[frozenset[str], str] = {}
+_PARSED: dict[str, LoadedPolicy] = {}
+
+
+def cached_policy(path: str | Path, *, env: Any = None) -> LoadedPolicy:
+    """``load_policy``, parsed once per text (a few shapes of one policy, parsed thousands of times)."""
+    content = Path(path).read_text()
+    if content not in _PARSED:
+        _PARSED[content] = load_policy(path, env={})
+    return _PARSED[content]
+
+
 def seeded_ids(rng: random.Random) -> types.SimpleNamespace:
     """Stands in for ``secrets`` in ``bot.services.runtime``: request and grant ids from the seed, so that a
     replay orders rows (by id) as the run did."""
@@ -256,6 +275,7 @@ class Determinism:
         self._set(runtime_module, "secrets", seeded_ids(random.Random(self.seed ^ 0x1D5)))
         self._set(revocation, "RECORD_LINGER", 0.0)  # a finished call is recorded at once (no wall-clock wait)
         self._set(revocation, "random", random.Random(self.seed ^ 0xBAC))  # backoff jitter
+        self._set(reload_module, "load_policy", cached_policy)
         return self
 
     def _set(self, obj: Any, name: str, value: Any) -> None:
