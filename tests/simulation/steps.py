@@ -41,8 +41,9 @@ def pick(rng: random.Random, world: World) -> Step:
     kind = rng.choices(kinds, weights=[WEIGHTS[k] for k in kinds])[0]
     if kind == "submit":
         user = rng.choice(REQUESTERS) if rng.random() < 0.95 else OUTSIDER
-        start = None if rng.random() < 0.6 else rng.choice([10, 60, 180])
-        return Step(kind, (user, rng.choice(ELIGIBILITIES), rng.choice([30, 60, 120, 300]), start))
+        start = None if rng.random() < 0.55 else rng.choice([10, 60, 180])
+        elig = rng.choices(ELIGIBILITIES, weights=[3, 2, 1])[0]  # x-auto and x-lead share a target
+        return Step(kind, (user, elig, rng.choice([30, 60, 120, 300]), start))
     if kind == "answer":
         outcome = rng.choices(list(Outcome), weights=[8, 2, 1])[0]
         return Step(kind, (rng.randrange(pending), outcome.value))
@@ -55,8 +56,8 @@ def pick(rng: random.Random, world: World) -> Step:
         return Step(kind, (tuple(i for i in range(pending) if rng.random() < 0.5),))
     if kind in ("tick", "drain", "reconcile"):
         return Step(kind)
-    # the rest act on a request: mostly a recent one
-    idx = max(0, n_req - 1 - int(rng.expovariate(0.7)))
+    # the rest act on a request: mostly one where the action means something (the model's view), else any
+    idx = _request_for(rng, world, kind)
     rid = world.rids[idx]
     req = world.model.requests.get(rid)
     if kind == "vote":
@@ -69,6 +70,17 @@ def pick(rng: random.Random, world: World) -> Step:
         by = req.requester if req and rng.random() < 0.9 else OUTSIDER
         return Step(kind, (idx, by))
     return Step(kind, (idx,))  # revoke (by the admin)
+
+
+def _request_for(rng: random.Random, world: World, kind: str) -> int:
+    reqs = [world.model.requests.get(rid) for rid in world.rids]
+    if kind == "vote":
+        fits = [i for i, r in enumerate(reqs) if r and r.allowed and r.approved_at is None and r.ended_at is None]
+    else:  # release, cancel, revoke, extend: approved and not ended (started or not)
+        fits = [i for i, r in enumerate(reqs) if r and r.approved_at is not None and r.ended_at is None]
+    if fits and rng.random() < 0.85:
+        return rng.choice(fits)
+    return rng.randrange(len(world.rids))
 
 
 async def apply(world: World, step: Step) -> str:

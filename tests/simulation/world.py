@@ -59,12 +59,13 @@ class Generation:
 
 
 class World:
-    def __init__(self, make_db: Callable[[], Database], policy_dir: Path, seed: int) -> None:
+    def __init__(self, make_db: Callable[[], Database], policy_dir: Path, seed: int,
+                 lenient: frozenset[str] = frozenset()) -> None:
         self.make_db = make_db
         self.policy_path = policy_dir / "policy.yml"
         self.clock = ManualClock()
         self.idp = SimIdp(USERS, standing())
-        self.model = Model()
+        self.model = Model(lenient)
         self.rids: list[str] = []  # requests in the order submitted (steps name them by index)
         self.grant_request: dict[str, str] = {}
         self.seen_calls: set[int] = set()
