@@ -107,12 +107,18 @@ class World:
         assert self.gen is not None
         return self.gen
 
+    def _ours(self) -> list[asyncio.Task[Any]]:
+        """Every task the services started (passes, grants handed to the worker, calls) and not done."""
+        me = asyncio.current_task()
+        return [t for t in asyncio.all_tasks() if t not in self.ignore and t is not me and not t.done()]
+
     async def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        if self.tasks:
-            await asyncio.wait(self.tasks)
         self.idp.crash(set())
+        tasks = self._ours()
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     # ---- running ------------------------------------------------------------------------------------
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -171,7 +177,7 @@ class World:
         ``applied``, answered none), and a new one starts on the same database."""
         old = self.g
         self.idp.crash(applied)
-        for t in list(self.tasks):
+        for t in self._ours():
             t.cancel()
         await self.settle()
         self.tasks.clear()
