@@ -23,8 +23,11 @@ ONE = os.environ.get("JITBOT_SIM_SEED")
 # Holes the model takes as policy in the seed runs, each an open finding with a replay below.
 LENIENT: frozenset[str] = frozenset({"late-vote"})
 
-OPEN_ON_MAIN = pytest.mark.xfail(strict=True, reason="issue 26 #1, #2 and #4 are open on main: the seeds find "
-                                 "them (the replays below); remove this mark when the fixes land")
+# Expected to fail only when the run is the CI's (≥ 2,000 seeds, where the seeds find every open hole); a
+# chosen seed or a short run reports what it finds.
+OPEN_ON_MAIN = pytest.mark.xfail(SEEDS >= 2000 and not ONE, strict=True,
+                                 reason="issue 26 #1, #2 and #4 are open on main: the seeds find them (the "
+                                        "replays below); remove this mark when the fixes land")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -69,8 +72,13 @@ REPLAYS = {
 }
 
 
-@OPEN_ON_MAIN
-@pytest.mark.parametrize("name", list(REPLAYS))
+def _open(name: str) -> pytest.MarkDecorator:
+    hole = {"issue-26-1": "issue 26 #1", "issue-26-2": "issue 26 #2", "issue-26-4": "issue 26 #4"}.get(
+        name[:10], "an approval after its layer's timeout counts until the lapse pass runs (found by the simulation)")
+    return pytest.mark.xfail(strict=True, reason=f"{hole} is open on main; remove this mark when it is fixed")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_open(n)) for n in REPLAYS])
 async def test_replay_of_a_found_hole_passes(dbs: Databases, name: str) -> None:
     out = await run(0, dbs, steps=REPLAYS[name])
     assert out.failure is None, out.failure.report()
