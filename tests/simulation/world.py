@@ -122,7 +122,7 @@ class World:
 
     # ---- running ------------------------------------------------------------------------------------
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self.tasks.add(task)
         return task
 
@@ -140,7 +140,8 @@ class World:
     async def _rid_of(self, grant_id: str) -> str | None:
         if grant_id not in self.grant_request:
             async with self.g.db.sessions() as session:
-                rid = (await session.execute(select(Grant.request_id).where(Grant.id == grant_id))).scalar()
+                rid = (await session.execute(select(Grant.request_id).where(  # type: ignore[call-overload]
+                    Grant.id == grant_id))).scalar()
             if rid is None:
                 return None
             self.grant_request[grant_id] = rid
