@@ -59,6 +59,7 @@ class Outcome:
     failure: Failure | None
     steps: int
     kinds: dict[str, int] = field(default_factory=dict)
+    trace: list[tuple[Step, str]] = field(default_factory=list)
 
 
 class Databases:
@@ -191,7 +192,7 @@ async def run(seed: int, dbs: Databases, *, steps: list[Step] | None = None, n_s
         finally:
             await world.close()
             await dbs.release()
-    return Outcome(seed, failure, len(trace), kinds)
+    return Outcome(seed, failure, len(trace), kinds, trace)
 
 
 async def shrink(failure: Failure, dbs: Databases, *, budget_s: float = 120.0,
