@@ -174,9 +174,11 @@ class Model:
             return False
         not_started = req.approved_at is not None and req.granted_at is None and (
             req.starts_at is not None and now < req.starts_at)
-        if action == "cancel":
+        if action == "cancel":  # the requester withdraws a request, approved or not, before it starts
             return req.approved_at is None or not_started
-        return (req.granted_at is not None and req.live(now)) or not_started  # release, admin revoke
+        if action == "revoke":  # an admin ends access, or an approved grant before it starts
+            return req.live(now) or not_started
+        return req.live(now)  # release: the requester ends their access (before a start: cancel is the way)
 
     def ended(self, rid: str, *, now: datetime, by: str) -> None:
         req = self.requests.get(rid)
