@@ -1,5 +1,5 @@
 # Fresh machine: `make run` starts the bot (the playground when SLACK_BOT_TOKEN is unset);
-# `make test` runs lint, types and the whole test suite. Both bootstrap everything they need.
+# `make test` runs lint, types, the import contracts and the whole test suite. Both bootstrap everything they need.
 PY ?= python3
 UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
@@ -22,6 +22,7 @@ run: .venv/.synced
 lint: .venv/.synced
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-cache  # the layering in pyproject.toml [tool.importlinter] (docs/architecture.md)
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)

@@ -10,6 +10,20 @@ from datetime import datetime
 
 from connectors.base import Check, GrantResult, IdpUser, RateLimited, Target
 
+# ``--database postgres`` runs make a database of their own on this server: the one JITBOT_TEST_PG names
+# (as for the tests), else the local one on 127.0.0.1:5432. Their figures are that server's.
+PG_SERVER = os.environ.get("JITBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_dsn(database: str) -> str:
+    """A database on the benchmarks' PostgreSQL server, as asyncpg takes it (``postgresql://``)."""
+    return PG_SERVER.rsplit("/", 1)[0] + "/" + database
+
+
+def pg_url(database: str) -> str:
+    """The same database as a SQLAlchemy URL (``postgresql+asyncpg://``)."""
+    return pg_dsn(database).replace("postgresql://", "postgresql+asyncpg://", 1)
+
 
 def pct(values: list[float], p: float) -> float:
     if not values:

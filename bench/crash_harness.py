@@ -2,7 +2,8 @@
 
     python -m bench.crash_harness --trials 50 [--database postgres]
 
-With --database postgres each trial gets a fresh database on 127.0.0.1:5432 (dropped afterwards).
+With --database postgres each trial gets a fresh database on the server JITBOT_TEST_PG names, else on
+127.0.0.1:5432 (dropped afterwards).
 
 Invariants after each kill + restart + quiet period:
 * no IdP membership (memory connector) without a grant that is active (i.e. a completed approval chain),
@@ -32,6 +33,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy import select
 
+from bench.common import pg_dsn, pg_url
 from bot.services.audit import verify_chain
 from storage.db import Database
 from storage.tables import Grant, Membership, OutboxMessage
@@ -132,7 +134,7 @@ def run_trial(url: str, workdir: Path, *, kills: int, rng: random.Random) -> Tri
 
 
 async def _admin(statement: str) -> None:
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    conn = await asyncpg.connect(pg_dsn("postgres"))
     try:
         await conn.execute(statement)
     finally:
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.database == "postgres":
                 dbname = f"crash_{uuid.uuid4().hex[:8]}"
                 asyncio.run(_admin(f"CREATE DATABASE {dbname}"))
-                url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
+                url = pg_url(dbname)
             try:
                 r = run_trial(url, Path(tmp), kills=args.kills, rng=rng)
             finally:

@@ -111,10 +111,11 @@ def build(client: AsyncWebClient, secret: str, policy_text: str) -> AsyncApp:
 async def serve(port: int, policy_path: str) -> None:
     http = aiohttp.ClientSession()
     client = web_client(os.environ["SLACK_BOT_TOKEN"], os.environ["SLACK_API_URL"], http)
+    secret = os.environ["SLACK_SIGNING_SECRET"]
     with open(policy_path) as f:
-        app = build(client, os.environ["SLACK_SIGNING_SECRET"], f.read())
+        app = build(client, secret, f.read())
     site_app = web.Application()
-    site_app.router.add_post("/slack/events", slack_handler(app))  # bot/slack/server.py's route
+    site_app.router.add_post("/slack/events", slack_handler(app, secret))  # bot/slack/server.py's route
     site_app.router.add_get("/healthz", _ok)
     runner = web.AppRunner(site_app)
     await runner.setup()

@@ -1,7 +1,7 @@
 """Throughput: complete flows per second — /jit → modal → submit → approve → grant, every message delivered.
 
     python -m bench.throughput [--flows 300] [--concurrency 20] [--replicas 1|1,2|1,2,1,2] [--database sqlite|postgres]
-                               [--replica-cpu 0.5] [--floor] [--idp memory|okta] [--warmup N]
+                               [--replica-cpu 0.5] [--floor | --with-floor] [--idp memory|okta] [--warmup N]
 
 The bot runs as real `jitbot serve` processes (HTTP mode, worker inside) against the fake Slack in this
 process; with --replicas N the flows are spread round-robin over N processes sharing one database
@@ -52,7 +52,7 @@ import aiohttp
 import asyncpg
 
 from bench import okta_idp
-from bench.common import CpuLimit, cpu_times, machine, machine_use, pct
+from bench.common import CpuLimit, cpu_times, machine, machine_use, pct, pg_dsn, pg_url
 from bot import event_loop
 from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
@@ -183,10 +183,10 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
     dbname = None
     if database == "postgres":
         dbname = "bench_" + uuid.uuid4().hex[:8]
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        conn = await asyncpg.connect(pg_dsn("postgres"))
         await conn.execute(f"CREATE DATABASE {dbname}")
         await conn.close()
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
+        url = pg_url(dbname)
     else:
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
     slack = FakeSlack(token=TOKEN)
@@ -309,6 +309,16 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
                             watch=lambda: dm_of(user))
                 durations.append(time.perf_counter() - t0)
                 steps["grant"].append(time.perf_counter() - t2)
+                if not floor:  # one grant of ``ops`` per person at a time: released before the user's next flow
+                    await release(user, granted_from)
+
+        async def release(user: str, granted_from: int) -> None:
+            """Untimed: the user releases the access (its Release button) and the revocation is awaited."""
+            granted = next(m for m in posted(user)[granted_from:] if "You now have" in m.text)
+            ended_from = len(posted(user))
+            await senders[0].click(user, slack.im_channel(user), granted.ts, ids.RELEASE)
+            await until(lambda: any("has been revoked" in m.text for m in posted(user)[ended_from:]),
+                        watch=lambda: dm_of(user))
 
         async def runner() -> None:
             while not queue.empty():
@@ -373,7 +383,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
         print(f"Okta API calls per flow: {okta.calls / flows:.1f} (the fake Okta org, a process of its own): "
               + ", ".join(f"{k} {n / flows:.2f}" for k, n in sorted(okta.by_kind.items(), key=lambda kv: -kv[1])))
     if dbname and not os.environ.get("BENCH_KEEP_DB"):  # BENCH_KEEP_DB=1 keeps it for a look afterwards
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        conn = await asyncpg.connect(pg_dsn("postgres"))
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         await conn.close()
     out = {"flows_per_s": flows / elapsed, "drain_s": elapsed - last_flow, "p50": pct(durations, 50),
@@ -423,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                              "0 measures from a cold start")
     parser.add_argument("--floor", action="store_true",
                         help="run bench/slack_floor.py instead of jitbot: the Slack side of a flow, no database")
+    parser.add_argument("--with-floor", action="store_true",
+                        help="also run the floor in the same invocation and print jitbot's rate as a ratio to it")
     args = parser.parse_args(argv)
     globals()["N_USERS"] = args.users  # org(), run() and the flows read it
     warmup = 2 * args.users if args.warmup is None else args.warmup
@@ -446,6 +458,15 @@ def main(argv: list[str] | None = None) -> int:
               f"  {steps}")
     if len(results) > 1:
         print(ratio_line(counts, [r["flows_per_s"] for r in results]))
+    if args.with_floor and not args.floor:
+        # the host's speed drifts from run to run and host to host: the figure to compare is jitbot's
+        # throughput as a share of what Bolt and the fake Slack alone do on the same machine, same minute
+        floor = event_loop.run(run(args.flows, args.concurrency, 1, args.database, args.replica_cpu, True, args.idp,
+                                   warmup))
+        mine = statistics.median(r["flows_per_s"] for r in results)
+        print(f"floor (bench/slack_floor.py, no database) {floor['flows_per_s']:.1f} flows/s at "
+              f"{floor['cpu_ms_per_flow']:.1f} ms/flow; jitbot {mine:.1f} flows/s = "
+              f"{mine / floor['flows_per_s']:.2f}x the floor")
     return 0
 
 

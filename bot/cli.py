@@ -7,121 +7,42 @@ failed connector check, unreachable database); 2 bad arguments or unusable confi
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
-from bot.domain.durations import format_duration, parse_duration
+from bot import __version__
+
+# The shared helpers under the names this module's commands use; other modules import them from
+# bot.cli_support.
+from bot.cli_support import CliError, parse_since
+from bot.cli_support import err as _err
+from bot.cli_support import lazy_command as _lazy
+from bot.cli_support import run_db as _run_db
+from bot.cli_support import table as _table
+from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility, Principals
-from bot.policy_file import LoadedPolicy, PolicyError, load_policy, memory_directory, risk_warnings
-from bot.settings import Settings, SettingsError, load_settings
-from connectors.base import ConnectorError
-from connectors.registry import build_connector
+from bot.governance.parser import register as register_governance
+from bot.policy_file import PolicyError, load_policy
+from bot.policy_validate import cmd_policy_validate
+from bot.settings import SettingsError, load_settings
 from storage.db import Database
 from storage.tables import AccessRequest, Grant
+
+__all__ = ["CliError", "build_parser", "cmd_policy_validate", "main", "parse_since"]
 
 log = logging.getLogger("jitbot")
 
 
-class CliError(Exception):
-    """A problem to print as one line; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise CliError(str(exc), code=2) from None
-
-
-def _database_url(args: argparse.Namespace) -> str:
-    return str(args.database or _settings().DATABASE_URL)
-
-
-def _policy_path(args: argparse.Namespace) -> str:
-    return str(args.policy or _settings().JITBOT_POLICY)
-
-
-def _err(text: str) -> None:
-    print(text, file=sys.stderr)
-
-
-def _open_db(url: str) -> Database:
-    """The configured database; refuses to create an empty SQLite file as a side effect of a read."""
-    prefix = "sqlite+aiosqlite:///"
-    if url.startswith(prefix) and ":memory:" not in url and not Path(url[len(prefix):]).exists():
-        raise CliError(f"jitbot: no database at {url[len(prefix):]} (set DATABASE_URL or --database)")
-    return Database(url)
-
-
 # --- policy ------------------------------------------------------------------------------------------
-
-
-def _connector_lines(path: str) -> dict[str, int]:
-    """The line of each connector's key in the policy file, for error messages."""
-    try:
-        root = yaml.compose(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
-        if key.value == "connectors" and isinstance(value, yaml.MappingNode):
-            return {k.value: k.start_mark.line + 1 for k, _ in value.value}
-    return {}
-
-
-def _connector_problems(loaded: LoadedPolicy) -> list[str]:
-    """Build each connector offline, so that bad connector settings fail validation, not the first request."""
-    keys = _connector_lines(loaded.path)
-
-    async def build_all() -> list[str]:
-        problems = []
-        for name, settings in loaded.policy.connectors.items():
-            try:
-                connector = build_connector(name, settings)
-            except (ConnectorError, ValidationError) as exc:
-                where = f"{loaded.path}:{keys[name]}" if name in keys else loaded.path
-                problems.append(f"{where}: connectors.{name}: {' '.join(str(exc).split())}")
-            else:
-                await connector.aclose()
-        return problems
-
-    return asyncio.run(build_all())
-
-
-def cmd_policy_validate(args: argparse.Namespace) -> int:
-    try:
-        loaded = load_policy(args.file)
-        problems = _connector_problems(loaded)
-    except PolicyError as exc:
-        problems = exc.problems
-    if problems:
-        for problem in problems:
-            _err(problem)
-        _err(f"{args.file}: invalid ({len(problems)} problem{'s' if len(problems) != 1 else ''})")
-        return 1
-    policy = loaded.policy
-    warnings = risk_warnings(policy, memory_directory(policy))
-    for warning in warnings:
-        _err(f"warning: {args.file}: {warning}")
-    print(f"{args.file}: valid ({len(policy.eligibilities)} eligibilities, {len(policy.connectors)} connectors, "
-          f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''})")
-    return 1 if args.strict and warnings else 0
 
 
 def _who(p: Principals) -> str:
@@ -133,13 +54,6 @@ def _layers(e: Eligibility) -> str:
         return "auto-approved"
     return " → ".join(f"{i}: {_who(layer.approvers)} ×{layer.min_approvals} ({format_duration(layer.timeout)})"
                       for i, layer in enumerate(e.approvals, start=1))
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
-    return "\n".join(lines)
 
 
 def cmd_policy_show(args: argparse.Namespace) -> int:
@@ -197,31 +111,54 @@ def cmd_access_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _anchors(args: argparse.Namespace) -> list[Any]:
+    """The anchors given with ``--anchor LINE`` and ``--anchors FILE`` (lines copied from Slack)."""
+    from bot.services.audit_anchor import AnchorError, parse_anchors
+
+    found = []
+    try:
+        for n, line in enumerate(args.anchor or [], start=1):
+            got = parse_anchors(line, source=f"--anchor #{n}")
+            if not got:
+                raise AnchorError(f"--anchor #{n}: no anchor in {line.strip()[:200]!r}")
+            found += got
+        for path in args.anchors or []:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise AnchorError(f"{path}: cannot read the anchors file: {exc.strerror}") from None
+            got = parse_anchors(text, source=path)
+            if not got:
+                raise AnchorError(f"{path}: no anchor lines in it")
+            found += got
+    except AnchorError as exc:
+        raise CliError(f"jitbot: {exc}", code=2) from None
+    return found
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from bot.services.audit import verify_chain
+    from bot.services.audit_check import verify_log
 
-    result = _run_db(args, verify_chain)
-    if result.ok:
-        print(f"audit log intact: {result.checked} events verified")
-        return 0
-    _err(f"audit log BROKEN at event id {result.first_bad_id}: {result.problem} "
-         f"({result.checked} earlier events verified)")
-    return 1
-
-
-def parse_since(text: str, *, now: datetime) -> datetime:
-    """``2026-01-01`` / an ISO timestamp (UTC unless it says otherwise) / a duration back from ``now``."""
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a date (2026-01-01) nor a duration (7d)") from None
-    if len(text) == 10:  # a bare date means its midnight
-        value = datetime.combine(date.fromisoformat(text), datetime.min.time())
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    anchors = _anchors(args)
+    report = _run_db(args, lambda db: verify_log(db, anchors))
+    result = report.chain
+    if not result.ok:
+        _err(f"audit log BROKEN at event id {result.first_bad_id}: {result.problem} "
+             f"({result.checked} earlier events verified)")
+        return 1
+    if report.problems:
+        for problem in report.problems:
+            _err(f"audit log INCOMPLETE: {problem}")
+        return 1
+    print(f"audit log intact: {result.checked} events verified, every request and grant has its events")
+    if report.latest is not None:
+        print(f"{report.anchors} anchor{'s' if report.anchors != 1 else ''} matched; the latest saw "
+              f"{report.latest.count} events at {report.latest.at:%Y-%m-%d %H:%M} UTC (events after it are "
+              "covered by the chain only)")
+    else:
+        print("no anchors given: events cut from the end of the log cannot be detected without them "
+              "(--anchor, --anchors; docs/security.md)")
+    return 0
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
@@ -236,48 +173,13 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_db(args: argparse.Namespace, work: Callable[[Database], Any]) -> Any:
-    async def run() -> Any:
-        db = _open_db(_database_url(args))
-        try:
-            return await work(db)
-        except SQLAlchemyError as exc:
-            raise CliError(f"jitbot: database error at {db.url.split('@')[-1]}: "
-                           f"{' '.join(str(getattr(exc, 'orig', None) or exc).split())[:300]}") from None
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
-
-
-# --- shared by the command modules (bot/run_commands.py, bot/governance, bot/reports) ----------------------
-
-
-def _load(args: argparse.Namespace) -> LoadedPolicy:
-    try:
-        return load_policy(_policy_path(args))
-    except PolicyError as exc:
-        raise CliError("\n".join(exc.problems), code=2) from None
-
-
-def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        entry = getattr(importlib.import_module(module), function)
-        return int(entry(args))
-
-    return run
-
-
 # --- the parser --------------------------------------------------------------------------------------------
-
-
-def _lazy_register(add: Callable[..., argparse.ArgumentParser], sub: Any, pol_sub: Any) -> None:
-    importlib.import_module("bot.governance.parser").register(add, sub, pol_sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jitbot", description="Slack-first just-in-time access bot.",
                                      allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"jitbot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(parent: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int] | None = None,
@@ -302,12 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(pol_sub, "show", "Show a policy's eligibilities, approval layers and durations as a table.",
             cmd_policy_show)
     p.add_argument("file", metavar="FILE")
-    _lazy_register(add, sub, pol_sub)
+    register_governance(add, sub, pol_sub)
 
     acc = add(sub, "access", "Inspect access requests and grants.")
     acc_sub = acc.add_subparsers(dest="access_command", required=True, metavar="ACTION")
     p = add(acc_sub, "list", "List requests with their status and expiry.", cmd_access_list, database=True)
     p.add_argument("--active", action="store_true", help="only access that is active now")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add(acc_sub, "show", "A request's whole story: its grants (attempts, last error) and every audit event.",
+            _lazy("bot.access_show", "cmd_access_show"), database=True)
+    p.add_argument("request", metavar="REQUEST", help="the request id, e.g. R-7K2QX")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     for action, what in (("revoke", "End someone's active access now (as /jit admin revoke; a JIT administrator)."),
                          ("retry", "Try a failed grant again (as /jit admin retry; a JIT administrator).")):
@@ -321,8 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     aud = add(sub, "audit", "Check and export the tamper-evident audit log.")
     aud_sub = aud.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    add(aud_sub, "verify", "Verify the audit hash chain; report the first broken row.", cmd_audit_verify,
-        database=True)
+    p = add(aud_sub, "verify", "Verify the audit hash chain (against anchors kept outside the database) and that "
+            "every request and grant has its events.", cmd_audit_verify, database=True)
+    p.add_argument("--anchor", action="append", metavar="LINE",
+                   help="an anchor line as posted to the audit channel "
+                        "('jitbot-audit-anchor v1 count=N head=… at=…'); repeatable")
+    p.add_argument("--anchors", action="append", metavar="FILE",
+                   help="a file of anchor lines (e.g. copied from Slack; other text is ignored); repeatable")
     p = add(aud_sub, "export", "Write the audit log as JSON lines or CSV.", cmd_audit_export, database=True)
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--since", metavar="WHEN", type=lambda s: parse_since(s, now=datetime.now(UTC)),
@@ -354,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "playground", "Run the local playground: a fake Slack in the browser with demo personas.",
             _lazy("bot.playground.main", "playground_main"), policy=True, database=True)
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    p.add_argument("--real-connectors", action="store_true",
+                   help="start even when the policy has non-memory connectors (real grants at real identity "
+                        "providers)")
     return parser
 
 
@@ -372,6 +286,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line for the user, the traceback on demand
+        try:
+            debug = load_settings().JITBOT_LOG_LEVEL == "DEBUG"
+        except SettingsError:
+            debug = False
+        if debug:
+            traceback.print_exc()
+        _err(f"jitbot: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+             "(JITBOT_LOG_LEVEL=DEBUG shows the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

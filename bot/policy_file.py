@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,22 @@ from bot.domain.policy import Policy, Principals
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class PolicyError(Exception):
-    """The policy file cannot be used; ``problems`` lists each as ``file:line: path: message``."""
+YamlPath = tuple[str | int, ...]
 
-    def __init__(self, problems: list[str]) -> None:
+
+class PolicyError(Exception):
+    """The policy file cannot be used; ``problems`` lists each as ``file:line: path: message``.
+
+    ``data`` (the parsed, interpolated document) and ``lines`` (where each path is in the file) are kept
+    when the file was YAML, so that later checks (bot/policy_check.py: the connectors) still run on it."""
+
+    def __init__(self, problems: list[str], *, data: dict[str, Any] | None = None,
+                 lines: Mapping[YamlPath, int] | None = None, paths: list[YamlPath] | None = None) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.data = data
+        self.lines: Mapping[YamlPath, int] = lines or {}
+        self.paths = paths or []  # where each problem is, in the document
 
 
 @dataclass(frozen=True)
@@ -34,9 +44,7 @@ class LoadedPolicy:
     sha256: str
     raw: dict[str, Any]
     text: str = ""  # the file as read (kept as the last good policy when applied)
-
-
-YamlPath = tuple[str | int, ...]
+    lines: Mapping[YamlPath, int] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _line_map(node: yaml.Node, path: YamlPath, out: dict[YamlPath, int]) -> None:
@@ -51,18 +59,36 @@ def _line_map(node: yaml.Node, path: YamlPath, out: dict[YamlPath, int]) -> None
             _line_map(item, (*path, i), out)
 
 
-def _dotted(path: YamlPath) -> str:
-    return ".".join(str(p) for p in path) or "(top level)"
+def _dotted(path: YamlPath, data: Any = None) -> str:
+    """``path`` as a reader finds it: ``eligibilities[prod-admin].approvals[0].timeout`` (an eligibility by
+    its name when it has one of its own, other list items by index)."""
+    out, node = "", data
+    for i, part in enumerate(path):
+        item = node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
+        if isinstance(part, int):
+            name = item.get("name") if path[:i] == ("eligibilities",) and isinstance(item, dict) else None
+            unique = sum(isinstance(e, dict) and e.get("name") == name for e in node) == 1
+            out += f"[{name}]" if isinstance(name, str) and name and unique else f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+        node = item if isinstance(part, int) else node.get(part) if isinstance(node, dict) else None
+    return out or "(top level)"
 
 
 def _interpolate(value: Any, env: Mapping[str, str], missing: list[tuple[YamlPath, str]], path: YamlPath) -> Any:
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
-            if name not in env:
-                missing.append((path, f"environment variable {name} is not set"))
-                return ""
-            return env[name]
+            if name in env:
+                return env[name]
+            if f"{name}_FILE" in env:  # a secret mounted as a file (Kubernetes, Docker secrets)
+                try:
+                    return Path(env[f"{name}_FILE"]).read_text().rstrip("\r\n")
+                except OSError as exc:
+                    missing.append((path, f"{name}_FILE: cannot read {env[f'{name}_FILE']}: {exc.strerror}"))
+                    return ""
+            missing.append((path, f"environment variable {name} is not set"))
+            return ""
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
         return {k: _interpolate(v, env, missing, (*path, str(k))) for k, v in value.items()}
@@ -71,22 +97,40 @@ def _interpolate(value: Any, env: Mapping[str, str], missing: list[tuple[YamlPat
     return value
 
 
-def _locate_reference(message: str, data: dict[str, Any]) -> YamlPath:
-    """Where a cross-reference error raised by ``Policy`` (which has no location of its own) points."""
+def reference_problems(data: dict[str, Any]) -> list[tuple[YamlPath, str]]:
+    """Every cross-reference problem in a policy document, each where it is; the same checks, with the
+    same messages, as ``Policy._references`` (which stops at the first and cannot say where). Run on the
+    raw document, so that they are reported beside schema errors elsewhere in the file."""
+    out: list[tuple[YamlPath, str]] = []
     raw_conns = data.get("connectors")
     conns: dict[str, Any] = raw_conns if isinstance(raw_conns, dict) else {}
-    eligs = [e if isinstance(e, dict) else {} for e in data.get("eligibilities") or []]
-    if "uses unknown connector" in message:
-        return next((("eligibilities", i, "connector") for i, e in enumerate(eligs)
-                     if e.get("connector") not in conns), ())
-    if "needs a 'type'" in message:
-        return next((("connectors", n) for n, c in conns.items() if not isinstance(c, dict) or "type" not in c), ())
-    if "must be unique" in message:
-        names = [e.get("name") for e in eligs]
-        return next((("eligibilities", i, "name") for i, n in enumerate(names) if n in names[:i]), ())
-    if message.startswith("directory names unknown connector"):
-        return ("directory",)
-    return ()
+    raw_eligs = data.get("eligibilities")
+    eligs = [e if isinstance(e, dict) else {} for e in (raw_eligs if isinstance(raw_eligs, list) else [])]
+    names = [e.get("name") for e in eligs]
+    dupes = sorted({str(n) for n in names if n is not None and names.count(n) > 1})
+    if dupes:
+        first = next(i for i, n in enumerate(names) if n in names[:i])
+        out.append((("eligibilities", first, "name"), f"eligibility names must be unique: {', '.join(dupes)}"))
+    for name, conn in conns.items():
+        if not isinstance(conn, dict) or "type" not in conn:
+            out.append((("connectors", str(name)), f"connector {name!r} needs a 'type'"))
+    for i, e in enumerate(eligs):
+        if "connector" in e and isinstance(e["connector"], str) and e["connector"] not in conns:
+            out.append((("eligibilities", i, "connector"),
+                        f"eligibility {e.get('name')!r} uses unknown connector {e['connector']!r}"))
+    directory = data.get("directory")
+    if isinstance(directory, str) and directory not in conns:
+        out.append((("directory",), f"directory names unknown connector {directory!r}"))
+    notify = data.get("notify")
+    if isinstance(notify, dict) and notify.get("email") and data.get("email") is None:
+        out.append((("notify", "email"), "notify.email needs the email (SMTP) settings"))
+    accounts = data.get("recovery_accounts")
+    for i, account in enumerate(accounts if isinstance(accounts, list) else []):
+        if isinstance(account, dict) and isinstance(account.get("connector"), str) \
+                and account["connector"] not in conns:
+            out.append((("recovery_accounts", i, "connector"), f"recovery account {account.get('email')!r} "
+                        f"uses unknown connector {account['connector']!r}"))
+    return out
 
 
 def parse_policy(text: str, *, source: str = "policy.yml", env: Mapping[str, str] | None = None) -> LoadedPolicy:
@@ -106,22 +150,26 @@ def parse_policy(text: str, *, source: str = "policy.yml", env: Mapping[str, str
         _line_map(root, (), lines)
     missing: list[tuple[YamlPath, str]] = []
     resolved = _interpolate(data, env, missing, ())
-    if missing:
-        raise PolicyError([f"{source}{_at(lines, path)}: {_dotted(path)}: {m}" for path, m in missing])
+    problems = [(path, m) for path, m in missing]
     try:
         policy = Policy.model_validate(resolved)
     except ValidationError as exc:
-        problems = []
+        references = reference_problems(resolved)
+        said = {m for _, m in references}
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
             msg = err["msg"].removeprefix("Value error, ")
-            loc = loc or _locate_reference(msg, resolved)
-            problems.append(f"{source}{_at(lines, loc)}: {_dotted(loc)}: {msg}")
-        raise PolicyError(problems) from None
-    return LoadedPolicy(policy, source, hashlib.sha256(text.encode()).hexdigest(), data, text)
+            if msg in said:  # the model's own cross-reference check: reported, with its place, below
+                continue
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            problems.append((loc, msg))
+        problems += references
+    if problems:
+        raise PolicyError([f"{source}{_at(lines, path)}: {_dotted(path, resolved)}: {m}" for path, m in problems],
+                          data=resolved, lines=lines, paths=[path for path, _ in problems])
+    return LoadedPolicy(policy, source, hashlib.sha256(text.encode()).hexdigest(), data, text, lines)
 
 
-def _at(lines: dict[YamlPath, int], path: YamlPath) -> str:
+def _at(lines: Mapping[YamlPath, int], path: YamlPath) -> str:
     """``:line`` of ``path``, or of its nearest ancestor that has one."""
     line = next((lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in lines), None)
     return f":{line}" if line else ""

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot import gc_tuning
-from bot.cli import CliError, _database_url, _lazy, _load, _settings
+from bot.cli_support import CliError, configured_policy, configured_settings, database_url, lazy_command
 from bot.services.outbox import Delivery, Notifier
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError
@@ -22,7 +22,7 @@ log = logging.getLogger("jitbot")
 
 
 def cmd_connectors_check(args: argparse.Namespace) -> int:
-    loaded = _load(args)
+    loaded = configured_policy(args, connectors=False)
     names = list(loaded.policy.connectors)
     if args.name is not None:
         if args.name not in names:
@@ -67,7 +67,7 @@ class LoggingNotifier:
 def make_notifier(rt: Runtime, http: Any = None) -> Notifier:
     """Slack when ``SLACK_BOT_TOKEN`` is set; otherwise (``--log-messages`` only) messages are logged and
     counted as delivered."""
-    settings = _settings()
+    settings = configured_settings()
     if settings.SLACK_BOT_TOKEN is None:
         log.warning("SLACK_BOT_TOKEN is not set: outbox messages are only logged (--log-messages)")
         return LoggingNotifier()
@@ -77,56 +77,64 @@ def make_notifier(rt: Runtime, http: Any = None) -> Notifier:
 
     client = web_client(settings.SLACK_BOT_TOKEN.get_secret_value(), settings.SLACK_API_URL, http)
     return with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
-                                    security_channel=rt.policy.security_channel), rt)
+                                    security_channel=rt.policy.security_channel, clock=rt.clock), rt)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
     """``make run``: the Slack bot when SLACK_BOT_TOKEN is set, else the local playground."""
-    if _settings().SLACK_BOT_TOKEN is not None:
+    if configured_settings().SLACK_BOT_TOKEN is not None:
         args.socket_mode, args.no_worker = False, False
-        return int(_lazy("bot.slack.server", "serve_main")(args))
+        return int(lazy_command("bot.slack.server", "serve_main")(args))
     args.port = args.port or 8080
-    return int(_lazy("bot.playground.main", "playground_main")(args))
+    return int(lazy_command("bot.playground.main", "playground_main")(args))
 
 
 async def run_worker(args: argparse.Namespace) -> int:
     from bot.bootstrap import build_runtime, close_runtime
+    from bot.governance.reload import PolicyReloader
     from bot.services.outbox import OutboxDispatcher
     from bot.services.worker import Worker
 
-    loaded = _load(args)
-    if _settings().SLACK_BOT_TOKEN is None and not args.log_messages:
+    loaded = configured_policy(args)
+    if configured_settings().SLACK_BOT_TOKEN is None and not args.log_messages:
         # Without Slack the messages would be logged and marked sent: lost for good. Only on request.
         raise CliError("jitbot: SLACK_BOT_TOKEN is not set, so the worker cannot deliver Slack messages; set it, "
                        "or pass --log-messages to log them instead (they are then marked sent)", 2)
-    rt = await build_runtime(loaded, _database_url(args), instance_id=_settings().JITBOT_INSTANCE_ID,
-                             pool_size=_settings().JITBOT_DB_POOL_SIZE)
-    rt.outbox_retention = _settings().outbox_retention()
+    rt = await build_runtime(loaded, database_url(args), instance_id=configured_settings().JITBOT_INSTANCE_ID,
+                             pool_size=configured_settings().JITBOT_DB_POOL_SIZE)
+    rt.outbox_retention = configured_settings().outbox_retention()
     import aiohttp
 
     http = aiohttp.ClientSession()
     worker = Worker(rt, OutboxDispatcher(rt.db, make_notifier(rt, http), rt.clock,
-                                         lane_interval=_settings().JITBOT_AUDIT_CHANNEL_INTERVAL))
+                                         lane_interval=configured_settings().JITBOT_AUDIT_CHANNEL_INTERVAL))
     link = None
-    if (token := _settings().SLACK_BOT_TOKEN) is not None:  # a token Slack refuses is said once, at start
+    if (token := configured_settings().SLACK_BOT_TOKEN) is not None:  # a token Slack refuses is said once, at start
         from bot.slack.client import web_client
         from bot.slack.slack_link import SlackLink
 
-        link = SlackLink(web_client(token.get_secret_value(), _settings().SLACK_API_URL, http))
+        link = SlackLink(web_client(token.get_secret_value(), configured_settings().SLACK_API_URL, http))
         link.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # The worker runs the policy applied to the database (its file only until one is); SIGHUP re-reads
+    # the file and applies it when valid and changed, as serve does (bot/governance/reload.py).
+    reloader = PolicyReloader(rt, loaded.path, actor="jitbot worker")
+    await reloader.catch_up()
+    reloader.follow()
+    reloader.install(loop)
     try:
         worker.start(interval=args.interval)
         log.info("worker %s running on %s (policy %s); Ctrl-C stops it", worker.worker_id,
                  rt.db.url.split("@")[-1], loaded.path)
-        gc_tuning.settle(_settings().JITBOT_GC)  # start-up is over: its objects stay (bot/gc_tuning.py)
+        gc_tuning.settle(configured_settings().JITBOT_GC)  # start-up is over: its objects stay (bot/gc_tuning.py)
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        await reloader.stop_following()
         await worker.stop()
         if link is not None:
             await link.close()
@@ -138,6 +146,7 @@ async def run_worker(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from bot import event_loop
+    from bot.observability.logs import configure_from_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_from_settings()
     return event_loop.run(run_worker(args))

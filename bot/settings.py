@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 from datetime import timedelta
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,17 +15,48 @@ class SettingsError(Exception):
     """One clear line naming the setting that is missing or malformed."""
 
 
+# Settings that may instead be read from a file named by ``<NAME>_FILE`` (a mounted Kubernetes or
+# Docker secret): the file's content, without its trailing newline.
+FILE_SETTINGS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "DATABASE_URL")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name in FILE_SETTINGS:
+            file = data.get(f"{name}_FILE")
+            if not file:
+                continue
+            if data.get(name):
+                raise ValueError(f"set {name} or {name}_FILE, not both")
+            try:
+                data[name] = Path(file).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{name}_FILE: cannot read {file}: {exc.strerror}") from None
+        return data
 
     SLACK_BOT_TOKEN: SecretStr | None = None
     SLACK_SIGNING_SECRET: SecretStr | None = None
     SLACK_APP_TOKEN: SecretStr | None = None
+    SLACK_BOT_TOKEN_FILE: str | None = None
+    SLACK_SIGNING_SECRET_FILE: str | None = None
+    SLACK_APP_TOKEN_FILE: str | None = None
+    DATABASE_URL_FILE: str | None = None
     SLACK_API_URL: str = "https://slack.com/api/"
     JITBOT_POLICY: str = "policy.yml"
     DATABASE_URL: str = "sqlite+aiosqlite:///jitbot.db"
     PORT: int = Field(default=3000, ge=1, le=65535)
-    JITBOT_LOG_LEVEL: str = "INFO"
+    # The address ``serve`` listens on: all interfaces by default (a container); 127.0.0.1 for a host
+    # where a reverse proxy on the same machine is the only client.
+    HOST: str = Field(default="0.0.0.0", min_length=1)
+    JITBOT_LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # "text": one human line per record; "json": one JSON object per line, tracebacks inside it.
+    JITBOT_LOG_FORMAT: Literal["text", "json"] = "text"
     # Owner of this process's claims on due rows. It must survive a restart (a restarted process frees
     # its own claims at once), so the default is the host name, not host:pid; two processes on one
     # host must each set a distinct id.
@@ -53,6 +85,16 @@ class Settings(BaseSettings):
 
     def outbox_retention(self) -> timedelta | None:
         return timedelta(days=self.JITBOT_OUTBOX_RETENTION_DAYS) if self.JITBOT_OUTBOX_RETENTION_DAYS else None
+
+    @field_validator("JITBOT_LOG_LEVEL", mode="before")
+    @classmethod
+    def _level_case(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("JITBOT_LOG_FORMAT", mode="before")
+    @classmethod
+    def _format_case(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("SLACK_BOT_TOKEN")
     @classmethod
@@ -100,4 +142,5 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         name = ".".join(str(p) for p in err["loc"])
-        raise SettingsError(f"{name}: {err['msg'].removeprefix('Value error, ')}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"{name}: {message}" if name else message) from None

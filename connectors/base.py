@@ -6,6 +6,9 @@ Exception tree::
     ├── ConfigError                the connector's settings are wrong (never retried)
     ├── NotFound                   user / group / role does not exist (never retried)
     ├── PermissionDenied           credentials lack a permission, or are rejected (never retried)
+    ├── IndirectMembership         revoke: the user holds the target only through a nested group,
+    │                              which jitbot does not change (never retried)
+    ├── AccountInactive            grant: the account is suspended or deprovisioned (never retried)
     ├── RateLimited(retry_after)   the provider asked us to slow down (retried after ``retry_after``)
     └── Transient                  5xx, timeout, connection error (retried with backoff)
 
@@ -15,6 +18,7 @@ No message of any error may contain a secret.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +46,16 @@ class NotFound(ConnectorError):
 
 class PermissionDenied(ConnectorError):
     """The provider rejected our credentials or they lack a permission."""
+
+
+class IndirectMembership(ConnectorError):
+    """``revoke`` found no direct membership to remove, yet the user still holds the target through a
+    nested group: nothing jitbot removes ends that access, so the revoke is not a success."""
+
+
+class AccountInactive(ConnectorError):
+    """``grant`` refused: the account at the provider is suspended or deprovisioned, and jitbot never
+    grants access to such an account (``user_message`` says so to the requester)."""
 
 
 class RateLimited(ConnectorError):
@@ -116,11 +130,16 @@ def members_ref(target: Target) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IdpUser:
-    """A user at the identity provider."""
+    """A user at the identity provider.
+
+    ``direct`` is only meaningful in ``list_members``: False for a member who holds the group only
+    through a nested group (Google), a membership that removing the user from this group does not end.
+    It takes no part in comparisons: the same account is the same ``IdpUser``."""
 
     id: str
     email: str
     display_name: str = ""
+    direct: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +218,27 @@ def group_lister(connector: object) -> GroupLister | None:
     if not isinstance(inner, GroupLister):
         return None
     return connector if isinstance(connector, GroupLister) else inner
+
+
+@runtime_checkable
+class MembershipReader(Protocol):
+    """Optional capability: which of some groups one user belongs to, read from the user's side.
+
+    Answers "is this person in G?" at a cost that does not grow with G: the directory asks it on the way
+    to a modal, where listing a 100,000-member group is not an option. ``among`` names groups as the
+    policy does (name or id); the answer is the subset of ``among`` the user is a member of. None: the
+    provider cannot tell in one read — ask ``is_member`` per group instead."""
+
+    async def groups_of(self, user: IdpUser, among: Sequence[str]) -> frozenset[str] | None: ...
+
+
+def membership_reader(connector: object) -> MembershipReader | None:
+    """``connector`` as a ``MembershipReader`` if it (or the connector it wraps, ``.inner``) reads a user's
+    groups; the wrapper is preferred so that the call gets its timeouts and retries."""
+    inner = getattr(connector, "inner", connector)
+    if not isinstance(inner, MembershipReader):
+        return None
+    return connector if isinstance(connector, MembershipReader) else inner
 
 
 @runtime_checkable

@@ -6,6 +6,13 @@
 * Graph: membership through ``members/$ref``. "Already a member" (400 "already exist") and
   "not a member" (404 on delete) are success. 429 (or 503) with ``Retry-After`` → ``RateLimited``.
 * Both base URLs are settings, so national clouds and local fakes work alike.
+* Every call is one whose documented application permission docs/deployment.md asks for (Graph's
+  permission tables; microsoftgraph/msgraph-metadata ``permissions/``): users by ``GET /users``
+  (``User.Read.All``), groups by name ``GET /groups`` (``GroupMember.Read.All``), members and the
+  membership check by ``GET /groups/{id}/members`` (``GroupMember.Read.All`` or
+  ``GroupMember.ReadWrite.All``; the members' mail and UPN need ``User.Read.All``), changes by
+  ``members/$ref`` (``GroupMember.ReadWrite.All``). A user's ``memberOf`` is not read: for an app it
+  needs ``Directory.Read.All``, which reads the whole directory.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import logging
 import re
 import ssl
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote, urlparse
@@ -236,12 +244,39 @@ class EntraConnector:
                                      {"$select": "id,displayName", "$top": str(self._settings.page_size)})
         return [GroupInfo(id=str(g["id"]), name=str(g.get("displayName") or g["id"])) for g in groups]
 
+    async def groups_of(self, user: IdpUser, among: Sequence[str]) -> frozenset[str] | None:
+        """Which of ``among`` (display names or object ids) the user is in: ``POST /users/{id}/checkMemberGroups``
+        with up to 20 group ids a call, whatever the groups' sizes. Its application permissions are
+        ``User.Read.All`` and ``GroupMember.Read.All`` (Graph: "user: checkMemberGroups"), which the
+        connector needs anyway; the user's ``memberOf`` would need ``Directory.Read.All``. The check is
+        transitive: a member of a nested group counts."""
+        ids: dict[str, str] = {}
+        for ref in among:
+            try:
+                ids[await self._group_id(ref)] = ref
+            except NotFound:
+                continue  # no such group: nobody is in it
+        held: set[str] = set()
+        wanted = list(ids)
+        for start in range(0, len(wanted), 20):
+            url = f"{self._graph}/users/{quote(user.id)}/checkMemberGroups"
+            status, answer = await self._request("POST", url, "check user groups",
+                                                 json={"groupIds": wanted[start:start + 20]})
+            if status == 404:
+                return frozenset()
+            if status == 400:
+                raise ConnectorError(f"entra {self.name}: check user groups: {_message(answer)}")
+            held |= {ids[g] for g in (answer or {}).get("value", []) if g in ids}
+        return frozenset(held)
+
     async def is_member(self, user: IdpUser, target: Target) -> bool:
-        """Whether ``user`` is a direct member of the group (read from the user's ``memberOf``)."""
+        """Whether ``user`` is a direct member of the group, read from the group's members (ids only).
+        A JIT group holds few members, so this is one call or a few; a user's ``memberOf`` would need
+        ``Directory.Read.All``."""
         gid = await self._group_id(target.id)
-        groups = await self._get_all(f"{self._graph}/users/{quote(user.id)}/memberOf", "list user groups",
-                                     {"$select": "id", "$top": str(self._settings.page_size)})
-        return any(g.get("id") == gid for g in groups)
+        members = await self._get_all(f"{self._graph}/groups/{quote(gid)}/members", "list group members",
+                                      {"$select": "id", "$top": "999"})  # Graph's largest page
+        return any(m.get("id") == user.id for m in members)
 
     async def grant(
         self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime
@@ -288,7 +323,19 @@ class EntraConnector:
         return events, json.dumps({"since": _graph_time(since), "seen": keep})
 
     async def terminate_sessions(self, user: IdpUser) -> None:
-        """Invalidate the user's refresh tokens and session cookies (``revokeSignInSessions``)."""
+        """Invalidate the user's refresh tokens and session cookies (``revokeSignInSessions``; Microsoft: it
+        takes a few minutes, and "doesn't revoke sign-in sessions for external users, because external users
+        sign in through their home tenant"). An external (guest) user's sessions are not ended: that is said
+        as an error, so it is audited and alerted, not recorded as done."""
+        status, account = await self._request("GET", f"{self._graph}/users/{quote(user.id)}", "read user",
+                                              params={"$select": "id,userType,userPrincipalName"})
+        if status == 404:
+            raise NotFound(f"entra {self.name}: revoke sessions: {_message(account)}")
+        if status < 300 and isinstance(account, dict) and (
+                account.get("userType") == "Guest" or "#EXT#" in str(account.get("userPrincipalName") or "")):
+            raise ConnectorError(f"entra {self.name}: revoke sessions: {user.id} is an external (guest) user",
+                                 user_message=f"{user.email or user.id} is an external (guest) user: Microsoft Entra "
+                                              "does not end their sessions, which their home tenant holds.")
         url = f"{self._graph}/users/{quote(user.id)}/revokeSignInSessions"
         status, answer = await self._request("POST", url, "revoke sessions")
         if status == 404:
@@ -313,7 +360,9 @@ class EntraConnector:
                                    f"Cannot get a token from {s.authority_url} ({exc}): check authority_url, "
                                    "tenant_id, DNS, the firewall and the proxy.")]
         checks.append(Check("entra token", True, "token acquired"))
-        for label, permission, url in (("groups", "GroupMember.ReadWrite.All", f"{self._graph}/groups"),
+        # One read-only probe per permission (Graph's permission tables): GET /groups needs GroupMember.Read.All
+        # (GroupMember.ReadWrite.All does not cover it); GET /users needs User.Read.All.
+        for label, permission, url in (("groups", "GroupMember.Read.All", f"{self._graph}/groups"),
                                        ("users", "User.Read.All", f"{self._graph}/users")):
             try:
                 await self._request("GET", url, f"read {label}", params={"$top": "1", "$select": "id"})

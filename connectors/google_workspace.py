@@ -9,8 +9,16 @@ on its own; here every call is async, bounded by our timeout, and retries belong
 ``connectors.resilience``.
 
 Directory API calls: ``users.get``, ``members.list`` (``pageToken`` / ``nextPageToken``),
-``members.insert`` (409 "Member already exists" = already a member), ``members.delete`` (404 = already
-gone), ``members.hasMember`` and ``users.signOut``.
+``members.insert`` (409 "Member already exists" = already a member), ``members.delete``,
+``members.hasMember`` and ``users.signOut``.
+
+Direct and nested membership (Admin SDK Directory discovery document ``admin.directory_v1``, under
+tests/specs/google): a member is a user or another group; ``members.list`` lists direct members unless
+``includeDerivedMembership=true``; ``members.hasMember`` answers "direct or nested"; ``members.delete``
+removes a direct membership only. So ``grant`` always adds a direct membership (a nested member's too:
+that membership is the grant's own), ``list_members`` marks the members who hold the group only through
+a nested group (``IdpUser.direct`` False), and ``revoke`` that finds no direct membership but a nested
+one raises ``IndirectMembership`` rather than reporting the access removed.
 
 Errors: 403/429 with reason ``rateLimitExceeded`` / ``userRateLimitExceeded`` / ``quotaExceeded`` →
 ``RateLimited`` (``Retry-After`` when present, else ``default_retry_after``); other 401/403 →
@@ -41,6 +49,8 @@ from connectors.base import (
     ConnectorError,
     GrantResult,
     IdpUser,
+    IndirectMembership,
+    NotFound,
     PermissionDenied,
     RateLimited,
     Target,
@@ -317,23 +327,43 @@ class GoogleWorkspaceConnector:
     async def find_user(self, email: str) -> IdpUser | None:
         return await self._get_user(email.strip().lower())
 
-    async def list_members(self, group: str) -> list[IdpUser]:
+    async def _members(self, group: str, *, derived: bool) -> list[dict[str, Any]]:
+        """Every page of ``members.list``: direct members (users and groups), or with ``derived`` also
+        the members of nested groups."""
         path = f"/groups/{self._group(group)}/members"
-        members: list[IdpUser] = []
+        members: list[dict[str, Any]] = []
         page_token: str | None = None
         while True:
-            params = {"maxResults": str(self._config.page_size), "includeDerivedMembership": "true"}
+            params = {"maxResults": str(self._config.page_size)}
+            if derived:
+                params["includeDerivedMembership"] = "true"
             if page_token:
                 params["pageToken"] = page_token
             status, data, headers = await self._call("GET", path, params=params)
             if status != 200 or not isinstance(data, dict):
                 raise self._error(status, data, headers, "members.list")
-            for member in data.get("members", []):
-                if member.get("type", "USER") == "USER":
-                    members.append(IdpUser(id=str(member["id"]), email=str(member.get("email", "")).lower()))
+            members.extend(m for m in data.get("members", []) if isinstance(m, dict))
             page_token = data.get("nextPageToken")
             if not page_token:
                 return members
+
+    async def list_members(self, group: str) -> list[IdpUser]:
+        """The group's users, direct and through nested groups (``direct`` False). One listing when the
+        group has no group among its members, else a second one with ``includeDerivedMembership``."""
+        direct = await self._members(group, derived=False)
+        users = [m for m in direct if m.get("type", "USER") == "USER"]
+        if len(users) == len(direct):
+            return [IdpUser(id=str(m["id"]), email=str(m.get("email", "")).lower()) for m in users]
+        direct_ids = {str(m["id"]) for m in users}
+        out: list[IdpUser] = []
+        seen: set[str] = set()
+        for m in await self._members(group, derived=True):
+            uid = str(m["id"])
+            if m.get("type", "USER") != "USER" or uid in seen:
+                continue
+            seen.add(uid)
+            out.append(IdpUser(id=uid, email=str(m.get("email", "")).lower(), direct=uid in direct_ids))
+        return out
 
     async def grant(
         self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime
@@ -347,10 +377,31 @@ class GoogleWorkspaceConnector:
         return GrantResult(added=True, detail={"member_id": str((data or {}).get("id", user.id))})
 
     async def revoke(self, user: IdpUser, target: Target, *, grant_id: str) -> None:
+        """Remove the user's direct membership. No direct membership (404) is success only when the user
+        does not hold the group through a nested one either (``members.hasMember``): else
+        ``IndirectMembership``, because ``members.delete`` cannot end a nested membership."""
         member = quote(user.id or user.email, safe="@")
         status, data, headers = await self._call("DELETE", f"/groups/{self._group(target)}/members/{member}")
-        if status not in (200, 204, 404):  # 404: not a member (any more), which is what we want
+        if status in (200, 204):
+            return
+        if status != 404:
             raise self._error(status, data, headers, "members.delete")
+        try:
+            nested = await self.is_member(user, target)
+        except NotFound:  # the group is gone: nobody holds it
+            return
+        except ConnectorError as exc:
+            # hasMember answers 400 "Invalid input" for a member it cannot check (another domain, or an
+            # account that is gone): a deleted account holds nothing, anything else is not known
+            if type(exc) is ConnectorError and await self._get_user(user.id or user.email) is None:
+                return
+            raise
+        if nested:
+            raise IndirectMembership(
+                f"{self.name}: {user.email or user.id} is not a direct member of {target.id} but still holds "
+                "it through a nested group; members.delete removes direct memberships only",
+                user_message=f"{user.email or user.id} holds {target.id} through a nested group, which jitbot "
+                             "does not change: remove them from that group in the Admin console.")
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         member = quote(user.id or user.email, safe="@")

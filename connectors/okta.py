@@ -9,16 +9,29 @@ Choices worth knowing:
 * The SDK returns errors instead of raising, in 2- or 3-tuples, and raises ``AttributeError`` when
   the connection is refused: every call goes through ``_call``, which turns both into typed errors.
 * 429 → ``RateLimited`` with ``X-Rate-Limit-Reset`` (epoch seconds) minus the response's ``Date``.
+* User search returns users in every status, DEPROVISIONED included (Okta's List Users: ``search``
+  covers all statuses, unlike ``q``/``filter``). ``find_user`` prefers an account that is not
+  deprovisioned, and ``grant`` reads the account's status afresh and refuses a SUSPENDED or
+  DEPROVISIONED one with ``AccountInactive`` (``okta.models.user_status.UserStatus``).
+* OAuth mode uses DPoP (RFC 9449) unless ``dpop: false``: new API Services apps require it by default
+  and refuse a token request without a proof (``invalid_dpop_proof``). The SDK does the work since
+  3.4.0 (``dpopEnabled``; okta-sdk-python PR 495, ``okta/dpop.py`` and ``okta/oauth.py``): an RSA key
+  of its own, a proof on the token request, the ``use_dpop_nonce`` retry, ``Authorization: DPoP`` and a
+  proof with ``ath`` on every API call.
+* Ending sessions sends ``oauthTokens=true``: without it Okta ends the IdP sessions and leaves the
+  OpenID Connect / OAuth refresh and access tokens it issued alive (the SDK's ``revoke_user_sessions``
+  docstring, from Okta's management OpenAPI).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qs, urlparse
@@ -29,6 +42,7 @@ from okta.http_client import HTTPClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.base import (
+    AccountInactive,
     Check,
     ConfigError,
     ConnectorError,
@@ -51,6 +65,7 @@ log = logging.getLogger(__name__)
 _GROUP_ID = re.compile(r"00g[0-9A-Za-z]{17}")
 MAX_LOG_PAGES = 50  # per poll; the cursor keeps the rest for the next one
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
+INACTIVE = frozenset({"SUSPENDED", "DEPROVISIONED"})  # never granted to (okta.models.user_status)
 
 
 class OktaSettings(BaseModel):
@@ -65,6 +80,7 @@ class OktaSettings(BaseModel):
     private_key: SecretStr | None = None  # PEM or JWK (JSON) of the service app's key
     key_id: str | None = None
     scopes: list[str] = Field(default_factory=lambda: ["okta.groups.manage", "okta.users.read"])
+    dpop: bool = True  # OAuth mode: DPoP-bound tokens; false only for an app that does not require DPoP
     timeout: float = Field(default=15.0, gt=0)
     page_size: int = Field(default=200, ge=1, le=1000)
     ca_file: str | None = None  # extra CA bundle (private CA, TLS-inspecting proxy, tests)
@@ -111,23 +127,37 @@ class OktaConnector:
         else:
             assert settings.private_key is not None
             config |= {"authorizationMode": "PrivateKey", "clientId": settings.client_id,
-                       "scopes": settings.scopes, "privateKey": settings.private_key.get_secret_value()}
+                       "scopes": settings.scopes, "privateKey": settings.private_key.get_secret_value(),
+                       "dpopEnabled": settings.dpop}
             if settings.key_id:
                 config["kid"] = settings.key_id
         config["httpClient"] = _http_client_class(header)
         try:
-            self._client = Client(config)
+            # With DPoP the SDK makes an RSA-3072 key in Client() (seconds of CPU): validate the settings
+            # with a client without it now, and build the real one off the event loop at first use.
+            self._client = Client({**config, "dpopEnabled": False})
         except ValueError as exc:
             # The SDK's validation messages name fields, never their values.
             raise ConfigError(f"okta {name}: {exc}") from None
+        self._dpop_config = config if config.get("dpopEnabled") else None
+        self._client_lock = asyncio.Lock()
 
     async def _ensure_session(self) -> None:
+        if self._dpop_config is not None:
+            async with self._client_lock:
+                if self._dpop_config is not None:
+                    self._client = await asyncio.to_thread(Client, self._dpop_config)
+                    self._dpop_config = None
         if self._session is None:
             context = ssl.create_default_context(cafile=self._settings.ca_file)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=context),
                 timeout=aiohttp.ClientTimeout(total=self._settings.timeout))
             self._client.get_request_executor().set_session(self._session)  # type: ignore[no-untyped-call]
+
+    def _sdk(self, method: str, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """The SDK client's ``method`` called: looked up at call time, once ``_ensure_session`` made the client."""
+        return getattr(self._client, method)(*args, **kwargs)  # type: ignore[no-any-return]
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[Any]]) -> tuple[Any, Any]:
         """Run one SDK call; return ``(data, ApiResponse)`` or raise a typed error."""
@@ -179,11 +209,11 @@ class OktaConnector:
         search = f'profile.login eq "{email}" or profile.email eq "{email}"'
         users, _ = await self._call("find user", lambda: self._client.list_users(search=search, limit=10))
         wanted = email.lower()
-        matches = [_to_user(u) for u in users or []]
-        for user in matches:
-            if user.email.lower() == wanted:
-                return user
-        return matches[0] if matches else None
+        # an exact email first, and among those an account that is not deprovisioned: a reused address may
+        # still name an old, deactivated account next to the person's current one
+        ranked = sorted(users or [], key=lambda u: (_to_user(u).email.lower() != wanted,
+                                                    _status(u) == "DEPROVISIONED"))
+        return _to_user(ranked[0]) if ranked else None
 
     async def _group_id(self, ref: str) -> str:
         if _GROUP_ID.fullmatch(ref):
@@ -207,7 +237,7 @@ class OktaConnector:
         after: str | None = None
         while True:
             users, response = await self._call("list group members", functools.partial(
-                self._client.list_group_users, gid, after=after, limit=self._settings.page_size))
+                self._sdk, "list_group_users", gid, after=after, limit=self._settings.page_size))
             members.extend(_to_user(u) for u in users or [])
             after = _next_cursor(getattr(response, "headers", None) or {})
             if not after:
@@ -219,7 +249,7 @@ class OktaConnector:
         after: str | None = None
         while True:
             page, response = await self._call("list groups", functools.partial(
-                self._client.list_groups, after=after, limit=self._settings.page_size, expand="stats"))
+                self._sdk, "list_groups", after=after, limit=self._settings.page_size, expand="stats"))
             for g in page or []:
                 stats = getattr(getattr(g, "embedded", None), "stats", None)
                 count = getattr(stats, "users_count", None)
@@ -229,6 +259,23 @@ class OktaConnector:
             if not after:
                 return groups
 
+    async def groups_of(self, user: IdpUser, among: Sequence[str]) -> frozenset[str] | None:
+        """Which of ``among`` (group names or ids) the user is in, from the user's groups
+        (``GET /api/v1/users/{id}/groups``: one read of the user, whatever the groups' sizes). Each ref is
+        resolved as ``list_members`` resolves it (an id stays an id; a name must name exactly one group)
+        and matched by id only: another group carrying the same name — or named like an id — counts for
+        nothing."""
+        ids: dict[str, list[str]] = {}
+        for ref in among:
+            try:
+                ids.setdefault(await self._group_id(ref), []).append(ref)
+            except NotFound:
+                continue  # no single group of that name: nobody is in it
+        groups, response = await self._call("list user groups", lambda: self._client.list_user_groups(user.id))
+        if _next_cursor(getattr(response, "headers", None) or {}):
+            return None
+        return frozenset(ref for g in groups or [] for ref in ids.get(g.id, []))
+
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         """Whether ``user`` is in the group now, read from the user's groups (Okta has no pair lookup)."""
         gid = await self._group_id(target.id)
@@ -237,7 +284,8 @@ class OktaConnector:
         if any(g.id == gid for g in groups or []):
             return True
         if _next_cursor(getattr(response, "headers", None) or {}):
-            # More groups than one page and the SDK cannot page this list: read the group instead.
+            # Okta's management OpenAPI declares no paging for a user's groups (no after/limit): should an
+            # answer carry a next link all the same, the SDK cannot follow it, so read the group instead.
             return any(m.id == user.id for m in await self.list_members(gid))
         return False
 
@@ -245,8 +293,16 @@ class OktaConnector:
     async def grant(
         self, user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime
     ) -> GrantResult:
-        """Add ``user`` to the group; ``added=False`` when they already were a member."""
+        """Add ``user`` to the group; ``added=False`` when they already were a member. A suspended or
+        deprovisioned account (read now, not from a cache) is refused with ``AccountInactive``."""
         gid = await self._group_id(target.id)
+        account, _ = await self._call("read user", lambda: self._client.get_user(user.id))
+        status = _status(account)
+        if status in INACTIVE:
+            state = "suspended" if status == "SUSPENDED" else "deactivated (deprovisioned)"
+            raise AccountInactive(f"okta {self.name}: user {user.id} is {status}; not granting",
+                                  user_message=f"Your Okta account is {state}, and access is never granted "
+                                               "to such an account. Ask your Okta administrator about it.")
         if await self.is_member(user, target):
             return GrantResult(added=False, detail={"group_id": gid})
         await self._call("add group member", lambda: self._client.assign_user_to_group(gid, user.id))
@@ -265,8 +321,9 @@ class OktaConnector:
         log.info("okta %s: removed %s from group %s (grant %s)", self.name, user.id, gid, grant_id)
 
     async def terminate_sessions(self, user: IdpUser) -> None:
-        """End the user's Okta sessions (needs ``okta.users.manage`` in OAuth mode)."""
-        await self._call("revoke sessions", lambda: self._client.revoke_user_sessions(user.id))
+        """End the user's Okta sessions and the OAuth / OpenID Connect tokens Okta issued to them
+        (``oauthTokens=true``; needs ``okta.users.manage`` in OAuth mode)."""
+        await self._call("revoke sessions", lambda: self._client.revoke_user_sessions(user.id, oauth_tokens=True))
 
     async def sign_ins(self, account: str, cursor: str | None, *, start: datetime) -> tuple[list[SignIn], str]:
         """``user.session.start`` events of ``account`` from the System Log: a polling query (``since``, no
@@ -278,7 +335,7 @@ class OktaConnector:
         found: list[SignIn] = []
         for _ in range(MAX_LOG_PAGES):
             events, response = await self._call("read system log", functools.partial(
-                self._client.list_log_events, since=state["since"], after=state.get("after"), filter=query,
+                self._sdk, "list_log_events", since=state["since"], after=state.get("after"), filter=query,
                 limit=self._settings.page_size))
             found.extend(_sign_in(e, account) for e in events or [])
             after = _next_cursor(getattr(response, "headers", None) or {})
@@ -307,9 +364,12 @@ class OktaConnector:
                 if "HTTP 401" in str(exc):
                     break
             except ConnectorError as exc:
-                checks.append(Check(f"okta {label}", False,
-                                    f"Cannot reach Okta at {self._settings.org_url}: {exc}. "
-                                    "Check org_url, DNS, the firewall and the proxy."))
+                if "invalid_dpop_proof" in str(exc):  # a 400 from the token endpoint
+                    checks.append(Check(f"okta {label}", False, self._denied_message(str(exc), scope)))
+                else:
+                    checks.append(Check(f"okta {label}", False,
+                                        f"Cannot reach Okta at {self._settings.org_url}: {exc}. "
+                                        "Check org_url, DNS, the firewall and the proxy."))
                 break
             else:
                 checks.append(Check(f"okta {label}", True, f"can read {label}"))
@@ -322,6 +382,10 @@ class OktaConnector:
                         "Admin > Security > API > Tokens and update the connector's api_token.")
             return ("The API token's admin lacks permission (403): give that admin a role that can "
                     "manage these groups (e.g. Group Administrator).")
+        if "invalid_dpop_proof" in detail:
+            return (f"Okta refused the token request of OAuth client {self._settings.client_id}: the app requires "
+                    "DPoP (Demonstrating Proof-of-Possession) and dpop is false. Remove 'dpop: false' from the "
+                    "connector, or clear 'Require DPoP header in token requests' in the app's settings.")
         if "HTTP 401" in detail or "invalid_client" in detail:
             return (f"Okta rejected the OAuth client {self._settings.client_id} (401): check client_id, "
                     "that the app uses public key / private key authentication, and that its public "
@@ -339,6 +403,11 @@ def _to_user(user: Any) -> IdpUser:
     profile = user.profile
     name = " ".join(p for p in (profile.first_name, profile.last_name) if p)
     return IdpUser(id=user.id, email=profile.email or profile.login or "", display_name=name)
+
+
+def _status(user: Any) -> str:
+    status = getattr(user, "status", None)
+    return str(getattr(status, "value", status) or "")
 
 
 def _group_name(group: Any) -> str | None:

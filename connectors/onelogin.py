@@ -7,8 +7,12 @@ OneLogin grants application access through roles, so targets are roles: ``Target
   ``{"grant_type": "client_credentials"}``; the access token (10 hours) is cached until shortly before
   ``expires_in`` runs out,
 * user by email: ``GET /api/2/users?email=<email>``,
-* role members: ``GET /api/2/roles/{id}/users`` paged with ``limit`` and the ``After-Cursor`` header
-  (sent back as ``cursor``); ``POST`` / ``DELETE /api/2/roles/{id}/users`` with a JSON array of user ids,
+* role members: ``GET /api/2/roles/{id}/users`` paged with ``limit`` (at most 100, onelogin-python-sdk
+  ``docs/RolesApi.md``) and the ``After-Cursor`` header (sent back as ``cursor``). Its rows are
+  ``{id, name, username, added_by, added_at, assigned}`` (``docs/Schema1.md``): no email, and a username
+  need not be one, so members are resolved to people by their user ids with
+  ``GET /api/2/users?user_ids=<id,id,…>`` (``docs/UsersV2Api.md``, ``list_users2``), 100 ids a call,
+* add / remove: ``POST`` / ``DELETE /api/2/roles/{id}/users`` with a JSON array of user ids,
 * log a user out: ``PUT /api/1/users/{id}/logout`` (v1, ``Authorization: bearer:<token>``).
 
 v2 calls send ``Authorization: bearer <token>`` as documented. Adding a user who already holds the role
@@ -58,7 +62,7 @@ class OneLoginConfig(BaseModel):
     client_id: str
     client_secret: SecretStr
     timeout: float = Field(default=15.0, gt=0)
-    page_size: int = Field(default=100, ge=1, le=1000)
+    page_size: int = Field(default=100, ge=1, le=100)  # role users and users: "max 100" (onelogin-python-sdk docs)
     default_retry_after: float = Field(default=10.0, ge=0)
 
 
@@ -255,15 +259,37 @@ class OneLoginConnector:
             if not cursor or not data:
                 return users
 
+    async def _users_by_id(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The user records of ``ids`` (``list_users2`` with ``user_ids``), 100 ids a call, pages followed."""
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), 100):
+            cursor: str | None = None
+            while True:
+                params = {"user_ids": ",".join(str(i) for i in ids[start:start + 100]),
+                          "limit": str(self._config.page_size)}
+                if cursor:
+                    params["cursor"] = cursor
+                status, data, headers = await self._call("GET", "/api/2/users", params=params)
+                if status != 200 or not isinstance(data, list):
+                    raise self._error(status, data, headers, "list users by id")
+                found.update((u["id"], u) for u in data if isinstance(u, dict) and isinstance(u.get("id"), int))
+                cursor = headers.get("After-Cursor")
+                if not cursor or not data:
+                    break
+        return found
+
     async def list_members(self, group: str) -> list[IdpUser]:
-        return [
-            IdpUser(
-                id=str(u["id"]),
-                email=str(u.get("username") or u.get("email") or "").lower(),
-                display_name=str(u.get("name", "")),
-            )
-            for u in await self._role_users(self._role(group))
-        ]
+        """The role's users as people: role rows carry no email, so each is read by its user id."""
+        ids = [u["id"] for u in await self._role_users(self._role(group)) if isinstance(u.get("id"), int)]
+        users = await self._users_by_id(ids)
+        members = []
+        for uid in ids:
+            user = users.get(uid)
+            if user is None:  # removed between the two reads: no longer a member of anything
+                continue
+            name = " ".join(str(user.get(k) or "") for k in ("firstname", "lastname")).strip()
+            members.append(IdpUser(id=str(uid), email=str(user.get("email") or "").lower(), display_name=name))
+        return members
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         uid = self._user_id(user)

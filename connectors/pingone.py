@@ -1,6 +1,6 @@
 """PingOne (Ping Identity) Platform API over aiohttp with a Worker app's client credentials.
 
-* token: ``POST {auth}/{envId}/as/token`` (``auth`` = ``https://auth.pingone.{com,eu,asia,ca}``) with
+* token: ``POST {auth}/{envId}/as/token`` (``auth`` = ``https://auth.pingone.<region>``) with
   ``Authorization: Basic base64(client_id:client_secret)`` and ``grant_type=client_credentials``; the
   token (one hour) is cached until shortly before ``expires_in`` runs out,
 * user by email: ``GET {api}/environments/{envId}/users?filter=email eq "<email>"`` (SCIM filter),
@@ -55,7 +55,9 @@ class PingOneConfig(BaseModel):
     environment_id: str
     client_id: str
     client_secret: SecretStr
-    region: Literal["com", "eu", "asia", "ca"] = "com"
+    # PingOne's IP address and domain reference: North America com, Canada ca, Europe eu, Australia com.au,
+    # Singapore sg, and asia (Asia Pacific, legacy: "available only for existing .asia customers")
+    region: Literal["com", "ca", "eu", "com.au", "sg", "asia"] = "com"
     auth_base_url: str | None = None  # default https://auth.pingone.{region}
     api_base_url: str | None = None  # default https://api.pingone.{region}/v1
     timeout: float = Field(default=15.0, gt=0)

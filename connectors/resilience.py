@@ -30,7 +30,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -45,6 +45,7 @@ from connectors.base import (
     GroupInfo,
     GroupLister,
     IdpUser,
+    MembershipReader,
     RateLimited,
     SessionTerminator,
     Target,
@@ -250,6 +251,13 @@ class ResilientConnector:
         if not isinstance(inner, GroupLister):
             raise ConfigError(f"{self.name}: this connector cannot list groups")
         return await self._call(inner.list_groups)
+
+    async def groups_of(self, user: IdpUser, among: Sequence[str]) -> frozenset[str] | None:
+        """Only for an inner ``MembershipReader``: find the capability with ``membership_reader``."""
+        inner = self.inner
+        if not isinstance(inner, MembershipReader):
+            raise ConfigError(f"{self.name}: this connector cannot read a user's groups")
+        return await self._call(lambda: inner.groups_of(user, among))
 
     async def terminate_sessions(self, user: IdpUser) -> None:
         """Only for an inner ``SessionTerminator``: find the capability with ``session_terminator``."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, Column, Index, Text, text
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, SQLModel
 
 from storage.types import UTCDateTime
+
+# The rows uq_request_one_pending covers: pending requests for access (not extensions, not break-glass).
+ONE_PENDING = text("status = 'pending' AND kind = 'access'")
 
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:
@@ -74,6 +77,10 @@ class AccessRequest(SQLModel, table=True):
         Index("ix_request_escalation_due", "status", "escalate_at"),
         Index("ix_request_review_due", "kind", "review_remind_at"),
         Index("ix_request_open", "requester", "eligibility", "status"),  # a person's pending request (0008)
+        # One pending access request per person (the beneficiary) and eligibility, kept by the database:
+        # two replicas' submissions at the same moment both pass the service's read (0009).
+        Index("uq_request_one_pending", "requester", "eligibility", unique=True,
+              sqlite_where=ONE_PENDING, postgresql_where=ONE_PENDING),
     )
 
 
@@ -192,6 +199,7 @@ class WorkerHeartbeat(SQLModel, table=True):
     worker_id: str = Field(primary_key=True, max_length=64)
     beat_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     ticks: int = 0
+    policy_version: int | None = None  # the applied policy version the replica runs (0: none followed)
 
 
 class KeyValue(SQLModel, table=True):

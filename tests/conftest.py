@@ -1,8 +1,7 @@
-"""Shared fixtures: a database on SQLite and on PostgreSQL (127.0.0.1:5432, database ``test``)."""
+"""Shared fixtures: a database on SQLite and on PostgreSQL (the server ``tests/pg.py`` names or starts)."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,9 +12,16 @@ import pytest
 from bot.policy_file import LoadedPolicy, parse_policy
 from bot.services.clock import ManualClock
 from storage.db import Database
+from tests import pg
 
-PG_DSN = os.environ.get("JITBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-PG_URL = PG_DSN.replace("postgresql://", "postgresql+asyncpg://", 1)  # the same database, for Database()
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if pg.started():
+        terminalreporter.write_line(f"PostgreSQL: a throwaway server at {pg.dsn()}, stopped at the end of the session")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pg.stop()  # the throwaway server, if this session started one
 
 POLICY = """
 audit_channel: "#jit-audit"
@@ -78,7 +84,7 @@ def clock() -> ManualClock:
 
 async def _pg_schema() -> str:
     schema = "t_" + secrets.token_hex(6)
-    conn = await asyncpg.connect(PG_DSN)
+    conn = await asyncpg.connect(pg.dsn())
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
     finally:
@@ -87,7 +93,7 @@ async def _pg_schema() -> str:
 
 
 async def _drop_pg_schema(schema: str) -> None:
-    conn = await asyncpg.connect(PG_DSN)
+    conn = await asyncpg.connect(pg.dsn())
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     finally:
@@ -106,7 +112,7 @@ async def db_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         url = f"sqlite+aiosqlite:///{tmp_path / 'jitbot.db'}"
     else:
         schema = await _pg_schema()
-        url = PG_URL
+        url = pg.url()
 
     def make() -> Database:
         db = Database(url, schema=schema)

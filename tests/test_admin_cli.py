@@ -111,3 +111,79 @@ def test_retry_needs_a_failed_grant(tmp_path: Path, policy_file: Path, loaded_po
     assert main(["access", "revoke", rid, "--as", "root@example.com", "--policy", str(policy_file),
                  "--database", _url(elsewhere)]) == 1
     assert "no database at" in capsys.readouterr().err and not elsewhere.exists()
+
+
+def test_access_show_prints_a_requests_whole_story(tmp_path: Path, loaded_policy: LoadedPolicy,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    db_file = tmp_path / "jitbot.db"
+    rid = _active_readonly(db_file, loaded_policy)
+    assert main(["access", "show", rid.lower(), "--database", _url(db_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{rid}  readonly  active")
+    assert "grant G-" in out and "attempts     0" in out
+    assert "requested" in out and "granted" in out and "approved→active" in out
+    assert main(["access", "show", rid, "--json", "--database", _url(db_file)]) == 0
+    import json
+
+    story = json.loads(capsys.readouterr().out)
+    assert [e["kind"] for e in story["events"]][-1] == "granted" and story["grants"][0]["status"] == "active"
+    assert main(["access", "show", "R-NOSUCH", "--database", _url(db_file)]) == 1
+    assert "no request R-NOSUCH" in capsys.readouterr().err
+
+
+def test_the_audit_event_of_a_command_line_action_records_the_os_user_and_host(
+        tmp_path: Path, policy_file: Path, loaded_policy: LoadedPolicy, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import pwd
+    import socket
+
+    db_file = tmp_path / "jitbot.db"
+    rid = _active_readonly(db_file, loaded_policy)
+    assert main(["access", "revoke", rid, "--as", "root@example.com", "--policy", str(policy_file),
+                 "--database", _url(db_file)]) == 0
+
+    async def detail() -> dict[str, object]:
+        db = Database(_url(db_file))
+        async with db.sessions() as s:
+            event = (await s.execute(select(Event).where(Event.kind == "revoked_requested"))).scalar_one()  # type: ignore[arg-type]
+        await db.dispose()
+        return dict(event.detail)
+
+    got = asyncio.run(detail())
+    assert got["via"] == "cli" and got["host"] == socket.gethostname()
+    assert got["os_user"] == pwd.getpwuid(os.getuid()).pw_name
+
+
+def test_an_idp_outage_during_an_admin_command_is_one_line_never_a_traceback(
+        tmp_path: Path, policy_text: str, loaded_policy: LoadedPolicy, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.base import Transient
+    from connectors.memory import MemoryConnector
+
+    db_file = tmp_path / "jitbot.db"
+    rid = _active_readonly(db_file, loaded_policy)
+    path = tmp_path / "groups.yml"
+    path.write_text(policy_text.replace("admins: {users: [root@example.com]}", "admins: {groups: [security]}"))
+
+    async def down(self: MemoryConnector, group: str) -> object:
+        raise Transient("503 from the directory", user_message="The directory is having trouble.")
+
+    monkeypatch.setattr(MemoryConnector, "list_members", down)
+    assert main(["access", "revoke", rid, "--as", "dave@example.com", "--policy", str(path),
+                 "--database", _url(db_file)]) == 1
+    err = capsys.readouterr().err
+    assert "identity provider did not answer for security" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unexpected_error_is_one_line_never_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import bot.access_show
+
+    def boom(args: object) -> int:
+        raise RuntimeError("something broke\nbadly")
+
+    monkeypatch.setattr(bot.access_show, "cmd_access_show", boom)
+    assert main(["access", "show", "R-X", "--database", _url(tmp_path / "x.db")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jitbot: unexpected error: RuntimeError: something broke badly") and "Traceback" not in err

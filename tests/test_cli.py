@@ -127,7 +127,7 @@ def test_policy_validate_prints_every_problem_and_exits_non_zero(tmp_path: Path)
     result = run("policy", "validate", str(bad))
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert any(f"{bad}:" in line and "eligibilities.0.max_duration" in line for line in lines)
+    assert any(f"{bad}:" in line and "eligibilities[prod-admin].max_duration" in line for line in lines)
     assert any("colour: Extra inputs are not permitted" in line for line in lines)
     assert lines[-1].endswith("invalid (2 problems)")
     assert result.stdout == ""
@@ -141,6 +141,58 @@ def test_policy_validate_refuses_bad_connector_settings(tmp_path: Path, policy_t
     err = capsys.readouterr().err
     assert f"{path}:5: connectors.demo: " in err and "unknown user 'mallory@example.com'" in err
     assert err.splitlines()[-1] == f"{path}: invalid (1 problem)"
+
+
+def test_policy_validate_reports_schema_and_connector_problems_in_one_run(tmp_path: Path, policy_text: str,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "p.yml"
+    path.write_text(policy_text.replace("      readonly: []", "      readonly: [mallory@example.com]")
+                    .replace("max_duration: 4h", "max_duration: 4 hours"))
+    assert main(["policy", "validate", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert any("eligibilities[readonly].max_duration: '4 hours' is not a duration" in line for line in err)
+    assert any(f"{path}:5: connectors.demo: " in line and "unknown user 'mallory@example.com'" in line
+               for line in err)
+    assert err[-1] == f"{path}: invalid (2 problems)"
+
+
+def test_policy_validate_checks_the_call_wrappers_pacing_keys(tmp_path: Path, policy_text: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "p.yml"
+    path.write_text(policy_text.replace("    type: memory\n", "    type: memory\n    max_concurrency: 4\n"))
+    assert main(["policy", "validate", str(path)]) == 0
+    path.write_text(policy_text.replace("    type: memory\n", "    type: memory\n    max_concurrency: lots\n"
+                                                            "    rate_per_second: 0\n"))
+    assert main(["policy", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "connectors.demo.max_concurrency: must be a whole number of at least 1, got 'lots'" in err
+    assert "connectors.demo.rate_per_second: must be a number above 0, got 0" in err
+
+
+_SLACK_ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s" * 32, "JITBOT_POLICY": ""}
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker", "--log-messages"]])
+def test_serve_and_worker_refuse_bad_connector_settings_as_validate_does(tmp_path: Path, policy_text: str,
+                                                                         command: list[str]) -> None:
+    """One line, the one ``policy validate`` prints, exit 2, no traceback; and no database created."""
+    path = tmp_path / "p.yml"
+    path.write_text(policy_text.replace("      readonly: []", "      readonly: [mallory@example.com]"))
+    validate = run("policy", "validate", str(path))
+    [line] = [x for x in validate.stderr.splitlines() if "connectors.demo" in x]
+    db = tmp_path / "jitbot.db"
+    result = run(*command, "--policy", str(path), env={**_SLACK_ENV, "DATABASE_URL": url(db)})
+    assert result.returncode == 2, result.stderr
+    assert line in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()
+
+
+def test_serve_without_a_policy_file_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "jitbot.db"
+    result = run("serve", "--policy", str(tmp_path / "missing.yml"), env={**_SLACK_ENV, "DATABASE_URL": url(db)})
+    assert result.returncode == 2
+    assert "cannot read the policy file" in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()
 
 
 def test_policy_validate_of_a_missing_file_says_so(capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,6 +264,52 @@ def test_audit_verify_notices_a_deleted_row(db_file: Path, capsys: pytest.Captur
         conn.execute("DELETE FROM event WHERE id = 2")
     assert main(["audit", "verify", "--database", url(db_file)]) == 1
     assert "BROKEN at event id 3: does not link to the previous event" in capsys.readouterr().err
+
+
+def _anchor_line(db_file: Path) -> str:
+    with sqlite3.connect(db_file) as conn:
+        count, head = conn.execute("SELECT count(*), (SELECT hash FROM event ORDER BY id DESC LIMIT 1) "
+                                   "FROM event").fetchone()
+    return f"jitbot-audit-anchor v1 count={count} head={head} at=2026-01-05T10:05:00Z"
+
+
+def test_audit_verify_checks_a_clean_log_against_anchors_copied_from_slack(db_file: Path, tmp_path: Path) -> None:
+    pasted = tmp_path / "anchors.txt"
+    posted = "Audit log anchor (keep it: `jitbot audit verify --anchor` checks the log against it):"
+    pasted.write_text(f"jitbot APP 10:05\n{posted} `{_anchor_line(db_file)}` _(by jitbot)_\n")
+    result = run("audit", "verify", "--anchors", str(pasted), "--database", url(db_file))
+    assert result.returncode == 0, result.stderr
+    assert "every request and grant has its events" in result.stdout
+    assert "1 anchor matched; the latest saw" in result.stdout
+
+
+@pytest.mark.parametrize("cut", ["WHERE id > (SELECT max(id) - 3 FROM event)", ""])
+def test_audit_verify_catches_events_deleted_from_the_end_with_an_anchor(db_file: Path, cut: str,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The last events deleted (all of them with an empty ``cut``): the remaining chain links up, but the
+    anchor posted before saw more."""
+    anchor = _anchor_line(db_file)
+    with sqlite3.connect(db_file) as conn:
+        conn.execute(f"DELETE FROM event {cut}")
+    assert main(["audit", "verify", "--anchor", anchor, "--database", url(db_file)]) == 1
+    err = capsys.readouterr().err
+    assert "audit log INCOMPLETE: the log has" in err and "were deleted from its end" in err
+
+
+def test_audit_verify_catches_a_request_whose_events_were_cut(db_file: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Without anchors the last event (erin's ``requested``) cut off is still missed by no one: her
+    request row has no event that created it."""
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("DELETE FROM event WHERE id = (SELECT max(id) FROM event)")
+    assert main(["audit", "verify", "--database", url(db_file)]) == 1
+    assert "has no event that created it" in capsys.readouterr().err
+
+
+def test_audit_verify_refuses_a_malformed_anchor(db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "verify", "--anchor", "jitbot-audit-anchor v1 count=3 head=zz", "--database",
+                 url(db_file)]) == 2
+    assert "not an anchor line" in capsys.readouterr().err
 
 
 def test_audit_export_jsonl_writes_every_event_in_order(db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -300,3 +398,18 @@ def test_worker_runs_due_work_until_sigterm(tmp_path: Path, policy_file: Path,
     assert "worker stopped after" in err and "notify requester" in err
     with sqlite3.connect(db_file) as conn:
         assert conn.execute("SELECT count(*) FROM worker_heartbeat").fetchone()[0] == 1
+
+
+def test_policy_validate_warns_about_what_the_slack_menu_would_cut(tmp_path: Path, policy_text: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Slack's option description holds 75 characters: a 77-character description used to make the /jit
+    modal invalid (no modal, no message) while validate said nothing. Now it is cut, and validate says so."""
+    path = tmp_path / "p.yml"
+    path.write_text(policy_text.replace("description: Production admin", "description: " + "d" * 77)
+                    .replace("description: Read-only console", "description: " + "r" * 75))
+    assert main(["policy", "validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert (f"warning: {path}: prod-admin: the description is 77 characters; the /jit menu shows at most 75 "
+            "(the rest is cut)") in err.splitlines()
+    assert "readonly: the description" not in err
+    assert main(["policy", "validate", "--strict", str(path)]) == 1

@@ -74,7 +74,7 @@ def test_a_policy_that_is_not_a_mapping_is_refused(text: str) -> None:
 def test_unknown_keys_name_their_line_and_path() -> None:
     text = with_elig(max_duraton="8h")
     [problem] = problems_of(text)
-    assert problem == (f"policy.yml:{line_of(text, 'max_duraton')}: eligibilities.0.max_duraton: "
+    assert problem == (f"policy.yml:{line_of(text, 'max_duraton')}: eligibilities[prod].max_duraton: "
                        "Extra inputs are not permitted")
 
 
@@ -88,12 +88,12 @@ def test_a_missing_required_key_names_the_enclosing_path() -> None:
     data = yaml.safe_load(text)
     del data["eligibilities"][0]["max_duration"]
     [problem] = problems_of(yaml.safe_dump(data, sort_keys=False))
-    assert re.match(r"policy\.yml:\d+: eligibilities\.0\.max_duration: Field required", problem)
+    assert re.match(r"policy\.yml:\d+: eligibilities\[prod\]\.max_duration: Field required", problem)
 
 
 def test_a_missing_connector_names_the_line_that_refers_to_it() -> None:
     text = with_elig(connector="okta")
-    assert problems_of(text) == [f"policy.yml:{line_of(text, 'connector: okta')}: eligibilities.0.connector: "
+    assert problems_of(text) == [f"policy.yml:{line_of(text, 'connector: okta')}: eligibilities[prod].connector: "
                                  "eligibility 'prod' uses unknown connector 'okta'"]
 
 
@@ -109,7 +109,7 @@ def test_duplicate_eligibility_names_point_at_the_second_one() -> None:
     text = yaml.safe_dump(data, sort_keys=False)
     [problem] = problems_of(text)
     second = [i for i, line in enumerate(text.splitlines(), start=1) if "name: prod" in line][1]
-    assert problem == f"policy.yml:{second}: eligibilities.1.name: eligibility names must be unique: prod"
+    assert problem == f"policy.yml:{second}: eligibilities[1].name: eligibility names must be unique: prod"
 
 
 def test_an_unknown_directory_connector_is_named() -> None:
@@ -121,13 +121,13 @@ def test_an_unknown_directory_connector_is_named() -> None:
 def test_more_than_three_layers_are_refused_at_the_eligibility() -> None:
     text = with_elig(approvals=[{"approvers": {"groups": ["leads"]}}] * 4)
     [problem] = problems_of(text)
-    assert problem == f"policy.yml:{line_of(text, 'name: prod')}: eligibilities.0: at most 3 approval layers, got 4"
+    assert problem == f"policy.yml:{line_of(text, 'name: prod')}: eligibilities[prod]: at most 3 approval layers, got 4"
 
 
 def test_a_default_duration_above_the_max_is_refused() -> None:
     text = with_elig(default_duration="9h")
     [problem] = problems_of(text)
-    assert problem == (f"policy.yml:{line_of(text, 'name: prod')}: eligibilities.0: "
+    assert problem == (f"policy.yml:{line_of(text, 'name: prod')}: eligibilities[prod]: "
                        "default_duration is longer than max_duration")
 
 
@@ -135,14 +135,14 @@ def test_a_default_duration_above_the_max_is_refused() -> None:
 def test_bad_durations_name_their_line_and_path(bad: str) -> None:
     text = with_elig(max_duration=bad)
     [problem] = problems_of(text)
-    assert problem.startswith(f"policy.yml:{line_of(text, 'max_duration')}: eligibilities.0.max_duration: ")
+    assert problem.startswith(f"policy.yml:{line_of(text, 'max_duration')}: eligibilities[prod].max_duration: ")
     assert "30m, 8h or 2d" in problem or "longer than zero" in problem
 
 
 def test_a_bad_layer_timeout_names_the_layer() -> None:
     text = with_elig(approvals=[{"approvers": {"groups": ["leads"]}, "timeout": "soon"}])
     [problem] = problems_of(text)
-    assert problem.startswith(f"policy.yml:{line_of(text, 'timeout')}: eligibilities.0.approvals.0.timeout: ")
+    assert problem.startswith(f"policy.yml:{line_of(text, 'timeout')}: eligibilities[prod].approvals[0].timeout: ")
 
 
 def test_every_problem_is_reported_not_only_the_first() -> None:
@@ -151,8 +151,34 @@ def test_every_problem_is_reported_not_only_the_first() -> None:
     data["eligibilities"][0]["colour"] = "red"
     data["audit_channel"] = ["not", "a", "string"]
     problems = problems_of(yaml.safe_dump(data, sort_keys=False))
-    assert [p.split(": ")[1] for p in problems] == ["audit_channel", "eligibilities.0.max_duration",
-                                                    "eligibilities.0.colour"]
+    assert [p.split(": ")[1] for p in problems] == ["audit_channel", "eligibilities[prod].max_duration",
+                                                    "eligibilities[prod].colour"]
+
+
+def test_a_schema_error_does_not_hide_the_cross_reference_errors() -> None:
+    """A bad duration stops the model before its cross-reference check: those are checked on the file."""
+    data = yaml.safe_load(GOOD)
+    data["eligibilities"][0]["max_duration"] = "8 hours"
+    second = dict(data["eligibilities"][0], name="four-layers", connector="okta", max_duration="1h")
+    second["approvals"] = [{"approvers": {"groups": ["leads"]}}] * 4
+    data["eligibilities"].append(second)
+    data["eligibilities"].append(dict(data["eligibilities"][0], name="third", connector="entra", max_duration="1h"))
+    data["directory"] = "nowhere"
+    text = yaml.safe_dump(data, sort_keys=False)
+    problems = problems_of(text)
+    assert [p.split(": ", 2)[1:] for p in problems] == [
+        ["eligibilities[prod].max_duration", "'8 hours' is not a duration; write it like 30m, 8h or 2d"],
+        ["eligibilities[four-layers]", "at most 3 approval layers, got 4"],
+        ["eligibilities[four-layers].connector", "eligibility 'four-layers' uses unknown connector 'okta'"],
+        ["eligibilities[third].connector", "eligibility 'third' uses unknown connector 'entra'"],
+        ["directory", "directory names unknown connector 'nowhere'"]]
+    assert problems[2].startswith(f"policy.yml:{line_of(text, 'connector: okta')}: ")
+
+
+def test_cross_reference_errors_alone_are_each_reported_once_where_they_are() -> None:
+    text = with_elig(connector="okta") + "recovery_accounts: [{email: r@x.io, connector: gone}]\n"
+    assert [p.split(": ", 2)[1] for p in problems_of(text)] == ["eligibilities[prod].connector",
+                                                                "recovery_accounts[0].connector"]
 
 
 def test_environment_variables_are_interpolated() -> None:
@@ -171,7 +197,7 @@ def test_every_missing_environment_variable_is_reported() -> None:
     problems = problems_of(text)
     assert [p.split(": ", 2)[1:] for p in problems] == [
         ["audit_channel", "environment variable A is not set"],
-        ["connectors.demo.groups.leads.0", "environment variable B is not set"]]
+        ["connectors.demo.groups.leads[0]", "environment variable B is not set"]]
 
 
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
@@ -247,6 +273,13 @@ def test_the_example_policy_validates_with_only_its_deliberate_warning() -> None
     assert groups["security"] == {"dave@example.com", "erin@example.com"}
     assert groups["engineers"] == {"alice@example.com"}
     assert policy.admins.users == ("root@example.com",)
+
+
+def test_the_example_shows_a_transition_business_hours_and_the_review_schedule() -> None:
+    raw = load_policy(EXAMPLE, env={}).raw
+    [transition] = [e["transition"] for e in raw["eligibilities"] if "transition" in e]
+    assert {"static_access_until", "notify_days", "keep_standing"} <= set(transition)
+    assert "business_hours" in raw and "reports" in raw and "audit_anchor_every" in raw["settings"]
 
 
 SETTINGS_MODELS: dict[str, Any] = {"okta": OktaSettings, "entra": EntraSettings, "google": GoogleWorkspaceConfig,

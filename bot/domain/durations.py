@@ -7,6 +7,9 @@ from datetime import timedelta
 
 _PART = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Longer than any access or schedule could be; also keeps ``timedelta`` (at most 999,999,999 days) and the
+# datetimes it is added to from overflowing.
+LONGEST = timedelta(days=3650)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -24,6 +27,8 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"{text!r} is not a duration; write it like 30m, 8h or 2d")
     if total <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
+    if total > LONGEST.total_seconds():
+        raise ValueError(f"{text!r} is too long; durations are at most {LONGEST.days} days")
     return timedelta(seconds=total)
 
 

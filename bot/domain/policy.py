@@ -132,7 +132,18 @@ class TargetSpec(Strict):
 
 class Extension(Strict):
     allowed: bool = True
+    # Only ``false`` is accepted: an extension beyond max_duration is refused, and the requester asks
+    # again with /jit (a new request, through the approval layers). Kept so that policies that spell out
+    # the default stay valid; ``true`` is refused rather than accepted and ignored.
     reapproval: bool = False
+
+    @model_validator(mode="after")
+    def _no_reapproval(self) -> Extension:
+        if self.reapproval:
+            raise ValueError("extension.reapproval: true is not supported: an extension beyond max_duration "
+                             "is refused and the requester asks again with /jit (a new request through the "
+                             "approval layers). Remove the key or set it to false.")
+        return self
 
 
 class Transition(Strict):
@@ -239,10 +250,37 @@ class Settings(Strict):
     justification_max: int = Field(default=500, ge=10, le=2000)
     ticket_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9_\-#/.:]{1,63}$"
     warn_min_approvers: int = Field(default=2, ge=1)
+    # ``policy check --live`` warns about an approver group larger than this (each member is DMed).
+    warn_max_approvers: int = Field(default=100, ge=1)
     # Unreviewed break-glass uses are reminded to their reviewers this often.
     break_glass_review_every: Duration = timedelta(days=1)
     # How far ahead a request may be scheduled to start.
     max_schedule_ahead: Duration = timedelta(days=30)
+    # Slack guests (is_restricted / is_ultra_restricted) and users of another workspace or organisation
+    # are refused (they cannot request, approve, review or use /jit) unless admitted here.
+    allow_slack_guests: bool = False
+    allow_slack_external_users: bool = False
+    # How often the worker posts the audit chain's length and head hash to the audit channel (when it grew).
+    audit_anchor_every: Duration = timedelta(hours=1)
+
+    @model_validator(mode="after")
+    def _anchor_interval(self) -> Settings:
+        if self.audit_anchor_every < timedelta(minutes=1):
+            raise ValueError("audit_anchor_every must be at least 1m")
+        return self
+
+    # A grant the IdP cannot carry out for a transient reason (5xx, timeout, throttling) is tried again
+    # until this long after it became due; unset: the request's own duration.
+    grant_retry_for: Duration | None = None
+
+    @model_validator(mode="after")
+    def _retry_positive(self) -> Settings:
+        if self.grant_retry_for is not None and self.grant_retry_for < timedelta(minutes=1):
+            raise ValueError("settings.grant_retry_for must be at least 1m")
+        return self
+
+    # Requests one person may submit in an hour (a runaway script, a loop of auto-approved requests).
+    max_requests_per_hour: int = Field(default=30, ge=1)
 
 
 class Email(Strict):

@@ -39,7 +39,7 @@ TERMINAL = frozenset({Status.EXPIRED, Status.REVOKED, Status.DENIED, Status.CANC
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.PENDING, Status.APPROVED, Status.DENIED, Status.CANCELLED, Status.LAPSED}),
-    Status.APPROVED: frozenset({Status.ACTIVE, Status.FAILED, Status.REVOKED}),
+    Status.APPROVED: frozenset({Status.ACTIVE, Status.FAILED, Status.REVOKED, Status.CANCELLED}),
     Status.FAILED: frozenset({Status.APPROVED, Status.REVOKED}),
     Status.ACTIVE: frozenset({Status.EXPIRED, Status.REVOKED}),
 }
@@ -171,7 +171,6 @@ def eligible_approvers(layer_members: Iterable[str], *, requester: str, earlier_
 @dataclass(frozen=True, slots=True)
 class ExtensionPlan:
     new_expires_at: datetime
-    needs_approval: bool
 
 
 def plan_extension(
@@ -188,9 +187,7 @@ def plan_extension(
         raise PolicyViolation("This access has already expired.")
     new_expiry = expires_at + by
     if new_expiry - granted_at <= elig.max_duration:
-        return ExtensionPlan(new_expiry, needs_approval=False)
-    if elig.extension.reapproval and elig.approvals and by <= elig.max_duration:
-        return ExtensionPlan(new_expiry, needs_approval=True)
+        return ExtensionPlan(new_expiry)
     room = elig.max_duration - (expires_at - granted_at)
     raise PolicyViolation(f"{elig.name} allows at most {_fmt(elig.max_duration)} in total; "
                           f"you can extend by {_fmt(room) if room > timedelta(0) else 'nothing more'}.")

@@ -33,6 +33,7 @@ from bot.fakes.slack_state import (
     View,
     clone,
 )
+from bot.fakes.slack_tiers import TierLimiter
 
 DEFAULT_BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "users:read.email")
 OutageKind = Literal["503", "refused"]
@@ -45,6 +46,8 @@ class _RateLimit:
     remaining: int
     method: str | None
     retry_after: int
+    every: int = 0  # > 0: every ``every``-th call (of ``method``) answers 429, for as long as the fake runs
+    seen: int = 0
 
 
 class _Throttled(ApiFailure):
@@ -76,6 +79,7 @@ class FakeSlack:
         self._rate_limits: list[_RateLimit] = []
         self._outage: OutageKind | None = None
         self._post_limiter: ChannelPostLimiter | None = None
+        self.tiers: TierLimiter | None = None  # Slack's per-method tiers, once ``enforce_tiers`` is called
         if channel_post_limit is not None:
             self.limit_channel_posts(*channel_post_limit, now=now)
         self._runner: web.AppRunner | None = None
@@ -135,9 +139,14 @@ class FakeSlack:
 
     # workspace set-up ------------------------------------------------------------------------------
     def add_user(self, id: str, name: str, *, real_name: str | None = None, email: str | None = None,
-                 tz: str = "Europe/London", is_bot: bool = False, deleted: bool = False) -> SlackUser:
-        """Register a workspace member (visible to users.info, users.lookupByEmail, conversations.open)."""
-        user = SlackUser(id, name, real_name or name, email, tz, self.state.team_id, is_bot, deleted)
+                 tz: str = "Europe/London", is_bot: bool = False, deleted: bool = False,
+                 team_id: str | None = None, guest: str | None = None, is_stranger: bool = False,
+                 enterprise_user: dict[str, Any] | None = None) -> SlackUser:
+        """Register a workspace member (visible to users.info, users.lookupByEmail, conversations.open).
+        ``team_id``: a user of another workspace; ``guest``: "multi" or "single" channel guest."""
+        user = SlackUser(id, name, real_name or name, email, tz, team_id or self.state.team_id, is_bot, deleted,
+                         is_restricted=guest is not None, is_ultra_restricted=guest == "single",
+                         is_stranger=is_stranger, enterprise_user=enterprise_user)
         self.state.users[id] = user
         return user
 
@@ -166,15 +175,24 @@ class FakeSlack:
         return self.state.issue_response_url(self.root_url, context)
 
     # switches --------------------------------------------------------------------------------------
-    def rate_limit(self, count: int = 1, *, method: str | None = None, retry_after: int = 1) -> None:
-        """The next ``count`` calls (of ``method``, or of any method) answer 429 + Retry-After."""
-        self._rate_limits.append(_RateLimit(count, method, retry_after))
+    def rate_limit(self, count: int = 1, *, method: str | None = None, retry_after: int = 1, every: int = 0) -> None:
+        """The next ``count`` calls (of ``method``, or of any method) answer 429 + Retry-After; with
+        ``every``, each ``every``-th call from now on does (Slack's limits are per method: a busy
+        method keeps drawing 429s)."""
+        self._rate_limits.append(_RateLimit(count, method, retry_after, every))
 
     def limit_channel_posts(self, rate: float = 1.0, burst: int = 3, *,
                             now: Callable[[], float] = time.monotonic) -> None:
         """Slack's per-channel limit on chat.postMessage (thread replies included): ``rate`` posts a
         second per channel with bursts of ``burst``. Over it: 429 + Retry-After, nothing stored."""
         self._post_limiter = ChannelPostLimiter(rate, burst, now=now)
+
+    def enforce_tiers(self, *, now: Callable[[], float] = time.monotonic, speedup: float = 1.0) -> TierLimiter:
+        """Every method at its documented tier per workspace (bot/fakes/slack_tiers.py, sources there),
+        chat.postMessage also under a workspace limit; over it: 429 + Retry-After, nothing done.
+        With ``limit_channel_posts`` as well, that is Slack's whole posting policy."""
+        self.tiers = TierLimiter(now=now, speedup=speedup)
+        return self.tiers
 
     async def outage(self, kind: OutageKind = "503") -> None:
         """Every call answers 503 (``"503"``) or the port stops listening (``"refused"``)."""
@@ -288,7 +306,14 @@ class FakeSlack:
 
     def _take_rate_limit(self, method: str) -> _RateLimit | None:
         for rule in self._rate_limits:
-            if rule.remaining > 0 and rule.method in (None, method):
+            if rule.method not in (None, method):
+                continue
+            if rule.every > 0:
+                rule.seen += 1
+                if rule.seen % rule.every == 0:
+                    return rule
+                continue
+            if rule.remaining > 0:
                 rule.remaining -= 1
                 return rule
         return None
@@ -334,6 +359,8 @@ class FakeSlack:
         needed = METHOD_SCOPES.get(method)
         if needed and needed not in self.state.scopes:
             raise ApiFailure("missing_scope", needed=needed, provided=",".join(sorted(self.state.scopes)))
+        if self.tiers is not None and (retry_after := self.tiers.take(method)) is not None:
+            raise _Throttled(retry_after)
         if method == "chat.postMessage" and self._post_limiter is not None and args.get("channel"):
             retry_after = self._post_limiter.take(self._post_channel(str(args["channel"])))
             if retry_after is not None:

@@ -122,7 +122,7 @@ class SlackSender:
         user = self.slack.state.users.get(user_id)
         if user is None:
             raise KeyError(f"unknown Slack user {user_id!r}: add it with FakeSlack.add_user")
-        return {"id": user.id, "username": user.name, "name": user.name, "team_id": self.slack.state.team_id}
+        return {"id": user.id, "username": user.name, "name": user.name, "team_id": user.team_id}
 
     def _team(self) -> dict[str, Any]:
         return {"id": self.slack.state.team_id, "domain": self.slack.team_domain}

@@ -39,6 +39,12 @@ class SlackUser:
     team_id: str
     is_bot: bool = False
     deleted: bool = False
+    # Guests (https://api.slack.com/types/user): multi-channel (is_restricted), single-channel (both set).
+    is_restricted: bool = False
+    is_ultra_restricted: bool = False
+    # A user of another workspace seen through a shared channel, and Enterprise Grid membership.
+    is_stranger: bool = False
+    enterprise_user: dict[str, Any] | None = None
 
     def to_api(self, *, with_email: bool) -> dict[str, Any]:
         profile: dict[str, Any] = {"real_name": self.real_name, "display_name": self.name,
@@ -48,7 +54,9 @@ class SlackUser:
         return {"id": self.id, "team_id": self.team_id, "name": self.name, "deleted": self.deleted,
                 "real_name": self.real_name, "tz": self.tz, "tz_label": self.tz, "tz_offset": 0,
                 "is_bot": self.is_bot, "is_admin": False, "is_owner": False, "is_app_user": False,
-                "profile": profile}
+                "is_restricted": self.is_restricted, "is_ultra_restricted": self.is_ultra_restricted,
+                "profile": profile, **({"is_stranger": True} if self.is_stranger else {}),
+                **({"enterprise_user": dict(self.enterprise_user)} if self.enterprise_user else {})}
 
 
 @dataclass

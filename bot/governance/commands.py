@@ -14,11 +14,13 @@ import getpass
 import os
 from datetime import UTC, datetime
 
-from bot.cli import CliError, _connector_problems, _database_url, _err, _open_db, cmd_policy_validate
-from bot.governance.applied import apply_policy, drift_lines, plan_against_db
+from bot.cli_support import CliError, database_url, err, open_db
+from bot.governance.applied import apply_versioned, drift_lines, plan_against_db
 from bot.governance.live_check import live_problems
 from bot.governance.plan import render
-from bot.policy_file import LoadedPolicy, PolicyError, load_policy
+from bot.policy_check import check_policy_now
+from bot.policy_file import LoadedPolicy, PolicyError
+from bot.policy_validate import cmd_policy_validate
 from connectors.base import Connector, ConnectorError
 from connectors.registry import build_connector
 from storage.db import Database
@@ -26,13 +28,9 @@ from storage.db import Database
 
 def _load_file(path: str) -> LoadedPolicy:
     try:
-        loaded = load_policy(path)
-        problems = _connector_problems(loaded)
+        return check_policy_now(path)
     except PolicyError as exc:
-        problems = exc.problems
-    if problems:
-        raise CliError("\n".join([*problems, f"{path}: invalid; nothing planned or applied"]), code=1)
-    return loaded
+        raise CliError("\n".join([*exc.problems, f"{path}: invalid; nothing planned or applied"]), code=1) from None
 
 
 def actor_name(explicit: str | None) -> str:
@@ -47,7 +45,7 @@ def actor_name(explicit: str | None) -> str:
 
 async def _with_db(url: str, *, create: bool) -> Database:
     try:
-        db = _open_db(url)
+        db = open_db(url)
     except CliError:
         if not create:
             raise
@@ -60,7 +58,7 @@ def cmd_policy_plan(args: argparse.Namespace) -> int:
     loaded = _load_file(args.file)
 
     async def run() -> int:
-        db = await _with_db(_database_url(args), create=True)
+        db = await _with_db(database_url(args), create=True)
         try:
             plan, applied = await plan_against_db(db, loaded)
         finally:
@@ -81,16 +79,17 @@ def cmd_policy_apply(args: argparse.Namespace) -> int:
     actor = actor_name(args.actor)
 
     async def run() -> int:
-        db = await _with_db(_database_url(args), create=True)
+        db = await _with_db(database_url(args), create=True)
         try:
-            plan = await apply_policy(db, loaded, actor=actor, now=datetime.now(UTC))
+            plan, version = await apply_versioned(db, loaded, actor=actor, now=datetime.now(UTC))
         finally:
             await db.dispose()
         if plan is None:
-            print(f"No changes: policy {loaded.sha256[:12]} is already applied.")
+            print(f"No changes: policy {loaded.sha256[:12]} is already applied (version {version}).")
             return 0
         print(render(plan))
-        print(f"\nApplied policy {loaded.sha256[:12]} from {loaded.path} as {actor}.")
+        print(f"\nApplied policy {loaded.sha256[:12]} from {loaded.path} as {actor}: version {version}. "
+              "Every running replica loads it within 5 s and decides nothing under an older one.")
         return 0
 
     return asyncio.run(run())
@@ -115,9 +114,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
     problems = asyncio.run(run())
     for problem in problems:
-        _err(f"✗ {problem}")
+        err(f"✗ {problem}")
     if problems:
-        _err(f"{args.file}: {len(problems)} problem(s) at the identity provider(s)")
+        err(f"{args.file}: {len(problems)} problem(s) at the identity provider(s)")
         return 1
     print(f"{args.file}: every group, role and user exists; approver groups have enough members")
     return 0

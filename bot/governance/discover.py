@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from bot.cli_support import CliError, configured_policy, database_url, table
 from bot.domain.policy import Eligibility
 from bot.services.runtime import Runtime
 from bot.services.transition import TransitionService
@@ -92,13 +93,11 @@ def render_json(d: Discovery) -> str:
 
 
 def render_table(d: Discovery, *, candidates_only: bool = False) -> str:
-    from bot.cli import _table
-
     shown = [g for g in d.groups if g.candidate or not candidates_only]
     shown.sort(key=lambda g: (g.connector, not g.candidate, g.name.lower()))
     rows = [[g.connector, g.name, str(g.members), str(g.standing), ", ".join(g.covered_by) or "-",
              "yes" if g.privileged else "", g.note] for g in shown]
-    lines = [_table(["CONNECTOR", "GROUP", "MEMBERS", "STANDING", "COVERED BY", "PRIVILEGED", "NOTE"], rows)
+    lines = [table(["CONNECTOR", "GROUP", "MEMBERS", "STANDING", "COVERED BY", "PRIVILEGED", "NOTE"], rows)
              if rows else "no groups"]
     covered = sum(1 for g in d.groups if g.covered_by)
     candidates = sum(1 for g in d.groups if g.candidate)
@@ -113,15 +112,14 @@ def render_table(d: Discovery, *, candidates_only: bool = False) -> str:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from bot.bootstrap import build_runtime, close_runtime
-    from bot.cli import CliError, _database_url, _load
 
-    loaded = _load(args)
+    loaded = configured_policy(args)
     names = list(loaded.policy.connectors)
     if args.connector and args.connector not in names:
         raise CliError(f"jitbot: no connector {args.connector!r} in {loaded.path} (have: {', '.join(names)})", 2)
 
     async def run() -> Discovery:
-        rt = await build_runtime(loaded, _database_url(args))
+        rt = await build_runtime(loaded, database_url(args))
         try:
             return await discover(rt, [args.connector] if args.connector else None)
         finally:

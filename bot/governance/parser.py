@@ -1,6 +1,6 @@
 """The ``policy plan|apply|check``, ``report``, ``transition`` and ``discover`` subcommands of ``jitbot``.
 
-Kept out of bot/cli.py so that it does not grow; every command is imported lazily when it runs.
+Registered by bot/cli.py; every command is imported only when it runs.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.cli_support import lazy_command as _lazy
+from bot.cli_support import parse_since
+
 
 def register(add: Callable[..., argparse.ArgumentParser], sub: Any, pol_sub: Any) -> None:
-    from bot.cli import _lazy, parse_since
-
     gov, rep, tra = "bot.governance.commands", "bot.reports.commands", "bot.governance.transition_commands"
     p = add(pol_sub, "plan", "Show what applying FILE would change (exit 0 none, 2 changes or drift, 1 error).",
             _lazy(gov, "cmd_policy_plan"), database=True)

@@ -6,16 +6,16 @@ import argparse
 import asyncio
 
 from bot.bootstrap import build_runtime, close_runtime
-from bot.cli import CliError, _database_url, _load, _table
+from bot.cli_support import CliError, configured_policy, database_url, table
 from bot.governance.commands import actor_name
 from bot.services.transition import TransitionService
 
 
 def cmd_transition_status(args: argparse.Namespace) -> int:
-    loaded = _load(args)
+    loaded = configured_policy(args)
 
     async def run() -> int:
-        rt = await build_runtime(loaded, _database_url(args))
+        rt = await build_runtime(loaded, database_url(args))
         try:
             service = TransitionService(rt)
             rows = []
@@ -25,24 +25,24 @@ def cmd_transition_status(args: argparse.Namespace) -> int:
                     for s in await service.standing_members(e):
                         rows.append([e.name, f"{e.target.kind}:{e.target.ref}", s.user.email, until,
                                      f"{s.last_jit_use:%Y-%m-%d %H:%M}" if s.last_jit_use else "never",
-                                     "keep_standing" if s.kept else ""])
+                                     "keep_standing" if s.kept else "" if s.user.direct else "nested group"])
         finally:
             await close_runtime(rt)
         if not rows:
             print("no standing members")
             return 0
-        print(_table(["ELIGIBILITY", "TARGET", "STANDING MEMBER", "STATIC UNTIL", "LAST JIT USE", "NOTE"], rows))
+        print(table(["ELIGIBILITY", "TARGET", "STANDING MEMBER", "STATIC UNTIL", "LAST JIT USE", "NOTE"], rows))
         return 0
 
     return asyncio.run(run())
 
 
 def cmd_transition_revert(args: argparse.Namespace) -> int:
-    loaded = _load(args)
+    loaded = configured_policy(args)
     actor = actor_name(args.actor)
 
     async def run() -> int:
-        rt = await build_runtime(loaded, _database_url(args))
+        rt = await build_runtime(loaded, database_url(args))
         try:
             rows = await TransitionService(rt).revert(args.eligibility, actor=actor, apply=args.apply)
         finally:

@@ -22,10 +22,21 @@ from sqlalchemy.engine import make_url
 
 from bot.playground.web import web_page
 from bot.playground.world import Playground
-from bot.policy_file import PolicyError, load_policy
+from bot.policy_file import LoadedPolicy, PolicyError, load_policy
 
 DEMO_POLICY = Path(__file__).parent / "demo_policy.yml"
 DEFAULT_DATABASE = "sqlite+aiosqlite:///jitbot-playground.db"
+REAL_CONNECTORS_HELP = "start even when the policy has non-memory connectors (real grants at real identity providers)"
+
+
+class PlaygroundRefused(Exception):
+    """The playground will not start as asked (a policy with real identity providers, not allowed)."""
+
+
+def real_connectors(loaded: LoadedPolicy) -> list[str]:
+    """The policy's connectors that are not ``type: memory`` ("name (type)")."""
+    return [f"{name} ({conf.get('type')})" for name, conf in loaded.policy.connectors.items()
+            if conf.get("type") != "memory"]
 
 
 @dataclass
@@ -44,9 +55,18 @@ def _fresh_sqlite(database_url: str) -> None:
 
 @contextlib.asynccontextmanager
 async def start_playground(port: int = 8080, *, policy: str | Path | None = None, database: str | None = None,
-                           host: str = "127.0.0.1") -> AsyncIterator[Running]:
-    """Everything started, the page served on ``host:port`` (0 = a free port); stopped on exit."""
+                           host: str = "127.0.0.1", allow_real_connectors: bool = False) -> AsyncIterator[Running]:
+    """Everything started, the page served on ``host:port`` (0 = a free port); stopped on exit.
+
+    Its personas can request and approve anything, so on a policy whose connectors are not all
+    ``memory`` (real identity providers: real grants) it refuses to start unless ``allow_real_connectors``."""
     loaded = load_policy(policy or DEMO_POLICY)
+    real = real_connectors(loaded)
+    if real and not allow_real_connectors:
+        raise PlaygroundRefused(
+            f"the policy has connectors to real identity providers: {', '.join(real)}. Anyone using the page "
+            "could grant real access as any persona. Use a policy with memory connectors only, or pass "
+            "--real-connectors if that is what you mean.")
     if database is None:
         database = DEFAULT_DATABASE
         _fresh_sqlite(database)
@@ -66,7 +86,7 @@ async def start_playground(port: int = 8080, *, policy: str | Path | None = None
 
 
 async def run_playground(port: int = 8080, *, policy: str | Path | None = None, database: str | None = None,
-                         stop: asyncio.Event | None = None) -> int:
+                         stop: asyncio.Event | None = None, allow_real_connectors: bool = False) -> int:
     """Run until ``stop`` is set (or SIGINT / SIGTERM). Returns the exit code."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -76,13 +96,14 @@ async def run_playground(port: int = 8080, *, policy: str | Path | None = None, 
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
-        async with start_playground(port, policy=policy, database=database) as running:
+        async with start_playground(port, policy=policy, database=database,
+                                    allow_real_connectors=allow_real_connectors) as running:
             names = ", ".join(f"{p.name} ({p.role})" for p in running.playground.personas)
             print(f"jitbot playground: open {running.url}", flush=True)
             print(f"  personas: {names}", flush=True)
             print("  Ctrl-C stops it.", flush=True)
             await stop.wait()
-    except PolicyError as exc:
+    except (PolicyError, PlaygroundRefused) as exc:
         print(f"jitbot playground: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -101,7 +122,8 @@ def playground_main(args: argparse.Namespace) -> int:
     port = getattr(args, "port", None) or 8080
     try:
         return asyncio.run(run_playground(int(port), policy=getattr(args, "policy", None),
-                                          database=getattr(args, "database", None)))
+                                          database=getattr(args, "database", None),
+                                          allow_real_connectors=bool(getattr(args, "real_connectors", False))))
     except KeyboardInterrupt:
         return 0
 
@@ -112,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--policy", default=None, help="policy YAML (default: the demo policy)")
     parser.add_argument("--database", default=None, help=f"database URL (default: {DEFAULT_DATABASE}, fresh)")
+    parser.add_argument("--real-connectors", action="store_true", help=REAL_CONNECTORS_HELP)
     return playground_main(parser.parse_args(argv))
 
 

@@ -9,11 +9,19 @@ POST /api/submit       {user, view_id, values}               submit the top moda
 POST /api/close        {user, view_id}                       close the top modal
 POST /api/home         {user}                                open the App Home tab
 POST /api/clock        {minutes}                             jump the bot's clock forward
+
+The page can act as any persona, so only the person at this machine may use it. Every endpoint answers
+requests whose ``Host`` is a loopback name (127.0.0.1, localhost, [::1], with any port): a page on
+another site that rebinds its DNS name to 127.0.0.1 still sends its own name, and is refused. A request
+whose ``Origin`` is not this page's own (``http://`` + a loopback name + the same port), or that the
+browser marks cross-site or same-site (``Sec-Fetch-Site``), is refused too: another site's page, or
+another local port, cannot drive it. Requests without those headers (curl, a test) are not from a page.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,39 @@ STATIC = Path(__file__).parent / "static"
 PLAYGROUND_KEY = web.AppKey("playground", Playground)
 
 Handler = Callable[[Playground, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+_LOOPBACK = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(?::([0-9]{1,5}))?", re.IGNORECASE)
+
+
+def _loopback_port(host: str) -> str | None:
+    """The port of a loopback ``host[:port]`` ("" without one), or None when it is not a loopback name."""
+    match = _LOOPBACK.fullmatch(host)
+    return None if match is None else match.group(2) or ""
+
+
+def refusal(headers: Any) -> str | None:
+    """Why a request is not from this machine's own page (see the module docstring), or None."""
+    port = _loopback_port(headers.get("Host", ""))
+    if port is None:
+        return "Host is not a loopback name"
+    origin = headers.get("Origin")
+    if origin is not None:
+        if not origin.lower().startswith("http://") or _loopback_port(origin[len("http://"):]) != port:
+            return "Origin is not this page"
+    if headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return "the browser marks it as from another site"
+    return None
+
+
+@web.middleware
+async def this_machine_only(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                            ) -> web.StreamResponse:
+    reason = refusal(request.headers)
+    if reason is not None:
+        log.warning("playground refused %s %s: %s", request.method, request.path, reason)
+        raise web.HTTPForbidden(text=f"The playground answers its own page on this machine only ({reason}).")
+    return await handler(request)
 
 
 def _str(body: dict[str, Any], key: str) -> str:
@@ -87,7 +128,7 @@ ACTIONS: dict[str, Handler] = {"command": _command, "click": _click, "view_actio
 
 
 def web_page(pg: Playground) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[this_machine_only])
     app[PLAYGROUND_KEY] = pg
 
     async def index(_: web.Request) -> web.FileResponse:

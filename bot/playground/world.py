@@ -129,12 +129,12 @@ class Playground:
         self._rt = await build_runtime(self.loaded, self.database_url, clock=self.clock)
         client = web_client(TOKEN, self.slack.url, None)
         notifier = SlackNotifier(client, self.rt.db, audit_channel=self.audit_channel,
-                                 security_channel=self.loaded.policy.security_channel)
+                                 security_channel=self.loaded.policy.security_channel, clock=self.clock)
         self._worker = Worker(self.rt, OutboxDispatcher(self.rt.db, notifier, self.clock), worker_id="playground")
         # process_before_response: the bot's answer comes back after its listener ran, so the page
         # shows the result of a click as soon as the click returns.
         app = build_app(self.rt, client=client, signing_secret=self.signing_secret, process_before_response=True)
-        self._runner = web.AppRunner(web_app(app, self.rt), access_log=None)
+        self._runner = web.AppRunner(web_app(app, self.rt, signing_secret=self.signing_secret), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         bot_port = self._runner.addresses[0][1]

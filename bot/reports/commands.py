@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.cli import _err, _load, _run_db
+from bot.cli_support import configured_policy, err, run_db
 from bot.reports.chart import weekly_chart_png
 from bot.reports.render import RENDERERS
 from bot.reports.review import Review, build_review
@@ -15,14 +15,14 @@ from storage.db import Database
 
 
 def _review(args: argparse.Namespace) -> Review:
-    policy = _load(args).policy
+    policy = configured_policy(args).policy
     now = datetime.now(UTC)
     since = args.since if args.since is not None else now - policy.reports.period
 
     def work(db: Database) -> object:
         return build_review(db, policy, since=since, until=now, unused_days=args.unused_days)
 
-    review: Review = _run_db(args, work)
+    review: Review = run_db(args, work)
     return review
 
 
@@ -30,7 +30,7 @@ def cmd_report_review(args: argparse.Namespace) -> int:
     text = RENDERERS[args.format](_review(args))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8", newline="")
-        _err(f"wrote the review to {args.output}")
+        err(f"wrote the review to {args.output}")
     else:
         sys.stdout.write(text)
     return 0
@@ -39,5 +39,5 @@ def cmd_report_review(args: argparse.Namespace) -> int:
 def cmd_report_chart(args: argparse.Namespace) -> int:
     review = _review(args)
     Path(args.output).write_bytes(weekly_chart_png(review.weekly))
-    _err(f"wrote {len(review.weekly)} week(s) of granted vs standing hours to {args.output}")
+    err(f"wrote {len(review.weekly)} week(s) of granted vs standing hours to {args.output}")
     return 0

@@ -3,19 +3,29 @@
 Every method checks the actor against the policy's admins *now* (through the directory) before it
 touches anything, raises ``NotAdmin`` (a PolicyViolation, safe to show) otherwise, and leaves an event
 in the audit chain when it succeeds.
+
+Each membership of an admin group the identity provider states is kept in the database (``kv``, with
+when it was read). When the provider cannot answer, that last known membership decides, and the
+answer says so with its age (``AdminCheck.note``): an outage is when administrators need their tools.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import or_, select
 
+from bot.domain.durations import format_duration
 from bot.domain.requests import BREAKGLASS, PolicyViolation, Status
-from bot.services import notices
+from bot.services import kvstate, notices
 from bot.services.grants import GrantService
 from bot.services.runtime import Runtime
+from connectors.base import ConnectorError
 from storage.tables import AccessRequest, Grant
+
+log = logging.getLogger(__name__)
 
 OPEN = (Status.PENDING.value, Status.APPROVED.value, Status.FAILED.value)
 
@@ -23,6 +33,13 @@ OPEN = (Status.PENDING.value, Status.APPROVED.value, Status.FAILED.value)
 class NotAdmin(PolicyViolation):
     def __init__(self) -> None:
         super().__init__("Only JIT administrators can do that.")
+
+
+@dataclass(frozen=True)
+class AdminCheck:
+    email: str
+    # Set when the identity provider could not answer and the last known membership decided.
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,10 +54,58 @@ class AdminService:
         self.grants = GrantService(rt)
 
     async def require_admin(self, email: str) -> str:
-        email = email.strip().lower()
-        if not await self.rt.directory.is_admin(self.rt.policy, email):
-            raise NotAdmin()
-        return email
+        return (await self.check_admin(email)).email
+
+    async def check_admin(self, email: str) -> AdminCheck:
+        """Whether ``email`` is one of the policy's admins now, or NotAdmin. A group the identity
+        provider cannot list is read from its last known membership (the check's ``note`` says how old);
+        with none stored, the refusal says the provider did not answer."""
+        rt, email = self.rt, email.strip().lower()
+        policy, now = rt.policy, rt.clock.now()
+        if email in policy.admins.users:
+            return AdminCheck(email)
+        notes: list[str] = []
+        unknown: list[str] = []
+        for group in policy.admins.groups:
+            key = f"admin_group:{policy.directory_connector}:{group}"[:128]
+            try:
+                members = await rt.directory.group_members(policy, group)
+            except ConnectorError as exc:
+                async with rt.db.sessions() as session:
+                    seen = await kvstate.read(session, key)
+                if seen is None:
+                    log.warning("admin check: group %s could not be read (%s) and no membership is stored", group, exc)
+                    unknown.append(group)
+                    continue
+                age = format_duration(now - datetime.fromisoformat(seen["at"]))
+                log.warning("admin check: group %s could not be read (%s); using its membership as seen %s ago",
+                            group, exc, age)
+                notes.append(f"the identity provider did not answer, so the membership of {group} "
+                             f"as last seen {age} ago was used")
+                if email in seen["members"]:
+                    return AdminCheck(email, note=notes[-1])
+                continue
+            await self._remember(key, members, now)
+            if email in members:
+                return AdminCheck(email)
+        if unknown:
+            raise PolicyViolation("jitbot could not check that you are a JIT administrator: the identity "
+                                  f"provider did not answer for {', '.join(unknown)} and no earlier answer is "
+                                  "stored. Try again in a minute.")
+        if notes:
+            raise PolicyViolation(f"Only JIT administrators can do that ({'; '.join(notes)}).")
+        raise NotAdmin()
+
+    async def _remember(self, key: str, members: frozenset[str], now: datetime) -> None:
+        ttl = self.rt.policy.settings.membership_cache_ttl
+
+        def changed(current: kvstate.Value | None) -> kvstate.Value | None:
+            if current is not None and set(current["members"]) == members \
+                    and now - datetime.fromisoformat(current["at"]) < ttl:
+                return None  # the same, and recent: no write
+            return {"members": sorted(members), "at": now.isoformat()}
+
+        await kvstate.compare_and_set(self.rt.db, key, changed)
 
     async def pending(self, *, actor: str, limit: int = 50) -> list[OpenItem]:
         """Requests waiting on someone (approval, grant, failed grant) and unreviewed break-glass uses."""
@@ -59,15 +124,24 @@ class AdminService:
                                  text=f"{actor} listed {len(items)} open request(s)")
         return items
 
-    async def revoke(self, *, actor: str, request_id: str) -> Grant:
-        """End someone's active access now (the worker carries out the revocation)."""
-        actor = await self.require_admin(actor)
-        return await self.grants.end_early(request_id=request_id, actor=actor, reason="revoked", as_admin=True)
+    async def revoke(self, *, actor: str, request_id: str, origin: dict[str, str] | None = None) -> Grant:
+        """End someone's active access now (the worker carries out the revocation). ``origin`` (e.g. the
+        command line's OS user and host) goes into the audit event beside the actor."""
+        check = await self.check_admin(actor)
+        return await self.grants.end_early(request_id=request_id, actor=check.email, reason="revoked",
+                                           as_admin=True, origin=_with_note(origin, check))
 
-    async def retry(self, *, actor: str, request_id: str) -> Grant:
+    async def retry(self, *, actor: str, request_id: str, origin: dict[str, str] | None = None) -> Grant:
         """Try a FAILED grant again."""
-        actor = await self.require_admin(actor)
-        return await self.grants.retry_failed(request_id=request_id, actor=actor)
+        check = await self.check_admin(actor)
+        return await self.grants.retry_failed(request_id=request_id, actor=check.email,
+                                              origin=_with_note(origin, check))
+
+
+def _with_note(origin: dict[str, str] | None, check: AdminCheck) -> dict[str, str] | None:
+    if check.note is None:
+        return origin
+    return {**(origin or {}), "authorised_by": check.note}
 
 
 def _why(req: AccessRequest) -> str:

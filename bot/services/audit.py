@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -171,10 +172,18 @@ class VerifyResult:
     checked: int
     first_bad_id: int | None = None
     problem: str = ""
+    head: str = GENESIS  # the hash of the last event verified
 
 
-async def verify_chain(db: Database, *, batch: int = 5000) -> VerifyResult:
-    """Walk the chain in id order; report the first row whose hash or link does not match."""
+async def verify_chain(db: Database, *, batch: int = 5000, visit: Callable[[Event], None] | None = None,
+                       expect: Mapping[int, Sequence[tuple[str, str]]] | None = None) -> VerifyResult:
+    """Walk the chain in id order; report the first row whose hash or link does not match.
+
+    ``visit`` sees every event that verified, in order. ``expect`` maps a position in the chain (the
+    count of events up to and including it) to the hashes the event there must have, each with a label
+    to name it by (anchors: bot/services/audit_anchor.py); a different hash there is reported as the
+    broken row. Positions past the end are the caller's to report (``checked`` says where it ends)."""
+    expect = expect or {}
     prev, checked, last_id = GENESIS, 0, 0
     while True:
         async with db.sessions() as session:
@@ -182,14 +191,22 @@ async def verify_chain(db: Database, *, batch: int = 5000) -> VerifyResult:
                 select(Event).where(Event.id > last_id).order_by(Event.id).limit(batch)  # type: ignore[arg-type,operator]
             )).scalars().all()
         if not rows:
-            return VerifyResult(True, checked)
+            return VerifyResult(True, checked, head=prev)
         for row in rows:
             assert row.id is not None
             if row.prev_hash != prev:
                 return VerifyResult(False, checked, row.id, "does not link to the previous event "
-                                    "(a row was deleted, inserted or reordered)")
+                                    "(a row was deleted, inserted or reordered)", head=prev)
             if event_hash(row) != row.hash:
-                return VerifyResult(False, checked, row.id, "content does not match its hash (row was edited)")
+                return VerifyResult(False, checked, row.id, "content does not match its hash (row was edited)",
+                                    head=prev)
+            for head, label in expect.get(checked + 1, ()):
+                if row.hash != head:
+                    return VerifyResult(False, checked, row.id, f"is event #{checked + 1}, which {label} "
+                                        "recorded with another hash (the chain up to it was rewritten, or rows "
+                                        "before it deleted)", head=prev)
+            if visit is not None:
+                visit(row)
             prev, last_id, checked = row.hash, row.id, checked + 1
 
 

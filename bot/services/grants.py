@@ -13,15 +13,17 @@ import asyncio
 import functools
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
-from bot.domain.requests import PolicyViolation, Status, check_transition
+from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_transition
 from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
-from bot.services.requests import load_request, load_votes, read_request, read_votes
+from bot.services.not_started import stop_before_start, waiting_grant
+from bot.services.requests import allowed_seconds, load_request, load_votes, read_request, read_votes
 from bot.services.revocation import LEASE, Revoker, backoff, idp_user, target_of
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser, RateLimited
@@ -30,16 +32,31 @@ from storage.tables import AccessRequest, Grant
 
 log = logging.getLogger(__name__)
 
-MAX_GRANT_ATTEMPTS = 6
+# A transient grant failure is tried again at most this long after the last try (a requester is waiting).
+GRANT_BACKOFF_CAP_S = 60.0
 _GRANT_LOCKED = select(Grant).where(Grant.id == bindparam("b_id")).with_for_update()  # built once
 _REVOKING_SAME_MEMBERSHIP = select(Grant.id).where(*HOLDER_BOUND, Grant.status == "revoking").limit(1)
 # One statement on the table, not a locked load and a flush of the ORM object (the claim is ours).
 _GRANTS = Grant.__table__  # type: ignore[attr-defined]
-_SET_PRE_MEMBER = update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id")).values(pre_member=bindparam("b_pre"))
-_GRANT_ROW = select(_GRANTS).where(_GRANTS.c.id == bindparam("b_id")).with_for_update()  # PostgreSQL: locked
+# Compare-and-set: a revocation that handed this grant the membership meanwhile set it (False) already.
+_SET_PRE_MEMBER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"), _GRANTS.c.pre_member.is_(None))
+                   .values(pre_member=bindparam("b_pre")))
+_GRANT_PEEK = select(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
+_GRANT_ROW = _GRANT_PEEK.with_for_update()  # PostgreSQL: locked
+_REQUESTS = AccessRequest.__table__  # type: ignore[attr-defined]
+_REQUEST_OF = select(_REQUESTS.c.eligibility, _REQUESTS.c.requester, _REQUESTS.c.kind).where(
+    _REQUESTS.c.id == bindparam("b_id"))
 # the claim is ours: its grant goes again in two seconds (claimed_until cleared)
 _LATER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
           .values(next_attempt_at=bindparam("b_next"), claimed_until=None))
+
+
+def grant_deadline(rt: Runtime, req: AccessRequest) -> datetime:
+    """Until when a grant failing transiently is tried again: policy ``settings.grant_retry_for`` (default:
+    the request's own duration) after it became due (approval, or the scheduled start)."""
+    due = max(req.decided_at or req.created_at, req.starts_at or req.created_at)
+    retry_for = rt.policy.settings.grant_retry_for or timedelta(seconds=req.duration_s)
+    return due + retry_for
 
 
 class GrantService:
@@ -67,7 +84,7 @@ class GrantService:
     async def _release(self, grant_id: str) -> None:
         async with self.rt.db.transaction() as session:
             g = await self._grant(session, grant_id)
-            g.claimed_until = None
+            g.claimed_until = g.claimed_by = None
 
     # ---- granting ------------------------------------------------------------------------------
     async def run_grants(self, limit: int = 100) -> int:
@@ -130,43 +147,98 @@ class GrantService:
             async with rt.db.core_reads() as reads:
                 g = (await reads.rows(_GRANT_ROW, {"b_id": grant_id}))[0]
                 revoking = bool(await reads.rows(_REVOKING_SAME_MEMBERSHIP, holder_params(g)))
+                req = (await reads.rows(_REQUEST_OF, {"b_id": g.request_id}))[0]
             if revoking:  # a revoke of the same membership is in flight: let it finish first
                 async with rt.db.core_transaction() as tx:
                     await tx.many(_LATER, later)
                 return
         else:
             async with rt.db.core_transaction() as tx:  # Core statements (storage/core_tx.py): a row, not a Grant
-                g = (await tx.rows(_GRANT_ROW, {"b_id": grant_id}))[0]
+                # The membership's lock first, then rows: the order of the revocation's ownership decisions
+                # (which update this grant's row while holding that lock), so neither waits for the other.
+                g = (await tx.rows(_GRANT_PEEK, {"b_id": grant_id}))[0]
                 await lock_holder(rt.db, tx, g)  # serialised with the membership's revocations
                 if await tx.rows(_REVOKING_SAME_MEMBERSHIP, holder_params(g)):
                     await tx.many(_LATER, later)  # a revoke of the same membership is in flight: after it
                     return
+                req = (await tx.rows(_REQUEST_OF, {"b_id": g.request_id}))[0]
+        if g.status != "granting":  # stopped before it started, or refused, since it was claimed
+            return
         connector = rt.connector(g.connector)
         pre_member: bool | None = g.pre_member
         try:
+            why = await self._not_allowed(req.eligibility, req.requester, req.kind)
+            if why is not None:
+                await self._refuse(g, why)
+                return
             user = await idp_user(rt, g)
             if pre_member is None:
                 pre_member = await connector.is_member(user, target_of(g))
-                async with rt.db.core_transaction() as tx:
+                async with rt.db.core_transaction() as tx:  # unless a revocation handed it the membership meanwhile
                     await tx.many(_SET_PRE_MEMBER, [{"b_id": grant_id, "b_pre": pre_member}])
             result = await connector.grant(user, target_of(g), grant_id=g.id,
                                            expires_at=rt.clock.now() + timedelta(days=1))
         except ConnectorError as exc:
-            await self._grant_failed(grant_id, exc)
+            await self._grant_failed(grant_id, exc, holder=g)
             return
-        await self._grant_done(grant_id, user, owns=result.added or pre_member is False)
+        await self._grant_done(g, user, added=result.added)
 
-    async def _grant_done(self, grant_id: str, user: IdpUser, *, owns: bool) -> None:
+    async def _not_allowed(self, eligibility: str, requester: str, kind: str) -> str | None:
+        """Why the policy *now* no longer allows carrying out an approved grant (its eligibility is gone, it
+        no longer allows break-glass, the requester is no longer a requestor), or None."""
+        rt = self.rt
+        elig = rt.eligibility(eligibility)
+        if elig is None:
+            return f"{eligibility} is no longer in the access policy"
+        if kind == BREAKGLASS and elig.break_glass is None:
+            return f"{eligibility} no longer allows break-glass access"
+        if not await rt.directory.contains(rt.policy, elig.requestors, requester):
+            return f"{requester} is no longer allowed to request {eligibility}"
+        return None
+
+    async def _refuse(self, row: Any, why: str) -> None:
+        """End a grant the policy no longer allows, before its IdP call: the request becomes REVOKED, the
+        requester is told why, and whatever the grant may own at the IdP is removed."""
         rt, now = self.rt, self.rt.clock.now()
+        async with rt.db.transaction() as session:
+            await lock_holder(rt.db, session, row)
+            g = await self._grant(session, row.id)
+            if g.status != "granting":
+                return
+            req = await load_request(session, g.request_id, lock=True)
+            g.claimed_until, g.warn_at, g.end_reason = None, None, "ineligible"
+            if g.owns_membership or g.pre_member is False:  # inherited, or added by an earlier attempt
+                g.status, g.owns_membership, g.next_attempt_at = "revoking", True, now
+            else:
+                g.status, g.ended_at, g.next_attempt_at = "ended", now, None
+            from_state = req.status
+            check_transition(Status(req.status), Status.REVOKED)
+            req.status, req.updated_at, req.version = Status.REVOKED.value, now, req.version + 1
+            snap = await self._snap(session, req, g)
+            await notices.record(rt, session, at=now, kind="grant_refused", actor=notices.SYSTEM, req=req, snap=snap,
+                                 from_state=from_state, to_state=Status.REVOKED.value,
+                                 detail={"grant": g.id, "reason": why}, text=f"not granted: {why}")
+            notices.tell_requester(session, at=now, snap=snap, event="revoked",
+                                   text=f"Your request {req.id} for {req.eligibility} was not carried out: {why}.")
+        rt.wake.set()
+
+    async def _grant_done(self, row: Any, user: IdpUser, *, added: bool) -> None:
+        rt, now = self.rt, self.rt.clock.now()
+        rt.directory.forget_person(row.user_email)  # the target may be a group the policy names for people
         async with rt.db.core_transaction() as session:  # the rows as objects, without the ORM's session
+            # Serialised with the membership's ownership decisions (the revocation's, under the same lock):
+            # what this grant owns is read now, under the lock. A revocation may have handed it the
+            # membership while its IdP call was in flight (owns_membership, pre_member False).
+            await lock_holder(rt.db, session, row)
             unit = Unit(session)
-            g = await unit.first(Grant, _GRANT_ROW, {"b_id": grant_id})
+            g = await unit.first(Grant, _GRANT_ROW, {"b_id": row.id})
             assert g is not None  # claimed by this worker: never deleted
+            owns = added or g.pre_member is False or g.owns_membership
             req = await read_request(unit, g.request_id, lock=True)
             elig = rt.eligibility(req.eligibility)
             warn_before = elig.warn_before if elig else timedelta(minutes=15)
             g.status, g.owns_membership, g.user_idp_id, g.granted_at = "active", owns, user.id, now
-            g.expires_at = now + timedelta(seconds=req.duration_s)
+            g.expires_at = now + timedelta(seconds=allowed_seconds(req, elig))  # the maximum in force now
             g.warn_at = g.expires_at - warn_before if g.expires_at - warn_before > now else None
             g.claimed_until, g.next_attempt_at, g.last_error = None, None, None
             from_state = req.status
@@ -182,33 +254,67 @@ class GrantService:
                                    text=f"You now have {req.eligibility} until {g.expires_at:%Y-%m-%d %H:%M} UTC.")
             await unit.flush()
 
-    async def _grant_failed(self, grant_id: str, exc: ConnectorError) -> None:
+    async def _grant_failed(self, grant_id: str, exc: ConnectorError, *, holder: Any = None) -> None:
+        """A grant's IdP call failed. A transient failure is tried again with backoff until the grant's
+        deadline (``grant_deadline``); the requester is told once that the grant waits on the IdP. A
+        permanent failure, or the deadline passed, fails the request: logged once at ERROR, audited and
+        alerted with the technical cause."""
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:
+            if holder is not None:  # the membership's lock before the row's, as the revocation takes them
+                await lock_holder(rt.db, session, holder)
             g = await self._grant(session, grant_id)
             g.attempts += 1
-            g.last_error, g.claimed_until = str(exc)[:500], None
-            if exc.retryable and g.attempts < MAX_GRANT_ATTEMPTS:
-                g.next_attempt_at = now + backoff(g.attempts, retry_after=getattr(exc, "retry_after", None)
-                                                  if isinstance(exc, RateLimited) else None)
-                log.warning("grant %s attempt %d failed, retrying: %s", g.id, g.attempts, exc)
-                return
+            g.last_error, g.claimed_until, g.claimed_by = str(exc)[:500], None, None
             req = await load_request(session, g.request_id, lock=True)
-            # Clean up whatever may have been added at the IdP (idempotent if nothing was).
-            g.status, g.end_reason, g.next_attempt_at = "revoking", "failed", now
-            g.owns_membership = g.pre_member is False
+            deadline = grant_deadline(rt, req)
+            if exc.retryable and now < deadline:
+                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                g.next_attempt_at = min(now + backoff(g.attempts, cap=GRANT_BACKOFF_CAP_S, retry_after=retry_after),
+                                        deadline)
+                log.warning("grant %s attempt %d failed, retrying until %s: %s", g.id, g.attempts,
+                            f"{deadline:%Y-%m-%d %H:%M:%S}", exc)
+                if g.attempts == 1:  # said once, at the first failure: the grant waits on the IdP
+                    snap = await self._snap(session, req, g)
+                    await notices.record(rt, session, at=now, kind="grant_waiting", actor=notices.SYSTEM, req=req,
+                                         snap=snap, detail={"grant": g.id, "attempts": g.attempts, "cause": str(exc),
+                                                            "retry_until": deadline.isoformat()},
+                                         text=f"waiting on {g.connector}: {exc.user_message} "
+                                              f"(retrying until {deadline:%Y-%m-%d %H:%M} UTC)")
+                    notices.tell_requester(session, at=now, snap=snap, event="waiting",
+                                           text=f"Your {req.eligibility} access ({req.id}) is approved, but "
+                                                f"{g.connector} is not answering. jitbot keeps trying until "
+                                                f"{deadline:%Y-%m-%d %H:%M} UTC and tells you when it is granted.")
+                return
+            # Clean up whatever may have been added at the IdP (idempotent if nothing was), and what a
+            # revocation may have handed this grant meanwhile. A grant whose membership check never
+            # answered never called ``grant`` (pre_member is written before it): unless it was handed a
+            # membership, nothing was added, so there is nothing to clean up or to say about one.
+            if g.pre_member is None and not g.owns_membership:
+                g.status, g.end_reason, g.next_attempt_at, g.ended_at = "ended", "failed", None, now
+            else:
+                g.status, g.end_reason, g.next_attempt_at = "revoking", "failed", now
+                g.owns_membership = g.owns_membership or g.pre_member is False
             check_transition(Status(req.status), Status.FAILED)
             req.status, req.updated_at, req.version = Status.FAILED.value, now, req.version + 1
+            why = "the provider refused it" if not exc.retryable else \
+                f"still failing at the deadline {deadline:%Y-%m-%d %H:%M} UTC"
+            log.error("grant %s (%s) failed for good after %d attempt(s), %s: %s", g.id, req.id, g.attempts, why, exc)
             snap = await self._snap(session, req, g)
             await notices.record(rt, session, at=now, kind="grant_failed", actor=notices.SYSTEM, req=req, snap=snap,
                                  from_state=Status.APPROVED.value, to_state=Status.FAILED.value,
-                                 detail={"grant": g.id, "attempts": g.attempts, "error": exc.user_message},
-                                 text=f"grant failed after {g.attempts} attempt(s): {exc.user_message}")
-            notices.alert(session, at=now, snap=snap, text=f"Grant for {req.id} failed: {exc.user_message} "
-                                                           "An administrator may retry it.")
+                                 detail={"grant": g.id, "attempts": g.attempts, "error": exc.user_message,
+                                         "cause": str(exc), "error_type": type(exc).__name__,
+                                         "cleanup": "none needed: nothing was added at the IdP"
+                                         if g.status == "ended" else "membership removal scheduled"},
+                                 text=f"grant failed after {g.attempts} attempt(s), {why}: {exc.user_message}")
+            notices.alert(session, at=now, snap=snap,
+                          text=f"Grant for {req.id} failed for good after {g.attempts} attempt(s), {why}. "
+                               f"Cause: {type(exc).__name__}: {str(exc)[:300]}. jitbot stopped trying; "
+                               f"an administrator may retry it (/jit admin retry {req.id}).")
             notices.tell_requester(session, at=now, snap=snap, event="failed",
-                                   text=f"We could not grant {req.eligibility} ({req.id}); "
-                                        "administrators were alerted.")
+                                   text=f"We could not grant {req.eligibility} ({req.id}): {exc.user_message} "
+                                        "Administrators were alerted.")
         rt.wake.set()
 
     # ---- warnings ------------------------------------------------------------------------------
@@ -222,7 +328,7 @@ class GrantService:
         async with rt.db.transaction() as session:
             for gid in ids:
                 g = await self._grant(session, gid)
-                g.claimed_until = None
+                g.claimed_until = g.claimed_by = None
                 req = await load_request(session, g.request_id)
                 snap = await self._snap(session, req, g)
                 left = format_duration(g.expires_at - now) if g.expires_at else "?"
@@ -243,20 +349,26 @@ class GrantService:
         return (await session.execute(select(Grant).where(Grant.request_id == request_id, Grant.status == "active")
                                       .with_for_update())).scalar_one_or_none()
 
-    async def end_early(self, *, request_id: str, actor: str, reason: str, as_admin: bool = False) -> Grant:
-        """Release (by the requester) or revoke (by an admin) an active grant; the worker carries it out."""
+    async def end_early(self, *, request_id: str, actor: str, reason: str, as_admin: bool = False,
+                        origin: dict[str, str] | None = None) -> Grant:
+        """Release (by the requester) or revoke (by an admin) an active grant; the worker carries it out.
+        An approved grant that has not started ends at once (``not_started.stop_before_start``)."""
         rt, now, actor = self.rt, self.rt.clock.now(), actor.lower()
         async with rt.db.transaction() as session:
             req = await load_request(session, request_id, lock=True)
             if not as_admin and req.requester != actor:
                 raise PolicyViolation("Only the requester can release this access.")
+            if req.status == Status.APPROVED.value:
+                waiting = await waiting_grant(session, req, now=now)
+                await stop_before_start(rt, session, req, waiting, actor=actor, by_admin=as_admin, now=now)
+                return waiting
             g = await self.active_grant(session, request_id)
             if g is None:
                 raise PolicyViolation(f"{request_id} has no active access (it is {req.status}).")
             g.status, g.end_reason, g.next_attempt_at, g.warn_at = "revoking", reason, now, None
             snap = await self._snap(session, req, g)
             await notices.record(rt, session, at=now, kind=f"{reason}_requested", actor=actor, req=req, snap=snap,
-                                 detail={"grant": g.id}, text=f"{reason} by {actor}")
+                                 detail={"grant": g.id, **(origin or {})}, text=f"{reason} by {actor}")
         rt.wake.set()
         return g
 
@@ -269,15 +381,15 @@ class GrantService:
             req = await load_request(session, request_id, lock=True)
             if req.requester != actor:
                 raise PolicyViolation("Only the requester can extend this access.")
+            if req.kind == BREAKGLASS:  # its cap and its review are of the use as announced (docs/policy.md)
+                raise PolicyViolation("Break-glass access cannot be extended. If you still need it, use "
+                                      "/jit breakglass again (a new alert and review) or request it with /jit.")
             elig = rt.eligibility(req.eligibility)
             g = await self.active_grant(session, request_id)
             if elig is None or g is None or g.expires_at is None or g.granted_at is None:
                 raise PolicyViolation(f"{request_id} has no active access to extend.")
             plan = plan_extension(elig=elig, status=Status(req.status), granted_at=g.granted_at,
                                   expires_at=g.expires_at, now=now, by=by)
-            if plan.needs_approval:
-                raise PolicyViolation("This extension goes beyond the maximum and needs approval: "
-                                      "request the access again with /jit.")
             old = g.expires_at
             g.expires_at = plan.new_expires_at
             g.warn_at = g.expires_at - elig.warn_before if g.expires_at - elig.warn_before > now else None
@@ -289,8 +401,9 @@ class GrantService:
                                    text=f"Extended: {req.eligibility} now ends {g.expires_at:%Y-%m-%d %H:%M} UTC.")
             return g.expires_at
 
-    async def retry_failed(self, *, request_id: str, actor: str) -> Grant:
-        """An admin retries a FAILED grant: the request goes back to APPROVED with a new grant."""
+    async def retry_failed(self, *, request_id: str, actor: str, origin: dict[str, str] | None = None) -> Grant:
+        """An admin retries a FAILED grant: the request goes back to APPROVED with a new grant. ``origin``
+        (where the command came from: the command line's OS user and host) is kept in the audit event."""
         from bot.services.requests import new_grant
 
         rt, now = self.rt, self.rt.clock.now()
@@ -306,6 +419,6 @@ class GrantService:
             snap = await self._snap(session, req, None)
             await notices.record(rt, session, at=now, kind="grant_retry", actor=actor.lower(), req=req, snap=snap,
                                  from_state=Status.FAILED.value, to_state=Status.APPROVED.value,
-                                 text=f"grant retried by {actor}")
+                                 detail=dict(origin or {}), text=f"grant retried by {actor}")
         rt.wake.set()
         return g

@@ -3,15 +3,29 @@
 Every ``interval`` (once across replicas) the sweep lists the members of each eligibility's target and
 compares them with the grants in the database:
 
-- a member with no grant holding the target (granting, active, revoking, or ended within ``grace``) and
-  not recorded as standing access is *unmanaged*: an alert and a ``reconcile_unmanaged`` audit event;
+- a member with no grant holding the target (active, revoking, granting once started — a grant that
+  has not started holds nothing, bot/services/not_started.py — or ended within ``grace``) and not
+  recorded as standing access is *unmanaged*: an alert and a ``reconcile_unmanaged`` audit event;
   where an eligibility on that target says ``enforce: true`` the member is removed at the IdP and
   ``reconcile_removed`` is recorded instead;
+- an unmanaged member whom jitbot added itself (the first of their grants of the target to be granted
+  found them not a member) is removed whether or not ``enforce`` is set: a ``reconcile_removed`` event
+  (``jitbot_added``) and an alert. Access jitbot gave never outlives the grants that justify it;
 - an active grant (older than ``grace``) whose membership is gone at the IdP: an alert and a
   ``reconcile_vanished`` event.
 
+A member who holds the target only through a nested group (``IdpUser.direct`` False, Google) is never
+removed — removing them from this group would not end that access — but reported as unmanaged, held
+through a nested group; and a grant's membership, always direct, has vanished when only a nested one is
+left.
+
+People are compared by the IdP's user id wherever it is known (a grant's ``user_idp_id``, the ids
+recorded with standing access), by email otherwise: the IdP may list a member under a primary email
+other than the address (an alias, a UPN) the grant was made for, and that is still the same person.
+
 Standing access is recorded per target in ``kv['standing:<connector>:<target>']``: on the first sweep
 of a target, its members without a grant are taken as the baseline (``reconcile_baseline`` event).
+A member whose latest grant of the target found them a member already (``pre_member``) is standing too.
 ``record_baseline`` re-takes it on demand (e.g. from an admin command). Members kept by an
 eligibility's ``transition.keep_standing`` are standing too; after a transition's cut-over only those
 are (the baseline no longer counts). Each finding is alerted once, until it goes away.
@@ -23,12 +37,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlmodel import col
 
 from bot.domain.policy import Eligibility
 from bot.services import kvstate, notices
 from bot.services.audit import append_event
+from bot.services.not_started import started_clause
 from bot.services.runtime import Runtime
 from connectors.base import Connector, ConnectorError, IdpUser, Target, TargetKind, members_ref
 from storage.tables import Grant
@@ -38,7 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = timedelta(minutes=15)
 GRACE = timedelta(minutes=5)
 SCHEDULE_KEY = "reconcile:schedule"
-HOLDING = ("granting", "active", "revoking")
+HOLDING = ("active", "revoking")  # and "granting" once started (``started_clause``)
 
 
 @dataclass
@@ -57,6 +72,24 @@ def _target(e: Eligibility) -> Target:
 
 def _key(connector: str, target: Target) -> str:
     return f"{connector}:{target}"
+
+
+@dataclass(frozen=True)
+class _People:
+    """A set of people, known by IdP user id where there is one and by email otherwise."""
+
+    ids: frozenset[str] = frozenset()
+    emails: frozenset[str] = frozenset()
+
+    def has(self, user: IdpUser) -> bool:
+        return (bool(user.id) and user.id in self.ids) or user.email.lower() in self.emails
+
+    def __or__(self, other: _People) -> _People:
+        return _People(self.ids | other.ids, self.emails | other.emails)
+
+
+def _label(user: IdpUser) -> str:
+    return user.email.lower() or user.id
 
 
 class ReconcileService:
@@ -91,36 +124,84 @@ class ReconcileService:
     async def record_baseline(self, connector: str, target: Target, *, actor: str) -> list[str]:
         """Record the target's current members without a grant as its standing access."""
         rt, now = self.rt, self.rt.clock.now()
-        members = {u.email.lower() for u in await rt.connector(connector).list_members(members_ref(target))}
-        standing = sorted(members - await self._holding(connector, target, now))
+        members = await rt.connector(connector).list_members(members_ref(target))
+        holding = await self._holding(connector, target, now)
+        kept = [u for u in members if not holding.has(u)]
+        standing = sorted({_label(u) for u in kept})
         async with rt.db.transaction() as session:
             await kvstate.write(session, f"standing:{_key(connector, target)}",
-                                {"members": standing, "recorded_at": now.isoformat(), "by": actor})
+                                {"members": standing, "ids": sorted({u.id for u in kept if u.id}),
+                                 "recorded_at": now.isoformat(), "by": actor})
             # In the audit log, not the audit channel: bookkeeping, not news (findings are posted).
             await append_event(session, at=now, kind="reconcile_baseline", actor=actor,
                                detail={"target": _key(connector, target), "standing": standing})
         return standing
 
-    async def _holding(self, connector: str, target: Target, now: datetime) -> set[str]:
+    async def _holding(self, connector: str, target: Target, now: datetime) -> _People:
         async with self.rt.db.sessions() as session:
-            rows = await session.execute(select(col(Grant.user_email)).where(
+            rows = (await session.execute(select(col(Grant.user_idp_id), col(Grant.user_email)).where(
                 col(Grant.connector) == connector, col(Grant.target_kind) == target.kind.value,
                 col(Grant.target_id) == target.id,
-                or_(col(Grant.status).in_(HOLDING), col(Grant.ended_at) > now - self.grace)))
-            return {e.lower() for e in rows.scalars()}
+                or_(col(Grant.status).in_(HOLDING), and_(col(Grant.status) == "granting", started_clause(now)),
+                    col(Grant.ended_at) > now - self.grace)))).all()
+        # a grant not granted yet has no IdP id: its email stands for it
+        return _People(frozenset(i for i, _ in rows if i), frozenset(e.lower() for i, e in rows if not i))
+
+    async def _added_by_jitbot(self, connector: str, target: Target, people: dict[str, IdpUser]) -> set[str]:
+        """Those of ``people`` (label → member) who were not members of ``target`` before the first of their
+        grants of it to be granted: the membership is jitbot's (not standing access it found). A grant is
+        matched to a member by IdP user id where it has one, else by email."""
+        if not people:
+            return set()
+        emails = {u.email.lower(): label for label, u in people.items() if u.email}
+        ids = {u.id: label for label, u in people.items() if u.id}
+        async with self.rt.db.sessions() as session:
+            rows = await session.execute(select(col(Grant.user_idp_id), col(Grant.user_email), col(Grant.pre_member))
+                                         .where(col(Grant.connector) == connector,
+                                                col(Grant.target_kind) == target.kind.value,
+                                                col(Grant.target_id) == target.id,
+                                                or_(col(Grant.user_email).in_(list(emails)),
+                                                    col(Grant.user_idp_id).in_(list(ids))),
+                                                col(Grant.pre_member).is_not(None), col(Grant.granted_at).is_not(None))
+                                         .order_by(col(Grant.granted_at)))
+            first: dict[str, bool] = {}
+            for idp_id, email, pre_member in rows:
+                label = ids.get(idp_id) if idp_id else None
+                label = label or emails.get(email.lower())
+                if label is not None:
+                    first.setdefault(label, bool(pre_member))
+        return {label for label, was_member in first.items() if not was_member}
+
+    async def _standing_at_grant(self, connector: str, target: Target) -> _People:
+        """Members whose latest grant of the target found them members already (``pre_member``): standing
+        access jitbot recorded itself, and kept when that grant ended. A baseline taken while such a
+        grant held the target left them out; they are standing all the same."""
+        async with self.rt.db.sessions() as session:
+            rows = await session.execute(select(col(Grant.user_email), col(Grant.user_idp_id), col(Grant.pre_member))
+                                         .where(col(Grant.connector) == connector,
+                                                col(Grant.target_kind) == target.kind.value,
+                                                col(Grant.target_id) == target.id, col(Grant.pre_member).is_not(None))
+                                         .order_by(col(Grant.granted_at).nulls_first(), col(Grant.id)))
+            latest = {email.lower(): (idp_id, bool(pre)) for email, idp_id, pre in rows.all()}
+        standing = [(email, idp_id) for email, (idp_id, pre) in latest.items() if pre]
+        return _People(frozenset(i for _, i in standing if i), frozenset(e for e, _ in standing))
 
     async def _standing(self, key: str, connector: str, target: Target, eligs: list[Eligibility],
-                        now: datetime, report: ReconcileReport) -> set[str]:
+                        now: datetime, report: ReconcileReport) -> _People:
         async with self.rt.db.sessions() as session:
             recorded = await kvstate.read(session, f"standing:{key}")
         if recorded is None:
             report.baselined.append(key)
-            recorded = {"members": await self.record_baseline(connector, target, actor=notices.SYSTEM)}
-        standing = {str(m) for m in recorded["members"]}
+            await self.record_baseline(connector, target, actor=notices.SYSTEM)
+            async with self.rt.db.sessions() as session:
+                recorded = await kvstate.read(session, f"standing:{key}") or {}
+        standing = _People(frozenset(str(i) for i in recorded.get("ids", [])),
+                           frozenset(str(m) for m in recorded.get("members", [])))
+        standing = standing | await self._standing_at_grant(connector, target)
         for e in eligs:
             if e.transition is None:
                 continue
-            kept = await self.rt.directory.expand(self.rt.policy, e.transition.keep_standing)
+            kept = _People(emails=frozenset(await self.rt.directory.expand(self.rt.policy, e.transition.keep_standing)))
             standing = kept if now >= e.transition.cutover else standing | kept
         return standing
 
@@ -130,7 +211,7 @@ class ReconcileService:
         conn = rt.connector(connector)
         # Members first, grants second: a JIT grant's row exists before its IdP call, so every member
         # added by jitbot has a holding row by the time we read them.
-        members = {u.email.lower(): u for u in await conn.list_members(members_ref(target))}
+        members = {_label(u): u for u in await conn.list_members(members_ref(target))}
         standing = await self._standing(key, connector, target, eligs, now, report)
         holding = await self._holding(connector, target, now)
         async with rt.db.sessions() as session:
@@ -139,33 +220,46 @@ class ReconcileService:
                 col(Grant.target_id) == target.id, col(Grant.status) == "active",
                 col(Grant.granted_at) < now - self.grace))).scalars())
         enforce = any(e.enforce for e in eligs)
-        unmanaged = sorted(set(members) - holding - standing)
-        vanished = [g for g in active if g.user_email.lower() not in members]
+        unmanaged = sorted(m for m, u in members.items() if not holding.has(u) and not standing.has(u))
+        direct = [u for u in members.values() if u.direct]
+        vanished = [g for g in active if not any(
+            u.id == g.user_idp_id if g.user_idp_id else u.email.lower() == g.user_email.lower() for u in direct)]
         findings_key = f"reconcile:findings:{key}"
         async with rt.db.sessions() as session:
             known = set((await kvstate.read(session, findings_key) or {}).get("open", []))
-        if enforce and unmanaged:  # re-read just before removing: a grant may have started meanwhile
-            unmanaged = sorted(set(unmanaged) - await self._holding(connector, target, now))
+        ours = await self._added_by_jitbot(connector, target, {m: members[m] for m in unmanaged})
+        if (enforce or ours) and unmanaged:  # re-read just before removing: a grant may have started meanwhile
+            holding = await self._holding(connector, target, now)
+            unmanaged = [m for m in unmanaged if not holding.has(members[m])]
         current = {f"unmanaged:{m}" for m in unmanaged} | {f"vanished:{g.id}" for g in vanished}
-        removed = [m for m in unmanaged if enforce and await self._remove(conn, members[m], target, key)]
+        # a nested member is never removed: jitbot changes direct memberships only
+        removed = [m for m in unmanaged if (enforce or m in ours) and members[m].direct
+                   and await self._remove(conn, members[m], target, key)]
         async with rt.db.transaction() as session:
             for email in unmanaged:
                 if email in removed:
                     report.removed.append(f"{key} {email}")
+                    why = ("jitbot added it and no live grant holds it" if email in ours
+                           else "a member without a grant or standing access (enforce: true)")
                     await notices.record(rt, session, at=now, kind="reconcile_removed", actor=notices.SYSTEM,
-                                         req=None, snap=None, detail={"target": key, "user": email},
-                                         text=f"removed {email} from {target}: a member without a grant "
-                                              "or standing access (enforce: true)")
-                    notices.alert(session, at=now, snap=None,
-                                  text=f"{email} was in {target} without a grant; removed (enforce: true).")
+                                         req=None, snap=None,
+                                         detail={"target": key, "user": email, "jitbot_added": email in ours},
+                                         text=f"removed {email} from {target}: {why}")
+                    notices.alert(session, at=now, snap=None, text=f"{email} was in {target} without a grant; "
+                                                                   f"removed ({why}).")
                 elif f"unmanaged:{email}" not in known:
                     report.unmanaged.append(f"{key} {email}")
+                    nested = not members[email].direct
                     await notices.record(rt, session, at=now, kind="reconcile_unmanaged", actor=notices.SYSTEM,
-                                         req=None, snap=None, detail={"target": key, "user": email},
-                                         text=f"{email} is in {target} without a grant or standing access")
+                                         req=None, snap=None, detail={"target": key, "user": email, "nested": nested},
+                                         text=f"{email} is in {target} without a grant or standing access"
+                                              + (" (through a nested group)" if nested else ""))
+                    advice = ("They hold it through a nested group, which jitbot does not change: remove them "
+                              "from that group, or record standing access." if nested
+                              else "Remove them, or record standing access.")
                     notices.alert(session, at=now, snap=None,
                                   text=f"{email} is a member of {target} without a jitbot grant or recorded "
-                                       "standing access. Remove them, or record standing access.")
+                                       f"standing access. {advice}")
             for g in vanished:
                 if f"vanished:{g.id}" in known:
                     continue

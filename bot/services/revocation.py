@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.domain.requests import Status, check_transition
 from bot.services import notices
 from bot.services.claims import LEASE, claim_grants, lock_holder
+from bot.services.not_started import not_started
 from bot.services.requests import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import (
@@ -220,9 +221,12 @@ class Revoker:
         for g in batch:
             await lock_holder(rt.db, session, g)
         emails = {g.user_email for g in batch}
-        live = list((await session.execute(select(Grant).where(
+        # Heirs: active grants, and grants being carried out. A grant that has not started (a scheduled
+        # one) holds nothing and inherits nothing: the membership goes, and is added again at its start.
+        now = rt.clock.now()
+        live = [o for o in (await session.execute(select(Grant).where(
             Grant.user_email.in_(emails), Grant.status.in_(["active", "granting"]))
-            .order_by(Grant.expires_at.desc()))).scalars().all())
+            .order_by(Grant.expires_at.desc()))).scalars().all() if not not_started(o, now)]
         reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
             AccessRequest.id.in_([g.request_id for g in batch])).with_for_update())).scalars()}
         votes = await _votes_by_request(session, list(reqs))
@@ -312,7 +316,8 @@ class Revoker:
     async def _ended(self, session: AsyncSession, g: Grant, *, kept: str | None,
                      req: AccessRequest, votes: list[ApprovalVote]) -> None:
         rt, now = self.rt, self.rt.clock.now()
-        g.status, g.ended_at, g.claimed_until, g.next_attempt_at = "ended", now, None, None
+        rt.directory.forget_person(g.user_email)  # the target may be a group the policy names for people
+        g.status, g.ended_at, g.claimed_until, g.claimed_by, g.next_attempt_at = "ended", now, None, None, None
         detail: dict[str, object] = {"grant": g.id, "reason": g.end_reason}
         if kept:
             detail["membership_kept"] = kept
@@ -339,7 +344,7 @@ class Revoker:
     async def _revoke_failed(self, session: AsyncSession, g: Grant, exc: ConnectorError) -> None:
         rt, now = self.rt, self.rt.clock.now()
         g.attempts += 1
-        g.last_error, g.claimed_until = str(exc)[:500], None
+        g.last_error, g.claimed_until, g.claimed_by = str(exc)[:500], None, None
         g.next_attempt_at = now + backoff(g.attempts, cap=120.0, retry_after=exc.retry_after
                                           if isinstance(exc, RateLimited) else None)
         overdue = now - (g.expires_at or now)

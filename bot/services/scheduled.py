@@ -1,6 +1,7 @@
-"""Calendar jobs the worker runs each tick: the weekly access-review post and the transition off standing
-access. Exactly once across replicas: each job's progress is a ``kv`` row changed by compare-and-set in
-the same transaction that queues its messages.
+"""Calendar jobs the worker runs each tick: the weekly access-review post (ending with an audit anchor),
+the hourly audit anchors (bot/services/audit_anchor.py) and the transition off standing access. Exactly
+once across replicas: each job's progress is a ``kv`` row changed by compare-and-set in the same
+transaction that queues its messages.
 
 ``kv['last_review_post']`` = ``{"fired_for": ISO time, "schedule": "<cron>@<tz>"}``: the cron fire time
 last posted for. The first tick under a schedule only records "now", so a new deployment does not
@@ -20,10 +21,12 @@ from bot.reports.render import as_markdown
 from bot.reports.review import Review, build_review
 from bot.services import kvstate
 from bot.services.audit import append_event
+from bot.services.audit_anchor import AuditAnchors, anchor_text, current_anchor
 from bot.services.outbox import enqueue
 from bot.services.runtime import Runtime
 
 REVIEW_KEY = "last_review_post"
+REVIEW_CHARS = 39000  # the review post is cut at this length when delivered (bot/slack/notifier.py)
 
 
 def latest_fire(trigger: CronTrigger, after: datetime, now: datetime) -> datetime | None:
@@ -47,6 +50,7 @@ class ScheduledJobs:
         from bot.services.transition import TransitionService
 
         done = await self.post_review_if_due()
+        done += await AuditAnchors(self.rt).post_if_due()
         return done + await TransitionService(self.rt).run_due()
 
     async def post_review_if_due(self) -> int:
@@ -64,7 +68,13 @@ class ScheduledJobs:
                 return 0
             review: Review | None = await build_review(self.rt.db, self.rt.policy, since=now - reports.period,
                                                        until=now)
+            # the chain as it stood for this review, to be kept outside the database (audit_anchor.py); the
+            # review is shortened if need be so that the post's length limit never cuts the anchor off
+            anchor = "\n\n" + anchor_text(await current_anchor(self.rt.db, now=now))
             text = as_markdown(review)
+            if len(text) + len(anchor) > REVIEW_CHARS:
+                text = text[:REVIEW_CHARS - len(anchor) - 1] + "…"
+            text += anchor
         else:
             fire, text, review = None, "", None
 

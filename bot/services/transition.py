@@ -50,16 +50,19 @@ class TransitionService:
         rt, target = self.rt, target_of(e)
         members = await rt.connector(e.connector).list_members(members_ref(target))
         async with rt.db.sessions() as session:
-            holding = set((await session.execute(select(col(Grant.user_email)).where(
+            # Holders by IdP user id once granted (the IdP may list them under another address), else by email
+            held = (await session.execute(select(col(Grant.user_idp_id), col(Grant.user_email)).where(
                 col(Grant.connector) == e.connector, col(Grant.target_kind) == target.kind.value,
-                col(Grant.target_id) == target.id, col(Grant.status).in_(HOLDING)))).scalars())
+                col(Grant.target_id) == target.id, col(Grant.status).in_(HOLDING)))).all()
+            holding_ids = {i for i, _ in held if i}
+            holding = {m.lower() for i, m in held if not i}
             last: dict[str, datetime] = dict((await session.execute(
                 select(col(Grant.user_email), func.max(col(Grant.granted_at)))
                 .join(AccessRequest, col(AccessRequest.id) == col(Grant.request_id))
                 .where(col(AccessRequest.eligibility) == e.name).group_by(col(Grant.user_email)))).all())
         keep = await rt.directory.expand(rt.policy, e.transition.keep_standing) if e.transition else set()
         return [Standing(u, last.get(u.email.lower()), u.email.lower() in keep)
-                for u in members if u.email.lower() not in holding]
+                for u in members if u.id not in holding_ids and u.email.lower() not in holding]
 
     async def run_due(self) -> int:
         done = 0
@@ -85,7 +88,7 @@ class TransitionService:
         sent = 0
         for s in await self.standing_members(e):
             email = s.user.email.lower()
-            if s.kept or email in told:
+            if s.kept or email in told or not s.user.direct:  # a nested group's access is not ended
                 continue
             text = (f"Your standing access to {e.target.kind} {e.target.ref} ends on "
                     f"{e.transition.static_access_until:%Y-%m-%d}. From then on, request it when you need it "
@@ -115,9 +118,11 @@ class TransitionService:
 
         if await kvstate.compare_and_set(self.rt.db, key, take) is None:
             return 0
-        removed = await self._remove_standing(e, now)
+        removed, nested = await self._remove_standing(e, now)
         summary = (f"Transition of {e.name}: standing access to {e.target.kind} {e.target.ref} ended; "
                    f"{len(removed)} member(s) removed" + (f": {', '.join(removed)}" if removed else "")
+                   + (f"; {len(nested)} hold it through a nested group, which jitbot does not change — remove "
+                      f"them there: {', '.join(nested)}" if nested else "")
                    + f". Undo with `jitbot transition revert {e.name} --apply`.")
 
         async def finish(session: AsyncSession, _: kvstate.Value) -> None:
@@ -130,15 +135,20 @@ class TransitionService:
                                                                    "removed": len(removed)}, finish)
         return 1
 
-    async def _remove_standing(self, e: Eligibility, now: datetime) -> list[str]:
+    async def _remove_standing(self, e: Eligibility, now: datetime) -> tuple[list[str], list[str]]:
+        """Remove the standing members; returns those removed, and those left because they hold the target
+        only through a nested group (removing them from this group would not end it)."""
         target, conn = target_of(e), self.rt.connector(e.connector)
         async with self.rt.db.sessions() as session:
             already = set((await session.execute(select(col(TransitionRemoval.user_email)).where(
                 col(TransitionRemoval.eligibility) == e.name, col(TransitionRemoval.restored_at).is_(None)))).scalars())
-        removed = []
+        removed, nested = [], []
         for s in await self.standing_members(e):
             email = s.user.email.lower()
             if s.kept or email in already:
+                continue
+            if not s.user.direct:
+                nested.append(email)
                 continue
             await conn.revoke(s.user, target, grant_id=f"transition-{e.name}")
             async with self.rt.db.transaction() as session:
@@ -148,7 +158,7 @@ class TransitionService:
                 await append_event(session, at=now, kind="transition_removed", actor="jitbot",
                                    detail={"eligibility": e.name, "user": email, "target": str(target)})
             removed.append(email)
-        return removed
+        return removed, nested
 
     async def revert(self, name: str, *, actor: str, apply: bool) -> list[TransitionRemoval]:
         """Everyone the cut-over of ``name`` removed (not yet restored); with ``apply`` they are re-added."""

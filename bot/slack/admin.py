@@ -10,7 +10,12 @@ USAGE = "Usage: `/jit admin pending`, `/jit admin revoke REQUEST`, `/jit admin r
 
 async def admin_command(admin: AdminService, email: str, words: list[str]) -> str:
     """Run ``/jit admin WORDS…`` for ``email`` and return the ephemeral answer (PolicyViolation if refused)."""
-    await admin.require_admin(email)  # non-admins learn nothing more, not even the usage
+    check = await admin.check_admin(email)  # non-admins learn nothing more, not even the usage
+    answer = await _answer(admin, email, words)
+    return answer if check.note is None else f"{answer}\n_(Note: {blocks.esc(check.note)}.)_"
+
+
+async def _answer(admin: AdminService, email: str, words: list[str]) -> str:
     sub = words[0].lower() if words else ""
     if sub == "pending" and len(words) == 1:
         items = await admin.pending(actor=email)

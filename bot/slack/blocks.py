@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.domain.display_limits import MAX_OPTIONS, OPTION_TEXT, menu_description
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.slack import ids
@@ -23,9 +24,33 @@ def esc(text: str | None) -> str:
     return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def quoted(text: str | None) -> str:
+    """User text as a block quote, escaped, every line of it (whatever breaks the line: ``\\r``, U+2028
+    …): no line of it can pass for one of the bot's own fields."""
+    return "\n".join(">" + line for line in _unanchored(esc(text)).splitlines() or [""])
+
+
+def _unanchored(text: str) -> str:
+    """User text never carries the name of jitbot's audit anchors (bot/services/audit_anchor.py): a line of
+    it copied from the audit channel must not pass for an anchor (non-breaking hyphens instead)."""
+    return text.replace("jitbot-audit-anchor", "jitbot\u2011audit\u2011anchor")
+
+
+def notice(text: str | None) -> str:
+    """A text of the bot's own that may end in user text (a reason, a justification): escaped; its first
+    line is the bot's sentence, and every further line can only have come from the user, so it is quoted."""
+    first, *rest = esc(text).splitlines() or [""]
+    return "\n".join([first, *(">" + line for line in rest)])
+
+
+TRUNCATED = " …(truncated)"
+
+
 def cut(text: str, limit: int) -> str:
-    """Truncate visibly, never silently past Slack's limit."""
-    return text if len(text) <= limit else text[: limit - 12] + " …(truncated)"
+    """Truncate visibly, never past Slack's limit: at most ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(TRUNCATED)] + TRUNCATED if limit > len(TRUNCATED) else text[:limit]
 
 
 def chunks(lines: list[str], limit: int) -> list[str]:
@@ -97,8 +122,9 @@ def request_modal(eligibilities: list[Eligibility], selected: str | None = None,
                 "blocks": [section("You are not eligible for any access through jitbot. Ask your JIT "
                                    "administrators if you think you should be.")]}
     elig = next((e for e in eligibilities if e.name == selected), eligibilities[0])
-    options = [{"text": plain(e.name), "value": e.name,
-                "description": plain(e.description or f"{e.target.kind} {e.target.ref}")} for e in eligibilities][:100]
+    options = [{"text": plain(e.name, OPTION_TEXT), "value": e.name,
+                "description": plain(menu_description(e.description, e.target.kind, e.target.ref), OPTION_TEXT)}
+               for e in eligibilities][:MAX_OPTIONS]
     initial = next(o for o in options if o["value"] == elig.name)
     durations, initial_duration = duration_options(elig)
     blocks: list[Block] = [
@@ -110,6 +136,12 @@ def request_modal(eligibilities: list[Eligibility], selected: str | None = None,
         {"type": "input", "block_id": ids.B_DURATION, "label": plain("For how long", 2000),
          "element": {"type": "static_select", "action_id": ids.A_DURATION, "options": durations,
                      "initial_option": initial_duration}},
+        {"type": "input", "block_id": ids.B_DURATION_TEXT, "optional": True,
+         "label": plain("Or another duration (optional)", 2000),
+         "hint": plain(f"Any duration up to {format_duration(elig.max_duration)}, e.g. 90m or 2h30m; "
+                       "it replaces the choice above.", 2000),
+         "element": {"type": "plain_text_input", "action_id": ids.A_DURATION_TEXT, "max_length": 16,
+                     "placeholder": plain("e.g. 90m", 150)}},
         {"type": "input", "block_id": ids.B_JUSTIFICATION, "label": plain("Why do you need it?", 2000),
          "element": {"type": "plain_text_input", "action_id": ids.A_JUSTIFICATION, "multiline": True,
                      "max_length": 3000}},
@@ -170,7 +202,7 @@ def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Bloc
         fields.append(md("*Approved by*\n" + ", ".join(f"{esc(a['approver'])} (layer {a['layer']})" for a in earlier),
                          2000))
     return [{"type": "section", "fields": fields},
-            section(f"*Justification*\n>{cut(esc(snap['justification']), 2800)}")]
+            section(f"*Justification*\n{cut(quoted(snap['justification']), 2800)}")]
 
 
 def approval_message(snap: dict[str, Any], layer: int, note: str | None = None) -> list[Block]:
@@ -191,7 +223,7 @@ def approval_decided(snap: dict[str, Any], layer: int, outcome: str) -> list[Blo
     return [
         {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
         *_request_fields(snap, layer),
-        context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + esc(outcome)),
+        context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + notice(outcome)),
     ]
 
 
@@ -218,12 +250,12 @@ def review_decided(snap: dict[str, Any], outcome: str) -> list[Block]:
         {"type": "header", "text": plain(f":rotating_light: Break-glass use {snap['id']}", 150)},
         *_request_fields(snap),
         context((":white_check_mark: " if outcome.startswith("Acknowledged") else ":triangular_flag_on_post: ")
-                + esc(outcome)),
+                + notice(outcome)),
     ]
 
 
 def requester_notice(snap: dict[str, Any], event: str, text: str) -> list[Block]:
-    blocks: list[Block] = [section(esc(text))]
+    blocks: list[Block] = [section(notice(text))]
     if event in ("active", "warning", "extended"):
         blocks.append(context(f"Access ends {when(snap.get('expires_at'))}"))
         elements = []
@@ -244,7 +276,7 @@ def audit_text(payload: dict[str, Any]) -> str:
     actor = payload.get("actor", "jitbot")
     head = f"*{esc(snap.get('id', ''))}* {esc(snap.get('eligibility', ''))} for {esc(snap.get('requester', ''))}: " \
         if snap else ""
-    return cut(f"{head}{esc(payload.get('text') or payload.get('event', ''))} _(by {esc(actor)})_", 3000)
+    return cut(f"{head}{notice(payload.get('text') or payload.get('event', ''))} _(by {esc(actor)})_", 3000)
 
 
 def audit_root(snap: dict[str, Any]) -> list[Block]:
@@ -253,9 +285,37 @@ def audit_root(snap: dict[str, Any]) -> list[Block]:
             *_request_fields(snap)[1:]]
 
 
+LIST_PAGE = 25  # lines of ``/jit list`` per page: far under Slack's 40,000 characters whatever the names
+HOME_PAGE = 15  # active grants and pending requests per App Home page (a view holds at most 100 blocks)
+
+
+def pages(count: int, size: int) -> int:
+    return max(1, -(-count // size))
+
+
+def access_list(active: list[dict[str, Any]], pending: list[dict[str, Any]], *, page: int = 1) -> str:
+    """``/jit list``: the person's access and requests, ``LIST_PAGE`` lines a page."""
+    lines = [f"• *{esc(s['eligibility'])}* ({s['id']}) active until {when(s['expires_at'])}" for s in active]
+    lines += [f"• *{esc(s['eligibility'])}* ({s['id']}) {s['status']}, layer {s['layer']} of {s['layers']}"
+              for s in pending]
+    if not lines:
+        return "You have no access or requests."
+    last = pages(len(lines), LIST_PAGE)
+    page = min(max(page, 1), last)
+    shown = lines[(page - 1) * LIST_PAGE:page * LIST_PAGE]
+    if last > 1:
+        more = f" — `/jit list {page + 1}` for the next" if page < last else ""
+        shown.append(f"_Page {page} of {last} ({len(lines)} in all){more}_")
+    return "\n".join(shown)
+
+
 def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
-              approvals: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
-    """App Home: my active access, my pending requests, approvals waiting for me, a Request button."""
+              approvals: list[tuple[dict[str, Any], int]], page: int = 1) -> dict[str, Any]:
+    """App Home: my active access, my pending requests (``HOME_PAGE`` of each a page, with Previous /
+    Next), approvals waiting for me, a Request button."""
+    last = max(pages(len(active), HOME_PAGE), pages(len(pending), HOME_PAGE))
+    page = min(max(page, 1), last)
+    first = (page - 1) * HOME_PAGE
     blocks: list[Block] = [
         {"type": "header", "text": plain("Just-in-time access", 150)},
         {"type": "actions", "block_id": "home_actions",
@@ -263,12 +323,12 @@ def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
         {"type": "divider"},
         section("*Your active access*" if active else "*Your active access*\nNone right now."),
     ]
-    for n, snap in enumerate(active[:15]):
+    for n, snap in enumerate(active[first:first + HOME_PAGE]):
         blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — ends "
                                                      f"{when(snap.get('expires_at'))}"),
                        "accessory": button("Release", ids.nth(ids.RELEASE, n), snap["id"])})
     blocks += [{"type": "divider"}, section("*Your pending requests*" if pending else "*Your pending requests*\nNone.")]
-    for n, snap in enumerate(pending[:15]):
+    for n, snap in enumerate(pending[first:first + HOME_PAGE]):
         blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — waiting for "
                                                      f"layer {snap['layer']} of {snap['layers']}"),
                        "accessory": button("Cancel", ids.nth(ids.CANCEL, n), snap["id"])})
@@ -278,16 +338,21 @@ def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
         value = f"{snap['id']}:{layer}"
         blocks.append(section(f"*{esc(snap['eligibility'])}* for {who(snap['requester'], snap.get('requester_slack'))}"
                               f" — {format_duration(timedelta(seconds=snap['duration_s']))}, layer {layer} of "
-                              f"{snap['layers']}\n>{cut(esc(snap['justification']), 500)}"))
+                              f"{snap['layers']}\n{cut(quoted(snap['justification']), 500)}"))
         blocks.append({"type": "actions", "block_id": f"home_decide:{value}", "elements": [
             button("Approve", ids.nth(ids.APPROVE, n), value, "primary"),
             button("Deny", ids.nth(ids.DENY, n), value, "danger")]})
+    if last > 1:
+        nav = [button("Previous page", ids.nth(ids.HOME_PAGE, 0), str(page - 1))] if page > 1 else []
+        nav += [button("Next page", ids.nth(ids.HOME_PAGE, 1), str(page + 1))] if page < last else []
+        blocks += [context(f"Page {page} of {last}: {len(active)} active, {len(pending)} pending in all"),
+                   {"type": "actions", "block_id": "home_pages", "elements": nav}]
     return {"type": "home", "blocks": blocks[:100]}
 
 
 HELP = (
     "*/jit* — open the request form\n"
-    "*/jit list* — your access and requests\n"
+    "*/jit list [PAGE]* — your access and requests, 25 a page\n"
     "*/jit release REQUEST* — end your access now\n"
     "*/jit breakglass ACCESS DURATION REASON…* — emergency access now, without approval (announced and "
     "reviewed)\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -12,8 +13,10 @@ from bot.domain.requests import PolicyViolation
 from bot.services.breakglass import BreakGlassService, ReviewOutcome
 from bot.services.runtime import Runtime
 from bot.slack import ids
+from bot.slack.blocks import esc
 from bot.slack.identity import NoEmail, SlackIdentity
 
+_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 USAGE = ("Usage: `/jit breakglass ACCESS DURATION REASON…`, e.g. `/jit breakglass prod-admin 30m primary DB "
          "is down`. Access is granted at once, announced to security and reviewed afterwards.")
 
@@ -37,13 +40,16 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
 
     async def review(body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond,
                      outcome: ReviewOutcome) -> None:
+        request_id = str(action.get("value", ""))
         try:
             email = await identity.email(client, body["user"]["id"])
-            text = await service.review(request_id=str(action.get("value", "")), reviewer=email, outcome=outcome)
-        except NoEmail:
-            text = "jitbot cannot see an email address for your Slack account."
+            if not _ID.fullmatch(request_id):  # a forged value: NUL bytes, markup, megabytes
+                raise PolicyViolation("That button does not match any request.")
+            text = await service.review(request_id=request_id, reviewer=email, outcome=outcome)
+        except NoEmail as exc:
+            text = exc.message
         except PolicyViolation as exc:
-            text = str(exc)
+            text = esc(str(exc))  # it may quote what the click carried: no mentions, no links
         await respond(response_type="ephemeral", replace_original=False, text=text)
 
     @app.action(ids.REVIEW_ACK)

@@ -17,10 +17,12 @@ CANCEL = "jit_cancel"
 OPEN_REQUEST = "jit_open_request"
 REVIEW_ACK = "jit_breakglass_ack"
 REVIEW_FLAG = "jit_breakglass_flag"
+HOME_PAGE = "jit_home_page"  # App Home's previous / next page (value: the page number)
 
 # input blocks of the request modal: (block_id, action_id)
 B_ELIGIBILITY, A_ELIGIBILITY = "eligibility", "eligibility_select"
 B_DURATION, A_DURATION = "duration", "duration_select"
+B_DURATION_TEXT, A_DURATION_TEXT = "duration_text", "duration_text_input"  # a typed duration (replaces the select)
 B_JUSTIFICATION, A_JUSTIFICATION = "justification", "justification_input"
 B_TICKET, A_TICKET = "ticket", "ticket_input"
 B_REASON, A_REASON = "reason", "reason_input"
@@ -29,8 +31,8 @@ B_ON_BEHALF, A_ON_BEHALF = "on_behalf", "on_behalf_user"
 B_STARTS, A_STARTS = "starts_at", "starts_at_picker"
 
 VIEWS = (REQUEST_VIEW, DENY_VIEW)
-EVENTS = ("app_home_opened",)
-ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY, REVIEW_ACK, REVIEW_FLAG)
+EVENTS = ("app_home_opened", "user_change", "team_join")
+ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY, REVIEW_ACK, REVIEW_FLAG, HOME_PAGE)
 
 
 def nth(action_id: str, n: int) -> str:

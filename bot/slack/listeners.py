@@ -20,17 +20,13 @@ from bot.services.breakglass import BreakGlassService
 from bot.services.grants import GrantService
 from bot.services.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.slack import blocks, breakglass, ids, request_form
+from bot.slack import blocks, breakglass, ids, modal_open, request_form
 from bot.slack.admin import admin_command
 from bot.slack.breakglass import breakglass_command
 from bot.slack.identity import NoEmail, SlackIdentity
 from bot.slack.request_form import RequestForm, read_request_form, small_int
 
 log = logging.getLogger(__name__)
-
-NO_EMAIL = ("jitbot cannot see an email address for your Slack account, so it cannot match you to an "
-            "identity-provider account.")
-
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 NOT_A_REQUEST = "That button does not match any request."
@@ -61,8 +57,7 @@ async def ack_sent(ack: AsyncAck) -> None:
     await asyncio.sleep(ACK_POLL)
 
 
-def register(app: AsyncApp, rt: Runtime) -> None:
-    identity = SlackIdentity()
+def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
     requests, approvals, grants = RequestService(rt), ApprovalService(rt), GrantService(rt)
     admin, glass = AdminService(rt), BreakGlassService(rt)
     breakglass.register(app, rt, identity)
@@ -70,12 +65,12 @@ def register(app: AsyncApp, rt: Runtime) -> None:
     async def email_or_tell(client: AsyncWebClient, user_id: str, respond: AsyncRespond | None) -> str | None:
         try:
             return await identity.email(client, user_id)
-        except NoEmail:
+        except NoEmail as exc:
             if respond is not None:
                 try:
-                    await respond(response_type="ephemeral", text=NO_EMAIL)
+                    await respond(response_type="ephemeral", text=exc.message)
                 except ValueError:  # an App Home click has no response_url: tell them in a DM instead
-                    await client.chat_postMessage(channel=user_id, text=NO_EMAIL)
+                    await client.chat_postMessage(channel=user_id, text=exc.message)
             return None
 
     async def answer(body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond, text: str) -> None:
@@ -92,14 +87,22 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         shown = mine + [e for e in for_others if e not in mine]
         return blocks.request_modal(shown, selected, on_behalf=bool(for_others))
 
-    async def open_modal(client: AsyncWebClient, trigger_id: str, email: str) -> None:
-        await client.views_open(trigger_id=trigger_id, view=await modal_for(email))
+    async def open_modal(client: AsyncWebClient, trigger_id: str, email: str, user_id: str,
+                         respond: AsyncRespond | None) -> None:
+        async def tell(text: str, message: list[dict[str, Any]]) -> None:
+            if respond is not None:
+                await respond(response_type="ephemeral", replace_original=False, text=text, blocks=message)
+            else:  # an App Home click has no response_url: the button goes to the person's DM
+                await client.chat_postMessage(channel=user_id, text=text, blocks=message)
 
-    async def publish_home(client: AsyncWebClient, user_id: str, email: str) -> None:
+        await modal_open.open_view(client, trigger_id, lambda: modal_for(email), tell=tell,
+                                   label="Request access", action_id=ids.OPEN_REQUEST, value="open")
+
+    async def publish_home(client: AsyncWebClient, user_id: str, email: str, page: int = 1) -> None:
         active, pending = await queries.my_requests(rt, email)
         waiting = await queries.awaiting_me(rt, email)
         await client.views_publish(user_id=user_id, view=blocks.home_view(active=active, pending=pending,
-                                                                          approvals=waiting))
+                                                                          approvals=waiting, page=page))
 
     @app.command(ids.COMMAND)
     async def jit_command(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient,
@@ -112,14 +115,11 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             return
         try:
             if sub in ("", "request"):
-                await open_modal(client, command["trigger_id"], email)
-            elif sub == "list":
+                await open_modal(client, command["trigger_id"], email, command["user_id"], respond)
+            elif sub == "list" and (len(words) == 1 or (len(words) == 2 and words[1].isdigit())):
                 active, pending = await queries.my_requests(rt, email)
-                lines = [f"• *{blocks.esc(s['eligibility'])}* ({s['id']}) active until {blocks.when(s['expires_at'])}"
-                         for s in active]
-                lines += [f"• *{blocks.esc(s['eligibility'])}* ({s['id']}) {s['status']}, layer {s['layer']} of "
-                          f"{s['layers']}" for s in pending]
-                await respond(response_type="ephemeral", text="\n".join(lines) or "You have no access or requests.")
+                page = int(words[1]) if len(words) == 2 else 1
+                await respond(response_type="ephemeral", text=blocks.access_list(active, pending, page=page))
             elif sub == "release" and len(words) == 2:
                 await grants.end_early(request_id=words[1].upper(), actor=email, reason="released")
                 await respond(response_type="ephemeral", text=f"Releasing {words[1].upper()} now.")
@@ -153,8 +153,8 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         try:
             email = await identity.email(client, form.user_id)
             beneficiary = await identity.email(client, form.on_behalf) if form.on_behalf else email
-        except NoEmail:
-            await client.chat_postMessage(channel=form.user_id, text="Your request was not submitted: " + NO_EMAIL)
+        except NoEmail as exc:
+            await client.chat_postMessage(channel=form.user_id, text="Your request was not submitted: " + exc.message)
             return
         try:
             await requests.submit(requester=beneficiary, requester_slack=form.on_behalf or form.user_id,
@@ -172,25 +172,31 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             email = await identity.email(client, form.user_id)
             await glass.invoke(requester=email, eligibility=elig.name, duration=form.duration,
                                justification=form.justification, requester_slack=form.user_id)
-        except NoEmail:
-            await client.chat_postMessage(channel=form.user_id, text="Break-glass refused: " + NO_EMAIL)
+        except NoEmail as exc:
+            await client.chat_postMessage(channel=form.user_id, text="Break-glass refused: " + exc.message)
         except PolicyViolation as exc:
             await client.chat_postMessage(channel=form.user_id, text=f"Break-glass refused: {blocks.esc(str(exc))}")
 
     @app.action(ids.A_ELIGIBILITY)
     async def eligibility_picked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
-                                 client: AsyncWebClient) -> None:
+                                 client: AsyncWebClient, respond: AsyncRespond) -> None:
         await ack()
-        email = await identity.email(client, body["user"]["id"])
+        email = await email_or_tell(client, body["user"]["id"], respond)
+        if email is None:
+            return
         selected = (action.get("selected_option") or {}).get("value")
         view = body["view"]
         await client.views_update(view_id=view["id"], hash=view.get("hash"), view=await modal_for(email, selected))
 
     @app.action(ids.OPEN_REQUEST)
-    async def open_from_home(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def open_from_home(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
+                             respond: AsyncRespond) -> None:
         await ack()
-        email = await identity.email(client, body["user"]["id"])
-        await open_modal(client, body["trigger_id"], email)
+        email = await email_or_tell(client, body["user"]["id"], respond)
+        if email is None:
+            return
+        await open_modal(client, body["trigger_id"], email, body["user"]["id"],
+                         respond if body.get("response_url") else None)
 
     @app.action(ids.matching(ids.APPROVE))
     async def approve_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
@@ -221,7 +227,17 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         if request_id is None:
             await answer(body, client, respond, NOT_A_REQUEST)
             return
-        await client.views_open(trigger_id=body["trigger_id"], view=blocks.deny_modal(f"{request_id}:{layer}"))
+        async def deny_view() -> dict[str, Any]:
+            return blocks.deny_modal(f"{request_id}:{layer}")
+
+        async def tell(text: str, message: list[dict[str, Any]]) -> None:
+            if body.get("response_url"):
+                await respond(response_type="ephemeral", replace_original=False, text=text, blocks=message)
+            else:
+                await client.chat_postMessage(channel=body["user"]["id"], text=text, blocks=message)
+
+        await modal_open.open_view(client, body["trigger_id"], deny_view, tell=tell, label="Deny…",
+                                   action_id=ids.DENY, value=f"{request_id}:{layer}")
 
     @app.view(ids.DENY_VIEW)
     async def deny_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient) -> None:
@@ -238,7 +254,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                                    decision=Decision.DENY, reason=reason[:500], approver_slack=body["user"]["id"])
         except (PolicyViolation, NoEmail) as exc:
             await ack(response_action="errors", errors={ids.B_REASON: (str(exc) if isinstance(exc, PolicyViolation)
-                                                                      else NO_EMAIL)[:150]})
+                                                                      else exc.message)[:150]})
             return
         await ack()
 
@@ -294,6 +310,17 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                              respond: AsyncRespond) -> None:
         await ack()
         await simple(body, action, client, respond, "extend")
+
+    @app.action(ids.matching(ids.HOME_PAGE))
+    async def home_page_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                                client: AsyncWebClient) -> None:
+        await ack()
+        value = str(action.get("value", ""))
+        try:
+            email = await identity.email(client, body["user"]["id"])
+        except NoEmail:
+            return
+        await publish_home(client, body["user"]["id"], email, page=int(value) if value.isdigit() else 1)
 
     @app.event("app_home_opened")
     async def home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:

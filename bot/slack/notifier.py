@@ -3,35 +3,50 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services.outbox import Delivery, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
+from bot.services import approval_reads, people
+from bot.services.clock import Clock, SystemClock
+from bot.services.outbox import Delivery, FollowUp, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
 from bot.slack import audit_digest, blocks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
 
+
+def copy_key(request_id: str, layer: int, ref: Ref) -> str:
+    """The order key of one approver's copy's updates: in order for that copy, apart from the others."""
+    return f"{request_id}:layer{layer}:{ref.channel}:{ref.ts}"[:64]
+
 PERMANENT = {"channel_not_found", "users_not_found", "user_not_found", "not_in_channel", "is_archived",
              "cannot_dm_bot", "user_disabled", "invalid_blocks", "invalid_arguments", "msg_too_long",
              "message_not_found", "cant_update_message"}
 ROOT_CACHE = 5000
+USER_CACHE = 20000
+USER_MEMORY = timedelta(minutes=10)  # then read again from the database (another replica may know better)
 DIGEST_CHARS = 39000  # under chat.postMessage's 40,000-character text limit
 
 
 class SlackNotifier:
     def __init__(self, client: AsyncWebClient, db: Database, *, audit_channel: str,
-                 security_channel: str | None = None) -> None:
+                 security_channel: str | None = None, clock: Clock | None = None) -> None:
         self.client = client
         self.db = db
         self.audit_channel = audit_channel
         self.security_channel = security_channel
-        self._users: dict[str, str] = {}
-        self._dms: dict[str, str] = {}
+        self.clock = clock or SystemClock()
+        self._users: dict[str, tuple[str, datetime]] = {}  # email → (Slack id, read at); bounded
+        # users.lookupByEmail is Tier 3, 50+ a minute (https://docs.slack.dev/reference/methods/users.lookupByEmail)
+        self.lookups_per_minute = 50.0
+        self._lookups_paused_until = 0.0
+        self._lookups_waiting = 0
         self._roots: dict[str, str] = {}  # request id -> ts of its audit thread's root (insertion order)
 
     async def deliver(self, kind: str, payload: dict[str, Any]) -> Delivery:
@@ -63,32 +78,76 @@ class SlackNotifier:
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             raise RetryLater(f"slack unreachable: {type(exc).__name__}") from None
 
+    async def _post(self, **kwargs: Any) -> Any:
+        """chat.postMessage without link or media previews: messages carry user text (a justification,
+        a reason), and a URL in it is not to be unfurled into the approvers' DMs or the audit channel."""
+        return await self.client.chat_postMessage(unfurl_links=False, unfurl_media=False, **kwargs)
+
     async def slack_user(self, email: str) -> str:
-        if email not in self._users:
+        """The Slack id of ``email``: remembered here, else in the database (``bot/services/people.py``,
+        shared by replicas and restarts), else asked of Slack (a Tier 3 method) and written down."""
+        email = email.lower()
+        hit = self._users.get(email)
+        if hit is None or self.clock.now() - hit[1] >= USER_MEMORY:
+            now = self.clock.now()
+            user_id = await people.known(self.db, email, now)
+            if user_id is None:
+                user_id = await self._lookup(email)
+                await people.remember(self.db, email, user_id, now)
+            self._users.pop(email, None)
+            if len(self._users) >= USER_CACHE:
+                self._users.pop(next(iter(self._users)))
+            self._users[email] = hit = (user_id, now)
+        return hit[0]
+
+    async def _lookup(self, email: str) -> str:
+        """users.lookupByEmail, queued behind Slack's answer when it is rate limited: while a Retry-After
+        runs, each message that needs a lookup waits its turn at the method's tier instead of trying
+        again all at once (ten thousand messages each retrying every second would be ten thousand
+        refused calls and database writes a second, starving the rest of the worker)."""
+        now = time.monotonic()
+        if now < self._lookups_paused_until:
+            self._lookups_waiting += 1
+            wait = self._lookups_paused_until - now + self._lookups_waiting * 60.0 / self.lookups_per_minute
+            raise RetryLater("slack lookups are rate limited: waiting its turn", after=wait)
+        self._lookups_waiting = 0
+        try:
             resp = await self.client.users_lookupByEmail(email=email)
-            self._users[email] = resp["user"]["id"]
-        return self._users[email]
+        except SlackApiError as exc:
+            if exc.response.status_code == 429:
+                after = float(exc.response.headers.get("Retry-After", 5))
+                self._lookups_paused_until = time.monotonic() + after
+            raise
+        return str(resp["user"]["id"])
+
+    def forget_user(self, email: str) -> None:
+        self._users.pop(email.lower(), None)
 
     async def _dm(self, user_id: str) -> str:
-        if user_id not in self._dms:
-            resp = await self.client.conversations_open(users=user_id)
-            self._dms[user_id] = resp["channel"]["id"]
-        return self._dms[user_id]
+        # chat.postMessage with a user id as ``channel`` posts to that person's DM with the app (its App
+        # Home Messages tab): no conversations.open (Tier 3) per person
+        # (https://docs.slack.dev/reference/methods/chat.postMessage, argument ``channel``).
+        return user_id
 
     async def _approval_request(self, p: dict[str, Any]) -> Delivery:
         snap, layer = p["request"], int(p["layer"])
+        if not await self._layer_open(snap["id"], layer):  # decided meanwhile: withdrawn, nothing posted
+            return Delivery()
         channel = await self._dm(await self.slack_user(p["approver"]))
         note = p.get("note")
-        resp = await self.client.chat_postMessage(
+        resp = await self._post(
             channel=channel, text=(f"{note} " if note else "")
             + f"Access request {snap['id']} from {snap['requester']} needs your decision",
             blocks=blocks.approval_message(snap, layer, note))
         return Delivery([Ref(snap["id"], f"approval:{layer}", resp["channel"], resp["ts"], p["approver"])])
 
+    async def _layer_open(self, request_id: str, layer: int) -> bool:
+        return await approval_reads.layer_open(self.db, request_id, layer)
+
     async def _review_request(self, p: dict[str, Any]) -> Delivery:
         snap = p["request"]
         channel = await self._dm(await self.slack_user(p["reviewer"]))
-        resp = await self.client.chat_postMessage(
+        resp = await self._post(
             channel=channel, text=f"Break-glass use {snap['id']} by {snap['requester']} needs your review",
             blocks=blocks.review_message(snap, p.get("note")))
         return Delivery([Ref(snap["id"], "review", resp["channel"], resp["ts"], p["reviewer"])])
@@ -101,17 +160,30 @@ class SlackNotifier:
         return Delivery()
 
     async def _approval_update(self, p: dict[str, Any]) -> Delivery:
+        """A layer's decision: one follow-up per approver's copy (``copy_update``), each its own outbox
+        item, so that a 429 on one copy delays that copy only and the copies already edited stay done
+        (one delivery editing them all started again from the first after every 429)."""
         snap, layer = p["request"], int(p["layer"])
-        for ref in await message_refs(self.db, snap["id"], f"approval:{layer}"):
-            await self.client.chat_update(channel=ref.channel, ts=ref.ts, text=f"{snap['id']}: {p['outcome']}",
-                                          blocks=blocks.approval_decided(snap, layer, p["outcome"]))
+        left = await approval_reads.asks_left(self.db, snap["id"], layer)  # asks in flight: after them
+        if left:
+            raise RetryLater(f"{left} ask(s) of the layer still in flight", after=1.0)
+        refs = await message_refs(self.db, snap["id"], f"approval:{layer}")
+        return Delivery(follow_ups=[FollowUp(copy_key(snap["id"], layer, r), "copy_update",
+                                             {**p, "channel": r.channel, "ts": r.ts}) for r in refs])
+
+    async def _copy_update(self, p: dict[str, Any]) -> Delivery:
+        """One approver's copy of a decided layer's message, edited (idempotent: the same edit again
+        changes nothing)."""
+        snap, layer = p["request"], int(p["layer"])
+        await self.client.chat_update(channel=p["channel"], ts=p["ts"], text=f"{snap['id']}: {p['outcome']}",
+                                      blocks=blocks.approval_decided(snap, layer, p["outcome"]))
         return Delivery()
 
     async def _requester(self, p: dict[str, Any]) -> Delivery:
         snap = p["request"]
         user = snap.get("requester_slack") or await self.slack_user(snap["requester"])
         channel = await self._dm(user)
-        await self.client.chat_postMessage(channel=channel, text=blocks.esc(p["text"]),
+        await self._post(channel=channel, text=blocks.notice(p["text"]),
                                            blocks=blocks.requester_notice(snap, p["event"], p["text"]))
         return Delivery()
 
@@ -124,7 +196,7 @@ class SlackNotifier:
         if refs:
             self._remember_root(snap["id"], refs[0].ts)
             return refs[0].ts, []
-        resp = await self.client.chat_postMessage(channel=self.audit_channel, text=f"Access request {snap['id']}",
+        resp = await self._post(channel=self.audit_channel, text=f"Access request {snap['id']}",
                                                   blocks=blocks.audit_root(snap))
         self._remember_root(snap["id"], str(resp["ts"]))
         return resp["ts"], [Ref(snap["id"], "audit_root", resp["channel"], resp["ts"])]
@@ -137,27 +209,27 @@ class SlackNotifier:
     async def _audit(self, p: dict[str, Any]) -> Delivery:
         snap = p.get("request")
         thread_ts, new = (await self._thread_root(snap)) if snap else (None, [])
-        await self.client.chat_postMessage(channel=self.audit_channel, text=blocks.audit_text(p), thread_ts=thread_ts)
+        await self._post(channel=self.audit_channel, text=blocks.audit_text(p), thread_ts=thread_ts)
         return Delivery(new)
 
     async def _audit_digest(self, payloads: list[dict[str, Any]]) -> Delivery:
         lines = audit_digest.digest_lines(payloads)  # one line per request (bot/slack/audit_digest.py)
         for chunk in blocks.chunks(lines, DIGEST_CHARS):  # one post, unless the lines pass Slack's limit
-            await self.client.chat_postMessage(channel=self.audit_channel, text=chunk)
+            await self._post(channel=self.audit_channel, text=chunk)
         return Delivery()
 
     async def _alert(self, p: dict[str, Any]) -> Delivery:
-        text = f":rotating_light: {blocks.esc(p['text'])}"
+        text = f":rotating_light: {blocks.notice(p['text'])}"
         snap = p.get("request")
         thread_ts, new = (await self._thread_root(snap)) if snap else (None, [])
-        await self.client.chat_postMessage(channel=self.audit_channel, text=text, thread_ts=thread_ts,
+        await self._post(channel=self.audit_channel, text=text, thread_ts=thread_ts,
                                            reply_broadcast=thread_ts is not None)
         if self.security_channel:
-            await self.client.chat_postMessage(channel=self.security_channel, text=text)
+            await self._post(channel=self.security_channel, text=text)
         return Delivery(new)
 
     async def _report(self, p: dict[str, Any]) -> Delivery:
-        resp = await self.client.chat_postMessage(channel=self.audit_channel, text=blocks.cut(p["text"], 39000),
+        resp = await self._post(channel=self.audit_channel, text=blocks.cut(p["text"], 39000),
                                                   mrkdwn=True)
         if p.get("attach_chart") and p.get("weekly"):
             await self._attach_chart(p, channel=str(resp["channel"]), thread_ts=str(resp["ts"]))
@@ -180,10 +252,10 @@ class SlackNotifier:
             error = exc.response.get("error", "") if isinstance(exc.response.data, dict) else ""
             log.warning("report chart upload failed: %s", error)
             hint = " (add the files:write scope to the Slack app)" if error == "missing_scope" else ""
-            await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+            await self._post(channel=channel, thread_ts=thread_ts,
                                                text=f"The chart could not be attached: {error}{hint}.")
 
     async def _transition_notice(self, p: dict[str, Any]) -> Delivery:
         channel = await self._dm(await self.slack_user(p["email"]))
-        await self.client.chat_postMessage(channel=channel, text=blocks.esc(p["text"]))
+        await self._post(channel=channel, text=blocks.notice(p["text"]))
         return Delivery()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.domain.durations import format_duration
+from bot.domain.durations import format_duration, parse_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation
 from bot.services.requests import precheck_submission
@@ -71,6 +71,15 @@ def read_request_form(rt: Runtime, body: dict[str, Any]) -> RequestForm:
                            on_behalf=pick(ids.B_ON_BEHALF, ids.A_ON_BEHALF), break_glass=break_glass, errors=errors)
 
     duration_s = small_int(pick(ids.B_DURATION, ids.A_DURATION), 9)
+    typed = pick(ids.B_DURATION_TEXT, ids.A_DURATION_TEXT)
+    duration_block = ids.B_DURATION if typed is None else ids.B_DURATION_TEXT  # where a duration error goes
+    if typed is not None:  # a typed duration replaces the choice
+        try:
+            duration_s = int(parse_duration(typed[:16]).total_seconds()) if len(typed) <= 16 else None
+        except (ValueError, OverflowError):
+            duration_s = None
+        if duration_s is None or duration_s > 10 ** 9:
+            return form({ids.B_DURATION_TEXT: f"{typed[:20]!r} is not a duration; write it like 90m or 2h30m."})
     if duration_s is None:
         return form({ids.B_DURATION: "Pick a duration."})
     starts_raw = pick(ids.B_STARTS, ids.A_STARTS)
@@ -80,13 +89,18 @@ def read_request_form(rt: Runtime, body: dict[str, Any]) -> RequestForm:
     starts_at = datetime.fromtimestamp(starts_ts, UTC) if starts_ts is not None else None
     checked = values.get(ids.B_BREAKGLASS, {}).get(ids.A_BREAKGLASS, {}).get("selected_options") or []
     if any(o.get("value") == "breakglass" for o in checked):
-        return _break_glass(rt, form(None, duration_s))
+        glass = _break_glass(rt, form(None, duration_s))
+        if glass.errors and ids.B_DURATION in glass.errors and typed is not None:
+            glass = replace(glass, errors={ids.B_DURATION_TEXT: glass.errors[ids.B_DURATION]})
+        return glass
     submitted = form(None, duration_s, starts_at)
     try:
         precheck_submission(rt, eligibility=submitted.eligibility, duration=submitted.duration,
                             justification=submitted.justification, ticket=submitted.ticket, starts_at=starts_at)
     except PolicyViolation as exc:
         block = FIELD_BLOCKS.get(exc.field or "", ids.B_ELIGIBILITY)
+        if block == ids.B_DURATION:
+            block = duration_block
         if block == ids.B_TICKET and ids.B_TICKET not in values:  # an eligibility without the field
             block = ids.B_ELIGIBILITY
         return form({block: str(exc)[:150]}, duration_s, starts_at)

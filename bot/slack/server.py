@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,12 +16,12 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
-from sqlalchemy import func, select
 
-from bot import event_loop, gc_tuning
+from bot import __version__, event_loop, gc_tuning
 from bot.bootstrap import build_runtime, close_runtime
 from bot.governance.reload import PolicyReloader, refuse, startup_policy
 from bot.notify.fallback import with_email
+from bot.observability.probes import add_ops_routes
 from bot.services.outbox import OutboxDispatcher
 from bot.services.runtime import Runtime
 from bot.services.worker import Worker
@@ -29,87 +30,50 @@ from bot.slack.access_log import runner_options
 from bot.slack.app import build_app
 from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier
+from bot.slack.request_body import MalformedBody, body_text
 from bot.slack.request_body import bolt_request as bolt_request_of
+from bot.slack.signature import refusal
 from bot.slack.slack_link import SlackLink
-from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 
 
-def slack_handler(app: AsyncApp) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The aiohttp handler that hands a Slack request to Bolt and Bolt's answer back."""
+def slack_handler(app: AsyncApp, signing_secret: str, *,
+                  now: Callable[[], float] = time.time) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The aiohttp handler that hands a Slack request to Bolt and Bolt's answer back. The signature is
+    checked on the raw bytes first (bot/slack/signature.py): a request that is not Slack's is answered
+    401 before any of it is decoded or parsed; a signed one that is malformed, 400. Each refusal is one
+    warning line (no request content in it)."""
+    secret = signing_secret.encode()
 
     async def slack_events(request: web.Request) -> web.Response:
-        bolt_request = await bolt_request_of(request)
+        raw = await request.read()
+        reason = refusal(secret, request.headers, raw, now=now())
+        if reason is not None:
+            log.warning("refused a Slack request from %s: %s", request.remote, reason)
+            return web.Response(status=401)
+        try:
+            bolt_request = bolt_request_of(request, body_text(raw, request.charset))
+        except MalformedBody as exc:
+            log.warning("refused a Slack request from %s: signed, but %s", request.remote, exc)
+            return web.Response(status=400)
         bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
     return slack_events
 
 
-def web_app(app: AsyncApp, rt: Runtime, *, path: str = "/slack/events", slack_route: bool = True,
-            link: SlackLink | None = None) -> web.Application:
-    """The HTTP surface: Slack requests (only when a signing secret verifies them), health and metrics.
-    ``link`` (bot/slack/slack_link.py): whether Slack refused a token and, in Socket Mode, whether the
-    WebSocket is up — while it is not, no request reaches this process — so health says so."""
-    slack_events = slack_handler(app)
-
-    async def healthz(_: web.Request) -> web.Response:
-        db_ok = await rt.db.ping()
-        age: float | None = None
-        oldest = 0.0
-        if db_ok:
-            async with rt.db.sessions() as session:
-                beat = (await session.execute(select(func.max(WorkerHeartbeat.beat_at)))).scalar()
-                oldest = await oldest_overdue_s(session)
-            age = (rt.clock.now() - beat).total_seconds() if beat else None
-        # 503 only when this process cannot work (no database): a restart would not fix an IdP outage,
-        # so overdue revocations and a silent worker show as "degraded" (and in /metrics and alerts).
-        slack: dict[str, str] = link.health() if link is not None else {}
-        if link is not None and link.handler is not None:
-            slack["socket_mode"] = await link.socket_status()
-        degraded = (oldest > 60 or (age is not None and age > 30) or "slack_bot_token" in slack
-                    or slack.get("socket_mode", "connected") != "connected")
-        body = {"status": "unavailable" if not db_ok else "degraded" if degraded else "ok",
-                "database": "ok" if db_ok else "unreachable", "worker_heartbeat_age_s": age,
-                "oldest_overdue_revocation_s": round(oldest, 1), **slack}
-        return web.json_response(body, status=200 if db_ok else 503)
-
-    async def oldest_overdue_s(session: Any) -> float:
-        now = rt.clock.now()
-        first = (await session.execute(select(func.min(Grant.expires_at)).where(
-            Grant.status.in_(["active", "revoking"]), Grant.expires_at < now))).scalar()  # type: ignore[attr-defined]
-        return max(0.0, (now - first).total_seconds()) if first else 0.0
-
-    async def metrics(_: web.Request) -> web.Response:
-        lines = []
-        async with rt.db.sessions() as session:
-            for status, count in (await session.execute(select(AccessRequest.status, func.count())
-                                                        .group_by(AccessRequest.status))).all():
-                lines.append(f'jitbot_requests{{status="{status}"}} {count}')
-            for status, count in (await session.execute(select(Grant.status, func.count())
-                                                        .group_by(Grant.status))).all():
-                lines.append(f'jitbot_grants{{status="{status}"}} {count}')
-            now = rt.clock.now()
-            overdue = (await session.execute(select(func.count()).select_from(Grant).where(
-                Grant.status.in_(["active", "revoking"]), Grant.expires_at < now))).scalar()  # type: ignore[attr-defined]
-            pending = (await session.execute(select(func.count()).select_from(OutboxMessage).where(
-                OutboxMessage.status == "pending"))).scalar()
-            oldest = await oldest_overdue_s(session)
-        lines += [f"jitbot_revocations_overdue {overdue}", f"jitbot_revocation_oldest_overdue_seconds {oldest:.1f}",
-                  f"jitbot_outbox_pending {pending}"]
-        if link is not None:
-            lines.append(f"jitbot_slack_bot_token_refused {int(link.bot_refused is not None)}")
-            if link.handler is not None:
-                lines.append(f"jitbot_socket_mode_connected {int(await link.socket_status() == 'connected')}")
-        return web.Response(text="\n".join(["# TYPE jitbot_requests gauge", *lines]) + "\n",
-                            content_type="text/plain")
+def web_app(app: AsyncApp, rt: Runtime, *, signing_secret: str | None, path: str = "/slack/events",
+            link: SlackLink | None = None, worker_id: str | None = None) -> web.Application:
+    """The HTTP surface: Slack requests (only with a ``signing_secret`` to verify them), and the probes and
+    metrics (bot/observability/probes.py). ``link`` (bot/slack/slack_link.py): whether Slack refused a
+    token and, in Socket Mode, whether the WebSocket is up — while it is not, no request reaches this
+    process — so health says so. ``worker_id``: the worker this process runs, for readiness."""
 
     web_application = web.Application()
-    if slack_route:
-        web_application.router.add_post(path, slack_events)
-    web_application.router.add_get("/healthz", healthz)
-    web_application.router.add_get("/metrics", metrics)
+    if signing_secret is not None:
+        web_application.router.add_post(path, slack_handler(app, signing_secret))
+    add_ops_routes(web_application, rt, link=link, worker_id=worker_id)
     return web_application
 
 
@@ -134,17 +98,18 @@ async def run_server(args: argparse.Namespace) -> int:
         await refuse(rt, path, problems)
     else:
         await reloader.reload()
+    await reloader.catch_up()  # whatever the database has applied since (or the last good one, versioned)
+    reloader.follow()  # every replica runs the applied version (bot/services/policy_version.py)
     http = aiohttp.ClientSession()
     client = web_client(settings.SLACK_BOT_TOKEN.get_secret_value(), settings.SLACK_API_URL, http)
     # Without a signing secret (Socket Mode only) no HTTP route accepts Slack requests at all; the
     # placeholder secret below is never used to verify anything.
-    http_events = settings.SLACK_SIGNING_SECRET is not None
-    secret = settings.SLACK_SIGNING_SECRET.get_secret_value() if settings.SLACK_SIGNING_SECRET else "unused"
-    app = build_app(rt, client=client, signing_secret=secret)
+    secret = settings.SLACK_SIGNING_SECRET.get_secret_value() if settings.SLACK_SIGNING_SECRET else None
+    app = build_app(rt, client=client, signing_secret=secret or "unused")
     worker: Worker | None = None
     if not args.no_worker:
         notifier = with_email(SlackNotifier(client, rt.db, audit_channel=rt.policy.audit_channel,
-                                            security_channel=rt.policy.security_channel), rt)
+                                            security_channel=rt.policy.security_channel, clock=rt.clock), rt)
         worker = Worker(rt, OutboxDispatcher(rt.db, notifier, rt.clock,
                                              lane_interval=settings.JITBOT_AUDIT_CHANNEL_INTERVAL))
         worker.start()
@@ -166,16 +131,19 @@ async def run_server(args: argparse.Namespace) -> int:
             handler = AsyncSocketModeHandler(app, settings.SLACK_APP_TOKEN.get_secret_value())
         link = SlackLink(client, handler, settings.SLACK_APP_TOKEN.get_secret_value() if handler else None)
         link.start()  # in the background: the tokens checked, the socket connected (bot/slack/slack_link.py)
-        runner = web.AppRunner(web_app(app, rt, slack_route=http_events, link=link),
+        runner = web.AppRunner(web_app(app, rt, signing_secret=secret, link=link,
+                                       worker_id=worker.worker_id if worker is not None else None),
                                **runner_options(settings.JITBOT_ACCESS_LOG))
         await runner.setup()
         port = args.port or settings.PORT
-        await web.TCPSite(runner, "0.0.0.0", port).start()
-        log.info("jitbot listening on :%d (POST /slack/events, GET /healthz, GET /metrics)", port)
+        await web.TCPSite(runner, settings.HOST, port).start()
+        log.info("jitbot %s listening on %s:%d (POST /slack/events, GET /livez /readyz /healthz /metrics)",
+                 __version__, settings.HOST, port)
         gc_tuning.settle(settings.JITBOT_GC)  # start-up is over: its objects stay (bot/gc_tuning.py)
         await stop.wait()
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        await reloader.stop_following()
         if link is not None:
             await link.close()
         if runner is not None:
@@ -188,7 +156,9 @@ async def run_server(args: argparse.Namespace) -> int:
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from bot.observability.logs import configure_from_settings
+
+    configure_from_settings()
     return event_loop.run(run_server(args))
 
 

@@ -3,11 +3,15 @@
 A provider's test module defines a ``harness`` fixture returning a ``Harness`` (its connector talking
 to its fake provider on 127.0.0.1) and then does ``from tests.connectors.conformance import *``
 to collect the suite (``# noqa: F403``).
+
+Where the provider publishes a machine-readable API description (vendored under tests/specs/), its
+fake checks every request the connector sends and every answer it gives against it and keeps what
+departs in ``spec_violations``; ``published_spec_holds`` fails every test with a harness on any.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -64,6 +68,19 @@ class Harness:
 
 
 EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def published_spec_holds(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that talks to a fake through the harness: no exchange departed from the spec."""
+    if "harness" not in request.fixturenames:
+        yield
+        return
+    harness: Harness = request.getfixturevalue("harness")  # set up first, so torn down after this check
+    yield
+    violations = getattr(harness.controls, "spec_violations", None)
+    if violations:
+        pytest.fail("exchanges that depart from the published API description:\n" + "\n".join(violations))
 
 
 class RecordingSleep:

@@ -11,7 +11,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from connectors.base import ConfigError, IdpUser, PermissionDenied, RateLimited, Target, TargetKind, Transient
+from connectors.base import (
+    ConfigError,
+    ConnectorError,
+    IdpUser,
+    PermissionDenied,
+    RateLimited,
+    Target,
+    TargetKind,
+    Transient,
+)
 from connectors.entra import EntraConnector, from_settings
 from connectors.registry import build_connector
 from tests.connectors.conformance import *  # noqa: F403
@@ -147,16 +156,78 @@ async def test_missing_permission_check_names_the_graph_permission(entra: tuple[
     finally:
         await built.aclose()
     assert [c.name for c in checks if not c.ok] == ["graph groups"]
-    assert "GroupMember.ReadWrite.All" in next(c.message for c in checks if not c.ok)
+    assert "GroupMember.Read.All" in next(c.message for c in checks if not c.ok)
+
+
+async def test_group_member_readwrite_alone_does_not_read_groups_and_check_says_which(
+        entra: tuple[FakeEntra, str]) -> None:
+    # Graph's permission table: GET /groups takes GroupMember.Read.All (or Group.*/Directory.*), and
+    # GroupMember.ReadWrite.All is not among them.
+    fake, ca_file = entra
+    fake.roles = {"GroupMember.ReadWrite.All", "User.Read.All"}
+    built = from_settings("entra", _settings(fake, ca_file, "secret"))
+    try:
+        checks = await built.check()
+    finally:
+        await built.aclose()
+    failed = [c for c in checks if not c.ok]
+    assert [c.name for c in failed] == ["graph groups"] and "GroupMember.Read.All" in failed[0].message
+
+
+async def test_membership_is_read_with_the_permissions_the_docs_ask_for_not_directory_read_all(
+        entra: tuple[FakeEntra, str]) -> None:
+    fake, ca_file = entra
+    assert "Directory.Read.All" not in fake.roles
+    built = from_settings("entra", _settings(fake, ca_file, "secret"))
+    try:
+        user = await built.find_user("alice@example.com")
+        assert user is not None
+        target = Target(TargetKind.GROUP, fake.target)  # type: ignore[attr-defined]
+        assert not await built.is_member(user, target)
+        assert (await built.grant(user, target, grant_id="g1", expires_at=EXPIRES)).added
+        assert await built.is_member(user, target)
+    finally:
+        await built.aclose()
+    assert not any(path.endswith("/memberOf") for _, path in fake.requests)
+
+
+async def test_members_without_a_user_read_permission_come_back_without_mail(
+        entra: tuple[FakeEntra, str]) -> None:
+    # "Limited information returned for inaccessible member objects": only @odata.type and id.
+    fake, ca_file = entra
+    fake.roles = {"GroupMember.Read.All", "GroupMember.ReadWrite.All"}
+    built = from_settings("entra", _settings(fake, ca_file, "secret"))
+    try:
+        members = await built.list_members(fake.paged)  # type: ignore[attr-defined]
+    finally:
+        await built.aclose()
+    assert members and all(m.email == "" for m in members)
 
 
 async def test_terminate_sessions_calls_revoke_sign_in_sessions(connector: Built) -> None:
     entra_connector, fake = connector
     await entra_connector.terminate_sessions(IdpUser(id=fake.alice, email="alice@example.com"))  # type: ignore[attr-defined]
     assert fake.revoked_sessions == [fake.alice]  # type: ignore[attr-defined]
-    fake.roles.discard("User.RevokeSessions.All")
-    with pytest.raises(PermissionDenied):
-        await entra_connector.terminate_sessions(IdpUser(id=fake.alice, email="alice@example.com"))  # type: ignore[attr-defined]
+
+
+async def test_an_external_users_sessions_are_not_reported_as_ended(connector: Built) -> None:
+    # Graph: revokeSignInSessions "doesn't revoke sign-in sessions for external users".
+    entra_connector, fake = connector
+    guest = fake.add_user("partner@other.example", guest=True)
+    with pytest.raises(ConnectorError) as info:
+        await entra_connector.terminate_sessions(IdpUser(id=guest, email="partner@other.example"))
+    assert "external (guest) user" in info.value.user_message and guest not in fake.revoked_sessions
+
+
+async def test_terminate_sessions_needs_user_revoke_sessions_all(entra: tuple[FakeEntra, str]) -> None:
+    fake, ca_file = entra
+    fake.roles.discard("User.RevokeSessions.All")  # the next token's roles claim lacks it
+    built = from_settings("entra", _settings(fake, ca_file, "secret"))
+    try:
+        with pytest.raises(PermissionDenied):
+            await built.terminate_sessions(IdpUser(id=fake.alice, email="alice@example.com"))  # type: ignore[attr-defined]
+    finally:
+        await built.aclose()
 
 
 async def test_slow_graph_is_a_transient_timeout(entra: tuple[FakeEntra, str]) -> None:

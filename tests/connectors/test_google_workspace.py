@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from connectors.base import (
     ConfigError,
     Connector,
+    IndirectMembership,
     PermissionDenied,
     RateLimited,
     Target,
@@ -261,3 +262,67 @@ async def test_no_secret_in_logs_or_errors(
     key_body = _pem(keys[0]).splitlines()[1]
     text = " ".join([caplog.text, str(denied.value), denied.value.user_message, *(c.message for c in checks)])
     assert key_body not in text and token not in text and "assertion" not in caplog.text
+
+
+# -- direct and nested membership (admin.directory_v1: members.delete removes direct memberships only) --
+
+
+@pytest.fixture
+def nested(fake: FakeGoogleWorkspace) -> dict[str, str]:
+    """oncall@ is a member of prod-admins@; dave is in oncall@ only, erin directly in prod-admins@."""
+    dave, erin = fake.add_user("dave@example.com"), fake.add_user("erin@example.com")
+    oncall = fake.add_group("oncall@example.com", [dave])
+    fake.groups["prod-admins@example.com"]["members"] |= {oncall, erin}
+    return {"dave": dave, "erin": erin}
+
+
+PROD = Target(TargetKind.GROUP, "prod-admins@example.com")
+
+
+async def test_members_through_a_nested_group_are_listed_as_not_direct(
+    fake: FakeGoogleWorkspace, connector: GoogleWorkspaceConnector, nested: dict[str, str]
+) -> None:
+    members = {m.email: m.direct for m in await connector.list_members("prod-admins@example.com")}
+    assert members == {"dave@example.com": False, "erin@example.com": True}
+
+
+async def test_a_group_without_nested_groups_is_listed_once(
+    fake: FakeGoogleWorkspace, connector: GoogleWorkspaceConnector
+) -> None:
+    await connector.find_user("alice@example.com")
+    before = fake.api_calls
+    members = await connector.list_members("engineers@example.com")
+    assert len(members) == 6 and all(m.direct for m in members)
+    assert fake.api_calls - before == 3  # the direct listing's three pages, no derived listing
+
+
+async def test_revoking_a_nested_only_membership_is_not_a_success(
+    fake: FakeGoogleWorkspace, connector: GoogleWorkspaceConnector, nested: dict[str, str]
+) -> None:
+    dave = await connector.find_user("dave@example.com")
+    assert dave is not None and await connector.is_member(dave, PROD)
+    with pytest.raises(IndirectMembership) as info:
+        await connector.revoke(dave, PROD, grant_id="g1")
+    assert "nested group" in info.value.user_message
+    assert fake.holds(PROD, nested["dave"])  # still holds it: nothing was removed
+
+
+async def test_a_grant_to_a_nested_member_is_its_own_direct_membership(
+    fake: FakeGoogleWorkspace, connector: GoogleWorkspaceConnector, nested: dict[str, str]
+) -> None:
+    dave = await connector.find_user("dave@example.com")
+    assert dave is not None
+    result = await connector.grant(dave, PROD, grant_id="g1", expires_at=EXPIRES)
+    assert result.added is True and fake.is_member(PROD, nested["dave"])
+    await connector.revoke(dave, PROD, grant_id="g1")  # removes the grant's direct membership: success
+    assert not fake.is_member(PROD, nested["dave"]) and fake.holds(PROD, nested["dave"])
+
+
+async def test_revoking_from_a_deleted_group_or_of_a_deleted_account_is_success(
+    fake: FakeGoogleWorkspace, connector: GoogleWorkspaceConnector
+) -> None:
+    alice = await connector.find_user("alice@example.com")
+    assert alice is not None
+    await connector.revoke(alice, Target(TargetKind.GROUP, "gone@example.com"), grant_id="g1")
+    del fake.users[alice.id]
+    await connector.revoke(alice, PROD, grant_id="g1")

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from functools import lru_cache
+from types import SimpleNamespace
 
+import okta.dpop as okta_dpop
 import pytest
+from Cryptodome.PublicKey import RSA
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.base import (
     RATE_BUDGET,
+    AccountInactive,
     Budget,
     ConfigError,
     IdpUser,
@@ -46,6 +51,19 @@ def _key_pair(which: str) -> tuple[str, str]:
     return private, public
 
 
+@lru_cache(maxsize=1)
+def _dpop_key() -> RSA.RsaKey:
+    return RSA.generate(2048)
+
+
+DPOP_KEYS_MADE_ON: list[str] = []  # the thread each DPoP key was made on
+
+
+def _made_key(bits: int) -> RSA.RsaKey:
+    DPOP_KEYS_MADE_ON.append(threading.current_thread().name)
+    return _dpop_key()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_from_okta_config(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> None:
     # The SDK reads every OKTA_CLIENT_* variable and ./okta.yaml.
@@ -53,6 +71,8 @@ def _isolated_from_okta_config(monkeypatch: pytest.MonkeyPatch, tmp_path: os.Pat
         if name.startswith("OKTA_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    # Each DPoP client makes a 3072-bit RSA key (about 3 s here): the tests share one, which is all they change.
+    monkeypatch.setattr(okta_dpop, "RSA", SimpleNamespace(RsaKey=RSA.RsaKey, generate=_made_key))
 
 
 @pytest.fixture
@@ -121,8 +141,62 @@ async def test_private_key_jwt_token_is_fetched_once_and_reused(okta: tuple[Fake
         await connector.list_members("engineering")
     finally:
         await connector.aclose()
-    assert fake.token_requests == 1
-    assert all(h.startswith("Bearer ") for h in fake.auth_headers)
+    assert fake.token_requests == 2  # the first answer is the use_dpop_nonce challenge
+    assert all(h.startswith("DPoP ") for h in fake.auth_headers)
+
+
+async def test_oauth_mode_uses_dpop_by_default_with_the_nonce_and_bound_proofs(
+        okta: tuple[FakeOkta, str]) -> None:
+    fake, ca_file = okta  # requires DPoP, as new API Services apps do by default
+    connector = from_settings("okta", _settings(fake, ca_file, "private_key"))
+    try:
+        assert await connector.find_user("alice@example.com") is not None
+        await connector.list_members("engineering")
+    finally:
+        await connector.aclose()
+    token_proof, *api_proofs = fake.dpop.proofs
+    assert token_proof["htm"] == "POST" and token_proof["htu"] == fake.base_url + "/oauth2/v1/token"
+    assert token_proof["nonce"] == fake.dpop.nonce and "ath" not in token_proof
+    assert api_proofs and all("ath" in p for p in api_proofs)
+    assert {p["htu"].removeprefix(fake.base_url) for p in api_proofs} >= {"/api/v1/users", "/api/v1/groups"}
+    assert len({p["jti"] for p in fake.dpop.proofs}) == len(fake.dpop.proofs)
+
+
+async def test_the_dpop_key_is_made_off_the_event_loop(okta: tuple[FakeOkta, str]) -> None:
+    # The SDK makes an RSA-3072 key for DPoP (seconds of CPU): building the connector (startup, a policy
+    # reload) must not stall the event loop for it.
+    fake, ca_file = okta
+    DPOP_KEYS_MADE_ON.clear()
+    connector = from_settings("okta", _settings(fake, ca_file, "private_key"))
+    try:
+        assert DPOP_KEYS_MADE_ON == []
+        assert await connector.find_user("alice@example.com") is not None
+    finally:
+        await connector.aclose()
+    assert len(DPOP_KEYS_MADE_ON) == 1 and DPOP_KEYS_MADE_ON[0] != threading.main_thread().name
+
+
+async def test_dpop_off_against_an_app_that_requires_it_fails_check_naming_dpop(
+        okta: tuple[FakeOkta, str]) -> None:
+    fake, ca_file = okta
+    connector = from_settings("okta", _settings(fake, ca_file, "private_key", dpop=False))
+    try:
+        checks = await connector.check()
+    finally:
+        await connector.aclose()
+    failed = [c for c in checks if not c.ok]
+    assert len(failed) == 1 and "DPoP" in failed[0].message and "dpop: false" in failed[0].message
+
+
+async def test_dpop_can_be_turned_off_for_an_app_that_does_not_require_it(okta: tuple[FakeOkta, str]) -> None:
+    fake, ca_file = okta
+    fake.require_dpop = False
+    connector = from_settings("okta", _settings(fake, ca_file, "private_key", dpop=False))
+    try:
+        assert await connector.find_user("alice@example.com") is not None
+    finally:
+        await connector.aclose()
+    assert fake.token_requests == 1 and all(h.startswith("Bearer ") for h in fake.auth_headers)
 
 
 async def test_private_key_without_a_granted_scope_is_refused_with_scope_advice(
@@ -245,6 +319,33 @@ async def test_terminate_sessions_revokes_at_okta(ssws: tuple[OktaConnector, Fak
     assert user is not None
     await connector.terminate_sessions(user)
     assert fake.revoked_sessions == [user.id]
+    # without oauthTokens=true Okta leaves the OAuth / OIDC tokens it issued to the user alive
+    assert fake.revoked_oauth_tokens == [user.id]
+
+
+@pytest.mark.parametrize("status", ["SUSPENDED", "DEPROVISIONED"])
+async def test_a_suspended_or_deprovisioned_account_is_never_granted(
+        ssws: tuple[OktaConnector, FakeOkta], status: str) -> None:
+    connector, fake = ssws
+    user = await connector.find_user("alice@example.com")  # search finds users in every status
+    assert user is not None
+    fake.set_status(user.id, status)  # e.g. deactivated after the directory cached the lookup
+    with pytest.raises(AccountInactive) as info:
+        await connector.grant(user, Target(TargetKind.GROUP, fake.target), grant_id="g1",  # type: ignore[attr-defined]
+                              expires_at=EXPIRES)
+    assert not fake.is_member(Target(TargetKind.GROUP, fake.target), user.id)  # type: ignore[attr-defined]
+    assert not info.value.retryable and "Okta account is" in info.value.user_message
+
+
+async def test_find_user_prefers_the_current_account_over_a_deprovisioned_one(
+        ssws: tuple[OktaConnector, FakeOkta]) -> None:
+    connector, fake = ssws
+    old = fake.add_user("bob@example.com", "Bob", "Old")
+    fake.set_status(old, "DEPROVISIONED")
+    fake.users[old]["profile"]["login"] = "bob.old@example.com"
+    current = fake.add_user("bob@example.com", "Bob", "New")
+    user = await connector.find_user("bob@example.com")
+    assert user is not None and user.id == current
 
 
 async def test_terminate_sessions_needs_users_manage_scope(okta: tuple[FakeOkta, str]) -> None:

@@ -98,8 +98,46 @@ async def test_role_users_are_paged_with_after_cursor(
 ) -> None:
     before = fake.api_calls
     members = await connector.list_members(role(fake, "Engineering"))  # a bare id names a role
-    assert len(members) == 5 and fake.api_calls - before == 3
+    # three pages of role users, then the five users read by id: three pages of the fake's two
+    assert len(members) == 5 and fake.api_calls - before == 6
     assert "alice@example.com" in {m.email for m in members}
+
+
+async def test_role_members_are_people_read_by_their_user_id(
+    fake: FakeOneLogin, connector: OneLoginConnector
+) -> None:
+    # Role-user rows are {id, name, username, added_by, added_at, assigned}: a username is no email.
+    bob = fake.add_user("bob.jones@example.com", "Bob", "Jones", username="bjones")
+    carol = fake.add_user("carol@example.com", "Carol", username="carol@old-domain.example")
+    rid = fake.add_role("Support", [bob, carol])
+    members = await connector.list_members(f"role:{rid}")
+    assert {(m.id, m.email, m.display_name) for m in members} == {
+        (str(bob), "bob.jones@example.com", "Bob Jones"),
+        (str(carol), "carol@example.com", "Carol"),
+    }
+    user = await connector.find_user("bob.jones@example.com")
+    assert user is not None and user.id == str(bob) and user in members
+
+
+async def test_members_of_a_large_role_are_read_100_ids_a_call(fake: FakeOneLogin) -> None:
+    fake.page_size = 100
+    ids = [fake.add_user(f"u{i}@example.com") for i in range(150)]
+    rid = fake.add_role("Everyone", ids)
+    conn = from_settings("onelogin", settings(fake))
+    try:
+        before = fake.api_calls
+        members = await conn.list_members(f"role:{rid}")
+    finally:
+        await conn.aclose()
+    assert sorted(m.email for m in members) == sorted(f"u{i}@example.com" for i in range(150))
+    assert fake.api_calls - before == 4  # two pages of role users, two calls of 100 + 50 ids
+
+
+def test_page_size_is_at_most_the_documented_100() -> None:
+    with pytest.raises(ConfigError) as info:
+        from_settings("onelogin", {"base_url": "https://x.onelogin.com", "client_id": CLIENT_ID,
+                                   "client_secret": SECRET, "page_size": 500})
+    assert "page_size" in str(info.value)
 
 
 async def test_logout_uses_the_v1_endpoint_and_header(

@@ -87,6 +87,15 @@ def test_region_selects_the_documented_hosts() -> None:
         )
 
 
+@pytest.mark.parametrize("region", ["com.au", "sg"])
+def test_the_australia_and_singapore_regions_are_served(region: str) -> None:
+    conn = from_settings(
+        "p", {"environment_id": ENV, "client_id": CLIENT_ID, "client_secret": SECRET, "region": region}
+    )
+    assert conn._token_url == f"https://auth.pingone.{region}/{ENV}/as/token"
+    assert conn._env == f"https://api.pingone.{region}/v1/environments/{ENV}"
+
+
 async def test_token_is_reused_until_it_expires(fake: FakePingOne, connector: PingOneConnector) -> None:
     for _ in range(3):
         await connector.find_user("alice@example.com")

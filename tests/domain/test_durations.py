@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.domain.durations import format_duration, parse_duration
+from bot.domain.durations import LONGEST, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,13 @@ def test_zero_durations_are_refused(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["99999999999999w", "9" * 400 + "s", "3651d", "522w"])
+def test_durations_too_long_for_any_access_are_refused_not_overflowed(text: str) -> None:
+    """``timedelta`` holds at most 999,999,999 days: past that it raised OverflowError, which nobody caught."""
+    with pytest.raises(ValueError, match="too long; durations are at most 3650 days"):
+        parse_duration(text)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -67,7 +74,7 @@ def test_any_sum_of_units_parses_to_its_total(parts: list[tuple[int, str]]) -> N
     size = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     total = sum(n * size[u] for n, u in parts)
     text = "".join(f"{n}{u}" for n, u in parts)
-    if total == 0:
+    if total == 0 or total > LONGEST.total_seconds():
         with pytest.raises(ValueError):
             parse_duration(text)
     else:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from bot.domain.policy import Eligibility
 from bot.domain.requests import (
@@ -285,7 +286,7 @@ def extend(e: Eligibility, *, by: timedelta, held: timedelta = timedelta(hours=2
 
 def test_an_extension_within_the_max_needs_no_approval() -> None:
     plan = extend(elig(), by=timedelta(hours=6))
-    assert plan.new_expires_at == T0 + timedelta(hours=8) and not plan.needs_approval
+    assert plan.new_expires_at == T0 + timedelta(hours=8)
 
 
 def test_an_extension_beyond_the_max_is_refused_with_the_room_left() -> None:
@@ -298,17 +299,10 @@ def test_an_extension_of_access_already_at_the_max_says_nothing_more() -> None:
         extend(elig(), by=timedelta(minutes=1), held=timedelta(hours=8))
 
 
-def test_with_reapproval_an_extension_beyond_the_max_goes_through_the_layers_again() -> None:
-    e = elig(extension={"reapproval": True}, approvals=[{"approvers": {"groups": ["leads"]}}])
-    plan = extend(e, by=timedelta(hours=8))
-    assert plan.needs_approval and plan.new_expires_at == T0 + timedelta(hours=10)
-    with pytest.raises(PolicyViolation, match="at most 8h in total"):
-        extend(e, by=timedelta(hours=8, minutes=1))
-
-
-def test_reapproval_without_approval_layers_cannot_lift_the_max() -> None:
-    with pytest.raises(PolicyViolation, match="at most 8h in total"):
-        extend(elig(extension={"reapproval": True}), by=timedelta(hours=7))
+def test_reapproval_true_is_refused_by_the_policy_rather_than_accepted_and_ignored() -> None:
+    with pytest.raises(ValidationError, match="extension.reapproval: true is not supported.*ask.* again with /jit"):
+        elig(extension={"reapproval": True}, approvals=[{"approvers": {"groups": ["leads"]}}])
+    assert elig(extension={"reapproval": False}).extension.reapproval is False  # the default, spelt out
 
 
 def test_eligibilities_may_forbid_extensions() -> None:
@@ -332,17 +326,12 @@ def test_expired_access_cannot_be_extended() -> None:
         extend(elig(), by=timedelta(hours=1), elapsed=timedelta(hours=2))
 
 
-@given(st.integers(min_value=1, max_value=16 * 3600), st.integers(min_value=60, max_value=8 * 3600),
-       st.booleans())
-def test_an_extension_without_approval_never_exceeds_the_max(by_s: int, held_s: int,
-                                                             reapproval: bool) -> None:
-    e = elig(extension={"reapproval": reapproval}, approvals=[{"approvers": {"users": [BOB]}}])
+@given(st.integers(min_value=1, max_value=16 * 3600), st.integers(min_value=60, max_value=8 * 3600))
+def test_an_extension_without_approval_never_exceeds_the_max(by_s: int, held_s: int) -> None:
+    e = elig(approvals=[{"approvers": {"users": [BOB]}}])
     try:
         plan = extend(e, by=timedelta(seconds=by_s), held=timedelta(seconds=held_s), elapsed=timedelta(0))
     except PolicyViolation:
         assert held_s + by_s > 8 * 3600
         return
-    if not plan.needs_approval:
-        assert plan.new_expires_at - T0 <= e.max_duration
-    else:
-        assert reapproval and plan.new_expires_at - T0 > e.max_duration
+    assert plan.new_expires_at - T0 <= e.max_duration

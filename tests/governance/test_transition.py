@@ -105,3 +105,64 @@ def test_transition_cli_lists_standing_members_and_reverts(tmp_path: Path,
     assert main(["transition", "revert", "prod-admin", "--apply", "--actor", "ops", *common]) == 0
     assert "restored erin@example.com to group:prod-admins" in capsys.readouterr().out
     assert main(["transition", "revert", "prod-admin", *common]) == 1  # nothing left to restore
+
+
+async def test_a_member_through_a_nested_group_is_neither_told_nor_removed_but_named(db_factory: DbFactory) -> None:
+    # Removing a nested group's member from this group (Google: a direct membership's delete) ends nothing.
+    from connectors.base import IdpUser, Target
+
+    clock = ManualClock(datetime(2026, 1, 18, tzinfo=UTC))
+    s = await make_stack(db_factory(), parse_policy(TRANSITION, env={}), clock)
+    demo = s.rt.connectors["demo"]
+    listed, revoked = demo.list_members, []
+
+    async def with_nested(group: str) -> list[IdpUser]:
+        frank = IdpUser(id="frank@example.com", email="frank@example.com", direct=False)
+        return await listed(group) + ([frank] if group == "prod-admins" else [])
+
+    async def spy_revoke(user: IdpUser, target: Target, *, grant_id: str) -> None:
+        revoked.append(user.email)
+
+    demo.list_members, demo.revoke = with_nested, spy_revoke  # type: ignore[method-assign]
+    await s.worker.run_until_idle()
+    assert [n["email"] for n in s.notifier.of_kind("transition_notice")] == ["erin@example.com"]
+    clock.set(datetime(2026, 2, 1, tzinfo=UTC))
+    await s.worker.run_until_idle()
+    assert revoked == ["erin@example.com"]
+    audit = [p["text"] for p in s.notifier.of_kind("audit")]
+    assert any("1 member(s) removed: erin@example.com; 1 hold it through a nested group" in t
+               and "frank@example.com" in t for t in audit)
+
+
+async def test_a_grant_holder_listed_under_another_address_is_not_standing_at_the_cut_over(
+        db_factory: DbFactory) -> None:
+    # The IdP lists members by primary email; the grant was made for the Slack address (an alias). The
+    # IdP's user id says it is the grant holder, who must not be removed as standing access.
+    from connectors.base import IdpUser, Target
+
+    clock = ManualClock(datetime(2026, 1, 31, 23, 30, tzinfo=UTC))
+    s = await make_stack(db_factory(), parse_policy(TRANSITION, env={}), clock)
+    r = await s.requests.submit(requester="alice@example.com", eligibility="prod-admin", duration=timedelta(hours=2),
+                                justification="on call", ticket="OPS-9")
+    await s.approvals.decide(request_id=r.id, layer=1, approver="bob@example.com", decision=Decision.APPROVE)
+    await s.approvals.decide(request_id=r.id, layer=2, approver="dave@example.com", decision=Decision.APPROVE)
+    await s.worker.run_until_idle()
+    demo = s.rt.connectors["demo"]
+    listed, revoked = demo.list_members, []
+
+    async def by_primary_email(group: str) -> list[IdpUser]:
+        members = await listed(group)
+        if group != "prod-admins":
+            return members
+        return [IdpUser(id=u.id, email=u.email.replace("alice@", "a.smith@")) for u in members]
+
+    async def spy_revoke(user: IdpUser, target: Target, *, grant_id: str) -> None:
+        revoked.append(user.email)
+
+    demo.list_members, demo.revoke = by_primary_email, spy_revoke  # type: ignore[method-assign]
+    elig = next(e for e in s.rt.policy.eligibilities if e.name == "prod-admin")
+    standing = await TransitionService(s.rt).standing_members(elig)
+    assert sorted(m.user.email for m in standing) == ["carol@example.com", "erin@example.com"]  # not alice
+    clock.set(datetime(2026, 2, 1, 0, 0, tzinfo=UTC))
+    await s.worker.run_until_idle()
+    assert revoked == ["erin@example.com"]

@@ -19,7 +19,7 @@ import asyncpg
 
 from bot.fakes import FakeSlack
 from bot.slack import ids
-from tests.conftest import PG_DSN
+from tests import pg
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,17 +27,16 @@ ROOT = Path(__file__).resolve().parents[2]
 async def create_database() -> tuple[str, str]:
     """A new, empty database on the test server: (name, SQLAlchemy URL)."""
     name = "jitbot_r_" + secrets.token_hex(5)
-    conn = await asyncpg.connect(PG_DSN)
+    conn = await asyncpg.connect(pg.dsn())
     try:
         await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
-    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    return name, f"{base}/{name}"
+    return name, pg.database_dsn(name).replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 async def drop_database(name: str) -> None:
-    conn = await asyncpg.connect(PG_DSN)
+    conn = await asyncpg.connect(pg.dsn())
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:

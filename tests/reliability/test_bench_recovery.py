@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from bench.recovery import problems, run
-from tests.conftest import PG_URL, _drop_pg_schema, _pg_schema
+from tests import pg
+from tests.conftest import _drop_pg_schema, _pg_schema
 
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -18,7 +19,7 @@ async def test_overdue_grants_and_a_dead_processs_claims_are_all_revoked_after_a
     else:
         schema = await _pg_schema()
         try:
-            r = await run(n, PG_URL, deadline=30, schema=schema)
+            r = await run(n, pg.url(), deadline=30, schema=schema)
         finally:
             await _drop_pg_schema(schema)
     assert problems(r, n) == []

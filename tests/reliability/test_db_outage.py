@@ -16,6 +16,7 @@ from bot.services.clock import ManualClock
 from bot.slack.listeners import UNAVAILABLE
 from storage.db import Database
 from storage.tables import Event
+from tests import pg
 from tests.conftest import _drop_pg_schema, _pg_schema
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.slack.harness import slack_env
@@ -40,8 +41,9 @@ async def _health(base: str) -> int:
 async def test_database_outage_delays_revocation_until_it_is_back_and_loses_nothing(
         policy_text: str, clock: ManualClock) -> None:
     schema = await _pg_schema()
-    async with TcpProxy("127.0.0.1", 5432) as proxy:
-        db = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{proxy.port}/test", schema=schema)
+    host, port = pg.address()
+    async with TcpProxy(host, port) as proxy:
+        db = Database(pg.url_at("127.0.0.1", proxy.port), schema=schema)
         try:
             async with slack_env(db, policy_text, clock) as env:
                 base = env.sender.bot_url.removesuffix("/slack/events")

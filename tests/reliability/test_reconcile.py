@@ -145,3 +145,88 @@ async def test_worker_tick_runs_the_sweep_on_its_interval(db_factory: DbFactory,
     clock.advance(timedelta(minutes=15))
     await s.worker.run_until_idle()
     assert [d["user"] for d in await _events(s, "reconcile_unmanaged")] == ["bob@example.com"]
+
+
+async def test_a_member_through_a_nested_group_is_reported_not_removed(db_factory: DbFactory,
+                                                                       clock: ManualClock) -> None:
+    # At Google a group's members include nested groups' users; removing them from this group (a direct
+    # membership's delete) cannot end that access, so enforce must not claim it did.
+    s = await make_stack(db_factory(), _policy(enforce=True), clock)
+    rec = ReconcileService(s.rt)
+    await rec.sweep()  # baseline
+    rid = await _active_readonly(s, "alice@example.com")
+    demo = s.rt.connectors["demo"]
+    direct_members, revoked = demo.list_members, []
+
+    async def with_nested(group: str) -> list[IdpUser]:
+        members = await direct_members(group)
+        if group == "readonly":  # alice's direct membership went; she and frank hold it through a nested group
+            members = [u for u in members if u.email != "alice@example.com"]
+            members += [IdpUser(id="frank@example.com", email="frank@example.com", direct=False),
+                        IdpUser(id="alice@example.com", email="alice@example.com", direct=False)]
+        return members
+
+    async def spy_revoke(user: IdpUser, target: Target, *, grant_id: str) -> None:
+        revoked.append(user.email)
+
+    demo.list_members, demo.revoke = with_nested, spy_revoke  # type: ignore[method-assign]
+    clock.advance(timedelta(minutes=10))
+    report = await rec.sweep()
+    assert report.removed == [] and revoked == []
+    assert report.unmanaged == ["demo:group:readonly frank@example.com"]
+    assert [d["nested"] for d in await _events(s, "reconcile_unmanaged")] == [True]
+    assert len(report.vanished) == 1  # the grant's direct membership is gone: nested access is not it
+    await s.worker.dispatcher.dispatch_once()
+    assert any("frank@example.com" in a and "through a nested group" in a for a in _alerts(s))
+    assert any(rid in a and "no longer a membership" in a for a in _alerts(s))
+
+
+async def test_a_member_listed_under_another_address_is_the_same_person_by_idp_id(db_factory: DbFactory,
+                                                                                   clock: ManualClock) -> None:
+    # The IdP lists members by their primary email (Google primaryEmail, Entra mail, Okta profile.email),
+    # while the grant was made for the address in Slack (an alias): the IdP's user id is what matches.
+    s = await make_stack(db_factory(), _policy(enforce=True), clock)
+    rec = ReconcileService(s.rt)
+    demo = s.rt.connectors["demo"]
+    listed, revoked = demo.list_members, []
+
+    async def by_primary_email(group: str) -> list[IdpUser]:
+        members = await listed(group)
+        if group not in ("readonly", "prod-admins"):  # only the JIT targets: requestor groups as they were
+            return members
+        return [IdpUser(id=u.id, email=u.email.replace("erin@", "erin.primary@").replace("alice@", "a.smith@"))
+                for u in members]
+
+    async def spy_revoke(user: IdpUser, target: Target, *, grant_id: str) -> None:
+        revoked.append(user.email)
+
+    demo.list_members, demo.revoke = by_primary_email, spy_revoke  # type: ignore[method-assign]
+    await rec.sweep()  # baseline: erin (as erin.primary@, id erin@example.com) is standing in prod-admins
+    await _active_readonly(s, "alice@example.com")
+    clock.advance(timedelta(minutes=10))
+    report = await rec.sweep()
+    assert report.unmanaged == [] and report.removed == [] and report.vanished == [] and revoked == []
+
+
+async def test_enforce_keeps_standing_access_jitbot_recorded_at_a_grant(db_factory: DbFactory,
+                                                                       clock: ManualClock) -> None:
+    """A standing member asks once (``pre_member`` recorded); the baseline taken during that grant omits
+    him; once the grant ends, enforcement must not remove the access he had before it."""
+    s = await make_stack(db_factory(), _policy(enforce=True), clock)
+    await _add(s, "bob@example.com", READONLY)  # standing access, before jitbot's first sweep
+    await _active_readonly(s, "bob@example.com")
+    rec = ReconcileService(s.rt, interval=timedelta(minutes=15))
+    report = await rec.sweep()  # a baseline taken now leaves bob out (he holds a grant)
+    assert report.removed == []
+    assert (await _events(s, "reconcile_baseline"))[-1]["standing"] == []
+    clock.advance(timedelta(hours=2, minutes=1))
+    await s.worker.run_until_idle()  # the grant ends; the membership stays (it was there before)
+    assert await s.is_member("bob@example.com", "readonly")
+    clock.advance(timedelta(minutes=16))
+    report = await rec.sweep()
+    assert report.removed == [] and report.unmanaged == []
+    assert await s.is_member("bob@example.com", "readonly")
+    # someone added behind jitbot's back is still removed
+    await _add(s, "carol@example.com", READONLY)
+    report = await rec.sweep()
+    assert report.removed == ["demo:group:readonly carol@example.com"]

@@ -24,7 +24,7 @@ from bot.services.audit import verify_chain
 from bot.slack import ids
 from storage.db import Database
 from storage.tables import AccessRequest, Grant
-from tests.conftest import PG_DSN
+from tests import pg
 from tests.fakes.idp.okta import FakeOkta
 from tests.fakes.idp.tls import localhost_tls
 from tests.reliability.procs import (
@@ -55,7 +55,7 @@ async def database() -> AsyncIterator[tuple[str, str]]:
 
 
 async def _scalar(db_name: str, sql: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(PG_DSN.rsplit("/", 1)[0] + "/" + db_name)
+    conn = await asyncpg.connect(pg.database_dsn(db_name))
     try:
         return await conn.fetchval(sql, *args)
     finally:

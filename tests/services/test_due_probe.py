@@ -23,7 +23,8 @@ TICK = timedelta(microseconds=1)
 def _request(rid: str, **values: Any) -> dict[str, Any]:
     """A request row; every due column given (None unless set): one INSERT takes rows of one shape."""
     return {"layer_deadline": None, "next_reminder_at": None, "escalate_at": None, "review_remind_at": None,
-            "id": rid, "eligibility": "access", "kind": "access", "requester": "a@example.com",
+            # one requester per row: one pending request per person and eligibility (uq_request_one_pending)
+            "id": rid, "eligibility": "access", "kind": "access", "requester": f"{rid.lower()}@example.com",
             "duration_s": 3600, "justification": "work", "status": "pending", "created_at": NOW,
             "updated_at": NOW, **values}
 

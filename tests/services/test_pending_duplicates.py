@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -53,3 +54,31 @@ async def test_a_pending_request_of_another_kind_does_not_count(db_factory: DbFa
     req = await s.requests.submit(requester="alice@example.com", eligibility="db-admin",
                                   duration=timedelta(hours=1), justification="deploy")
     assert req.id != "R-EXT"
+
+
+async def test_concurrent_submissions_of_one_eligibility_make_one_pending_request(db_factory: DbFactory,
+                                                                                clock: ManualClock) -> None:
+    """Ten submissions at once, each on its own connection (two engines, as two replicas): the database
+    lets one through; the other nine get the same refusal and write nothing (no request, no event, no ask)."""
+    first = await make_stack(db_factory(), extended_policy(), clock)
+    stacks = [first, await make_stack(db_factory(), extended_policy(), clock, migrate=False)]
+
+    async def submit(i: int) -> str:
+        try:
+            req = await stacks[i % 2].requests.submit(requester="alice@example.com", eligibility="db-admin",
+                                                      duration=timedelta(hours=1), justification=f"try {i}")
+        except PolicyViolation as exc:
+            return str(exc)
+        return "submitted " + req.id
+
+    outcomes = await asyncio.gather(*(submit(i) for i in range(10)))
+    made = [o for o in outcomes if o.startswith("submitted ")]
+    assert len(made) == 1, outcomes
+    request_id = made[0].removeprefix("submitted ")
+    refused = [o for o in outcomes if not o.startswith("submitted ")]
+    assert refused == [f"You already have a pending request for db-admin ({request_id})."] * 9
+    async with stacks[0].rt.db.sessions() as session:
+        rows = (await session.execute(select(AccessRequest.id))).scalars().all()
+        requested = (await session.execute(select(func.count()).select_from(Event)
+                                           .where(Event.kind == "requested"))).scalar_one()
+    assert list(rows) == [request_id] and requested == 1

@@ -108,8 +108,9 @@ async def test_a_grant_waits_while_a_revoke_of_the_same_membership_is_in_flight(
     again = clock.now() + timedelta(seconds=2)
     assert (row.status, row.claimed_until, row.next_attempt_at) == ("granting", None, again)
 
-    await s.worker.run_until_idle()  # the revoke finishes (the membership stays: the new grant holds it)
-    await s.worker.grants.settle()
+    await s.worker.run_until_idle()  # the revoke finishes: the membership goes (the new grant, put back
+    await s.worker.grants.settle()  # before its first IdP call, has not started: it holds nothing)
+    assert not await s.is_member(USERS[0], "target")
     async with s.rt.db.sessions() as session:
         statuses = dict((await session.execute(select(Grant.request_id, Grant.status))).all())
     assert statuses == {first.id: "ended", second.id: "granting"} and calls == []  # not due yet

@@ -57,11 +57,11 @@ async def slack_env(db: Database, policy_text: str, clock: ManualClock, *,
         stack = await make_stack(db, loaded, clock)
         client = AsyncWebClient(token=TOKEN, base_url=slack.url)
         notifier = SlackNotifier(client, stack.rt.db, audit_channel=AUDIT,
-                                 security_channel=loaded.policy.security_channel)
+                                 security_channel=loaded.policy.security_channel, clock=clock)
         stack.worker = Worker(stack.rt, OutboxDispatcher(stack.rt.db, notifier, clock), worker_id="slack-test")
         app = build_app(stack.rt, client=client, signing_secret=SECRET,
                         process_before_response=process_before_response)
-        runner = web.AppRunner(web_app(app, stack.rt))
+        runner = web.AppRunner(web_app(app, stack.rt, signing_secret=SECRET))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -74,7 +74,7 @@ async def test_replies_to_a_response_url_go_over_the_bots_one_session(
                                  parse_policy(POLICY, source="test", env={}), clock)
         app = build_app(stack.rt, client=web_client("xoxb-t", slack.url, http), signing_secret="s",
                         process_before_response=True)
-        runner = web.AppRunner(web_app(app, stack.rt))
+        runner = web.AppRunner(web_app(app, stack.rt, signing_secret="s"))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -7,6 +7,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from bot.services.audit import verify_chain
+from bot.services.audit_anchor import parse_anchors
+from bot.services.audit_check import verify_log
 from bot.services.clock import ManualClock
 from bot.slack import ids
 from storage.tables import AccessRequest, Event
@@ -78,9 +80,13 @@ async def test_full_loop_through_slack(db_factory: DbFactory, policy_text: str, 
         assert not await env.stack.is_member("alice@example.com", "prod-admins")
         assert any("has expired" in t for t in env.dms("U1ALICE"))
 
-        # one audit thread for the request
-        roots = [m for m in env.slack.messages(AUDIT, include_replies=False)]
+        # one audit thread for the request; besides it only the audit log's hourly anchors (audit_anchor.py)
+        posts = env.slack.messages(AUDIT, include_replies=False)
+        roots = [m for m in posts if m.text.startswith("Access request")]
         assert len(roots) == 1
+        anchors = [a for m in posts if m not in roots for a in parse_anchors(m.text)]
+        assert len(anchors) == len(posts) - 1 >= 1
+        assert (await verify_log(env.stack.rt.db, anchors)).ok
         replies = env.slack.thread(AUDIT, roots[0].ts)
         texts = " ".join(m.text for m in replies)
         for word in ("requested", "approved at layer 1", "granted", "expiry warning", "extended", "expired"):

@@ -70,3 +70,43 @@ async def test_every_revision_downgrades_and_upgrades_again(db_factory: DbFactor
     async with db.transaction() as session:
         await append_event(session, at=clock.now(), kind="after_round_trip", actor="a")
     assert (await verify_chain(db)).ok
+
+
+async def test_duplicate_pending_requests_stop_the_one_pending_upgrade_with_their_ids(db_factory: DbFactory) -> None:
+    """Migration 0009 adds uq_request_one_pending; pending duplicates made before it are named, and
+    left for someone to decide (the upgrade changes no request itself)."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    import pytest
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    db = db_factory()
+    await db.migrate()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(storage.tables.__file__).parent / "migrations"))
+
+    def run(conn: Connection, step: str, target: str) -> None:
+        cfg.attributes["connection"] = conn
+        getattr(command, step)(cfg, target)
+
+    insert = text("INSERT INTO access_request (id, kind, eligibility, requester, duration_s, justification, "
+                  "status, layer, layers, created_at, updated_at, escalated, after_hours, version) VALUES "
+                  "(:id, 'access', 'db-admin', 'alice@example.com', 600, 'x', 'pending', 1, 1, :at, :at, "
+                  "false, false, 0)")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(run, "downgrade", "0008")
+        for rid in ("R-ONE", "R-TWO"):
+            await conn.execute(insert, {"id": rid, "at": at})
+    with pytest.raises(RuntimeError, match=r"R-ONE \(alice@example.com, db-admin\), R-TWO"):
+        async with db.engine.begin() as conn:
+            await conn.run_sync(run, "upgrade", "head")
+    async with db.engine.begin() as conn:
+        await conn.execute(text("UPDATE access_request SET status = 'cancelled' WHERE id = 'R-TWO'"))
+        await conn.run_sync(run, "upgrade", "head")
+        with pytest.raises(Exception, match="(?i)unique"):
+            async with conn.begin_nested():
+                await conn.execute(insert, {"id": "R-THREE", "at": at})

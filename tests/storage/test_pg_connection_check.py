@@ -8,10 +8,9 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from storage.db import Database
-from tests.conftest import PG_DSN
+from tests import pg
 
 pytestmark = pytest.mark.postgres
-URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
 async def _backend(db: Database) -> int:
@@ -20,7 +19,7 @@ async def _backend(db: Database) -> int:
 
 
 async def _kill(pid: int) -> None:
-    conn = await asyncpg.connect(PG_DSN)
+    conn = await asyncpg.connect(pg.dsn())
     try:
         assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
     finally:
@@ -40,7 +39,7 @@ def _count_pings(db: Database, pings: list[int]) -> None:
 
 async def test_a_connection_used_a_moment_ago_is_not_checked() -> None:
     pings: list[int] = []
-    db = Database(URL, pool_size=1, ping_idle_s=3600)
+    db = Database(pg.url(), pool_size=1, ping_idle_s=3600)
     _count_pings(db, pings)
     try:
         first = await _backend(db)
@@ -53,7 +52,7 @@ async def test_a_connection_used_a_moment_ago_is_not_checked() -> None:
 
 async def test_an_idle_connection_that_died_is_replaced_before_use() -> None:
     pings: list[int] = []
-    db = Database(URL, pool_size=1, ping_idle_s=0)  # every reuse counts as idle: checked
+    db = Database(pg.url(), pool_size=1, ping_idle_s=0)  # every reuse counts as idle: checked
     _count_pings(db, pings)
     try:
         first = await _backend(db)
@@ -68,7 +67,7 @@ async def test_an_idle_connection_that_died_is_replaced_before_use() -> None:
 async def test_a_recently_used_connection_that_died_fails_once_then_the_pool_recovers() -> None:
     """The price of not checking busy connections: one transaction fails as a disconnect (callers retry),
     and SQLAlchemy invalidates the pool, so the next one gets a fresh connection."""
-    db = Database(URL, pool_size=1, ping_idle_s=3600)
+    db = Database(pg.url(), pool_size=1, ping_idle_s=3600)
     try:
         first = await _backend(db)
         await _kill(first)
@@ -83,7 +82,7 @@ async def test_a_recently_used_connection_that_died_fails_once_then_the_pool_rec
 async def test_reads_run_without_a_transaction_round_trip_and_writes_in_one() -> None:
     """``sessions()`` (reads) sends no BEGIN / ROLLBACK: each statement is its own transaction, as
     READ COMMITTED reads are anyway. ``transaction()`` still wraps its statements in one transaction."""
-    db = Database(URL)
+    db = Database(pg.url())
     xid = text("SELECT txid_current()")  # the same for two statements of one transaction
 
     async def two(session: object) -> tuple[int, int]:
@@ -115,7 +114,7 @@ async def test_the_pool_opens_up_to_the_configured_connections_and_keeps_them(
     monkeypatch.setenv("JITBOT_DB_POOL_SIZE", "0")
     with pytest.raises(ValueError, match="JITBOT_DB_POOL_SIZE"):
         Settings()
-    db = Database(URL, pool_size=6)
+    db = Database(pg.url(), pool_size=6)
     opened: list[int] = []
     event.listen(db.engine.sync_engine.pool, "connect", lambda *_: opened.append(1))
     try:

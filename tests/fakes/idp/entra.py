@@ -4,6 +4,11 @@ As documented: OIDC discovery at ``/{tenant}/v2.0/.well-known/openid-configurati
 credentials with a secret or a certificate-signed ``client_assertion``; Graph errors as
 ``{"error": {"code", "message", "innerError"}}``; ``@odata.nextLink`` paging; ``$ref`` membership
 (400 "already exist", 404 when not a member); 429 with ``Retry-After``.
+
+Permissions as Graph enforces them: an access token is a JWT whose ``roles`` claim holds the
+application permissions consented when it was issued (``roles``); each Graph path needs one of its
+documented permissions (``graph_permissions.py``), and a group's members are returned with only
+``@odata.type`` and ``id`` to an app that may not read users.
 """
 
 from __future__ import annotations
@@ -23,9 +28,14 @@ from aiohttp import web
 
 from connectors.base import Target
 from tests.fakes.idp.entra_signins import EntraSignIns
+from tests.fakes.idp.graph_permissions import USER_READERS, required
+
+ROLES_KEY = web.RequestKey("roles", frozenset)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-DEFAULT_ROLES = ("GroupMember.ReadWrite.All", "User.Read.All", "User.RevokeSessions.All")
+# What docs/deployment.md asks the operator to grant (the optional AuditLog.Read.All aside)
+DEFAULT_ROLES = ("GroupMember.Read.All", "GroupMember.ReadWrite.All", "User.Read.All", "User.RevokeSessions.All")
+_TOKEN_KEY = secrets.token_bytes(32)  # signs the fake's access tokens (Entra signs with its own keys)
 
 
 def graph_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -78,6 +88,7 @@ class FakeEntra:
         self._seen_jti: set[str] = set()
         self._faults = _Faults()
         self._credentials_broken = False
+        self.latency = 0.0  # seconds every Graph call takes before it is answered
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -86,13 +97,20 @@ class FakeEntra:
         return self.base_url
 
     @property
+    def audience(self) -> str:
+        return self.base_url  # the resource the ``<graph host>/.default`` scope names
+
+    @property
     def graph_url(self) -> str:
         return f"{self.base_url}/v1.0"
 
-    def add_user(self, mail: str, name: str = "Test User") -> str:
+    def add_user(self, mail: str, name: str = "Test User", *, guest: bool = False) -> str:
+        """A member user, or with ``guest`` an external (B2B) user: ``userType`` Guest and a UPN with
+        ``#EXT#``, as Entra writes them for an invited user."""
         uid = str(uuid.uuid4())
+        upn = mail.replace("@", "_") + "#EXT#@tenant.onmicrosoft.com" if guest else mail.replace("@", "_upn@")
         self.users[uid] = {"@odata.type": "#microsoft.graph.user", "id": uid, "displayName": name,
-                           "mail": mail, "userPrincipalName": mail.replace("@", "_upn@")}
+                           "mail": mail, "userPrincipalName": upn, "userType": "Guest" if guest else "Member"}
         return uid
 
     def add_group(self, name: str, members: list[str] | None = None) -> str:
@@ -135,7 +153,9 @@ class FakeEntra:
         app.router.add_get(f"/{t}/v2.0/.well-known/openid-configuration", self._discovery)
         app.router.add_post(f"/{t}/oauth2/v2.0/token", self._token)
         app.router.add_get("/v1.0/users", self._list_users)
+        app.router.add_get("/v1.0/users/{uid}", self._get_user)
         app.router.add_get("/v1.0/users/{uid}/memberOf", self._member_of)
+        app.router.add_post("/v1.0/users/{uid}/checkMemberGroups", self._check_member_groups)
         app.router.add_post("/v1.0/users/{uid}/revokeSignInSessions", self._revoke_sessions)
         app.router.add_get("/v1.0/groups", self._list_groups)
         app.router.add_get("/v1.0/groups/{gid}/members", self._group_members)
@@ -159,12 +179,16 @@ class FakeEntra:
         if not request.path.startswith("/v1.0/"):
             return await handler(request)  # type: ignore[no-any-return]
         self._api_calls += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)  # an IdP's round trip (bench/directory_scale.py)
         self.requests.append((request.method, request.path))
         header = request.headers.get("Authorization", "")
         self.auth_headers.append(header)
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or token not in self._tokens:
             return graph_error(401, "InvalidAuthenticationToken", "Access token validation failure.")
+        roles = frozenset(jwt.decode(token, _TOKEN_KEY, algorithms=["HS256"], audience=self.audience)["roles"])
+        request[ROLES_KEY] = roles
         faults = self._faults
         if faults.slow:
             await asyncio.sleep(faults.slow.pop(0))
@@ -182,9 +206,7 @@ class FakeEntra:
         if faults.missing:
             faults.missing -= 1
             return self._not_found("unknown")
-        needed = _required_role(request)
-        if needed not in self.roles and not (needed == "Group.Read.All"
-                                             and "GroupMember.ReadWrite.All" in self.roles):
+        if roles.isdisjoint(required(request.method, request.path.removeprefix("/v1.0"))):
             return self._denied()
         return await handler(request)  # type: ignore[no-any-return]
 
@@ -223,7 +245,10 @@ class FakeEntra:
             return _aad_error(400, "invalid_scope", 1002012, "The provided value for scope is not valid.")
         if not self._client_authenticated(form):
             return _aad_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
-        token = secrets.token_urlsafe(32)
+        now = int(datetime.now(UTC).timestamp())
+        token = jwt.encode({"aud": self.audience, "iss": f"https://sts.windows.net/{self.tenant_id}/",
+                            "appid": self.client_id, "roles": sorted(self.roles), "iat": now, "nbf": now,
+                            "exp": now + 3599, "uti": secrets.token_urlsafe(16)}, _TOKEN_KEY, algorithm="HS256")
         self._tokens.add(token)
         return web.json_response({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
                                   "access_token": token})
@@ -273,11 +298,37 @@ class FakeEntra:
                  if not wanted or any((u.get(attr) or "").lower() == value for attr, value in wanted)]
         return self._page(request, found)
 
+    async def _get_user(self, request: web.Request) -> web.Response:
+        user = self.users.get(request.match_info["uid"])
+        if user is None:
+            return self._not_found(request.match_info["uid"])
+        select = [f for f in request.query.get("$select", "").split(",") if f]
+        return web.json_response({k: v for k, v in user.items() if not select or k in select or k == "id"})
+
     async def _member_of(self, request: web.Request) -> web.Response:
         uid = request.match_info["uid"]
         if uid not in self.users:
             return self._not_found(uid)
         return self._page(request, [g for gid, g in self.groups.items() if uid in self.members[gid]])
+
+    async def _check_member_groups(self, request: web.Request) -> web.Response:
+        """``POST /users/{id}/checkMemberGroups`` (Graph v1.0 "user: checkMemberGroups"): of ``groupIds``
+        (at most 20, else 400), the ids of the groups the user is a member of. Graph's check is transitive;
+        this fake's groups hold users only, so direct membership is all there is to check. Assumed: a
+        malformed id fails the whole request with 400 (the page says the collection is evaluated as one)."""
+        if request[ROLES_KEY].isdisjoint(USER_READERS):  # the user half of the documented permission pair
+            return self._denied()
+        uid = request.match_info["uid"]
+        if uid not in self.users:
+            return self._not_found(uid)
+        body = await request.json()
+        ids = body.get("groupIds") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids or len(ids) > 20 or not all(
+                isinstance(i, str) and re.fullmatch(r"[0-9a-f-]{36}", i) for i in ids):
+            return graph_error(400, "Request_BadRequest", "Invalid groupIds: 1 to 20 group object ids are required.")
+        found = [i for i in ids if uid in self.members.get(i, [])]
+        return web.json_response({"@odata.context": f"{self.graph_url}/$metadata#Collection(Edm.String)",
+                                  "value": found})
 
     async def _revoke_sessions(self, request: web.Request) -> web.Response:
         uid = request.match_info["uid"]
@@ -299,7 +350,10 @@ class FakeEntra:
         gid = request.match_info["gid"]
         if gid not in self.groups:
             return self._not_found(gid)
-        return self._page(request, [self.users[uid] for uid in self.members[gid]])
+        users = [self.users[uid] for uid in self.members[gid]]
+        if request[ROLES_KEY].isdisjoint(USER_READERS):  # limited information for inaccessible objects
+            users = [{"@odata.type": u["@odata.type"], "id": u["id"]} for u in users]
+        return self._page(request, users)
 
     async def _add_member(self, request: web.Request) -> web.Response:
         gid = request.match_info["gid"]
@@ -327,13 +381,3 @@ class FakeEntra:
             return self._not_found(uid)
         self.members[gid].remove(uid)
         return web.Response(status=204)
-
-
-def _required_role(request: web.Request) -> str:
-    if request.path.startswith("/v1.0/auditLogs"):
-        return "AuditLog.Read.All"
-    if request.path.endswith("/revokeSignInSessions"):
-        return "User.RevokeSessions.All"
-    if request.path.startswith("/v1.0/groups"):
-        return "Group.Read.All" if request.method == "GET" else "GroupMember.ReadWrite.All"
-    return "User.Read.All"

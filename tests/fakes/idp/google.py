@@ -5,6 +5,13 @@ verified with the service account's public key, and ``iss``, ``sub``, ``aud``, `
 are checked. Error bodies follow Google's OAuth (``{"error", "error_description"}``) and API
 (``{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}``) formats.
 Pages hold ``page_size`` members so that paging is exercised.
+
+Groups nest (the discovery document ``admin.directory_v1``, vendored under tests/specs/google): a
+group's members are users and groups. ``members.list`` lists direct members, and with
+``includeDerivedMembership=true`` also the users of nested groups (each once); ``members.hasMember``
+answers direct or nested; ``members.delete`` removes a direct membership only (404 otherwise).
+Assumption (not documented): a derived listing keeps the nested group itself as a member, and lists
+direct members first.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import secrets
 import time
 from collections import deque
@@ -21,6 +29,9 @@ import jwt
 from aiohttp import web
 
 from connectors.base import Target
+from tests.specs.discovery import GOOGLE_DIRECTORY, DiscoverySpec
+
+SPEC = DiscoverySpec(GOOGLE_DIRECTORY)
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPE_USER_READ = "https://www.googleapis.com/auth/admin.directory.user.readonly"
@@ -88,6 +99,9 @@ class FakeGoogleWorkspace:
         self.token_requests = 0
         self.assertions: list[dict[str, Any]] = []  # verified claims, for tests
         self.signed_out: list[str] = []
+        # Every request to the Directory API and every successful answer, checked against the discovery
+        # document (tests/specs/google): what departs from it is kept here, and the suite fails on it.
+        self.spec_violations: list[str] = []
         self._faults: deque[tuple[str, float, int]] = deque()  # (kind, value, status)
         self._api_calls = 0
         self._credentials_broken = False
@@ -109,9 +123,24 @@ class FakeGoogleWorkspace:
         return uid
 
     def add_group(self, email: str, members: list[str] = ()) -> str:  # type: ignore[assignment]
+        """A group; ``members`` are user ids and group ids (a nested group)."""
         gid = format(next(self._ids), "x")
         self.groups[email.lower()] = {"id": gid, "email": email.lower(), "members": set(members)}
         return gid
+
+    def _nested_users(self, group: dict[str, Any], seen: frozenset[str] = frozenset()) -> set[str]:
+        """The users holding ``group`` directly or through nested groups."""
+        users = {m for m in group["members"] if m in self.users}
+        for m in group["members"] - users:
+            inner = self._group(m)
+            if inner is not None and inner["id"] not in seen:
+                users |= self._nested_users(inner, seen | {group["id"]})
+        return users
+
+    def holds(self, target: Target, user_id: str) -> bool:
+        """Whether the user holds the group at all (directly or nested), as hasMember answers."""
+        group = self._group(target.id)
+        return group is not None and user_id in self._nested_users(group)
 
     def _user(self, key: str) -> dict[str, Any] | None:
         key = key.lower()
@@ -145,6 +174,7 @@ class FakeGoogleWorkspace:
         self.tokens.clear()
 
     def is_member(self, target: Target, user_id: str) -> bool:
+        """A direct membership (the one jitbot grants and removes)."""
         group = self._group(target.id)
         return group is not None and user_id in group["members"]
 
@@ -155,7 +185,7 @@ class FakeGoogleWorkspace:
     # -- server -----------------------------------------------------------------------------------
 
     async def start(self) -> FakeGoogleWorkspace:
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application(middlewares=[self._spec, self._middleware])
         app.router.add_post("/token", self._token)
         app.router.add_get(API + "/users/{key}", self._users_get)
         app.router.add_post(API + "/users/{key}/signOut", self._sign_out)
@@ -178,6 +208,19 @@ class FakeGoogleWorkspace:
     @property
     def token_uri(self) -> str:
         return self.url + "/token"
+
+    @web.middleware
+    async def _spec(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if request.path.startswith(API):
+            raw = await request.read()
+            body = json.loads(raw) if raw else None
+            answer = getattr(response, "body", None)
+            answer_json = json.loads(answer) if isinstance(answer, bytes) and answer else None
+            problems = SPEC.check(request.method, request.path, dict(request.query), body,
+                                  response.status, answer_json)
+            self.spec_violations += problems
+        return response
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -302,15 +345,20 @@ class FakeGoogleWorkspace:
         self.signed_out.append(user["id"])
         return web.Response(status=204)
 
-    def _member(self, group: dict[str, Any], uid: str) -> dict[str, Any]:
-        return {
-            "kind": "admin#directory#member",
-            "id": uid,
-            "email": self.users[uid]["primaryEmail"],
-            "role": "MEMBER",
-            "type": "USER",
-            "status": "ACTIVE",
-        }
+    def _member(self, group: dict[str, Any], key: str) -> dict[str, Any]:
+        if key in self.users:
+            return {
+                "kind": "admin#directory#member",
+                "id": key,
+                "email": self.users[key]["primaryEmail"],
+                "role": "MEMBER",
+                "type": "USER",
+                "status": "ACTIVE",
+            }
+        inner = self._group(key)
+        assert inner is not None
+        return {"kind": "admin#directory#member", "id": inner["id"], "email": inner["email"], "role": "MEMBER",
+                "type": "GROUP", "status": "ACTIVE"}
 
     async def _members_list(self, request: web.Request) -> web.Response:
         if denied := self._needs(request, SCOPE_GROUP_MEMBER, SCOPE_GROUP):
@@ -327,7 +375,12 @@ class FakeGoogleWorkspace:
             )
         except ValueError:
             return api_error(400, "Invalid Input", "invalid")
+        derived = request.query.get("includeDerivedMembership", "false")
+        if derived not in ("true", "false"):
+            return api_error(400, "Invalid value for includeDerivedMembership", "invalid")
         ids = sorted(group["members"])
+        if derived == "true":
+            ids += sorted(self._nested_users(group) - group["members"])
         body: dict[str, Any] = {
             "kind": "admin#directory#members",
             "etag": '"fake"',
@@ -361,10 +414,12 @@ class FakeGoogleWorkspace:
         if denied := self._needs(request, SCOPE_GROUP_MEMBER, SCOPE_GROUP):
             return denied
         group = self._group(request.match_info["group"])
-        user = self._user(request.match_info["member"])
-        if group is None or user is None or user["id"] not in group["members"]:
+        member = self._user(request.match_info["member"]) or self._group(request.match_info["member"])
+        if group is None:
+            return api_error(404, "Resource Not Found: groupKey", "notFound")
+        if member is None or member["id"] not in group["members"]:  # a nested membership is not removed
             return api_error(404, "Resource Not Found: memberKey", "notFound")
-        group["members"].discard(user["id"])
+        group["members"].discard(member["id"])
         return web.Response(status=204)
 
     async def _has_member(self, request: web.Request) -> web.Response:
@@ -376,4 +431,4 @@ class FakeGoogleWorkspace:
         user = self._user(request.match_info["member"])
         if user is None:
             return api_error(400, "Invalid Input: memberKey", "invalid")
-        return web.json_response({"isMember": user["id"] in group["members"]})
+        return web.json_response({"isMember": user["id"] in self._nested_users(group)})

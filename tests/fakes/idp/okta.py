@@ -4,11 +4,18 @@ It follows Okta's documents, not our guesses: ``Authorization: SSWS <token>`` ex
 token it issued from ``/oauth2/v1/token`` for a private-key JWT client assertion), the error object
 ``{errorCode, errorSummary, errorLink, errorId, errorCauses}``, cursor paging through
 ``Link: <...>; rel="next"``, and 429 with ``X-Rate-Limit-Limit/Remaining/Reset`` plus ``Date``.
+
+A service app requires DPoP unless ``require_dpop=False``, as new API Services apps do by default
+(okta_dpop.py): the token endpoint demands a proof and its nonce, issues ``token_type: DPoP`` bound
+to the proof's key, and each API call must carry ``Authorization: DPoP <token>`` and a proof with
+``ath``. With ``require_dpop=False`` the fake ignores a proof and issues a Bearer token (assumption:
+what Okta does with a proof it does not require is not documented).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import ssl
@@ -22,8 +29,12 @@ import jwt
 from aiohttp import web
 
 from connectors.base import Target
+from tests.fakes.idp.okta_dpop import DPoPError, DPoPVerifier
 from tests.fakes.idp.okta_limits import OktaRateLimit
 from tests.fakes.idp.okta_logs import OktaSystemLog
+from tests.specs.openapi import OKTA_MANAGEMENT, OpenApiSpec
+
+SPEC = OpenApiSpec(OKTA_MANAGEMENT)
 
 TOKEN_PATH = "/oauth2/v1/token"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -62,7 +73,8 @@ class FakeOkta:
 
     def __init__(self, *, api_token: str = "00okta-test-token", page_size: int = 2,
                  client_id: str = "0oaclient", public_key_pem: str | None = None,
-                 granted_scopes: tuple[str, ...] = ("okta.groups.manage", "okta.users.read")) -> None:
+                 granted_scopes: tuple[str, ...] = ("okta.groups.manage", "okta.users.read"),
+                 require_dpop: bool = True) -> None:
         self.api_token = api_token
         self.page_size = page_size
         self.client_id = client_id
@@ -72,11 +84,19 @@ class FakeOkta:
         self.groups: dict[str, dict[str, Any]] = {}
         self.members: dict[str, list[str]] = {}
         self.revoked_sessions: list[str] = []
+        self.revoked_oauth_tokens: list[str] = []  # users whose sessions were ended with oauthTokens=true
+        # Every management API request and successful answer, checked against Okta's OpenAPI description
+        # (tests/specs/okta): what departs from it is kept here, and the conformance suite fails on it.
+        self.spec_violations: list[str] = []
+        self.check_spec = True  # off only where its CPU would distort a measurement (bench/okta_idp.py)
         self.auth_headers: list[str] = []
         self.token_requests = 0
         self._api_calls = 0
         self.requests: list[tuple[str, str]] = []  # (method, path) of every API call, in order
         self._bearer: dict[str, set[str]] = {}
+        self.require_dpop = require_dpop
+        self.dpop = DPoPVerifier()
+        self._dpop_tokens: dict[str, tuple[set[str], str]] = {}  # token → (scopes, key thumbprint)
         self._seen_jti: set[str] = set()
         self._faults = _Faults()
         self._credentials_broken = False
@@ -84,6 +104,8 @@ class FakeOkta:
         self.base_url = ""
         self.system_log = OktaSystemLog()  # GET /api/v1/logs (tests/fakes/idp/okta_logs.py)
         self.rate_limit: OktaRateLimit | None = None  # a standing budget (``limit_rate``)
+        self.latency = 0.0  # seconds every API call takes before it is answered
+        self.outage_status: int | None = None  # every API call answered with this status (``go_down``)
 
     # -- directory ---------------------------------------------------------------------------
     def add_user(self, email: str, first: str = "Test", last: str = "User") -> str:
@@ -99,6 +121,11 @@ class FakeOkta:
             "_links": {"self": {"href": f"{self.base_url}/api/v1/users/{uid}"}},
         }
         return uid
+
+    def set_status(self, uid: str, status: str) -> None:
+        """A user status of Okta's lifecycle (okta.models.user_status: ACTIVE, SUSPENDED, DEPROVISIONED, ...).
+        ``search`` still finds the user in any status, as Okta's List Users documents."""
+        self.users[uid]["status"] = status
 
     def add_group(self, name: str, members: list[str] | None = None) -> str:
         gid = _okta_id("00g")
@@ -134,6 +161,13 @@ class FakeOkta:
     def slow_next(self, seconds: float, count: int = 1) -> None:
         self._faults.slow.extend([seconds] * count)
 
+    def go_down(self, status: int = 503) -> None:
+        """An outage: every API call is answered ``status`` (Okta's error body) until ``come_back``."""
+        self.outage_status = status
+
+    def come_back(self) -> None:
+        self.outage_status = None
+
     def break_credentials(self) -> None:
         self._credentials_broken = True
 
@@ -146,7 +180,7 @@ class FakeOkta:
 
     # -- server ------------------------------------------------------------------------------
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
-        app = web.Application(middlewares=[self._gate])
+        app = web.Application(middlewares=[self._spec, self._gate])
         app.router.add_post(TOKEN_PATH, self._token)
         app.router.add_get("/api/v1/users", self._list_users)
         app.router.add_get("/api/v1/users/{uid}", self._get_user)
@@ -175,6 +209,16 @@ class FakeOkta:
         return web.json_response(error_body(status, summary), status=status, headers=headers)
 
     @web.middleware
+    async def _spec(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if self.check_spec and request.path.startswith("/api/v1/"):
+            body = getattr(response, "body", None)
+            answer = json.loads(body) if isinstance(body, bytes) and body else None
+            self.spec_violations += SPEC.check(request.method, request.path, dict(request.query), response.status,
+                                               answer)
+        return response
+
+    @web.middleware
     async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path == TOKEN_PATH:
             self.token_requests += 1
@@ -183,9 +227,13 @@ class FakeOkta:
         self.requests.append((request.method, request.path))
         header = request.headers.get("Authorization", "")
         self.auth_headers.append(header)
-        scopes = self._authenticate(header)
+        scopes = self._authenticate(header, request)
         if scopes is None:
             return self._error(401)
+        if self.latency:
+            await asyncio.sleep(self.latency)  # an IdP's round trip (bench/directory_scale.py)
+        if self.outage_status is not None:
+            return self._error(self.outage_status)
         faults = self._faults
         if faults.slow:
             await asyncio.sleep(faults.slow.pop(0))
@@ -217,7 +265,7 @@ class FakeOkta:
         response.headers.update(limit_headers)
         return response
 
-    def _authenticate(self, header: str) -> set[str] | None:
+    def _authenticate(self, header: str, request: web.Request) -> set[str] | None:
         """The granted scopes (empty for an API token), or None when the credentials are refused."""
         if self._credentials_broken:
             return None
@@ -226,6 +274,14 @@ class FakeOkta:
         scheme, _, token = header.partition(" ")
         if scheme == "Bearer" and token in self._bearer:
             return self._bearer[token]
+        if scheme == "DPoP" and token in self._dpop_tokens:
+            scopes, bound = self._dpop_tokens[token]
+            try:
+                key = self.dpop.verify(request.headers.get("DPoP"), method=request.method, nonce_required=False,
+                                       url=self.base_url + request.path, access_token=token)
+            except DPoPError:
+                return None
+            return scopes if key == bound else None
         return None
 
     async def _token(self, request: web.Request) -> web.Response:
@@ -236,6 +292,16 @@ class FakeOkta:
 
         if form.get("grant_type") != "client_credentials":
             return oauth_error(400, "unsupported_grant_type", "The grant type is not supported.")
+        key: str | None = None
+        if self.require_dpop:  # the proof is checked before the client assertion is spent
+            try:
+                key = self.dpop.verify(request.headers.get("DPoP"), method="POST", nonce_required=True,
+                                       url=self.base_url + TOKEN_PATH)
+            except DPoPError as exc:
+                answer = oauth_error(400, exc.error, str(exc))
+                if exc.error == "use_dpop_nonce":
+                    answer.headers["DPoP-Nonce"] = self.dpop.nonce
+                return answer
         if form.get("client_assertion_type") != ASSERTION_TYPE or self.public_key_pem is None:
             return oauth_error(401, "invalid_client", "Client authentication failed.")
         try:
@@ -251,9 +317,12 @@ class FakeOkta:
         if not requested or not requested <= self.granted_scopes:
             return oauth_error(400, "invalid_scope", "One or more scopes are not configured for the app.")
         token = secrets.token_urlsafe(24)
-        self._bearer[token] = requested
-        return web.json_response({"token_type": "Bearer", "expires_in": 3600, "access_token": token,
-                                  "scope": " ".join(sorted(requested))})
+        if key is not None:
+            self._dpop_tokens[token] = (requested, key)
+        else:
+            self._bearer[token] = requested
+        return web.json_response({"token_type": "DPoP" if key else "Bearer", "expires_in": 3600,
+                                  "access_token": token, "scope": " ".join(sorted(requested))})
 
     # -- API ---------------------------------------------------------------------------------
     def _page(self, request: web.Request, items: list[dict[str, Any]]) -> web.Response:
@@ -302,7 +371,12 @@ class FakeOkta:
         uid = request.match_info["uid"]
         if uid not in self.users:
             return self._error(404, f"Not found: Resource not found: {uid} (User)")
+        flags = {k: request.query.get(k, "false") for k in ("oauthTokens", "forgetDevices")}
+        if any(v not in ("true", "false") for v in flags.values()):
+            return self._error(400, "Invalid boolean query parameter.")
         self.revoked_sessions.append(uid)
+        if flags["oauthTokens"] == "true":  # also the OIDC / OAuth refresh and access tokens issued to the user
+            self.revoked_oauth_tokens.append(uid)
         return web.Response(status=204)
 
     async def _list_groups(self, request: web.Request) -> web.Response:

@@ -5,7 +5,14 @@ and ``{"grant_type": "client_credentials"}``; v2 calls need ``Authorization: bea
 ``bearer:<token>``, with a token this fake issued. v2 errors are ``{"message", "statusCode", "name"}``,
 v1 errors ``{"status": {"error", "code", "type", "message"}}``. Lists are paged with ``limit`` /
 ``page`` / ``cursor`` and the ``Total-Pages``, ``Total-Count``, ``Current-Page``, ``Page-Items``,
-``Before-Cursor`` and ``After-Cursor`` headers; pages hold ``page_size`` items.
+``Before-Cursor`` and ``After-Cursor`` headers; pages hold ``page_size`` items, and ``limit`` is at most
+100 ("How many items to return at one time (max 100)", onelogin-python-sdk ``docs/RolesApi.md`` and
+``docs/UsersV2Api.md``; what the service does with more is not documented: the fake answers 400).
+
+Role users are rows ``{id, name, username, added_by, added_at, assigned}`` (``docs/Schema1.md``): no
+email. A user's ``username`` is its own attribute, not necessarily an email (``add_user(username=)``);
+by default the fake makes it the email's local part. ``GET /api/2/users`` filters by ``email`` and by
+``user_ids`` (a comma-separated list of user ids, ``docs/UsersV2Api.md``).
 """
 
 from __future__ import annotations
@@ -68,12 +75,12 @@ class FakeOneLogin:
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    def add_user(self, email: str, first: str = "", last: str = "") -> int:
+    def add_user(self, email: str, first: str = "", last: str = "", *, username: str | None = None) -> int:
         uid = next(self._ids)
         self.users[uid] = {
             "id": uid,
             "email": email.lower(),
-            "username": email.lower(),
+            "username": username if username is not None else email.lower().partition("@")[0],
             "firstname": first,
             "lastname": last,
             "status": 1,
@@ -208,6 +215,8 @@ class FakeOneLogin:
                 limit, page = int(query.get("limit", "50")), int(query.get("page", "1"))
         except (ValueError, KeyError):
             return v2_error(400, "Invalid cursor")
+        if limit > 100:
+            return v2_error(400, "limit must be at most 100")
         limit = max(1, min(limit, self.page_size))
         pages = max(1, -(-len(items) // limit))
         chunk = items[(page - 1) * limit : page * limit]
@@ -225,8 +234,14 @@ class FakeOneLogin:
 
     async def _list_users(self, request: web.Request) -> web.Response:
         email = request.query.get("email", "").lower()
+        try:
+            ids = {int(i) for i in request.query["user_ids"].split(",")} if "user_ids" in request.query else None
+        except ValueError:
+            return v2_error(400, "user_ids must be a comma separated list of user ids")
         users = sorted(
-            (u for u in self.users.values() if not email or u["email"] == email), key=lambda u: u["id"]
+            (u for u in self.users.values()
+             if (not email or u["email"] == email) and (ids is None or u["id"] in ids)),
+            key=lambda u: u["id"],
         )
         return self._page(request, users)
 
@@ -277,6 +292,8 @@ class FakeOneLogin:
         ids = await self._user_ids(request)
         if isinstance(ids, web.Response):
             return ids
+        # Assumption: RolesApi.md documents 200 with the ids and no answer for a user who already holds the
+        # role; the fake treats that as success (the connector checks membership first anyway).
         role["users"].update(ids)
         return web.json_response([{"id": i} for i in ids])
 
@@ -287,6 +304,7 @@ class FakeOneLogin:
         ids = await self._user_ids(request)
         if isinstance(ids, web.Response):
             return ids
+        # Assumption: removing a user who does not hold the role is not documented; the fake answers 204.
         role["users"].difference_update(ids)
         return web.Response(status=204)
 

@@ -254,6 +254,9 @@ class FakePingOne:
                 details=[{"code": "INVALID_VALUE", "target": "id", "message": "Group not found"}],
             )
         if uid in self.groups[gid]:
+            # Assumption: PingOne's API reference does not document its answer to adding a member again;
+            # this 400 INVALID_DATA / UNIQUENESS_VIOLATION is modelled on its documented error format. The
+            # connector checks membership first, so it relies on this only in a race.
             return error(
                 400,
                 "INVALID_DATA",

@@ -1,0 +1,157 @@
+"""Mass expiry against Slack's real rate limits: revocation lag, delivery, and a restart half-way.
+
+    python -m bench.slack_tiers [--grants 10000] [--spread 60] [--speedup 20]
+
+``--grants`` grants of as many people expire over ``--spread`` seconds. The fake Slack enforces every
+method's documented tier per workspace and chat.postMessage's per-channel and workspace limits
+(bot/fakes/slack_tiers.py, bot/fakes/slack_limits.py), all ``--speedup`` times faster than Slack so that
+a run takes minutes instead of hours (the audit channel's pace, ``lane_interval``, is sped up alike); the
+ratio of the delivery time to the minimum the limits allow does not depend on it while the bot keeps up.
+The requests carry no Slack id (as requests made outside Slack), so each person costs a
+``users.lookupByEmail`` (Tier 3) — the worst case; a request made in Slack needs none. Half-way through
+the deliveries the worker is stopped and a new one (a new notifier: nothing in memory) takes over.
+
+Printed and checked (non-zero exit when violated): revocation lag p50/p99 (the IdP's receipt − expires_at;
+revocation never waits for Slack), every requester notice delivered exactly once, every expiry in the
+audit channel exactly once, Slack lookups ≤ people (and after the restart ≤ the people not yet known),
+and the time from the first expiry to the last delivery against the minimum the limits allow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import func, select
+
+from bench.common import RecordingIdp, machine, pct
+from bench.mass_expiry import policy, seed
+from bot.fakes import FakeSlack
+from bot.fakes.slack_tiers import METHOD_TIERS, POST_MESSAGE_PER_MINUTE, TIER_PER_MINUTE
+from bot.policy_file import parse_policy
+from bot.services.clock import SystemClock
+from bot.services.directory import Directory
+from bot.services.outbox import OutboxDispatcher
+from bot.services.runtime import Runtime
+from bot.services.worker import Worker
+from bot.slack.notifier import SlackNotifier
+from connectors.resilience import ResilientConnector
+from storage.db import Database
+from storage.tables import Event, OutboxMessage
+
+TOKEN = "xoxb-bench"
+AUDIT = "C0AUDIT"
+
+
+def minimum_seconds(people: int, posts: int, spread: float, speedup: float) -> float:
+    """The least time the limits allow: every lookup (Tier 3) and every post (the workspace's
+    chat.postMessage limit), each bucket starting full, and no earlier than the last expiry."""
+    lookup_rate = TIER_PER_MINUTE[METHOD_TIERS["users.lookupByEmail"]] * speedup
+    post_rate = POST_MESSAGE_PER_MINUTE * speedup
+    lookups = max(0.0, people - lookup_rate) / (lookup_rate / 60)
+    return max(spread, lookups, max(0.0, posts - post_rate) / (post_rate / 60))
+
+
+def _lookups(slack: FakeSlack) -> int:
+    return sum(1 for c in slack.state.calls if c.method == "users.lookupByEmail" and c.status == 200)
+
+
+async def _pending(db: Database) -> int:
+    async with db.sessions() as s:
+        n = (await s.execute(select(func.count()).select_from(OutboxMessage)
+                             .where(OutboxMessage.status == "pending"))).scalar()
+    return int(n or 0)
+
+
+async def run(n: int, spread: float, speedup: float) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite+aiosqlite:///{tmp}/bench.db")
+        await db.migrate()
+        idp = RecordingIdp()
+        connector = ResilientConnector(idp, max_attempts=2, max_concurrency=16)
+        clock = SystemClock()
+        rt = Runtime(db=db, clock=clock, loaded=parse_policy(policy("g"), env={}), connectors={"idp": connector},
+                     directory=Directory({"idp": connector}, clock))
+        async with FakeSlack(token=TOKEN) as slack:
+            slack.add_channel(AUDIT, "jit-audit")
+            for i in range(n):
+                slack.add_user(f"U{i:07d}", f"user{i}", email=f"user{i}@example.com")
+            tiers = slack.enforce_tiers(speedup=speedup)
+            slack.limit_channel_posts(1.0 * speedup, 3)
+
+            def worker(name: str) -> Worker:
+                notifier = SlackNotifier(AsyncWebClient(token=TOKEN, base_url=slack.url), db, audit_channel=AUDIT,
+                                         clock=clock)
+                notifier.lookups_per_minute *= speedup  # Slack's tier, as fast as the fake's
+                return Worker(rt, OutboxDispatcher(db, notifier, clock, lane_interval=1.0 / speedup), worker_id=name)
+
+            start = datetime.now(UTC) + timedelta(seconds=3)
+            expiries = await seed(db, n, start, spread)
+            idp.members["g"] = {f"user{i}@example.com" for i in range(n)}
+            t0 = time.time()
+            first = worker("first")
+            first.start(interval=0.25)
+            while len(slack.state.calls) == 0 or sum(
+                    1 for c in slack.state.calls if c.method == "chat.postMessage" and c.status == 200) < n // 2:
+                await asyncio.sleep(0.2)
+            await first.stop()
+            known_at_restart = _lookups(slack)
+            second = worker("second")
+            second.start(interval=0.25)
+            while time.time() - t0 < 3600:
+                async with db.sessions() as s:
+                    expired = (await s.execute(select(func.count()).select_from(Event)
+                                               .where(Event.kind == "expired"))).scalar()
+                if expired == n and not await _pending(db):
+                    break
+                await asyncio.sleep(0.2)
+            done = time.time()
+            await second.stop()
+
+            calls = slack.state.calls
+            lookups = _lookups(slack)
+            dms = Counter(m.channel for ch in slack.state.messages for m in slack.messages(ch)
+                          if ch != AUDIT and "has expired" in m.text)
+            audit_text = "\n".join(m.text for m in slack.messages(AUDIT))
+            audited = Counter(re.findall(r"(R-M\d{7})\*? bulk for [^:]+: expired", audit_text))
+            posts = sum(1 for c in calls if c.method == "chat.postMessage" and c.status == 200)
+            lags = [idp.revoked_at[g] - expiries[g].timestamp() for g in idp.revoked_at]
+            took = done - start.timestamp()
+            least = minimum_seconds(n, posts, spread, speedup)
+        await connector.aclose()
+        await db.dispose()
+
+    print(f"{machine()}; {n:,} grants of {n:,} people expiring over {spread:.0f} s; Slack's limits ×{speedup:g}")
+    print(f"revocation lag: p50 {pct(lags, 50):.3f} s, p99 {pct(lags, 99):.3f} s, max {max(lags):.3f} s")
+    print(f"requester notices: {sum(dms.values()):,} delivered, {sum(1 for v in dms.values() if v > 1)} twice; "
+          f"audit: {len(audited):,} requests, {sum(1 for v in audited.values() if v > 1)} twice; "
+          f"{posts:,} posts, 429s by method {dict(tiers.rejected)}")
+    print(f"Slack lookups: {lookups:,} for {n:,} people; {known_at_restart:,} known at the restart, "
+          f"{lookups - known_at_restart:,} after it (≤ {n - known_at_restart:,} not yet known)")
+    print(f"delivery: {took:.1f} s from the first expiry to the last message; the limits allow {least:.1f} s "
+          f"at least ({took / least:.2f}×)")
+    ok = (len(idp.revoked_at) == n and sum(dms.values()) == n and all(v == 1 for v in dms.values())
+          and len(audited) == n and all(v == 1 for v in audited.values()) and lookups <= n)
+    if not ok:
+        print("FAILED: a notice or an audit line missing or repeated, or a person looked up twice")
+    return 0 if ok else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grants", type=int, default=10_000)
+    parser.add_argument("--spread", type=float, default=60.0)
+    parser.add_argument("--speedup", type=float, default=20.0)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(run(args.grants, args.spread, args.speedup)))
+
+
+if __name__ == "__main__":
+    main()

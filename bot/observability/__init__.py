@@ -1,0 +1,1 @@
+"""What operators watch: health probes, Prometheus metrics and the log format."""
