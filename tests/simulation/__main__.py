@@ -16,9 +16,8 @@ import sys
 import time
 from collections import Counter
 
+from tests import pg
 from tests.simulation.runner import Failure, databases, run, shrink
-
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 async def main(argv: list[str]) -> int:
@@ -27,7 +26,7 @@ async def main(argv: list[str]) -> int:
     p.add_argument("--first", type=int, default=0)
     p.add_argument("--seed", type=int, help="run this one seed")
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    p.add_argument("--pg-dsn", default=PG_DSN)
+    p.add_argument("--pg-dsn", help="default: the tests' server (tests/pg.py: JITBOT_TEST_PG, or a throwaway one)")
     p.add_argument("--keep-going", action="store_true", help="count failures instead of stopping at the first")
     p.add_argument("--no-shrink", action="store_true")
     p.add_argument("--lenient", default="", help="issue-26 holes to take as policy, e.g. 4 (measures the others)")
@@ -40,7 +39,8 @@ async def main(argv: list[str]) -> int:
     by_message: Counter[str] = Counter()
     steps = 0
     started = time.monotonic()
-    async with databases(args.db, pg_dsn=args.pg_dsn) as dbs:
+    pg_dsn = args.pg_dsn or (pg.dsn() if args.db == "postgres" else None)
+    async with databases(args.db, pg_dsn=pg_dsn) as dbs:
         for seed in seeds:
             out = await run(seed, dbs, lenient=lenient)
             steps += out.steps
@@ -61,6 +61,7 @@ async def main(argv: list[str]) -> int:
     for message, n in by_message.most_common():
         first = next(f.seed for f in failures if f.kind == message)
         print(f"  {n:5d}× {message}  (first seed {first})")
+    pg.stop()  # the throwaway server, if this run started one
     return 1 if failures else 0
 
 

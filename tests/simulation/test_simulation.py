@@ -2,8 +2,8 @@
 
 ``JITBOT_SIM_SEEDS`` (default 2000) seeds run on SQLite and on PostgreSQL; ``JITBOT_SIM_FIRST`` moves the
 first seed; ``JITBOT_SIM_SEED=N`` runs seed N alone. A failure prints its seed, its steps, a shrunk
-replay and how to rerun it. The replays below are the shrunk runs that found the holes of issue 26: each
-must pass once its hole is closed.
+replay and how to rerun it. The replays below are the shrunk runs that found the holes of issue 26 on the code
+before their fixes (each must keep passing), and one open finding (expected to fail until it is fixed).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import PG_DSN
+from tests import pg
 from tests.simulation.runner import Databases, run, shrink
 from tests.simulation.steps import Step
 
@@ -23,23 +23,17 @@ ONE = os.environ.get("JITBOT_SIM_SEED")
 # Holes the model takes as policy in the seed runs, each an open finding with a replay below.
 LENIENT: frozenset[str] = frozenset({"late-vote"})
 
-# Expected to fail only when the run is the CI's (≥ 2,000 seeds, where the seeds find every open hole); a
-# chosen seed or a short run reports what it finds.
-OPEN_ON_MAIN = pytest.mark.xfail(SEEDS >= 2000 and not ONE, strict=True,
-                                 reason="issue 26 #1, #2 and #4 are open on main: the seeds find them (the "
-                                        "replays below); remove this mark when the fixes land")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
 async def dbs(request: pytest.FixtureRequest) -> AsyncIterator[Databases]:
-    d = Databases(request.param, pg_dsn=PG_DSN)
+    d = Databases(request.param, pg_dsn=pg.dsn() if request.param == "postgres" else None)
     await d.setup()
     yield d
     await d.teardown()
 
 
-@OPEN_ON_MAIN
 async def test_no_seed_breaks_an_invariant(dbs: Databases) -> None:
     seeds = [int(ONE)] if ONE else range(FIRST, FIRST + SEEDS)
     for seed in seeds:
@@ -72,13 +66,12 @@ REPLAYS = {
 }
 
 
-def _open(name: str) -> pytest.MarkDecorator:
-    hole = {"issue-26-1": "issue 26 #1", "issue-26-2": "issue 26 #2", "issue-26-4": "issue 26 #4"}.get(
-        name[:10], "an approval after its layer's timeout counts until the lapse pass runs (found by the simulation)")
-    return pytest.mark.xfail(strict=True, reason=f"{hole} is open on main; remove this mark when it is fixed")
+OPEN = {"late-vote-counts-before-the-lapse-pass": pytest.mark.xfail(strict=True, reason=(
+    "found by the simulation, open: an approval given after its layer's timeout counts while no lapse pass "
+    "has run (the seed runs take it as policy: LENIENT); remove this mark when it is fixed"))}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_open(n)) for n in REPLAYS])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=OPEN.get(n, ())) for n in REPLAYS])
 async def test_replay_of_a_found_hole_passes(dbs: Databases, name: str) -> None:
     out = await run(0, dbs, steps=REPLAYS[name])
     assert out.failure is None, out.failure.report()

@@ -44,6 +44,10 @@ from tests.simulation.model import USERS, Model, Violation, policy_without, stan
 from tests.simulation.settle import settle
 
 HELD = {f"{idp_module.__file__}:call"}  # where a task waits for the simulation to answer an IdP call
+# The events that record a grant's end (bot/services/revocation.py ``_ended``), and the detail keys that
+# mark an end made without an IdP call (another grant or standing access keeps it; it never started).
+END_KINDS = frozenset({"expired", "revoked", "cleanup_done"})
+NO_CALL_MARKS = frozenset({"membership_kept", "before_start"})
 DRAIN_ADVANCE = timedelta(minutes=5, seconds=1)  # past every retry backoff (at most 300 s)
 
 
@@ -223,9 +227,9 @@ class World:
                 granted[gid] = granted.get(gid, 0) + 1
             elif kind == "reconcile_removed":
                 reconcile_removed += 1
-            elif gid and "reason" in detail:
+            elif gid and kind in END_KINDS:
                 ended[gid] = ended.get(gid, 0) + 1
-                if "membership_kept" not in detail:
+                if not NO_CALL_MARKS & set(detail):
                     removed[gid] = removed.get(gid, 0) + 1
         adds = {a.grant_id for a in self.idp.log if a.op == "add" and a.answered}
         removes = {a.grant_id for a in self.idp.log if a.op == "remove" and a.answered
@@ -266,6 +270,11 @@ def cached_policy(path: str | Path, *, env: Any = None) -> LoadedPolicy:
     return _PARSED[content]
 
 
+async def cached_checked_policy(path: str | Path) -> LoadedPolicy:
+    """``check_policy`` for the reloader, parsed once per text (the simulation's policies all check)."""
+    return cached_policy(path)
+
+
 def seeded_ids(rng: random.Random) -> types.SimpleNamespace:
     """Stands in for ``secrets`` in ``bot.services.runtime``: request and grant ids from the seed, so that a
     replay orders rows (by id) as the run did."""
@@ -283,7 +292,7 @@ class Determinism:
         self._set(runtime_module, "secrets", seeded_ids(random.Random(self.seed ^ 0x1D5)))
         self._set(revocation, "RECORD_LINGER", 0.0)  # a finished call is recorded at once (no wall-clock wait)
         self._set(revocation, "random", random.Random(self.seed ^ 0xBAC))  # backoff jitter
-        self._set(reload_module, "load_policy", cached_policy)
+        self._set(reload_module, "check_policy", cached_checked_policy)
         return self
 
     def _set(self, obj: Any, name: str, value: Any) -> None:
