@@ -49,12 +49,15 @@ def S(kind: str, *args: object) -> Step:
 
 ALICE, ERIN = "alice@example.com", "erin@example.com"
 REPLAYS = {
-    # 1. a scheduled grant inherits the membership of the grant that ends before it starts
+    # 1. a scheduled grant inherits the membership of the grant that ends before it starts (two eligibilities
+    #    on one target: one grant per person and eligibility)
     "issue-26-1-scheduled-grant-inherits": [S("submit", ALICE, "x-auto", 60, None),
-                                            S("submit", ALICE, "x-auto", 30, 60), S("drain"), S("revoke", 0)],
+                                            S("submit", ALICE, "x-lead", 30, 60),
+                                            S("vote", 1, 1, "carol@example.com", True), S("drain"), S("revoke", 0)],
     # 2. the hand-off to a grant whose IdP add is in flight is lost when that add completes
     "issue-26-2-handoff-races-completion": [S("submit", ERIN, "x-auto", 120, None), S("answer", 0, "ok"),
-                                            S("submit", ERIN, "x-auto", 120, None), S("release", 0, ERIN)],
+                                            S("submit", ERIN, "x-lead", 120, None),
+                                            S("vote", 1, 1, "bob@example.com", True), S("release", 0, ERIN)],
     # 4. an approved grant that has not started cannot be stopped (here: an admin's revoke) ...
     "issue-26-4-approved-not-started-unstoppable": [S("submit", ALICE, "x-auto", 60, 60), S("revoke", 0)],
     # ... and is carried out (here: retried after a lost answer) after its eligibility was removed
