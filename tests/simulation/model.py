@@ -1,0 +1,263 @@
+"""The simulation's policy, and an independent model of what it allows.
+
+The model is written from the policy rules (docs/policy.md), not from the services: it reads the policy
+as the plain dict below, counts approvals itself, and learns only from what the simulation did (its own
+actions, the services' yes/no answers, and the calls that reached the IdP). It never reads a grant's
+status or ``owns_membership``. Its verdicts:
+
+- a membership is *allowed* while it is standing (held before jitbot's first grant of it), or while a
+  request of that user for an eligibility on that target is *live*: its grant was carried out (the IdP
+  answered the add), after the approvals its policy required and not before its start, and it has not
+  ended (released, cancelled, revoked, denied) nor expired (granted time + duration + extensions);
+- an add reaching the IdP for a request that the policy does not let be carried out at that moment
+  (approvals missing, before its start, eligibility removed) is a violation at once;
+- a removal of standing access, or an extension past ``max_duration``, is a violation at once.
+
+What jitbot may lag on (a revocation waiting for the worker, a call in flight) is checked after a
+*drain* — the worker has run and every IdP call has been answered — when held must be allowed exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+ADMIN = "root@example.com"
+REQUESTERS = ("alice@example.com", "erin@example.com")
+OUTSIDER = "bob@example.com"  # an approver, not a requestor
+APPROVERS = ("bob@example.com", "carol@example.com")
+USERS = (*REQUESTERS, *APPROVERS, ADMIN)
+
+POLICY: dict[str, Any] = {
+    "audit_channel": "#jit-audit",
+    "admins": {"users": [ADMIN]},
+    "connectors": {"demo": {
+        "type": "memory",
+        "users": [{"email": u} for u in USERS],
+        "groups": {"engineers": list(REQUESTERS), "leads": list(APPROVERS), "x": [], "y": ["erin@example.com"]},
+    }},
+    "eligibilities": [
+        {"name": "x-auto", "description": "x without approval", "connector": "demo", "target": {"group": "x"},
+         "requestors": {"groups": ["engineers"]}, "max_duration": "4h", "default_duration": "1h"},
+        {"name": "x-lead", "description": "x, one lead approves", "connector": "demo", "target": {"group": "x"},
+         "requestors": {"groups": ["engineers"]}, "max_duration": "4h", "default_duration": "1h",
+         "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
+        {"name": "y-two", "description": "y, two leads in turn", "connector": "demo", "target": {"group": "y"},
+         "requestors": {"groups": ["engineers"]}, "max_duration": "4h", "default_duration": "1h",
+         "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"},
+                       {"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
+    ],
+}
+ELIGIBILITIES = tuple(e["name"] for e in POLICY["eligibilities"])
+TARGETS = ("group:x", "group:y")
+
+
+def policy_without(removed: frozenset[str]) -> dict[str, Any]:
+    doc = copy.deepcopy(POLICY)
+    doc["eligibilities"] = [e for e in doc["eligibilities"] if e["name"] not in removed]
+    return doc
+
+
+def _hours(text: str) -> timedelta:
+    assert text.endswith("h")
+    return timedelta(hours=int(text[:-1]))
+
+
+def standing() -> set[tuple[str, str]]:
+    groups = POLICY["connectors"]["demo"]["groups"]
+    return {(f"group:{g}", u) for g, members in groups.items() for u in members}
+
+
+class Violation(AssertionError):
+    """An invariant broke; the message says which and why, ``kind`` names the invariant (and, where the
+    evidence points at one, the known hole of issue 26 it looks like)."""
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind or message.split(":")[0]
+
+
+@dataclass
+class Req:
+    rid: str
+    requester: str
+    elig: str
+    target: str
+    submitted_at: datetime
+    starts_at: datetime | None
+    duration: timedelta
+    allowed: bool  # the policy let this submission in at all
+    layer: int = 1  # the layer open now (1-based); past the last one once approved
+    layer_opened: datetime | None = None
+    approvers: list[str] = field(default_factory=list)  # who passed each layer, in order
+    approved_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_by: str = ""
+    granted_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    def live(self, now: datetime) -> bool:
+        return (self.granted_at is not None and self.ended_at is None and self.expires_at is not None
+                and now < self.expires_at)
+
+
+class Model:
+    """``lenient``: known holes the model takes as policy, to measure the others on a build that still
+    has them: ``"4"`` (issue 26 #4: an approved grant may be impossible to stop, and is carried out after
+    its eligibility is removed), ``"late-vote"`` (an approval given after its layer's timeout counts
+    while the lapse pass has not run yet)."""
+
+    def __init__(self, lenient: frozenset[str] = frozenset()) -> None:
+        self.lenient = lenient
+        self.removed: frozenset[str] = frozenset()
+        self.requests: dict[str, Req] = {}
+        self.standing = standing()
+
+    # ---- the policy, from the dict -------------------------------------------------------------------
+    def _elig(self, name: str) -> dict[str, Any] | None:
+        if name in self.removed:
+            return None
+        return next((e for e in POLICY["eligibilities"] if e["name"] == name), None)
+
+    @staticmethod
+    def _group(name: str) -> set[str]:
+        return set(POLICY["connectors"]["demo"]["groups"][name])
+
+    def _layers(self, elig: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(elig.get("approvals", []))
+
+    # ---- what the simulation did ---------------------------------------------------------------------
+    def submitted(self, rid: str, *, requester: str, elig: str, now: datetime, starts_at: datetime | None,
+                  duration: timedelta) -> None:
+        spec = self._elig(elig)
+        allowed = (spec is not None and requester in self._group("engineers")
+                   and timedelta(0) < duration <= _hours(spec["max_duration"])
+                   and (starts_at is None or starts_at > now))
+        target = f"group:{spec['target']['group']}" if spec else "?"
+        req = Req(rid, requester, elig, target, now, starts_at, duration, allowed, layer_opened=now)
+        if allowed and spec is not None and not self._layers(spec):
+            req.approved_at = now
+        self.requests[rid] = req
+
+    def voted(self, rid: str, *, layer: int, approver: str, approve: bool, now: datetime) -> None:
+        """A vote the service accepted: counted only if the policy counts it."""
+        req = self.requests.get(rid)
+        spec = self._elig(req.elig) if req else None
+        if req is None or spec is None or not req.allowed or req.ended_at or req.approved_at:
+            return
+        layers = self._layers(spec)
+        if layer != req.layer or not 1 <= layer <= len(layers):
+            return
+        rule = layers[layer - 1]
+        assert req.layer_opened is not None
+        late = now >= req.layer_opened + _hours(rule["timeout"]) and "late-vote" not in self.lenient
+        if (approver not in self._group(rule["approvers"]["groups"][0]) or approver == req.requester
+                or approver in req.approvers or late):
+            return
+        if not approve:
+            req.ended_at, req.ended_by = now, "denied"
+            return
+        req.approvers.append(approver)
+        req.layer, req.layer_opened = layer + 1, now
+        if layer == len(layers):
+            req.approved_at = now
+
+    def must_end(self, rid: str, action: str, *, actor: str, now: datetime) -> bool:
+        """Whether the policy says ``action`` by ``actor`` ends the request now (whatever the service said)."""
+        req = self.requests.get(rid)
+        if req is None or req.ended_at is not None or "4" in self.lenient:
+            return False
+        authorised = actor == ADMIN if action == "revoke" else actor == req.requester
+        if not authorised:
+            return False
+        not_started = req.approved_at is not None and req.granted_at is None and (
+            req.starts_at is not None and now < req.starts_at)
+        if action == "cancel":  # the requester withdraws a request, approved or not, before it starts
+            return req.approved_at is None or not_started
+        if action == "revoke":  # an admin ends access, or an approved grant before it starts
+            return req.live(now) or not_started
+        return req.live(now)  # release: the requester ends their access (before a start: cancel is the way)
+
+    def ended(self, rid: str, *, now: datetime, by: str) -> None:
+        req = self.requests.get(rid)
+        if req is not None and req.ended_at is None:
+            req.ended_at, req.ended_by = now, by
+
+    def extended(self, rid: str, *, new_expiry: datetime) -> None:
+        req = self.requests[rid]
+        spec = next(e for e in POLICY["eligibilities"] if e["name"] == req.elig)
+        if req.granted_at is None or new_expiry - req.granted_at > _hours(spec["max_duration"]):
+            raise Violation(f"{rid} extended to {new_expiry:%H:%M} beyond {req.elig}'s max_duration "
+                            f"(granted {req.granted_at})", "extended past max_duration")
+        req.expires_at = new_expiry
+
+    def reloaded(self, removed: frozenset[str]) -> None:
+        self.removed = removed
+
+    def add_issued(self, rid: str, *, now: datetime) -> None:
+        """An add reached the IdP for ``rid``'s grant: the policy must let it be carried out now."""
+        req = self.requests[rid]
+        why = None
+        if not req.allowed or req.approved_at is None:
+            why = "without the approvals the policy requires"
+        elif req.starts_at is not None and now < req.starts_at:
+            why = f"before its start ({req.starts_at:%m-%d %H:%M})"
+        elif req.elig in self.removed and "4" not in self.lenient:
+            why = f"after its eligibility {req.elig} was removed from the policy"
+        if why:
+            kind = ("grant carried out after its eligibility was removed (issue 26 #4)"
+                    if "eligibility" in why else f"grant carried out {why.split(' (')[0]}")
+            raise Violation(f"an IdP add for {rid} ({req.requester} {req.target}) was made {why}", kind)
+
+    def add_answered(self, rid: str, *, now: datetime) -> None:
+        req = self.requests[rid]
+        if req.granted_at is None:
+            req.granted_at, req.expires_at = now, now + req.duration
+
+    # ---- verdicts ----------------------------------------------------------------------------------
+    def allowed(self, now: datetime) -> set[tuple[str, str]]:
+        return self.standing | {(r.target, r.requester) for r in self.requests.values() if r.live(now)}
+
+    def ever_approved(self) -> set[tuple[str, str]]:
+        return self.standing | {(r.target, r.requester) for r in self.requests.values()
+                                if r.allowed and r.approved_at is not None}
+
+    def check_always(self, members: set[tuple[str, str]]) -> None:
+        """At every step: nothing held without approvals, no standing access removed."""
+        jit = {m for m in members if m[0] in TARGETS}
+        lost = {m for m in self.standing if m[0] in TARGETS} - jit
+        if lost:
+            raise Violation(f"standing access removed: {sorted(lost)}", "standing access removed")
+        unapproved = jit - self.ever_approved()
+        if unapproved:
+            raise Violation(f"held without the approvals the policy requires: {sorted(unapproved)}")
+
+    def check_drained(self, members: set[tuple[str, str]], now: datetime) -> None:
+        """After a drain: held is exactly what is allowed (no more; the standing ones at least)."""
+        self.check_always(members)
+        extra = {m for m in members if m[0] in TARGETS} - self.allowed(now)
+        if extra:
+            why = []
+            for target, user in sorted(extra):
+                mine = [r for r in self.requests.values() if (r.target, r.requester) == (target, user)]
+                why.append(f"{user} in {target}; their requests: " + "; ".join(
+                    f"{r.rid} {r.elig} approved={r.approved_at is not None} starts={_t(r.starts_at)} "
+                    f"granted={_t(r.granted_at)} expires={_t(r.expires_at)} ended={_t(r.ended_at)}"
+                    f"{'(' + r.ended_by + ')' if r.ended_by else ''}" for r in mine))
+            raise Violation("membership held with no live grant after the worker ran: " + " | ".join(why),
+                            self._suspect(extra))
+
+    def _suspect(self, extra: set[tuple[str, str]]) -> str:
+        """Which known hole the evidence points at (a guess from the requests, for the figures)."""
+        mine = [r for r in self.requests.values() if (r.target, r.requester) in extra]
+        if any("refused" in r.ended_by for r in mine):
+            return "membership outlived its grants: an approved grant could not be stopped (issue 26 #4)"
+        if any(r.starts_at is not None and r.approved_at is not None for r in mine):
+            return "membership outlived its grants, a scheduled grant was involved (issue 26 #1)"
+        return "membership outlived its grants (issue 26 #2: hand-off racing a completion)"
+
+
+def _t(value: datetime | None) -> str:
+    return f"{value:%d %H:%M}" if value else "-"

@@ -1,0 +1,91 @@
+"""The deterministic simulation of the grant/revoke pipeline (tests/simulation/README: runner.py, model.py).
+
+``JITBOT_SIM_SEEDS`` (default 2000) seeds run on SQLite and on PostgreSQL; ``JITBOT_SIM_FIRST`` moves the
+first seed; ``JITBOT_SIM_SEED=N`` runs seed N alone. A failure prints its seed, its steps, a shrunk
+replay and how to rerun it. The replays below are the shrunk runs that found the holes of issue 26 on the code
+before their fixes (each must keep passing), and one open finding (expected to fail until it is fixed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests import pg
+from tests.simulation.runner import Databases, run, shrink
+from tests.simulation.steps import Step
+
+SEEDS = int(os.environ.get("JITBOT_SIM_SEEDS", "2000"))
+FIRST = int(os.environ.get("JITBOT_SIM_FIRST", "0"))
+ONE = os.environ.get("JITBOT_SIM_SEED")
+# Holes the model takes as policy in the seed runs, each an open finding with a replay below.
+LENIENT: frozenset[str] = frozenset({"late-vote"})
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+async def dbs(request: pytest.FixtureRequest) -> AsyncIterator[Databases]:
+    d = Databases(request.param, pg_dsn=pg.dsn() if request.param == "postgres" else None)
+    await d.setup()
+    yield d
+    await d.teardown()
+
+
+async def test_no_seed_breaks_an_invariant(dbs: Databases) -> None:
+    seeds = [int(ONE)] if ONE else range(FIRST, FIRST + SEEDS)
+    for seed in seeds:
+        out = await run(seed, dbs, lenient=LENIENT)
+        if out.failure is not None:
+            out.failure.shrunk = await shrink(out.failure, dbs, budget_s=60, lenient=LENIENT)
+            pytest.fail(out.failure.report(), pytrace=False)
+
+
+def S(kind: str, *args: object) -> Step:
+    return Step(kind, tuple(args))
+
+
+ALICE, ERIN = "alice@example.com", "erin@example.com"
+REPLAYS = {
+    # 1. a scheduled grant inherits the membership of the grant that ends before it starts (two eligibilities
+    #    on one target: one grant per person and eligibility)
+    "issue-26-1-scheduled-grant-inherits": [S("submit", ALICE, "x-auto", 60, None),
+                                            S("submit", ALICE, "x-lead", 30, 60),
+                                            S("vote", 1, 1, "carol@example.com", True), S("drain"), S("revoke", 0)],
+    # 2. the hand-off to a grant whose IdP add is in flight is lost when that add completes
+    "issue-26-2-handoff-races-completion": [S("submit", ERIN, "x-auto", 120, None), S("answer", 0, "ok"),
+                                            S("submit", ERIN, "x-lead", 120, None),
+                                            S("vote", 1, 1, "bob@example.com", True), S("release", 0, ERIN)],
+    # 4. an approved grant that has not started cannot be stopped (here: an admin's revoke) ...
+    "issue-26-4-approved-not-started-unstoppable": [S("submit", ALICE, "x-auto", 60, 60), S("revoke", 0)],
+    # ... and is carried out (here: retried after a lost answer) after its eligibility was removed
+    "issue-26-4-carried-out-after-removal": [S("submit", ALICE, "x-auto", 30, None), S("answer", 0, "lost"),
+                                             S("reload", ("x-auto", "y-two"))],
+    # an approval given after its layer's timeout counts while the lapse pass has not run yet
+    "late-vote-counts-before-the-lapse-pass": [S("submit", ERIN, "x-lead", 60, None), S("advance", 290),
+                                               S("vote", 0, 1, "carol@example.com", True)],
+}
+
+
+OPEN = {"late-vote-counts-before-the-lapse-pass": pytest.mark.xfail(strict=True, reason=(
+    "found by the simulation, open: an approval given after its layer's timeout counts while no lapse pass "
+    "has run (the seed runs take it as policy: LENIENT); remove this mark when it is fixed"))}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=OPEN.get(n, ())) for n in REPLAYS])
+async def test_replay_of_a_found_hole_passes(dbs: Databases, name: str) -> None:
+    out = await run(0, dbs, steps=REPLAYS[name])
+    assert out.failure is None, out.failure.report()
+
+
+async def test_a_seed_replays_the_same_way(dbs: Databases) -> None:
+    """Same seed, same steps, same answers from the services, same verdict; and the recorded steps
+    replayed give the same again (what a failure's replay relies on)."""
+    for seed in (1, 9, 43):
+        first, again = await run(seed, dbs), await run(seed, dbs)
+        assert first.trace == again.trace
+        assert (first.failure and first.failure.kind) == (again.failure and again.failure.kind)
+        replay = await run(seed, dbs, steps=[s for s, _ in first.trace if s.kind != "finish"])
+        assert replay.trace == first.trace
