@@ -86,6 +86,11 @@ class ApprovalService:
                 unit = Unit(tx)
                 req = await read_request(unit, request_id, lock=True)
                 await require_current(tx, seen)  # checked above under the policy applied now, or again
+                deadline = req.layer_deadline
+                if req.status == Status.PENDING.value and deadline is not None and rt.clock.now() >= deadline:
+                    # its approval time is over: it lapses (the worker's pass records that), whatever comes in
+                    raise PolicyViolation(f"{req.id} waited past its approval time and lapses; nothing was "
+                                          "recorded. The requester can ask again.")
                 votes = await read_votes(unit, req.id)
                 if in_layer:  # which set counts is the one the layer opened with
                     in_layer = in_set[req.after_hours]

@@ -21,7 +21,7 @@ SEEDS = int(os.environ.get("JITBOT_SIM_SEEDS", "2000"))
 FIRST = int(os.environ.get("JITBOT_SIM_FIRST", "0"))
 ONE = os.environ.get("JITBOT_SIM_SEED")
 # Holes the model takes as policy in the seed runs, each an open finding with a replay below.
-LENIENT: frozenset[str] = frozenset({"late-vote"})
+LENIENT: frozenset[str] = frozenset()
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -63,18 +63,13 @@ REPLAYS = {
     # ... and is carried out (here: retried after a lost answer) after its eligibility was removed
     "issue-26-4-carried-out-after-removal": [S("submit", ALICE, "x-auto", 30, None), S("answer", 0, "lost"),
                                              S("reload", ("x-auto", "y-two"))],
-    # an approval given after its layer's timeout counts while the lapse pass has not run yet
+    # an approval given after its layer's timeout counted while the lapse pass had not run yet
     "late-vote-counts-before-the-lapse-pass": [S("submit", ERIN, "x-lead", 60, None), S("advance", 290),
                                                S("vote", 0, 1, "carol@example.com", True)],
 }
 
 
-OPEN = {"late-vote-counts-before-the-lapse-pass": pytest.mark.xfail(strict=True, reason=(
-    "found by the simulation, open: an approval given after its layer's timeout counts while no lapse pass "
-    "has run (the seed runs take it as policy: LENIENT); remove this mark when it is fixed"))}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=OPEN.get(n, ())) for n in REPLAYS])
+@pytest.mark.parametrize("name", list(REPLAYS))
 async def test_replay_of_a_found_hole_passes(dbs: Databases, name: str) -> None:
     out = await run(0, dbs, steps=REPLAYS[name])
     assert out.failure is None, out.failure.report()
