@@ -161,12 +161,24 @@ def parse_policy(text: str, *, source: str = "policy.yml", env: Mapping[str, str
             if msg in said:  # the model's own cross-reference check: reported, with its place, below
                 continue
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            problems.append((loc, msg))
+            problems.append((loc or _eligibility_named(msg, resolved), msg))
         problems += references
     if problems:
         raise PolicyError([f"{source}{_at(lines, path)}: {_dotted(path, resolved)}: {m}" for path, m in problems],
                           data=resolved, lines=lines, paths=[path for path, _ in problems])
     return LoadedPolicy(policy, source, hashlib.sha256(text.encode()).hexdigest(), data, text, lines)
+
+
+def _eligibility_named(message: str, data: Any) -> YamlPath:
+    """A policy-wide check's message that names an eligibility (``eligibility 'x' …``): that eligibility's
+    place, so that the problem is reported at its line."""
+    named = re.match(r"eligibility '([^']*)'", message)
+    eligs = data.get("eligibilities") if isinstance(data, dict) else None
+    if named and isinstance(eligs, list):
+        for i, e in enumerate(eligs):
+            if isinstance(e, dict) and e.get("name") == named[1]:
+                return ("eligibilities", i)
+    return ()
 
 
 def _at(lines: Mapping[YamlPath, int], path: YamlPath) -> str:

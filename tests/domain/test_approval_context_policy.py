@@ -78,7 +78,7 @@ def test_a_context_rule_naming_a_missing_connector_points_at_its_eligibility() -
         parse(d)
     lines = yaml.safe_dump(d, sort_keys=False).splitlines()
     line = lines.index("- connector: demo", lines.index("  name: oncall-two")) + 1  # where the entry starts
-    assert str(refused.value).startswith(f"p.yml:{line}: eligibilities.{len(d['eligibilities']) - 1}: ")
+    assert str(refused.value).startswith(f"p.yml:{line}: eligibilities[{d['eligibilities'][-1]['name']}]: ")
 
 
 def test_context_connector_secrets_never_reach_the_applied_settings() -> None:

@@ -11,12 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bot.domain.approval_context import AutoApproveWhen, JiraTicket, OnCall, PagerDutyOnCall, TicketRequirement
 from bot.domain.policy import (
     ApprovalLayer,
     BreakGlass,
     BusinessHours,
     Eligibility,
     Email,
+    EventSink,
     Extension,
     Notify,
     Policy,
@@ -27,6 +29,7 @@ from bot.domain.policy import (
     TargetSpec,
     Transition,
 )
+from bot.domain.step_up import OidcProvider, StepUp
 from connectors.entra import EntraSettings
 from connectors.google_workspace import GoogleWorkspaceConfig
 from connectors.memory import MemoryConfig
@@ -75,11 +78,14 @@ def _sections(text: str) -> dict[str, str]:
     return {title.replace("`", "").strip().lower(): body for title, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
+ON_CALL = "on-call approval (pagerduty)"
 # Where each part of the model is documented: the section (heading) whose tables list its keys.
 SECTION = {Policy: "top level", Principals: "principals", Settings: "settings", Eligibility: "eligibilities",
            ApprovalLayer: "approval layers", TargetSpec: "target", Extension: "extension",
            BreakGlass: "break_glass", Transition: "transition", BusinessHours: "business_hours", Reports: "reports",
-           Email: "email", Notify: "notify", RecoveryAccount: "recovery_accounts"}
+           Email: "email", Notify: "notify", RecoveryAccount: "recovery_accounts",
+           TicketRequirement: "jira tickets", JiraTicket: "jira tickets", StepUp: "step_up", OidcProvider: "step_up",
+           AutoApproveWhen: ON_CALL, OnCall: ON_CALL, PagerDutyOnCall: ON_CALL, EventSink: "event_sinks"}
 
 
 def test_the_model_walk_finds_nested_keys() -> None:
