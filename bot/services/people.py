@@ -16,6 +16,7 @@ import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 
 from bot.services import kvstate
 from storage.db import Database
@@ -47,10 +48,15 @@ async def known(db: Database, email: str, now: datetime) -> str | None:
 
 
 async def remember(db: Database, email: str, user_id: str, now: datetime) -> None:
-    """Write what Slack's ``users.lookupByEmail`` answered (and nothing else)."""
-    async with db.transaction() as session:
-        await kvstate.write(session, _key(email), {"user_id": user_id, "at": now.isoformat()})
-        await kvstate.write(session, (_BY_ID + user_id)[:128], {"email": email.strip().lower()})
+    """Write what Slack's ``users.lookupByEmail`` answered (and nothing else). Two deliveries (or replicas)
+    that looked the same person up at once both write it: the second finds the row there, which holds
+    Slack's answer as well, and leaves it."""
+    try:
+        async with db.transaction() as session:
+            await kvstate.write(session, _key(email), {"user_id": user_id, "at": now.isoformat()})
+            await kvstate.write(session, (_BY_ID + user_id)[:128], {"email": email.strip().lower()})
+    except IntegrityError:
+        return
 
 
 async def forget(db: Database, email: str, *, user_id: str | None = None) -> None:

@@ -94,6 +94,13 @@ eligibilities:
     max_duration: 4h
     default_duration: 1h
     break_glass: {{max_duration: 1h}}
+  - name: app-admin-again
+    description: Application admin, a second way to the same group (one open grant per eligibility)
+    connector: okta
+    target: {{group: {gid}}}
+    requestors: {{users: [alice@example.com]}}
+    max_duration: 4h
+    default_duration: 1h
 {db_admin}"""
 
 
@@ -234,7 +241,7 @@ async def _active(w: World) -> str:
 async def test_a_scheduled_grant_does_not_inherit_todays_membership(world: World) -> None:
     w = world
     today = await _active(w)
-    later = await w.request("app-admin", starts_at=datetime.now(UTC) + timedelta(days=29))
+    later = await w.request("app-admin-again", starts_at=datetime.now(UTC) + timedelta(days=29))
     await w.until_status(later, "approved")
     assert "Releasing" in await w.command("U1ALICE", f"release {today}")
     await w.until_grant_ended(today)
@@ -249,7 +256,7 @@ async def test_an_ownership_hand_off_during_a_grants_idp_call_is_not_lost(world:
     w = world
     first = await _active(w)
     w.okta.hold_user = w.alice  # the second grant's membership check waits at "Okta" until we let it go
-    second = await w.request("app-admin")
+    second = await w.request("app-admin-again")
     await asyncio.wait_for(w.okta.held.wait(), timeout=30)
     await w.command("U1ALICE", f"release {first}")
     await w.until_grant_ended(first)  # the first grant handed the membership to the second, in flight

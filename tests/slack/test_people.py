@@ -3,6 +3,7 @@ has never met, DMs need no conversations.open, and user_change / team_join keep 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -82,3 +83,11 @@ async def test_user_change_and_team_join_events_forget_and_never_redirect_a_dm(
         joined = {"id": "U7NEWBIE", "name": "newbie", "profile": {"email": "newbie@example.com"}}
         assert (await env.sender.event({"type": "team_join", "user": joined})).status == 200
         assert await people.known(db, "newbie@example.com", now) is None  # nothing written from an event
+
+
+async def test_two_deliveries_that_look_the_same_person_up_at_once_both_succeed(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    db = db_factory()
+    await db.migrate()
+    await asyncio.gather(*(people.remember(db, "bob@example.com", "U2BOB", clock.now()) for _ in range(8)))
+    assert await people.known(db, "bob@example.com", clock.now()) == "U2BOB"
