@@ -11,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
-from bot.domain.requests import PolicyViolation, Status, Submission, check_transition, validate_submission
+from bot.domain.requests import (
+    BREAKGLASS,
+    PolicyViolation,
+    Status,
+    Submission,
+    check_transition,
+    validate_submission,
+)
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.claims import LEASE
@@ -80,6 +87,15 @@ def open_layer(req: AccessRequest, elig: Eligibility, layer: int, now: datetime,
     req.next_reminder_at = now + spec.remind_every if spec.remind_every else None
     req.escalate_at = now + spec.escalate_after if spec.escalate_after else None
 
+
+def allowed_seconds(req: AccessRequest, elig: Eligibility | None) -> int:
+    """How long ``req``'s access may last under the policy in force now: its own duration, capped to
+    the eligibility's current maximum (break-glass: its break-glass maximum). The policy may have
+    changed since the request was submitted; the current one decides."""
+    if elig is None:
+        return req.duration_s
+    cap = elig.break_glass.max_duration if req.kind == BREAKGLASS and elig.break_glass else elig.max_duration
+    return min(req.duration_s, int(cap.total_seconds()))
 
 
 def check_start(rt: Runtime, starts_at: datetime | None) -> None:
