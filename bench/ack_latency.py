@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import time
 from datetime import timedelta
@@ -23,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
 from bench.common import machine, pct
+from bot.domain.requests import PolicyViolation
 from bot.fakes import FakeSlack, SlackSender
 from bot.policy_file import parse_policy
 from bot.services.clock import SystemClock
@@ -33,7 +35,7 @@ from bot.slack.app import build_app
 from bot.slack.notifier import SlackNotifier
 from bot.slack.server import web_app
 from storage.db import Database
-from storage.tables import AccessRequest, ApprovalVote
+from storage.tables import AccessRequest, ApprovalVote, Grant
 from tests.conftest import POLICY
 from tests.services.stack import make_stack
 
@@ -106,8 +108,26 @@ async def run(n: int) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
                     await asyncio.sleep(0.005)
                 raise TimeoutError("no modal")
 
+            async def make_room(email: str) -> None:
+                """One read-only grant per person at a time: the user's previous one is released (and its
+                revocation waited for, untimed) before they ask again."""
+                for _ in range(1000):
+                    async with stack.rt.db.sessions() as s:
+                        held = (await s.execute(select(AccessRequest.id, AccessRequest.status).where(
+                            AccessRequest.requester == email, AccessRequest.eligibility == "readonly",
+                            AccessRequest.status.in_(["approved", "active"])))).all()  # type: ignore[attr-defined]
+                    if not held:
+                        return
+                    for rid, status in held:
+                        if status == "active":
+                            with contextlib.suppress(PolicyViolation):  # its release is already under way
+                                await stack.grants.end_early(request_id=rid, actor=email, reason="released")
+                    await asyncio.sleep(0.005)
+                raise TimeoutError(f"{email}'s read-only access was not released")
+
             async def ours_submission(view: Any, i: int) -> None:
-                # readonly (auto-approved) submissions; cancel the pending one first to allow the next
+                # readonly (auto-approved) submissions; the user's previous one released first
+                await make_room(f"{USERS[user]}@example.com")
                 old_hash = view.hash
                 await s_ours.click_in_view(user, view.id, ids.A_ELIGIBILITY, choice="readonly")
                 for _ in range(1000):  # the modal is re-rendered after the ack
@@ -191,16 +211,19 @@ async def _votes(db: Database, request_id: str) -> list[tuple[str, int, str]]:
 
 async def _problems(db: Database, n: int) -> list[str]:
     """What the acked requests must have done behind their acks: each of jitbot's ``n`` submissions made
-    a read-only request, granted at once (no approval layer), and each Approve click recorded bob's
-    layer-1 approval of its request."""
+    a read-only request, granted at once (no approval layer; a user's earlier one released before they
+    ask again), and each Approve click recorded bob's layer-1 approval of its request."""
     async with db.sessions() as s:
         readonly = (await s.execute(select(AccessRequest.status).where(AccessRequest.eligibility == "readonly"))).all()
+        granted = (await s.execute(select(Grant.id).join(AccessRequest, AccessRequest.id == Grant.request_id).where(
+            AccessRequest.eligibility == "readonly", Grant.granted_at.is_not(None)))).all()  # type: ignore[union-attr]
         approvals = (await s.execute(select(ApprovalVote.request_id).where(
             ApprovalVote.approver == "bob@example.com", ApprovalVote.layer == 1,
             ApprovalVote.decision == "approve"))).all()
     found = []
-    if len(readonly) != n or any(status != "active" for (status,) in readonly):
-        found.append(f"read-only requests: {sorted(status for (status,) in readonly)} (want {n} active)")
+    if len(readonly) != n or len(granted) != n:
+        found.append(f"read-only requests: {sorted(status for (status,) in readonly)}, {len(granted)} granted "
+                     f"(want {n} granted)")
     if len(approvals) != n:
         found.append(f"bob's layer-1 approvals: {len(approvals)} (want {n})")
     return found

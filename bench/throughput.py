@@ -309,6 +309,16 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
                             watch=lambda: dm_of(user))
                 durations.append(time.perf_counter() - t0)
                 steps["grant"].append(time.perf_counter() - t2)
+                if not floor:  # one grant of ``ops`` per person at a time: released before the user's next flow
+                    await release(user, granted_from)
+
+        async def release(user: str, granted_from: int) -> None:
+            """Untimed: the user releases the access (its Release button) and the revocation is awaited."""
+            granted = next(m for m in posted(user)[granted_from:] if "You now have" in m.text)
+            ended_from = len(posted(user))
+            await senders[0].click(user, slack.im_channel(user), granted.ts, ids.RELEASE)
+            await until(lambda: any("has been revoked" in m.text for m in posted(user)[ended_from:]),
+                        watch=lambda: dm_of(user))
 
         async def runner() -> None:
             while not queue.empty():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.policy_file import LoadedPolicy
 from bot.services.clock import Clock, SystemClock
+from bot.services.clock_guard import ClockGuard
 from bot.services.directory import Directory
 from bot.services.memberships import DatabaseMembershipStore
 from bot.services.runtime import Runtime
@@ -34,11 +35,14 @@ async def build_runtime(loaded: LoadedPolicy, database_url: str, *, clock: Clock
     db = Database(database_url, pool_size=pool_size)
     if migrate:
         await db.migrate()
+    measured = clock is None  # the system clock: held to the database's (an injected one is the caller's)
     clock = clock or SystemClock()
     connectors = build_connectors(loaded, db)
     rt = Runtime(db=db, clock=clock, loaded=loaded, connectors=connectors, directory=Directory(connectors, clock))
     if instance_id:  # JITBOT_INSTANCE_ID: the owner of this process's claims, stable across restarts
         rt.instance_id = instance_id
+    if measured:
+        rt.clock_guard = ClockGuard(db, clock, instance=rt.instance_id)
     return rt
 
 

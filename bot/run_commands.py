@@ -91,6 +91,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 async def run_worker(args: argparse.Namespace) -> int:
     from bot.bootstrap import build_runtime, close_runtime
+    from bot.governance.reload import PolicyReloader
     from bot.services.outbox import OutboxDispatcher
     from bot.services.worker import Worker
 
@@ -118,6 +119,12 @@ async def run_worker(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # The worker runs the policy applied to the database (its file only until one is); SIGHUP re-reads
+    # the file and applies it when valid and changed, as serve does (bot/governance/reload.py).
+    reloader = PolicyReloader(rt, loaded.path, actor="jitbot worker")
+    await reloader.catch_up()
+    reloader.follow()
+    reloader.install(loop)
     try:
         worker.start(interval=args.interval)
         log.info("worker %s running on %s (policy %s); Ctrl-C stops it", worker.worker_id,
@@ -125,8 +132,9 @@ async def run_worker(args: argparse.Namespace) -> int:
         gc_tuning.settle(configured_settings().JITBOT_GC)  # start-up is over: its objects stay (bot/gc_tuning.py)
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        await reloader.stop_following()
         await worker.stop()
         if link is not None:
             await link.close()

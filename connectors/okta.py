@@ -266,16 +266,20 @@ class OktaConnector:
 
     async def groups_of(self, user: IdpUser, among: Sequence[str]) -> frozenset[str] | None:
         """Which of ``among`` (group names or ids) the user is in, from the user's groups
-        (``GET /api/v1/users/{id}/groups``: one read of the user, whatever the groups' sizes)."""
+        (``GET /api/v1/users/{id}/groups``: one read of the user, whatever the groups' sizes). Each ref is
+        resolved as ``list_members`` resolves it (an id stays an id; a name must name exactly one group)
+        and matched by id only: another group carrying the same name — or named like an id — counts for
+        nothing."""
+        ids: dict[str, list[str]] = {}
+        for ref in among:
+            try:
+                ids.setdefault(await self._group_id(ref), []).append(ref)
+            except NotFound:
+                continue  # no single group of that name: nobody is in it
         groups, response = await self._call("list user groups", lambda: self._client.list_user_groups(user.id))
         if _next_cursor(getattr(response, "headers", None) or {}):
             return None
-        held: set[str] = set()
-        for g in groups or []:
-            held.add(g.id)
-            if name := _group_name(g):
-                held.add(name)
-        return frozenset(ref for ref in among if ref in held)
+        return frozenset(ref for g in groups or [] for ref in ids.get(g.id, []))
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         """Whether ``user`` is in the group now, read from the user's groups (Okta has no pair lookup)."""

@@ -61,6 +61,27 @@ def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
             raise DisconnectionError("connection failed its check")
 
 
+# Every PostgreSQL connection's bounds (``server_settings``, set when it connects), so that one replica
+# paused or cut off mid-transaction (a VM pause, a partition) cannot hold the others up for long:
+# - a wait for a row or advisory lock ends after ``lock_timeout`` (the statement fails; the caller's usual
+#   retry takes over: the next tick, the outbox's lease, an error reply in Slack);
+# - no statement runs past ``statement_timeout`` (migrations lift it for their own transaction);
+# - a transaction left open and idle (its process paused between two statements) is ended by the server
+#   after ``idle_in_transaction_session_timeout``, releasing its locks — well inside a claim's lease;
+# - the server probes an idle client's socket (TCP keepalive: first after 30 s idle, then every 10 s, 3
+#   misses) and drops a vanished one in about a minute instead of the kernel's two hours.
+# The client side is bounded by asyncpg's ``command_timeout``: a server that stops answering fails the
+# statement on this side too.
+PG_SESSION_SETTINGS = {
+    "lock_timeout": "10s",
+    "statement_timeout": "60s",
+    "idle_in_transaction_session_timeout": "30s",
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
+PG_COMMAND_TIMEOUT_S = 75.0
+
 AFTER_COMMIT = "after_commit"
 
 
@@ -85,8 +106,10 @@ class Database:
             # 10 + 10 a replica opened one every other flow). At the limit a transaction waits for a
             # connection, as it did at the overflow's limit.
             kwargs.update(pool_size=pool_size, max_overflow=0)
+            server_settings = dict(PG_SESSION_SETTINGS)
             if schema:  # an isolated schema (tests; several deployments in one database)
-                kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+                server_settings["search_path"] = schema
+            kwargs["connect_args"] = {"server_settings": server_settings, "command_timeout": PG_COMMAND_TIMEOUT_S}
         file_db = url.startswith("sqlite") and make_url(url).database not in (None, "", ":memory:")
         inline = file_db and INLINE_SQLITE
         if file_db:
@@ -268,6 +291,9 @@ class Database:
 
         async with self.engine.begin() as conn:
             if not self.is_sqlite:  # the second replica waits, then finds the schema at head
+                # a migration may rewrite a large table, and a replica may wait for another's migration
+                await conn.execute(text("SET LOCAL statement_timeout = 0"))
+                await conn.execute(text("SET LOCAL lock_timeout = 0"))
                 await conn.execute(ADVISORY_XACT_LOCK, {"k": MIGRATION_LOCK})
             await conn.run_sync(upgrade)
 

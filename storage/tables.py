@@ -199,6 +199,7 @@ class WorkerHeartbeat(SQLModel, table=True):
     worker_id: str = Field(primary_key=True, max_length=64)
     beat_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     ticks: int = 0
+    policy_version: int | None = None  # the applied policy version the replica runs (0: none followed)
 
 
 class KeyValue(SQLModel, table=True):

@@ -275,7 +275,8 @@ def _anchor_line(db_file: Path) -> str:
 
 def test_audit_verify_checks_a_clean_log_against_anchors_copied_from_slack(db_file: Path, tmp_path: Path) -> None:
     pasted = tmp_path / "anchors.txt"
-    pasted.write_text(f"jitbot APP 10:05\nAudit log anchor (keep it): `{_anchor_line(db_file)}` _(by jitbot)_\n")
+    posted = "Audit log anchor (keep it: `jitbot audit verify --anchor` checks the log against it):"
+    pasted.write_text(f"jitbot APP 10:05\n{posted} `{_anchor_line(db_file)}` _(by jitbot)_\n")
     result = run("audit", "verify", "--anchors", str(pasted), "--database", url(db_file))
     assert result.returncode == 0, result.stderr
     assert "every request and grant has its events" in result.stdout

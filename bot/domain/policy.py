@@ -254,6 +254,8 @@ class Settings(Strict):
     justification_max: int = Field(default=500, ge=10, le=2000)
     ticket_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9_\-#/.:]{1,63}$"
     warn_min_approvers: int = Field(default=2, ge=1)
+    # ``policy check --live`` warns about an approver group larger than this (each member is DMed).
+    warn_max_approvers: int = Field(default=100, ge=1)
     # Unreviewed break-glass uses are reminded to their reviewers this often.
     break_glass_review_every: Duration = timedelta(days=1)
     # How far ahead a request may be scheduled to start.
@@ -288,6 +290,9 @@ class Settings(Strict):
         if self.admin_outage_max_age > timedelta(days=7):
             raise ValueError("settings.admin_outage_max_age must be at most 7d")
         return self
+
+    # Requests one person may submit in an hour (a runaway script, a loop of auto-approved requests).
+    max_requests_per_hour: int = Field(default=30, ge=1)
 
 
 class Email(Strict):

@@ -46,6 +46,8 @@ class _RateLimit:
     remaining: int
     method: str | None
     retry_after: int
+    every: int = 0  # > 0: every ``every``-th call (of ``method``) answers 429, for as long as the fake runs
+    seen: int = 0
 
 
 class _Throttled(ApiFailure):
@@ -173,9 +175,11 @@ class FakeSlack:
         return self.state.issue_response_url(self.root_url, context)
 
     # switches --------------------------------------------------------------------------------------
-    def rate_limit(self, count: int = 1, *, method: str | None = None, retry_after: int = 1) -> None:
-        """The next ``count`` calls (of ``method``, or of any method) answer 429 + Retry-After."""
-        self._rate_limits.append(_RateLimit(count, method, retry_after))
+    def rate_limit(self, count: int = 1, *, method: str | None = None, retry_after: int = 1, every: int = 0) -> None:
+        """The next ``count`` calls (of ``method``, or of any method) answer 429 + Retry-After; with
+        ``every``, each ``every``-th call from now on does (Slack's limits are per method: a busy
+        method keeps drawing 429s)."""
+        self._rate_limits.append(_RateLimit(count, method, retry_after, every))
 
     def limit_channel_posts(self, rate: float = 1.0, burst: int = 3, *,
                             now: Callable[[], float] = time.monotonic) -> None:
@@ -302,7 +306,14 @@ class FakeSlack:
 
     def _take_rate_limit(self, method: str) -> _RateLimit | None:
         for rule in self._rate_limits:
-            if rule.remaining > 0 and rule.method in (None, method):
+            if rule.method not in (None, method):
+                continue
+            if rule.every > 0:
+                rule.seen += 1
+                if rule.seen % rule.every == 0:
+                    return rule
+                continue
+            if rule.remaining > 0:
                 rule.remaining -= 1
                 return rule
         return None

@@ -19,7 +19,7 @@ from sqlmodel import col
 
 from bot.governance.plan import Plan, definitions, global_settings, make_plan
 from bot.policy_file import LoadedPolicy
-from bot.services import kvstate
+from bot.services import kvstate, policy_version
 from bot.services.audit import append_event
 from bot.services.outbox import AUDIT_LANE, enqueue
 from storage.db import Database
@@ -84,13 +84,29 @@ async def apply_policy(db: Database, loaded: LoadedPolicy, *, actor: str, now: d
     """Store ``loaded`` as the applied policy and record ``policy_applied`` (hash, who, when, the diff)
     in the audit chain and the audit channel, in one transaction. Returns None when it was applied
     already (same file hash, rows intact): nothing is written."""
+    return (await apply_versioned(db, loaded, actor=actor, now=now))[0]
+
+
+async def read_version(db: Database) -> tuple[int, str | None]:
+    """The applied policy's version and sha256 (0, None: nothing applied yet)."""
+    async with db.sessions() as session:
+        value = await kvstate.read(session, policy_version.KEY) or {}
+    return policy_version.version_of(value), value.get("sha256")
+
+
+async def apply_versioned(db: Database, loaded: LoadedPolicy, *, actor: str,
+                          now: datetime) -> tuple[Plan | None, int]:
+    """``apply_policy``, and the version the file is applied as: the next one when it changed anything,
+    else the version it already has."""
     async with db.transaction() as session:
         # Replicas starting together apply at once; the kv row may not exist yet (nothing to lock),
         # so serialise on the audit-chain lock that append_event takes below anyway.
         await db.lock_audit_chain(session)
         applied = await _read(session, lock=True)
-        if applied.sha256 == loaded.sha256 and applied.rows_digest_ok:
-            return None
+        version = policy_version.version_of(await kvstate.read(session, policy_version.KEY, lock=True))
+        if applied.sha256 == loaded.sha256 and applied.rows_digest_ok and version > 0:
+            return None, version
+        version += 1  # replicas follow it (bot/services/policy_version.py)
         plan = make_plan(applied.definitions, applied.settings, loaded)
         wanted = definitions(loaded.policy)
         existing = {r.name: r for r in (await session.execute(select(EligibilityRow))).scalars()}
@@ -106,11 +122,14 @@ async def apply_policy(db: Database, loaded: LoadedPolicy, *, actor: str, now: d
                 row.active, row.applied_at = False, now
         await kvstate.write(session, KEY, {
             "sha256": loaded.sha256, "path": loaded.path, "actor": actor, "applied_at": now.isoformat(),
-            "settings": global_settings(loaded), "text": loaded.text, "rows_digest": digest(wanted)})
+            "settings": global_settings(loaded), "text": loaded.text, "rows_digest": digest(wanted),
+            "version": version})
+        await kvstate.write(session, policy_version.KEY, {"version": version, "sha256": loaded.sha256})
         await append_event(session, at=now, kind="policy_applied", actor=actor,
                            detail={"sha256": loaded.sha256, "path": loaded.path, "previous_sha256": applied.sha256,
-                                   "diff": plan.to_json()})
+                                   "version": version, "diff": plan.to_json()})
         enqueue(session, at=now, order_key=AUDIT_LANE, kind="audit",
                 payload={"request": None, "event": "policy_applied", "actor": actor,
-                         "text": f"policy {loaded.sha256[:12]} applied from {loaded.path}: {plan.summary()}"})
-    return plan
+                         "text": f"policy {loaded.sha256[:12]} applied from {loaded.path} as version {version}: "
+                                 f"{plan.summary()}"})
+    return plan, version

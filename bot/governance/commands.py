@@ -15,7 +15,7 @@ import os
 from datetime import UTC, datetime
 
 from bot.cli_support import CliError, database_url, err, open_db
-from bot.governance.applied import apply_policy, drift_lines, plan_against_db
+from bot.governance.applied import apply_versioned, drift_lines, plan_against_db
 from bot.governance.live_check import live_problems
 from bot.governance.plan import render
 from bot.policy_check import check_policy_now
@@ -81,14 +81,15 @@ def cmd_policy_apply(args: argparse.Namespace) -> int:
     async def run() -> int:
         db = await _with_db(database_url(args), create=True)
         try:
-            plan = await apply_policy(db, loaded, actor=actor, now=datetime.now(UTC))
+            plan, version = await apply_versioned(db, loaded, actor=actor, now=datetime.now(UTC))
         finally:
             await db.dispose()
         if plan is None:
-            print(f"No changes: policy {loaded.sha256[:12]} is already applied.")
+            print(f"No changes: policy {loaded.sha256[:12]} is already applied (version {version}).")
             return 0
         print(render(plan))
-        print(f"\nApplied policy {loaded.sha256[:12]} from {loaded.path} as {actor}.")
+        print(f"\nApplied policy {loaded.sha256[:12]} from {loaded.path} as {actor}: version {version}. "
+              "Every running replica loads it within 5 s and decides nothing under an older one.")
         return 0
 
     return asyncio.run(run())

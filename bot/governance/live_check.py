@@ -2,7 +2,8 @@
 
 Checked: each eligibility's target at its connector; every requestor, approver, escalation,
 after-hours and delegate group and user, and the admins, at the directory connector; approval-layer
-groups have at least ``settings.warn_min_approvers`` (default 2) members.
+groups have at least ``settings.warn_min_approvers`` (default 2) members and at most
+``settings.warn_max_approvers`` (default 100: each member is DMed for every request).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ async def live_problems(policy: Policy, connectors: Mapping[str, Connector]) -> 
                 groups[group] = None
         return groups[group]
 
-    async def check(where: str, who: Principals, *, min_members: int = 0) -> None:
+    async def check(where: str, who: Principals, *, min_members: int = 0, max_members: int | None = None) -> None:
         for group in who.groups:
             size = await group_size(group)
             if size is None:
@@ -36,13 +37,17 @@ async def live_problems(policy: Policy, connectors: Mapping[str, Connector]) -> 
             elif size < min_members:
                 problems.append(f"{where}: group {group!r} has {size} member(s); approver groups need "
                                 f"at least {min_members}")
+            elif max_members is not None and size > max_members:
+                problems.append(f"{where}: group {group!r} has {size} members, each asked by DM for every "
+                                f"request (more than settings.warn_max_approvers, {max_members}); use a "
+                                "smaller approver group, e.g. an on-call rota, or an approver channel")
         for email in who.users:
             if email not in users:
                 users[email] = await directory.find_user(email) is not None
             if not users[email]:
                 problems.append(f"{where}: user {email} does not exist at {directory.name}")
 
-    minimum = policy.settings.warn_min_approvers
+    minimum, maximum = policy.settings.warn_min_approvers, policy.settings.warn_max_approvers
     await check("admins", policy.admins)
     for e in policy.eligibilities:
         conn = connectors[e.connector]
@@ -53,7 +58,7 @@ async def live_problems(policy: Policy, connectors: Mapping[str, Connector]) -> 
         await check(f"{e.name}: requestors", e.requestors)
         await check(f"{e.name}: delegates", e.delegates)
         for i, layer in enumerate(e.approvals, start=1):
-            await check(f"{e.name}: approvals[{i}]", layer.approvers, min_members=minimum)
+            await check(f"{e.name}: approvals[{i}]", layer.approvers, min_members=minimum, max_members=maximum)
             if layer.escalation is not None:
                 await check(f"{e.name}: approvals[{i}].escalation", layer.escalation)
             if layer.after_hours is not None:

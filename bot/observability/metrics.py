@@ -21,8 +21,9 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from bot.domain.requests import Status
+from bot.services import policy_version
 from bot.services.runtime import Runtime
-from storage.tables import AccessRequest, Grant, OutboxMessage, WorkerHeartbeat
+from storage.tables import AccessRequest, Grant, KeyValue, OutboxMessage, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class DbFigures:
     outbox_pending: int = 0
     grants_retrying: int = 0
     heartbeat_age_s: float | None = None
+    applied_version: int = 0  # the fleet's policy version (bot/services/policy_version.py)
+    replica_versions: dict[str, int] = field(default_factory=dict)  # worker id → the version it runs
 
 
 async def oldest_overdue_s(session: object, now: datetime) -> float:
@@ -47,6 +50,13 @@ async def oldest_overdue_s(session: object, now: datetime) -> float:
     first = (await session.execute(select(func.min(col(Grant.expires_at))).where(  # type: ignore[attr-defined]
         col(Grant.status).in_(OPEN_GRANT), col(Grant.expires_at) < now))).scalar()
     return max(0.0, (now - first).total_seconds()) if first else 0.0
+
+
+async def applied_version(session: object) -> int:
+    """The policy version applied for the fleet (``policy apply`` / a reload raises it)."""
+    value = (await session.execute(select(col(KeyValue.value)).where(  # type: ignore[attr-defined]
+        col(KeyValue.key) == policy_version.KEY))).scalar()
+    return policy_version.version_of(value)
 
 
 async def read_figures(rt: Runtime) -> DbFigures:
@@ -65,6 +75,10 @@ async def read_figures(rt: Runtime) -> DbFigures:
         figures.grants_retrying = int((await session.execute(select(func.count()).select_from(Grant).where(
             col(Grant.status) == "granting", col(Grant.attempts) > 0))).scalar() or 0)
         beat = (await session.execute(select(func.max(col(WorkerHeartbeat.beat_at))))).scalar()
+        figures.applied_version = await applied_version(session)
+        figures.replica_versions = {str(w): int(v) for w, v in (await session.execute(
+            select(col(WorkerHeartbeat.worker_id), col(WorkerHeartbeat.policy_version))
+            .order_by(col(WorkerHeartbeat.worker_id)))).all() if v is not None}
     figures.heartbeat_age_s = max(0.0, (now - beat).total_seconds()) if beat else None
     return figures
 
@@ -109,6 +123,13 @@ def families(figures: DbFigures | None, *, local: dict[str, float]) -> list[Metr
         if figures.heartbeat_age_s is not None:
             out.append(_gauge("jitbot_worker_heartbeat_age_seconds",
                               "Seconds since the latest heartbeat of any worker", round(figures.heartbeat_age_s, 1)))
+        out.append(_gauge("jitbot_policy_applied_version", "The policy version applied for the fleet",
+                          figures.applied_version))
+        replicas = GaugeMetricFamily("jitbot_replica_policy_version", "The policy version each replica runs "
+                                     "(from its heartbeat)", labels=["replica"])
+        for worker, version in figures.replica_versions.items():
+            replicas.add_metric([worker], version)
+        out.append(replicas)
     docs = {"jitbot_slack_bot_token_refused": "1 when Slack refused this process's bot token",
             "jitbot_socket_mode_connected": "1 when this process's Socket Mode connection is up"}
     out += [_gauge(name, docs.get(name, name), value) for name, value in local.items()]
@@ -125,5 +146,15 @@ async def exposition(rt: Runtime, *, local: dict[str, float]) -> bytes:
         log.warning("metrics: the database did not answer: %s", type(exc).__name__)
         figures = None
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families(figures, local=local)))
+    found = families(figures, local=local)
+    mine = GaugeMetricFamily("jitbot_policy_version", "The policy version this process runs", labels=["sha256"])
+    mine.add_metric([rt.loaded.sha256[:12]], rt.policy_version)
+    found.append(mine)
+    guard = rt.clock_guard  # the database's clock minus ours (bot/services/clock_guard.py)
+    if guard is not None and guard.skew is not None:
+        found += [_gauge("jitbot_clock_skew_seconds", "The database's clock minus this process's",
+                         round(guard.skew.total_seconds(), 3)),
+                  _gauge("jitbot_clock_within_bound", "1 while this process's clock is within the skew bound",
+                         int(guard.ok))]
+    registry.register(_Families(found))
     return generate_latest(registry)

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from sqlalchemy import func, select
 
-from bot.observability.metrics import DB_TIMEOUT_S, exposition, oldest_overdue_s
+from bot.observability.metrics import DB_TIMEOUT_S, applied_version, exposition, oldest_overdue_s
 from bot.services.runtime import Runtime
 from storage.tables import WorkerHeartbeat
 
@@ -80,20 +80,29 @@ def add_ops_routes(application: web.Application, rt: Runtime, *, link: SlackLink
         db_ok = await _ping(rt)
         age: float | None = None
         oldest = 0.0
+        applied: int | None = None
         if db_ok:
             age = await _heartbeat_age(rt)
             async with rt.db.sessions() as session:
                 oldest = await oldest_overdue_s(session, rt.clock.now())
+                applied = await applied_version(session)
         # 503 only when this process cannot work (no database): a restart would not fix an IdP outage,
         # so overdue revocations and a silent worker show as "degraded" (and in /metrics and alerts).
         slack: dict[str, str] = link.health() if link is not None else {}
         if link is not None and link.handler is not None:
             slack["socket_mode"] = await link.socket_status()
+        # behind the applied policy: it refuses decisions until it has loaded it (services/policy_version.py)
+        behind = rt.follower is not None and applied is not None and applied > rt.policy_version
+        guard = rt.clock_guard  # beyond the skew bound the worker does nothing judged by time (clock_guard.py)
+        skew = round(guard.skew.total_seconds(), 3) if guard is not None and guard.skew is not None else None
         degraded = (oldest > 60 or (age is not None and age > WORKER_STALE_S) or "slack_bot_token" in slack
-                    or slack.get("socket_mode", "connected") != "connected")
+                    or slack.get("socket_mode", "connected") != "connected" or behind
+                    or (guard is not None and not guard.ok))
         body = {"status": "unavailable" if not db_ok else "degraded" if degraded else "ok",
                 "database": "ok" if db_ok else "unreachable", "worker_heartbeat_age_s": age,
-                "oldest_overdue_revocation_s": round(oldest, 1), **slack}
+                "oldest_overdue_revocation_s": round(oldest, 1), "policy_version": rt.policy_version,
+                "policy_sha256": rt.loaded.sha256[:12], "policy_applied_version": applied,
+                "clock_skew_s": skew, **slack}
         return web.json_response(body, status=200 if db_ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:

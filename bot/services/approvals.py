@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from bot.domain.requests import Decision, PolicyViolation, Status, Vote, decide
+from bot.domain.policy import Eligibility
+from bot.domain.requests import Decision, LayerOutcome, PolicyViolation, Status, Vote, decide
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
+from bot.services.policy_version import require_current, under_current_policy
 from bot.services.requests import GRANT_HANDED, RequestService, close_schedule, open_layer, read_request, read_votes
 from bot.services.runtime import Runtime
 from storage.records import Unit, build
@@ -38,8 +41,15 @@ class ApprovalService:
 
     async def decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
                      reason: str | None = None, approver_slack: str | None = None) -> DecisionResult:
-        """Record one approver's decision. Raises PolicyViolation (user-facing) when it is not allowed."""
-        rt, approver = self.rt, approver.strip().lower()
+        """Record one approver's decision under the applied policy. Raises PolicyViolation (user-facing)
+        when it is not allowed."""
+        return await under_current_policy(self.rt.follower, functools.partial(
+            self._decide, request_id=request_id, layer=layer, approver=approver, decision=decision, reason=reason,
+            approver_slack=approver_slack))
+
+    async def _decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
+                      reason: str | None, approver_slack: str | None) -> DecisionResult:
+        rt, approver, seen = self.rt, approver.strip().lower(), self.rt.decision_version
         async with rt.db.core_reads() as reads:  # its eligibility, before the transaction (never changes)
             name = next(iter(await reads.scalars(_ELIGIBILITY_OF, {"b_id": request_id})), None)
         if name is None:
@@ -65,38 +75,68 @@ class ApprovalService:
         if layer < len(elig.approvals):
             next_members = await rt.directory.expand(
                 rt.policy, elig.approvals[layer].approver_set(after_hours=next_after_hours))
-        now = rt.clock.now()
         try:
             async with rt.db.core_transaction() as tx:
                 unit = Unit(tx)
                 req = await read_request(unit, request_id, lock=True)
+                await require_current(tx, seen)  # checked above under the policy applied now, or again
                 votes = await read_votes(unit, req.id)
                 if in_layer:  # which set counts is the one the layer opened with
                     in_layer = in_set[req.after_hours]
-                try:
-                    outcome = decide(
-                        status=Status(req.status), current_layer=req.layer, layers=req.layers,
-                        min_approvals=elig.approvals[req.layer - 1].min_approvals if req.layers else 1,
-                        requester=req.requester, votes=[Vote(v.layer, v.approver, Decision(v.decision)) for v in votes],
-                        vote=Vote(layer, approver, decision), submitter=req.submitted_by,
-                        # the escalation set counts only once the layer has escalated (checked under the lock)
-                        approver_in_layer=in_layer or (in_escalation and req.escalated and req.layer == layer))
-                except PolicyViolation as exc:
-                    raise _explain(exc, req, votes, layer) from None
-                vote = build(ApprovalVote, request_id=req.id, layer=layer, approver=approver,
-                             approver_slack=approver_slack, decision=decision.value, reason=reason, at=now)
-                unit.add(vote)
-                await unit.flush()  # a second vote of the same approver fails here (unique)
-                votes = [*votes, vote]  # as read_votes would read them: by id, the new one last
-                message = await self._apply(unit, req, votes, layer, outcome.status, outcome.layer,
-                                            outcome.layer_passed, approver, decision, reason, next_members,
-                                            next_after_hours)
-                await unit.flush()
+                layers = len(elig.approvals)  # the policy in force now decides, not the one at submit
+                if req.status == Status.PENDING.value and req.layer > layers:
+                    message = await self._approve_as_reduced(unit, req, elig, votes)
+                    await unit.flush()
+                    outcome = LayerOutcome(Status.APPROVED, req.layer, layer_passed=True)
+                else:
+                    outcome, message = await self._vote(unit, req, votes, layers, elig, layer, approver, decision,
+                                                        reason, approver_slack, in_layer, in_escalation,
+                                                        next_members, next_after_hours)
         except IntegrityError:
             raise PolicyViolation("You have already decided on this request.") from None
         if outcome.status is Status.APPROVED and not tx.info.get(GRANT_HANDED):  # else this worker has it
             rt.wake.set()
         return DecisionResult(req, outcome.status, outcome.layer, message)
+
+    async def _vote(self, unit: Unit, req: AccessRequest, votes: list[ApprovalVote], layers: int,
+                    elig: Eligibility, layer: int, approver: str, decision: Decision, reason: str | None,
+                    approver_slack: str | None, in_layer: bool, in_escalation: bool, next_members: set[str],
+                    next_after_hours: bool) -> tuple[LayerOutcome, str]:
+        """Check and record one vote on the locked ``req`` under the current policy's ``layers``."""
+        try:
+            outcome = decide(
+                status=Status(req.status), current_layer=req.layer, layers=layers,
+                min_approvals=elig.approvals[req.layer - 1].min_approvals if layers else 1,
+                requester=req.requester, votes=[Vote(v.layer, v.approver, Decision(v.decision)) for v in votes],
+                vote=Vote(layer, approver, decision), submitter=req.submitted_by,
+                # the escalation set counts only once the layer has escalated (checked under the lock)
+                approver_in_layer=in_layer or (in_escalation and req.escalated and req.layer == layer))
+        except PolicyViolation as exc:
+            raise _explain(exc, req, votes, layer) from None
+        req.layers = layers  # written with the vote; the messages below say "of <layers>"
+        vote = build(ApprovalVote, request_id=req.id, layer=layer, approver=approver,
+                     approver_slack=approver_slack, decision=decision.value, reason=reason, at=self.rt.clock.now())
+        unit.add(vote)
+        await unit.flush()  # a second vote of the same approver fails here (unique)
+        votes = [*votes, vote]  # as read_votes would read them: by id, the new one last
+        message = await self._apply(unit, req, votes, layer, outcome.status, outcome.layer, outcome.layer_passed,
+                                    approver, decision, reason, next_members, next_after_hours)
+        await unit.flush()
+        return outcome, message
+
+    async def _approve_as_reduced(self, unit: Unit, req: AccessRequest, elig: Eligibility,
+                                  votes: list[ApprovalVote]) -> str:
+        """``req`` already passed every layer the policy now has (layers were removed while it waited):
+        it is approved now, by the policy, on the votes it has. The click only brought it up; it is
+        not counted as a vote."""
+        now, passed = self.rt.clock.now(), req.layer - 1
+        req.layers = len(elig.approvals)
+        text = (f"approved: the policy now has {req.layers} approval layer(s) and {passed} "
+                f"{'was' if passed == 1 else 'were'} approved before it changed")
+        await self.requests.approve_final(unit, req, elig, actor=notices.SYSTEM, votes=votes, text=text)
+        await notices.update_approvals(unit.tx, at=now, snap=notices.describe(self.rt, req, votes), layer=passed + 1,
+                                 outcome="Approved: the policy no longer needs this layer")
+        return f"{req.id} no longer needs this layer under the current policy; it is approved."
 
     async def _apply(self, unit: Unit, req: AccessRequest, votes: list[ApprovalVote], layer: int,
                      status: Status, next_layer: int, passed: bool, approver: str, decision: Decision,
@@ -114,7 +154,7 @@ class ApprovalService:
             await notices.record(rt, session, at=now, kind="denied", actor=approver, req=req, snap=snap,
                                  from_state=Status.PENDING.value, to_state=Status.DENIED.value,
                                  detail={"layer": layer, "reason": reason}, text=f"denied at layer {layer}")
-            notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Denied by {approver}")
+            await notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Denied by {approver}")
             notices.tell_requester(session, at=now, snap=snap, event="denied",
                                    text=f"Your request {req.id} for {req.eligibility} was denied by {approver}"
                                         + (f": {reason}" if reason else "."))
@@ -129,13 +169,13 @@ class ApprovalService:
                              text=f"approved at layer {layer} of {req.layers}")
         if status is Status.APPROVED:
             await self.requests.approve_final(unit, req, elig, actor=approver, votes=votes)
-            notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
+            await notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
                                      outcome=f"Approved by {approver}")
             return f"You approved {req.id}; access is being granted."
         req.updated_at, req.version = now, req.version + 1
         open_layer(req, elig, next_layer, now, after_hours=next_after_hours)
         snap = notices.describe(rt, req, votes)
-        notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Approved by {approver}")
+        await notices.update_approvals(session, at=now, snap=snap, layer=layer, outcome=f"Approved by {approver}")
         earlier = [v.approver for v in votes if v.decision == Decision.APPROVE.value]
         approvers = layer_candidates(next_members, requester=req.requester, earlier_approvers=earlier,
                                      submitter=req.submitted_by)

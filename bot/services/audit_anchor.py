@@ -34,6 +34,7 @@ SCHEDULE_KEY = "audit_anchor:schedule"
 LAST_KEY = "audit_anchor:last"
 _LINE = re.compile(r"jitbot-audit-anchor v1 count=(\d+) head=([0-9a-f]{64}) at=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
+_POSTED = "Audit log anchor (keep it: `jitbot audit verify --anchor` checks the log against it):"
 # One statement, so both figures come from one snapshot of the table.
 _NOW_SQL = text("SELECT (SELECT count(*) FROM event), (SELECT hash FROM event ORDER BY id DESC LIMIT 1)")
 
@@ -56,18 +57,27 @@ class Anchor:
 
 
 def parse_anchors(text: str, *, source: str = "anchor") -> list[Anchor]:
-    """Every anchor in ``text`` (lines copied from Slack may carry other text around them). A line that
-    mentions ``jitbot-audit-anchor`` without a valid anchor raises ``AnchorError`` naming it."""
+    """Every anchor in ``text``: lines that are an anchor as jitbot posts it — the bare line, or the line
+    ``anchor_text`` writes (lines copied from Slack), with nothing else on them. A line that merely
+    mentions ``jitbot-audit-anchor`` inside other text (a user's words in an audit line) is not one and
+    is skipped; user text in a block quote cannot carry the name at all (``bot/slack/blocks.py``). A line
+    that starts like an anchor but is not a valid one raises ``AnchorError`` naming it."""
     anchors = []
     for n, line in enumerate(text.splitlines(), start=1):
-        if "jitbot-audit-anchor" not in line:
-            continue
-        found = _LINE.findall(line)
-        if not found or line.count("jitbot-audit-anchor") != len(found):
+        body = line.strip()
+        if body.startswith(_POSTED):  # as posted: jitbot's sentence, then the anchor in backticks
+            rest = body.removeprefix(_POSTED).strip()
+            candidate = rest[1:rest.index("`", 1)] if rest.startswith("`") and "`" in rest[1:] else rest
+        elif body.strip("`").strip().startswith(PREFIX.split()[0]):  # the bare line (--anchor, a file)
+            candidate = body.strip("`").strip()
+        else:
+            continue  # no anchor, or a mention inside other text (a user's words in an audit line)
+        found = _LINE.fullmatch(candidate)
+        if found is None:
             raise AnchorError(f"{source}:{n}: not an anchor line: expected `{PREFIX} count=N head=<64 hex> "
                               f"at=YYYY-MM-DDTHH:MM:SSZ`, got {line.strip()[:200]!r}")
-        for count, head, at in found:
-            anchors.append(Anchor(int(count), head, datetime.strptime(at, _TIME).replace(tzinfo=UTC)))
+        count, head, at = found.groups()
+        anchors.append(Anchor(int(count), head, datetime.strptime(at, _TIME).replace(tzinfo=UTC)))
     return anchors
 
 
@@ -79,7 +89,7 @@ async def current_anchor(db: Database, *, now: datetime) -> Anchor:
 
 
 def anchor_text(anchor: Anchor) -> str:
-    return f"Audit log anchor (keep it: `jitbot audit verify --anchor` checks the log against it): `{anchor.line()}`"
+    return f"{_POSTED} `{anchor.line()}`"
 
 
 class AuditAnchors:

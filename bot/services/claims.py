@@ -104,16 +104,27 @@ def holder_params(grant: Any) -> dict[str, Any]:
             "h_email": grant.user_email, "h_id": grant.id}
 
 
+def _release_statement(model: Any, *, skip_locked: bool) -> Any:
+    table = model.__table__
+    held = (table.c.claimed_by.in_(bindparam("b_owners", expanding=True)), table.c.claimed_until.is_not(None))
+    ids = locked_ids(select(table.c.id).where(*held), skip_locked=skip_locked)
+    return update(table).where(table.c.id.in_(ids), *held).values(claimed_until=None, claimed_by=None)
+
+
 async def release_claims(db: Database, *, owners: list[str]) -> int:
-    """Free every claim held by ``owners`` (this instance after a restart, or instances that died)."""
+    """Free the live claims held by ``owners`` (this instance after a restart, or instances that died).
+
+    Never waits for a row lock: a row that another transaction holds (a paused replica in the middle of
+    its work, until the server ends that transaction: storage/db.py) is skipped and freed by a later
+    call — the worker calls this on start and every 30 full passes — so that freeing a dead replica's
+    claims can never hold up the caller's revocations."""
     if not owners:
         return 0
-    async with db.transaction() as session:
-        freed = 0
-        for model in (Grant, OutboxMessage):
-            result = await session.execute(update(model).where(model.claimed_by.in_(owners))
-                                           .values(claimed_until=None, claimed_by=None))
-            freed += result.rowcount or 0
+    freed = 0
+    for model in (Grant, OutboxMessage):  # one short transaction each: no lock held across both
+        async with db.core_transaction() as tx:
+            freed += len(await tx.rows(_release_statement(model, skip_locked=not db.is_sqlite)
+                                       .returning(model.__table__.c.id), {"b_owners": owners}))
     return freed
 
 

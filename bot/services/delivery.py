@@ -31,9 +31,21 @@ class Ref:
     recipient: str = ""
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A message a delivery hands on, written to the outbox in the transaction that records the delivery
+    as sent: work split into items of its own (one per approver's copy), each retried on its own, so
+    that what was done stays done."""
+
+    order_key: str
+    kind: str
+    payload: dict[str, Any]
+
+
 @dataclass
 class Delivery:
     refs: list[Ref] = field(default_factory=list)
+    follow_ups: list[FollowUp] = field(default_factory=list)
 
 
 class Notifier(Protocol):

@@ -105,7 +105,7 @@ class GrantService:
     async def _release(self, grant_id: str) -> None:
         async with self.rt.db.transaction() as session:
             g = await self._grant(session, grant_id)
-            g.claimed_until = None
+            g.claimed_until = g.claimed_by = None
 
     # ---- granting ------------------------------------------------------------------------------
     async def run_grants(self, limit: int = 100) -> int:
@@ -318,7 +318,7 @@ class GrantService:
                 await lock_holder(rt.db, session, holder)
             g = await self._grant(session, grant_id)
             g.attempts += 1
-            g.last_error, g.claimed_until = str(exc)[:500], None
+            g.last_error, g.claimed_until, g.claimed_by = str(exc)[:500], None, None
             req = await load_request(session, g.request_id, lock=True)
             deadline = grant_deadline(rt, req)
             if exc.retryable and now < deadline:
@@ -381,7 +381,7 @@ class GrantService:
         async with rt.db.transaction() as session:
             for gid in ids:
                 g = await self._grant(session, gid)
-                g.claimed_until = None
+                g.claimed_until = g.claimed_by = None
                 req = await load_request(session, g.request_id)
                 snap = await self._snap(session, req, g)
                 left = format_duration(g.expires_at - now) if g.expires_at else "?"

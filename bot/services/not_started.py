@@ -71,7 +71,7 @@ async def stop_before_start(rt: Runtime, session: AsyncSession, req: AccessReque
                          detail={"grant": grant.id, "before_start": True},
                          text=f"{new.value} by {who} before it started")
     for layer in range(1, req.layers + 1):
-        notices.update_approvals(session, at=now, snap=snap, layer=layer,
+        await notices.update_approvals(session, at=now, snap=snap, layer=layer,
                                  outcome=f"{new.value.title()} by {who} before it started")
     notices.tell_requester(session, at=now, snap=snap, event=new.value,
                            text=f"Your request {req.id} for {req.eligibility} was {new.value} "

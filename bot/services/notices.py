@@ -22,14 +22,16 @@ Outbox kinds (the contract every ``Notifier`` implements):
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.services import outbox_sql
 from bot.services.audit import append_event
 from bot.services.outbox import AUDIT_LANE, enqueue
 from bot.services.runtime import Runtime
-from storage.core_tx import Writer
+from storage.core_tx import CoreTx, Writer
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
 SYSTEM = "jitbot"
@@ -120,13 +122,26 @@ def tell_requester(session: Writer, *, at: datetime, snap: dict[str, Any], event
             payload={"request": snap, "event": event, "text": text})
 
 
+def ask_key(request_id: str, layer: int, approver: str) -> str:
+    """The order key of one approver's asks for a layer: each approver is asked apart from the others,
+    so a large group is asked in parallel (within Slack's limits, which the dispatcher keeps), not one
+    after the other on the layer's key."""
+    return f"{layer_key(request_id, layer)}:a{zlib.crc32(approver.lower().encode()):08x}"
+
+
+def asks_prefix(request_id: str, layer: int) -> str:
+    """A LIKE pattern for every ``ask_key`` of the layer."""
+    return f"{layer_key(request_id, layer)}:a%"
+
+
 def ask_approvers(session: Writer, *, at: datetime, snap: dict[str, Any], layer: int,
                   approvers: Sequence[str], note: str | None = None) -> None:
     for approver in sorted(approvers):
         payload: dict[str, Any] = {"request": snap, "layer": layer, "approver": approver}
         if note:
             payload["note"] = note
-        enqueue(session, at=at, order_key=layer_key(snap["id"], layer), kind="approval_request", payload=payload)
+        enqueue(session, at=at, order_key=ask_key(snap["id"], layer, approver), kind="approval_request",
+                payload=payload)
 
 
 def ask_reviewers(session: Writer, *, at: datetime, snap: dict[str, Any], reviewers: Sequence[str],
@@ -142,7 +157,15 @@ def update_reviews(session: Writer, *, at: datetime, snap: dict[str, Any], outco
     enqueue(session, at=at, order_key=snap["id"], kind="review_update", payload={"request": snap, "outcome": outcome})
 
 
-def update_approvals(session: Writer, *, at: datetime, snap: dict[str, Any], layer: int, outcome: str) -> None:
+async def update_approvals(session: Writer, *, at: datetime, snap: dict[str, Any], layer: int,
+                           outcome: str) -> None:
+    """The layer is decided: its asks not yet delivered are withdrawn (in this transaction), and every
+    copy delivered is updated (after the asks still in flight: bot/slack/notifier.py)."""
+    params = {"b_prefix": asks_prefix(snap["id"], layer), "b_now": at}
+    if isinstance(session, CoreTx):
+        await session.many(outbox_sql.WITHDRAW_ASKS, [params])
+    else:
+        await session.execute(outbox_sql.WITHDRAW_ASKS, params)
     enqueue(session, at=at, order_key=layer_key(snap["id"], layer), kind="approval_update",
             payload={"request": snap, "layer": layer, "outcome": outcome})
 

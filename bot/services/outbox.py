@@ -31,6 +31,7 @@ from bot.services.clock import Clock
 from bot.services.delivery import (
     BatchNotifier,
     Delivery,
+    FollowUp,
     Notifier,
     PermanentFailure,
     RecordingNotifier,
@@ -47,9 +48,9 @@ from storage.db import Database
 log = logging.getLogger(__name__)
 
 
-__all__ = ["AUDIT_LANE", "BatchNotifier", "Claimed", "Delivery", "Notifier", "OutboxDispatcher", "PermanentFailure",
-           "RecordingNotifier", "Ref", "RetryLater", "deliver_all", "deliver_each", "enqueue", "fitting", "is_lane",
-           "message_refs"]
+__all__ = ["AUDIT_LANE", "BatchNotifier", "Claimed", "Delivery", "FollowUp", "Notifier", "OutboxDispatcher",
+           "PermanentFailure", "RecordingNotifier", "Ref", "RetryLater", "deliver_all", "deliver_each", "enqueue",
+           "fitting", "is_lane", "message_refs"]
 
 
 class OutboxDispatcher(KeyClaims):
@@ -66,10 +67,13 @@ class OutboxDispatcher(KeyClaims):
         self.lane_batch, self.lane_interval = lane_batch, lane_interval
         self._monotonic, self._sleep = monotonic, sleep
         self._call_later = call_later  # the quarter-interval waits of ``notice`` (the loop's call_later)
+        # ``run`` claims nothing while this says so (the worker's clock beyond the skew bound: clock_guard.py)
+        self.paused: Callable[[], bool] = lambda: False
         self._lane_next: dict[str, float] = {}  # lane -> monotonic time it may post again
         # Unpaced, a lane has no reason to bundle: it posts each message as it is (threaded lines).
         self._lane_limit = lane_batch if lane_interval > 0 else 1
         self._to_record: list[tuple[list[Claimed], list[Ref], asyncio.Future[list[Claimed]]]] = []
+        self._follow_ups: list[FollowUp] = []  # handed on by the deliveries in ``_to_record``
         self._recorder: asyncio.Task[None] | None = None
         self._handed: set[asyncio.Task[int]] = set()  # chains of messages claimed by their own commit
         self._active: set[asyncio.Task[int]] = set()  # chains started by the run loop
@@ -179,7 +183,7 @@ class OutboxDispatcher(KeyClaims):
                 self._enter()
                 next_pass = time.monotonic() + interval  # a claim pass at least this often, however busy
                 try:
-                    claimed = await self.claim(free) if free > 0 else []
+                    claimed = await self.claim(free) if free > 0 and not self.paused() else []
                     saturated = free <= 0 or len(claimed) == free
                     for m in claimed:
                         active.add(self._spawn(m))
@@ -292,6 +296,7 @@ class OutboxDispatcher(KeyClaims):
             if held:  # they were not tried: back to pending, for the claim that follows
                 await self._finish(held, status="pending", error="", next_at=now, tried=False)
             return 0, []
+        self._follow_ups.extend(delivery.follow_ups)  # written by the record ``_record_sent`` queues next
         following = await self._record_sent(batch, delivery.refs)
         return len(batch), sorted(held + following, key=lambda m: m.id) if held else following
 
@@ -315,7 +320,10 @@ class OutboxDispatcher(KeyClaims):
                 lease = {"b_now": now, "b_until": now + self.lease, "b_owner": self.owner}
                 following: list[list[Claimed]] = []
                 self.counts["records"] += 1
+                follow_ups, self._follow_ups = self._follow_ups, []
                 async with self.db.core_transaction() as tx:
+                    for f in follow_ups:  # written with the record: handed on exactly once
+                        enqueue(tx, at=now, order_key=f.order_key, kind=f.kind, payload=f.payload)
                     refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
                              "channel": r.channel, "ts": r.ts} for _, rs, _ in entries for r in rs]
                     await tx.many(sql.ADD_REF, refs)
@@ -334,6 +342,7 @@ class OutboxDispatcher(KeyClaims):
                         lane = await tx.rows(sql.CLAIM_LANE, {"b_key": key, "b_limit": self._lane_limit, **lease})
                         following.append(sorted((Claimed.of(r) for r in lane), key=lambda m: m.id))
             except Exception as exc:  # the messages stay claimed until their lease ends, then go again
+                # (and their follow-ups are handed on by that delivery: none written without its record)
                 for _, _, done in entries:
                     if not done.done():
                         done.set_exception(exc)

@@ -18,7 +18,8 @@ OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 earlier = OUTBOX.alias("earlier")
 ADD_REF = insert(MessageRef.__table__)  # type: ignore[attr-defined]
 MARK_SENT = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
-              .values(status="sent", sent_at=bindparam("b_now"), attempts=bindparam("b_attempts"), claimed_until=None))
+              .values(status="sent", sent_at=bindparam("b_now"), attempts=bindparam("b_attempts"), claimed_until=None,
+                      claimed_by=None))
 # The next message of each of several keys (the oldest pending one), if it is due and unclaimed: one
 # statement for a whole group-committed batch of deliveries.
 CLAIM_NEXT = (
@@ -80,7 +81,7 @@ CLAIM_LANE = (
 )
 FINISH = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
           .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"), last_error=bindparam("b_error"),
-                  next_attempt_at=bindparam("b_next"), claimed_until=None))
+                  next_attempt_at=bindparam("b_next"), claimed_until=None, claimed_by=None))
 
 
 def claim_heads(*, skip_locked: bool, keyed: bool = False) -> Any:
@@ -138,3 +139,16 @@ REFS_TABLE = MessageRef.__table__  # type: ignore[attr-defined]
 REFS = (select(REFS_TABLE.c.request_id, REFS_TABLE.c.purpose, REFS_TABLE.c.channel, REFS_TABLE.c.ts,
                REFS_TABLE.c.recipient).where(REFS_TABLE.c.request_id == bindparam("b_id")).order_by(REFS_TABLE.c.id))
 REFS_OF = REFS.where(REFS_TABLE.c.purpose == bindparam("b_purpose"))
+
+# A decided layer's asks still waiting (not claimed by a chain in flight): withdrawn — recorded as sent,
+# nothing posted — in the deciding transaction (bot/services/notices.py, ``update_approvals``).
+WITHDRAW_ASKS = (update(OUTBOX).where(OUTBOX.c.status == "pending", OUTBOX.c.kind == "approval_request",
+                                      OUTBOX.c.order_key.like(bindparam("b_prefix")),
+                                      or_(OUTBOX.c.claimed_until.is_(None),
+                                          OUTBOX.c.claimed_until < bindparam("b_now")))
+                 .values(status="sent", sent_at=bindparam("b_now"), last_error="withdrawn: the layer was decided",
+                         claimed_until=None, claimed_by=None))
+# How many of a layer's asks are still to be delivered (in flight or waiting): its update waits for them.
+ASKS_LEFT = (select(func.count()).select_from(OUTBOX)
+             .where(OUTBOX.c.status == "pending", OUTBOX.c.kind == "approval_request",
+                    OUTBOX.c.order_key.like(bindparam("b_prefix"))))

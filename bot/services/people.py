@@ -3,9 +3,11 @@
 Slack's ``users.lookupByEmail`` is a Tier 3 method (50+ calls a minute per workspace,
 https://docs.slack.dev/reference/methods/users.lookupByEmail): a burst of expiry notices to ten
 thousand people that each needed a lookup would take over three hours. So an id, once learned, is
-written here; every replica reads it back instead of asking Slack again, a restart loses nothing, and
-Slack's ``user_change`` / ``team_join`` events keep it current. An entry older than ``TTL`` is asked
-again (a person whose email moved to someone else is found anew within that time).
+written here; every replica reads it back instead of asking Slack again, a restart loses nothing. Only
+Slack's own answer to a lookup is written: its ``user_change`` / ``team_join`` events merely *forget* what
+they concern (the person's new address, and the address last learned for their id), so that the next
+message asks Slack again — an event's content (which a guest or a user of another workspace can shape:
+their own profile's email) never decides where a DM goes. An entry older than ``TTL`` is asked again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from storage.tables import KeyValue
 
 TTL = timedelta(days=7)
 _PREFIX = "slack:person:"
+_BY_ID = "slack:person-id:"  # user id → the address last learned for it (so that an event can forget it)
 
 
 def _key(email: str) -> str:
@@ -44,10 +47,20 @@ async def known(db: Database, email: str, now: datetime) -> str | None:
 
 
 async def remember(db: Database, email: str, user_id: str, now: datetime) -> None:
+    """Write what Slack's ``users.lookupByEmail`` answered (and nothing else)."""
     async with db.transaction() as session:
         await kvstate.write(session, _key(email), {"user_id": user_id, "at": now.isoformat()})
+        await kvstate.write(session, (_BY_ID + user_id)[:128], {"email": email.strip().lower()})
 
 
-async def forget(db: Database, email: str) -> None:
+async def forget(db: Database, email: str, *, user_id: str | None = None) -> None:
+    """Forget ``email``'s entry and, with ``user_id``, the address last learned for that id."""
     async with db.transaction() as session:
-        await session.execute(delete(KeyValue).where(KeyValue.key == _key(email)))  # type: ignore[arg-type]
+        keys = [_key(email)]
+        if user_id:
+            by_id = (_BY_ID + user_id)[:128]
+            last = await kvstate.read(session, by_id)
+            if last and isinstance(last.get("email"), str):
+                keys.append(_key(last["email"]))
+            keys.append(by_id)
+        await session.execute(delete(KeyValue).where(KeyValue.key.in_(keys)))  # type: ignore[attr-defined]

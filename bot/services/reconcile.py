@@ -25,6 +25,7 @@ other than the address (an alias, a UPN) the grant was made for, and that is sti
 
 Standing access is recorded per target in ``kv['standing:<connector>:<target>']``: on the first sweep
 of a target, its members without a grant are taken as the baseline (``reconcile_baseline`` event).
+A member whose latest grant of the target found them a member already (``pre_member``) is standing too.
 ``record_baseline`` re-takes it on demand (e.g. from an admin command). Members kept by an
 eligibility's ``transition.keep_standing`` are standing too; after a transition's cut-over only those
 are (the baseline no longer counts). Each finding is alerted once, until it goes away.
@@ -177,6 +178,20 @@ class ReconcileService:
         return ({label for label, was_member in first.items() if not was_member}
                 | {label for label in never_granted if label not in first})
 
+    async def _standing_at_grant(self, connector: str, target: Target) -> _People:
+        """Members whose latest grant of the target found them members already (``pre_member``): standing
+        access jitbot recorded itself, and kept when that grant ended. A baseline taken while such a
+        grant held the target left them out; they are standing all the same."""
+        async with self.rt.db.sessions() as session:
+            rows = await session.execute(select(col(Grant.user_email), col(Grant.user_idp_id), col(Grant.pre_member))
+                                         .where(col(Grant.connector) == connector,
+                                                col(Grant.target_kind) == target.kind.value,
+                                                col(Grant.target_id) == target.id, col(Grant.pre_member).is_not(None))
+                                         .order_by(col(Grant.granted_at).nulls_first(), col(Grant.id)))
+            latest = {email.lower(): (idp_id, bool(pre)) for email, idp_id, pre in rows.all()}
+        standing = [(email, idp_id) for email, (idp_id, pre) in latest.items() if pre]
+        return _People(frozenset(i for _, i in standing if i), frozenset(e for e, _ in standing))
+
     async def _standing(self, key: str, connector: str, target: Target, eligs: list[Eligibility],
                         now: datetime, report: ReconcileReport) -> _People:
         async with self.rt.db.sessions() as session:
@@ -188,6 +203,7 @@ class ReconcileService:
                 recorded = await kvstate.read(session, f"standing:{key}") or {}
         standing = _People(frozenset(str(i) for i in recorded.get("ids", [])),
                            frozenset(str(m) for m in recorded.get("members", [])))
+        standing = standing | await self._standing_at_grant(connector, target)
         for e in eligs:
             if e.transition is None:
                 continue

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import zlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,10 +23,12 @@ from bot.domain.requests import (
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.claims import LEASE
+from bot.services.policy_version import require_current, under_current_policy
 from bot.services.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
-from storage.db import after_commit
+from storage.core_tx import CoreTx
+from storage.db import ADVISORY_XACT_LOCK, after_commit
 from storage.records import Unit, build
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
@@ -43,9 +46,17 @@ _VOTE_ROWS = select(_VOTE_TABLE).where(_VOTE_TABLE.c.request_id == bindparam("b_
 # No condition on ``kind``: with one, both databases could pick ix_request_review_due (kind, …) and read
 # every access request ever made — SQLite without statistics did; PostgreSQL's index statistics in
 # bench.throughput showed ~280 entries of it read per flow. ix_request_open (migration 0008) serves it.
-_OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind).where(
+# Pending, approved or active: one of each (person, eligibility) at a time — more time is an extension.
+# Access being released or revoked (its grant ``revoking``) no longer counts: it may be asked for again.
+_ENDING = select(Grant.id).where(Grant.request_id == AccessRequest.id,  # type: ignore[arg-type]
+                                 Grant.status.in_(["revoking", "ended", "failed"]))  # type: ignore[attr-defined]
+_OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind, AccessRequest.status).where(
     AccessRequest.requester == bindparam("b_requester"), AccessRequest.eligibility == bindparam("b_elig"),
-    AccessRequest.status == Status.PENDING.value)
+    AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value, Status.ACTIVE.value]),  # type: ignore[attr-defined]
+    ~_ENDING.exists())
+# The requester's requests of the last hour (the per-person rate limit); the requester index serves it.
+_RECENT = select(func.count()).select_from(AccessRequest).where(
+    AccessRequest.requester == bindparam("b_requester"), AccessRequest.created_at > bindparam("b_since"))  # type: ignore[operator]
 
 
 async def load_request(session: AsyncSession, request_id: str, *, lock: bool = False) -> AccessRequest:
@@ -98,6 +109,13 @@ def allowed_seconds(req: AccessRequest, elig: Eligibility | None) -> int:
     return min(req.duration_s, int(cap.total_seconds()))
 
 
+async def lock_person(rt: Runtime, tx: CoreTx, email: str) -> None:
+    """Serialise one person's submissions across replicas (PostgreSQL advisory lock until the
+    transaction ends; SQLite has one writer): two at once cannot both pass the checks above."""
+    if not rt.db.is_sqlite:
+        await tx.rows(ADVISORY_XACT_LOCK, {"k": -1 - zlib.crc32(f"submit|{email}".encode())})  # < 0: own keys
+
+
 def check_start(rt: Runtime, starts_at: datetime | None) -> None:
     """A scheduled start must lie in the future and no further ahead than the policy allows."""
     if starts_at is None:
@@ -148,9 +166,18 @@ class RequestService:
 
         ``requester`` is who gets the access (the beneficiary). ``submitted_by``, when someone else, must
         be a delegate of the eligibility or an admin, and can never approve the request. ``starts_at``
-        schedules the grant: approved ahead, granted then, the duration counted from then.
+        schedules the grant: approved ahead, granted then, the duration counted from then. Checked
+        under the applied policy (bot/services/policy_version.py).
         """
-        rt, policy = self.rt, self.rt.policy
+        return await under_current_policy(self.rt.follower, functools.partial(
+            self._submit, requester=requester, eligibility=eligibility, duration=duration,
+            justification=justification, ticket=ticket, requester_slack=requester_slack, submitted_by=submitted_by,
+            submitted_by_slack=submitted_by_slack, starts_at=starts_at))
+
+    async def _submit(self, *, requester: str, eligibility: str, duration: timedelta, justification: str,
+                      ticket: str | None, requester_slack: str | None, submitted_by: str | None,
+                      submitted_by_slack: str | None, starts_at: datetime | None) -> AccessRequest:
+        rt, policy, seen = self.rt, self.rt.policy, self.rt.decision_version
         requester = requester.strip().lower()
         submitter = submitted_by.strip().lower() if submitted_by else None
         if submitter == requester:
@@ -188,7 +215,8 @@ class RequestService:
         try:
             return await self._store(requester=requester, elig=elig, sub=sub, requester_slack=requester_slack,
                                      submitter=submitter, submitted_by_slack=submitted_by_slack,
-                                     starts_at=starts_at, now=now, after_hours=after_hours, first=first)
+                                     starts_at=starts_at, now=now, after_hours=after_hours, first=first,
+                                     seen=seen)
         except IntegrityError:
             # uq_request_one_pending: another submission (another replica, or this one) stored it first
             async with rt.db.sessions() as reader:
@@ -200,16 +228,15 @@ class RequestService:
 
     async def _store(self, *, requester: str, elig: Eligibility, sub: Submission, requester_slack: str | None,
                      submitter: str | None, submitted_by_slack: str | None, starts_at: datetime | None,
-                     now: datetime, after_hours: bool, first: set[str]) -> AccessRequest:
+                     now: datetime, after_hours: bool, first: set[str], seen: int | None) -> AccessRequest:
         """``submit``'s transaction: the request, its audit event and its notices (or the auto-approval)."""
         rt = self.rt
         async with rt.db.core_transaction() as session:
-            open_dupe = [r.id for r in await session.rows(_OPEN_DUPLICATE, {"b_requester": requester,
-                                                                          "b_elig": elig.name}) if r.kind == "access"]
-            if open_dupe:
-                raise PolicyViolation(f"You already have a pending request for {elig.name} ({open_dupe[0]}).")
+            await require_current(session, seen)
+            await lock_person(rt, session, requester)  # their checks and insert, one submission at a time
+            await self._check_open_and_rate(session, requester, elig, now)
             unit = Unit(session)
-            req = build(AccessRequest, 
+            req = build(AccessRequest,
                 id=new_id("R"), eligibility=elig.name, requester=requester, requester_slack=requester_slack,
                 submitted_by=submitter, submitted_by_slack=submitted_by_slack if submitter else None,
                 duration_s=int(sub.duration.total_seconds()), justification=sub.justification, ticket=sub.ticket,
@@ -246,6 +273,23 @@ class RequestService:
             rt.wake.set()  # A pending request has nothing due for the worker (its deadlines come with the tick)
         return req
 
+    async def _check_open_and_rate(self, tx: CoreTx, requester: str, elig: Eligibility, now: datetime) -> None:
+        """One request per (person, eligibility) pending, approved or active at a time, and at most
+        ``settings.max_requests_per_hour`` requests per person; raises PolicyViolation."""
+        open_ = [r for r in await tx.rows(_OPEN_DUPLICATE, {"b_requester": requester, "b_elig": elig.name})
+                 if r.kind == "access"]
+        pending = [r.id for r in open_ if r.status == Status.PENDING.value]
+        if pending:
+            raise PolicyViolation(f"You already have a pending request for {elig.name} ({pending[0]}).")
+        if open_:
+            raise PolicyViolation(f"You already have {elig.name} ({open_[0].id}). Extend it (the Extend button, "
+                                  "or /jit list) or release it first; a second grant of it is not needed.")
+        limit = self.rt.policy.settings.max_requests_per_hour
+        recent = (await tx.scalars(_RECENT, {"b_requester": requester, "b_since": now - timedelta(hours=1)}))[0]
+        if recent >= limit:
+            raise PolicyViolation(f"You have made {recent} requests in the last hour, the most allowed "
+                                  f"({limit}); please try again later.")
+
     async def approve_final(self, unit: Unit, req: AccessRequest, elig: Eligibility, *, actor: str,
                             auto: bool = False, text: str | None = None,
                             votes: list[ApprovalVote] | None = None) -> Grant:
@@ -254,6 +298,7 @@ class RequestService:
         (read here when not given)."""
         now = self.rt.clock.now()
         check_transition(Status(req.status), Status.APPROVED)
+        asked, req.duration_s = req.duration_s, allowed_seconds(req, elig)  # the maximum may have been lowered
         req.status, req.decided_at, req.updated_at = Status.APPROVED.value, now, now
         close_schedule(req)
         req.version += 1
@@ -270,7 +315,9 @@ class RequestService:
         later = grant.next_attempt_at is not None and grant.next_attempt_at > now
         await notices.record(self.rt, session, at=now, kind="approved", actor=actor, req=req, snap=snap,
                              from_state=Status.PENDING.value, to_state=Status.APPROVED.value,
-                             detail={"auto": auto, **({"starts_at": grant.next_attempt_at.isoformat()} if later
+                             detail={"auto": auto, **({"shortened_from": format_duration(timedelta(seconds=asked))}
+                                                       if asked != req.duration_s else {}),
+                                     **({"starts_at": grant.next_attempt_at.isoformat()} if later
                                                       and grant.next_attempt_at else {})},
                              text=text or ("auto-approved (no approval layers)" if auto else
                                            "approved — granting access")
@@ -281,6 +328,9 @@ class RequestService:
                        f"{grant.next_attempt_at:%Y-%m-%d %H:%M} UTC.")
         else:
             message = f"Your request {req.id} for {elig.name} was approved; granting access now."
+        if asked != req.duration_s:
+            message += (f" Its duration was shortened to {format_duration(timedelta(seconds=req.duration_s))}: "
+                        f"the policy now allows at most that for {elig.name}.")
         notices.tell_requester(session, at=now, snap=snap, event="approved", text=message)
         return grant
 
@@ -307,7 +357,8 @@ class RequestService:
             await notices.record(rt, session, at=now, kind="cancelled", actor=by.lower(), req=req, snap=snap,
                                  from_state=Status.PENDING.value, to_state=Status.CANCELLED.value,
                                  text="cancelled by the requester")
-            notices.update_approvals(session, at=now, snap=snap, layer=req.layer, outcome="Cancelled by the requester")
+            await notices.update_approvals(session, at=now, snap=snap, layer=req.layer,
+                                           outcome="Cancelled by the requester")
         return req
 
     async def lapse_due(self, limit: int = 200) -> int:
@@ -328,7 +379,7 @@ class RequestService:
                 await notices.record(rt, session, at=now, kind="lapsed", actor=notices.SYSTEM, req=req, snap=snap,
                                      from_state=Status.PENDING.value, to_state=Status.LAPSED.value,
                                      detail={"layer": req.layer}, text=f"lapsed: no decision at layer {req.layer}")
-                notices.update_approvals(session, at=now, snap=snap, layer=req.layer,
+                await notices.update_approvals(session, at=now, snap=snap, layer=req.layer,
                                          outcome="Lapsed: no decision in time")
                 notices.tell_requester(session, at=now, snap=snap, event="lapsed",
                                        text=f"Your request {req.id} lapsed: nobody decided layer {req.layer} in time.")

@@ -317,7 +317,7 @@ class Revoker:
                      req: AccessRequest, votes: list[ApprovalVote]) -> None:
         rt, now = self.rt, self.rt.clock.now()
         rt.directory.forget_person(g.user_email)  # the target may be a group the policy names for people
-        g.status, g.ended_at, g.claimed_until, g.next_attempt_at = "ended", now, None, None
+        g.status, g.ended_at, g.claimed_until, g.claimed_by, g.next_attempt_at = "ended", now, None, None, None
         detail: dict[str, object] = {"grant": g.id, "reason": g.end_reason}
         if kept:
             detail["membership_kept"] = kept
@@ -344,7 +344,7 @@ class Revoker:
     async def _revoke_failed(self, session: AsyncSession, g: Grant, exc: ConnectorError) -> None:
         rt, now = self.rt, self.rt.clock.now()
         g.attempts += 1
-        g.last_error, g.claimed_until = str(exc)[:500], None
+        g.last_error, g.claimed_until, g.claimed_by = str(exc)[:500], None, None
         g.next_attempt_at = now + backoff(g.attempts, cap=120.0, retry_after=exc.retry_after
                                           if isinstance(exc, RateLimited) else None)
         overdue = now - (g.expires_at or now)

@@ -150,6 +150,8 @@ class Worker:
         The rest was looked at a moment ago; what becomes due there comes with the next tick or a wake."""
         async with self._lock:
             report = TickReport()
+            if not await self._clock_agrees(full=only is None):
+                return report  # nothing judged by time, no heartbeat (bot/services/clock_guard.py)
             report.revoked = await self.grants.run_expiries()
             # a full pass runs the kinds the probe finds due (one read, not a transaction per kind)
             looked_at = only if only is not None else await due_kinds(self.rt.db, self.rt.clock.now())
@@ -184,6 +186,18 @@ class Worker:
                 await release_claims(self.rt.db, owners=[d for d in dead if d != self.worker_id])
             return report
 
+    async def _clock_agrees(self, *, full: bool) -> bool:
+        """Whether this replica's clock is within the skew bound of the database's: measured on each full
+        pass (follow-up passes go by the last measure). While it is not, approvals made here hand their
+        grants to the other replicas' passes instead of this worker."""
+        guard = self.rt.clock_guard
+        if guard is None:
+            return True
+        ok = await guard.check() if full else guard.ok
+        if self._kicker is not None and not self._stopping:  # started, not stopping: adoption follows the clock
+            self.rt.grant_taker = self.grants.adopt if ok else None
+        return ok
+
     async def run_until_idle(self, max_ticks: int = 50) -> TickReport:
         """Tick until nothing more is due now (tests and the playground's clock jumps)."""
         total = TickReport()
@@ -200,10 +214,13 @@ class Worker:
         as a read-then-insert did."""
         now = self.rt.clock.now()
         upsert = sqlite_insert if self.rt.db.is_sqlite else pg_insert
-        statement = upsert(_HEARTBEAT).values(worker_id=self.worker_id, beat_at=now, ticks=self.ticks)
+        version = self.rt.policy_version
+        statement = upsert(_HEARTBEAT).values(worker_id=self.worker_id, beat_at=now, ticks=self.ticks,
+                                              policy_version=version)
         async with self.rt.db.transaction() as session:
             await session.execute(statement.on_conflict_do_update(
-                index_elements=[_HEARTBEAT.c.worker_id], set_={"beat_at": now, "ticks": self.ticks}))
+                index_elements=[_HEARTBEAT.c.worker_id],
+                set_={"beat_at": now, "ticks": self.ticks, "policy_version": version}))
 
     async def _safe_tick(self, only: frozenset[str] | None = None) -> None:
         """A pass (a full one unless ``only`` says which work to look at), then follow-up passes while it
@@ -262,6 +279,9 @@ class Worker:
             await self._safe_tick(only=WAKE_PASS)
 
     async def _dispatch_loop(self) -> None:
+        guard = self.rt.clock_guard
+        if guard is not None:  # outbox leases are judged by time too: no claims while the clock is off
+            self.dispatcher.paused = lambda: not guard.ok
         while True:
             try:
                 await self.dispatcher.run(self.rt.db.outbox_ready, interval=self._interval)

@@ -17,6 +17,7 @@ CANCEL = "jit_cancel"
 OPEN_REQUEST = "jit_open_request"
 REVIEW_ACK = "jit_breakglass_ack"
 REVIEW_FLAG = "jit_breakglass_flag"
+HOME_PAGE = "jit_home_page"  # App Home's previous / next page (value: the page number)
 
 # input blocks of the request modal: (block_id, action_id)
 B_ELIGIBILITY, A_ELIGIBILITY = "eligibility", "eligibility_select"
@@ -31,7 +32,7 @@ B_STARTS, A_STARTS = "starts_at", "starts_at_picker"
 
 VIEWS = (REQUEST_VIEW, DENY_VIEW)
 EVENTS = ("app_home_opened", "user_change", "team_join")
-ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY, REVIEW_ACK, REVIEW_FLAG)
+ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY, REVIEW_ACK, REVIEW_FLAG, HOME_PAGE)
 
 
 def nth(action_id: str, n: int) -> str:

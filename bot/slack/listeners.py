@@ -98,11 +98,11 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
         await modal_open.open_view(client, trigger_id, lambda: modal_for(email), tell=tell,
                                    label="Request access", action_id=ids.OPEN_REQUEST, value="open")
 
-    async def publish_home(client: AsyncWebClient, user_id: str, email: str) -> None:
+    async def publish_home(client: AsyncWebClient, user_id: str, email: str, page: int = 1) -> None:
         active, pending = await queries.my_requests(rt, email)
         waiting = await queries.awaiting_me(rt, email)
         await client.views_publish(user_id=user_id, view=blocks.home_view(active=active, pending=pending,
-                                                                          approvals=waiting))
+                                                                          approvals=waiting, page=page))
 
     @app.command(ids.COMMAND)
     async def jit_command(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient,
@@ -116,13 +116,10 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
         try:
             if sub in ("", "request"):
                 await open_modal(client, command["trigger_id"], email, command["user_id"], respond)
-            elif sub == "list":
+            elif sub == "list" and (len(words) == 1 or (len(words) == 2 and words[1].isdigit())):
                 active, pending = await queries.my_requests(rt, email)
-                lines = [f"• *{blocks.esc(s['eligibility'])}* ({s['id']}) active until {blocks.when(s['expires_at'])}"
-                         for s in active]
-                lines += [f"• *{blocks.esc(s['eligibility'])}* ({s['id']}) {s['status']}, layer {s['layer']} of "
-                          f"{s['layers']}" for s in pending]
-                await respond(response_type="ephemeral", text="\n".join(lines) or "You have no access or requests.")
+                page = int(words[1]) if len(words) == 2 else 1
+                await respond(response_type="ephemeral", text=blocks.access_list(active, pending, page=page))
             elif sub == "release" and len(words) == 2:
                 await grants.end_early(request_id=words[1].upper(), actor=email, reason="released")
                 await respond(response_type="ephemeral", text=f"Releasing {words[1].upper()} now.")
@@ -313,6 +310,17 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
                              respond: AsyncRespond) -> None:
         await ack()
         await simple(body, action, client, respond, "extend")
+
+    @app.action(ids.matching(ids.HOME_PAGE))
+    async def home_page_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                                client: AsyncWebClient) -> None:
+        await ack()
+        value = str(action.get("value", ""))
+        try:
+            email = await identity.email(client, body["user"]["id"])
+        except NoEmail:
+            return
+        await publish_home(client, body["user"]["id"], email, page=int(value) if value.isdigit() else 1)
 
     @app.event("app_home_opened")
     async def home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:

@@ -12,13 +12,18 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services import people
+from bot.services import approval_reads, people
 from bot.services.clock import Clock, SystemClock
-from bot.services.outbox import Delivery, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
+from bot.services.outbox import Delivery, FollowUp, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
 from bot.slack import audit_digest, blocks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
+
+
+def copy_key(request_id: str, layer: int, ref: Ref) -> str:
+    """The order key of one approver's copy's updates: in order for that copy, apart from the others."""
+    return f"{request_id}:layer{layer}:{ref.channel}:{ref.ts}"[:64]
 
 PERMANENT = {"channel_not_found", "users_not_found", "user_not_found", "not_in_channel", "is_archived",
              "cannot_dm_bot", "user_disabled", "invalid_blocks", "invalid_arguments", "msg_too_long",
@@ -126,6 +131,8 @@ class SlackNotifier:
 
     async def _approval_request(self, p: dict[str, Any]) -> Delivery:
         snap, layer = p["request"], int(p["layer"])
+        if not await self._layer_open(snap["id"], layer):  # decided meanwhile: withdrawn, nothing posted
+            return Delivery()
         channel = await self._dm(await self.slack_user(p["approver"]))
         note = p.get("note")
         resp = await self._post(
@@ -133,6 +140,9 @@ class SlackNotifier:
             + f"Access request {snap['id']} from {snap['requester']} needs your decision",
             blocks=blocks.approval_message(snap, layer, note))
         return Delivery([Ref(snap["id"], f"approval:{layer}", resp["channel"], resp["ts"], p["approver"])])
+
+    async def _layer_open(self, request_id: str, layer: int) -> bool:
+        return await approval_reads.layer_open(self.db, request_id, layer)
 
     async def _review_request(self, p: dict[str, Any]) -> Delivery:
         snap = p["request"]
@@ -150,10 +160,23 @@ class SlackNotifier:
         return Delivery()
 
     async def _approval_update(self, p: dict[str, Any]) -> Delivery:
+        """A layer's decision: one follow-up per approver's copy (``copy_update``), each its own outbox
+        item, so that a 429 on one copy delays that copy only and the copies already edited stay done
+        (one delivery editing them all started again from the first after every 429)."""
         snap, layer = p["request"], int(p["layer"])
-        for ref in await message_refs(self.db, snap["id"], f"approval:{layer}"):
-            await self.client.chat_update(channel=ref.channel, ts=ref.ts, text=f"{snap['id']}: {p['outcome']}",
-                                          blocks=blocks.approval_decided(snap, layer, p["outcome"]))
+        left = await approval_reads.asks_left(self.db, snap["id"], layer)  # asks in flight: after them
+        if left:
+            raise RetryLater(f"{left} ask(s) of the layer still in flight", after=1.0)
+        refs = await message_refs(self.db, snap["id"], f"approval:{layer}")
+        return Delivery(follow_ups=[FollowUp(copy_key(snap["id"], layer, r), "copy_update",
+                                             {**p, "channel": r.channel, "ts": r.ts}) for r in refs])
+
+    async def _copy_update(self, p: dict[str, Any]) -> Delivery:
+        """One approver's copy of a decided layer's message, edited (idempotent: the same edit again
+        changes nothing)."""
+        snap, layer = p["request"], int(p["layer"])
+        await self.client.chat_update(channel=p["channel"], ts=p["ts"], text=f"{snap['id']}: {p['outcome']}",
+                                      blocks=blocks.approval_decided(snap, layer, p["outcome"]))
         return Delivery()
 
     async def _requester(self, p: dict[str, Any]) -> Delivery:

@@ -1,5 +1,8 @@
 """Slack's ``user_change`` and ``team_join`` events keep the people directory (``bot/services/people.py``)
-current: a changed email is written at once, a deactivated account is forgotten."""
+current by *forgetting* what they concern — the address in the event and the one last learned for that
+user id — so that the next message asks Slack (``users.lookupByEmail``, the workspace's own answer).
+Nothing in an event is written: a guest or a user of another workspace can put an approver's address in
+their own profile, and must not receive that approver's DMs."""
 
 from __future__ import annotations
 
@@ -18,12 +21,9 @@ def register(app: AsyncApp, rt: Runtime) -> None:
     async def person_changed(event: dict[str, Any]) -> None:
         user = event.get("user") or {}
         user_id, email = user.get("id"), (user.get("profile") or {}).get("email")
-        if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id) or not isinstance(email, str) or not email:
+        if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
             return
-        if user.get("deleted") or user.get("is_bot"):
-            await people.forget(rt.db, email)
-        else:
-            await people.remember(rt.db, email, user_id, rt.clock.now())
+        await people.forget(rt.db, email if isinstance(email, str) else "", user_id=user_id)
 
     @app.event("user_change")
     async def user_changed(event: dict[str, Any]) -> None:

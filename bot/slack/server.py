@@ -98,6 +98,8 @@ async def run_server(args: argparse.Namespace) -> int:
         await refuse(rt, path, problems)
     else:
         await reloader.reload()
+    await reloader.catch_up()  # whatever the database has applied since (or the last good one, versioned)
+    reloader.follow()  # every replica runs the applied version (bot/services/policy_version.py)
     http = aiohttp.ClientSession()
     client = web_client(settings.SLACK_BOT_TOKEN.get_secret_value(), settings.SLACK_API_URL, http)
     # Without a signing secret (Socket Mode only) no HTTP route accepts Slack requests at all; the
@@ -141,6 +143,7 @@ async def run_server(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        await reloader.stop_following()
         if link is not None:
             await link.close()
         if runner is not None:

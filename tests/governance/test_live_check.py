@@ -40,3 +40,14 @@ def test_check_without_live_only_validates_the_file(tmp_path: Path, capsys: pyte
     path.write_text(BROKEN)
     assert main(["policy", "check", str(path)]) == 0
     assert "valid" in capsys.readouterr().out
+
+
+def test_an_approver_group_too_large_to_dm_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "policy.yml"
+    path.write_text(POLICY.replace("audit_channel:", "settings: {warn_max_approvers: 2}\naudit_channel:")
+                    .replace("leads: [bob@example.com, carol@example.com]",
+                             "leads: [bob@example.com, carol@example.com, dave@example.com]"))
+    assert main(["policy", "check", str(path), "--live"]) == 1
+    err = capsys.readouterr().err
+    assert "prod-admin: approvals[1]: group 'leads' has 3 members, each asked by DM" in err
+    assert "approver channel" in err

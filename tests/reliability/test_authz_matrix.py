@@ -9,6 +9,7 @@ cells in ``ALLOWED`` may change anything; every other cell must change nothing a
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.domain.requests import Decision
+from bot.domain.requests import Decision, PolicyViolation
 from bot.services.clock import ManualClock
 from bot.slack import ids
 from storage.tables import AccessRequest, ApprovalVote, Event, Grant, OutboxMessage
@@ -71,6 +72,11 @@ class World:
                 old = (await s.execute(select(AccessRequest).where(AccessRequest.id == self.rid))).scalar_one()
             if old.status == "pending":
                 await st.requests.cancel(request_id=self.rid, by="alice@example.com")
+            if old.status in ("approved", "active"):  # one at a time per eligibility: this one ends first
+                await env.settle()
+                with contextlib.suppress(PolicyViolation):  # unless the action already ended it
+                    await st.grants.end_early(request_id=self.rid, actor="alice@example.com", reason="released")
+                await env.settle()
         req = await st.requests.submit(requester="alice@example.com", requester_slack="U1ALICE",
                                        eligibility="prod-admin", duration=timedelta(hours=1),
                                        justification="deploy", ticket="OPS-1")

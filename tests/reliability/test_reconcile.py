@@ -206,3 +206,27 @@ async def test_a_member_listed_under_another_address_is_the_same_person_by_idp_i
     clock.advance(timedelta(minutes=10))
     report = await rec.sweep()
     assert report.unmanaged == [] and report.removed == [] and report.vanished == [] and revoked == []
+
+
+async def test_enforce_keeps_standing_access_jitbot_recorded_at_a_grant(db_factory: DbFactory,
+                                                                       clock: ManualClock) -> None:
+    """A standing member asks once (``pre_member`` recorded); the baseline taken during that grant omits
+    him; once the grant ends, enforcement must not remove the access he had before it."""
+    s = await make_stack(db_factory(), _policy(enforce=True), clock)
+    await _add(s, "bob@example.com", READONLY)  # standing access, before jitbot's first sweep
+    await _active_readonly(s, "bob@example.com")
+    rec = ReconcileService(s.rt, interval=timedelta(minutes=15))
+    report = await rec.sweep()  # a baseline taken now leaves bob out (he holds a grant)
+    assert report.removed == []
+    assert (await _events(s, "reconcile_baseline"))[-1]["standing"] == []
+    clock.advance(timedelta(hours=2, minutes=1))
+    await s.worker.run_until_idle()  # the grant ends; the membership stays (it was there before)
+    assert await s.is_member("bob@example.com", "readonly")
+    clock.advance(timedelta(minutes=16))
+    report = await rec.sweep()
+    assert report.removed == [] and report.unmanaged == []
+    assert await s.is_member("bob@example.com", "readonly")
+    # someone added behind jitbot's back is still removed
+    await _add(s, "carol@example.com", READONLY)
+    report = await rec.sweep()
+    assert report.removed == ["demo:group:readonly carol@example.com"]

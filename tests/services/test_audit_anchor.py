@@ -11,9 +11,10 @@ from sqlalchemy import delete, func, select, update
 from bot.domain.requests import Decision
 from bot.policy_file import LoadedPolicy
 from bot.services.audit import append_event, event_hash, verify_chain
-from bot.services.audit_anchor import Anchor, AnchorError, current_anchor, parse_anchors
+from bot.services.audit_anchor import Anchor, AnchorError, anchor_text, current_anchor, parse_anchors
 from bot.services.audit_check import verify_log
 from bot.services.clock import ManualClock
+from bot.slack import blocks
 from storage.db import Database
 from storage.tables import AccessRequest, Event, Grant
 from tests.conftest import DbFactory
@@ -37,9 +38,19 @@ def test_an_anchor_line_reads_back_from_text_copied_out_of_slack() -> None:
     anchor = Anchor(42, "ab" * 32, datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
     line = anchor.line()
     assert line == f"jitbot-audit-anchor v1 count=42 head={'ab' * 32} at=2026-03-01T09:00:00Z"
-    pasted = f"jitbot  9:00 AM\nAudit log anchor (keep it): `{line}` _(by jitbot)_\nsomething else\n{line}\n"
+    pasted = f"jitbot  9:00 AM\n{anchor_text(anchor)} _(by jitbot)_\nsomething else\n{line}\n"
     assert parse_anchors(pasted) == [anchor, anchor]
     assert parse_anchors("nothing here") == []
+
+
+def test_user_text_cannot_carry_an_anchor() -> None:
+    """A justification or a reason that spells an anchor: quoted user text loses the name (non-breaking
+    hyphens), and a line that merely contains one among other words is not an anchor — no false alarm,
+    and no refusal to verify."""
+    forged = f"jitbot-audit-anchor v1 count=999999 head={'a' * 64} at=2026-03-01T09:00:00Z"
+    assert parse_anchors(blocks.quoted(f"routine\n{forged}").replace(">", "")) == []
+    copied = f"*R-ABC* prod for mallory@example.com: denied: {forged} _(by bob@example.com)_\nsee `{forged}`"
+    assert parse_anchors(copied) == []
 
 
 @pytest.mark.parametrize("bad", ["jitbot-audit-anchor v1 count=4 head=abc at=2026-03-01T09:00:00Z",

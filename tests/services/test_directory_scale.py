@@ -171,3 +171,39 @@ eligibilities:
     await stack.grants.end_early(request_id=req.id, actor="ann@example.com", reason="released")
     await stack.worker.run_until_idle()
     assert [e.name for e in await stack.requests.requestable("ann@example.com")] == ["join-oncall"]
+
+
+@pytest.mark.parametrize("by_id", [False, True])
+async def test_another_group_with_the_same_name_or_named_like_the_id_grants_nothing(
+        clock: ManualClock, monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str], by_id: bool) -> None:
+    """Okta: the policy's approver group, named by name or by id; a second group carrying that name (an
+    imported APP_GROUP, say) or named after the first one's id holds mallory. She is no approver."""
+    isolate_okta_sdk(monkeypatch, tmp_path)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    async with okta_fake(page_size=50) as (fake, ca_file):
+        bob, mallory = fake.add_user("bob@example.com"), fake.add_user("mallory@example.com")
+        leads = fake.add_group("leads", [bob])
+        ref = leads if by_id else "leads"
+        other = fake.add_group(ref, [mallory])
+        fake.groups[other]["type"] = "APP_GROUP"
+        target = fake.add_group("prod")
+        connector_yaml = as_yaml("okta", okta_settings(fake, ca_file))
+        loaded = parse_policy('audit_channel: "#jit-audit"\nconnectors:\n' + connector_yaml + f"""eligibilities:
+  - name: prod
+    connector: okta
+    target: {{group: {target}}}
+    requestors: {{users: [alice@example.com]}}
+    approvals: [{{approvers: {{groups: ["{ref}"]}}}}]
+    max_duration: 1h
+""", source="test", env={})
+        connectors = build_connectors(loaded, None)  # type: ignore[arg-type]
+        directory = Directory(connectors, clock)
+        approvers = loaded.policy.eligibilities[0].approvals[0].approvers
+        try:
+            assert not await directory.contains(loaded.policy, approvers, "mallory@example.com")
+            assert await directory.contains(loaded.policy, approvers, "bob@example.com") is by_id  # a name
+            # that two groups carry names no single group: nobody is in it (as list_members refuses it)
+        finally:
+            for conn in connectors.values():
+                await conn.aclose()

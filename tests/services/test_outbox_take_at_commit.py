@@ -395,5 +395,6 @@ async def test_a_message_left_to_a_chain_that_missed_it_is_looked_at_again_short
     await dispatcher.quiesce()
     assert [p["n"] for _, p in notifier.delivered] == [2, 3]
     assert dispatcher.counts["claims by key"] == 1
+    # (delivered here, above; a message sent carries no claim any more)
     assert await _rows(db) == [("R-A", 1, "sent", "other"), ("R-B", 1, "pending", "other"),
-                               ("R-A", 2, "sent", "w1"), ("R-B", 2, "pending", None), ("R-A", 3, "sent", "w1")]
+                               ("R-A", 2, "sent", None), ("R-B", 2, "pending", None), ("R-A", 3, "sent", None)]

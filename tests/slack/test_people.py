@@ -53,21 +53,32 @@ async def test_a_restarted_notifier_asks_slack_only_about_people_it_has_never_me
         assert _calls(slack, "users.lookupByEmail") == 13
 
 
-async def test_user_change_and_team_join_events_keep_the_ids_current(db_factory: DbFactory, clock: ManualClock) -> None:
+async def test_user_change_and_team_join_events_forget_and_never_redirect_a_dm(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    """An event only makes jitbot ask Slack again: a guest or a user of another workspace who puts an
+    approver's address in their own profile does not receive that approver's DMs."""
     async with slack_env(db_factory(), POLICY, clock) as env:
-        db = env.stack.rt.db
-        joined = {"id": "U7NEWBIE", "name": "newbie", "profile": {"email": "Newbie@example.com"}}
-        assert (await env.sender.event({"type": "team_join", "user": joined})).status == 200
-        assert await people.known(db, "newbie@example.com", clock.now()) == "U7NEWBIE"
+        db, now = env.stack.rt.db, clock.now()
+        env.slack.add_user("U9MALLORY", "mallory", email="mallory@example.com", team_id="T0ELSEWHERE",
+                           is_stranger=True)
+        env.slack.add_user("U8GUEST", "guest", email="guest@example.com", guest="multi")
+        await people.remember(db, "bob@example.com", "U2BOB", now)
+        await people.remember(db, "alice@example.com", "U1ALICE", now)
+
+        for forger in ("U9MALLORY", "U8GUEST"):
+            forged = {"id": forger, "name": "x", "profile": {"email": "bob@example.com"}}
+            assert (await env.sender.event({"type": "user_change", "user": forged})).status == 200
+            assert await people.known(db, "bob@example.com", now) is None  # forgotten, not redirected
+            notifier = SlackNotifier(AsyncWebClient(token=TOKEN, base_url=env.slack.url), db,
+                                     audit_channel="C0AUDIT", clock=clock)
+            await notifier.deliver("transition_notice", {"email": "bob@example.com", "text": f"for bob ({forger})"})
+            assert await people.known(db, "bob@example.com", now) == "U2BOB"  # Slack's own answer
+            assert [m.text for m in env.slack.dm_messages(forger)] == []
+        assert [m.text for m in env.slack.dm_messages("U2BOB")] == ["for bob (U9MALLORY)", "for bob (U8GUEST)"]
 
         moved = {"id": "U1ALICE", "name": "alice", "profile": {"email": "alice.new@example.com"}}
         assert (await env.sender.event({"type": "user_change", "user": moved})).status == 200
-        assert await people.known(db, "alice.new@example.com", clock.now()) == "U1ALICE"
-
-        gone = {"id": "U7NEWBIE", "deleted": True, "profile": {"email": "newbie@example.com"}}
-        await env.sender.event({"type": "user_change", "user": gone})
-        assert await people.known(db, "newbie@example.com", clock.now()) is None
-
-        forged = {"id": "<!channel>", "profile": {"email": "bob@example.com"}}
-        await env.sender.event({"type": "user_change", "user": forged})
-        assert await people.known(db, "bob@example.com", clock.now()) is None
+        assert await people.known(db, "alice@example.com", now) is None  # the address last learned for U1ALICE
+        joined = {"id": "U7NEWBIE", "name": "newbie", "profile": {"email": "newbie@example.com"}}
+        assert (await env.sender.event({"type": "team_join", "user": joined})).status == 200
+        assert await people.known(db, "newbie@example.com", now) is None  # nothing written from an event

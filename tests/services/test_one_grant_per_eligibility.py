@@ -1,0 +1,75 @@
+"""One pending, approved or active request per (person, eligibility) — more time is an extension — and
+a per-person limit on requests an hour."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+import yaml
+from sqlalchemy import func, select
+
+from bot.domain.requests import PolicyViolation
+from bot.policy_file import parse_policy
+from bot.services.clock import ManualClock
+from storage.tables import AccessRequest, Grant
+from tests.conftest import POLICY, DbFactory
+from tests.services.stack import make_stack
+
+
+def _policy(per_hour: int | None = None):  # type: ignore[no-untyped-def]
+    doc = yaml.safe_load(POLICY)
+    if per_hour is not None:
+        doc["settings"] = {"max_requests_per_hour": per_hour}
+    return parse_policy(yaml.safe_dump(doc), source="test", env={})
+
+
+async def _count(s: object, model: type) -> int:
+    async with s.rt.db.sessions() as session:  # type: ignore[attr-defined]
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_active_access_is_extended_not_granted_twice(db_factory: DbFactory, clock: ManualClock) -> None:
+    s = await make_stack(db_factory(), _policy(), clock)
+    first = await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                    duration=timedelta(hours=1), justification="logs")
+    with pytest.raises(PolicyViolation, match=f"already have readonly \\({first.id}\\). Extend it"):
+        await s.requests.submit(requester="alice@example.com", eligibility="readonly",  # approved, not yet granted
+                                duration=timedelta(hours=1), justification="again")
+    await s.worker.run_until_idle()
+    with pytest.raises(PolicyViolation, match="Extend it"):  # active
+        await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                duration=timedelta(hours=1), justification="again")
+    assert (await _count(s, AccessRequest), await _count(s, Grant)) == (1, 1)
+    await s.grants.end_early(request_id=first.id, actor="alice@example.com", reason="released")
+    await s.worker.run_until_idle()
+    await s.requests.submit(requester="alice@example.com", eligibility="readonly", duration=timedelta(hours=1),
+                            justification="once it ended")
+
+
+async def test_simultaneous_submissions_of_one_person_make_one_request(db_factory: DbFactory,
+                                                                      clock: ManualClock) -> None:
+    stacks = [await make_stack(db_factory(), _policy(), clock, migrate=i == 0) for i in range(2)]  # two replicas
+    results = await asyncio.gather(*(s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                                       duration=timedelta(hours=1), justification=f"reason number {i}")
+                                     for i, s in enumerate(stacks)), return_exceptions=True)
+    assert sum(isinstance(r, AccessRequest) for r in results) == 1, results
+    assert sum(isinstance(r, PolicyViolation) for r in results) == 1
+    assert await _count(stacks[0], AccessRequest) == 1
+
+
+async def test_a_person_may_submit_only_so_many_requests_an_hour(db_factory: DbFactory, clock: ManualClock) -> None:
+    s = await make_stack(db_factory(), _policy(per_hour=3), clock)
+    for _ in range(3):
+        req = await s.requests.submit(requester="alice@example.com", eligibility="prod-admin",
+                                      duration=timedelta(hours=1), justification="deploy", ticket="OPS-1")
+        await s.requests.cancel(request_id=req.id, by="alice@example.com")
+    with pytest.raises(PolicyViolation, match="3 requests in the last hour"):
+        await s.requests.submit(requester="alice@example.com", eligibility="prod-admin",
+                                duration=timedelta(hours=1), justification="deploy", ticket="OPS-1")
+    await s.requests.submit(requester="bob@example.com", eligibility="readonly", duration=timedelta(hours=1),
+                            justification="someone else")  # per person
+    clock.advance(timedelta(hours=1))
+    await s.requests.submit(requester="alice@example.com", eligibility="prod-admin",
+                            duration=timedelta(hours=1), justification="deploy", ticket="OPS-1")
