@@ -78,7 +78,8 @@ class AdminService:
             return AdminCheck(email)
         max_age = policy.settings.admin_outage_max_age
         notes: list[str] = []
-        unknown: list[str] = []
+        unknown: list[str] = []  # no answer (an outage), and no stored membership young enough
+        refused: list[str] = []  # an answer that is no membership: the group is gone, or may not be read
         for group in policy.admins.groups:
             key = _key(policy.directory_connector, group)
             try:
@@ -111,15 +112,16 @@ class AdminService:
                           group, type(exc).__name__, exc)
                 if isinstance(exc, NotFound):
                     await self._remember(key, frozenset(), now)  # gone: no one is an admin through it
-                unknown.append(f"{group} ({exc.user_message})")
+                refused.append(f"{group} ({exc.user_message})")
                 continue
             await self._remember(key, members, now)
             if email in members:
                 return AdminCheck(email)
-        if unknown:
-            raise PolicyViolation("jitbot could not check that you are a JIT administrator: the identity "
-                                  f"provider did not answer for {'; '.join(unknown)}. Try again later, or ask an "
-                                  "administrator named in the policy's admins.users.")
+        if unknown or refused:
+            why = [f"the identity provider did not answer for {'; '.join(unknown)}"] if unknown else []
+            why += [f"the identity provider refused to list {'; '.join(refused)}"] if refused else []
+            raise PolicyViolation(f"jitbot could not check that you are a JIT administrator: {', and '.join(why)}. "
+                                  "Try again later, or ask an administrator named in the policy's admins.users.")
         if notes:
             raise PolicyViolation(f"Only JIT administrators can do that ({'; '.join(notes)}).")
         raise NotAdmin()
