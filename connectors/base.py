@@ -134,12 +134,16 @@ class IdpUser:
 
     ``direct`` is only meaningful in ``list_members``: False for a member who holds the group only
     through a nested group (Google), a membership that removing the user from this group does not end.
-    It takes no part in comparisons: the same account is the same ``IdpUser``."""
+    ``active`` is False for an account the provider says is suspended, deactivated or disabled (where the
+    connector reads it; see each connector): such a person counts in no group for jitbot (requestors,
+    approvers, delegates, admins). Neither takes part in comparisons: the same account is the same
+    ``IdpUser``."""
 
     id: str
     email: str
     display_name: str = ""
     direct: bool = field(default=True, compare=False)
+    active: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

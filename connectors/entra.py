@@ -58,7 +58,8 @@ from connectors.rest import validate_settings
 log = logging.getLogger(__name__)
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-_USER_FIELDS = "id,mail,userPrincipalName,displayName"
+# accountEnabled: false for a disabled account (Graph "user resource type"), which counts in no group for jitbot
+_USER_FIELDS = "id,mail,userPrincipalName,displayName,accountEnabled"
 _USER_TYPE = "#microsoft.graph.user"
 SIGN_IN_OVERLAP = timedelta(minutes=15)  # sign-in logs can arrive late: each poll re-reads this much
 _UNREACHABLE = "Microsoft Entra could not be reached; the bot will try again."
@@ -452,7 +453,7 @@ def _token_roles(token: str) -> frozenset[str] | None:
 
 def _to_user(item: dict[str, Any]) -> IdpUser:
     return IdpUser(id=str(item["id"]), email=str(item.get("mail") or item.get("userPrincipalName") or ""),
-                   display_name=str(item.get("displayName") or ""))
+                   display_name=str(item.get("displayName") or ""), active=item.get("accountEnabled") is not False)
 
 
 def _message(body: Any) -> str:

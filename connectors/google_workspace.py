@@ -357,6 +357,8 @@ class GoogleWorkspaceConnector:
             id=str(data["id"]),
             email=str(data.get("primaryEmail", user_key)).lower(),
             display_name=str(name.get("fullName", "")),
+            # users.get: ``suspended`` and ``archived`` (the Directory API's User resource)
+            active=not data.get("suspended") and not data.get("archived"),
         )
 
     async def find_user(self, email: str) -> IdpUser | None:
@@ -388,7 +390,7 @@ class GoogleWorkspaceConnector:
         direct = await self._members(group, derived=False)
         users = [m for m in direct if m.get("type", "USER") == "USER"]
         if len(users) == len(direct):
-            return [IdpUser(id=str(m["id"]), email=str(m.get("email", "")).lower()) for m in users]
+            return [IdpUser(id=str(m["id"]), email=str(m.get("email", "")).lower(), active=_active(m)) for m in users]
         direct_ids = {str(m["id"]) for m in users}
         out: list[IdpUser] = []
         seen: set[str] = set()
@@ -397,7 +399,8 @@ class GoogleWorkspaceConnector:
             if m.get("type", "USER") != "USER" or uid in seen:
                 continue
             seen.add(uid)
-            out.append(IdpUser(id=uid, email=str(m.get("email", "")).lower(), direct=uid in direct_ids))
+            out.append(IdpUser(id=uid, email=str(m.get("email", "")).lower(), direct=uid in direct_ids,
+                               active=_active(m)))
         return out
 
     async def grant(
@@ -465,3 +468,8 @@ def from_settings(name: str, settings: dict[str, Any]) -> GoogleWorkspaceConnect
     """Build the connector from its policy settings."""
     config = validate_settings(GoogleWorkspaceConfig, settings, label=f"connector {name!r}")
     return GoogleWorkspaceConnector(name, config)
+
+
+def _active(member: dict[str, Any]) -> bool:
+    """A member row's ``status`` (members.list): a SUSPENDED or ARCHIVED user counts in no group."""
+    return str(member.get("status", "ACTIVE")).upper() not in ("SUSPENDED", "ARCHIVED")

@@ -12,7 +12,11 @@ Choices worth knowing:
 * User search returns users in every status, DEPROVISIONED included (Okta's List Users: ``search``
   covers all statuses, unlike ``q``/``filter``). ``find_user`` prefers an account that is not
   deprovisioned, and ``grant`` reads the account's status afresh and refuses a SUSPENDED or
-  DEPROVISIONED one with ``AccountInactive`` (``okta.models.user_status.UserStatus``).
+  DEPROVISIONED one with ``AccountInactive`` (``okta.models.user_status.UserStatus``). Every user it
+  reads (``find_user``, ``list_members``: both carry ``status``) is marked ``active=False`` when SUSPENDED
+  or DEPROVISIONED, so such an account counts in no group (requestors, approvers, admins). Other
+  statuses (STAGED, PROVISIONED, ACTIVE, RECOVERY, LOCKED_OUT, PASSWORD_EXPIRED) are accounts of
+  people still employed, mid sign-in trouble or onboarding: active.
 * OAuth mode uses DPoP (RFC 9449) unless ``dpop: false``: new API Services apps require it by default
   and refuse a token request without a proof (``invalid_dpop_proof``). The SDK does the work since
   3.4.0 (``dpopEnabled``; okta-sdk-python PR 495, ``okta/dpop.py`` and ``okta/oauth.py``): an RSA key
@@ -68,7 +72,8 @@ log = logging.getLogger(__name__)
 _GROUP_ID = re.compile(r"00g[0-9A-Za-z]{17}")
 MAX_LOG_PAGES = 50  # per poll; the cursor keeps the rest for the next one
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
-INACTIVE = frozenset({"SUSPENDED", "DEPROVISIONED"})  # never granted to (okta.models.user_status)
+# never granted to, and in no group for jitbot (okta.models.user_status)
+INACTIVE = frozenset({"SUSPENDED", "DEPROVISIONED"})
 
 
 class OktaSettings(BaseModel):
@@ -463,7 +468,8 @@ def _covered(scope: str, granted: Sequence[str]) -> bool:
 def _to_user(user: Any) -> IdpUser:
     profile = user.profile
     name = " ".join(p for p in (profile.first_name, profile.last_name) if p)
-    return IdpUser(id=user.id, email=profile.email or profile.login or "", display_name=name)
+    return IdpUser(id=user.id, email=profile.email or profile.login or "", display_name=name,
+                   active=_status(user) not in INACTIVE)
 
 
 def _status(user: Any) -> str:

@@ -241,7 +241,7 @@ class OneLoginConnector:
         for user in data:
             if str(user.get("email", "")).lower() == email:
                 name = " ".join(str(user.get(k) or "") for k in ("firstname", "lastname")).strip()
-                return IdpUser(id=str(user["id"]), email=email, display_name=name)
+                return IdpUser(id=str(user["id"]), email=email, display_name=name, active=_active(user))
         return None
 
     async def _role_users(self, role: str, *, name: str | None = None) -> list[dict[str, Any]]:
@@ -290,7 +290,8 @@ class OneLoginConnector:
             if user is None:  # removed between the two reads: no longer a member of anything
                 continue
             name = " ".join(str(user.get(k) or "") for k in ("firstname", "lastname")).strip()
-            members.append(IdpUser(id=str(uid), email=str(user.get("email") or "").lower(), display_name=name))
+            members.append(IdpUser(id=str(uid), email=str(user.get("email") or "").lower(), display_name=name,
+                                   active=_active(user)))
         return members
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
@@ -332,3 +333,13 @@ def from_settings(name: str, settings: dict[str, Any]) -> OneLoginConnector:
     """Build the connector from its policy settings."""
     config = validate_settings(OneLoginConfig, settings, label=f"connector {name!r}")
     return OneLoginConnector(name, config)
+
+
+# OneLogin's user ``status`` (API v2, Users): 0 unactivated, 1 active, 2 suspended, 3 locked, 4 password
+# expired, 5 awaiting password reset, 7 password pending, 8 security questions required.
+SUSPENDED = 2
+
+
+def _active(user: dict[str, Any]) -> bool:
+    """A suspended OneLogin user counts in no group (role) for jitbot."""
+    return user.get("status") != SUSPENDED

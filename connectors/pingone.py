@@ -196,6 +196,7 @@ class PingOneConnector:
             id=str(data["id"]),
             email=str(data.get("email") or data.get("username") or "").lower(),
             display_name=display.strip(),
+            active=data.get("enabled") is not False,  # a disabled PingOne user (``enabled``) counts in no group
         )
 
     async def _users(self, scim_filter: str) -> list[dict[str, Any]]:

@@ -275,6 +275,10 @@ class Eligibility(Strict):
         return self.default_duration or self.max_duration
 
 
+# How long an approved grant may wait on the identity provider at most (``Settings.grant_retry_for``).
+GRANT_RETRY_FOR_MAX = timedelta(days=7)
+
+
 class Settings(Strict):
     max_duration_ceiling: Duration = timedelta(hours=12)
     membership_cache_ttl: Duration = timedelta(seconds=60)
@@ -304,10 +308,18 @@ class Settings(Strict):
     # until this long after it became due; unset: the request's own duration.
     grant_retry_for: Duration | None = None
 
+    # In an identity-provider outage an admin group's last known membership decides admin authorisation,
+    # when it is at most this old.
+    admin_outage_max_age: Duration = timedelta(hours=4)
+
     @model_validator(mode="after")
     def _retry_positive(self) -> Settings:
         if self.grant_retry_for is not None and self.grant_retry_for < timedelta(minutes=1):
             raise ValueError("settings.grant_retry_for must be at least 1m")
+        if self.grant_retry_for is not None and self.grant_retry_for > GRANT_RETRY_FOR_MAX:
+            raise ValueError(f"settings.grant_retry_for must be at most {GRANT_RETRY_FOR_MAX.days}d")
+        if self.admin_outage_max_age > timedelta(days=7):
+            raise ValueError("settings.admin_outage_max_age must be at most 7d")
         return self
 
     # Requests one person may submit in an hour (a runaway script, a loop of auto-approved requests).

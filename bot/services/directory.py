@@ -60,7 +60,8 @@ class Directory:
             task.exception()  # retrieved: its waiters (if any are left) raise it themselves
 
     async def group_members(self, policy: Policy, group: str) -> frozenset[str]:
-        """Emails (lower case) of ``group`` at the policy's directory connector."""
+        """Emails (lower case) of ``group``'s active members at the policy's directory connector (a member
+        whose account the listing says is suspended or disabled is left out)."""
         conn_name = policy.directory_connector
         key = (conn_name, group)
         ttl = policy.settings.membership_cache_ttl.total_seconds()
@@ -71,7 +72,8 @@ class Directory:
         generation = self._generation
 
         async def fetch() -> frozenset[str]:
-            members = frozenset(u.email.lower() for u in await self.connectors[conn_name].list_members(group))
+            members = frozenset(u.email.lower() for u in await self.connectors[conn_name].list_members(group)
+                                if u.active)  # a suspended or disabled account counts in no group
             if generation == self._generation:
                 self._groups[key] = (now, members)
             return members
@@ -91,9 +93,9 @@ class Directory:
             del self._in_group[key]
 
     async def contains(self, policy: Policy, principals: Principals, email: str) -> bool:
-        """Whether ``email`` is one of ``principals``: named, or in one of their groups — read from the
-        person's side (a few IdP calls, cached per person and group for ``membership_cache_ttl``), never
-        by listing the groups."""
+        """Whether ``email`` is one of ``principals``: named, or in one of their groups (never when the
+        provider says the account is suspended or disabled) — read from the person's side (a few IdP
+        calls, cached per person and group for ``membership_cache_ttl``), never by listing the groups."""
         email = email.lower()
         if email in principals.users:
             return True
@@ -110,7 +112,7 @@ class Directory:
         if not missing:
             return False
         user = await self.find_user(conn_name, email)
-        if user is None:
+        if user is None or not user.active:  # a suspended or disabled account counts in no group
             return False
         if (held := await self._groups_of(policy, conn_name, email, user, missing, ttl)) is not None:
             return any(g in held for g in missing)

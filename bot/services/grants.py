@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
+from bot.domain.policy import Eligibility
 from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_transition
 from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
@@ -39,26 +40,46 @@ _GRANT_LOCKED = select(Grant).where(Grant.id == bindparam("b_id")).with_for_upda
 _REVOKING_SAME_MEMBERSHIP = select(Grant.id).where(*HOLDER_BOUND, Grant.status == "revoking").limit(1)
 # One statement on the table, not a locked load and a flush of the ORM object (the claim is ours).
 _GRANTS = Grant.__table__  # type: ignore[attr-defined]
-# Compare-and-set: a revocation that handed this grant the membership meanwhile set it (False) already.
-_SET_PRE_MEMBER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"), _GRANTS.c.pre_member.is_(None))
+# Compare-and-set: a revocation that handed this grant the membership meanwhile set it (False) already; a
+# grant stopped meanwhile (cancelled, refused) is no longer 'granting' and records nothing.
+_SET_PRE_MEMBER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"), _GRANTS.c.pre_member.is_(None),
+                                         _GRANTS.c.status == "granting")
                    .values(pre_member=bindparam("b_pre")))
 _GRANT_PEEK = select(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
 _GRANT_ROW = _GRANT_PEEK.with_for_update()  # PostgreSQL: locked
 _REQUESTS = AccessRequest.__table__  # type: ignore[attr-defined]
 _REQUEST_OF = select(_REQUESTS.c.eligibility, _REQUESTS.c.requester, _REQUESTS.c.kind, _REQUESTS.c.ticket,
-                     _REQUESTS.c.ends_by).where(
+                     _REQUESTS.c.ends_by, _REQUESTS.c.duration_s, _REQUESTS.c.created_at, _REQUESTS.c.decided_at,
+                     _REQUESTS.c.starts_at).where(
     _REQUESTS.c.id == bindparam("b_id"))
 # the claim is ours: its grant goes again in two seconds (claimed_until cleared)
 _LATER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
           .values(next_attempt_at=bindparam("b_next"), claimed_until=None))
 
 
+def grant_due(req: Any) -> datetime:
+    """When an approved request's grant became due: its approval, or its scheduled start if later."""
+    due: datetime = max(req.decided_at or req.created_at, req.starts_at or req.created_at)
+    return due
+
+
 def grant_deadline(rt: Runtime, req: AccessRequest) -> datetime:
     """Until when a grant failing transiently is tried again: policy ``settings.grant_retry_for`` (default:
     the request's own duration) after it became due (approval, or the scheduled start)."""
-    due = max(req.decided_at or req.created_at, req.starts_at or req.created_at)
     retry_for = rt.policy.settings.grant_retry_for or timedelta(seconds=req.duration_s)
-    return due + retry_for
+    return grant_due(req) + retry_for
+
+
+def window_end(req: Any) -> datetime:
+    """The end of the window the approval covers: the approved duration from when the grant became due.
+    Time spent waiting (on the identity provider, on a claim) comes out of it, never on top of it."""
+    return grant_due(req) + timedelta(seconds=req.duration_s)
+
+
+def grant_expiry(req: AccessRequest, elig: Eligibility | None, now: datetime) -> datetime:
+    """When a grant carried out ``now`` ends: the duration the policy allows now (``allowed_seconds``)
+    from now, and never past the approved window (``window_end``)."""
+    return min(now + timedelta(seconds=allowed_seconds(req, elig)), window_end(req))
 
 
 class GrantService:
@@ -169,7 +190,7 @@ class GrantService:
         connector = rt.connector(g.connector)
         pre_member: bool | None = g.pre_member
         try:
-            why = (await self._not_allowed(req.eligibility, req.requester, req.kind)
+            why = (await self._not_allowed(req, g)
                    or await context_refusal(rt, eligibility=req.eligibility, kind=req.kind, ticket=req.ticket,
                                             ends_by=req.ends_by))
             if why is not None:
@@ -187,15 +208,21 @@ class GrantService:
             return
         await self._grant_done(g, user, added=result.added)
 
-    async def _not_allowed(self, eligibility: str, requester: str, kind: str) -> str | None:
-        """Why the policy *now* no longer allows carrying out an approved grant (its eligibility is gone, it
-        no longer allows break-glass, the requester is no longer a requestor), or None."""
-        rt = self.rt
+    async def _not_allowed(self, req: Any, g: Any) -> str | None:
+        """Why the policy *now* no longer allows carrying out an approved grant (its eligibility is gone, now
+        grants another target, no longer allows break-glass, the requester is no longer a requestor), or its
+        approved window is over; None when it may go ahead."""
+        rt, now, eligibility, requester = self.rt, self.rt.clock.now(), req.eligibility, req.requester
         elig = rt.eligibility(eligibility)
         if elig is None:
             return f"{eligibility} is no longer in the access policy"
-        if kind == BREAKGLASS and elig.break_glass is None:
+        if (elig.connector, elig.target.kind, elig.target.ref) != (g.connector, g.target_kind, g.target_id):
+            return (f"{eligibility} now grants {elig.target.kind} {elig.target.ref} at {elig.connector}, "
+                    f"not the {g.target_kind} {g.target_id} at {g.connector} that was approved; request it again")
+        if req.kind == BREAKGLASS and elig.break_glass is None:
             return f"{eligibility} no longer allows break-glass access"
+        if (end := window_end(req)) <= now:
+            return f"its approved window ended at {end:%Y-%m-%d %H:%M} UTC before it could be granted"
         if not await rt.directory.contains(rt.policy, elig.requestors, requester):
             return f"{requester} is no longer allowed to request {eligibility}"
         return None
@@ -239,11 +266,14 @@ class GrantService:
             assert g is not None  # claimed by this worker: never deleted
             owns = added or g.pre_member is False or g.owns_membership
             req = await read_request(unit, g.request_id, lock=True)
+            if g.status != "granting":  # stopped (cancelled, revoked, refused) while its IdP call was in flight
+                await self._granted_after_stop(unit, session, g, req, user, added=added, now=now)
+                return
             elig = rt.eligibility(req.eligibility)
             warn_before = elig.warn_before if elig else timedelta(minutes=15)
             g.status, g.owns_membership, g.user_idp_id, g.granted_at = "active", owns, user.id, now
-            # the maximum in force now, and never past the shift or ticket that justified it
-            g.expires_at = capped_expiry(req, now + timedelta(seconds=allowed_seconds(req, elig)))
+            # the maximum in force now, within the approved window, never past the shift or ticket behind it
+            g.expires_at = capped_expiry(req, grant_expiry(req, elig, now))
             g.warn_at = g.expires_at - warn_before if g.expires_at - warn_before > now else None
             g.claimed_until, g.next_attempt_at, g.last_error = None, None, None
             from_state = req.status
@@ -258,6 +288,29 @@ class GrantService:
             notices.tell_requester(session, at=now, snap=snap, event="active",
                                    text=f"You now have {req.eligibility} until {g.expires_at:%Y-%m-%d %H:%M} UTC.")
             await unit.flush()
+
+    async def _granted_after_stop(self, unit: Unit, session: Any, g: Grant, req: AccessRequest, user: IdpUser, *,
+                                  added: bool, now: datetime) -> None:
+        """The IdP call of a grant stopped meanwhile went through: the request stays as it was stopped, and
+        a membership the call added (``added``, or the person was no member before it) is removed by the
+        revocation pipeline. Audited, never raised: the membership must not be left behind."""
+        ours = added or g.pre_member is False
+        was = g.status
+        if ours and not (g.status == "revoking" and g.owns_membership):
+            if g.status != "revoking":  # a revocation already under way keeps its claim and schedule
+                g.claimed_until, g.next_attempt_at, g.ended_at = None, now, None
+            g.status, g.owns_membership = "revoking", True
+            g.end_reason = g.end_reason or "revoked"
+        g.user_idp_id = g.user_idp_id or user.id
+        snap = notices.describe(self.rt, req, await read_votes(unit, req.id), g)
+        await notices.record(self.rt, session, at=now, kind="granted_after_stop", actor=notices.SYSTEM, req=req,
+                             snap=snap, detail={"grant": g.id, "was": was, "added": added,
+                                                "cleanup": "membership removal scheduled" if ours
+                                                else "none: the person was a member before"},
+                             text=f"the identity provider carried out the grant after it was {req.status}"
+                                  + ("; removing the membership" if ours else ""))
+        await unit.flush()
+        self.rt.wake.set()
 
     async def _grant_failed(self, grant_id: str, exc: ConnectorError, *, holder: Any = None) -> None:
         """A grant's IdP call failed. A transient failure is tried again with backoff until the grant's

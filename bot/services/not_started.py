@@ -2,10 +2,11 @@
 
 A grant *has not started* while it waits for its start (a scheduled request, or put back before its first
 IdP call) and has never called the identity provider: status ``granting``, no recorded ``pre_member``, no
-attempt, ``next_attempt_at`` in the future. Such a grant never holds a membership: it is no heir when
-another grant of the same membership ends (bot/services/revocation.py), reconciliation does not count it
-as holding the membership (bot/services/reconcile.py), and its requester or an administrator can stop it
-(``stop_before_start``) with no IdP call.
+attempt, ``next_attempt_at`` in the future, and no live claim (a worker whose clock is ahead of this
+replica's may have claimed it and be calling the provider now). Such a grant never holds a membership:
+it is no heir when another grant of the same membership ends (bot/services/revocation.py),
+reconciliation does not count it as holding the membership (bot/services/reconcile.py), and its
+requester or an administrator can stop it (``stop_before_start``) with no IdP call.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, not_, select
+from sqlalchemy import and_, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.requests import PolicyViolation, Status, check_transition
@@ -28,13 +29,15 @@ _GRANTS = Grant.__table__  # type: ignore[attr-defined]
 def not_started(grant: Grant, now: datetime) -> bool:
     """Whether ``grant`` has not started (see the module docstring)."""
     return (grant.status == "granting" and grant.pre_member is None and grant.attempts == 0
-            and grant.next_attempt_at is not None and grant.next_attempt_at > now)
+            and grant.next_attempt_at is not None and grant.next_attempt_at > now
+            and (grant.claimed_until is None or grant.claimed_until <= now))
 
 
 def started_clause(now: datetime) -> Any:
     """SQL: the grant row is not a grant that has not started (``not_started`` as a condition)."""
     return not_(and_(_GRANTS.c.status == "granting", _GRANTS.c.pre_member.is_(None), _GRANTS.c.attempts == 0,
-                     _GRANTS.c.next_attempt_at > now))
+                     _GRANTS.c.next_attempt_at > now,
+                     or_(_GRANTS.c.claimed_until.is_(None), _GRANTS.c.claimed_until <= now)))
 
 
 async def waiting_grant(session: AsyncSession, req: AccessRequest, *, now: datetime) -> Grant:

@@ -149,28 +149,34 @@ class ReconcileService:
 
     async def _added_by_jitbot(self, connector: str, target: Target, people: dict[str, IdpUser]) -> set[str]:
         """Those of ``people`` (label → member) who were not members of ``target`` before the first of their
-        grants of it to be granted: the membership is jitbot's (not standing access it found). A grant is
-        matched to a member by IdP user id where it has one, else by email."""
+        grants of it to be granted: the membership is jitbot's (not standing access it found). A grant that
+        found them no member but was never granted (stopped, or failed, while its IdP call was in flight)
+        counts too, unless a granted grant found them a member. A grant is matched to a member by IdP user id
+        where it has one, else by email."""
         if not people:
             return set()
         emails = {u.email.lower(): label for label, u in people.items() if u.email}
         ids = {u.id: label for label, u in people.items() if u.id}
         async with self.rt.db.sessions() as session:
-            rows = await session.execute(select(col(Grant.user_idp_id), col(Grant.user_email), col(Grant.pre_member))
-                                         .where(col(Grant.connector) == connector,
-                                                col(Grant.target_kind) == target.kind.value,
-                                                col(Grant.target_id) == target.id,
-                                                or_(col(Grant.user_email).in_(list(emails)),
-                                                    col(Grant.user_idp_id).in_(list(ids))),
-                                                col(Grant.pre_member).is_not(None), col(Grant.granted_at).is_not(None))
-                                         .order_by(col(Grant.granted_at)))
-            first: dict[str, bool] = {}
-            for idp_id, email, pre_member in rows:
-                label = ids.get(idp_id) if idp_id else None
-                label = label or emails.get(email.lower())
-                if label is not None:
-                    first.setdefault(label, bool(pre_member))
-        return {label for label, was_member in first.items() if not was_member}
+            rows = (await session.execute(
+                select(col(Grant.user_idp_id), col(Grant.user_email), col(Grant.pre_member), col(Grant.granted_at))
+                .where(col(Grant.connector) == connector, col(Grant.target_kind) == target.kind.value,
+                       col(Grant.target_id) == target.id,
+                       or_(col(Grant.user_email).in_(list(emails)), col(Grant.user_idp_id).in_(list(ids))),
+                       col(Grant.pre_member).is_not(None)))).all()
+        first: dict[str, bool] = {}
+        never_granted: set[str] = set()
+        for idp_id, email, pre_member, granted_at in sorted(rows, key=lambda r: (r[3] is None, r[3] or 0)):
+            label = ids.get(idp_id) if idp_id else None
+            label = label or emails.get(email.lower())
+            if label is None:
+                continue
+            if granted_at is not None:
+                first.setdefault(label, bool(pre_member))
+            elif pre_member is False:
+                never_granted.add(label)
+        return ({label for label, was_member in first.items() if not was_member}
+                | {label for label in never_granted if label not in first})
 
     async def _standing_at_grant(self, connector: str, target: Target) -> _People:
         """Members whose latest grant of the target found them members already (``pre_member``): standing

@@ -102,7 +102,6 @@ def open_layer(req: AccessRequest, elig: Eligibility, layer: int, now: datetime,
     req.escalate_at = now + spec.escalate_after if spec.escalate_after else None
 
 
-
 def allowed_seconds(req: AccessRequest, elig: Eligibility | None) -> int:
     """How long ``req``'s access may last under the policy in force now: its own duration, capped to
     the eligibility's current maximum (break-glass: its break-glass maximum). The policy may have

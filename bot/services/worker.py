@@ -18,6 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.services.admin import AdminService
 from bot.services.breakglass import BreakGlassService
 from bot.services.claims import dead_instances, release_claims
 from bot.services.due_probe import NEXT_DUE, due_kinds
@@ -129,7 +130,8 @@ class Worker:
         for name, sweep in (("reconcile", ReconcileService(self.rt).run_if_due),  # IdP vs grants, every 15 min
                             ("recovery watch", RecoveryWatch(self.rt).run_if_due),  # sign-ins, every 5 min
                             ("ticket watch", TicketWatch(self.rt).run_if_due),  # end_with_ticket, every poll_every
-                            ("outbox prune", OutboxPrune(self.rt).run_if_due)):  # delivered messages, hourly
+                            ("outbox prune", OutboxPrune(self.rt).run_if_due),  # delivered messages, hourly
+                            ("admin groups", AdminService(self.rt).refresh_if_due)):  # outage fallback, 15 min
             try:
                 await sweep()
             except Exception:  # the next full pass starts it again

@@ -323,3 +323,16 @@ async def test_revoking_from_a_deleted_group_or_of_a_deleted_account_is_success(
     await connector.revoke(alice, Target(TargetKind.GROUP, "gone@example.com"), grant_id="g1")
     del fake.users[alice.id]
     await connector.revoke(alice, PROD, grant_id="g1")
+
+
+async def test_a_suspended_user_is_read_as_inactive(
+    fake: FakeGoogleWorkspace, connector: GoogleWorkspaceConnector, nested: dict[str, str]
+) -> None:
+    fake.suspend(nested["erin"])
+    fake.suspend(nested["dave"])
+    user = await connector.find_user("erin@example.com")
+    assert user is not None and not user.active
+    direct = {m.email: m.active for m in await connector.list_members("oncall@example.com")}
+    assert direct == {"dave@example.com": False}
+    derived = {m.email: m.active for m in await connector.list_members("prod-admins@example.com")}
+    assert derived == {"dave@example.com": False, "erin@example.com": False}

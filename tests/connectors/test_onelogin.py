@@ -219,3 +219,13 @@ async def test_no_secret_in_logs_or_errors(fake: FakeOneLogin, caplog: pytest.Lo
     )
     assert SECRET not in text and token not in text
     assert any(not c.ok and "client_secret" in c.message for c in checks)
+
+
+async def test_a_suspended_user_is_read_as_inactive(fake: FakeOneLogin, connector: OneLoginConnector) -> None:
+    bob, carol = fake.add_user("bob@example.com", "Bob"), fake.add_user("carol@example.com", "Carol")
+    rid = fake.add_role("Approvers", [bob, carol])
+    fake.set_status(bob, 2)  # suspended
+    user = await connector.find_user("bob@example.com")
+    assert user is not None and not user.active
+    active = {m.email: m.active for m in await connector.list_members(f"role:{rid}")}
+    assert active == {"bob@example.com": False, "carol@example.com": True}

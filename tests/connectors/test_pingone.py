@@ -209,3 +209,13 @@ async def test_no_secret_in_logs_or_errors(fake: FakePingOne, caplog: pytest.Log
     )
     assert SECRET not in text and token not in text
     assert any(not c.ok and "client_secret" in c.message for c in checks)
+
+
+async def test_a_disabled_user_is_read_as_inactive(fake: FakePingOne, connector: PingOneConnector) -> None:
+    _, paged = groups(fake)
+    uid = next(u for u, v in fake.users.items() if v["email"] == "eng0@example.com")
+    fake.set_enabled(uid, False)
+    user = await connector.find_user("eng0@example.com")
+    assert user is not None and not user.active
+    active = {m.email: m.active for m in await connector.list_members(paged)}
+    assert active["eng0@example.com"] is False and active["alice@example.com"] is True

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from bot.domain.requests import PolicyViolation
-from bot.policy_file import parse_policy
+from bot.policy_file import PolicyError, parse_policy
 from bot.services.admin import AdminService
 from bot.services.clock import ManualClock
 from bot.slack.admin import admin_command
-from connectors.base import Transient
+from connectors.base import ConnectorError, IdpUser, NotFound, PermissionDenied, Target, TargetKind, Transient
 from connectors.memory import MemoryConnector
 from storage.tables import Event
 from tests.conftest import POLICY, DbFactory
@@ -68,3 +68,75 @@ async def test_with_no_membership_stored_an_outage_refuses_clearly(
     _idp_down(monkeypatch)
     with pytest.raises(PolicyViolation, match="identity provider did not answer for security"):
         await admin_command(AdminService(s.rt), "dave@example.com", ["pending"])
+
+
+def _idp_says(monkeypatch: pytest.MonkeyPatch, error: ConnectorError) -> None:
+    async def failing(self: MemoryConnector, group: str) -> Any:
+        raise error
+
+    monkeypatch.setattr(MemoryConnector, "list_members", failing)
+
+
+async def _remove_from_security(s: Stack, email: str) -> None:
+    await s.rt.connectors["demo"].revoke(IdpUser(id=email, email=email), Target(TargetKind.GROUP, "security"),
+                                         grant_id="test")
+
+
+@pytest.mark.parametrize("error", [
+    NotFound("GET /groups/security/members: 404", user_message="the group security does not exist"),
+    PermissionDenied("GET /groups/security/members: 403", user_message="jitbot may not read security"),
+], ids=["group deleted", "permission denied"])
+async def test_only_an_outage_falls_back_on_the_stored_membership(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, error: ConnectorError) -> None:
+    s = await _stack(db_factory, clock)
+    admin = AdminService(s.rt)
+    assert (await admin.check_admin("dave@example.com")).note is None  # stored
+    clock.advance(timedelta(minutes=5))
+    s.rt.directory.invalidate()
+    _idp_says(monkeypatch, error)
+    with pytest.raises(PolicyViolation, match=f"could not check.*{error.user_message}"):
+        await admin.check_admin("dave@example.com")
+    monkeypatch.undo()
+    if isinstance(error, NotFound):  # the group is gone: an outage afterwards finds no one in it
+        _idp_down(monkeypatch)
+        s.rt.directory.invalidate()
+        with pytest.raises(PolicyViolation, match="Only JIT administrators"):
+            await admin.check_admin("dave@example.com")
+
+
+async def test_a_stored_membership_older_than_the_limit_decides_nothing(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = await _stack(db_factory, clock)
+    admin = AdminService(s.rt)
+    await admin.check_admin("dave@example.com")
+    clock.advance(timedelta(hours=4, minutes=1))  # settings.admin_outage_max_age: 4h by default
+    s.rt.directory.invalidate()
+    _idp_down(monkeypatch)
+    with pytest.raises(PolicyViolation, match="4h1m old, older than the 4h settings.admin_outage_max_age"):
+        await admin.check_admin("dave@example.com")
+
+
+async def test_the_worker_keeps_the_stored_membership_current(
+        db_factory: DbFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = await _stack(db_factory, clock)
+    admin = AdminService(s.rt)
+    await admin.check_admin("dave@example.com")
+    await _remove_from_security(s, "dave@example.com")  # nobody uses an admin command afterwards
+    for _ in range(3):  # every 15 minutes the worker reads the admin groups again
+        clock.advance(timedelta(minutes=15))
+        s.rt.directory.invalidate()
+        await s.worker.tick()
+    clock.advance(timedelta(hours=1))
+    s.rt.directory.invalidate()
+    _idp_down(monkeypatch)
+    with pytest.raises(PolicyViolation, match="Only JIT administrators.*as last seen 1h ago"):
+        await admin.check_admin("dave@example.com")
+    assert (await admin.check_admin("carol@example.com")).note is not None  # still in it: still an admin
+
+
+def test_admin_outage_max_age_is_a_bounded_setting() -> None:
+    assert parse_policy(GROUP_ADMINS, env={}).policy.settings.admin_outage_max_age == timedelta(hours=4)
+    with pytest.raises(PolicyError, match="admin_outage_max_age must be at most 7d"):
+        parse_policy(GROUP_ADMINS.replace('audit_channel: "#jit-audit"',
+                                          'audit_channel: "#jit-audit"\nsettings: {admin_outage_max_age: 30d}'),
+                     env={})

@@ -110,8 +110,14 @@ class FakeEntra:
         uid = str(uuid.uuid4())
         upn = mail.replace("@", "_") + "#EXT#@tenant.onmicrosoft.com" if guest else mail.replace("@", "_upn@")
         self.users[uid] = {"@odata.type": "#microsoft.graph.user", "id": uid, "displayName": name,
-                           "mail": mail, "userPrincipalName": upn, "userType": "Guest" if guest else "Member"}
+                           "mail": mail, "userPrincipalName": upn, "userType": "Guest" if guest else "Member",
+                           "accountEnabled": True}
         return uid
+
+    def set_enabled(self, uid: str, enabled: bool) -> None:
+        """``accountEnabled`` (Graph, user resource type: "true if the account is enabled; otherwise,
+        false"), returned when ``$select`` names it, as every property outside the default set."""
+        self.users[uid]["accountEnabled"] = enabled
 
     def add_group(self, name: str, members: list[str] | None = None) -> str:
         gid = str(uuid.uuid4())

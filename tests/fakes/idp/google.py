@@ -119,8 +119,13 @@ class FakeGoogleWorkspace:
             "primaryEmail": email.lower(),
             "name": {"fullName": name or email},
             "isAdmin": email.lower() == self.subject,
+            "suspended": False,
         }
         return uid
+
+    def suspend(self, uid: str) -> None:
+        """A suspended user (the Directory API's User ``suspended``; members.list says ``status`` SUSPENDED)."""
+        self.users[uid]["suspended"] = True
 
     def add_group(self, email: str, members: list[str] = ()) -> str:  # type: ignore[assignment]
         """A group; ``members`` are user ids and group ids (a nested group)."""
@@ -353,7 +358,7 @@ class FakeGoogleWorkspace:
                 "email": self.users[key]["primaryEmail"],
                 "role": "MEMBER",
                 "type": "USER",
-                "status": "ACTIVE",
+                "status": "SUSPENDED" if self.users[key].get("suspended") else "ACTIVE",
             }
         inner = self._group(key)
         assert inner is not None

@@ -88,6 +88,10 @@ class FakeOneLogin:
         }
         return uid
 
+    def set_status(self, uid: int, status: int) -> None:
+        """OneLogin's user ``status`` (API v2 Users: 1 active, 2 suspended, 3 locked, ...)."""
+        self.users[uid]["status"] = status
+
     def add_role(self, name: str, users: list[int] = ()) -> int:  # type: ignore[assignment]
         rid = next(self._ids)
         self.roles[rid] = {"id": rid, "name": name, "users": set(users)}

@@ -87,6 +87,10 @@ class FakePingOne:
         }
         return uid
 
+    def set_enabled(self, uid: str, enabled: bool) -> None:
+        """PingOne's user ``enabled`` (Users API: whether the user can sign on)."""
+        self.users[uid]["enabled"] = enabled
+
     def add_group(self, members: list[str] = ()) -> str:  # type: ignore[assignment]
         gid = str(uuid.uuid4())
         self.groups[gid] = set(members)
