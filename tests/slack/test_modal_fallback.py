@@ -92,4 +92,6 @@ async def test_an_idp_slower_than_the_trigger_gets_a_button_and_the_retry_is_ser
         calls = fake.api_calls
         res = await env.sender.click("U1ALICE", offer.channel, offer.message_ts, ids.OPEN_REQUEST)
         assert res.status == 200 and len(env.slack.modal_stack("U1ALICE")) == 1
-        assert fake.api_calls - calls <= 2  # the slow reads went on in the background and were kept
+        # the slow lookup went on in the background and was kept: what is left is the person's groups and, once
+        # per process, the policy's group names (Okta ids by name)
+        assert fake.api_calls - calls <= 5, fake.requests[calls:]
