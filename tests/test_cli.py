@@ -222,7 +222,8 @@ def test_access_list_json_shows_status_and_expiry(db_file: Path, capsys: pytest.
     assert [(r["eligibility"], r["requester"], r["status"]) for r in rows] == [  # newest first
         ("prod-admin", "erin@example.com", "pending"), ("readonly", "bob@example.com", "active"),
         ("prod-admin", "alice@example.com", "active")]
-    assert rows[2]["expires_at"] == "2026-01-05T10:01:00+00:00" and rows[2]["ticket"] == "OPS-1"
+    # approved at 08:00 for 2h, granted a minute later: the wait comes out of the approved window
+    assert rows[2]["expires_at"] == "2026-01-05T10:00:00+00:00" and rows[2]["ticket"] == "OPS-1"
     assert rows[0]["expires_at"] is None and rows[0]["layer"] == "1/2"
 
 
