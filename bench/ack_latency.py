@@ -27,9 +27,9 @@ from bench.common import machine, pct
 from bot.domain.requests import PolicyViolation
 from bot.fakes import FakeSlack, SlackSender
 from bot.policy_file import parse_policy
+from bot.services.background.worker import Worker
 from bot.services.clock import SystemClock
-from bot.services.outbox import OutboxDispatcher
-from bot.services.worker import Worker
+from bot.services.outbox.dispatcher import OutboxDispatcher
 from bot.slack import ids
 from bot.slack.app import build_app
 from bot.slack.notifier import SlackNotifier

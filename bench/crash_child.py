@@ -18,9 +18,9 @@ from typing import Any
 from bot.bootstrap import build_runtime
 from bot.domain.requests import PolicyViolation
 from bot.policy_file import load_policy
-from bot.services.outbox import Delivery, OutboxDispatcher
-from bot.services.requests import RequestService
-from bot.services.worker import Worker
+from bot.services.background.worker import Worker
+from bot.services.outbox.dispatcher import Delivery, OutboxDispatcher
+from bot.services.requesting.requests import RequestService
 
 
 class FileNotifier:

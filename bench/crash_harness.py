@@ -34,7 +34,7 @@ import asyncpg
 from sqlalchemy import select
 
 from bench.common import pg_dsn, pg_url
-from bot.services.audit import verify_chain
+from bot.services.auditing.audit import verify_chain
 from storage.db import Database
 from storage.tables import Grant, Membership, OutboxMessage
 

@@ -19,11 +19,11 @@ from sqlalchemy import func, insert, select
 
 from bench.common import RecordingIdp, machine
 from bot.policy_file import parse_policy
+from bot.services.background.worker import Worker
 from bot.services.clock import SystemClock
 from bot.services.directory import Directory
-from bot.services.outbox import OutboxDispatcher, RecordingNotifier
+from bot.services.outbox.dispatcher import OutboxDispatcher, RecordingNotifier
 from bot.services.runtime import Runtime
-from bot.services.worker import Worker
 from connectors.resilience import ResilientConnector
 from storage.db import Database
 from storage.tables import AccessRequest, Event, Grant

@@ -22,12 +22,12 @@ from sqlalchemy import insert
 
 from bench.common import RecordingIdp, machine, pct, rss_mb
 from bot.policy_file import parse_policy
+from bot.services.access.reconcile import SCHEDULE_KEY
+from bot.services.background.worker import Worker
 from bot.services.clock import Clock, SystemClock
 from bot.services.directory import Directory
-from bot.services.outbox import OutboxDispatcher, RecordingNotifier
-from bot.services.reconcile import SCHEDULE_KEY
+from bot.services.outbox.dispatcher import OutboxDispatcher, RecordingNotifier
 from bot.services.runtime import Runtime
-from bot.services.worker import Worker
 from storage.db import Database
 from storage.tables import AccessRequest, Event, Grant, KeyValue
 

@@ -36,11 +36,11 @@ from bench.mass_expiry import policy, seed
 from bot.fakes import FakeSlack
 from bot.fakes.slack_tiers import METHOD_TIERS, POST_MESSAGE_PER_MINUTE, TIER_PER_MINUTE
 from bot.policy_file import parse_policy
+from bot.services.background.worker import Worker
 from bot.services.clock import SystemClock
 from bot.services.directory import Directory
-from bot.services.outbox import OutboxDispatcher
+from bot.services.outbox.dispatcher import OutboxDispatcher
 from bot.services.runtime import Runtime
-from bot.services.worker import Worker
 from bot.slack.notifier import SlackNotifier
 from connectors.resilience import ResilientConnector
 from storage.db import Database

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from bot.policy_file import LoadedPolicy
+from bot.services.access.memberships import DatabaseMembershipStore
+from bot.services.background.clock_guard import ClockGuard
 from bot.services.clock import Clock, SystemClock
-from bot.services.clock_guard import ClockGuard
 from bot.services.directory import Directory
-from bot.services.memberships import DatabaseMembershipStore
 from bot.services.runtime import Runtime
 from connectors.base import Connector
 from connectors.registry import build_connector

@@ -113,7 +113,7 @@ def cmd_access_list(args: argparse.Namespace) -> int:
 
 def _anchors(args: argparse.Namespace) -> list[Any]:
     """The anchors given with ``--anchor LINE`` and ``--anchors FILE`` (lines copied from Slack)."""
-    from bot.services.audit_anchor import AnchorError, parse_anchors
+    from bot.services.auditing.audit_anchor import AnchorError, parse_anchors
 
     found = []
     try:
@@ -137,7 +137,7 @@ def _anchors(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from bot.services.audit_check import verify_log
+    from bot.services.auditing.audit_check import verify_log
 
     anchors = _anchors(args)
     report = _run_db(args, lambda db: verify_log(db, anchors))
@@ -162,7 +162,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from bot.services.audit import export_events
+    from bot.services.auditing.audit import export_events
 
     text = _run_db(args, lambda db: export_events(db, fmt=args.format, since=args.since))
     if args.output:

@@ -11,7 +11,7 @@ from typing import Any
 
 from bot import gc_tuning
 from bot.cli_support import CliError, configured_policy, configured_settings, database_url, lazy_command
-from bot.services.outbox import Delivery, Notifier
+from bot.services.outbox.dispatcher import Delivery, Notifier
 from bot.services.runtime import Runtime
 
 log = logging.getLogger("jitbot")
@@ -68,8 +68,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 async def run_worker(args: argparse.Namespace) -> int:
     from bot.bootstrap import build_runtime, close_runtime
     from bot.governance.reload import PolicyReloader
-    from bot.services.outbox import OutboxDispatcher
-    from bot.services.worker import Worker
+    from bot.services.background.worker import Worker
+    from bot.services.outbox.dispatcher import OutboxDispatcher
 
     loaded = configured_policy(args)
     if configured_settings().SLACK_BOT_TOKEN is None and not args.log_messages:

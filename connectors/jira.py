@@ -1,6 +1,6 @@
 """Jira Cloud REST API v3, read only: one issue's summary, status and project
 (``GET /rest/api/3/issue/{key}?fields=summary,status,project``), with basic auth (account email + API
-token). Used for ticket checks (bot/services/tickets.py).
+token). Used for ticket checks (bot/services/context/tickets.py).
 
 Plain aiohttp, not the ``jira`` package: that one is built on ``requests`` (blocking) and reads the
 server's info on connect; one GET is all jitbot needs.

@@ -1,5 +1,5 @@
 """PagerDuty REST API v2, read only: who is on call now (``GET /oncalls``) and a person's user id by email
-(``GET /users?query=``). Used for on-call approval (bot/services/on_call.py), never to grant anything.
+(``GET /users?query=``). Used for on-call approval (bot/services/context/on_call.py), never to grant anything.
 
 Plain aiohttp, not the official ``pagerduty`` client (PyPI ``pagerduty``, formerly ``pdpyras``): that
 client is built on ``requests`` and blocks, and jitbot's event loop also answers Slack; it would need a

@@ -12,7 +12,7 @@ in an ordinary session. Callers see one interface (``CoreTx``) and rows with att
 
 Audit events and outbox messages written in a Core transaction (``append_event``, ``enqueue``) wait in
 its ``info`` as in a session's; on SQLite the hooks registered in ``BEFORE_COMMIT`` write them just
-before ``COMMIT``, as the session's ``before_commit`` listeners do (bot/services/audit.py, outbox_write.py).
+before ``COMMIT``, as the session's ``before_commit`` listeners do (bot/services/auditing/audit.py, outbox_write.py).
 Model rows are read and written as plain objects with storage/records.py. What needs the ORM's
 identity map, relationships or autoflush stays on ``Database.transaction()``.
 """

@@ -139,7 +139,7 @@ class Database:
         # Set after every commit that added outbox messages while no dispatcher ran in this process (or
         # that one had no room): the dispatcher's claim pass takes them.
         self.outbox_ready = asyncio.Event()
-        # The running outbox dispatcher of this process (bot/services/outbox.py), if any: commits claim
+        # The running outbox dispatcher of this process (bot/services/outbox/dispatcher.py), if any: commits claim
         # their new messages for it and hand them over.
         self.outbox_taker: Any = None
         # SQLite has one writer: writers of this process queue here (first come, first served) instead
@@ -207,7 +207,7 @@ class Database:
         self._committed(session.info)
 
     def _committed(self, info: dict[str, Any]) -> None:
-        """After a commit: its outbox messages to the dispatcher (bot/services/outbox_write.py), then what
+        """After a commit: its outbox messages to the dispatcher (bot/services/outbox/write.py), then what
         the transaction asked to run once committed (``after_commit``)."""
         taker = info.get("outbox_taker")
         if taker is not None and (claimed := info.get("outbox_claimed")):

@@ -3,8 +3,8 @@
 ``session.execute(statement, params)`` takes SQLAlchemy's whole execution path on every call: the
 session's connection lookup, the compiled-cache key, parameter construction and processing, the cursor
 result and its rows — about 150 µs of CPU for a statement SQLite itself runs in a few. The statements run
-for every audit event and every outbox message (``before_commit`` hooks: bot/services/audit.py and
-bot/services/outbox_write.py) are few and fixed, so ``Prepared`` does that work once: the SQL text, the
+for every audit event and every outbox message (``before_commit`` hooks: bot/services/auditing/audit.py and
+bot/services/outbox/write.py) are few and fixed, so ``Prepared`` does that work once: the SQL text, the
 order of its parameters, each parameter's bind processor and each RETURNING column's result processor,
 all taken from the column types themselves (so UTC datetimes and JSON are stored exactly as SQLAlchemy
 stores them). ``run`` then only formats values and calls the DB-API cursor, in the caller's transaction.

@@ -54,7 +54,7 @@ class ApprovalLayer(Strict):
     # Outside the policy's business hours the layer goes straight to these approvers instead.
     after_hours: Principals | None = None
     step_up: StepUp | None = None  # approvals of this layer need a fresh sign-in (overrides the eligibility's)
-    # A requester on call now (PagerDuty) passes this layer at once (bot/services/on_call.py).
+    # A requester on call now (PagerDuty) passes this layer at once (bot/services/context/on_call.py).
     auto_approve_when: AutoApproveWhen | None = None
 
     def approver_set(self, *, after_hours: bool) -> Principals:
@@ -216,7 +216,7 @@ class Eligibility(Strict):
     default_duration: Duration | None = None
     warn_before: Duration = timedelta(minutes=15)
     # True: a ticket reference is required; ``{jira: ...}``: it must be a Jira issue in an allowed project
-    # and status (bot/services/tickets.py).
+    # and status (bot/services/context/tickets.py).
     require_ticket: bool | TicketRequirement = False
     # Every layer is passed at once by a requester on call now (as if each layer said so).
     auto_approve_when: AutoApproveWhen | None = None

@@ -8,6 +8,6 @@ replicas; ``cloudevent.py`` turns an event into a CloudEvents 1.0 JSON event; ``
 signed per Standard Webhooks; ``syslog.py`` as RFC 5424 over TLS (RFC 5425); ``stream.py`` runs the
 sinks; ``metrics.py`` reports each sink's lag; ``commands.py`` is ``jitbot events replay``.
 
-Errors: a sink raises ``bot.services.delivery.RetryLater`` when it could not take an event (the stream
+Errors: a sink raises ``bot.services.outbox.delivery.RetryLater`` when it could not take an event (the stream
 backs off and sends it again, from that event on, in order).
 """

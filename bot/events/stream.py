@@ -27,7 +27,7 @@ from bot.events.cloudevent import to_cloudevent
 from bot.events.syslog import SyslogSink
 from bot.events.webhook import WebhookSink
 from bot.services.clock import Clock
-from bot.services.delivery import RetryLater
+from bot.services.outbox.delivery import RetryLater
 from storage.db import Database
 
 log = logging.getLogger(__name__)

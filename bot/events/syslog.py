@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain.policy import EventSink
-from bot.services.delivery import RetryLater
+from bot.services.outbox.delivery import RetryLater
 
 FACILITY_LOG_AUDIT = 13  # RFC 5424 table 1
 SEVERITY_INFORMATIONAL = 6

@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 
 from bot.domain.policy import EventSink
 from bot.events.cloudevent import body
-from bot.services.delivery import RetryLater
+from bot.services.outbox.delivery import RetryLater
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 

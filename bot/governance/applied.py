@@ -20,8 +20,8 @@ from sqlmodel import col
 from bot.governance.plan import Plan, definitions, global_settings, make_plan
 from bot.policy_file import LoadedPolicy
 from bot.services import kvstate, policy_version
-from bot.services.audit import append_event
-from bot.services.outbox import AUDIT_LANE, enqueue
+from bot.services.auditing.audit import append_event
+from bot.services.outbox.dispatcher import AUDIT_LANE, enqueue
 from storage.db import Database
 from storage.tables import EligibilityRow
 

@@ -20,7 +20,7 @@ from typing import Any
 from bot.domain.policy import Email, Policy
 from bot.notify.mail import EmailNotifier
 from bot.notify.render import recipient
-from bot.services.outbox import Delivery, Notifier, PermanentFailure, deliver_all, deliver_each, fitting
+from bot.services.outbox.dispatcher import Delivery, Notifier, PermanentFailure, deliver_all, deliver_each, fitting
 from bot.services.runtime import Runtime
 
 log = logging.getLogger(__name__)

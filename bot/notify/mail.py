@@ -18,7 +18,7 @@ import aiosmtplib
 
 from bot.domain.policy import Email
 from bot.notify.render import Mail, render
-from bot.services.outbox import Delivery, PermanentFailure, RetryLater
+from bot.services.outbox.dispatcher import Delivery, PermanentFailure, RetryLater
 
 log = logging.getLogger(__name__)
 

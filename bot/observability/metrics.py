@@ -151,7 +151,7 @@ async def exposition(rt: Runtime, *, local: dict[str, float]) -> bytes:
     mine = GaugeMetricFamily("jitbot_policy_version", "The policy version this process runs", labels=["sha256"])
     mine.add_metric([rt.loaded.sha256[:12]], rt.policy_version)
     found.append(mine)
-    guard = rt.clock_guard  # the database's clock minus ours (bot/services/clock_guard.py)
+    guard = rt.clock_guard  # the database's clock minus ours (bot/services/background/clock_guard.py)
     if guard is not None and guard.skew is not None:
         found += [_gauge("jitbot_clock_skew_seconds", "The database's clock minus this process's",
                          round(guard.skew.total_seconds(), 3)),

@@ -17,10 +17,10 @@ from bot.bootstrap import build_runtime, close_runtime
 from bot.fakes import BotResponse, FakeSlack, Message, SlackSender, View, ViewInputError
 from bot.playground.vendors import PlaygroundVendors
 from bot.policy_file import LoadedPolicy
+from bot.services.background.worker import Worker
 from bot.services.clock import OffsetClock
-from bot.services.outbox import OutboxDispatcher
+from bot.services.outbox.dispatcher import OutboxDispatcher
 from bot.services.runtime import Runtime
-from bot.services.worker import Worker
 from bot.slack.app import build_app
 from bot.slack.client import web_client
 from bot.slack.notifier import SlackNotifier

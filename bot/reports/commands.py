@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bot.cli_support import configured_policy, err, run_db
 from bot.reports.chart import weekly_chart_png
-from bot.reports.render import RENDERERS
-from bot.reports.review import Review, build_review
+from bot.services.review import Review, build_review
+from bot.services.review_render import RENDERERS
 from storage.db import Database
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import or_, select
 from bot.domain.durations import format_duration
 from bot.domain.requests import BREAKGLASS, PolicyViolation, Status
 from bot.services import kvstate, notices
-from bot.services.grants import GrantService
+from bot.services.access.grants import GrantService
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, NotFound, RateLimited, Transient
 from storage.tables import AccessRequest, Grant

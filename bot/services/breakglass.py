@@ -20,7 +20,7 @@ from bot.domain.policy import Eligibility
 from bot.domain.requests import BREAKGLASS as KIND
 from bot.domain.requests import PolicyViolation, Status, Submission, validate_submission
 from bot.services import notices
-from bot.services.requests import RequestService, load_request
+from bot.services.requesting.requests import RequestService, load_request
 from bot.services.runtime import Runtime, new_id
 from storage.records import Unit, build
 from storage.tables import AccessRequest
@@ -139,7 +139,7 @@ class BreakGlassService:
 
     async def run_review_reminders(self, limit: int = 200) -> int:
         """Remind the reviewers of every unreviewed break-glass use whose reminder is due."""
-        from bot.services.reminders import due_request_ids
+        from bot.services.requesting.reminders import due_request_ids
 
         rt, now = self.rt, self.rt.clock.now()
         every = rt.policy.settings.break_glass_review_every

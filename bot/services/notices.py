@@ -15,7 +15,7 @@ Outbox kinds (the contract every ``Notifier`` implements):
   break-glass use after the fact.
 * ``review_update``    — ``{request, outcome}``: every copy of the review request shows ``outcome``.
 * ``report``           — ``{text, since, until, weekly}``: the scheduled access review (Markdown) for the
-  audit channel; ``weekly`` is ``[[week, granted_h, baseline_h], …]`` (bot/services/scheduled.py).
+  audit channel; ``weekly`` is ``[[week, granted_h, baseline_h], …]`` (bot/services/background/scheduled.py).
 * ``transition_notice``— ``{email, eligibility, text}``: DM a standing member before their standing
   access ends (bot/services/transition.py).
 """
@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.services import outbox_sql
-from bot.services.audit import append_event
-from bot.services.outbox import AUDIT_LANE, enqueue
+from bot.services.auditing.audit import append_event
+from bot.services.outbox import sql as outbox_sql
+from bot.services.outbox.dispatcher import AUDIT_LANE, enqueue
 from bot.services.runtime import Runtime
 from storage.core_tx import CoreTx, Writer
 from storage.tables import AccessRequest, ApprovalVote, Grant
@@ -63,7 +63,7 @@ def snapshot(req: AccessRequest, votes: Sequence[ApprovalVote] = (), grant: Gran
                       for v in votes],
         "expires_at": grant.expires_at.isoformat() if grant and grant.expires_at else None,
         "granted_at": grant.granted_at.isoformat() if grant and grant.granted_at else None,
-        "context": req.context,  # approval context: the Jira ticket, the on-call shift (bot/services/tickets.py)
+        "context": req.context,  # approval context: the Jira ticket, the on-call shift (services/context/tickets.py)
     }
 
 

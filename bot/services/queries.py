@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.domain.requests import Status
-from bot.services.approvals import layer_approvers
 from bot.services.notices import describe
-from bot.services.requests import load_votes
+from bot.services.requesting.approvals import layer_approvers
+from bot.services.requesting.requests import load_votes
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest, Grant
 

@@ -45,7 +45,7 @@ class Runtime:
     # frees its own claims at once instead of waiting for their leases to run out.
     instance_id: str = field(default_factory=socket.gethostname)
     # Set whenever a grant or a revocation became due now, so that the worker does not wait for its next
-    # tick; its pass then looks at those only (bot/services/worker.py), the rest comes with the tick.
+    # tick; its pass then looks at those only (bot/services/background/worker.py), the rest comes with the tick.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Set by a running worker (GrantService.adopt): a grant approved in this process is claimed by the
     # approving transaction and handed to it after the commit, instead of a wake and a pass's claim.
@@ -54,10 +54,10 @@ class Runtime:
     # when the database has it. Without a follower (tests' stacks, the playground) nothing is checked.
     policy_version: int = 0
     follower: Follower | None = None
-    # The skew bound between this replica's clock and the database's (bot/services/clock_guard.py): the
+    # The skew bound between this replica's clock and the database's (bot/services/background/clock_guard.py): the
     # worker does nothing judged by time while it is exceeded. None: not measured (tests, the playground).
     clock_guard: SkewGuard | None = None
-    # Delivered outbox messages older than this are deleted (bot/services/outbox_prune.py); None keeps them.
+    # Delivered outbox messages older than this are deleted (bot/services/outbox/prune.py); None keeps them.
     outbox_retention: timedelta | None = timedelta(days=14)
     # PagerDuty and Jira clients (approval context), built from the policy when first used.
     context: ContextClients = field(default_factory=ContextClients)

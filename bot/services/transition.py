@@ -20,8 +20,8 @@ from sqlmodel import col
 
 from bot.domain.policy import Eligibility
 from bot.services import kvstate
-from bot.services.audit import append_event
-from bot.services.outbox import AUDIT_LANE, enqueue
+from bot.services.auditing.audit import append_event
+from bot.services.outbox.dispatcher import AUDIT_LANE, enqueue
 from bot.services.runtime import Runtime
 from connectors.base import IdpUser, Target, TargetKind, members_ref
 from storage.tables import AccessRequest, Grant, TransitionNotice, TransitionRemoval

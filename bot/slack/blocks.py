@@ -32,7 +32,7 @@ def quoted(text: str | None) -> str:
 
 
 def _unanchored(text: str) -> str:
-    """User text never carries the name of jitbot's audit anchors (bot/services/audit_anchor.py): a line of
+    """User text never carries the name of jitbot's audit anchors (bot/services/auditing/audit_anchor.py): a line of
     it copied from the audit channel must not pass for an anchor (non-breaking hyphens instead)."""
     return text.replace("jitbot-audit-anchor", "jitbot\u2011audit\u2011anchor")
 

@@ -9,17 +9,17 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy.exc import DBAPIError
 
 from bot.domain.policy import Eligibility
 from bot.domain.requests import Decision, PolicyViolation
 from bot.domain.step_up_proof import StepUpRequired
 from bot.services import queries
+from bot.services.access.grants import GrantService
 from bot.services.admin import AdminService
-from bot.services.approvals import ApprovalService
 from bot.services.breakglass import BreakGlassService
-from bot.services.grants import GrantService
-from bot.services.requests import RequestService
+from bot.services.db_errors import database_unavailable
+from bot.services.requesting.approvals import ApprovalService
+from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime
 from bot.slack import blocks, breakglass, ids, modal_open, request_form
 from bot.slack.admin import admin_command
@@ -294,7 +294,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
 
     async def extend(request_id: str, email: str) -> str:
         async with rt.db.sessions() as session:
-            from bot.services.requests import load_request
+            from bot.services.requesting.requests import load_request
 
             req = await load_request(session, request_id)
         elig = rt.eligibility(req.eligibility)
@@ -345,7 +345,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], client: AsyncWebClient) -> None:
         log.error("listener failed: %s (%s)", type(error).__name__, error, exc_info=error)
-        if not isinstance(error, DBAPIError | OSError):
+        if not database_unavailable(error):
             return
         # The database is unreachable: the transaction rolled back, so nothing changed. Say so, rather
         # than leave a click or a command without an answer.

@@ -6,17 +6,28 @@ import logging
 import time
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services import approval_reads, people
+from bot.services import people
 from bot.services.clock import Clock, SystemClock
-from bot.services.outbox import Delivery, FollowUp, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
+from bot.services.outbox.dispatcher import (
+    Delivery,
+    FollowUp,
+    PermanentFailure,
+    Ref,
+    RetryLater,
+    deliver_each,
+    message_refs,
+)
+from bot.services.requesting import approval_reads
 from bot.slack import audit_digest, blocks
-from storage.db import Database
+
+if TYPE_CHECKING:
+    from storage.db import Database
 
 log = logging.getLogger(__name__)
 

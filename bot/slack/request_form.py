@@ -15,9 +15,9 @@ from typing import Any
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation
-from bot.services.requests import precheck_submission
+from bot.services.context.tickets import check_ticket
+from bot.services.requesting.requests import precheck_submission
 from bot.services.runtime import Runtime
-from bot.services.tickets import check_ticket
 from bot.slack import ids
 
 CONTEXT_KEY = "jitbot_request_form"  # the form as read before the ack, kept in Bolt's context for the listener
@@ -129,7 +129,7 @@ TICKET_CHECK_S = 2.0  # Slack waits 3 s for the modal's answer
 
 
 async def check_form_ticket(rt: Runtime, form: RequestForm) -> RequestForm:
-    """The Jira ticket check (I/O, bot/services/tickets.py) before the modal is answered: a ticket that is
+    """The Jira ticket check (I/O, bot/services/context/tickets.py) before the modal is answered: a ticket that is
     unknown, in the wrong project or status, or Jira down, is an inline error and nothing is requested."""
     elig = rt.eligibility(form.eligibility)
     if form.errors or form.break_glass is not None or elig is None or elig.ticket_rule is None:

@@ -23,9 +23,9 @@ from bot.events import stream as event_stream
 from bot.governance.reload import PolicyReloader, refuse, startup_policy
 from bot.notify.fallback import with_email
 from bot.observability.probes import add_ops_routes
-from bot.services.outbox import OutboxDispatcher
+from bot.services.background.worker import Worker
+from bot.services.outbox.dispatcher import OutboxDispatcher
 from bot.services.runtime import Runtime
-from bot.services.worker import Worker
 from bot.settings import SettingsError, load_settings
 from bot.slack.access_log import runner_options
 from bot.slack.app import build_app

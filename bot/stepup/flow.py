@@ -25,7 +25,7 @@ from bot.domain.policy import Policy
 from bot.domain.requests import Decision, PolicyViolation
 from bot.domain.step_up import StepUp, step_up_for
 from bot.domain.step_up_proof import StepUpProof, StepUpRequired
-from bot.services.approvals import ApprovalService
+from bot.services.requesting.approvals import ApprovalService
 from bot.services.runtime import Runtime
 from bot.stepup import StepUpError, links
 from bot.stepup.oidc import OidcClient, pkce_pair

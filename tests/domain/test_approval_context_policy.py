@@ -100,7 +100,7 @@ def test_the_matching_shift_is_the_longest_at_an_allowed_level() -> None:
     from datetime import UTC, datetime, timedelta
 
     from bot.domain.approval_context import PagerDutyOnCall
-    from bot.services.on_call import best_shift
+    from bot.services.context.on_call import best_shift
     from connectors.pagerduty import Shift
 
     now = datetime(2026, 12, 7, 3, tzinfo=UTC)

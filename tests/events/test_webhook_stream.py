@@ -16,7 +16,7 @@ from bot.domain.policy import EventSink
 from bot.events import cursor
 from bot.events.metrics import sink_lag
 from bot.events.stream import EventStream, Sink, build_sink
-from bot.services.audit import append_event
+from bot.services.auditing.audit import append_event
 from bot.services.clock import ManualClock
 from storage.db import Database
 from tests.conftest import DbFactory

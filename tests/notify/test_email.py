@@ -16,7 +16,14 @@ from bot.notify.mail import AUTH_RETRY_S, EmailNotifier
 from bot.notify.render import render
 from bot.policy_file import PolicyError, parse_policy
 from bot.services.clock import ManualClock
-from bot.services.outbox import Delivery, OutboxDispatcher, PermanentFailure, RecordingNotifier, RetryLater, enqueue
+from bot.services.outbox.dispatcher import (
+    Delivery,
+    OutboxDispatcher,
+    PermanentFailure,
+    RecordingNotifier,
+    RetryLater,
+    enqueue,
+)
 from storage.tables import OutboxMessage
 from tests.conftest import POLICY, DbFactory
 from tests.notify.smtp import PASSWORD, USER, free_port, smtp_server

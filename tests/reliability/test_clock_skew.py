@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from bot.services.background.clock_guard import MAX_SKEW, ClockGuard, database_now
 from bot.services.clock import ManualClock
-from bot.services.clock_guard import MAX_SKEW, ClockGuard, database_now
-from bot.services.outbox import RecordingNotifier
+from bot.services.outbox.dispatcher import RecordingNotifier
 from storage.tables import Grant, WorkerHeartbeat
 from tests.conftest import DbFactory
 from tests.services.stack import Stack, make_stack

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from bot.services.audit import verify_chain
+from bot.services.auditing.audit import verify_chain
 from bot.services.clock import ManualClock
 from bot.slack.listeners import UNAVAILABLE
 from storage.db import Database

@@ -139,7 +139,7 @@ async def test_a_grant_still_failing_at_its_deadline_fails_once_with_its_cause(
     fake, ca_file = okta
     s, gid = await _stack(db_factory, clock, fake, ca_file, retry_for="15m")
     [rid] = await _submit_and_approve_during_outage(s, fake, USERS[:1])
-    with caplog.at_level(logging.WARNING, logger="bot.services.grants"):
+    with caplog.at_level(logging.WARNING, logger="bot.services.access.grants"):
         await _tick_for(s, clock, timedelta(minutes=14), timedelta(seconds=30))
         assert await _statuses(s) == Counter({Status.APPROVED.value: 1})
         await _tick_for(s, clock, timedelta(minutes=3), timedelta(seconds=30))

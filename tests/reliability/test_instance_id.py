@@ -14,9 +14,9 @@ from sqlalchemy import select, update
 
 from bot.bootstrap import build_runtime, close_runtime
 from bot.policy_file import LoadedPolicy
+from bot.services.background.worker import Worker
 from bot.services.clock import ManualClock
-from bot.services.outbox import OutboxDispatcher, RecordingNotifier
-from bot.services.worker import Worker
+from bot.services.outbox.dispatcher import OutboxDispatcher, RecordingNotifier
 from bot.settings import Settings
 from storage.db import Database
 from storage.tables import Grant

@@ -13,8 +13,8 @@ from bench.common import RecordingIdp
 from bench.mass_expiry import POLICY as BULK_POLICY
 from bench.mass_expiry import seed as seed_expiring
 from bot.policy_file import parse_policy
+from bot.services.access.revocation import Revoker
 from bot.services.clock import ManualClock
-from bot.services.revocation import Revoker
 from connectors.base import Transient
 from storage.tables import Event, Grant, OutboxMessage
 from tests.conftest import DbFactory

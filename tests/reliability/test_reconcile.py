@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from bot.domain.requests import Decision
 from bot.policy_file import parse_policy
+from bot.services.access.reconcile import ReconcileService
 from bot.services.clock import ManualClock
-from bot.services.reconcile import ReconcileService
 from connectors.base import IdpUser, Target, TargetKind
 from storage.tables import Event
 from tests.conftest import POLICY, DbFactory

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from bot.fakes import FakeSlack, SlackSender
-from bot.services.audit import verify_chain
+from bot.services.auditing.audit import verify_chain
 from bot.slack import ids
 from storage.db import Database
 from storage.tables import AccessRequest, Grant

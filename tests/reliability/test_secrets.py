@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 
 from bot.governance.applied import apply_policy
 from bot.policy_file import LoadedPolicy, parse_policy
-from bot.services.audit import export_events
+from bot.services.auditing.audit import export_events
 from bot.services.clock import ManualClock
 from bot.slack import ids
 from tests.conftest import POLICY, DbFactory

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from bot.domain.requests import Decision, PolicyViolation
 from bot.policy_file import parse_policy
 from bot.services.admin import AdminService
-from bot.services.audit import verify_chain
+from bot.services.auditing.audit import verify_chain
 from bot.services.clock import ManualClock
 from connectors.base import IdpUser, Target, TargetKind
 from storage.db import Database

@@ -13,8 +13,8 @@ import pytest
 from bot.cli import main
 from bot.policy_file import parse_policy
 from bot.reports.chart import weekly_chart_png
-from bot.reports.render import as_csv, as_json, as_markdown
-from bot.reports.review import build_review
+from bot.services.review import build_review
+from bot.services.review_render import as_csv, as_json, as_markdown
 from storage.db import Database
 from storage.tables import AccessRequest, ApprovalVote, Grant
 from tests.conftest import POLICY, DbFactory

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from bot.bootstrap import build_connectors
 from bot.policy_file import LoadedPolicy
-from bot.services.approvals import ApprovalService
+from bot.services.access.grants import GrantService
+from bot.services.background.worker import Worker
 from bot.services.clock import ManualClock
 from bot.services.directory import Directory
-from bot.services.grants import GrantService
-from bot.services.outbox import OutboxDispatcher, RecordingNotifier
-from bot.services.requests import RequestService
+from bot.services.outbox.dispatcher import OutboxDispatcher, RecordingNotifier
+from bot.services.requesting.approvals import ApprovalService
+from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.services.worker import Worker
 from connectors.base import IdpUser, Target, TargetKind
 from storage.db import Database
 

@@ -10,9 +10,9 @@ from sqlalchemy import delete, func, select, update
 
 from bot.domain.requests import Decision
 from bot.policy_file import LoadedPolicy
-from bot.services.audit import append_event, event_hash, verify_chain
-from bot.services.audit_anchor import Anchor, AnchorError, anchor_text, current_anchor, parse_anchors
-from bot.services.audit_check import verify_log
+from bot.services.auditing.audit import append_event, event_hash, verify_chain
+from bot.services.auditing.audit_anchor import Anchor, AnchorError, anchor_text, current_anchor, parse_anchors
+from bot.services.auditing.audit_check import verify_log
 from bot.services.clock import ManualClock
 from bot.slack import blocks
 from storage.db import Database

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from bot.services.audit import append_event, verify_chain
+from bot.services.auditing.audit import append_event, verify_chain
 from bot.services.clock import ManualClock
 from storage.tables import Event
 from tests.conftest import DbFactory

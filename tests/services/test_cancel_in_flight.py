@@ -15,10 +15,10 @@ from sqlalchemy import select, update
 
 from bot.domain.requests import Decision, PolicyViolation, Status
 from bot.policy_file import parse_policy
+from bot.services.access.reconcile import ReconcileService
 from bot.services.clock import ManualClock
-from bot.services.not_started import stop_before_start
-from bot.services.reconcile import ReconcileService
-from bot.services.requests import load_request
+from bot.services.requesting.not_started import stop_before_start
+from bot.services.requesting.requests import load_request
 from connectors.base import IdpUser, Target, TargetKind
 from connectors.memory import MemoryConnector
 from storage.tables import AccessRequest, Event, Grant

@@ -1,4 +1,4 @@
-"""The worker's probe (bot/services/due_probe.py): a kind is due exactly when its runner would find a row.
+"""The worker's probe (bot/services/background/due_probe.py): a kind is due exactly when its runner would find a row.
 
 Each kind's own tests (reminders, escalations, lapses, break-glass reviews, warnings, grant retries) run
 through full passes and fail when the probe misses their kind; these pin the edges on rows written
@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from bot.services.due_probe import CONDITIONS, due_kinds
+from bot.services.background.due_probe import CONDITIONS, due_kinds
 from storage.tables import AccessRequest, Grant
 from tests.conftest import DbFactory
 

@@ -8,9 +8,9 @@ import asyncio
 from sqlalchemy import select
 
 from bot.policy_file import parse_policy
+from bot.services.background.worker import Worker
 from bot.services.clock import ManualClock
-from bot.services.outbox import OutboxDispatcher, RecordingNotifier
-from bot.services.worker import Worker
+from bot.services.outbox.dispatcher import OutboxDispatcher, RecordingNotifier
 from storage.tables import WorkerHeartbeat
 from tests.conftest import POLICY, DbFactory
 from tests.services.stack import make_stack

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, text
 
 from bot.domain.requests import Decision, PolicyViolation, Status
-from bot.services.audit import verify_chain
+from bot.services.auditing.audit import verify_chain
 from bot.services.clock import ManualClock
 from storage.tables import AccessRequest, Event, Grant
 from tests.conftest import DbFactory

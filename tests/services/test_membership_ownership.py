@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from bot.domain.requests import PolicyViolation
 from bot.policy_file import LoadedPolicy, parse_policy
+from bot.services.access.reconcile import ReconcileService
 from bot.services.clock import ManualClock
-from bot.services.reconcile import ReconcileService
 from connectors.base import IdpUser, Target, TargetKind
 from storage.tables import AccessRequest, Event, Grant
 from tests.conftest import POLICY, DbFactory

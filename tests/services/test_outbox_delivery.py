@@ -11,7 +11,15 @@ from sqlalchemy import func, select
 from bot.domain.requests import Decision
 from bot.policy_file import LoadedPolicy
 from bot.services.clock import ManualClock
-from bot.services.outbox import Delivery, OutboxDispatcher, RecordingNotifier, Ref, RetryLater, enqueue, message_refs
+from bot.services.outbox.dispatcher import (
+    Delivery,
+    OutboxDispatcher,
+    RecordingNotifier,
+    Ref,
+    RetryLater,
+    enqueue,
+    message_refs,
+)
 from storage.tables import OutboxMessage
 from tests.conftest import DbFactory
 from tests.services.stack import make_stack

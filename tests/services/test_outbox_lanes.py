@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from bot.fakes import FakeSlack
 from bot.services.clock import ManualClock
-from bot.services.outbox import AUDIT_LANE, Delivery, OutboxDispatcher, RetryLater, enqueue
+from bot.services.outbox.dispatcher import AUDIT_LANE, Delivery, OutboxDispatcher, RetryLater, enqueue
 from bot.slack.notifier import SlackNotifier
 from storage.tables import OutboxMessage
 from tests.conftest import DbFactory

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.policy_file import parse_policy
-from bot.services import outbox_prune
 from bot.services.clock import ManualClock
-from bot.services.outbox_prune import OutboxPrune
+from bot.services.outbox import prune as outbox_prune
+from bot.services.outbox.prune import OutboxPrune
 from storage.tables import OutboxMessage
 from tests.conftest import DbFactory
 from tests.services.stack import Stack, make_stack

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select, update
 
 from bot.services.clock import ManualClock
-from bot.services.outbox import OutboxDispatcher, RecordingNotifier, enqueue
+from bot.services.outbox.dispatcher import OutboxDispatcher, RecordingNotifier, enqueue
 from storage.tables import OutboxMessage
 from tests.conftest import DbFactory
 

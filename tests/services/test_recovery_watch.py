@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from bot.policy_file import LoadedPolicy, PolicyError, parse_policy
 from bot.services import kvstate
+from bot.services.background.recovery_watch import SCHEDULE_KEY, RecoveryWatch
 from bot.services.clock import ManualClock
-from bot.services.recovery_watch import SCHEDULE_KEY, RecoveryWatch
 from storage.tables import Event
 from tests.conftest import POLICY, DbFactory
 from tests.fakes.idp.okta import FakeOkta

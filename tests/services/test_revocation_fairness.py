@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import update
 
 from bot.policy_file import parse_policy
+from bot.services.access.revocation import Revoker
 from bot.services.clock import ManualClock
-from bot.services.revocation import Revoker
 from connectors.base import IdpUser, Target, parse_target_ref
 from storage.tables import Grant
 from tests.conftest import DbFactory

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bot.policy_file import parse_policy
+from bot.services.access.grants import GrantService
 from bot.services.clock import ManualClock
-from bot.services.grants import GrantService
 from connectors.base import IdpUser, Target
 from tests.conftest import DbFactory
 from tests.services.stack import make_stack

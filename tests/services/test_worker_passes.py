@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from bot.policy_file import parse_policy
-from bot.services import worker as worker_module
+from bot.services.background import worker as worker_module
+from bot.services.background.worker import WAKE_PASS
 from bot.services.clock import ManualClock
-from bot.services.worker import WAKE_PASS
 from tests.conftest import DbFactory
 from tests.services.stack import make_stack
 
@@ -192,7 +192,7 @@ async def test_stop_waits_for_a_sweep_only_briefly(db_factory: DbFactory, clock:
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     s, entered, _gate = await _stuck_sweep(db_factory, clock, monkeypatch)
-    monkeypatch.setattr("bot.services.worker.SWEEP_GRACE", 0.01)
+    monkeypatch.setattr("bot.services.background.worker.SWEEP_GRACE", 0.01)
     s.worker.start(interval=3600)
     await asyncio.wait_for(entered.wait(), timeout=10)  # the start's full pass started the sweep
     await asyncio.wait_for(s.worker.stop(), timeout=10)

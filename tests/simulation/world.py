@@ -22,21 +22,21 @@ import yaml
 from sqlalchemy import select
 
 import bot.governance.reload as reload_module
-import bot.services.revocation as revocation
+import bot.services.access.revocation as revocation
 import bot.services.runtime as runtime_module
 import tests.simulation.idp as idp_module
 from bot.governance.applied import apply_policy
 from bot.governance.reload import PolicyReloader
 from bot.policy_file import LoadedPolicy, load_policy
+from bot.services.access.reconcile import ReconcileService
 from bot.services.admin import AdminService
-from bot.services.approvals import ApprovalService
+from bot.services.background.worker import Worker
 from bot.services.clock import ManualClock
 from bot.services.directory import Directory
-from bot.services.outbox import OutboxDispatcher, RecordingNotifier
-from bot.services.reconcile import ReconcileService
-from bot.services.requests import RequestService
+from bot.services.outbox.dispatcher import OutboxDispatcher, RecordingNotifier
+from bot.services.requesting.approvals import ApprovalService
+from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.services.worker import Worker
 from storage.db import Database
 from storage.tables import Event, Grant
 from tests.simulation.idp import Outcome, PendingCall, SimConnector, SimIdp
@@ -44,7 +44,7 @@ from tests.simulation.model import USERS, Model, Violation, policy_without, stan
 from tests.simulation.settle import settle
 
 HELD = {f"{idp_module.__file__}:call"}  # where a task waits for the simulation to answer an IdP call
-# The events that record a grant's end (bot/services/revocation.py ``_ended``), and the detail keys that
+# The events that record a grant's end (bot/services/access/revocation.py ``_ended``), and the detail keys that
 # mark an end made without an IdP call (another grant or standing access keeps it; it never started).
 END_KINDS = frozenset({"expired", "revoked", "cleanup_done"})
 NO_CALL_MARKS = frozenset({"membership_kept", "before_start"})

@@ -11,9 +11,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.fakes import FakeSlack, SlackSender
 from bot.policy_file import parse_policy
+from bot.services.background.worker import Worker
 from bot.services.clock import ManualClock
-from bot.services.outbox import OutboxDispatcher
-from bot.services.worker import Worker
+from bot.services.outbox.dispatcher import OutboxDispatcher
 from bot.slack.app import build_app
 from bot.slack.notifier import SlackNotifier
 from bot.slack.server import web_app

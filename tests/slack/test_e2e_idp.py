@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.services.audit import verify_chain
+from bot.services.auditing.audit import verify_chain
 from bot.services.clock import ManualClock
 from bot.slack import ids
 from tests.conftest import POLICY, DbFactory

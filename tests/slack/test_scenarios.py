@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from bot.services.audit import verify_chain
-from bot.services.audit_anchor import parse_anchors
-from bot.services.audit_check import verify_log
+from bot.services.auditing.audit import verify_chain
+from bot.services.auditing.audit_anchor import parse_anchors
+from bot.services.auditing.audit_check import verify_log
 from bot.services.clock import ManualClock
 from bot.slack import ids
 from storage.tables import AccessRequest, Event

@@ -12,9 +12,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.fakes import FakeSlack
 from bot.fakes.slack_tiers import METHOD_TIERS, TIER_PER_MINUTE
 from bot.policy_file import parse_policy
+from bot.services.background.worker import Worker
 from bot.services.clock import ManualClock
-from bot.services.outbox import OutboxDispatcher
-from bot.services.worker import Worker
+from bot.services.outbox.dispatcher import OutboxDispatcher
 from bot.slack.notifier import SlackNotifier
 from tests.conftest import DbFactory
 from tests.services.stack import make_stack

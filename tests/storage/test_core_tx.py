@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.services import outbox_sql as sql
-from bot.services.memberships import DatabaseMembershipStore
+from bot.services.access.memberships import DatabaseMembershipStore
+from bot.services.outbox import sql
 from storage import core_tx
 from storage.core_tx import SessionCore, SqliteCore
 from storage.db import Database

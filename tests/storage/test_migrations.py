@@ -37,7 +37,7 @@ async def test_every_revision_downgrades_and_upgrades_again(db_factory: DbFactor
     from alembic.config import Config
     from sqlalchemy import text
 
-    from bot.services.audit import append_event, verify_chain
+    from bot.services.auditing.audit import append_event, verify_chain
     from bot.services.clock import ManualClock
 
     db = db_factory()

@@ -6,7 +6,7 @@ insert) and the commit, each waiting for the holder's turn on a busy event loop:
 every replica waited that long. Each statement of a volatile PL/pgSQL function reads with a snapshot of
 its own, so the head read after the lock sees every chain append committed before it.
 
-The hash is the same SHA-256 as bot/services/audit.py's ``event_hash``: the client sends each event's
+The hash is the same SHA-256 as bot/services/auditing/audit.py's ``event_hash``: the client sends each event's
 canonical JSON split around its previous hash (``head`` ‖ prev ‖ ``tail``), all ASCII.
 
 Revision ID: 0006

@@ -12,7 +12,7 @@ COMMIT: sampled under load with two replicas, the holder sat "idle in transactio
 time the lock was held, with five or more writers queued behind it. A replica frozen by its CPU quota
 in that gap held every other replica's writers.
 
-The hash is the same SHA-256 as bot/services/audit.py's ``event_hash``: the client sends each event's
+The hash is the same SHA-256 as bot/services/auditing/audit.py's ``event_hash``: the client sends each event's
 canonical JSON split around its previous hash (``head`` ‖ prev ‖ ``tail``).
 
 Revision ID: 0007

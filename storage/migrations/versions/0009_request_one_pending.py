@@ -3,7 +3,7 @@
 The service refuses a second pending request after reading the first, but on PostgreSQL (READ COMMITTED,
 no lock) ten submissions at the same moment all read "none" and all insert: ten pending requests, each
 asking the approvers. ``uq_request_one_pending`` makes the database refuse all but one; the service
-turns the violation into its usual "You already have a pending request" (bot/services/requests.py).
+turns the violation into its usual "You already have a pending request" (bot/services/requesting/requests.py).
 SQLite serialises writers (BEGIN IMMEDIATE), so there the index only backs the read.
 
 Duplicates made before this revision stop the upgrade with their ids: cancel, deny or let them lapse

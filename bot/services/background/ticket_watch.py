@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from bot.domain.approval_context import JiraTicket
 from bot.services import kvstate, notices
-from bot.services.requests import load_request, load_votes
+from bot.services.context.tickets import TICKETED_KIND, ticket_problem
+from bot.services.requesting.requests import load_request, load_votes
 from bot.services.runtime import Runtime
-from bot.services.tickets import TICKETED_KIND, ticket_problem
 from connectors.base import ConnectorError
 from connectors.jira import JiraSettings
 from storage.tables import AccessRequest, Grant

@@ -181,7 +181,7 @@ async def verify_chain(db: Database, *, batch: int = 5000, visit: Callable[[Even
 
     ``visit`` sees every event that verified, in order. ``expect`` maps a position in the chain (the
     count of events up to and including it) to the hashes the event there must have, each with a label
-    to name it by (anchors: bot/services/audit_anchor.py); a different hash there is reported as the
+    to name it by (anchors: bot/services/auditing/audit_anchor.py); a different hash there is reported as the
     broken row. Positions past the end are the caller's to report (``checked`` says where it ends)."""
     expect = expect or {}
     prev, checked, last_id = GENESIS, 0, 0

@@ -5,7 +5,7 @@ request is made (``check_ticket``: refused with a message for the modal's ticket
 requested) and again when the grant is carried out (``ticket_refusal``; Jira unreachable then is a
 transient failure: the grant is retried, never carried out unchecked).
 
-``end_with_ticket``: access ends with its ticket (bot/services/ticket_watch.py).
+``end_with_ticket``: access ends with its ticket (bot/services/background/ticket_watch.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Claims: a key's head (its oldest pending message) is claimed by one dispatcher at a time; ``CLAIM_NEXT``
 and ``CLAIM_LANE`` follow a chain in the transaction that records its last delivery; ``CLAIM_NEW`` is
-run by the transaction that writes the messages (bot/services/outbox.py, ``_write_outbox``).
+run by the transaction that writes the messages (bot/services/outbox/dispatcher.py, ``_write_outbox``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ with revocations, the heartbeat and the outbox, an idle replica made 13 commits 
 asks all of them at once (one EXISTS per kind, each a seek on that kind's (status, due) index) and the
 pass runs only the kinds it finds due. Revocations do not wait for it: every pass runs them first.
 
-Each condition is the one its runner selects by (bot/services/grants.py ``run_grants`` /
+Each condition is the one its runner selects by (bot/services/access/grants.py ``run_grants`` /
 ``run_warnings``, requests.py ``lapse_due``, reminders.py, breakglass.py); a runner whose condition
 changes must change here too — the tests of each kind run through full passes and fail if the probe
 misses it. The probe may say a kind is due when its runner then finds nothing (a grant this process is

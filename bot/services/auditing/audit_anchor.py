@@ -1,6 +1,6 @@
 """Anchors of the audit chain outside the database: its length and head hash, posted to the audit channel.
 
-The hash chain (bot/services/audit.py) shows a row edited, inserted or deleted in the middle, but not a
+The hash chain (bot/services/auditing/audit.py) shows a row edited, inserted or deleted in the middle, but not a
 cut tail: with the last N events deleted (or all of them) what remains is still a valid chain. An
 anchor says "the chain had ``count`` events and its last one hashed to ``head``"; once posted to Slack it
 is out of reach of whoever can write to the database. ``jitbot audit verify --anchor …`` then requires the
@@ -24,8 +24,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import kvstate
-from bot.services.outbox import enqueue
-from bot.services.outbox_write import AUDIT_LANE
+from bot.services.outbox.dispatcher import enqueue
+from bot.services.outbox.write import AUDIT_LANE
 from bot.services.runtime import Runtime
 from storage.db import Database
 

@@ -14,9 +14,16 @@ from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.domain.step_up import step_up_for
 from bot.domain.step_up_proof import StepUpProof, StepUpRequired
 from bot.services import notices
-from bot.services.audit import append_event
+from bot.services.auditing.audit import append_event
 from bot.services.policy_version import require_current, under_current_policy
-from bot.services.requests import GRANT_HANDED, RequestService, close_schedule, open_layer, read_request, read_votes
+from bot.services.requesting.requests import (
+    GRANT_HANDED,
+    RequestService,
+    close_schedule,
+    open_layer,
+    read_request,
+    read_votes,
+)
 from bot.services.runtime import Runtime
 from storage.records import Unit, build
 from storage.tables import AccessRequest, ApprovalVote

@@ -4,8 +4,8 @@ A grant *has not started* while it waits for its start (a scheduled request, or 
 IdP call) and has never called the identity provider: status ``granting``, no recorded ``pre_member``, no
 attempt, ``next_attempt_at`` in the future, and no live claim (a worker whose clock is ahead of this
 replica's may have claimed it and be calling the provider now). Such a grant never holds a membership:
-it is no heir when another grant of the same membership ends (bot/services/revocation.py),
-reconciliation does not count it as holding the membership (bot/services/reconcile.py), and its
+it is no heir when another grant of the same membership ends (bot/services/access/revocation.py),
+reconciliation does not count it as holding the membership (bot/services/access/reconcile.py), and its
 requester or an administrator can stop it (``stop_before_start``) with no IdP call.
 """
 
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.requests import PolicyViolation, Status, check_transition
 from bot.services import notices
-from bot.services.request_rows import close_schedule, load_votes
+from bot.services.requesting.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest, Grant
 

@@ -4,7 +4,7 @@ Grant states: ``granting`` → ``active`` → ``revoking`` → ``ended`` (``end_
 revoked, failed). Membership ownership: a grant ``owns_membership`` when the membership exists
 because of it. Revoking a grant that does not own the membership (standing access, or another
 grant owns it) never removes it; when the owner ends while another grant is active, ownership moves.
-Revocation itself (decide, call the IdP, record) is the pipeline in ``bot/services/revocation.py``.
+Revocation itself (decide, call the IdP, record) is the pipeline in ``bot/services/access/revocation.py``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_transition
 from bot.services import notices
+from bot.services.access.revocation import LEASE, Revoker, backoff, idp_user, target_of
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
-from bot.services.grant_context import capped_expiry, context_refusal
-from bot.services.not_started import stop_before_start, waiting_grant
-from bot.services.requests import allowed_seconds, load_request, load_votes, read_request, read_votes
-from bot.services.revocation import LEASE, Revoker, backoff, idp_user, target_of
+from bot.services.context.grant_context import capped_expiry, context_refusal
+from bot.services.requesting.not_started import stop_before_start, waiting_grant
+from bot.services.requesting.requests import allowed_seconds, load_request, load_votes, read_request, read_votes
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser, RateLimited
 from storage.records import Unit
@@ -399,7 +399,7 @@ class GrantService:
     # ---- expiry and revocation ---------------------------------------------------------------------
     async def run_expiries(self, limit: int = 2000, *, budget_s: float = 5.0) -> int:
         """Active grants past expiry become revocations (each exactly once); due revocations are carried
-        out (bot/services/revocation.py). Returns how many revocations were claimed."""
+        out (bot/services/access/revocation.py). Returns how many revocations were claimed."""
         return await Revoker(self.rt).run_due(now=self.rt.clock.now(), budget_s=budget_s, expire_limit=limit)
 
     # ---- people's actions ----------------------------------------------------------------------
@@ -465,7 +465,7 @@ class GrantService:
     async def retry_failed(self, *, request_id: str, actor: str, origin: dict[str, str] | None = None) -> Grant:
         """An admin retries a FAILED grant: the request goes back to APPROVED with a new grant. ``origin``
         (where the command came from: the command line's OS user and host) is kept in the audit event."""
-        from bot.services.requests import new_grant
+        from bot.services.requesting.requests import new_grant
 
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:

@@ -24,11 +24,11 @@ from bot.domain.requests import (
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.claims import LEASE
-from bot.services.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
+from bot.services.context.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
+from bot.services.context.tickets import check_ticket
 from bot.services.policy_version import require_current, under_current_policy
-from bot.services.request_rows import close_schedule, load_votes
+from bot.services.requesting.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime, new_id
-from bot.services.tickets import check_ticket
 from connectors.base import ConnectorError
 from storage.core_tx import CoreTx
 from storage.db import ADVISORY_XACT_LOCK, after_commit
@@ -349,7 +349,7 @@ class RequestService:
 
     async def cancel(self, *, request_id: str, by: str) -> AccessRequest:
         """The requester withdraws a PENDING request, or an APPROVED one whose grant has not started."""
-        from bot.services.not_started import stop_before_start, waiting_grant
+        from bot.services.requesting.not_started import stop_before_start, waiting_grant
 
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:

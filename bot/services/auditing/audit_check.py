@@ -3,8 +3,8 @@ request and grant rows the events describe.
 
 What each check finds is stated in docs/security.md ("The audit log"). In short:
 
-- the chain (bot/services/audit.py): a row edited, inserted, reordered or deleted anywhere but at the end;
-- each anchor (bot/services/audit_anchor.py): events deleted from the end, or the chain rewritten, up to
+- the chain (bot/services/auditing/audit.py): a row edited, inserted, reordered or deleted anywhere but at the end;
+- each anchor (bot/services/auditing/audit_anchor.py): events deleted from the end, or the chain rewritten, up to
   the point the anchor saw;
 - the rows: a request or grant whose events are gone — a request without the event that created it
   (``requested``, ``break_glass``) or without one that moved it to its present status; a grant that went
@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from bot.services.audit import VerifyResult, verify_chain
-from bot.services.audit_anchor import Anchor
+from bot.services.auditing.audit import VerifyResult, verify_chain
+from bot.services.auditing.audit_anchor import Anchor
 from storage.db import Database
 from storage.tables import AccessRequest, Event, Grant
 

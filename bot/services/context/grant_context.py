@@ -1,4 +1,4 @@
-"""What approval context (bot/services/on_call.py, bot/services/tickets.py) asks of carrying out a grant:
+"""What approval context (context/on_call.py, context/tickets.py) asks of carrying out a grant:
 its ticket still qualifies and its on-call shift has not ended, and its expiry never passes ``ends_by``."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bot.services.context.tickets import TICKETED_KIND, ticket_refusal
 from bot.services.runtime import Runtime
-from bot.services.tickets import TICKETED_KIND, ticket_refusal
 
 
 def capped_expiry(req: Any, expires_at: datetime) -> datetime:

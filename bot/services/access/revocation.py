@@ -33,8 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.domain.requests import Status, check_transition
 from bot.services import notices
 from bot.services.claims import LEASE, claim_grants, lock_holder
-from bot.services.not_started import not_started
-from bot.services.requests import load_request, load_votes
+from bot.services.requesting.not_started import not_started
+from bot.services.requesting.requests import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import (
     ConfigError,

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.policy import RecoveryAccount
 from bot.services import kvstate, notices
-from bot.services.audit import append_event
+from bot.services.auditing.audit import append_event
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, SignIn, sign_in_log
 

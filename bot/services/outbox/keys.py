@@ -3,7 +3,7 @@ dispatcher claims just those keys' heads — instead of a claim pass over the wh
 
 A key followed by a chain of this process needs nothing (the chain's next record claims what follows);
 a paced lane usually sent by another replica is looked at once per quarter interval; any other key's
-head is claimed by key. ``KeyClaims`` is a part of ``OutboxDispatcher`` (bot/services/outbox.py).
+head is claimed by key. ``KeyClaims`` is a part of ``OutboxDispatcher`` (bot/services/outbox/dispatcher.py).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Protocol
 
-from bot.services import outbox_sql as sql
 from bot.services.clock import Clock
-from bot.services.outbox_write import Claimed, is_lane
+from bot.services.outbox import sql
+from bot.services.outbox.write import Claimed, is_lane
 from storage.core_tx import CoreTx
 from storage.db import Database
 
-log = logging.getLogger("bot.services.outbox")
+log = logging.getLogger("bot.services.outbox.dispatcher")
 
 
 class Cancellable(Protocol):

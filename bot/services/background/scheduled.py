@@ -1,5 +1,5 @@
 """Calendar jobs the worker runs each tick: the weekly access-review post (ending with an audit anchor),
-the hourly audit anchors (bot/services/audit_anchor.py) and the transition off standing access. Exactly
+the hourly audit anchors (bot/services/auditing/audit_anchor.py) and the transition off standing access. Exactly
 once across replicas: each job's progress is a ``kv`` row changed by compare-and-set in the same
 transaction that queues its messages.
 
@@ -17,12 +17,12 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.reports.render import as_markdown
-from bot.reports.review import Review, build_review
 from bot.services import kvstate
-from bot.services.audit import append_event
-from bot.services.audit_anchor import AuditAnchors, anchor_text, current_anchor
-from bot.services.outbox import enqueue
+from bot.services.auditing.audit import append_event
+from bot.services.auditing.audit_anchor import AuditAnchors, anchor_text, current_anchor
+from bot.services.outbox.dispatcher import enqueue
+from bot.services.review import Review, build_review
+from bot.services.review_render import as_markdown
 from bot.services.runtime import Runtime
 
 REVIEW_KEY = "last_review_post"

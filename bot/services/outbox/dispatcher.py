@@ -9,10 +9,10 @@ A *lane* (an order key starting with ``lane:``, e.g. ``AUDIT_LANE``) is one chan
 ``lane_interval`` its chain posts at most once per interval (Slack takes about one message per second
 per channel); the messages that pile up meanwhile, up to ``lane_batch`` and as many as fit in one post,
 go to the notifier's ``deliver_batch`` as one post (a digest). Quiet, a lane delivers one message at a
-time. A lane has one chain at a time, across replicas (bot/services/outbox_sql.py).
+time. A lane has one chain at a time, across replicas (bot/services/outbox/sql.py).
 
-Writing, and claiming at commit: bot/services/outbox_write.py; claims by key of what commits left
-unclaimed: bot/services/outbox_keys.py; notifiers and what they answer: bot/services/delivery.py
+Writing, and claiming at commit: bot/services/outbox/write.py; claims by key of what commits left
+unclaimed: bot/services/outbox/keys.py; notifiers and what they answer: bot/services/outbox/delivery.py
 (re-exported here).
 """
 
@@ -26,9 +26,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from bot.services import outbox_sql as sql
 from bot.services.clock import Clock
-from bot.services.delivery import (
+from bot.services.outbox import sql
+from bot.services.outbox.delivery import (
     BatchNotifier,
     Delivery,
     FollowUp,
@@ -41,8 +41,8 @@ from bot.services.delivery import (
     deliver_each,
     fitting,
 )
-from bot.services.outbox_keys import CallLater, Cancellable, KeyClaims
-from bot.services.outbox_write import AUDIT_LANE, Claimed, enqueue, is_lane, message_refs
+from bot.services.outbox.keys import CallLater, Cancellable, KeyClaims
+from bot.services.outbox.write import AUDIT_LANE, Claimed, enqueue, is_lane, message_refs
 from storage.db import Database
 
 log = logging.getLogger(__name__)

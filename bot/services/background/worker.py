@@ -18,21 +18,21 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.services.access.grants import GrantService
+from bot.services.access.reconcile import ReconcileService
 from bot.services.admin import AdminService
+from bot.services.background.due_probe import NEXT_DUE, due_kinds
+from bot.services.background.recovery_watch import RecoveryWatch
+from bot.services.background.scheduled import ScheduledJobs
+from bot.services.background.ticket_watch import TicketWatch
 from bot.services.breakglass import BreakGlassService
 from bot.services.claims import dead_instances, release_claims
-from bot.services.due_probe import NEXT_DUE, due_kinds
-from bot.services.grants import GrantService
-from bot.services.outbox import OutboxDispatcher
-from bot.services.outbox_keys import Cancellable
-from bot.services.outbox_prune import OutboxPrune
-from bot.services.reconcile import ReconcileService
-from bot.services.recovery_watch import RecoveryWatch
-from bot.services.reminders import ReminderService
-from bot.services.requests import RequestService
+from bot.services.outbox.dispatcher import OutboxDispatcher
+from bot.services.outbox.keys import Cancellable
+from bot.services.outbox.prune import OutboxPrune
+from bot.services.requesting.reminders import ReminderService
+from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.services.scheduled import ScheduledJobs
-from bot.services.ticket_watch import TicketWatch
 from storage.tables import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class Worker:
         async with self._lock:
             report = TickReport()
             if not await self._clock_agrees(full=only is None):
-                return report  # nothing judged by time, no heartbeat (bot/services/clock_guard.py)
+                return report  # nothing judged by time, no heartbeat (bot/services/background/clock_guard.py)
             report.revoked = await self.grants.run_expiries()
             # a full pass runs the kinds the probe finds due (one read, not a transaction per kind)
             looked_at = only if only is not None else await due_kinds(self.rt.db, self.rt.clock.now())
@@ -227,7 +227,7 @@ class Worker:
     async def _safe_tick(self, only: frozenset[str] | None = None) -> None:
         """A pass (a full one unless ``only`` says which work to look at), then follow-up passes while it
         finds work: each one only over the kinds of work the pass before found due (and revocations,
-        always). A full pass is revocations, the probe (bot/services/due_probe.py), the kinds it found
+        always). A full pass is revocations, the probe (bot/services/background/due_probe.py), the kinds it found
         due and the heartbeat — ~10 transactions before the probe; with two replicas each waking on its
         own approvals, the idle full pass after every busy one was a tenth of all commits."""
         try:

@@ -5,21 +5,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from bot.services import outbox_sql as sql
-from bot.services.delivery import Ref
+from bot.services.outbox import sql
+from bot.services.outbox.delivery import Ref
 from storage.core_tx import BEFORE_COMMIT, Writer, pending
 from storage.db import Database
 from storage.prepared import dbapi_connection, prepared
 
 if TYPE_CHECKING:
-    from bot.services.outbox import OutboxDispatcher
+    from bot.services.clock import Clock
+
+
+class Taker(Protocol):
+    """What enqueue() needs of a running dispatcher of this process (``dispatcher.OutboxDispatcher``)
+    to hand it the heads it can take at once."""
+
+    clock: Clock
+    owner: str
+    lease: timedelta
+
+    def room(self) -> int: ...
+    def follows(self, key: str) -> bool: ...
+    def held_elsewhere(self, key: str) -> bool: ...
+    def saw_held_elsewhere(self, keys: set[str]) -> None: ...
 
 # session.info keys: storage/db.py hands the claimed messages over and tells of the keys left unclaimed
 TAKER, CLAIMED, UNCLAIMED = "outbox_taker", "outbox_claimed", "outbox_unclaimed"
@@ -46,7 +60,7 @@ def enqueue(session: Writer, *, at: datetime, order_key: str, kind: str, payload
 
 _PENDING_ROWS = "outbox_rows"
 _KEYS = ("created_at", "order_key", "kind", "payload", "status", "attempts", "next_attempt_at")  # as enqueue's rows
-# insert=True: runs before the audit chain's hook (bot/services/audit.py), whatever the import order, so
+# insert=True: runs before the audit chain's hook (bot/services/auditing/audit.py), whatever the import order, so
 # the chain lock taken there is held for the events' INSERT and the commit only, not for this too.
 @event.listens_for(Session, "before_commit", insert=True)
 def _write_outbox(session: Session) -> None:
@@ -57,7 +71,7 @@ def _write_outbox(session: Session) -> None:
     if dialect.name == "sqlite":  # statements straight on the DB-API connection (storage/prepared.py)
         _write_sqlite(session.info, dialect, dbapi_connection(session), rows)
         return
-    taker: OutboxDispatcher | None = session.info.get(TAKER)
+    taker: Taker | None = session.info.get(TAKER)
     if taker is None:
         session.execute(sql.INSERT, rows)
         return
@@ -77,7 +91,7 @@ BEFORE_COMMIT.insert(0, _write_core)  # before the audit chain's, as above
 
 
 def _write_sqlite(info: dict[str, Any], dialect: Dialect, connection: Any, rows: list[dict[str, Any]]) -> None:
-    taker: OutboxDispatcher | None = info.get(TAKER)
+    taker: Taker | None = info.get(TAKER)
     if taker is None:
         prepared(sql.INSERT, dialect, _KEYS).insert_rows(connection, rows)
         return
@@ -88,7 +102,7 @@ def _write_sqlite(info: dict[str, Any], dialect: Dialect, connection: Any, rows:
           lambda params: [r.id for r in prepared(sql.CLAIM_NEW, dialect).run(connection, params)], None)
 
 
-def _take(info: dict[str, Any], taker: OutboxDispatcher, written: Sequence[Any], rows: list[dict[str, Any]],
+def _take(info: dict[str, Any], taker: Taker, written: Sequence[Any], rows: list[dict[str, Any]],
           claim_new: Callable[[dict[str, Any]], list[int]],
           held_by: Callable[[dict[str, Any]], list[Any]] | None) -> None:
     """A running dispatcher of this process takes the heads it can right here, instead of a claim

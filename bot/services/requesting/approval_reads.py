@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, select
 
-from bot.services import outbox_sql
 from bot.services.notices import asks_prefix
+from bot.services.outbox import sql as outbox_sql
 from storage.db import Database
 from storage.tables import AccessRequest
 

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, fields
 from typing import Any
 
-from bot.reports.review import EligibilityStats, Review
+from bot.services.review import EligibilityStats, Review
 
 
 def _n(value: float | None, suffix: str = "") -> str:

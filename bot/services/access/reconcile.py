@@ -4,7 +4,7 @@ Every ``interval`` (once across replicas) the sweep lists the members of each el
 compares them with the grants in the database:
 
 - a member with no grant holding the target (active, revoking, granting once started — a grant that
-  has not started holds nothing, bot/services/not_started.py — or ended within ``grace``) and not
+  has not started holds nothing, bot/services/requesting/not_started.py — or ended within ``grace``) and not
   recorded as standing access is *unmanaged*: an alert and a ``reconcile_unmanaged`` audit event;
   where an eligibility on that target says ``enforce: true`` the member is removed at the IdP and
   ``reconcile_removed`` is recorded instead;
@@ -42,8 +42,8 @@ from sqlmodel import col
 
 from bot.domain.policy import Eligibility
 from bot.services import kvstate, notices
-from bot.services.audit import append_event
-from bot.services.not_started import started_clause
+from bot.services.auditing.audit import append_event
+from bot.services.requesting.not_started import started_clause
 from bot.services.runtime import Runtime
 from connectors.base import Connector, ConnectorError, IdpUser, Target, TargetKind, members_ref
 from storage.tables import Grant

@@ -8,7 +8,7 @@ request goes to the human approvers) and the audit log says why. A scheduled req
 is never approved by on-call: being on call now says nothing about then.
 
 With ``end_with_shift`` the request's ``ends_by`` is the end of the matching shift: the grant's expiry
-is capped there and an extension never goes past it (bot/services/grants.py); a later handover to the
+is capped there and an extension never goes past it (bot/services/access/grants.py); a later handover to the
 same person does not move it.
 """
 

@@ -1,0 +1,1 @@
+"""Approval context from other tools: on-call schedules (PagerDuty) and tickets (Jira)."""
