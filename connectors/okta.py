@@ -36,15 +36,15 @@ import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, NoReturn
-from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 from okta.client import Client
 from okta.http_client import HTTPClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from connectors import okta_check
 from connectors.base import (
     READ_ONLY,
     AccountInactive,
@@ -61,17 +61,18 @@ from connectors.base import (
     Target,
     Transient,
     Usage,
-    named,
 )
 from connectors.okta_limits import report_budget_of as _report_budget
 from connectors.okta_limits import retry_after as _retry_after
+from connectors.okta_logs import iso as _iso
+from connectors.okta_logs import next_cursor as _next_cursor
+from connectors.okta_logs import sign_in as _sign_in
 from connectors.rest import validate_settings
 
 log = logging.getLogger(__name__)
 
 _GROUP_ID = re.compile(r"00g[0-9A-Za-z]{17}")
 MAX_LOG_PAGES = 50  # per poll; the cursor keeps the rest for the next one
-_NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 # never granted to, and in no group for jitbot (okta.models.user_status)
 INACTIVE = frozenset({"SUSPENDED", "DEPROVISIONED"})
 
@@ -279,19 +280,23 @@ class OktaConnector:
                 ids.setdefault(await self._group_id(ref), []).append(ref)
             except NotFound:
                 continue  # no single group of that name: nobody is in it
-        groups, response = await self._call("list user groups", lambda: self._client.list_user_groups(user.id))
-        if _next_cursor(getattr(response, "headers", None) or {}):
+        groups, more = await self._user_groups(user)
+        if more:
             return None
-        return frozenset(ref for g in groups or [] for ref in ids.get(g.id, []))
+        return frozenset(ref for g in groups for ref in ids.get(g.id, []))
+
+    async def _user_groups(self, user: IdpUser) -> tuple[list[Any], bool]:
+        """The user's groups (``GET /api/v1/users/{id}/groups``) and whether the answer said there is more."""
+        groups, response = await self._call("list user groups", lambda: self._client.list_user_groups(user.id))
+        return list(groups or []), _next_cursor(getattr(response, "headers", None) or {}) is not None
 
     async def is_member(self, user: IdpUser, target: Target) -> bool:
         """Whether ``user`` is in the group now, read from the user's groups (Okta has no pair lookup)."""
         gid = await self._group_id(target.id)
-        groups, response = await self._call("list user groups",
-                                            lambda: self._client.list_user_groups(user.id))
-        if any(g.id == gid for g in groups or []):
+        groups, more = await self._user_groups(user)
+        if any(g.id == gid for g in groups):
             return True
-        if _next_cursor(getattr(response, "headers", None) or {}):
+        if more:
             # Okta's management OpenAPI declares no paging for a user's groups (no after/limit): should an
             # answer carry a next link all the same, the SDK cannot follow it, so read the group instead.
             return any(m.id == user.id for m in await self.list_members(gid))
@@ -357,112 +362,13 @@ class OktaConnector:
 
     # -- health ------------------------------------------------------------------------------
     async def check(self, usage: Usage = READ_ONLY) -> list[Check]:
-        """Credentials (with DPoP in OAuth mode), reachability, and the permissions ``usage`` needs, each with
-        an actionable message. OAuth mode: each scope a use needs is among ``scopes``, and Okta grants every
-        one of them (a refused token request is retried scope by scope to name the refused one). Reading
-        groups, users and (for recovery accounts) the System Log is probed with a read call each."""
-        oauth = self._settings.api_token is None
-        mode = "OAuth service app" if oauth else "API token"
-        checks = [Check("config", True, f"{self._settings.org_url} via {mode}")]
-        if oauth:
-            checks += [Check(f"okta scope {scope}", False, (
-                f"{needed_by} needs the scope {scope}, which the connector does not ask for: add it to the "
-                f"connector's scopes and grant it to app {self._settings.client_id} (Okta Admin Console > "
-                "Applications > the app > Okta API Scopes)."))
-                for scope, needed_by in _needed_scopes(usage) if not _covered(scope, self._settings.scopes)]
-        probes: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = [
-            ("groups", "okta.groups.manage", lambda: self._sdk("list_groups", limit=1)),
-            ("users", "okta.users.read", lambda: self._sdk("list_users", limit=1)),
-        ]
-        if usage.sign_ins:
-            probes.append(("system log", "okta.logs.read",
-                           lambda: self._sdk("list_log_events", since=_iso(datetime.now(UTC)), limit=1)))
-        for label, scope, probe in probes:
-            try:
-                await self._call(f"read {label}", probe)
-            except PermissionDenied as exc:
-                checks.append(Check(f"okta {label}", False, self._denied_message(str(exc), scope)))
-                if "HTTP 401" in str(exc):
-                    break
-            except ConnectorError as exc:
-                if "invalid_scope" in str(exc):  # a 400 from the token endpoint: a scope is not granted
-                    checks += await self._refused_scopes()
-                elif "invalid_dpop_proof" in str(exc):  # a 400 from the token endpoint
-                    checks.append(Check(f"okta {label}", False, self._denied_message(str(exc), scope)))
-                else:
-                    checks.append(Check(f"okta {label}", False,
-                                        f"Cannot reach Okta at {self._settings.org_url}: {exc}. "
-                                        "Check org_url, DNS, the firewall and the proxy."))
-                break
-            else:
-                checks.append(Check(f"okta {label}", True, f"can read {label}"))
-        if usage.sessions and not oauth:
-            checks.append(Check("okta sessions", True, (
-                "not probed (ending sessions has no read-only call): the API token's admin needs a role that "
-                "may clear user sessions")))
-        return checks
-
-    async def _refused_scopes(self) -> list[Check]:
-        """One failed check per configured scope that Okta refuses to grant, found by asking for a token
-        with that scope alone (the SDK reads ``scopes`` from its config at each token request)."""
-        oauth = self._client.get_request_executor()._oauth  # type: ignore[no-untyped-call]
-        config = oauth._config["client"]
-        wanted, refused = list(config["scopes"]), []
-        try:
-            for scope in wanted:
-                config["scopes"] = [scope]
-                oauth.clear_access_token()
-                _, _, error = await oauth.get_oauth_token()
-                if error is not None:
-                    refused.append(scope)
-        finally:
-            config["scopes"] = wanted
-            oauth.clear_access_token()
-        where = (f"grant it to app {self._settings.client_id} in the Okta Admin Console > Applications > the app > "
-                 "Okta API Scopes, or remove it from the connector's scopes")
-        return [Check(f"okta scope {scope}", False, f"Okta does not grant the scope {scope}: {where}.")
-                for scope in refused] or [Check("okta token", False, (
-                    f"Okta refused the scopes {' '.join(wanted)} together: {where}."))]
-
-    def _denied_message(self, detail: str, scope: str) -> str:
-        if self._settings.api_token is not None:
-            if "HTTP 401" in detail:
-                return ("Okta rejected the API token (401): create a new token in "
-                        "Admin > Security > API > Tokens and update the connector's api_token.")
-            return ("The API token's admin lacks permission (403): give that admin a role that can "
-                    "manage these groups (e.g. Group Administrator).")
-        if "invalid_dpop_proof" in detail:
-            return (f"Okta refused the token request of OAuth client {self._settings.client_id}: the app requires "
-                    "DPoP (Demonstrating Proof-of-Possession) and dpop is false. Remove 'dpop: false' from the "
-                    "connector, or clear 'Require DPoP header in token requests' in the app's settings.")
-        if "HTTP 401" in detail or "invalid_client" in detail:
-            return (f"Okta rejected the OAuth client {self._settings.client_id} (401): check client_id, "
-                    "that the app uses public key / private key authentication, and that its public "
-                    "key matches private_key (and key_id).")
-        return (f"The OAuth service app lacks a permission (403): grant the {scope} scope under "
-                "Okta API Scopes and an admin role, then retry.")
+        """Credentials, reachability and the permissions ``usage`` needs (``okta_check.check``)."""
+        return await okta_check.check(self, usage)
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _needed_scopes(usage: Usage) -> list[tuple[str, str]]:
-    """(OAuth scope, which policy entries need it) for the uses beyond reading users and groups."""
-    needs = []
-    if usage.grants:
-        needs.append(("okta.groups.manage", f"granting {named(usage.grants, 'eligibility')}"))
-    if usage.sessions:
-        needs.append(("okta.users.manage", f"terminate_sessions on {named(usage.sessions, 'eligibility')}"))
-    if usage.sign_ins:
-        needs.append(("okta.logs.read", f"watching the sign-ins of {named(usage.sign_ins, 'recovery account')}"))
-    return needs
-
-
-def _covered(scope: str, granted: Sequence[str]) -> bool:
-    """Whether ``granted`` holds ``scope``; a ``.manage`` scope covers its ``.read`` (Okta's scope model)."""
-    return scope in granted or (scope.endswith(".read") and scope.removesuffix(".read") + ".manage" in granted)
 
 
 def _to_user(user: Any) -> IdpUser:
@@ -482,33 +388,6 @@ def _group_name(group: Any) -> str | None:
     profile = getattr(profile, "actual_instance", None) or profile
     name = getattr(profile, "name", None)
     return name if isinstance(name, str) else None
-
-
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _sign_in(event: Any, account: str) -> SignIn:
-    client = getattr(event, "client", None)
-    agent = getattr(getattr(client, "user_agent", None), "raw_user_agent", None)
-    geo = getattr(client, "geographical_context", None)
-    where = ", ".join(p for p in (getattr(geo, "city", None), getattr(geo, "country", None)) if p)
-    outcome = getattr(getattr(event, "outcome", None), "result", None)
-    published = event.published if isinstance(event.published, datetime) else datetime.now(UTC)
-    return SignIn(id=str(event.uuid), account=getattr(event.actor, "alternate_id", None) or account,
-                  at=published if published.tzinfo else published.replace(tzinfo=UTC),
-                  ip=getattr(client, "ip_address", None), client=agent,
-                  outcome=str(getattr(outcome, "value", outcome)) if outcome else None, detail=where)
-
-
-def _next_cursor(headers: Any) -> str | None:
-    links = headers.getall("Link", []) if hasattr(headers, "getall") else [headers.get("Link", "")]
-    for link in links:
-        for url in _NEXT_LINK.findall(link or ""):
-            after: list[str] = parse_qs(urlparse(url).query).get("after", [])
-            if after:
-                return after[0]
-    return None
 
 
 def from_settings(name: str, settings: dict[str, Any]) -> OktaConnector:
