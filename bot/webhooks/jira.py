@@ -5,8 +5,13 @@ registered with a secret: the header ``X-Hub-Signature: sha256=<hex>`` carries t
 request body keyed with that secret (the WebSub ``method=signature`` form). Source:
 https://developer.atlassian.com/cloud/jira/platform/webhooks/#secure-admin-webhooks.
 Webhooks that Connect or OAuth 2.0 apps register through ``POST /rest/api/3/webhook`` ("dynamic"
-webhooks) are not signed this way (they carry a JWT of the app instead), so this route does not accept
-them. Assumption (marked): ``sha256`` is the only method Jira sends; any other is refused.
+webhooks) are not signed this way: they carry a bearer JWT signed with the app's client secret
+(https://developer.atlassian.com/cloud/jira/platform/webhooks/#webhooks-authentication-for-oauth-2-0-apps),
+so this route does not accept them. jitbot is no Connect or OAuth app; it needs none of that.
+Assumptions (marked): ``sha256`` is the only method Jira sends (any other is refused); the hex digest is
+lowercase (compared case-insensitively). Secondary sources agreeing on the header and the HMAC
+(Hookdeck's and Trigger.dev's Jira guides) were read; one of them says dynamic webhooks are signed with a
+secret too, which Atlassian's page does not say — whichever is true, an unsigned request is refused.
 
 Order, and why:
 1. the signature is checked on the raw bytes, before any of it is decoded (constant-time compare); a
