@@ -83,7 +83,12 @@ def jira_webhook_handler(rt: Runtime, secret: str) -> Callable[[web.Request], Aw
         key = issue_key(raw)
         if key is None:  # signed, but no issue in it (another event type): nothing to check
             return web.Response(status=204)
-        ended = await TicketWatch(rt).check_now(key)
+        try:
+            ended = await TicketWatch(rt).check_now(key)
+        except Exception as exc:  # the database, most likely: Jira retries a 5xx, and the poll still runs
+            log.warning("Jira webhook: %s could not be checked now (%s); the next poll will",
+                        key[:64], type(exc).__name__)
+            return web.Response(status=503)
         if ended:
             log.info("Jira webhook: %s checked, %d grant(s) ending with it", key[:64], ended)
         return web.Response(status=204)
