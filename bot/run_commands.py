@@ -19,7 +19,7 @@ log = logging.getLogger("jitbot")
 
 def cmd_connectors_check(args: argparse.Namespace) -> int:
     loaded = configured_policy(args, connectors=False)
-    names = list(loaded.policy.connectors)
+    names = [*loaded.policy.connectors, *loaded.policy.context_connectors]
     if args.name is not None:
         if args.name not in names:
             raise CliError(f"jitbot: no connector {args.name!r} in {loaded.path} (have: {', '.join(names)})", 2)

@@ -17,7 +17,8 @@ class SettingsError(Exception):
 
 # Settings that may instead be read from a file named by ``<NAME>_FILE`` (a mounted Kubernetes or
 # Docker secret): the file's content, without its trailing newline.
-FILE_SETTINGS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "DATABASE_URL")
+FILE_SETTINGS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "DATABASE_URL",
+                 "JIRA_WEBHOOK_SECRET")
 
 
 class Settings(BaseSettings):
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
     SLACK_SIGNING_SECRET_FILE: str | None = None
     SLACK_APP_TOKEN_FILE: str | None = None
     DATABASE_URL_FILE: str | None = None
+    # The secret of the Jira admin webhook (bot/webhooks/jira.py): with it, ``serve`` answers
+    # POST /jira/webhook; without it, that route does not exist.
+    JIRA_WEBHOOK_SECRET: SecretStr | None = None
+    JIRA_WEBHOOK_SECRET_FILE: str | None = None
     SLACK_API_URL: str = "https://slack.com/api/"
     JITBOT_POLICY: str = "policy.yml"
     DATABASE_URL: str = "sqlite+aiosqlite:///jitbot.db"

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from connectors.base import Transient
+from connectors.base import ConnectorError, Transient
 from connectors.rest import error_for_status, exchange, validate_settings
 
 ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,254}-[1-9][0-9]{0,17}$")  # PROJECT-123 (Jira project key rules)
@@ -81,21 +81,33 @@ class JiraClient:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout))
         return self._session
 
+    async def _get(self, path: str, params: dict[str, str] | None = None, *,
+                   subject: str = "ticket") -> tuple[int, Any]:
+        """``GET path``: (200 or 404, the answer); any other status raises the typed error."""
+        pair = f"{self.settings.email}:{self.settings.api_token.get_secret_value()}"
+        headers = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii"),
+                   "Accept": "application/json"}
+        self.calls += 1
+        status, data, resp_headers = await exchange(self._http(), "GET", self._base + path, name=self.name,
+                                                    path=path, params=params or {}, headers=headers)
+        if status in (200, 404):
+            return status, data
+        detail = f"{self.name}: GET {path} -> {status} {_error_text(data)}".strip()
+        try:
+            retry_after = float(resp_headers.get("Retry-After") or 1)
+        except ValueError:
+            retry_after = 1.0
+        err = error_for_status(status, detail, provider="Jira", subject=subject, retry_after=retry_after)
+        err.user_message = f"Jira could not be asked about the {subject}."
+        raise err
+
     async def issue(self, key: str) -> Issue | None:
         """The issue ``key`` (None when Jira does not know it, or the account may not see it)."""
         key = key.strip().upper()
         if not ISSUE_KEY.fullmatch(key):
             return None
         path = f"/rest/api/3/issue/{quote(key)}"
-        pair = f"{self.settings.email}:{self.settings.api_token.get_secret_value()}"
-        headers = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii"),
-                   "Accept": "application/json"}
-        self.calls += 1
-        status, data, resp_headers = await exchange(self._http(), "GET", self._base + path, name=self.name,
-                                                    path=path, params={"fields": "summary,status,project"},
-                                                    headers=headers)
-        if status == 404:
-            return None
+        status, data = await self._get(path, {"fields": "summary,status,project"})
         if status == 200 and isinstance(data, dict):
             try:
                 fields = data["fields"]
@@ -104,14 +116,40 @@ class JiraClient:
                              url=f"{self._base}/browse/{quote(str(data['key']))}")
             except (KeyError, TypeError) as exc:
                 raise Transient(f"{self.name}: GET {path} answered an issue without {exc}") from None
-        detail = f"{self.name}: GET {path} -> {status} {_error_text(data)}".strip()
-        try:
-            retry_after = float(resp_headers.get("Retry-After") or 1)
-        except ValueError:
-            retry_after = 1.0
-        err = error_for_status(status, detail, provider="Jira", subject="ticket", retry_after=retry_after)
-        err.user_message = "Jira could not be asked about the ticket."
-        raise err
+        if status == 200:
+            raise Transient(f"{self.name}: GET {path} answered something other than an issue")
+        return None
+
+    # ---- for ``jitbot connectors check`` (bot/governance/context_check.py) ----------------------------
+    async def myself(self) -> str:
+        """Who the credentials sign in as (``GET /rest/api/3/myself``): the display name, else the account
+        id. A 404 here is not Jira's answer to valid credentials: a ConnectorError."""
+        status, data = await self._get("/rest/api/3/myself", subject="account")
+        if status == 200 and isinstance(data, dict):
+            return str(data.get("displayName") or data.get("accountId") or "")
+        raise ConnectorError(f"{self.name}: GET /rest/api/3/myself -> {status}: is base_url a Jira Cloud site?")
+
+    async def project(self, key: str) -> str | None:
+        """The name of project ``key`` (``GET /rest/api/3/project/{key}``), or None when it does not exist or
+        the account may not browse it (Jira answers 404 for both)."""
+        status, data = await self._get(f"/rest/api/3/project/{quote(key, safe='')}", subject="project")
+        if status == 200 and isinstance(data, dict):
+            return str(data.get("name") or key)
+        if status == 200:
+            raise Transient(f"{self.name}: GET /rest/api/3/project/{key} answered something other than a project")
+        return None
+
+    async def project_statuses(self, key: str) -> set[str] | None:
+        """Every status name of project ``key``'s issue types (``GET /rest/api/3/project/{key}/statuses``),
+        or None when Jira answers 404."""
+        path = f"/rest/api/3/project/{quote(key, safe='')}/statuses"
+        status, data = await self._get(path, subject="project")
+        if status == 404:
+            return None
+        if not isinstance(data, list):
+            raise Transient(f"{self.name}: GET {path} answered something other than a list of issue types")
+        return {str(st["name"]) for it in data if isinstance(it, dict) for st in it.get("statuses") or []
+                if isinstance(st, dict) and st.get("name")}
 
     async def aclose(self) -> None:
         if self._session is not None and self._owns_session:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -153,6 +154,28 @@ class PagerDutyClient:
                          start=_when(row.get("start")), end=_when(row.get("end")))
         except (KeyError, TypeError, ValueError):
             return None  # not an on-call entry we can read: it approves nobody
+
+    # ---- for ``jitbot connectors check`` (bot/governance/context_check.py) ----------------------------
+    async def schedule_name(self, schedule_id: str) -> str:
+        """The name of schedule ``schedule_id`` (``GET /schedules/{id}``); NotFound when it does not exist."""
+        data = await self._get(f"/schedules/{quote(schedule_id, safe='')}", [])
+        item = data.get("schedule")
+        return str(item.get("name") or item.get("summary") or schedule_id) if isinstance(item, dict) else schedule_id
+
+    async def escalation_policy_name(self, policy_id: str) -> str:
+        """The name of escalation policy ``policy_id`` (``GET /escalation_policies/{id}``); NotFound when it
+        does not exist."""
+        data = await self._get(f"/escalation_policies/{quote(policy_id, safe='')}", [])
+        item = data.get("escalation_policy")
+        return str(item.get("name") or item.get("summary") or policy_id) if isinstance(item, dict) else policy_id
+
+    async def read_oncalls(self, *, schedules: tuple[str, ...] = (), escalation_policies: tuple[str, ...] = ()) -> int:
+        """One page of ``GET /oncalls`` for the given ids (none: the account's): how many entries it holds.
+        Raises PermissionDenied when the token may not read on-calls."""
+        params = [*(("schedule_ids[]", i) for i in schedules),
+                  *(("escalation_policy_ids[]", i) for i in escalation_policies), ("limit", "1")]
+        rows = (await self._get("/oncalls", params)).get("oncalls")
+        return len(rows) if isinstance(rows, list) else 0
 
     async def aclose(self) -> None:
         if self._session is not None and self._owns_session:

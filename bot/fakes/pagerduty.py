@@ -1,4 +1,6 @@
-"""A strict fake of the two PagerDuty REST API v2 operations jitbot calls: ``GET /oncalls`` and ``GET /users``.
+"""A strict fake of the PagerDuty REST API v2 operations jitbot calls: ``GET /oncalls`` and ``GET /users``
+(on-call approval), ``GET /schedules/{id}`` and ``GET /escalation_policies/{id}`` (``jitbot connectors
+check``).
 
 Built from PagerDuty's OpenAPI description (github.com/PagerDuty/api-schema, reference/REST/openapiv3.json;
 the subset is vendored in tests/specs/pagerduty_rest_subset.json, and tests/fakes/test_pagerduty_fake.py
@@ -12,6 +14,13 @@ validates this fake's answers against it) and the developer docs:
   matches"; the fake matches name or email (case-insensitively), as PagerDuty does for users and as the
   official client relies on (``pagerduty``/``pdpyras`` ``find("users", email, attribute="email")``) —
   jitbot keeps only an exact email match of what comes back;
+- ``/schedules/{id}`` (query ``time_zone``, ``since``, ``until``, ``overflow``,
+  ``include_next_oncall_for_user``) and ``/escalation_policies/{id}`` (``include[]``): the object, or 404
+  code 2100 "Not Found";
+- a scoped OAuth token (``scopes=``) reaches an operation only with the operation's
+  ``x-pd-requires-scope`` (oncalls.read, users.read, schedules.read, escalation_policies.read); otherwise
+  403. Assumption (marked): the 403's error code, which the spec does not give, is 2010 "Access Denied";
+  an account or user API key (``scopes=None``) reaches every read;
 - classic paging: ``offset`` / ``limit`` (default 25, at most 100), ``more``, ``total`` (null unless
   ``total=true``);
 - errors in PagerDuty's shape ``{"error": {"message", "code", "errors": [...]}}`` with the codes of
@@ -19,14 +28,14 @@ validates this fake's answers against it) and the developer docs:
   failed, 2100 not found); 429 carries ``ratelimit-limit``, ``ratelimit-remaining`` and
   ``ratelimit-reset`` (seconds), as https://support.pagerduty.com/docs/rest-api-rate-limits describes.
 
-Assumption (marked): the fake refuses query parameters the operation does not document (PagerDuty
+The request gate (credentials, documented query parameters, log, faults) is bot/fakes/rest_gate.py's.
+Assumption (marked, there): the fake refuses query parameters the operation does not document (PagerDuty
 ignores them) — a misspelt filter such as ``user_ids`` without ``[]`` would otherwise widen the query.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,11 +44,17 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
+from bot.fakes.rest_gate import GatedFake, Handler
+
 API = "https://api.pagerduty.com"
 WEB = "https://playground.pagerduty.com"
 ONCALL_PARAMS = {"time_zone", "limit", "offset", "total", "include[]", "user_ids[]", "escalation_policy_ids[]",
                  "schedule_ids[]", "since", "until", "earliest"}
 USER_PARAMS = {"query", "team_ids[]", "limit", "offset", "total", "include[]"}
+SCHEDULE_PARAMS = {"time_zone", "since", "until", "overflow", "include_next_oncall_for_user"}
+POLICY_PARAMS = {"include[]"}
+SCOPES = {"/oncalls": "oncalls.read", "/users": "users.read", "/schedules/{id}": "schedules.read",
+          "/escalation_policies/{id}": "escalation_policies.read"}
 
 
 def pd_error(status: int, message: str, code: int | None = None, errors: list[str] | None = None,
@@ -66,19 +81,19 @@ class OnCallEntry:
     end: datetime | None
 
 
-class FakePagerDuty:
-    def __init__(self, *, token: str, clock: Callable[[], datetime] | None = None) -> None:
+class FakePagerDuty(GatedFake):
+    def __init__(self, *, token: str, clock: Callable[[], datetime] | None = None,
+                 scopes: set[str] | None = None) -> None:
+        super().__init__()
         self.token = token
+        self.scopes = scopes  # a scoped OAuth token's scopes; None: an API key
         self.clock = clock or (lambda: datetime.now(UTC))
         self.users: dict[str, dict[str, Any]] = {}
         self.schedules: dict[str, str] = {}  # id → name
         self.policies: dict[str, str] = {}  # escalation policy id → name
+        self.schedule_policies: dict[str, set[str]] = {}  # schedule id → the escalation policies using it
         self.oncalls: list[OnCallEntry] = []
-        self.requests: list[tuple[str, str]] = []  # (path, query string) of every authorised call
-        self._faults: deque[tuple[int, dict[str, str]]] = deque()
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     # ---- state -------------------------------------------------------------------------------------
     def add_user(self, email: str, name: str) -> str:
@@ -92,6 +107,7 @@ class FakePagerDuty:
     def add_schedule(self, schedule_id: str, name: str, *, policy_id: str, policy_name: str = "") -> None:
         self.schedules[schedule_id] = name
         self.policies.setdefault(policy_id, policy_name or f"{name} policy")
+        self.schedule_policies.setdefault(schedule_id, set()).add(policy_id)
 
     def put_on_call(self, user_id: str, *, policy_id: str, level: int = 1, schedule_id: str | None = None,
                     start: datetime | None = None, end: datetime | None = None) -> OnCallEntry:
@@ -107,49 +123,37 @@ class FakePagerDuty:
         """The next ``times`` calls answer ``status`` (429 with PagerDuty's rate-limit headers)."""
         headers = ({"ratelimit-limit": "960", "ratelimit-remaining": "0", "ratelimit-reset": str(reset_s)}
                    if status == 429 else {})
-        self._faults.extend([(status, headers)] * times)
+        self.queue_fault(status, times, headers)
 
-    # ---- serving -----------------------------------------------------------------------------------
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._gate])
-        app.router.add_get("/oncalls", self._oncalls)
-        app.router.add_get("/users", self._users)
-        return app
+    # ---- serving (the gate: bot/fakes/rest_gate.py) -------------------------------------------------
+    def operations(self) -> list[tuple[str, Handler, set[str]]]:
+        return [("/oncalls", self._oncalls, ONCALL_PARAMS), ("/users", self._users, USER_PARAMS),
+                ("/schedules/{id}", self._schedule, SCHEDULE_PARAMS),
+                ("/escalation_policies/{id}", self._escalation_policy, POLICY_PARAMS)]
 
-    async def start(self) -> FakePagerDuty:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
+    def authorised(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Token token={self.token}"
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner = None
+    def unauthorised(self) -> web.Response:
+        return pd_error(401, "Authentication failed", 2006)
 
-    @web.middleware
-    async def _gate(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Token token={self.token}":
-            return pd_error(401, "Authentication failed", 2006)
+    def refused_header(self, request: web.Request) -> web.Response | None:
         accept = request.headers.get("Accept", "")
         if "vnd.pagerduty+json" in accept and "version=2" not in accept:
             return pd_error(400, "Invalid Input Provided", 2001, ["Unsupported API version"])
-        self.requests.append((request.path, request.query_string))
-        if self._faults:
-            status, headers = self._faults.popleft()
-            if status == 429:
-                return pd_error(429, "Rate Limit Exceeded", headers=headers)
-            return pd_error(status, "Internal Server Error" if status >= 500 else "Error")
-        resp: web.StreamResponse = await handler(request)
-        return resp
-
-    @staticmethod
-    def _unknown(query: MultiMapping[str], allowed: set[str]) -> web.Response | None:
-        unknown = sorted(set(query) - allowed)
-        if unknown:
-            return pd_error(400, "Invalid Input Provided", 2001, [f"Unknown parameter {u}" for u in unknown])
+        resource = request.match_info.route.resource
+        scope = SCOPES.get(resource.canonical) if resource is not None else None
+        if self.scopes is not None and scope is not None and scope not in self.scopes:
+            return pd_error(403, "Access Denied", 2010, [f"The token lacks the scope {scope}"])
         return None
+
+    def unknown_parameters(self, names: list[str]) -> web.Response:
+        return pd_error(400, "Invalid Input Provided", 2001, [f"Unknown parameter {u}" for u in names])
+
+    def fault(self, status: int, headers: dict[str, str]) -> web.Response:
+        if status == 429:
+            return pd_error(429, "Rate Limit Exceeded", headers=headers)
+        return pd_error(status, "Internal Server Error" if status >= 500 else "Error")
 
     @staticmethod
     def _paging(query: MultiMapping[str]) -> tuple[int, int] | web.Response:
@@ -173,9 +177,6 @@ class FakePagerDuty:
 
     async def _oncalls(self, request: web.Request) -> web.Response:
         q = request.query
-        bad = self._unknown(q, ONCALL_PARAMS)
-        if bad is not None:
-            return bad
         paging = self._paging(q)
         if isinstance(paging, web.Response):
             return paging
@@ -219,9 +220,6 @@ class FakePagerDuty:
 
     async def _users(self, request: web.Request) -> web.Response:
         q = request.query
-        bad = self._unknown(q, USER_PARAMS)
-        if bad is not None:
-            return bad
         paging = self._paging(q)
         if isinstance(paging, web.Response):
             return paging
@@ -229,3 +227,32 @@ class FakePagerDuty:
         rows = [u for u in self.users.values() if needle in u["email"].lower() or needle in u["name"].lower()]
         limit, offset = paging
         return self._page("users", rows, limit, offset, q.get("total") == "true")
+
+    async def _schedule(self, request: web.Request) -> web.Response:
+        sid = request.match_info["id"]
+        name = self.schedules.get(sid)
+        if name is None:
+            return pd_error(404, "Not Found", 2100)
+        policies = sorted({e.escalation_policy_id for e in self.oncalls if e.schedule_id == sid}
+                          | self.schedule_policies.get(sid, set()))
+        return web.json_response({"schedule": {
+            "id": sid, "type": "schedule", "summary": name, "self": f"{API}/schedules/{sid}",
+            "html_url": f"{WEB}/schedules/{sid}", "name": name, "time_zone": "Etc/UTC", "description": "",
+            "escalation_policies": [self._ref("escalation_policy", p, self.policies[p], "escalation_policies")
+                                    for p in policies if p in self.policies],
+            "users": [], "teams": [], "schedule_layers": []}})
+
+    async def _escalation_policy(self, request: web.Request) -> web.Response:
+        pid = request.match_info["id"]
+        name = self.policies.get(pid)
+        if name is None:
+            return pd_error(404, "Not Found", 2100)
+        targets = sorted({e.schedule_id for e in self.oncalls if e.escalation_policy_id == pid and e.schedule_id}
+                         | {s for s, ps in self.schedule_policies.items() if pid in ps})
+        rules = [{"id": f"R{pid}", "escalation_delay_in_minutes": 30,
+                  "targets": [self._ref("schedule", t, self.schedules.get(t, t), "schedules") for t in targets]}]
+        return web.json_response({"escalation_policy": {
+            "id": pid, "type": "escalation_policy", "summary": name, "self": f"{API}/escalation_policies/{pid}",
+            "html_url": f"{WEB}/escalation_policies/{pid}", "name": name, "description": "", "num_loops": 0,
+            "on_call_handoff_notifications": "if_has_services", "escalation_rules": rules if targets else [],
+            "services": [], "teams": []}})

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from bot.domain.policy import Policy, Principals
+from bot.governance.context_check import check_context_connector
 from connectors.base import (
     Check,
     Connector,
@@ -160,8 +161,10 @@ async def check_connectors(policy: Policy, names: Sequence[str],
     lines: list[str] = []
     ok = True
     for name in names:
-        lines.append(f"{name} ({policy.connectors[name].get('type')})")
-        for c in await check_connector(policy, name, make):
+        context = name in policy.context_connectors  # pagerduty, jira: bot/governance/context_check.py
+        lines.append(f"{name} ({(policy.context_connectors if context else policy.connectors)[name].get('type')})")
+        checks = await check_context_connector(policy, name) if context else await check_connector(policy, name, make)
+        for c in checks:
             lines.append(f"  {'✓' if c.ok else '✗'} {c.name}" + (f": {c.message}" if c.message else ""))
             ok = ok and c.ok
     return Report(lines, ok)

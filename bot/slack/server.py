@@ -36,6 +36,7 @@ from bot.slack.request_body import bolt_request as bolt_request_of
 from bot.slack.signature import refusal
 from bot.slack.slack_link import SlackLink
 from bot.stepup.web import add_routes as add_step_up_routes
+from bot.webhooks.jira import add_routes as add_jira_webhook
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def slack_handler(app: AsyncApp, signing_secret: str, *,
 
 
 def web_app(app: AsyncApp, rt: Runtime, *, signing_secret: str | None, path: str = "/slack/events",
-            link: SlackLink | None = None, worker_id: str | None = None) -> web.Application:
+            link: SlackLink | None = None, worker_id: str | None = None,
+            jira_webhook_secret: str | None = None) -> web.Application:
     """The HTTP surface: Slack requests (only with a ``signing_secret`` to verify them), and the probes and
     metrics (bot/observability/probes.py). ``link`` (bot/slack/slack_link.py): whether Slack refused a
     token and, in Socket Mode, whether the WebSocket is up — while it is not, no request reaches this
@@ -77,6 +79,7 @@ def web_app(app: AsyncApp, rt: Runtime, *, signing_secret: str | None, path: str
         web_application.router.add_post(path, slack_handler(app, signing_secret))
     add_ops_routes(web_application, rt, link=link, worker_id=worker_id)
     add_step_up_routes(web_application, rt)  # /step-up/…: approvals that need a fresh sign-in
+    add_jira_webhook(web_application, rt, jira_webhook_secret)  # /jira/webhook, when a secret is set
     return web_application
 
 
@@ -138,7 +141,9 @@ async def run_server(args: argparse.Namespace) -> int:
         link = SlackLink(client, handler, settings.SLACK_APP_TOKEN.get_secret_value() if handler else None)
         link.start()  # in the background: the tokens checked, the socket connected (bot/slack/slack_link.py)
         runner = web.AppRunner(web_app(app, rt, signing_secret=secret, link=link,
-                                       worker_id=worker.worker_id if worker is not None else None),
+                                       worker_id=worker.worker_id if worker is not None else None,
+                                       jira_webhook_secret=settings.JIRA_WEBHOOK_SECRET.get_secret_value()
+                                       if settings.JIRA_WEBHOOK_SECRET else None),
                                **runner_options(settings.JITBOT_ACCESS_LOG))
         await runner.setup()
         port = args.port or settings.PORT

@@ -123,3 +123,62 @@ async def test_jira_errors_and_auth(jira: FakeJira) -> None:
     jira.fail_next(429, retry_after=9)
     status, _, headers = await get(jira.url + "/rest/api/3/issue/OPS-1", JIRA_AUTH)
     assert status == 429 and headers["Retry-After"] == "9"
+
+
+# ---- the operations ``jitbot connectors check`` calls ----------------------------------------------------
+
+
+async def test_pagerduty_schedule_and_escalation_policy_match_the_spec(pd: FakePagerDuty) -> None:
+    status, body, _ = await get(pd.url + "/schedules/PSCHED1", PD_AUTH)
+    assert status == 200
+    check(PD, "/schedules/{id}", "get", 200, body)
+    assert isinstance(body, dict) and body["schedule"]["name"] == "Primary"
+    assert [p["id"] for p in body["schedule"]["escalation_policies"]] == ["PPOL1"]
+    status, body, _ = await get(pd.url + "/escalation_policies/PPOL1", PD_AUTH)
+    assert status == 200
+    check(PD, "/escalation_policies/{id}", "get", 200, body)
+    for path in ("/schedules/PNOPE", "/escalation_policies/PNOPE"):
+        status, body, _ = await get(pd.url + path, PD_AUTH)
+        assert status == 404 and isinstance(body, dict) and body["error"]["code"] == 2100
+        check(PD, "/schedules/{id}", "get", 404, body)
+    status, _, _ = await get(pd.url + "/schedules/PSCHED1", PD_AUTH, [("include[]", "users")])
+    assert status == 400  # include[] is not a parameter of GET /schedules/{id}
+
+
+async def test_a_scoped_pagerduty_token_reaches_only_its_scopes() -> None:
+    fake = FakePagerDuty(token="pd-secret", clock=lambda: NOW, scopes={"schedules.read"})
+    fake.add_schedule("PSCHED1", "Primary", policy_id="PPOL1")
+    await fake.start()
+    try:
+        assert (await get(fake.url + "/schedules/PSCHED1", PD_AUTH))[0] == 200
+        status, body, _ = await get(fake.url + "/oncalls", PD_AUTH)
+        assert status == 403
+        check(PD, "/oncalls", "get", 403, body)
+        assert (await get(fake.url + "/escalation_policies/PPOL1", PD_AUTH))[0] == 403
+    finally:
+        await fake.stop()
+
+
+async def test_jira_myself_project_and_statuses_match_the_spec(jira: FakeJira) -> None:
+    status, body, _ = await get(jira.url + "/rest/api/3/myself", JIRA_AUTH)
+    assert status == 200
+    check(JIRA, "/rest/api/3/myself", "get", 200, body)
+    status, body, _ = await get(jira.url + "/rest/api/3/project/OPS", JIRA_AUTH)
+    assert status == 200
+    check(JIRA, "/rest/api/3/project/{projectIdOrKey}", "get", 200, body)
+    status, body, _ = await get(jira.url + "/rest/api/3/project/OPS/statuses", JIRA_AUTH)
+    assert status == 200
+    check(JIRA, "/rest/api/3/project/{projectIdOrKey}/statuses", "get", 200, body)
+    assert isinstance(body, list) and {s["name"] for s in body[0]["statuses"]} == {"To Do", "In Progress", "Done"}
+
+
+async def test_jira_projects_are_case_sensitive_and_unbrowsable_ones_are_not_found(jira: FakeJira) -> None:
+    jira.add_project("SEC", "Security", browsable=False)
+    for path in ("/rest/api/3/project/ops", "/rest/api/3/project/SEC", "/rest/api/3/project/SEC/statuses",
+                 "/rest/api/3/project/NOPE/statuses"):
+        status, body, _ = await get(jira.url + path, JIRA_AUTH)
+        assert status == 404, path
+        check_schema(JIRA, "ErrorCollection", body)
+    status, _, _ = await get(jira.url + "/rest/api/3/project/OPS/statuses", JIRA_AUTH, [("expand", "x")])
+    assert status == 400  # the statuses operation documents no query parameter
+    assert (await get(jira.url + "/rest/api/3/myself", {"Authorization": "Basic eA=="}))[0] == 401

@@ -5,6 +5,9 @@ Every ``poll_every`` (the jira connector's setting, one minute by default), once
 says ``end_with_ticket`` (each ticket once) and revokes each grant whose ticket no longer qualifies or
 that Jira no longer knows. A ticket Jira cannot be asked about this turn is asked again next turn;
 meanwhile the grant keeps its expiry (access never outlives its duration either way).
+
+A Jira webhook (bot/webhooks/jira.py) only says *which* ticket to ask about now (``check_now``): its
+content is never trusted; the verdict is the REST API's, as for the poll.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.domain.approval_context import JiraTicket
 from bot.services import kvstate, notices
@@ -20,7 +23,7 @@ from bot.services.context.tickets import TICKETED_KIND, ticket_problem
 from bot.services.requesting.requests import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError
-from connectors.jira import JiraSettings
+from connectors.jira import ISSUE_KEY, JiraSettings
 from storage.tables import AccessRequest, Grant
 
 log = logging.getLogger(__name__)
@@ -59,12 +62,26 @@ class TicketWatch:
     async def poll(self) -> int:
         """Ask Jira about every active grant's ticket (each ticket once); revoke the grants whose ticket
         no longer qualifies. Returns how many were revoked."""
+        return await self._check(None, by="poll")
+
+    async def check_now(self, ticket: str) -> int:
+        """Ask Jira now about ``ticket`` (a webhook named it) and revoke the active grants that end with it
+        when it no longer qualifies. A key no active grant ends with costs no call. Returns how many were
+        revoked."""
+        key = ticket.strip().upper()
+        if not ISSUE_KEY.fullmatch(key):
+            return 0
+        return await self._check(key, by="webhook")
+
+    async def _check(self, only: str | None, *, by: str) -> int:
         rt, rules = self.rt, self.rules()
         if not rules:
             return 0
+        query = _ACTIVE_WITH_TICKET.where(AccessRequest.eligibility.in_(list(rules)))  # type: ignore[attr-defined]
+        if only is not None:
+            query = query.where(func.upper(AccessRequest.ticket) == only)
         async with rt.db.sessions() as session:
-            rows = (await session.execute(_ACTIVE_WITH_TICKET.where(
-                AccessRequest.eligibility.in_(list(rules))))).all()  # type: ignore[attr-defined]
+            rows = (await session.execute(query)).all()
         verdicts: dict[tuple[str, str], str | None] = {}
         ended = 0
         for grant_id, request_id, eligibility, ticket in rows:
@@ -73,7 +90,7 @@ class TicketWatch:
             if key not in verdicts:
                 verdicts[key] = await self._verdict(rule, ticket)
             why = verdicts[key]
-            if why is not None and await self._end(grant_id, request_id, ticket, why):
+            if why is not None and await self._end(grant_id, request_id, ticket, why, by=by):
                 ended += 1
         if ended:
             rt.wake.set()
@@ -93,7 +110,7 @@ class TicketWatch:
         problem = ticket_problem(rule, issue)
         return f"its ticket {issue.key} is now {issue.status!r}" if problem else None
 
-    async def _end(self, grant_id: str, request_id: str, ticket: str | None, why: str) -> bool:
+    async def _end(self, grant_id: str, request_id: str, ticket: str | None, why: str, *, by: str) -> bool:
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:
             req = await load_request(session, request_id, lock=True)
@@ -103,7 +120,7 @@ class TicketWatch:
             g.status, g.end_reason, g.next_attempt_at, g.warn_at = "revoking", END_REASON, now, None
             snap = notices.describe(rt, req, await load_votes(session, req.id), g)
             await notices.record(rt, session, at=now, kind="ticket_ended", actor=notices.SYSTEM, req=req, snap=snap,
-                                 detail={"grant": g.id, "ticket": ticket, "reason": why},
+                                 detail={"grant": g.id, "ticket": ticket, "reason": why, "noticed_by": by},
                                  text=f"access ends with its ticket: {why}")
             notices.tell_requester(session, at=now, snap=snap, event="revoked",
                                    text=f"Your {req.eligibility} access ({req.id}) is being removed: {why}.")
