@@ -18,7 +18,8 @@ entity types as ``allOf`` of their base type and their own properties, ``@odata.
 Where this builder departs from the converter (each checked by the fakes, so stricter):
 
 * navigation properties are left out of the schemas (Graph returns them only with ``$expand``, which
-  jitbot never sends); ``$select``'s items are the type's property names (Graph answers 400 to others);
+  jitbot never sends); ``$select``'s items are the property names of the type, its bases and its derived types (Graph
+  answers 400 to others);
 * a nullable complex or enum property is that type or ``null`` (the converter writes
   ``anyOf: [type, {type: object, nullable: true}]``, which admits any object); numbers that may be
   ``INF``/``NaN`` strings use ``anyOf`` (the converter's ``oneOf`` refuses ``null``);
@@ -149,8 +150,12 @@ class Model:
         return None
 
     def names(self, type_name: str) -> list[str]:
-        return sorted({str(n.get("Name")) for t in self.lineage(type_name) for n in self.types[t]
-                       if n.tag.removeprefix(EDM) in ("Property", "NavigationProperty")})
+        """The properties a ``$select`` on the type may name: its own, its bases', and those of the types
+        derived from it (a collection of a base type, such as a group's members, holds derived ones)."""
+        kinds = ("Property", "NavigationProperty")
+        types = [t for t in self.types if type_name in self.lineage(t)] if type_name in self.types else []
+        return sorted({str(n.get("Name")) for t in {*self.lineage(type_name), *types} for n in self.types[t]
+                       if n.tag.removeprefix(EDM) in kinds})
 
     def action(self, name: str, binding: str) -> ET.Element:
         lineage = self.lineage(binding)
