@@ -126,7 +126,7 @@ class Model:
                                 member.get("EntityType") or member.get("Type") or ""), kind == "EntitySet")
 
     def qualify(self, name: str) -> str:
-        if name.startswith("Collection(") or name.startswith("Edm."):
+        if name.startswith(("Collection(", "Edm.")):
             return name
         prefix, _, short = name.rpartition(".")
         return f"{self._alias.get(prefix, prefix)}.{short}"
