@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+
+import pytest
 
 from tests.specs.discovery import GOOGLE_DIRECTORY, DiscoverySpec
 from tests.specs.graph_openapi import GRAPH_V1, GraphSpec
-from tests.specs.graph_subset import OPERATIONS, SOURCE
+from tests.specs.graph_subset import OPERATIONS, SOURCE, build
 from tests.specs.openapi import OKTA_MANAGEMENT, OpenApiSpec
 
 MEMBERS = "/admin/directory/v1/groups/eng@example.com/members"
@@ -72,6 +76,12 @@ def test_the_graph_subset_names_its_source_and_holds_every_listed_operation() ->
     spec = GraphSpec(GRAPH_V1)
     assert SOURCE[1] in spec.doc["info"]["x-source"] and "msgraph-metadata" in spec.doc["info"]["x-source"]
     assert {(m, p) for p, item in spec.doc["paths"].items() for m in (k.upper() for k in item)} == set(OPERATIONS)
+
+
+@pytest.mark.skipif(not os.environ.get("JITBOT_GRAPH_CSDL"), reason="JITBOT_GRAPH_CSDL names no cleanMetadata.xml")
+def test_the_graph_subset_is_what_the_builder_writes_from_the_source() -> None:
+    # JITBOT_GRAPH_CSDL=<msgraph-metadata at SOURCE's commit>/clean_v10_metadata/cleanMetadata.xml
+    assert build(Path(os.environ["JITBOT_GRAPH_CSDL"])) == json.loads(GRAPH_V1.read_text())
 
 
 def test_a_conforming_graph_exchange_passes() -> None:
