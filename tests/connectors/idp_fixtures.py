@@ -54,6 +54,8 @@ async def entra_fake(page_size: int = 2) -> AsyncIterator[tuple[FakeEntra, str]]
         yield fake, ca_file
     finally:
         await fake.stop()
+    # no exchange departed from Graph's description (tests/specs/graph)
+    assert not fake.spec_violations, "\n".join(fake.spec_violations)
 
 
 def okta_settings(fake: FakeOkta, ca_file: str) -> dict[str, Any]:

@@ -63,6 +63,8 @@ async def entra(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeEntr
     fake.paged = fake.add_group("engineering", staff)  # type: ignore[attr-defined]
     yield fake, ca_file
     await fake.stop()
+    # every test here, harness or not: no exchange departed from Graph's description (tests/specs/graph)
+    assert not fake.spec_violations, "\n".join(fake.spec_violations)
 
 
 def _settings(fake: FakeEntra, ca_file: str, mode: str, **overrides: object) -> dict[str, object]:
@@ -297,3 +299,26 @@ async def test_no_secret_in_errors_or_logs(
     assert len(errors) >= 4
     for secret in (SECRET, "wrong-SECRET-2", _certificate("good")[0].splitlines()[1]):
         assert not any(secret in text for text in texts)
+
+
+async def test_every_graph_exchange_is_held_to_the_published_description(connector: Built) -> None:
+    # the fake checks the connector's requests and its own answers against tests/specs/graph; drift in
+    # either lands in spec_violations (on which the ``entra`` fixture fails every test)
+    entra_connector, fake = connector
+    fake.users[fake.alice]["accountEnabled"] = "yes"  # type: ignore[attr-defined]  # Graph's is a boolean
+    assert await entra_connector.find_user("alice@example.com") is not None
+    assert "get /users answer['value', 0, 'accountEnabled']: 'yes' is not of type 'boolean', 'null'" in (
+        fake.spec_violations)
+    fake.users[fake.alice]["accountEnabled"] = True  # type: ignore[attr-defined]
+    fake.spec_violations.clear()
+    user = await entra_connector.find_user("alice@example.com")
+    assert user is not None
+    target = Target(TargetKind.GROUP, fake.target)  # type: ignore[attr-defined]
+    await entra_connector.grant(user, target, grant_id="g1", expires_at=EXPIRES)
+    assert await entra_connector.groups_of(user, [fake.target]) == frozenset({fake.target})  # type: ignore[attr-defined]
+    await entra_connector.revoke(user, target, grant_id="g1")
+    await entra_connector.terminate_sessions(user)
+    called = {(m, p.rsplit("/", 1)[-1]) for m, p in fake.requests}
+    assert {("POST", "$ref"), ("DELETE", "$ref"), ("POST", "checkMemberGroups"),
+            ("POST", "revokeSignInSessions")} <= called
+    assert fake.spec_violations == []

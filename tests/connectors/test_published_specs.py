@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+
+import pytest
 
 from tests.specs.discovery import GOOGLE_DIRECTORY, DiscoverySpec
+from tests.specs.graph_openapi import GRAPH_V1, GraphSpec
+from tests.specs.graph_subset import OPERATIONS, SOURCE, build
 from tests.specs.openapi import OKTA_MANAGEMENT, OpenApiSpec
 
 MEMBERS = "/admin/directory/v1/groups/eng@example.com/members"
@@ -58,3 +64,58 @@ def test_okta_user_groups_take_no_paging_parameters() -> None:
     spec = OpenApiSpec(OKTA_MANAGEMENT)
     assert spec.check("GET", "/api/v1/users/00u1/groups", {}, 200, []) == []
     assert len(spec.check("GET", "/api/v1/users/00u1/groups", {"after": "x", "limit": "2"}, 200, [])) == 2
+
+
+GRAPH_USER = {"@odata.type": "#microsoft.graph.user", "id": "0b0e2c5e-6c1a-4c4e-9d7a-1b2c3d4e5f60",
+              "mail": "alice@example.com", "userPrincipalName": "alice_upn@example.com", "displayName": "Alice",
+              "accountEnabled": True}
+GRAPH_GROUP = "1c1e2c5e-6c1a-4c4e-9d7a-1b2c3d4e5f61"
+
+
+def test_the_graph_subset_names_its_source_and_holds_every_listed_operation() -> None:
+    spec = GraphSpec(GRAPH_V1)
+    assert SOURCE[1] in spec.doc["info"]["x-source"] and "msgraph-metadata" in spec.doc["info"]["x-source"]
+    assert {(m, p) for p, item in spec.doc["paths"].items() for m in (k.upper() for k in item)} == set(OPERATIONS)
+
+
+@pytest.mark.skipif(not os.environ.get("JITBOT_GRAPH_CSDL"), reason="JITBOT_GRAPH_CSDL names no cleanMetadata.xml")
+def test_the_graph_subset_is_what_the_builder_writes_from_the_source() -> None:
+    # JITBOT_GRAPH_CSDL=<msgraph-metadata at SOURCE's commit>/clean_v10_metadata/cleanMetadata.xml
+    assert build(Path(os.environ["JITBOT_GRAPH_CSDL"])) == json.loads(GRAPH_V1.read_text())
+
+
+def test_a_conforming_graph_exchange_passes() -> None:
+    spec = GraphSpec(GRAPH_V1)
+    query = {"$filter": "mail eq 'alice@example.com'", "$select": "id,mail,userPrincipalName", "$top": "5"}
+    answer = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users", "value": [GRAPH_USER],
+              "@odata.nextLink": "https://graph.microsoft.com/v1.0/users?$skiptoken=x"}
+    assert spec.check("GET", "/v1.0/users", query, 200, answer) == []
+    assert spec.check("GET", "/v1.0/users", {"$skiptoken": "x"}, 200, answer) == []  # the link Graph wrote
+    assert spec.check("POST", f"/v1.0/users/{GRAPH_USER['id']}/checkMemberGroups", {}, 200,
+                      {"@odata.context": "x", "value": [GRAPH_GROUP]}, body={"groupIds": [GRAPH_GROUP]}) == []
+    assert spec.check("POST", f"/v1.0/groups/{GRAPH_GROUP}/members/$ref", {}, 204, None,
+                      body={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{GRAPH_USER['id']}"}) == []
+    assert spec.check("DELETE", f"/v1.0/groups/{GRAPH_GROUP}/members/{GRAPH_USER['id']}/$ref", {}, 204, None,
+                      body=None) == []
+    members = {"value": [GRAPH_USER, {"@odata.type": "#microsoft.graph.user", "id": "u2"}]}
+    assert spec.check("GET", f"/v1.0/groups/{GRAPH_GROUP}/members", {"$select": "id", "$top": "999"}, 200,
+                      members) == []
+
+
+def test_graph_drift_in_a_request_or_an_answer_is_caught() -> None:
+    spec = GraphSpec(GRAPH_V1)
+    problems = spec.check("GET", "/v1.0/users", {"$select": "id,emailAddress", "$limit": "5"}, 200,
+                          {"value": [{**GRAPH_USER, "accountEnabled": "yes"}]})
+    assert any("$limit" in p for p in problems) and any("'emailAddress'" in p for p in problems)
+    assert any("'yes' is not of type" in p for p in problems)
+    assert "get /users answer['value', 0]: Unevaluated properties are not allowed ('nickname' was unexpected)" in (
+        spec.check("GET", "/v1.0/users", {}, 200, {"value": [{**GRAPH_USER, "nickname": "al"}]}))
+    # a member typed as a user is held to the user's properties, not only directoryObject's
+    assert spec.check("GET", f"/v1.0/groups/{GRAPH_GROUP}/members", {}, 200,
+                      {"value": [{**GRAPH_USER, "nickname": "al"}]})
+    assert spec.check("POST", f"/v1.0/users/{GRAPH_USER['id']}/checkMemberGroups", {}, 200, {"value": []},
+                      body={"groupIds": GRAPH_GROUP})
+    assert spec.check("POST", f"/v1.0/groups/{GRAPH_GROUP}/members/$ref", {}, 204, None, body=None)
+    assert spec.check("POST", f"/v1.0/groups/{GRAPH_GROUP}/members/$ref", {}, 204, None,
+                      body={"@odata.id": 5})
+    assert spec.check("GET", "/v1.0/users/x/transitiveMemberOf", {}, 200, {"value": []})

@@ -64,11 +64,50 @@ def _composed(doc: dict[str, Any]) -> set[str]:
     return names
 
 
-class OpenApiSpec:
-    """The operations of a (vendored) OpenAPI 3.0 document, to check exchanges against."""
+def _dispatch(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document with every use of a schema that has a ``discriminator`` mapping (outside a composition)
+    made to select the mapped schema by the discriminator's value, as OpenAPI 3.0 describes: a value
+    ``{"$ref": base}`` becomes ``allOf`` of the base and, for each mapping, ``if`` the property has that
+    value ``then`` the mapped schema. Without a value only the base holds."""
+    schemas = doc.get("components", {}).get("schemas", {})
 
-    def __init__(self, path: Path) -> None:
+    def mapped(node: dict[str, Any]) -> dict[str, Any] | None:
+        ref = node.get("$ref")
+        if not isinstance(ref, str) or not ref.startswith("#/components/schemas/"):
+            return None
+        target = schemas.get(ref.rsplit("/", 1)[-1], {})
+        return target.get("discriminator") if isinstance(target.get("discriminator"), dict) else None
+
+    def walk(node: Any, branch: bool = False) -> Any:
+        if isinstance(node, list):
+            return [walk(v, branch) for v in node]
+        if not isinstance(node, dict):
+            return node
+        found = None if branch else mapped(node)
+        if found and found.get("mapping"):
+            prop = found["propertyName"]
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            picks = [{"if": {"properties": {prop: {"const": value}}, "required": [prop]}, "then": {"$ref": target}}
+                     for value, target in found["mapping"].items() if target != node["$ref"]]
+            return {"allOf": [{"$ref": node["$ref"]}, *picks], **rest}
+        return {k: walk(v, k in ("allOf", "anyOf", "oneOf")) for k, v in node.items()}
+
+    return {k: walk(v) for k, v in doc.items()}
+
+
+_UNSET: Any = object()
+
+
+class OpenApiSpec:
+    """The operations of a (vendored) OpenAPI 3.0 document, to check exchanges against.
+
+    With ``discriminators``, a schema's ``discriminator`` mapping selects the derived schema an answer is
+    held to (``_dispatch``)."""
+
+    def __init__(self, path: Path, *, discriminators: bool = False) -> None:
         self.doc = json.loads(path.read_text())
+        if discriminators:
+            self.doc = _dispatch(self.doc)
         self.version = str(self.doc["info"]["version"])
         composed = _composed(self.doc)
         components = self.doc.get("components", {})
@@ -77,7 +116,7 @@ class OpenApiSpec:
         self._validators: dict[str, jsonschema.Draft202012Validator] = {}
         self._ops: list[tuple[str, re.Pattern[str], dict[str, Any], list[dict[str, Any]]]] = []
         for template, item in self.doc["paths"].items():
-            pattern = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)))
+            pattern = re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)))
             for method, op in item.items():
                 if method == "parameters":
                     continue
@@ -98,8 +137,10 @@ class OpenApiSpec:
             self._validators[key] = validator
         return [f"{what}{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(value)]
 
-    def check(self, method: str, path: str, query: dict[str, str], status: int, answer: Any) -> list[str]:
-        """Every way the exchange departs from the document (empty when it conforms)."""
+    def check(self, method: str, path: str, query: dict[str, str], status: int, answer: Any, *,
+              body: Any = _UNSET) -> list[str]:
+        """Every way the exchange departs from the document (empty when it conforms). A JSON request
+        ``body`` (None: none sent) is checked against the operation's request body when given."""
         found = [(op, params) for m, pattern, op, params in self._ops if m == method and pattern.fullmatch(path)]
         if not found:
             return [f"{method} {path}: no such operation in the OpenAPI description"]
@@ -117,12 +158,27 @@ class OpenApiSpec:
                 typed = int(value) if value.lstrip("-").isdigit() else value
             elif schema.get("type") == "boolean":
                 typed = {"true": True, "false": False}.get(value, value)
+            elif schema.get("type") == "array" and declared[key].get("explode") is False:
+                typed = value.split(",")  # style form, not exploded: comma-separated
             problems += self._validate(schema, typed, f"{name}: {key}")
+        if body is not _UNSET:
+            problems += self._check_body(name, op, body)
         if 200 <= status < 300:
-            content = (op["responses"].get(str(status)) or {}).get("content", {})
+            responses = op["responses"]
+            response = self._resolve(responses.get(str(status)) or responses.get(f"{status // 100}XX") or {})
+            content = response.get("content", {})
             schema = (content.get("application/json") or {}).get("schema")
             if schema is None and answer is not None:
                 problems.append(f"{name}: {status} carries no body in the description")
             elif schema is not None:
                 problems += self._validate(schema, answer, f"{name} answer")
         return problems
+
+    def _check_body(self, name: str, op: dict[str, Any], body: Any) -> list[str]:
+        declared = self._resolve(op["requestBody"]) if "requestBody" in op else None
+        if declared is None:
+            return [] if body is None else [f"{name}: a request body, which the description does not declare"]
+        if body is None:
+            return [f"{name}: no request body, which the description requires"] if declared.get("required") else []
+        schema = ((declared.get("content") or {}).get("application/json") or {}).get("schema")
+        return [] if schema is None else self._validate(schema, body, f"{name} request body")

@@ -9,12 +9,17 @@ Permissions as Graph enforces them: an access token is a JWT whose ``roles`` cla
 application permissions consented when it was issued (``roles``); each Graph path needs one of its
 documented permissions (``graph_permissions.py``), and a group's members are returned with only
 ``@odata.type`` and ``id`` to an app that may not read users.
+
+Every Graph request (query and JSON body) and successful answer is held to Microsoft Graph's v1.0
+description, the subset vendored under tests/specs/graph (``tests/specs/graph_openapi.py``); what departs
+from it is kept in ``spec_violations``, and the conformance suite fails on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import secrets
 import ssl
@@ -29,6 +34,9 @@ from aiohttp import web
 from connectors.base import Target
 from tests.fakes.idp.entra_signins import EntraSignIns
 from tests.fakes.idp.graph_permissions import USER_READERS, required
+from tests.specs.graph_openapi import GraphSpec
+
+SPEC = GraphSpec()
 
 ROLES_KEY = web.RequestKey("roles", frozenset)
 
@@ -79,6 +87,8 @@ class FakeEntra:
         self.groups: dict[str, dict[str, Any]] = {}
         self.members: dict[str, list[str]] = {}
         self.revoked_sessions: list[str] = []
+        self.spec_violations: list[str] = []  # departures from Graph's description (tests/specs/graph)
+        self.check_spec = True  # off only where its CPU would distort a measurement
         self.sign_in_log = EntraSignIns()  # GET /v1.0/auditLogs/signIns (tests/fakes/idp/entra_signins.py)
         self.token_requests = 0
         self.auth_headers: list[str] = []
@@ -154,7 +164,7 @@ class FakeEntra:
 
     # -- server ------------------------------------------------------------------------------
     async def start(self, ssl_context: ssl.SSLContext) -> str:
-        app = web.Application(middlewares=[self._gate])
+        app = web.Application(middlewares=[self._spec, self._gate])
         t = self.tenant_id
         app.router.add_get(f"/{t}/v2.0/.well-known/openid-configuration", self._discovery)
         app.router.add_post(f"/{t}/oauth2/v2.0/token", self._token)
@@ -179,6 +189,24 @@ class FakeEntra:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @web.middleware
+    async def _spec(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not (self.check_spec and request.path.startswith("/v1.0/")):
+            return await handler(request)  # type: ignore[no-any-return]
+        sent: Any = None
+        if request.body_exists:
+            raw = await request.read()  # kept by aiohttp: the handler reads it again
+            try:
+                sent = json.loads(raw)
+            except ValueError:
+                self.spec_violations.append(f"{request.method} {request.path}: the request body is not JSON")
+        response: web.StreamResponse = await handler(request)
+        body = getattr(response, "body", None)
+        answer = json.loads(body) if isinstance(body, bytes) and body else None
+        self.spec_violations += SPEC.check(request.method, request.path, dict(request.query), response.status,
+                                           answer, body=sent)
+        return response
 
     @web.middleware
     async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
