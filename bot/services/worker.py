@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.services.admin import AdminService
 from bot.services.breakglass import BreakGlassService
+from bot.services.bundles import BundleGuard
 from bot.services.claims import dead_instances, release_claims
 from bot.services.due_probe import NEXT_DUE, due_kinds
 from bot.services.grants import GrantService
@@ -79,6 +80,7 @@ class Worker:
         self.grants = GrantService(rt)
         self.reminders = ReminderService(rt)
         self.breakglass = BreakGlassService(rt)
+        self.bundles = BundleGuard(rt)
         self.calendar = ScheduledJobs(rt)
         if worker_id:  # claims carry the instance id: the worker's name and its claims' owner are one
             rt.instance_id = worker_id
@@ -155,6 +157,7 @@ class Worker:
             if not await self._clock_agrees(full=only is None):
                 return report  # nothing judged by time, no heartbeat (bot/services/clock_guard.py)
             report.revoked = await self.grants.run_expiries()
+            await self.bundles.run()  # all or nothing: a bundle that lost a member ends the others (wakes)
             # a full pass runs the kinds the probe finds due (one read, not a transaction per kind)
             looked_at = only if only is not None else await due_kinds(self.rt.db, self.rt.clock.now())
 
