@@ -14,7 +14,7 @@ A bundle is requested and approved once, and carried out as one grant per member
   its ``min_approvals`` the largest of theirs, its ``timeout`` the shortest, its ``remind_every`` the
   shortest set, its ``step_up`` the first member's that sets one; escalation and after-hours approvers
   are dropped (the normal approvers decide). Whoever approves sees every item (the request message lists
-  them). The requester, whoever submitted on their behalf, and an approver of an earlier layer are refused
+  them by name in the description). The requester, whoever submitted on their behalf, and an approver of an earlier layer are refused
   as for any request — one request, so per item as well. Union means an approver of any member may approve
   the whole bundle: put only eligibilities with the same approvers in a bundle when that matters.
 - **Carrying out** (bot/services/bundles.py): each member is its own request with its own grant, linked
@@ -84,8 +84,9 @@ def compose(bundle: Eligibility, members: Sequence[Eligibility]) -> Eligibility:
     default = min(bundle.default, max_duration)
     ticket: Any = next((m.require_ticket for m in members if m.ticket_rule is not None),
                        any(bool(m.require_ticket) for m in members))
-    items = ", ".join(f"{m.name} ({m.target.kind} {m.target.ref} at {m.connector})" for m in members)
-    description = f"{bundle.description + ' — ' if bundle.description else ''}bundle of: {items}"
+    # shown with the request to whoever approves it: every item, by name
+    items = " + ".join(m.name for m in members)
+    description = f"{bundle.description} [{items}]" if bundle.description else f"bundle: {items}"
     return bundle.model_copy(update={
         "connector": first.connector, "target": first.target, "requestors": first.requestors,
         "max_duration": max_duration, "default_duration": default, "require_ticket": ticket,
