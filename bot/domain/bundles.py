@@ -13,9 +13,9 @@ A bundle is requested and approved once, and carried out as one grant per member
   Layer *i*'s approvers are the union of the groups and users of layer *i* of every member that has one;
   its ``min_approvals`` the largest of theirs, its ``timeout`` the shortest, its ``remind_every`` the
   shortest set, its ``step_up`` the first member's that sets one; escalation and after-hours approvers
-  are dropped (the normal approvers decide). Whoever approves sees every item (the request message lists
-  them by name in the description). The requester, whoever submitted on their behalf, and an approver of an earlier layer are refused
-  as for any request — one request, so per item as well. Union means an approver of any member may approve
+  are dropped (the normal approvers decide). Whoever approves sees every item (the description lists
+  them by name). The requester, whoever submitted on their behalf, and an approver of an earlier layer
+  are refused as for any request — one request, so per item as well. Union means an approver of any member may approve
   the whole bundle: put only eligibilities with the same approvers in a bundle when that matters.
 - **Carrying out** (bot/services/bundles.py): each member is its own request with its own grant, linked
   by ``access_request.bundle_id`` (the bundle request's id), checked against its own eligibility at submit
@@ -28,10 +28,12 @@ A bundle is requested and approved once, and carried out as one grant per member
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from bot.domain.policy import ApprovalLayer, Eligibility
+# Eligibility and ApprovalLayer (bot/domain/policy.py, which calls this module from its validators) are
+# typed ``Any`` here and their classes taken from the values: no import circle.
+Eligibility = Any
+ApprovalLayer = Any
 
 # The keys a bundle entry may set; the rest comes from its members.
 BUNDLE_KEYS = frozenset({"name", "description", "bundle", "max_duration", "default_duration", "warn_before",
@@ -97,14 +99,13 @@ def compose(bundle: Eligibility, members: Sequence[Eligibility]) -> Eligibility:
 
 def union_layers(chains: Sequence[Sequence[ApprovalLayer]]) -> tuple[ApprovalLayer, ...]:
     """Layer *i* of the union: every member's layer *i* approvers (see the module docstring)."""
-    from bot.domain.policy import ApprovalLayer, Principals
-
     out: list[ApprovalLayer] = []
     for i in range(max((len(c) for c in chains), default=0)):
         layers = [c[i] for c in chains if len(c) > i]
         reminders = [la.remind_every for la in layers if la.remind_every is not None]
-        out.append(ApprovalLayer(
-            approvers=Principals(groups=tuple(dict.fromkeys(g for la in layers for g in la.approvers.groups)),
+        layer_type, principals_type = type(layers[0]), type(layers[0].approvers)
+        out.append(layer_type(
+            approvers=principals_type(groups=tuple(dict.fromkeys(g for la in layers for g in la.approvers.groups)),
                                  users=tuple(dict.fromkeys(u for la in layers for u in la.approvers.users))),
             min_approvals=max(la.min_approvals for la in layers),
             timeout=min(la.timeout for la in layers),

@@ -24,7 +24,8 @@ bot/domain/bundles.py. Here:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import exists, or_, select
 
@@ -38,9 +39,6 @@ from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
 from storage.records import Unit, build
 from storage.tables import AccessRequest, Grant
-
-if TYPE_CHECKING:
-    from bot.services.requests import RequestService
 
 _R = AccessRequest.__table__  # type: ignore[attr-defined]
 _S = _R.alias("sibling")
@@ -88,11 +86,11 @@ async def check_members(rt: Runtime, elig: Eligibility, requester: str) -> None:
                                   f"{name}); ask an administrator to check your identity-provider account.")
 
 
-async def approve_members(requests: RequestService, unit: Unit, req: AccessRequest, elig: Eligibility, *,
-                          actor: str, auto: bool) -> None:
-    """The approved bundle request's other members, each an approved request with its own grant, in the
-    approving transaction (see the module docstring)."""
-    rt = requests.rt
+async def approve_members(rt: Runtime, approve_final: Callable[..., Awaitable[Any]], unit: Unit,
+                          req: AccessRequest, elig: Eligibility, *, actor: str, auto: bool) -> None:
+    """The approved bundle request's other members, each an approved request with its own grant through
+    ``approve_final`` (``RequestService.approve_final``), in the approving transaction (see the module
+    docstring)."""
     asked = list((req.context or {}).get("bundle") or elig.bundle)
     if asked != list(elig.bundle):
         raise PolicyViolation(f"{elig.name} now holds {', '.join(elig.bundle)}, not the {', '.join(asked)} "
@@ -110,8 +108,8 @@ async def approve_members(requests: RequestService, unit: Unit, req: AccessReque
                      context={**(req.context or {}), "bundle_of": req.id}, ends_by=req.ends_by,
                      bundle_id=req.id)
         unit.add(item)  # inserted APPROVED: approve_final changes it before the flush
-        await requests.approve_final(unit, item, member, actor=actor, auto=auto, votes=[],
-                                     text=f"approved with the bundle {elig.name} ({req.id})")
+        await approve_final(unit, item, member, actor=actor, auto=auto, votes=[],
+                            text=f"approved with the bundle {elig.name} ({req.id})")
 
 
 class BundleGuard:

@@ -328,7 +328,7 @@ class RequestService:
             unit.tx.info[GRANT_HANDED] = True
         unit.add(grant)
         if elig.bundle:  # its other members: approved requests of their own (bot/services/bundles.py)
-            await approve_members(self, unit, req, elig, actor=actor, auto=auto)
+            await approve_members(self.rt, self.approve_final, unit, req, elig, actor=actor, auto=auto)
         session = unit.tx
         snap = notices.describe(self.rt, req, votes if votes is not None else await read_votes(unit, req.id))
         later = grant.next_attempt_at is not None and grant.next_attempt_at > now
