@@ -157,7 +157,8 @@ class Worker:
             if not await self._clock_agrees(full=only is None):
                 return report  # nothing judged by time, no heartbeat (bot/services/clock_guard.py)
             report.revoked = await self.grants.run_expiries()
-            await self.bundles.run()  # all or nothing: a bundle that lost a member ends the others (wakes)
+            # all or nothing: a bundle that lost a member ends the others (their revocations are due now)
+            report.revoked += await self.bundles.run()
             # a full pass runs the kinds the probe finds due (one read, not a transaction per kind)
             looked_at = only if only is not None else await due_kinds(self.rt.db, self.rt.clock.now())
 
