@@ -94,9 +94,7 @@ def _request_for(rng: random.Random, world: World, kind: str) -> int:
 async def apply(world: World, step: Step) -> str:
     """Carry out ``step``; returns what the services answered (for the trace)."""
     k, a = step.kind, step.args
-    now = world.clock.now()
-    g = world.g if world.gen else None
-    assert g is not None
+    assert world.gen is not None
     if k == "tick":
         await world.tick()
         return ""

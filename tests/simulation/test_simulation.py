@@ -72,9 +72,9 @@ REPLAYS = {
                                               S("vote", 1, 1, "carol@example.com", True), S("advance", 45),
                                               S("tick"), S("refuse", 1)],
     # ... and a restart between the members' grants, then the bundle released: both granted, both removed
-    "bundle-restart-between-grants-then-release": [S("bundle", ALICE, 60, None), S("vote", 0, 1, "bob@example.com", True),
-                                                   S("answer", 0, "ok"), S("restart", (0,)), S("drain"),
-                                                   S("release", 0, ALICE)],
+    "bundle-restart-between-grants-then-release": [S("bundle", ALICE, 60, None),
+                                                   S("vote", 0, 1, "bob@example.com", True), S("answer", 0, "ok"),
+                                                   S("restart", (0,)), S("drain"), S("release", 0, ALICE)],
 }
 
 
