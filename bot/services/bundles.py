@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import bindparam, exists, or_, select
 
 from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation, Status, check_transition
@@ -58,6 +58,14 @@ _VICTIMS = (select(_R.c.id).where(
     exists(_BROKEN_SIBLING.with_only_columns(_S.c.id))).order_by(_R.c.id).limit(100))
 
 
+# The requester's open requests (pending, approved or active, not ending) of a bundle's members.
+_OPEN_MEMBERS = select(_R.c.id, _R.c.eligibility).where(
+    _R.c.requester == bindparam("b_requester"), _R.c.eligibility.in_(bindparam("b_eligs", expanding=True)),
+    _R.c.kind == "access", _R.c.status.in_((Status.PENDING.value, *_LIVE)),
+    ~exists(select(_G.c.id).where(_G.c.request_id == _R.c.id, _G.c.status.in_(("revoking", "ended", "failed"))))
+).limit(1)
+
+
 def bundle_context(elig: Eligibility, context: dict[str, Any] | None) -> dict[str, Any] | None:
     """The request's ``context`` with the bundle's member list as requested."""
     if not elig.bundle:
@@ -66,8 +74,15 @@ def bundle_context(elig: Eligibility, context: dict[str, Any] | None) -> dict[st
 
 
 async def check_members(rt: Runtime, elig: Eligibility, requester: str) -> None:
-    """Refuse a bundle request unless the requester may request every member and has an account at each
-    member's connector. PolicyViolation says which member refused."""
+    """Refuse a bundle request unless the requester may request every member, has an account at each
+    member's connector and holds no member already (one of each at a time, as for a single request: more
+    time is an extension). PolicyViolation says which member refused."""
+    async with rt.db.sessions() as session:
+        held = (await session.execute(_OPEN_MEMBERS, {"b_requester": requester,
+                                                      "b_eligs": list(elig.bundle)})).first()
+    if held is not None:
+        raise PolicyViolation(f"{elig.name} includes {held.eligibility}, which you already have or have asked "
+                              f"for ({held.id}); release or cancel it first.", field="eligibility")
     for name in elig.bundle:
         member = rt.eligibility(name)
         if member is None:  # the policy validates members; a reload between the two reads

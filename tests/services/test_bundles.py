@@ -187,3 +187,30 @@ async def test_a_restart_between_the_two_grants_grants_both(db_factory: DbFactor
     await _settle(s2)
     reqs, grants = await _rows(s2, bundle)
     assert {r.status for r in reqs} == {"active"} and {g.status for g in grants} == {"active"}
+
+
+async def test_a_bundle_is_refused_while_the_requester_holds_one_of_its_members(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    s = await _stack(db_factory, clock)
+    logs = await s.requests.submit(requester="alice@example.com", eligibility="logs", duration=timedelta(hours=1),
+                                   justification="incident 41")
+    with pytest.raises(PolicyViolation, match=f"includes logs, which you already have or have asked for .{logs.id}"):
+        await s.requests.submit(requester="alice@example.com", eligibility="debug", duration=timedelta(hours=1),
+                                justification="incident 42")
+
+
+async def test_a_bundle_whose_members_changed_while_pending_is_not_approved(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    s = await _stack(db_factory, clock)
+    req = await s.requests.submit(requester="alice@example.com", eligibility="debug", duration=timedelta(hours=1),
+                                  justification="incident 42")
+    changed = POLICY.replace("bundle: [db, logs]", "bundle: [db, logs, more]") + """
+  - {name: more, connector: demo, target: {group: logs}, requestors: {groups: [eng]}, max_duration: 2h}
+"""
+    s.rt.loaded = parse_policy(changed, env={})
+    with pytest.raises(PolicyViolation, match="not the db, logs that .* asked for"):
+        await s.approvals.decide(request_id=req.id, layer=1, approver="carol@example.com", decision=Decision.APPROVE)
+    await _settle(s)
+    reqs, grants = await _rows(s, req.id)
+    assert not grants and not reqs  # nothing approved, nothing linked
+    assert not await s.is_member("alice@example.com", "db")
