@@ -214,3 +214,15 @@ async def test_a_bundle_whose_members_changed_while_pending_is_not_approved(
     reqs, grants = await _rows(s, req.id)
     assert not grants and not reqs  # nothing approved, nothing linked
     assert not await s.is_member("alice@example.com", "db")
+
+
+async def test_a_bundle_without_approval_layers_is_granted_at_once(db_factory: DbFactory, clock: ManualClock) -> None:
+    policy = POLICY.replace("approvals: [{approvers: {groups: [leads]}}]", "approvals: []").replace(
+        "approvals: [{approvers: {groups: [sec]}}]", "approvals: []")
+    s = await make_stack(db_factory(), parse_policy(policy, env={}), clock)
+    req = await s.requests.submit(requester="alice@example.com", eligibility="debug", duration=timedelta(hours=1),
+                                  justification="incident 42")
+    await _settle(s)
+    reqs, grants = await _rows(s, req.id)
+    assert len(reqs) == 2 and {g.status for g in grants} == {"active"}
+    assert await s.is_member("alice@example.com", "db") and await s.is_member("alice@example.com", "logs")
