@@ -74,6 +74,8 @@ class AccessRequest(SQLModel, table=True):
     context: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # Access ends by this time whatever the duration (``end_with_shift``: the on-call shift's end).
     ends_by: datetime | None = _ts()
+    # Bundles (0013): the bundle's request id, on it and on each member's request made at its approval.
+    bundle_id: str | None = Field(default=None, max_length=32)
 
     __table_args__ = (
         Index("ix_request_pending_due", "status", "layer_deadline"),
@@ -81,6 +83,7 @@ class AccessRequest(SQLModel, table=True):
         Index("ix_request_escalation_due", "status", "escalate_at"),
         Index("ix_request_review_due", "kind", "review_remind_at"),
         Index("ix_request_open", "requester", "eligibility", "status"),  # a person's pending request (0008)
+        Index("ix_request_bundle", "bundle_id", "status"),  # a bundle's members (0013)
         # One pending access request per person (the beneficiary) and eligibility, kept by the database:
         # two replicas' submissions at the same moment both pass the service's read (0009).
         Index("uq_request_one_pending", "requester", "eligibility", unique=True,

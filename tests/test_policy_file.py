@@ -265,7 +265,7 @@ def test_groups_of_unknown_size_are_not_guessed_at() -> None:
 def test_the_example_policy_validates_with_only_its_deliberate_warning() -> None:
     loaded = load_policy(EXAMPLE, env={})
     policy = loaded.policy
-    assert [e.name for e in policy.eligibilities] == ["prod-admin", "db-readonly", "logs-viewer"]
+    assert [e.name for e in policy.eligibilities] == ["prod-admin", "db-readonly", "logs-viewer", "db-debugging"]
     assert risk_warnings(policy, memory_directory(policy)) == [
         "logs-viewer: no approval layers — requests are approved automatically"]
     groups = memory_directory(policy)

@@ -230,6 +230,8 @@ class Eligibility(Strict):
     delegates: Principals = Principals()
     transition: Transition | None = None
     step_up: StepUp | None = None  # approvals need a fresh sign-in at an OIDC provider (bot/stepup/)
+    # A bundle of other eligibilities, requested and approved once (bot/domain/bundles.py).
+    bundle: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _coherent(self) -> Eligibility:
@@ -437,6 +439,25 @@ class Policy(Strict):
             return data
         return {**data, "connectors": {n: c for n, c in conns.items() if n not in context},
                 "context_connectors": {**(data.get("context_connectors") or {}), **context}}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prepare_bundles(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("eligibilities"), list):
+            return data
+        from bot.domain.bundles import prepare
+
+        return {**data, "eligibilities": prepare(data["eligibilities"])}
+
+    @model_validator(mode="after")
+    def _compose_bundles(self) -> Policy:
+        if any(e.bundle for e in self.eligibilities):
+            from bot.domain.bundles import compose
+
+            by_name = {e.name: e for e in self.eligibilities}
+            object.__setattr__(self, "eligibilities", tuple(
+                compose(e, [by_name[m] for m in e.bundle]) if e.bundle else e for e in self.eligibilities))
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Policy:

@@ -191,7 +191,7 @@ def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Bloc
     if snap.get("submitted_by"):
         requester += f"\n_on behalf of; submitted by {who(snap['submitted_by'], snap.get('submitted_by_slack'))}_"
     fields = [md(f"*Requester*\n{requester}", 2000),
-              md(f"*Access*\n{esc(snap['eligibility'])}", 2000),
+              md(f"*Access*\n{esc(snap['eligibility'])}{bundle_items(snap)}", 2000),
               md(f"*Duration*\n{format_duration(timedelta(seconds=snap['duration_s']))}", 2000),
               md(f"*Ticket*\n{ticket_text(snap)}", 2000)]
     if on_call_text(snap):
@@ -206,6 +206,12 @@ def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Bloc
                          2000))
     return [{"type": "section", "fields": fields},
             section(f"*Justification*\n{cut(quoted(snap['justification']), 2800)}")]
+
+
+def bundle_items(snap: dict[str, Any]) -> str:
+    """A bundle's items (its members as requested), under its name: whoever approves sees every item."""
+    items = (snap.get("context") or {}).get("bundle") or []
+    return f"\n_bundle of: {esc(', '.join(str(i) for i in items))}_" if items else ""
 
 
 def approval_message(snap: dict[str, Any], layer: int, note: str | None = None) -> list[Block]:

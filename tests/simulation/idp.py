@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from connectors.base import Check, GrantResult, IdpUser, NotFound, Target, Transient
+from connectors.base import Check, GrantResult, IdpUser, NotFound, PermissionDenied, Target, Transient
 
 Membership = tuple[str, str]  # (target as "group:x", user email)
 
@@ -84,6 +84,12 @@ class SimIdp:
             call.future.set_exception(Transient(f"simulated timeout after {call.op} #{call.seq}"))
         else:
             call.future.set_result(changed)
+
+    def refuse(self, call: PendingCall) -> None:
+        """Answer ``call`` with a permanent refusal (``PermissionDenied``, never retried): nothing changes."""
+        self.pending.remove(call)
+        if not call.future.done():
+            call.future.set_exception(PermissionDenied(f"simulated refusal of {call.op} #{call.seq}"))
 
     def crash(self, applied: set[int]) -> None:
         """The process that made the pending calls died: the IdP carried out those in ``applied`` (by

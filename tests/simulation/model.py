@@ -29,6 +29,7 @@ REQUESTERS = ("alice@example.com", "erin@example.com")
 OUTSIDER = "bob@example.com"  # an approver, not a requestor
 APPROVERS = ("bob@example.com", "carol@example.com")
 USERS = (*REQUESTERS, *APPROVERS, ADMIN)
+BUNDLE = "zw-bundle"
 
 POLICY: dict[str, Any] = {
     "audit_channel": "#jit-audit",
@@ -36,7 +37,8 @@ POLICY: dict[str, Any] = {
     "connectors": {"demo": {
         "type": "memory",
         "users": [{"email": u} for u in USERS],
-        "groups": {"engineers": list(REQUESTERS), "leads": list(APPROVERS), "x": [], "y": ["erin@example.com"]},
+        "groups": {"engineers": list(REQUESTERS), "leads": list(APPROVERS), "x": [], "y": ["erin@example.com"],
+                   "z": [], "w": []},
     }},
     "eligibilities": [
         {"name": "x-auto", "description": "x without approval", "connector": "demo", "target": {"group": "x"},
@@ -48,10 +50,17 @@ POLICY: dict[str, Any] = {
          "requestors": {"groups": ["engineers"]}, "max_duration": "4h", "default_duration": "1h",
          "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"},
                        {"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
+        # a bundle (the ``bundle`` step): requested and approved once, one grant per member, all or nothing
+        {"name": "z-lead", "connector": "demo", "target": {"group": "z"}, "requestors": {"groups": ["engineers"]},
+         "max_duration": "4h", "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
+        {"name": "w-auto", "connector": "demo", "target": {"group": "w"}, "requestors": {"groups": ["engineers"]},
+         "max_duration": "4h"},
+        {"name": BUNDLE, "description": "z and w together", "bundle": ["z-lead", "w-auto"], "max_duration": "4h"},
     ],
 }
-ELIGIBILITIES = tuple(e["name"] for e in POLICY["eligibilities"])
-TARGETS = ("group:x", "group:y")
+# What the ``submit`` and ``reload`` steps pick from (the bundle and its members have a step of their own).
+ELIGIBILITIES = ("x-auto", "x-lead", "y-two")
+TARGETS = ("group:x", "group:y", "group:z", "group:w")
 
 
 def policy_without(removed: frozenset[str]) -> dict[str, Any]:
@@ -97,6 +106,7 @@ class Req:
     ended_by: str = ""
     granted_at: datetime | None = None
     expires_at: datetime | None = None
+    bundle: str | None = None  # the bundle request's id, on it and on its members' requests
 
     def live(self, now: datetime) -> bool:
         return (self.granted_at is not None and self.ended_at is None and self.expires_at is not None
@@ -126,20 +136,39 @@ class Model:
         return set(POLICY["connectors"]["demo"]["groups"][name])
 
     def _layers(self, elig: dict[str, Any]) -> list[dict[str, Any]]:
-        return list(elig.get("approvals", []))
+        if "bundle" not in elig:
+            return list(elig.get("approvals", []))
+        # docs/policy.md (bundles): layer i is every member's layer i, approvers united, the shortest timeout
+        chains = [list(m.get("approvals", [])) for m in POLICY["eligibilities"] if m["name"] in elig["bundle"]]
+        out = []
+        for i in range(max(len(c) for c in chains)):
+            layers = [c[i] for c in chains if len(c) > i]
+            out.append({"approvers": {"groups": sorted({g for la in layers for g in la["approvers"]["groups"]})},
+                        "timeout": f"{min(_hours(la['timeout']) for la in layers).seconds // 3600}h"})
+        return out
+
+    def _max(self, elig: dict[str, Any]) -> timedelta:
+        members = [m for m in POLICY["eligibilities"] if m["name"] in elig.get("bundle", ())]
+        return min(_hours(e["max_duration"]) for e in [elig, *members])
 
     # ---- what the simulation did ---------------------------------------------------------------------
     def submitted(self, rid: str, *, requester: str, elig: str, now: datetime, starts_at: datetime | None,
                   duration: timedelta) -> None:
         spec = self._elig(elig)
         allowed = (spec is not None and requester in self._group("engineers")
-                   and timedelta(0) < duration <= _hours(spec["max_duration"])
+                   and timedelta(0) < duration <= self._max(spec)
                    and (starts_at is None or starts_at > now))
-        target = f"group:{spec['target']['group']}" if spec else "?"
-        req = Req(rid, requester, elig, target, now, starts_at, duration, allowed, layer_opened=now)
+        target = self._target(spec)
+        req = Req(rid, requester, elig, target, now, starts_at, duration, allowed, layer_opened=now,
+                  bundle=rid if spec is not None and "bundle" in spec else None)
         if allowed and spec is not None and not self._layers(spec):
             req.approved_at = now
         self.requests[rid] = req
+
+    def _target(self, spec: dict[str, Any] | None) -> str:
+        if spec is not None and "bundle" in spec:  # the bundle's own request carries its first member
+            spec = self._elig(spec["bundle"][0])
+        return f"group:{spec['target']['group']}" if spec else "?"
 
     def voted(self, rid: str, *, layer: int, approver: str, approve: bool, now: datetime) -> None:
         """A vote the service accepted: counted only if the policy counts it."""
@@ -153,7 +182,8 @@ class Model:
         rule = layers[layer - 1]
         assert req.layer_opened is not None
         late = now >= req.layer_opened + _hours(rule["timeout"]) and "late-vote" not in self.lenient
-        if (approver not in self._group(rule["approvers"]["groups"][0]) or approver == req.requester
+        if (approver not in set().union(*(self._group(g) for g in rule["approvers"]["groups"]))
+                or approver == req.requester
                 or approver in req.approvers or late):
             return
         if not approve:
@@ -184,6 +214,20 @@ class Model:
         req = self.requests.get(rid)
         if req is not None and req.ended_at is None:
             req.ended_at, req.ended_by = now, by
+        if req is not None and req.bundle is not None:  # a bundle ends together (released, revoked, cancelled)
+            for sib in self.requests.values():
+                if sib.bundle == req.bundle and sib.ended_at is None:
+                    sib.ended_at, sib.ended_by = now, f"{by} of its bundle ({rid})"
+
+    def bundle_member(self, rid: str, *, bundle: str, elig: str) -> None:
+        """The service made ``rid`` for member ``elig`` of the bundle request ``bundle`` (at its approval)."""
+        head = self.requests.get(bundle)
+        if rid in self.requests or head is None:
+            return
+        self.requests[rid] = Req(rid, head.requester, elig, self._target(self._elig(elig)), head.submitted_at,
+                                 head.starts_at, head.duration, head.allowed, layer=head.layer,
+                                 approvers=list(head.approvers), approved_at=head.approved_at,
+                                 ended_at=head.ended_at, ended_by=head.ended_by, bundle=bundle)
 
     def extended(self, rid: str, *, new_expiry: datetime) -> None:
         req = self.requests[rid]
@@ -215,6 +259,10 @@ class Model:
         req = self.requests[rid]
         if req.granted_at is None:
             req.granted_at, req.expires_at = now, now + req.duration
+            if req.bundle is not None and req.approved_at is not None:
+                # no member outlives its approval: the approved duration from approval (or the start)
+                due = max(req.approved_at, req.starts_at or req.approved_at)
+                req.expires_at = min(req.expires_at, due + req.duration)
 
     # ---- verdicts ----------------------------------------------------------------------------------
     def allowed(self, now: datetime) -> set[tuple[str, str]]:
@@ -248,6 +296,29 @@ class Model:
                     f"{'(' + r.ended_by + ')' if r.ended_by else ''}" for r in mine))
             raise Violation("membership held with no live grant after the worker ran: " + " | ".join(why),
                             self._suspect(extra))
+        self.check_bundles(members, now)
+
+    def check_bundles(self, members: set[tuple[str, str]], now: datetime) -> None:
+        """After a drain, all or nothing: an approved bundle that no step ended, within its approved window
+        (``approved_at`` or its start, plus its duration: every member's expiry), is held in full or not at
+        all. Checked for a requester with no other such bundle (two could hold each other's targets)."""
+        spec = next(e for e in POLICY["eligibilities"] if e["name"] == BUNDLE)
+        targets = [self._target(self._elig(m)) for m in spec["bundle"]]
+
+        def open_(r: Req) -> bool:
+            if r.bundle != r.rid or not r.allowed or r.approved_at is None or r.ended_at is not None:
+                return False
+            due = max(r.approved_at, r.starts_at or r.approved_at)
+            return due <= now < due + r.duration
+
+        heads = [r for r in self.requests.values() if open_(r)]
+        for head in heads:
+            if any(h is not head and h.requester == head.requester for h in heads):
+                continue
+            held = [t for t in targets if (t, head.requester) in members]
+            if held and len(held) != len(targets):
+                raise Violation(f"bundle {head.rid} of {head.requester} held in part after the worker ran: "
+                                f"{held} of {targets}", "bundle held in part")
 
     def _suspect(self, extra: set[tuple[str, str]]) -> str:
         """Which known hole the evidence points at (a guess from the requests, for the figures)."""

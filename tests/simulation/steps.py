@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.domain.requests import Decision, PolicyViolation
 from tests.simulation.idp import Outcome
-from tests.simulation.model import ADMIN, APPROVERS, ELIGIBILITIES, OUTSIDER, REQUESTERS
+from tests.simulation.model import ADMIN, APPROVERS, BUNDLE, ELIGIBILITIES, OUTSIDER, REQUESTERS
 from tests.simulation.world import World
 
 
@@ -30,13 +30,14 @@ class Step:
 
 # How often each kind is picked (where it can apply).
 WEIGHTS = {"submit": 12, "vote": 12, "answer": 22, "tick": 12, "advance": 7, "release": 5, "cancel": 4,
-           "revoke": 3, "extend": 3, "reload": 2, "restart": 2, "drain": 3, "reconcile": 1}
+           "revoke": 3, "extend": 3, "reload": 2, "restart": 2, "drain": 3, "reconcile": 1,
+           "bundle": 4, "refuse": 1}  # bundles: a bundle request; an add the IdP refuses for good
 
 
 def pick(rng: random.Random, world: World) -> Step:
     """The next step, from the seed's generator and what the world looks like now."""
     n_req, pending = len(world.rids), len(world.idp.pending)
-    kinds = [k for k in WEIGHTS if (k != "answer" or pending) and (
+    kinds = [k for k in WEIGHTS if (k not in ("answer", "refuse") or pending) and (
         k not in ("vote", "release", "cancel", "revoke", "extend") or n_req)]
     kind = rng.choices(kinds, weights=[WEIGHTS[k] for k in kinds])[0]
     if kind == "submit":
@@ -44,6 +45,13 @@ def pick(rng: random.Random, world: World) -> Step:
         start = None if rng.random() < 0.55 else rng.choice([10, 60, 180])
         elig = rng.choices(ELIGIBILITIES, weights=[3, 2, 1])[0]  # x-auto and x-lead share a target
         return Step(kind, (user, elig, rng.choice([30, 60, 120, 300]), start))
+    if kind == "bundle":
+        user = rng.choice(REQUESTERS) if rng.random() < 0.95 else OUTSIDER
+        start = None if rng.random() < 0.7 else rng.choice([10, 60])
+        return Step(kind, (user, rng.choice([30, 60, 120, 300]), start))
+    if kind == "refuse":  # an add (a removal refused for good is another story: the revocation alerts)
+        adds = [i for i, c in enumerate(world.idp.pending) if c.op == "add"]
+        return Step(kind, (rng.choice(adds) if adds else pending,))
     if kind == "answer":
         outcome = rng.choices(list(Outcome), weights=[8, 2, 1])[0]
         return Step(kind, (rng.randrange(pending), outcome.value))
@@ -86,9 +94,7 @@ def _request_for(rng: random.Random, world: World, kind: str) -> int:
 async def apply(world: World, step: Step) -> str:
     """Carry out ``step``; returns what the services answered (for the trace)."""
     k, a = step.kind, step.args
-    now = world.clock.now()
-    g = world.g if world.gen else None
-    assert g is not None
+    assert world.gen is not None
     if k == "tick":
         await world.tick()
         return ""
@@ -102,6 +108,16 @@ async def apply(world: World, step: Step) -> str:
         call = world.idp.pending[a[0]]
         await world.answer(call, Outcome(a[1]))
         return f"{call.op} {call.membership[1]} {call.membership[0]} for {call.grant_id}"
+    if k == "refuse":
+        if a[0] >= len(world.idp.pending):
+            return "no such call"
+        call = world.idp.pending[a[0]]
+        if call.op != "add":
+            return "not an add"
+        await world.refuse(call)
+        return f"refused {call.op} {call.membership[1]} {call.membership[0]} for {call.grant_id}"
+    if k == "bundle":
+        return await _submit(world, a[0], BUNDLE, a[1], a[2])
     if k == "reload":
         await world.reload(frozenset(a[0]))
         return ""
@@ -116,23 +132,27 @@ async def apply(world: World, step: Step) -> str:
         await world.reconcile()
         return ""
     if k == "submit":
-        user, elig, minutes, start = a
-        starts_at = now + timedelta(minutes=start) if start else None
-        try:
-            req = await g.requests.submit(requester=user, eligibility=elig, duration=timedelta(minutes=minutes),
-                                          justification="simulated", starts_at=starts_at)
-        except PolicyViolation as exc:
-            await world.settle()
-            return f"refused: {exc}"
-        world.rids.append(req.id)
-        world.model.submitted(req.id, requester=user, elig=elig, now=now, starts_at=starts_at,
-                              duration=timedelta(minutes=minutes))
-        await world.settle()
-        return f"#{len(world.rids) - 1} = {req.id}"
+        return await _submit(world, *a)
     if a[0] >= len(world.rids):
         return "no such request"
     rid = world.rids[a[0]]
     return await _on_request(world, k, rid, a[1:])
+
+
+async def _submit(world: World, user: str, elig: str, minutes: int, start: int | None) -> str:
+    g, now = world.g, world.clock.now()
+    starts_at = now + timedelta(minutes=start) if start else None
+    try:
+        req = await g.requests.submit(requester=user, eligibility=elig, duration=timedelta(minutes=minutes),
+                                      justification="simulated", starts_at=starts_at)
+    except PolicyViolation as exc:
+        await world.settle()
+        return f"refused: {exc}"
+    world.rids.append(req.id)
+    world.model.submitted(req.id, requester=user, elig=elig, now=now, starts_at=starts_at,
+                          duration=timedelta(minutes=minutes))
+    await world.settle()
+    return f"#{len(world.rids) - 1} = {req.id}"
 
 
 async def _on_request(world: World, k: str, rid: str, a: tuple[Any, ...]) -> str:

@@ -66,6 +66,15 @@ REPLAYS = {
     # an approval given after its layer's timeout counted while the lapse pass had not run yet
     "late-vote-counts-before-the-lapse-pass": [S("submit", ERIN, "x-lead", 60, None), S("advance", 290),
                                                S("vote", 0, 1, "carol@example.com", True)],
+    # bundles, all or nothing: the IdP refuses one member's add for good while the other's is in flight
+    # (found with the bundle guard switched off: the other member was kept)
+    "bundle-member-refused-ends-the-others": [S("submit", ERIN, "x-auto", 30, None), S("bundle", ERIN, 60, 10),
+                                              S("vote", 1, 1, "carol@example.com", True), S("advance", 45),
+                                              S("tick"), S("refuse", 1)],
+    # ... and a restart between the members' grants, then the bundle released: both granted, both removed
+    "bundle-restart-between-grants-then-release": [S("bundle", ALICE, 60, None),
+                                                   S("vote", 0, 1, "bob@example.com", True), S("answer", 0, "ok"),
+                                                   S("restart", (0,)), S("drain"), S("release", 0, ALICE)],
 }
 
 

@@ -38,7 +38,7 @@ from bot.services.requesting.approvals import ApprovalService
 from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime
 from storage.db import Database
-from storage.tables import Event, Grant
+from storage.tables import AccessRequest, Event, Grant
 from tests.simulation.idp import Outcome, PendingCall, SimConnector, SimIdp
 from tests.simulation.model import USERS, Model, Violation, policy_without, standing
 from tests.simulation.settle import settle
@@ -144,11 +144,14 @@ class World:
     async def _rid_of(self, grant_id: str) -> str | None:
         if grant_id not in self.grant_request:
             async with self.g.db.sessions() as session:
-                rid = (await session.execute(select(Grant.request_id).where(  # type: ignore[call-overload]
-                    Grant.id == grant_id))).scalar()
-            if rid is None:
+                row = (await session.execute(select(Grant.request_id, AccessRequest.bundle_id,  # type: ignore[call-overload]
+                                                    AccessRequest.eligibility).join(
+                    AccessRequest, AccessRequest.id == Grant.request_id).where(Grant.id == grant_id))).first()
+            if row is None:
                 return None
-            self.grant_request[grant_id] = rid
+            rid = self.grant_request[grant_id] = row.request_id
+            if row.bundle_id is not None and row.bundle_id != rid:  # a bundle's member, made at its approval
+                self.model.bundle_member(rid, bundle=row.bundle_id, elig=row.eligibility)
         return self.grant_request[grant_id]
 
     async def _observe_calls(self) -> None:
@@ -167,6 +170,15 @@ class World:
             rid = await self._rid_of(call.grant_id)
             if rid is not None:
                 self.model.add_answered(rid, now=self.clock.now())
+        await self.settle()
+
+    async def refuse(self, call: PendingCall) -> None:
+        """The IdP refuses ``call`` for good: an add's request fails (and its bundle with it)."""
+        self.idp.refuse(call)
+        if call.op == "add":
+            rid = await self._rid_of(call.grant_id)
+            if rid is not None:
+                self.model.ended(rid, now=self.clock.now(), by="refused by the IdP")
         await self.settle()
 
     def members(self) -> set[tuple[str, str]]:

@@ -26,6 +26,7 @@ from bot.services.background.recovery_watch import RecoveryWatch
 from bot.services.background.scheduled import ScheduledJobs
 from bot.services.background.ticket_watch import TicketWatch
 from bot.services.breakglass import BreakGlassService
+from bot.services.bundles import BundleGuard
 from bot.services.claims import dead_instances, release_claims
 from bot.services.outbox.dispatcher import OutboxDispatcher
 from bot.services.outbox.keys import Cancellable
@@ -79,6 +80,7 @@ class Worker:
         self.grants = GrantService(rt)
         self.reminders = ReminderService(rt)
         self.breakglass = BreakGlassService(rt)
+        self.bundles = BundleGuard(rt)
         self.calendar = ScheduledJobs(rt)
         if worker_id:  # claims carry the instance id: the worker's name and its claims' owner are one
             rt.instance_id = worker_id
@@ -155,6 +157,8 @@ class Worker:
             if not await self._clock_agrees(full=only is None):
                 return report  # nothing judged by time, no heartbeat (bot/services/background/clock_guard.py)
             report.revoked = await self.grants.run_expiries()
+            # all or nothing: a bundle that lost a member ends the others (their revocations are due now)
+            report.revoked += await self.bundles.run()
             # a full pass runs the kinds the probe finds due (one read, not a transaction per kind)
             looked_at = only if only is not None else await due_kinds(self.rt.db, self.rt.clock.now())
 

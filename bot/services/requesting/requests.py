@@ -23,6 +23,7 @@ from bot.domain.requests import (
 )
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
+from bot.services.bundles import approve_members, bundle_context, check_members
 from bot.services.claims import LEASE
 from bot.services.context.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
 from bot.services.context.tickets import check_ticket
@@ -198,6 +199,8 @@ class RequestService:
         sub = validate_submission(Submission(elig.name, requester, duration, justification, ticket), elig,
                                   requester_eligible=eligible, justification_max=policy.settings.justification_max,
                                   ticket_pattern=policy.settings.ticket_pattern)
+        if elig.bundle:  # every member's requestors and accounts (bot/services/bundles.py)
+            await check_members(rt, elig, requester)
         try:
             account = await rt.directory.find_user(elig.connector, requester)
         except ConnectorError as exc:  # IdP down or rate limiting: a clear answer, not a crashed modal
@@ -224,7 +227,8 @@ class RequestService:
             return await self._store(requester=requester, elig=elig, sub=sub, requester_slack=requester_slack,
                                      submitter=submitter, submitted_by_slack=submitted_by_slack,
                                      starts_at=starts_at, now=now, after_hours=after_hours, first=first,
-                                     seen=seen, on_call=on_call, context=request_context(ticket_context, on_call))
+                                     seen=seen, on_call=on_call,
+                                     context=bundle_context(elig, request_context(ticket_context, on_call)))
         except IntegrityError:
             # uq_request_one_pending: another submission (another replica, or this one) stored it first
             async with rt.db.sessions() as reader:
@@ -323,6 +327,8 @@ class RequestService:
             after_commit(unit.tx.info, functools.partial(taker, grant.id))
             unit.tx.info[GRANT_HANDED] = True
         unit.add(grant)
+        if elig.bundle:  # its other members: approved requests of their own (bot/services/bundles.py)
+            await approve_members(self.rt, self.approve_final, unit, req, elig, actor=actor, auto=auto)
         session = unit.tx
         snap = notices.describe(self.rt, req, votes if votes is not None else await read_votes(unit, req.id))
         later = grant.next_attempt_at is not None and grant.next_attempt_at > now

@@ -1,0 +1,114 @@
+"""Bundles: an eligibility made of others (``bundle: [db-readonly, logs-viewer]``). Pure.
+
+A bundle is requested and approved once, and carried out as one grant per member:
+
+- **Policy.** A bundle entry names two or more ordinary eligibilities (never itself, never another
+  bundle) and may set only ``name``, ``description``, ``bundle``, ``max_duration``, ``default_duration``,
+  ``warn_before`` and ``extension``. Everything else comes from its members (``compose``): the
+  connector, target and requestors of its first member (whose grant the bundle's own request carries),
+  ``max_duration`` the shortest of the members' (and its own, when set), a ticket when any member needs
+  one, the eligibility-level ``step_up`` of the first member that has one, and no break-glass, delegates,
+  on-call approval, ``enforce`` or transition.
+- **Approval layers: the union, layer by layer.** The bundle has as many layers as its longest member.
+  Layer *i*'s approvers are the union of the groups and users of layer *i* of every member that has one;
+  its ``min_approvals`` the largest of theirs, its ``timeout`` the shortest, its ``remind_every`` the
+  shortest set, its ``step_up`` the first member's that sets one; escalation and after-hours approvers
+  are dropped (the normal approvers decide). Whoever approves sees every item (the description lists
+  them by name). The requester, whoever submitted on their behalf, and an approver of an earlier layer
+  are refused as for any request — one request, so per item as well. Union means an approver of any member may approve
+  the whole bundle: put only eligibilities with the same approvers in a bundle when that matters.
+- **Carrying out** (bot/services/bundles.py): each member is its own request with its own grant, linked
+  by ``access_request.bundle_id`` (the bundle request's id), checked against its own eligibility at submit
+  and again when its grant is carried out, with its own expiry and the ordinary durable revocation.
+  All-or-nothing: when any member ends other than by expiry (its grant failed for good, was refused,
+  released or revoked), every other member still approved or active is stopped or revoked, audited, and
+  the requester told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Eligibility and ApprovalLayer (bot/domain/policy.py, which calls this module from its validators) are
+# typed ``Any`` here and their classes taken from the values: no import circle.
+Eligibility = Any
+ApprovalLayer = Any
+
+# The keys a bundle entry may set; the rest comes from its members.
+BUNDLE_KEYS = frozenset({"name", "description", "bundle", "max_duration", "default_duration", "warn_before",
+                         "extension"})
+# Filled from the first member before validation, recomputed from all members by ``compose``.
+_FROM_FIRST = ("connector", "target", "requestors", "max_duration")
+
+
+def prepare(raw: Sequence[Any]) -> list[Any]:
+    """The raw ``eligibilities:`` list with each bundle entry made a valid eligibility (its first member's
+    connector, target, requestors and maximum), for ``compose`` to finish once all are validated.
+    Raises ValueError for a bundle that names an unknown eligibility, itself or another bundle."""
+    by_name = {e.get("name"): e for e in raw if isinstance(e, Mapping)}
+    out: list[Any] = []
+    for entry in raw:
+        if not isinstance(entry, Mapping) or "bundle" not in entry:
+            out.append(entry)
+            continue
+        name, members = entry.get("name"), entry.get("bundle")
+        extra = sorted(set(entry) - BUNDLE_KEYS)
+        if extra:
+            raise ValueError(f"bundle {name!r} cannot set {', '.join(extra)}: a bundle takes them from its "
+                             f"members (it may set {', '.join(sorted(BUNDLE_KEYS))})")
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ValueError(f"bundle {name!r}: 'bundle' is a list of eligibility names")
+        if len(set(members)) != len(members) or len(members) < 2:
+            raise ValueError(f"bundle {name!r} needs at least two different eligibilities")
+        for m in members:
+            if m == name:
+                raise ValueError(f"bundle {name!r} names itself")
+            member = by_name.get(m)
+            if member is None:
+                raise ValueError(f"bundle {name!r} names unknown eligibility {m!r}")
+            if "bundle" in member:
+                raise ValueError(f"bundle {name!r} names {m!r}, which is a bundle: bundles do not nest")
+        first = by_name[members[0]]
+        filled = dict(entry)
+        for key in _FROM_FIRST:
+            if key not in filled and key in first:
+                filled[key] = first[key]
+        out.append(filled)
+    return out
+
+
+def compose(bundle: Eligibility, members: Sequence[Eligibility]) -> Eligibility:
+    """``bundle`` (validated by ``prepare``'s filling) completed from its validated ``members``."""
+    first = members[0]
+    # the bundle's own maximum, when set, else its first member's (``prepare``): never past any member's
+    max_duration = min(bundle.max_duration, *(m.max_duration for m in members))
+    default = min(bundle.default, max_duration)
+    ticket: Any = next((m.require_ticket for m in members if m.ticket_rule is not None),
+                       any(bool(m.require_ticket) for m in members))
+    # shown with the request to whoever approves it: every item, by name
+    items = " + ".join(m.name for m in members)
+    description = f"{bundle.description} [{items}]" if bundle.description else f"bundle: {items}"
+    return bundle.model_copy(update={
+        "connector": first.connector, "target": first.target, "requestors": first.requestors,
+        "max_duration": max_duration, "default_duration": default, "require_ticket": ticket,
+        "approvals": union_layers([m.approvals for m in members]), "description": description,
+        "step_up": next((m.step_up for m in members if m.step_up is not None), None),
+        "terminate_sessions": first.terminate_sessions})
+
+
+def union_layers(chains: Sequence[Sequence[ApprovalLayer]]) -> tuple[ApprovalLayer, ...]:
+    """Layer *i* of the union: every member's layer *i* approvers (see the module docstring)."""
+    out: list[ApprovalLayer] = []
+    for i in range(max((len(c) for c in chains), default=0)):
+        layers = [c[i] for c in chains if len(c) > i]
+        reminders = [la.remind_every for la in layers if la.remind_every is not None]
+        layer_type, principals_type = type(layers[0]), type(layers[0].approvers)
+        out.append(layer_type(
+            approvers=principals_type(groups=tuple(dict.fromkeys(g for la in layers for g in la.approvers.groups)),
+                                 users=tuple(dict.fromkeys(u for la in layers for u in la.approvers.users))),
+            min_approvals=max(la.min_approvals for la in layers),
+            timeout=min(la.timeout for la in layers),
+            remind_every=min(reminders) if reminders else None,
+            step_up=next((la.step_up for la in layers if la.step_up is not None), None)))
+    return tuple(out)
