@@ -17,7 +17,7 @@ A bundle is requested and approved once, and carried out as one grant per member
   them by name). The requester, whoever submitted on their behalf, and an approver of an earlier layer
   are refused as for any request — one request, so per item as well. Union means an approver of any member may approve
   the whole bundle: put only eligibilities with the same approvers in a bundle when that matters.
-- **Carrying out** (bot/services/bundles.py): each member is its own request with its own grant, linked
+- **Carrying out** (bot/services/requesting/bundles.py): each member is its own request with its own grant, linked
   by ``access_request.bundle_id`` (the bundle request's id), checked against its own eligibility at submit
   and again when its grant is carried out, with its own expiry and the ordinary durable revocation.
   All-or-nothing: when any member ends other than by expiry (its grant failed for good, was refused,

@@ -26,11 +26,11 @@ from bot.services.background.recovery_watch import RecoveryWatch
 from bot.services.background.scheduled import ScheduledJobs
 from bot.services.background.ticket_watch import TicketWatch
 from bot.services.breakglass import BreakGlassService
-from bot.services.bundles import BundleGuard
 from bot.services.claims import dead_instances, release_claims
 from bot.services.outbox.dispatcher import OutboxDispatcher
 from bot.services.outbox.keys import Cancellable
 from bot.services.outbox.prune import OutboxPrune
+from bot.services.requesting.bundles import BundleGuard
 from bot.services.requesting.reminders import ReminderService
 from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime

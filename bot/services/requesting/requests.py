@@ -23,11 +23,11 @@ from bot.domain.requests import (
 )
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
-from bot.services.bundles import approve_members, bundle_context, check_members
 from bot.services.claims import LEASE
 from bot.services.context.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
 from bot.services.context.tickets import check_ticket
 from bot.services.policy_version import require_current, under_current_policy
+from bot.services.requesting.bundles import approve_members, bundle_context, check_members
 from bot.services.requesting.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
@@ -199,7 +199,7 @@ class RequestService:
         sub = validate_submission(Submission(elig.name, requester, duration, justification, ticket), elig,
                                   requester_eligible=eligible, justification_max=policy.settings.justification_max,
                                   ticket_pattern=policy.settings.ticket_pattern)
-        if elig.bundle:  # every member's requestors and accounts (bot/services/bundles.py)
+        if elig.bundle:  # every member's requestors and accounts (bot/services/requesting/bundles.py)
             await check_members(rt, elig, requester)
         try:
             account = await rt.directory.find_user(elig.connector, requester)
@@ -327,7 +327,7 @@ class RequestService:
             after_commit(unit.tx.info, functools.partial(taker, grant.id))
             unit.tx.info[GRANT_HANDED] = True
         unit.add(grant)
-        if elig.bundle:  # its other members: approved requests of their own (bot/services/bundles.py)
+        if elig.bundle:  # its other members: approved requests of their own (bot/services/requesting/bundles.py)
             await approve_members(self.rt, self.approve_final, unit, req, elig, actor=actor, auto=auto)
         session = unit.tx
         snap = notices.describe(self.rt, req, votes if votes is not None else await read_votes(unit, req.id))

@@ -1,4 +1,4 @@
-"""Bundles: ``access_request.bundle_id`` links the requests of one bundle (bot/services/bundles.py).
+"""Bundles: ``access_request.bundle_id`` links the requests of one bundle (bot/services/requesting/bundles.py).
 
 The bundle's own request (the one approved) has its own id there; each other member's request, made when
 the bundle is approved, has the bundle request's id.

@@ -33,8 +33,8 @@ from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation, Status, check_transition
 from bot.services import notices
 from bot.services.claims import lock_holder
-from bot.services.not_started import not_started, stop_before_start
-from bot.services.request_rows import load_votes
+from bot.services.requesting.not_started import not_started, stop_before_start
+from bot.services.requesting.request_rows import load_votes
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
 from storage.records import Unit, build
