@@ -43,6 +43,24 @@ async def drop_database(name: str) -> None:
         await conn.close()
 
 
+async def scalar(db_name: str, sql: str, *args: Any) -> Any:
+    """One value read from database ``db_name`` (what a test checks of its processes' work)."""
+    conn = await asyncpg.connect(pg.database_dsn(db_name))
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def fetch(db_name: str, sql: str, *args: Any) -> list[Any]:
+    """The rows of ``sql`` in database ``db_name``."""
+    conn = await asyncpg.connect(pg.database_dsn(db_name))
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,28 +10,24 @@ Neither secret appears in the process's output or the database.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from bot.fakes import FakeSlack, SlackSender
 from bot.fakes.jira import FakeJira
 from bot.fakes.pagerduty import FakePagerDuty
 from bot.slack import ids
-from tests import pg
 from tests.reliability.procs import (
     AUDIT,
     SERVE_USERS,
     Proc,
     approve_message,
-    create_database,
-    drop_database,
     free_port,
     healthy,
+    scalar,
     until,
 )
 
@@ -90,21 +86,6 @@ eligibilities:
 """
 
 
-@pytest.fixture
-async def database() -> AsyncIterator[tuple[str, str]]:
-    name, url = await create_database()
-    yield name, url
-    await drop_database(name)
-
-
-async def _scalar(db_name: str, sql: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(pg.database_dsn(db_name))
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
-
-
 async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path: Path) -> None:
     db_name, url = database
     pd = FakePagerDuty(token=PD_TOKEN)
@@ -123,7 +104,7 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
     port = free_port()
 
     async def member(group: str) -> bool:
-        return bool(await _scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = $1 "
+        return bool(await scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = $1 "
                                            "AND user_id = 'alice@example.com'", f"group:{group}"))
 
     async with slack:
@@ -168,12 +149,12 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
             assert not (await request("oncall-db")).get("errors")
 
             async def on_call_granted() -> bool:  # the membership is written before the grant row says so
-                return await member("db-admins") and await _scalar(
+                return await member("db-admins") and await scalar(
                     db_name, "SELECT count(*) FROM \"grant\" WHERE status = 'active'") == 1
 
             await until(on_call_granted, timeout=30, what="the on-call grant", procs=[proc])
-            assert await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'on_call_approved'") == 1
-            expires = await _scalar(db_name, "SELECT g.expires_at FROM \"grant\" g JOIN access_request r "
+            assert await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'on_call_approved'") == 1
+            expires = await scalar(db_name, "SELECT g.expires_at FROM \"grant\" g JOIN access_request r "
                                              "ON r.id = g.request_id WHERE r.eligibility = 'oncall-db'")
             assert expires == shift_end  # capped at the shift's end, not the hour asked
             assert approve_message(slack, "U2BOB") is None  # nobody was asked
@@ -187,7 +168,7 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
             # ---- ticket: unknown → inline error, nothing requested
             body = await request("ticketed", "OPS-999")
             assert body.get("response_action") == "errors" and "Jira has no ticket" in body["errors"][ids.B_TICKET]
-            assert await _scalar(db_name, "SELECT count(*) FROM access_request WHERE eligibility = 'ticketed'") == 0
+            assert await scalar(db_name, "SELECT count(*) FROM access_request WHERE eligibility = 'ticketed'") == 0
             # in progress → requested; the approver sees key, summary (escaped), status and link
             assert not (await request("ticketed", "OPS-1")).get("errors")
 
@@ -209,7 +190,7 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
                 return not await member("ops-console")
 
             await until(ticket_closed, timeout=30, what="revocation with the ticket", procs=[proc])
-            assert await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'ticket_ended'") == 1
+            assert await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'ticket_ended'") == 1
         finally:
             await sender.aclose()
             proc.stop()
@@ -220,5 +201,5 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
     stored = ""
     for table, col in (("kv", "value"), ("event", "detail"), ("outbox", "payload"), ("eligibility", "definition"),
                        ("access_request", "context")):
-        stored += str(await _scalar(db_name, f"SELECT coalesce(string_agg({col}::text, ''), '') FROM {table}"))
+        stored += str(await scalar(db_name, f"SELECT coalesce(string_agg({col}::text, ''), '') FROM {table}"))
     assert stored and PD_TOKEN not in stored and JIRA_TOKEN not in stored

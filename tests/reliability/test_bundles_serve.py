@@ -7,25 +7,20 @@ request with ``/jit release``, and both memberships go (a bundle is released tog
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import pytest
 
 from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
-from tests import pg
 from tests.reliability.procs import (
     AUDIT,
     SERVE_USERS,
     Proc,
     approve_message,
-    create_database,
-    drop_database,
     free_port,
     healthy,
+    scalar,
     until,
 )
 
@@ -67,21 +62,6 @@ eligibilities:
 """
 
 
-@pytest.fixture
-async def database() -> AsyncIterator[tuple[str, str]]:
-    name, url = await create_database()
-    yield name, url
-    await drop_database(name)
-
-
-async def _scalar(db_name: str, sql: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(pg.database_dsn(db_name))
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
-
-
 async def test_serve_requests_approves_grants_and_releases_a_bundle(database: tuple[str, str],
                                                                     tmp_path: Path) -> None:
     db_name, url = database
@@ -96,7 +76,7 @@ async def test_serve_requests_approves_grants_and_releases_a_bundle(database: tu
     async def held() -> tuple[bool, bool]:
         out = []
         for group in ("db-readonly", "logs-viewers"):
-            out.append(bool(await _scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = $1 "
+            out.append(bool(await scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = $1 "
                                                    "AND user_id = 'alice@example.com'", f"group:{group}")))
         return out[0], out[1]
 
@@ -130,13 +110,13 @@ async def test_serve_requests_approves_grants_and_releases_a_bundle(database: tu
             await sender.click("U2BOB", msg.channel, msg.ts, ids.APPROVE)
 
             async def both_granted() -> bool:
-                return await held() == (True, True) and await _scalar(
+                return await held() == (True, True) and await scalar(
                     db_name, "SELECT count(*) FROM \"grant\" WHERE status = 'active'") == 2
 
             await until(both_granted, timeout=30, what="both grants", procs=[proc])
-            member = await _scalar(db_name, "SELECT id FROM access_request WHERE eligibility = 'logs-viewer'")
-            head = await _scalar(db_name, "SELECT id FROM access_request WHERE eligibility = 'db-debugging'")
-            assert await _scalar(db_name, "SELECT bundle_id FROM access_request WHERE id = $1", member) == head
+            member = await scalar(db_name, "SELECT id FROM access_request WHERE eligibility = 'logs-viewer'")
+            head = await scalar(db_name, "SELECT id FROM access_request WHERE eligibility = 'db-debugging'")
+            assert await scalar(db_name, "SELECT bundle_id FROM access_request WHERE id = $1", member) == head
             res = await sender.command("U1ALICE", f"release {member}")
             assert res.status == 200
 
@@ -144,7 +124,7 @@ async def test_serve_requests_approves_grants_and_releases_a_bundle(database: tu
                 return await held() == (False, False)
 
             await until(both_gone, timeout=30, what="the bundle released together", procs=[proc])
-            assert await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'bundle_ended'") == 1
+            assert await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'bundle_ended'") == 1
         finally:
             await sender.aclose()
             proc.stop()

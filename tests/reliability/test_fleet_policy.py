@@ -10,44 +10,25 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import pytest
 
 from storage.db import Database
-from tests import pg
-from tests.reliability.procs import SERVE_POLICY, Proc, create_database, drop_database, until
+from tests.reliability.procs import SERVE_POLICY, Proc, fetch, until
 
 pytestmark = pytest.mark.postgres
 
 CONVERGENCE_S = 5.0  # docs/reliability.md: a policy change reaches every replica within 5 s
 
 
-@pytest.fixture
-async def database() -> AsyncIterator[tuple[str, str]]:
-    name, url = await create_database()
-    yield name, url
-    await drop_database(name)
-
-
-async def _fetch(db_name: str, sql: str) -> list[Any]:
-    conn = await asyncpg.connect(pg.database_dsn(db_name))
-    try:
-        return list(await conn.fetch(sql))
-    finally:
-        await conn.close()
-
-
 async def _versions(db_name: str) -> dict[str, int | None]:
     return {r["worker_id"]: r["policy_version"]
-            for r in await _fetch(db_name, "SELECT worker_id, policy_version FROM worker_heartbeat")}
+            for r in await fetch(db_name, "SELECT worker_id, policy_version FROM worker_heartbeat")}
 
 
 async def _applied(db_name: str) -> int:
-    rows = await _fetch(db_name, "SELECT value FROM kv WHERE key = 'policy_version'")
+    rows = await fetch(db_name, "SELECT value FROM kv WHERE key = 'policy_version'")
     import json
     return int(json.loads(rows[0]["value"])["version"]) if rows else 0
 

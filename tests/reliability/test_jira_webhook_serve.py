@@ -14,27 +14,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from bot.fakes import FakeSlack, SlackSender
 from bot.fakes.jira import FakeJira
 from bot.slack import ids
-from tests import pg
 from tests.reliability.procs import (
     AUDIT,
     SERVE_USERS,
     Proc,
     approve_message,
-    create_database,
-    drop_database,
     free_port,
     healthy,
+    scalar,
     until,
 )
 
@@ -78,21 +73,6 @@ eligibilities:
 """
 
 
-@pytest.fixture
-async def database() -> AsyncIterator[tuple[str, str]]:
-    name, url = await create_database()
-    yield name, url
-    await drop_database(name)
-
-
-async def _scalar(db_name: str, sql: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(pg.database_dsn(db_name))
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
-
-
 def _event(key: str, status: str, project: str = "OPS") -> bytes:
     """An ``issue_updated`` body in the shape Jira sends (trimmed)."""
     return json.dumps({"timestamp": 1700000000000, "webhookEvent": "jira:issue_updated",
@@ -126,11 +106,11 @@ async def test_jira_webhook_through_serve(database: tuple[str, str], tmp_path: P
     hook = f"http://127.0.0.1:{port}/jira/webhook"
 
     async def member() -> bool:
-        return bool(await _scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = "
+        return bool(await scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = "
                                            "'group:ops-console' AND user_id = 'alice@example.com'"))
 
     async def ended() -> int:
-        return int(await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'ticket_ended'"))
+        return int(await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'ticket_ended'"))
 
     def issue_gets() -> int:
         return sum(1 for path, _ in jira.requests if path.startswith("/rest/api/3/issue/"))
@@ -205,7 +185,7 @@ async def test_jira_webhook_through_serve(database: tuple[str, str], tmp_path: P
                 return not await member()
 
             await until(revoked, timeout=30, what="revocation with the ticket", procs=[proc])
-            detail = json.loads(await _scalar(db_name, "SELECT detail::text FROM event WHERE kind = 'ticket_ended'"))
+            detail = json.loads(await scalar(db_name, "SELECT detail::text FROM event WHERE kind = 'ticket_ended'"))
             assert detail["noticed_by"] == "webhook" and detail["ticket"] == "OPS-1"
             # a replay: no grant ends with OPS-1 any more — nothing asked, nothing recorded
             before = issue_gets()

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp import web
 
@@ -24,7 +22,6 @@ from bot.services.auditing.audit import verify_chain
 from bot.slack import ids
 from storage.db import Database
 from storage.tables import AccessRequest, Grant
-from tests import pg
 from tests.fakes.idp.okta import FakeOkta
 from tests.fakes.idp.tls import localhost_tls
 from tests.reliability.procs import (
@@ -33,10 +30,9 @@ from tests.reliability.procs import (
     SERVE_USERS,
     Proc,
     approve_message,
-    create_database,
-    drop_database,
     free_port,
     healthy,
+    scalar,
     until,
 )
 
@@ -45,21 +41,6 @@ pytestmark = pytest.mark.postgres
 TOKEN = "xoxb-replica-test-token"
 SECRET = "replica-signing-secret"
 
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[tuple[str, str]]:
-    name, url = await create_database()
-    yield name, url
-    await drop_database(name)
-
-
-async def _scalar(db_name: str, sql: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(pg.database_dsn(db_name))
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def test_two_serve_replicas_two_simultaneous_approvals_one_decision_one_grant(
@@ -114,15 +95,15 @@ async def test_two_serve_replicas_two_simultaneous_approvals_one_decision_one_gr
             await until(both_answered, timeout=15, what="an ephemeral answer to each approver", procs=procs)
 
             async def granted() -> bool:
-                return await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'granted'") >= 1
+                return await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'granted'") >= 1
 
             await until(granted, timeout=20, what="the grant", procs=procs)
             # Let both workers tick a few more times: a doubled grant would show up now.
             await asyncio.sleep(0)
-            beats = await _scalar(db_name, "SELECT coalesce(sum(ticks), 0) FROM worker_heartbeat")
+            beats = await scalar(db_name, "SELECT coalesce(sum(ticks), 0) FROM worker_heartbeat")
 
             async def ticked() -> bool:
-                return await _scalar(db_name, "SELECT coalesce(sum(ticks), 0) FROM worker_heartbeat") >= beats + 4
+                return await scalar(db_name, "SELECT coalesce(sum(ticks), 0) FROM worker_heartbeat") >= beats + 4
 
             await until(ticked, timeout=15, what="further worker ticks", procs=procs)
         finally:
@@ -134,11 +115,11 @@ async def test_two_serve_replicas_two_simultaneous_approvals_one_decision_one_gr
     already = [t for t in texts if t.startswith("Already approved by")]
     assert len(texts) == 2 and len(already) == 1, texts
     assert any(who in already[0] for who in ("bob@example.com", "carol@example.com"))
-    assert await _scalar(db_name, "SELECT count(*) FROM approval_vote") == 1
-    assert await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'granted'") == 1
-    assert await _scalar(db_name, "SELECT count(*) FROM \"grant\"") == 1
-    assert await _scalar(db_name, "SELECT status FROM access_request") == "active"
-    assert await _scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = 'group:app-admins' "
+    assert await scalar(db_name, "SELECT count(*) FROM approval_vote") == 1
+    assert await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'granted'") == 1
+    assert await scalar(db_name, "SELECT count(*) FROM \"grant\"") == 1
+    assert await scalar(db_name, "SELECT status FROM access_request") == "active"
+    assert await scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = 'group:app-admins' "
                                   "AND user_id = 'alice@example.com'") == 1
 
 
@@ -210,7 +191,7 @@ eligibilities:
                                   expires_at=now - timedelta(seconds=1)))
 
         async def all_ended() -> bool:
-            return await _scalar(db_name, "SELECT count(*) FROM \"grant\" WHERE status = 'ended'") == N_EXPIRIES
+            return await scalar(db_name, "SELECT count(*) FROM \"grant\" WHERE status = 'ended'") == N_EXPIRIES
 
         await until(all_ended, timeout=90, what=f"{N_EXPIRIES} revocations", procs=procs)
     finally:
@@ -221,8 +202,8 @@ eligibilities:
     doubled = {k: v for k, v in okta.removals.items() if v != 1}
     assert not doubled, f"{len(doubled)} memberships removed more than once, e.g. {list(doubled.items())[:3]}"
     assert okta.members[gid] == []
-    assert await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'expired'") == N_EXPIRIES
-    assert await _scalar(db_name, "SELECT count(DISTINCT request_id) FROM event WHERE kind = 'expired'") == N_EXPIRIES
+    assert await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'expired'") == N_EXPIRIES
+    assert await scalar(db_name, "SELECT count(DISTINCT request_id) FROM event WHERE kind = 'expired'") == N_EXPIRIES
     result = await verify_chain(db)
     await db.dispose()
     assert result.ok, result
