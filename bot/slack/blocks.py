@@ -12,7 +12,7 @@ from typing import Any
 from bot.domain.display_limits import MAX_OPTIONS, OPTION_TEXT, menu_description
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
-from bot.slack import ids
+from bot.slack import extension_views, ids
 from bot.slack.context_blocks import on_call_text, ticket_text
 
 Block = dict[str, Any]
@@ -186,6 +186,11 @@ def deny_modal(value: str) -> dict[str, Any]:
                                     "max_length": 500}}]}
 
 
+def _extension(snap: dict[str, Any]) -> list[Block]:
+    text = extension_views.summary(snap)
+    return [section(text)] if text else []
+
+
 def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Block]:
     requester = who(snap['requester'], snap.get('requester_slack'))
     if snap.get("submitted_by"):
@@ -212,8 +217,9 @@ def approval_message(snap: dict[str, Any], layer: int, note: str | None = None) 
     """Ask one approver to decide ``layer``; ``note`` says why they are asked again (reminder, escalation)."""
     value = f"{snap['id']}:{layer}"
     return [
-        {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
+        {"type": "header", "text": plain(extension_views.title(snap), 150)},
         *([context(f":alarm_clock: {esc(note)}")] if note else []),
+        *_extension(snap),
         *_request_fields(snap, layer),
         {"type": "actions", "block_id": f"decide:{value}", "elements": [
             button("Approve", ids.APPROVE, value, "primary"),
@@ -224,7 +230,8 @@ def approval_message(snap: dict[str, Any], layer: int, note: str | None = None) 
 
 def approval_decided(snap: dict[str, Any], layer: int, outcome: str) -> list[Block]:
     return [
-        {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
+        {"type": "header", "text": plain(extension_views.title(snap), 150)},
+        *_extension(snap),
         *_request_fields(snap, layer),
         context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + notice(outcome)),
     ]
@@ -340,7 +347,8 @@ def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
     for n, (snap, layer) in enumerate(approvals[:10]):
         value = f"{snap['id']}:{layer}"
         blocks.append(section(f"*{esc(snap['eligibility'])}* for {who(snap['requester'], snap.get('requester_slack'))}"
-                              f" — {format_duration(timedelta(seconds=snap['duration_s']))}, layer {layer} of "
+                              f" — {extension_views.home_prefix(snap)}"
+                              f"{format_duration(timedelta(seconds=snap['duration_s']))}, layer {layer} of "
                               f"{snap['layers']}\n{cut(quoted(snap['justification']), 500)}"))
         blocks.append({"type": "actions", "block_id": f"home_decide:{value}", "elements": [
             button("Approve", ids.nth(ids.APPROVE, n), value, "primary"),
