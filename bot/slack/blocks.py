@@ -337,6 +337,9 @@ def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
         blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — ends "
                                                      f"{when(snap.get('expires_at'))}"),
                        "accessory": button("Release", ids.nth(ids.RELEASE, n), snap["id"])})
+        if snap.get("kind") != "breakglass":  # more time: at once, or through the approval layers again
+            blocks.append({"type": "actions", "block_id": f"home_active:{n}",
+                           "elements": [button("Extend", ids.nth(ids.EXTEND, n), snap["id"])]})
     blocks += [{"type": "divider"}, section("*Your pending requests*" if pending else "*Your pending requests*\nNone.")]
     for n, snap in enumerate(pending[first:first + HOME_PAGE]):
         blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — waiting for "

@@ -308,7 +308,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
         await ack()
         await simple(body, action, client, respond, "cancel")
 
-    @app.action(ids.EXTEND)
+    @app.action(ids.matching(ids.EXTEND))  # the expiry warning's, and App Home's numbered copies
     async def extend_clicked(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient,
                              respond: AsyncRespond) -> None:
         await ack()
