@@ -16,6 +16,8 @@ from sqlalchemy import select
 
 from bot.domain.requests import Decision, PolicyViolation
 from bot.policy_file import LoadedPolicy, PolicyError, parse_policy
+from bot.services import queries
+from bot.services.admin import AdminService
 from bot.services.clock import ManualClock
 from bot.services.extensions import ExtensionService
 from storage.tables import AccessRequest, Event, Grant
@@ -114,6 +116,9 @@ async def test_beyond_the_maximum_the_extension_goes_through_every_layer_with_th
     assert "extended" in await _events(s, rid)
     async with s.rt.db.sessions() as session:  # no second grant: the one grant's expiry moved
         assert len((await session.execute(select(Grant))).scalars().all()) == 1
+    _, pending = await queries.my_requests(s.rt, ALICE)  # an applied extension waits for nothing
+    assert [p["id"] for p in pending] == []
+    assert [i.request.id for i in await AdminService(s.rt).pending(actor="root@example.com")] == []
     clock.set(ends + timedelta(minutes=1))  # the old expiry passes: still there
     await s.worker.run_until_idle()
     assert await s.is_member(ALICE, "prod-admins")
