@@ -290,8 +290,10 @@ def audit_text(payload: dict[str, Any]) -> str:
 
 
 def audit_root(snap: dict[str, Any]) -> list[Block]:
-    return [section(f":key: *{esc(snap['id'])}* — {who(snap['requester'], snap.get('requester_slack'))} requests "
-                    f"*{esc(snap['eligibility'])}* for {format_duration(timedelta(seconds=snap['duration_s']))}"),
+    dur, access = format_duration(timedelta(seconds=snap["duration_s"])), f"*{esc(snap['eligibility'])}*"
+    what = (f"asks to extend {esc(snap.get('parent_id'))} ({access}) by {dur}" if extension_views.is_extension(snap)
+            else f"requests {access} for {dur}")
+    return [section(f":key: *{esc(snap['id'])}* — {who(snap['requester'], snap.get('requester_slack'))} {what}"),
             *_request_fields(snap)[1:]]
 
 
