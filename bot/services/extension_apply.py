@@ -57,7 +57,8 @@ async def approve_extension(rt: Runtime, unit: Unit, req: AccessRequest, elig: E
     by = timedelta(seconds=req.duration_s)
     moved: list[Any] = []
     old = new = grant.expires_at if grant is not None else None
-    if parent is not None and grant is not None and old is not None and old > now:
+    allowed = elig.extension.allowed and elig.extension.reapproval  # the policy in force now decides
+    if allowed and parent is not None and grant is not None and old is not None and old > now:
         new = capped_expiry(parent, capped_expiry(req, old + by))  # on-call shifts cap either
         warn = new - elig.warn_before if new - elig.warn_before > now else None
         if new > old:  # the compare-and-set: still active, still this expiry, not yet due
@@ -68,7 +69,8 @@ async def approve_extension(rt: Runtime, unit: Unit, req: AccessRequest, elig: E
     if not moved or parent is None or grant is None or old is None or new is None:
         req.status = Status.LAPSED.value
         snap = notices.describe(rt, req, votes)
-        why = ("the extension would not move the expiry (an on-call shift caps it)" if old is not None and old > now
+        why = ("the policy no longer allows extensions beyond the maximum" if not allowed else
+               "the extension would not move the expiry (an on-call shift caps it)" if old is not None and old > now
                and new is not None and new <= old else
                "the access it extends ended (or reached its expiry) before the extension was approved")
         await notices.record(rt, session, at=now, kind="extension_void", actor=actor, req=req, snap=snap,

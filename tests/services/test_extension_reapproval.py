@@ -261,3 +261,16 @@ def test_reapproval_needs_approval_layers() -> None:
     ro["extension"] = {"reapproval": True}
     with pytest.raises(PolicyError, match="reapproval: true needs approval layers"):
         parse_policy(yaml.safe_dump(doc), source="test", env={})
+
+
+async def test_an_extension_approved_after_the_policy_stopped_allowing_it_changes_nothing(
+        db_factory: DbFactory, loaded_policy: LoadedPolicy, clock: ManualClock) -> None:
+    s = await make_stack(db_factory(), loaded_policy, clock)
+    rid = await _active(s)
+    ends = await _expires(s, rid)
+    x = await ExtensionService(s.rt).ask(request_id=rid, actor=ALICE, by=timedelta(hours=2))
+    await s.approvals.decide(request_id=x.id, layer=1, approver=BOB, decision=Decision.APPROVE)
+    s.rt.loaded = _policy(reapproval=False)  # the policy reloaded meanwhile
+    await s.approvals.decide(request_id=x.id, layer=2, approver=DAVE, decision=Decision.APPROVE)
+    assert (await _req(s, x.id)).status == "lapsed"
+    assert await _expires(s, rid) == ends
