@@ -274,3 +274,41 @@ async def test_an_extension_approved_after_the_policy_stopped_allowing_it_change
     await s.approvals.decide(request_id=x.id, layer=2, approver=DAVE, decision=Decision.APPROVE)
     assert (await _req(s, x.id)).status == "lapsed"
     assert await _expires(s, rid) == ends
+
+
+async def test_a_layer_that_needs_step_up_needs_it_for_the_extension_too(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    from bot.domain.step_up_proof import StepUpRequired
+
+    doc = yaml.safe_load(POLICY)
+    prod = next(e for e in doc["eligibilities"] if e["name"] == "prod-admin")
+    prod["extension"] = {"reapproval": True}
+    prod["approvals"][1]["step_up"] = {"provider": "corp", "max_age": "5m"}
+    doc["public_url"] = "https://jit.example.com"
+    doc["oidc_providers"] = {"corp": {"issuer": "https://idp.example.com", "client_id": "0oajitbot",
+                                      "client_secret": "fake-client-secret-000000000000"}}
+    loaded = parse_policy(yaml.safe_dump(doc), source="test", env={})
+    s = await make_stack(db_factory(), loaded, clock)
+    rid = await _active_with_step_up(s)
+    ends = await _expires(s, rid)
+    x = await ExtensionService(s.rt).ask(request_id=rid, actor=ALICE, by=timedelta(hours=2))
+    await s.approvals.decide(request_id=x.id, layer=1, approver=BOB, decision=Decision.APPROVE)
+    with pytest.raises(StepUpRequired):
+        await s.approvals.decide(request_id=x.id, layer=2, approver=DAVE, decision=Decision.APPROVE)
+    assert (await _req(s, x.id)).status == "pending" and await _expires(s, rid) == ends
+
+
+async def _active_with_step_up(s: Stack) -> str:
+    """Alice's prod-admin, active: its own layer 2 approved with a step-up proof."""
+    from bot.domain.step_up_proof import StepUpProof, StepUpRequired
+
+    req = await s.requests.submit(requester=ALICE, eligibility="prod-admin", duration=timedelta(hours=8),
+                                  justification="deploy", ticket="OPS-1")
+    await s.approvals.decide(request_id=req.id, layer=1, approver=BOB, decision=Decision.APPROVE)
+    with pytest.raises(StepUpRequired):
+        await s.approvals.decide(request_id=req.id, layer=2, approver=DAVE, decision=Decision.APPROVE)
+    proof = StepUpProof(request_id=req.id, layer=2, approver=DAVE, subject="dave", auth_time=s.rt.clock.now(),
+                        ticket="t")
+    await s.approvals.decide(request_id=req.id, layer=2, approver=DAVE, decision=Decision.APPROVE, step_up=proof)
+    await s.worker.run_until_idle()
+    return req.id
