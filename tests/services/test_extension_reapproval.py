@@ -52,12 +52,12 @@ async def _active(s: Stack, hours: int = 8) -> str:
 
 async def _grant(s: Stack, rid: str) -> Grant:
     async with s.rt.db.sessions() as session:
-        return (await session.execute(select(Grant).where(Grant.request_id == rid))).scalar_one()
+        return (await session.execute(select(Grant).where(Grant.request_id == rid))).scalar_one()  # type: ignore[arg-type]
 
 
 async def _req(s: Stack, rid: str) -> AccessRequest:
     async with s.rt.db.sessions() as session:
-        return (await session.execute(select(AccessRequest).where(AccessRequest.id == rid))).scalar_one()
+        return (await session.execute(select(AccessRequest).where(AccessRequest.id == rid))).scalar_one()  # type: ignore[arg-type]
 
 
 async def _requests(s: Stack) -> int:
@@ -183,7 +183,7 @@ async def test_an_extension_racing_with_the_expiry_claim_loses_cleanly(
     await s.approvals.decide(request_id=x.id, layer=1, approver=BOB, decision=Decision.APPROVE)
     clock.set(ends - timedelta(seconds=1))
     async with s.rt.db.transaction() as session:  # what the expiry claim does, a second early (skewed)
-        g = (await session.execute(select(Grant).where(Grant.request_id == rid))).scalar_one()
+        g = (await session.execute(select(Grant).where(Grant.request_id == rid))).scalar_one()  # type: ignore[arg-type]
         g.status, g.end_reason, g.next_attempt_at = "revoking", "expired", clock.now()
     await s.approvals.decide(request_id=x.id, layer=2, approver=DAVE, decision=Decision.APPROVE)
     assert (await _req(s, x.id)).status == "lapsed"

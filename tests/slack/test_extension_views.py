@@ -10,7 +10,8 @@ from bot.slack import blocks, ids
 
 
 def _snap(**over: Any) -> dict[str, Any]:
-    snap = {"id": "R-EXT00001", "kind": "extension", "parent_id": "R-ORIG0001", "eligibility": "prod-admin",
+    snap: dict[str, Any] = {
+            "id": "R-EXT00001", "kind": "extension", "parent_id": "R-ORIG0001", "eligibility": "prod-admin",
             "description": "", "target": "group prod-admins", "requester": "alice@example.com",
             "requester_slack": "U1ALICE", "submitted_by": None, "submitted_by_slack": None, "starts_at": None,
             "duration_s": 7200, "justification": "deploy <!channel>", "ticket": "OPS-1", "status": "pending",
