@@ -55,3 +55,11 @@ def test_app_home_offers_extend_for_each_active_grant_but_break_glass() -> None:
     extends = [e["value"] for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]
                if e["action_id"].startswith(ids.EXTEND)]
     assert extends == ["R-A"]
+
+
+def test_the_approval_email_says_it_is_an_extension() -> None:
+    from bot.notify.render import render
+
+    mail = render("approval_request", {"request": _snap(), "layer": 1, "approver": "bob@example.com"})
+    assert mail is not None
+    assert "alice@example.com asks to extend R-ORIG0001 by 2h, beyond the access's maximum" in str(mail)
