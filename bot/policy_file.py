@@ -243,3 +243,37 @@ def memory_directory(policy: Policy) -> dict[str, set[str]]:
             for group, emails in (conf.get("groups") or {}).items():
                 out.setdefault(group, set()).update(e.lower() for e in emails)
     return out
+
+
+def memory_group_warnings(policy: Policy) -> list[str]:
+    """Groups (and roles) the policy names that a ``type: memory`` connector it uses does not declare:
+    a target there cannot be granted, and people in a missing directory group are nobody."""
+    memory = {name: conf for name, conf in policy.connectors.items() if conf.get("type") == "memory"}
+    out: list[str] = []
+    for e in policy.eligibilities:
+        conf = memory.get(e.connector)
+        if conf is None:
+            continue
+        declared = (conf.get("groups") or {}) if e.target.kind == "group" else (conf.get("roles") or [])
+        if e.target.ref not in declared:
+            out.append(f"{e.name}: target {e.target.kind} {e.target.ref!r} does not exist on the memory connector "
+                       f"{e.connector!r} (grants would fail)")
+    directory = policy.directory_connector
+    if directory not in memory:
+        return out
+    groups = set((memory[directory].get("groups") or {}).keys())
+    named: list[tuple[str, Principals | None]] = [("admins", policy.admins)]
+    for e in policy.eligibilities:
+        named += [(f"{e.name}: requestors", e.requestors), (f"{e.name}: delegates", e.delegates)]
+        for i, layer in enumerate(e.approvals, start=1):
+            named += [(f"{e.name}: layer {i} approvers", layer.approvers),
+                      (f"{e.name}: layer {i} escalation", layer.escalation),
+                      (f"{e.name}: layer {i} after_hours", layer.after_hours)]
+        if e.transition is not None:
+            named.append((f"{e.name}: transition.keep_standing", e.transition.keep_standing))
+    for where, principals in named:
+        for group in principals.groups if principals is not None else ():
+            if group not in groups:
+                out.append(f"{where}: group {group!r} does not exist on the memory connector {directory!r} "
+                           "(nobody is in it)")
+    return out

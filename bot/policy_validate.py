@@ -10,7 +10,7 @@ import argparse
 from bot.cli_support import err
 from bot.domain.display_limits import display_warnings
 from bot.policy_check import check_policy_now
-from bot.policy_file import PolicyError, memory_directory, risk_warnings
+from bot.policy_file import PolicyError, memory_directory, memory_group_warnings, risk_warnings
 
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:
@@ -22,7 +22,8 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
         err(f"{args.file}: invalid ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''})")
         return 1
     policy = loaded.policy
-    warnings = risk_warnings(policy, memory_directory(policy)) + display_warnings(policy)
+    warnings = (memory_group_warnings(policy) + risk_warnings(policy, memory_directory(policy))
+                + display_warnings(policy))
     for warning in warnings:
         err(f"warning: {args.file}: {warning}")
     print(f"{args.file}: valid ({len(policy.eligibilities)} eligibilities, {len(policy.connectors)} connectors, "

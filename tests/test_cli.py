@@ -117,6 +117,19 @@ def test_policy_validate_accepts_the_example_and_prints_its_warning(capsys: pyte
     assert "warning: " in err and "logs-viewer: no approval layers" in err
 
 
+def test_policy_validate_flags_groups_the_memory_connector_does_not_declare(
+        tmp_path: Path, policy_text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "p.yml"
+    path.write_text(policy_text.replace("target: {group: readonly}", "target: {group: read-only}")
+                    .replace("approvers: {groups: [security]}", "approvers: {groups: [securty]}"))
+    assert main(["policy", "validate", str(path)]) == 0  # valid: warnings, failing only with --strict
+    err = capsys.readouterr().err
+    assert "readonly: target group 'read-only' does not exist on the memory connector 'demo'" in err
+    assert "prod-admin: layer 2 approvers: group 'securty' does not exist on the memory connector 'demo'" in err
+    assert "requestors" not in err  # engineers exists
+    assert main(["policy", "validate", "--strict", str(path)]) == 1
+
+
 def test_policy_validate_strict_fails_on_warnings() -> None:
     assert main(["policy", "validate", "--strict", str(EXAMPLE)]) == 1
 

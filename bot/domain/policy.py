@@ -139,18 +139,9 @@ class TargetSpec(Strict):
 
 class Extension(Strict):
     allowed: bool = True
-    # Only ``false`` is accepted: an extension beyond max_duration is refused, and the requester asks
-    # again with /jit (a new request, through the approval layers). Kept so that policies that spell out
-    # the default stay valid; ``true`` is refused rather than accepted and ignored.
+    # ``true``: an extension beyond max_duration becomes an extension request that goes through the
+    # eligibility's approval layers again (bot/services/extensions.py); ``false``: it is refused.
     reapproval: bool = False
-
-    @model_validator(mode="after")
-    def _no_reapproval(self) -> Extension:
-        if self.reapproval:
-            raise ValueError("extension.reapproval: true is not supported: an extension beyond max_duration "
-                             "is refused and the requester asks again with /jit (a new request through the "
-                             "approval layers). Remove the key or set it to false.")
-        return self
 
 
 class Transition(Strict):
@@ -243,6 +234,9 @@ class Eligibility(Strict):
             object.__setattr__(self, "default_duration", self.max_duration)
         elif self.default_duration > self.max_duration:
             raise ValueError("default_duration is longer than max_duration")
+        if self.extension.reapproval and not self.approvals:
+            raise ValueError("extension.reapproval: true needs approval layers: without any, an extension "
+                             "beyond max_duration would be approved by nobody")
         if self.break_glass is not None and self.break_glass.max_duration > self.max_duration:
             raise ValueError("break_glass.max_duration is longer than max_duration")
         if self.auto_approve_when is not None and not self.approvals:

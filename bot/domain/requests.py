@@ -35,6 +35,7 @@ class Status(StrEnum):
 
 
 BREAKGLASS = "breakglass"  # AccessRequest.kind of a break-glass request (the others: "access", "extension")
+EXTENSION = "extension"  # AccessRequest.kind of a request for more time on an active grant (``parent_id``)
 TERMINAL = frozenset({Status.EXPIRED, Status.REVOKED, Status.DENIED, Status.CANCELLED, Status.LAPSED})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {

@@ -84,7 +84,11 @@ def render(kind: str, payload: dict[str, Any]) -> Mail | None:
     if kind == "approval_request":
         layer = int(payload["layer"])
         subject = f"Approval needed: {snap['id']} {snap['eligibility']} for {snap['requester']}"
-        lines += [f"{snap['requester']} requests access and needs your decision.", "", *_details(snap, layer), "",
+        asks = (f"{snap['requester']} asks to extend {snap.get('parent_id')} by "
+                f"{format_duration(timedelta(seconds=int(snap['duration_s'])))}, beyond the access's maximum "
+                "(an extension of access that is already active)" if snap.get("kind") == "extension"
+                else f"{snap['requester']} requests access")
+        lines += [f"{asks} and needs your decision.", "", *_details(snap, layer), "",
                   "To approve or deny, open the jitbot app's Home tab in Slack (Pending approvals)."]
     elif kind == "review_request":
         subject = f"Break-glass review: {snap['id']} {snap['eligibility']} by {snap['requester']}"

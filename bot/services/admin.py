@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 
 from bot.domain.durations import format_duration
-from bot.domain.requests import BREAKGLASS, PolicyViolation, Status
+from bot.domain.requests import BREAKGLASS, EXTENSION, PolicyViolation, Status
 from bot.services import kvstate, notices
 from bot.services.access.grants import GrantService
 from bot.services.runtime import Runtime
@@ -173,7 +173,8 @@ class AdminService:
         async with self.rt.db.sessions() as session:
             stmt = (select(AccessRequest).where(or_(
                 AccessRequest.status.in_(OPEN),  # type: ignore[attr-defined]
-                (AccessRequest.kind == BREAKGLASS) & AccessRequest.reviewed_at.is_(None)))  # type: ignore[union-attr]
+                (AccessRequest.kind == BREAKGLASS) & AccessRequest.reviewed_at.is_(None)),  # type: ignore[union-attr]
+                ~((AccessRequest.kind == EXTENSION) & (AccessRequest.status == Status.APPROVED.value)))  # applied
                 .order_by(AccessRequest.created_at).limit(limit))  # type: ignore[arg-type]
             rows = list((await session.execute(stmt)).scalars().all())
         items = [OpenItem(r, _why(r)) for r in rows]

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.domain.requests import Status
+from bot.domain.requests import EXTENSION, Status
 from bot.services.notices import describe
 from bot.services.requesting.approvals import layer_approvers
 from bot.services.requesting.requests import load_votes
@@ -23,7 +23,8 @@ async def my_requests(rt: Runtime, email: str) -> tuple[list[dict[str, Any]], li
                                       .order_by(Grant.expires_at))).all()  # type: ignore[arg-type]
         active = [describe(rt, req, [], grant) for req, grant in rows]
         pend = (await session.execute(select(AccessRequest).where(
-            AccessRequest.requester == email, AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value]))  # type: ignore[attr-defined]
+            AccessRequest.requester == email, AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value]),  # type: ignore[attr-defined]
+            ~((AccessRequest.kind == EXTENSION) & (AccessRequest.status == Status.APPROVED.value)))  # applied: done
             .order_by(AccessRequest.created_at))).scalars().all()  # type: ignore[arg-type]
         pending = [describe(rt, r, await load_votes(session, r.id)) for r in pend]
     return active, pending

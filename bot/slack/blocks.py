@@ -12,7 +12,7 @@ from typing import Any
 from bot.domain.display_limits import MAX_OPTIONS, OPTION_TEXT, menu_description
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
-from bot.slack import ids
+from bot.slack import extension_views, ids
 from bot.slack.context_blocks import on_call_text, ticket_text
 
 Block = dict[str, Any]
@@ -186,6 +186,11 @@ def deny_modal(value: str) -> dict[str, Any]:
                                     "max_length": 500}}]}
 
 
+def _extension(snap: dict[str, Any]) -> list[Block]:
+    text = extension_views.summary(snap)
+    return [section(text)] if text else []
+
+
 def _request_fields(snap: dict[str, Any], layer: int | None = None) -> list[Block]:
     requester = who(snap['requester'], snap.get('requester_slack'))
     if snap.get("submitted_by"):
@@ -218,8 +223,9 @@ def approval_message(snap: dict[str, Any], layer: int, note: str | None = None) 
     """Ask one approver to decide ``layer``; ``note`` says why they are asked again (reminder, escalation)."""
     value = f"{snap['id']}:{layer}"
     return [
-        {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
+        {"type": "header", "text": plain(extension_views.title(snap), 150)},
         *([context(f":alarm_clock: {esc(note)}")] if note else []),
+        *_extension(snap),
         *_request_fields(snap, layer),
         {"type": "actions", "block_id": f"decide:{value}", "elements": [
             button("Approve", ids.APPROVE, value, "primary"),
@@ -230,7 +236,8 @@ def approval_message(snap: dict[str, Any], layer: int, note: str | None = None) 
 
 def approval_decided(snap: dict[str, Any], layer: int, outcome: str) -> list[Block]:
     return [
-        {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
+        {"type": "header", "text": plain(extension_views.title(snap), 150)},
+        *_extension(snap),
         *_request_fields(snap, layer),
         context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + notice(outcome)),
     ]
@@ -289,8 +296,10 @@ def audit_text(payload: dict[str, Any]) -> str:
 
 
 def audit_root(snap: dict[str, Any]) -> list[Block]:
-    return [section(f":key: *{esc(snap['id'])}* — {who(snap['requester'], snap.get('requester_slack'))} requests "
-                    f"*{esc(snap['eligibility'])}* for {format_duration(timedelta(seconds=snap['duration_s']))}"),
+    dur, access = format_duration(timedelta(seconds=snap["duration_s"])), f"*{esc(snap['eligibility'])}*"
+    what = (f"asks to extend {esc(snap.get('parent_id'))} ({access}) by {dur}" if extension_views.is_extension(snap)
+            else f"requests {access} for {dur}")
+    return [section(f":key: *{esc(snap['id'])}* — {who(snap['requester'], snap.get('requester_slack'))} {what}"),
             *_request_fields(snap)[1:]]
 
 
@@ -336,6 +345,9 @@ def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
         blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — ends "
                                                      f"{when(snap.get('expires_at'))}"),
                        "accessory": button("Release", ids.nth(ids.RELEASE, n), snap["id"])})
+        if snap.get("kind") != "breakglass":  # more time: at once, or through the approval layers again
+            blocks.append({"type": "actions", "block_id": f"home_active:{n}",
+                           "elements": [button("Extend", ids.nth(ids.EXTEND, n), snap["id"])]})
     blocks += [{"type": "divider"}, section("*Your pending requests*" if pending else "*Your pending requests*\nNone.")]
     for n, snap in enumerate(pending[first:first + HOME_PAGE]):
         blocks.append({"type": "section", "text": md(f"*{esc(snap['eligibility'])}* ({snap['id']}) — waiting for "
@@ -346,7 +358,8 @@ def home_view(*, active: list[dict[str, Any]], pending: list[dict[str, Any]],
     for n, (snap, layer) in enumerate(approvals[:10]):
         value = f"{snap['id']}:{layer}"
         blocks.append(section(f"*{esc(snap['eligibility'])}* for {who(snap['requester'], snap.get('requester_slack'))}"
-                              f" — {format_duration(timedelta(seconds=snap['duration_s']))}, layer {layer} of "
+                              f" — {extension_views.home_prefix(snap)}"
+                              f"{format_duration(timedelta(seconds=snap['duration_s']))}, layer {layer} of "
                               f"{snap['layers']}\n{cut(quoted(snap['justification']), 500)}"))
         blocks.append({"type": "actions", "block_id": f"home_decide:{value}", "elements": [
             button("Approve", ids.nth(ids.APPROVE, n), value, "primary"),

@@ -299,9 +299,11 @@ def test_an_extension_of_access_already_at_the_max_says_nothing_more() -> None:
         extend(elig(), by=timedelta(minutes=1), held=timedelta(hours=8))
 
 
-def test_reapproval_true_is_refused_by_the_policy_rather_than_accepted_and_ignored() -> None:
-    with pytest.raises(ValidationError, match="extension.reapproval: true is not supported.*ask.* again with /jit"):
-        elig(extension={"reapproval": True}, approvals=[{"approvers": {"groups": ["leads"]}}])
+def test_reapproval_true_is_accepted_with_approval_layers_and_refused_without() -> None:
+    with_layers = elig(extension={"reapproval": True}, approvals=[{"approvers": {"groups": ["leads"]}}])
+    assert with_layers.extension.reapproval is True  # used: bot/services/extensions.py
+    with pytest.raises(ValidationError, match="reapproval: true needs approval layers"):
+        elig(extension={"reapproval": True}, approvals=[])
     assert elig(extension={"reapproval": False}).extension.reapproval is False  # the default, spelt out
 
 

@@ -15,10 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from bot.domain.requests import Decision, PolicyViolation
 from bot.services.clock import ManualClock
+from bot.services.extensions import ExtensionService
 from bot.slack import ids
 from storage.tables import AccessRequest, ApprovalVote, Event, Grant, OutboxMessage
 from tests.conftest import DbFactory
@@ -30,7 +32,9 @@ ROLES = {"requester": "U1ALICE", "approver1": "U2BOB", "approver2": "U4DAVE", "a
          "stranger": STRANGER}
 EMAIL = {"U1ALICE": "alice@example.com", "U2BOB": "bob@example.com", "U4DAVE": "dave@example.com",
          "U6ROOT": "root@example.com", STRANGER: "mallory@example.com"}
-STATES = ("pending1", "pending2", "active", "expired", "denied")
+# active_max: held for prod-admin's 8h maximum, so Extend asks for approval again (extension.reapproval);
+# ext_pending1/2: that extension request (its id is the one clicked), waiting at layer 1 / 2.
+STATES = ("pending1", "pending2", "active", "expired", "denied", "active_max", "ext_pending1", "ext_pending2")
 ACTIONS = ("approve", "deny", "extend", "release", "cancel", "admin_revoke",
            "home_approve", "home_release", "home_cancel", "home_extend")
 ALLOWED = {
@@ -42,6 +46,14 @@ ALLOWED = {
     ("extend", "requester", "active"), ("home_extend", "requester", "active"),
     ("release", "requester", "active"), ("home_release", "requester", "active"),
     ("admin_revoke", "admin", "active"),
+    ("extend", "requester", "active_max"), ("home_extend", "requester", "active_max"),
+    ("release", "requester", "active_max"), ("home_release", "requester", "active_max"),
+    ("admin_revoke", "admin", "active_max"),
+    ("approve", "approver1", "ext_pending1"), ("approve", "approver2", "ext_pending2"),
+    ("home_approve", "approver1", "ext_pending1"), ("home_approve", "approver2", "ext_pending2"),
+    ("deny", "approver1", "ext_pending1"), ("deny", "approver2", "ext_pending2"),
+    ("cancel", "requester", "ext_pending1"), ("cancel", "requester", "ext_pending2"),
+    ("home_cancel", "requester", "ext_pending1"), ("home_cancel", "requester", "ext_pending2"),
 }
 
 Snapshot = dict[str, object]
@@ -53,7 +65,8 @@ async def _snapshot(env: Env, rid: str) -> Snapshot:
                          for m in (AccessRequest, ApprovalVote, Event, Grant, OutboxMessage)}
         req = (await s.execute(select(AccessRequest).where(AccessRequest.id == rid))).scalar_one()
         out["status"], out["layer"] = req.status, req.layer
-        grants = (await s.execute(select(Grant).where(Grant.request_id == rid))).scalars().all()
+        of = [rid, req.parent_id] if req.parent_id else [rid]  # an extension: the grant it would extend
+        grants = (await s.execute(select(Grant).where(Grant.request_id.in_(of)))).scalars().all()  # type: ignore[attr-defined]
         out["grants"] = sorted((g.status, str(g.expires_at)) for g in grants)
     out["member"] = await env.stack.is_member("alice@example.com", "prod-admins")
     return out
@@ -63,10 +76,16 @@ class World:
     """One request at a time in the wanted state; a new one once an allowed action used it up."""
 
     def __init__(self, env: Env, state: str) -> None:
-        self.env, self.state, self.rid = env, state, ""
+        self.env, self.state, self.rid, self.parent = env, state, "", ""
 
     async def fresh(self) -> str:
         env, st = self.env, self.stack
+        if self.parent:  # an extension state: its request first, then the access it extends
+            async with st.rt.db.sessions() as s:
+                old = (await s.execute(select(AccessRequest).where(AccessRequest.id == self.rid))).scalar_one()
+            if old.status == "pending":
+                await st.requests.cancel(request_id=self.rid, by="alice@example.com")
+            self.rid, self.parent = self.parent, ""
         if self.rid:  # an allowed action that failed to act leaves it pending: clear it, go on
             async with st.rt.db.sessions() as s:
                 old = (await s.execute(select(AccessRequest).where(AccessRequest.id == self.rid))).scalar_one()
@@ -77,14 +96,15 @@ class World:
                 with contextlib.suppress(PolicyViolation):  # unless the action already ended it
                     await st.grants.end_early(request_id=self.rid, actor="alice@example.com", reason="released")
                 await env.settle()
+        hours = 1 if self.base == self.state else 8  # at the maximum: Extend needs approval again
         req = await st.requests.submit(requester="alice@example.com", requester_slack="U1ALICE",
-                                       eligibility="prod-admin", duration=timedelta(hours=1),
+                                       eligibility="prod-admin", duration=timedelta(hours=hours),
                                        justification="deploy", ticket="OPS-1")
-        if self.state != "pending1":
+        if self.base != "pending1":
             decision = Decision.DENY if self.state == "denied" else Decision.APPROVE
             await st.approvals.decide(request_id=req.id, layer=1, approver="bob@example.com", decision=decision,
                                       reason="no" if self.state == "denied" else None)
-        if self.state in ("active", "expired"):
+        if self.base in ("active", "expired"):
             await st.approvals.decide(request_id=req.id, layer=2, approver="dave@example.com",
                                       decision=Decision.APPROVE)
         await env.settle()
@@ -92,7 +112,19 @@ class World:
             env.clock.advance(timedelta(hours=2))
             await env.settle()
         self.rid = req.id
-        return req.id
+        if self.state.startswith("ext_"):
+            x = await ExtensionService(st.rt).ask(request_id=req.id, actor="alice@example.com", by=timedelta(hours=2))
+            if self.state == "ext_pending2":
+                await st.approvals.decide(request_id=x.id, layer=1, approver="bob@example.com",
+                                          decision=Decision.APPROVE)
+            await env.settle()
+            self.rid, self.parent = x.id, req.id
+        return self.rid
+
+    @property
+    def base(self) -> str:
+        """The state of the access request: an extension's is active."""
+        return "active" if self.state in ("active_max", "ext_pending1", "ext_pending2") else self.state
 
     @property
     def stack(self) -> Stack:
@@ -100,7 +132,7 @@ class World:
 
     @property
     def layer(self) -> int:
-        return 2 if self.state == "pending2" else 1
+        return 2 if self.state in ("pending2", "ext_pending2") else 1
 
 
 def _click_payload(env: Env, user: str, action_id: str, value: str, *, home: bool) -> dict[str, Any]:
@@ -184,12 +216,14 @@ async def _run_matrix(env: Env, state: str) -> list[str]:
 @pytest.mark.parametrize("state", STATES)
 async def test_only_the_allowed_cells_change_anything(db_factory: DbFactory, policy_text: str, clock: ManualClock,
                                                       state: str) -> None:
-    async with slack_env(db_factory(), policy_text, clock) as env:
+    doc = yaml.safe_load(policy_text)  # prod-admin extends beyond its maximum through the layers again
+    next(e for e in doc["eligibilities"] if e["name"] == "prod-admin")["extension"] = {"reapproval": True}
+    async with slack_env(db_factory(), yaml.safe_dump(doc), clock) as env:
         problems = await _run_matrix(env, state)
     assert not problems, "\n".join(problems)
 
 
 def test_the_matrix_allows_something_in_every_state_but_the_final_ones() -> None:
     allowed_states = {s for _, _, s in ALLOWED}
-    assert allowed_states == {"pending1", "pending2", "active"}
+    assert allowed_states == {"pending1", "pending2", "active", "active_max", "ext_pending1", "ext_pending2"}
     assert {a for a, _, _ in ALLOWED} == set(ACTIONS)

@@ -110,3 +110,18 @@ async def test_duplicate_pending_requests_stop_the_one_pending_upgrade_with_thei
         with pytest.raises(Exception, match="(?i)unique"):
             async with conn.begin_nested():
                 await conn.execute(insert, {"id": "R-THREE", "at": at})
+
+
+async def test_replicas_starting_together_migrate_one_after_the_other(db_factory: DbFactory) -> None:
+    """Three engines on one empty database migrate at once: on PostgreSQL the advisory lock makes the
+    later ones wait and find the schema at head (without it they race to create the same tables); on
+    SQLite one writer at a time. Every one succeeds, and the schema is at head once."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    dbs = [db_factory() for _ in range(3)]
+    await asyncio.gather(*(db.migrate() for db in dbs))
+    async with dbs[0].engine.connect() as conn:
+        versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+    assert len(versions) == 1

@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from bot.domain.policy import Eligibility
-from bot.domain.requests import Decision, LayerOutcome, PolicyViolation, Status, Vote, decide
+from bot.domain.requests import EXTENSION, Decision, LayerOutcome, PolicyViolation, Status, Vote, decide
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.domain.step_up import step_up_for
 from bot.domain.step_up_proof import StepUpProof, StepUpRequired
@@ -198,7 +198,8 @@ class ApprovalService:
             await self.requests.approve_final(unit, req, elig, actor=approver, votes=votes)
             await notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
                                      outcome=f"Approved by {approver}")
-            return f"You approved {req.id}; access is being granted."
+            return f"You approved {req.id}; " + ("the extension is applied if the access is still active."
+                                                  if req.kind == EXTENSION else "access is being granted.")
         req.updated_at, req.version = now, req.version + 1
         open_layer(req, elig, next_layer, now, after_hours=next_after_hours)
         snap = notices.describe(rt, req, votes)

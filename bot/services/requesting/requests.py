@@ -15,6 +15,7 @@ from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import (
     BREAKGLASS,
+    EXTENSION,
     PolicyViolation,
     Status,
     Submission,
@@ -28,6 +29,7 @@ from bot.services.context.on_call import OnCallOutcome, check_on_call, record_on
 from bot.services.context.tickets import check_ticket
 from bot.services.policy_version import require_current, under_current_policy
 from bot.services.requesting.bundles import approve_members, bundle_context, check_members
+from bot.services.requesting.extension_apply import approve_extension, deadline_of
 from bot.services.requesting.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
@@ -101,6 +103,9 @@ def open_layer(req: AccessRequest, elig: Eligibility, layer: int, now: datetime,
     req.after_hours = after_hours and spec.after_hours is not None
     req.next_reminder_at = now + spec.remind_every if spec.remind_every else None
     req.escalate_at = now + spec.escalate_after if spec.escalate_after else None
+    until = deadline_of(req) if req.kind == EXTENSION else None
+    if until is not None:  # an extension is decided before the access it extends ends, or lapses then
+        req.layer_deadline = min(req.layer_deadline, until)
 
 
 def allowed_seconds(req: AccessRequest, elig: Eligibility | None) -> int:
@@ -309,10 +314,13 @@ class RequestService:
 
     async def approve_final(self, unit: Unit, req: AccessRequest, elig: Eligibility, *, actor: str,
                             auto: bool = False, text: str | None = None,
-                            votes: list[ApprovalVote] | None = None) -> Grant:
+                            votes: list[ApprovalVote] | None = None) -> Grant | None:
         """PENDING → APPROVED and a grant waiting to be carried out (inside the caller's transaction,
         written by its ``unit.flush()``). ``votes``: the request's votes as this transaction has them
-        (read here when not given)."""
+        (read here when not given). An extension request moves its grant's expiry instead (no grant)."""
+        if req.kind == EXTENSION:
+            await approve_extension(self.rt, unit, req, elig, actor=actor, auto=auto, votes=votes)
+            return None
         now = self.rt.clock.now()
         check_transition(Status(req.status), Status.APPROVED)
         asked, req.duration_s = req.duration_s, allowed_seconds(req, elig)  # the maximum may have been lowered
