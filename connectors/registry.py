@@ -12,7 +12,7 @@ from connectors.memory import MembershipStore, MemoryConnector
 CONNECTOR_MODULES: dict[str, str] = {
     "okta": "connectors.okta",
     "entra": "connectors.entra",
-    "google": "connectors.google_workspace",
+    "google": "connectors.google_expiry",  # google_workspace, or with expiry_backstop its subclass
     "onelogin": "connectors.onelogin",
     "pingone": "connectors.pingone",
 }
