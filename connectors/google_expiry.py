@@ -94,7 +94,8 @@ class GoogleExpiryConnector(GoogleWorkspaceConnector):
             raise self._error(status, data, headers, "memberships.create")
         if data.get("error"):  # the operation finished with an error
             raise self._error(400, {"error": data["error"]}, headers, "memberships.create")
-        membership = data.get("response") if isinstance(data.get("response"), dict) else {}
+        response = data.get("response")
+        membership: dict[str, Any] = response if isinstance(response, dict) else {}
         return GrantResult(added=True, detail={"membership": str(membership.get("name", "")),
                                                "idp_expires_at": rfc3339(expires_at)})
 

@@ -37,7 +37,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def fake(keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey], clock: Clock) -> AsyncIterator[FakeGoogleWorkspace]:
+async def fake(keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey], clock: Clock) -> AsyncIterator[FakeGoogleWorkspace]:  # noqa: F811
     public = keys[0].public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
     server = FakeGoogleWorkspace(public_key_pem=public, client_email=SA_EMAIL, subject=ADMIN, key_id=KEY_ID,
@@ -58,7 +58,7 @@ def ci_settings(fake: FakeGoogleWorkspace, key: rsa.RSAPrivateKey, **extra: Any)
 
 
 @pytest.fixture
-async def connector(fake: FakeGoogleWorkspace, keys: Any) -> AsyncIterator[GoogleExpiryConnector]:
+async def connector(fake: FakeGoogleWorkspace, keys: Any) -> AsyncIterator[GoogleExpiryConnector]:  # noqa: F811
     conn = build_connector("google", ci_settings(fake, keys[0]))
     assert isinstance(conn, GoogleExpiryConnector)
     yield conn
@@ -71,7 +71,7 @@ async def _alice(c: GoogleExpiryConnector) -> IdpUser:
     return user
 
 
-async def test_the_backstop_is_opt_in(fake: FakeGoogleWorkspace, keys: Any) -> None:
+async def test_the_backstop_is_opt_in(fake: FakeGoogleWorkspace, keys: Any) -> None:  # noqa: F811
     plain = build_connector("google", settings(fake, keys[0]))
     assert type(plain) is GoogleWorkspaceConnector and expiry_backstop(plain) is None
     with pytest.raises(ConfigError):  # the plain module never builds one that silently lacks it

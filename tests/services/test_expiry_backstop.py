@@ -12,8 +12,8 @@ from bot.services.reconcile import ReconcileService
 from connectors.base import ConnectorError, GrantResult, IdpUser, Target, Transient, parse_target_ref
 from storage.tables import AccessRequest, Event, Grant
 from tests.conftest import DbFactory
-from tests.services.stack import Stack, make_stack
 from tests.reliability.test_reconcile import _policy
+from tests.services.stack import Stack, make_stack
 
 ALICE = "alice@example.com"
 

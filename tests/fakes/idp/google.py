@@ -242,7 +242,8 @@ class FakeGoogleWorkspace:
             body = json.loads(raw) if raw else None
             answer = getattr(response, "body", None)
             answer_json = json.loads(answer) if isinstance(answer, bytes) and answer else None
-            problems = (SPEC if request.path.startswith(API) else CI_SPEC).check(request.method, request.path, dict(request.query), body,
+            spec = SPEC if request.path.startswith(API) else CI_SPEC
+            problems = spec.check(request.method, request.path, dict(request.query), body,
                                   response.status, answer_json)
             self.spec_violations += problems
         return response
