@@ -4,6 +4,11 @@
   jitbot added is moved to the grant's new expiry. When that call fails the extension stands in jitbot, the
   provider still ends the membership at the old time (the safe side: access ends earlier, never later), and
   a ``backstop_move_failed`` event and an alert say so.
+- **Hand-off** (``move_for_heirs``): when a grant ends while another active grant of the same membership
+  holds it, that grant inherits the membership (bot/services/revocation.py) and the provider's expiry is
+  moved to the heir's end, else the first grant's earlier expiry would end the heir's access early. An heir
+  whose own add was still in flight keeps the earlier expiry (its access ends early at the provider, and
+  reconciliation ends the grant as ``idp_expired``).
 - **Reconciliation** (``end_idp_expired``): an active grant whose membership is gone at a provider with the
   backstop on is taken as ended by the provider (its expiry; a removal there ends it all the same): the
   grant goes to ``revoking`` with ``end_reason`` ``idp_expired``, so the revoker ends it as revoked (its
@@ -22,10 +27,9 @@ from sqlmodel import col
 
 from bot.services import notices
 from bot.services.audit import append_event
-from bot.services.revocation import granted_user, idp_user, target_of
 from bot.services.runtime import Runtime
 from connectors.backstop import expiry_backstop
-from connectors.base import ConnectorError
+from connectors.base import ConnectorError, IdpUser, NotFound, Target, TargetKind
 from storage.tables import Grant
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,16 @@ def enabled(rt: Runtime, connector: str) -> bool:
     return conn is not None and expiry_backstop(conn) is not None
 
 
+async def _user(rt: Runtime, grant: Grant) -> IdpUser:
+    """The account the membership was granted to (its IdP id), as revocation names it."""
+    if grant.user_idp_id:
+        return IdpUser(id=grant.user_idp_id, email=grant.user_email)
+    user = await rt.directory.find_user(grant.connector, grant.user_email)
+    if user is None:
+        raise NotFound(f"no account for {grant.user_email} at {grant.connector}")
+    return user
+
+
 async def move_after_extend(rt: Runtime, grant: Grant) -> bool:
     """Move the provider's expiry of ``grant``'s membership to its (new) ``expires_at``. Only a membership
     jitbot added carries an expiry (standing access never does). False when the call failed (audited)."""
@@ -46,8 +60,9 @@ async def move_after_extend(rt: Runtime, grant: Grant) -> bool:
     if backstop is None or not grant.owns_membership or grant.expires_at is None:
         return True
     try:
-        user = granted_user(grant) or await idp_user(rt, grant)
-        await backstop.move_expiry(user, target_of(grant), expires_at=grant.expires_at)
+        user = await _user(rt, grant)
+        await backstop.move_expiry(user, Target(TargetKind(grant.target_kind), grant.target_id),
+                                   expires_at=grant.expires_at)
     except ConnectorError as exc:
         now = rt.clock.now()
         log.warning("backstop: moving the IdP expiry of grant %s failed: %s", grant.id, exc)
@@ -56,11 +71,17 @@ async def move_after_extend(rt: Runtime, grant: Grant) -> bool:
                                request_id=grant.request_id,
                                detail={"grant": grant.id, "to": grant.expires_at.isoformat(), "error": str(exc)})
             notices.alert(session, at=now, snap=None,
-                          text=f"{grant.user_email}'s access ({grant.request_id}) was extended, but {grant.connector} "
-                               "still ends the membership at the earlier expiry: extend it again, or expect the "
-                               "access to end early.")
+                          text=f"{grant.user_email}'s access ({grant.request_id}) now ends "
+                               f"{grant.expires_at:%Y-%m-%d %H:%M} UTC, but {grant.connector} could not be told: it "
+                               "still ends the membership at the earlier expiry (the access ends early, never late).")
         return False
     return True
+
+
+async def move_for_heirs(rt: Runtime, heirs: list[Grant]) -> None:
+    """After the hand-off's commit: each heir's membership ends at the provider at the heir's end."""
+    for heir in heirs:
+        await move_after_extend(rt, heir)
 
 
 async def end_idp_expired(rt: Runtime, session: AsyncSession, g: Grant, *, target: str, now: datetime) -> bool:

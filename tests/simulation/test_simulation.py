@@ -97,6 +97,13 @@ BACKSTOP = {
     # jitbot stops with the add carried out but unanswered: the membership still ends at the IdP
     "backstop-stopped-with-an-add-in-flight": ([S("submit", ALICE, "x-auto", 30, None), S("restart", (0,)),
                                                 S("outage", 600)], ["1 ended by the IdP so far"]),
+    # a grant that inherits the membership (another grant of the same target ends first) gets its own
+    # expiry at the IdP: the first grant's earlier one would end it early
+    "backstop-heir-gets-its-own-expiry": ([S("submit", ALICE, "x-auto", 30, None), S("answer", 0, "ok"),
+                                           S("submit", ALICE, "x-lead", 120, None),
+                                           S("vote", 1, 1, "carol@example.com", True), S("answer", 0, "ok"),
+                                           S("release", 0, ALICE), S("tick"), S("outage", 60), S("outage", 90)],
+                                          ["0 ended by the IdP so far", "1 ended by the IdP so far"]),
 }
 
 
