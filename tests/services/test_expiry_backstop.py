@@ -84,7 +84,7 @@ async def _grant(s: Stack, rid: str) -> Grant:
 
 async def _kinds(s: Stack, rid: str) -> list[str]:
     async with s.rt.db.sessions() as session:
-        rows = await session.execute(select(Event.kind).where(Event.request_id == rid).order_by(Event.id))  # type: ignore[arg-type]
+        rows = await session.execute(select(Event.kind).where(Event.request_id == rid).order_by(Event.id))  # type: ignore[call-overload]
         return list(rows.scalars())
 
 

@@ -23,7 +23,8 @@ from tests.conftest import POLICY, DbFactory
 from tests.fakes.idp.google import SCOPE_GROUP_MEMBER, SCOPE_USER_READ, FakeGoogleWorkspace
 from tests.services.stack import Stack, make_stack
 
-SA, ADMIN, ALICE, GROUP = "jitbot@p.iam.gserviceaccount.com", "admin@example.com", "alice@example.com", "ops@example.com"
+SA, ADMIN = "jitbot@p.iam.gserviceaccount.com", "admin@example.com"
+ALICE, GROUP = "alice@example.com", "ops@example.com"
 
 
 @pytest.fixture
