@@ -81,6 +81,7 @@ class EntraSettings(BaseModel):
     timeout: float = Field(default=15.0, gt=0)
     page_size: int = Field(default=100, ge=1, le=999)
     ca_file: str | None = None  # extra CA bundle (private CA, TLS-inspecting proxy, tests)
+    expiry_backstop: bool = False  # grant through PIM for Groups with an expiration (connectors/entra_pim.py)
 
     @model_validator(mode="after")
     def _one_credential(self) -> EntraSettings:
@@ -489,4 +490,6 @@ def _seconds(value: str | None) -> float:
 def from_settings(name: str, settings: dict[str, Any]) -> EntraConnector:
     """Build an Entra connector from its policy settings (validated; secrets kept as ``SecretStr``)."""
     parsed = validate_settings(EntraSettings, settings, label=f"entra connector {name!r}")
+    if parsed.expiry_backstop:  # never a connector that silently lacks it
+        raise ConfigError(f"entra connector {name!r}: expiry_backstop is built by connectors.entra_pim.from_settings")
     return EntraConnector(name, parsed)

@@ -88,6 +88,9 @@ class GoogleWorkspaceConfig(BaseModel):
     page_size: int = Field(default=200, ge=1, le=200)
     terminate_sessions: bool = False  # also request the user.security scope for users.signOut
     default_retry_after: float = Field(default=10.0, ge=0)
+    # the IdP-side expiry backstop (connectors/google_expiry.py): the Cloud Identity Groups API and its scope
+    expiry_backstop: bool = False
+    cloud_identity_base_url: str = "https://cloudidentity.googleapis.com"
 
     @model_validator(mode="after")
     def _one_key_source(self) -> GoogleWorkspaceConfig:
@@ -248,12 +251,14 @@ class GoogleWorkspaceConnector:
         *,
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
+        base: str | None = None,
     ) -> tuple[int, Any, Any]:
-        """One Directory API call; a 401 refreshes the token once. Returns (status, json, headers)."""
+        """One Directory API call (or under ``base``, another Google API); a 401 refreshes the token once.
+        Returns (status, json, headers)."""
         for attempt in (1, 2):
             token = await self._access_token(force=attempt == 2)
             status, data, headers = await exchange(
-                self._http(), method, self._api + path, name=self.name, path=path, params=params, json=body,
+                self._http(), method, (base or self._api) + path, name=self.name, path=path, params=params, json=body,
                 headers={"Authorization": f"Bearer {token}"}, timeout=self._timeout)
             log.debug("%s: %s %s -> %s", self.name, method, path, status)
             if status != 401 or attempt == 2:
@@ -467,6 +472,8 @@ class GoogleWorkspaceConnector:
 def from_settings(name: str, settings: dict[str, Any]) -> GoogleWorkspaceConnector:
     """Build the connector from its policy settings."""
     config = validate_settings(GoogleWorkspaceConfig, settings, label=f"connector {name!r}")
+    if config.expiry_backstop:  # never a connector that silently lacks it
+        raise ConfigError(f"connector {name!r}: expiry_backstop is built by connectors.google_expiry.from_settings")
     return GoogleWorkspaceConnector(name, config)
 
 

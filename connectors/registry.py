@@ -11,8 +11,8 @@ from connectors.memory import MembershipStore, MemoryConnector
 # type name → module; each module exposes ``from_settings(name: str, settings: dict) -> Connector``.
 CONNECTOR_MODULES: dict[str, str] = {
     "okta": "connectors.okta",
-    "entra": "connectors.entra",
-    "google": "connectors.google_workspace",
+    "entra": "connectors.entra_pim",  # entra, or with expiry_backstop its subclass
+    "google": "connectors.google_expiry",  # google_workspace, or with expiry_backstop its subclass
     "onelogin": "connectors.onelogin",
     "pingone": "connectors.pingone",
 }

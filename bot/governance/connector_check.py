@@ -6,7 +6,9 @@ connector), whether it can do what the policy asks of it at all, and whether the
 policy names exist there: every eligibility's target at the eligibility's connector, and every group
 named for people (admins, requestors, delegates, approvers, escalation, after-hours, keep-standing) at
 the directory connector. Each result is one line, ``✓`` or ``✗``; a ``✗`` says what is missing and
-where to grant or create it.
+where to grant or create it. For a connector that grants, a line says whether the IdP-side expiry backstop
+is on (connectors/backstop.py: the provider ends a membership itself at the grant's expiry), off but
+available, or not offered by the provider at all (Okta, OneLogin, PingOne).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pydantic import ValidationError
 
 from bot.domain.policy import Policy, Principals
 from bot.governance.context_check import check_context_connector
+from connectors.backstop import NONE as NO_BACKSTOP
+from connectors.backstop import expiry_backstop
 from connectors.base import (
     Check,
     Connector,
@@ -104,6 +108,27 @@ def _capabilities(connector: Connector, usage: Usage) -> list[Check]:
     return checks
 
 
+# The providers whose connector offers the backstop, and what turning it on needs.
+BACKSTOP_NEEDS = {
+    "google": "the Cloud Identity Groups API scope https://www.googleapis.com/auth/cloud-identity.groups and "
+              "Google Workspace Enterprise Standard/Plus, Enterprise for Education or Cloud Identity Premium",
+    "entra": "PIM for Groups (Microsoft Entra ID P2 or Entra ID Governance) and the application permission "
+             "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup",
+}
+
+
+def _backstop(connector: Connector, kind: str, usage: Usage) -> list[Check]:
+    """Whether access granted through the connector also ends at the provider without jitbot."""
+    if not usage.grants or expiry_backstop(connector) is not None:
+        return []  # on: the connector's own check says whether it works
+    if kind in NO_BACKSTOP:
+        return [Check("expiry backstop", True, f"none: {NO_BACKSTOP[kind]}")]
+    if kind in BACKSTOP_NEEDS:
+        return [Check("expiry backstop", True, "off: with expiry_backstop: true on the connector the provider "
+                                               f"also ends each grant at its expiry (needs {BACKSTOP_NEEDS[kind]})")]
+    return []
+
+
 async def _names_exist(connector: Connector, kind: str, wanted: dict[str, list[str]], *,
                        prefix: str = "") -> list[Check]:
     """One check per group or role in ``wanted`` (reference → where the policy names it). A read error other
@@ -140,10 +165,10 @@ async def check_connector(policy: Policy, name: str, build: Callable[[str], Conn
             checks = await connector.check(usage)
         except ConnectorError as exc:
             return [Check("check", False, f"{exc.user_message} ({exc})")]
-        checks += _capabilities(connector, usage)
+        kind = str(policy.connectors[name].get("type"))
+        checks += _capabilities(connector, usage) + _backstop(connector, kind, usage)
         if not all(c.ok for c in checks):
             return [*checks, Check("groups", False, "not checked until the lines above pass")]
-        kind = str(policy.connectors[name].get("type"))
         wanted = {members_ref(t): places for t, places in targets_at(policy, name).items()}
         checks += await _names_exist(connector, kind, wanted, prefix="target ")
         if usage.directory:

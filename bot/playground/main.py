@@ -20,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
+from bot.playground.stepup import OTP, PASSWORD
 from bot.playground.web import web_page
 from bot.playground.world import Playground
 from bot.policy_file import LoadedPolicy, PolicyError, load_policy
@@ -101,6 +102,9 @@ async def run_playground(port: int = 8080, *, policy: str | Path | None = None, 
             names = ", ".join(f"{p.name} ({p.role})" for p in running.playground.personas)
             print(f"jitbot playground: open {running.url}", flush=True)
             print(f"  personas: {names}", flush=True)
+            if running.playground.step_up.providers:
+                print(f"  step-up sign-in (a local fake provider): password {PASSWORD!r}, one-time code {OTP}",
+                      flush=True)
             print("  Ctrl-C stops it.", flush=True)
             await stop.wait()
     except (PolicyError, PlaygroundRefused) as exc:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from bot.bootstrap import build_runtime, close_runtime
 from bot.fakes import BotResponse, FakeSlack, Message, SlackSender, View, ViewInputError
+from bot.playground.stepup import PlaygroundStepUp
 from bot.playground.vendors import PlaygroundVendors
 from bot.policy_file import LoadedPolicy
 from bot.services.background.worker import Worker
@@ -109,6 +110,9 @@ class Playground:
         requester = next((p.email for p in self.personas if "requester" in p.role.split(", ")), None)
         # PagerDuty and Jira for the policy's context connectors (bot/playground/vendors.py)
         self.vendors = PlaygroundVendors(loaded, self.clock, [p.email for p in self.personas], requester)
+        # an OpenID Connect provider for the policy's step-up approvals (bot/playground/stepup.py)
+        self.step_up = PlaygroundStepUp(loaded, self.clock, [p.email for p in self.personas])
+        self.bot_url = ""
 
     @property
     def rt(self) -> Runtime:
@@ -131,6 +135,7 @@ class Playground:
         self.slack.add_channel(self.audit_channel, "jit-audit")
         await self.slack.start()
         self.loaded = await self.vendors.start()
+        await self.step_up.start()
         self._rt = await build_runtime(self.loaded, self.database_url, clock=self.clock)
         client = web_client(TOKEN, self.slack.url, None)
         notifier = SlackNotifier(client, self.rt.db, audit_channel=self.audit_channel,
@@ -143,6 +148,9 @@ class Playground:
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         bot_port = self._runner.addresses[0][1]
+        self.bot_url = f"http://127.0.0.1:{bot_port}"
+        # the bot's address is known now: step-up links point at it, the providers at their fakes
+        self.rt.loaded = self.step_up.point(self.rt.loaded, self.bot_url)
         self._sender = SlackSender(self.slack, f"http://127.0.0.1:{bot_port}/slack/events", self.signing_secret)
         self.worker.start()
         return self
@@ -156,6 +164,7 @@ class Playground:
             await self._runner.cleanup()
         await self.slack.stop()
         await self.vendors.aclose()
+        await self.step_up.aclose()
         if self._rt is not None:
             await close_runtime(self._rt)
         self._rt = self._worker = self._runner = self._sender = None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.specs.discovery import GOOGLE_DIRECTORY, DiscoverySpec
+from tests.specs.discovery import GOOGLE_CLOUD_IDENTITY, GOOGLE_DIRECTORY, DiscoverySpec
 from tests.specs.graph_openapi import GRAPH_V1, GraphSpec
 from tests.specs.graph_subset import OPERATIONS, SOURCE, build
 from tests.specs.openapi import OKTA_MANAGEMENT, OpenApiSpec
@@ -20,6 +20,18 @@ def test_the_vendored_google_document_names_its_source_and_revision() -> None:
     doc = json.loads(GOOGLE_DIRECTORY.read_text())
     assert doc["id"] == "admin:directory_v1" and doc["revision"] == doc["x-vendored"]["revision"]
     assert "google-api-python-client" in doc["x-vendored"]["source"]
+
+
+def test_the_vendored_cloud_identity_document_names_its_source_and_holds_the_backstop_methods() -> None:
+    doc = json.loads(GOOGLE_CLOUD_IDENTITY.read_text())
+    assert doc["id"] == "cloudidentity:v1" and doc["revision"] == doc["x-vendored"]["revision"]
+    assert "google-api-python-client" in doc["x-vendored"]["source"]
+    spec = DiscoverySpec(GOOGLE_CLOUD_IDENTITY)
+    modify = "/v1/groups/g1/memberships/m1:modifyMembershipRoles"
+    body = {"updateRolesParams": [{"fieldMask": "expiry_detail.expire_time", "membershipRole": {
+        "name": "MEMBER", "expiryDetail": {"expireTime": "2026-12-07T10:00:00Z"}}}]}
+    assert spec.check("POST", modify, {}, body, 200, {"membership": {"name": "groups/g1/memberships/m1"}}) == []
+    assert spec.check("POST", modify, {}, {"updateRoles": []}, 400, None)  # drift in a request is caught
 
 
 def test_a_conforming_google_exchange_passes() -> None:

@@ -20,6 +20,8 @@ from bot.cli import main
 from bot.domain.policy import Policy
 from bot.governance.connector_check import Report, check_connectors
 from bot.policy_file import parse_policy
+from connectors.entra_pim import PIM_WRITE
+from connectors.google_expiry import SCOPE_CLOUD_IDENTITY_GROUPS
 from tests.conftest import POLICY
 from tests.connectors.idp_fixtures import (
     ENTRA_CLIENT,
@@ -140,7 +142,7 @@ async def test_entra_fully_configured_passes(entra: tuple[FakeEntra, str]) -> No
     assert [line.split(":")[0] for line in report.lines] == [
         "idp (entra)", "  ✓ config", "  ✓ entra token", "  ✓ graph groups", "  ✓ graph users",
         "  ✓ graph GroupMember.ReadWrite.All", "  ✓ graph User.RevokeSessions.All", "  ✓ graph AuditLog.Read.All",
-        "  ✓ target group 'prod-admins'", "  ✓ group 'engineers'", "  ✓ group 'leads'"]
+        "  ✓ expiry backstop", "  ✓ target group 'prod-admins'", "  ✓ group 'engineers'", "  ✓ group 'leads'"]
 
 
 @pytest.mark.parametrize(("missing", "needed_by"), [
@@ -209,7 +211,7 @@ async def test_okta_oauth_with_dpop_fully_configured_passes(okta: tuple[FakeOkta
     assert report.ok, report.lines
     assert [line.split(":")[0] for line in report.lines] == [
         "idp (okta)", "  ✓ config", "  ✓ okta groups", "  ✓ okta users", "  ✓ okta system log",
-        "  ✓ target group 'prod-admins'", "  ✓ group 'engineers'", "  ✓ group 'leads'"]
+        "  ✓ expiry backstop", "  ✓ target group 'prod-admins'", "  ✓ group 'engineers'", "  ✓ group 'leads'"]
 
 
 async def test_okta_a_scope_the_connector_does_not_ask_for_is_one_line(okta: tuple[FakeOkta, str, str]) -> None:
@@ -281,6 +283,33 @@ async def test_google_fully_configured_passes(google: tuple[FakeGoogleWorkspace,
     assert report.ok, report.lines
 
 
+async def test_google_says_the_backstop_is_off_then_on_with_the_cloud_identity_scope(
+        google: tuple[FakeGoogleWorkspace, str]) -> None:
+    fake, key_json = google
+    off = await _check(_google_policy(fake, key_json, terminate_sessions=True))
+    assert any(line.startswith("  ✓ expiry backstop: off: with expiry_backstop: true") for line in off.lines)
+    policy = _google_policy(fake, key_json, terminate_sessions=True)
+    policy.connectors["idp"] |= {"expiry_backstop": True, "cloud_identity_base_url": fake.url}
+    missing = await _check(policy)  # the Cloud Identity scope is not delegated yet
+    assert _failures(missing)[0].startswith(f"  ✗ google scope {SCOPE_CLOUD_IDENTITY_GROUPS}")
+    fake.authorized_scopes.add(SCOPE_CLOUD_IDENTITY_GROUPS)
+    on = await _check(policy)
+    assert on.ok, on.lines
+    assert any(line.startswith("  ✓ google expiry backstop: memberships granted for eligibility prod-admin")
+               for line in on.lines)
+
+
+async def test_entra_with_the_backstop_probes_pim(entra: tuple[FakeEntra, str]) -> None:
+    fake, ca_file = entra
+    policy = _policy(as_yaml("idp", {**entra_settings(fake, ca_file), "expiry_backstop": True}))
+    denied = await _check(policy)
+    assert [line.split(":")[0] for line in _failures(denied)][:1] == ["  ✗ entra expiry backstop"]
+    fake.roles |= {PIM_WRITE}
+    ok = await _check(policy)
+    assert ok.ok, ok.lines
+    assert any(line.startswith("  ✓ entra expiry backstop") for line in ok.lines)
+
+
 async def test_google_a_scope_not_delegated_is_named(google: tuple[FakeGoogleWorkspace, str]) -> None:
     fake, key_json = google
     fake.authorized_scopes = {SCOPE_USER_READ, SCOPE_GROUP_MEMBER}
@@ -324,6 +353,8 @@ async def test_onelogin_a_missing_role_is_one_line() -> None:
         ok = await _check(_policy(as_yaml("idp", settings), target=f"role: '{prod}'",
                                   requestors=f"'role:{eng}'", approvers=f"'role:{leads}'", sessions=True))
         assert ok.ok, ok.lines
+        assert "  ✓ expiry backstop: none: OneLogin role assignments have no expiry in the API; jitbot's own " \
+               "revocation is the only end." in ok.lines
         missing = await _check(_policy(as_yaml("idp", settings), target=f"role: '{prod}'",
                                        requestors=f"'role:{eng}'", approvers="'role:999'"))
     finally:
@@ -344,6 +375,7 @@ async def test_pingone_a_missing_group_and_sessions_it_cannot_end_are_lines() ->
         ok = await _check(_policy(as_yaml("idp", settings), target=f"group: {prod}", requestors=eng,
                                   approvers=leads))
         assert ok.ok, ok.lines
+        assert any(line.startswith("  ✓ expiry backstop: none: PingOne") for line in ok.lines)
         gone = "0b4e9a1c-0000-4000-8000-000000000000"
         missing = await _check(_policy(as_yaml("idp", settings), target=f"group: {prod}", requestors=eng,
                                        approvers=gone))

@@ -18,6 +18,7 @@ import pytest
 from playwright.async_api import Page, async_playwright, expect
 
 from bot.playground.main import Running, start_playground
+from bot.playground.stepup import OTP, PASSWORD
 from connectors.base import IdpUser, Target, TargetKind
 
 pytestmark = pytest.mark.browser
@@ -103,10 +104,28 @@ async def test_request_two_approvals_grant_warning_expiry(page: Page, playground
     await expect(dm).to_contain_text("Approved")
     await expect(dm.get_by_role("button", name="Approve")).to_have_count(0)
 
-    # dave (layer 2) approves
+    # dave (layer 2) approves: the layer needs step-up, so the answer is a link (only dave sees it) to sign
+    # in again at the playground's OpenID Connect provider; the vote is recorded when he comes back
     await _as(page, "U0DAVE")
     await expect(dm).to_contain_text("2 of 2")
     await dm.get_by_role("button", name="Approve").click()
+    link = dm.locator("a[href*='/step-up/']")
+    await expect(link).to_have_count(1)
+    href = await link.get_attribute("href")
+    assert href and href.startswith(playground.playground.bot_url + "/step-up/")
+    step_up = await page.context.new_page()
+    await step_up.goto(href)
+    await expect(step_up.locator("#what")).to_contain_text("(layer 2) as dave@example.com")
+    await step_up.locator("#continue").click()
+    await step_up.locator("#email").fill("dave@example.com")
+    await step_up.locator("#password").fill(PASSWORD)
+    await step_up.locator("#otp").fill(OTP)
+    await step_up.screenshot(path=str(ARTIFACTS / "playground-1b-dave-steps-up.png"))
+    await step_up.locator("#sign-in").click()
+    await expect(step_up.locator("h1")).to_have_text("Approved")
+    await step_up.close()
+    await _as(page, "U0BOB")
+    await _as(page, "U0DAVE")
     await expect(dm.get_by_role("button", name="Approve")).to_have_count(0)
 
     # alice has access

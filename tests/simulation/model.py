@@ -107,6 +107,7 @@ class Req:
     granted_at: datetime | None = None
     expires_at: datetime | None = None
     bundle: str | None = None  # the bundle request's id, on it and on its members' requests
+    last_add_at: datetime | None = None  # when an IdP add for it was last made (its answer may be lost)
 
     def live(self, now: datetime) -> bool:
         return (self.granted_at is not None and self.ended_at is None and self.expires_at is not None
@@ -243,6 +244,7 @@ class Model:
     def add_issued(self, rid: str, *, now: datetime) -> None:
         """An add reached the IdP for ``rid``'s grant: the policy must let it be carried out now."""
         req = self.requests[rid]
+        req.last_add_at = now
         why = None
         if not req.allowed or req.approved_at is None:
             why = "without the approvals the policy requires"
@@ -319,6 +321,39 @@ class Model:
             if held and len(held) != len(targets):
                 raise Violation(f"bundle {head.rid} of {head.requester} held in part after the worker ran: "
                                 f"{held} of {targets}", "bundle held in part")
+
+    def _idp_bound(self, m: tuple[str, str], now: datetime) -> datetime | None:
+        """The latest end any approved grant of membership ``m`` may have: its expiry (extensions included)
+        once granted, else the duration from its last IdP add (what the IdP was told when the answer was lost)."""
+        ends = [r.expires_at if r.expires_at is not None else (r.last_add_at or now) + r.duration
+                for r in self.requests.values()
+                if (r.target, r.requester) == m and r.approved_at is not None]
+        return max(ends) if ends else None
+
+    def check_backstop(self, members: set[tuple[str, str]], expiries: dict[tuple[str, str], datetime],
+                       now: datetime) -> None:
+        """The expiry backstop, at every step: every membership jitbot added has an expiry at the IdP, never
+        later than the approved end of the grants behind it; so access ends by the IdP's expiry at the latest,
+        whether jitbot runs or not. Standing access has none."""
+        for m in sorted(m for m in members if m[0] in TARGETS and m not in self.standing):
+            at, bound = expiries.get(m), self._idp_bound(m, now)
+            if at is None:
+                raise Violation(f"backstop: {m} is held with no expiry at the IdP",
+                                "backstop: a membership jitbot added has no expiry at the IdP")
+            if bound is None or at > bound:
+                raise Violation(f"backstop: {m} expires at the IdP at {_t(at)}, after its approved end {_t(bound)}",
+                                "backstop: the IdP's expiry is later than the approved end")
+        if any(m in self.standing for m in expiries):
+            raise Violation("backstop: standing access was given an expiry at the IdP",
+                            "backstop: standing access given an expiry")
+
+    def check_outage(self, members: set[tuple[str, str]], now: datetime) -> None:
+        """After jitbot was stopped while time passed: nothing jitbot added is held past its approved end."""
+        late = sorted(m for m in members if m[0] in TARGETS and m not in self.standing
+                      and (self._idp_bound(m, now) or now) <= now)
+        if late:
+            raise Violation(f"backstop: with jitbot stopped, {late} outlived their approved end",
+                            "backstop: access outlived its end while jitbot was stopped")
 
     def _suspect(self, extra: set[tuple[str, str]]) -> str:
         """Which known hole the evidence points at (a guess from the requests, for the figures)."""

@@ -31,7 +31,8 @@ class Step:
 # How often each kind is picked (where it can apply).
 WEIGHTS = {"submit": 12, "vote": 12, "answer": 22, "tick": 12, "advance": 7, "release": 5, "cancel": 4,
            "revoke": 3, "extend": 3, "reload": 2, "restart": 2, "drain": 3, "reconcile": 1,
-           "bundle": 4, "refuse": 1}  # bundles: a bundle request; an add the IdP refuses for good
+           "bundle": 4, "refuse": 1,  # bundles: a bundle request; an add the IdP refuses for good
+           "outage": 1}  # jitbot stopped while time passes (past expiries): the IdP's expiry backstop
 
 
 def pick(rng: random.Random, world: World) -> Step:
@@ -64,6 +65,8 @@ def pick(rng: random.Random, world: World) -> Step:
         return Step(kind, (tuple(i for i in range(pending) if rng.random() < 0.5),))
     if kind in ("tick", "drain", "reconcile"):
         return Step(kind)
+    if kind == "outage":
+        return Step(kind, (rng.choice([30, 120, 600]),))
     # the rest act on a request: mostly one where the action means something (the model's view), else any
     idx = _request_for(rng, world, kind)
     rid = world.rids[idx]
@@ -131,6 +134,9 @@ async def apply(world: World, step: Step) -> str:
     if k == "reconcile":
         await world.reconcile()
         return ""
+    if k == "outage":
+        await world.outage(a[0])
+        return f"{len(world.idp.expired)} ended by the IdP so far"
     if k == "submit":
         return await _submit(world, *a)
     if a[0] >= len(world.rids):

@@ -93,3 +93,32 @@ async def test_a_seed_replays_the_same_way(dbs: Databases) -> None:
         assert (first.failure and first.failure.kind) == (again.failure and again.failure.kind)
         replay = await run(seed, dbs, steps=[s for s, _ in first.trace if s.kind != "finish"])
         assert replay.trace == first.trace
+
+
+BACKSTOP = {
+    # jitbot is stopped past a grant's expiry: the IdP ends the membership itself, at its expiry
+    "backstop-stopped-past-expiry": ([S("submit", ALICE, "x-auto", 30, None), S("answer", 0, "ok"),
+                                      S("outage", 120)], ["1 ended by the IdP so far"]),
+    # an extension moves the IdP's expiry: still held after the old end, ended after the new one
+    "backstop-extension-moves-the-expiry": ([S("submit", ALICE, "x-auto", 30, None), S("answer", 0, "ok"),
+                                             S("extend", 0, 60), S("outage", 60), S("outage", 60)],
+                                            ["0 ended by the IdP so far", "1 ended by the IdP so far"]),
+    # jitbot stops with the add carried out but unanswered: the membership still ends at the IdP
+    "backstop-stopped-with-an-add-in-flight": ([S("submit", ALICE, "x-auto", 30, None), S("restart", (0,)),
+                                                S("outage", 600)], ["1 ended by the IdP so far"]),
+    # a grant that inherits the membership (another grant of the same target ends first) gets its own
+    # expiry at the IdP: the first grant's earlier one would end it early
+    "backstop-heir-gets-its-own-expiry": ([S("submit", ALICE, "x-auto", 30, None), S("answer", 0, "ok"),
+                                           S("submit", ALICE, "x-lead", 120, None),
+                                           S("vote", 1, 1, "carol@example.com", True), S("answer", 0, "ok"),
+                                           S("release", 0, ALICE), S("tick"), S("outage", 60), S("outage", 90)],
+                                          ["0 ended by the IdP so far", "1 ended by the IdP so far"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BACKSTOP))
+async def test_the_idp_ends_access_at_its_expiry_while_jitbot_is_stopped(dbs: Databases, name: str) -> None:
+    steps, outages = BACKSTOP[name]
+    out = await run(0, dbs, steps=steps)
+    assert out.failure is None, out.failure.report()
+    assert [answer for step, answer in out.trace if step.kind == "outage"] == outages

@@ -69,6 +69,7 @@ class World:
         self.policy_path = policy_dir / "policy.yml"
         self.clock = ManualClock()
         self.idp = SimIdp(USERS, standing())
+        self.idp.clock = self.clock.now  # the IdP ends memberships at their expiry by this clock (the backstop)
         self.model = Model(lenient)
         self.rids: list[str] = []  # requests in the order submitted (steps name them by index)
         self.grant_request: dict[str, str] = {}
@@ -140,6 +141,7 @@ class World:
                     raise exc
                 # a service's own failure inside a background pass: the worker logs and retries it
         await self._observe_calls()
+        self.model.check_backstop(self.members(), self.idp.expiries, self.clock.now())
 
     async def _rid_of(self, grant_id: str) -> str | None:
         if grant_id not in self.grant_request:
@@ -182,6 +184,7 @@ class World:
         await self.settle()
 
     def members(self) -> set[tuple[str, str]]:
+        self.idp.expire()
         return set(self.idp.members)
 
     async def tick(self) -> None:
@@ -201,6 +204,24 @@ class World:
         self.gen = None
         if old.db is not self.base_db:
             await old.db.dispose()
+        self.gen = await self._generation(fresh=False)
+        await self.settle()
+
+    async def outage(self, minutes: int) -> None:
+        """jitbot is stopped (its process gone, its calls in flight never answered nor carried out) while
+        ``minutes`` pass: the IdP alone ends what jitbot added, at each membership's expiry. Then jitbot
+        starts again on the same database and recovers."""
+        old = self.g
+        self.idp.crash(set())
+        for t in self._ours():
+            t.cancel()
+        await settle(HELD, self.ignore)
+        self.tasks.clear()
+        self.gen = None
+        if old.db is not self.base_db:
+            await old.db.dispose()
+        self.clock.advance(timedelta(minutes=minutes))
+        self.model.check_outage(self.members(), self.clock.now())
         self.gen = await self._generation(fresh=False)
         await self.settle()
 

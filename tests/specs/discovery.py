@@ -1,4 +1,5 @@
-"""Holding an exchange with Google's Directory API to its discovery document (``admin.directory_v1``).
+"""Holding an exchange with a Google API to its discovery document (``admin.directory_v1``, the Cloud
+Identity Groups API ``cloudidentity.v1``).
 
 ``DiscoverySpec`` checks a request (method, path, query parameters and their types, the JSON body)
 and, for a successful answer, the JSON body against the method's request / response schema. Discovery
@@ -18,6 +19,7 @@ from typing import Any
 import jsonschema
 
 GOOGLE_DIRECTORY = Path(__file__).parent / "google" / "admin.directory_v1.subset.json"
+GOOGLE_CLOUD_IDENTITY = Path(__file__).parent / "google" / "cloudidentity.v1.subset.json"
 _BOOLEAN = re.compile(r"true|false")
 
 
@@ -56,6 +58,15 @@ class _Method:
     response: str | None
 
 
+def _methods(resources: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every method of ``resources`` and of the resources nested in them (``groups.memberships``)."""
+    out: list[dict[str, Any]] = []
+    for resource in resources.values():
+        out += list(resource.get("methods", {}).values())
+        out += _methods(resource.get("resources", {}))
+    return out
+
+
 class DiscoverySpec:
     """The methods of a (vendored) discovery document, to check exchanges against."""
 
@@ -66,17 +77,16 @@ class DiscoverySpec:
         self._definitions = {name: _json_schema(s) for name, s in doc["schemas"].items()}
         self._validators: dict[str, jsonschema.Draft202012Validator] = {}
         self._methods: list[_Method] = []
-        for resource in doc["resources"].values():
-            for method in resource["methods"].values():
-                template = "/" + method.get("flatPath", method["path"])
-                pattern = re.escape(template)
-                for name in re.findall(r"\{(\w+)\}", template):
-                    pattern = pattern.replace(re.escape("{" + name + "}"), "[^/]+")
-                self._methods.append(_Method(
-                    name=method["id"], http=method["httpMethod"], path=re.compile(pattern),
-                    params=method.get("parameters", {}),
-                    request=(method.get("request") or {}).get("$ref"),
-                    response=(method.get("response") or {}).get("$ref")))
+        for method in _methods(doc["resources"]):
+            template = "/" + method.get("flatPath", method["path"])
+            pattern = re.escape(template)
+            for name in re.findall(r"\{(\w+)\}", template):
+                pattern = pattern.replace(re.escape("{" + name + "}"), "[^/]+")
+            self._methods.append(_Method(
+                name=method["id"], http=method["httpMethod"], path=re.compile(pattern),
+                params=method.get("parameters", {}),
+                request=(method.get("request") or {}).get("$ref"),
+                response=(method.get("response") or {}).get("$ref")))
 
     def _validate(self, ref: str, value: Any) -> list[str]:
         validator = self._validators.get(ref)

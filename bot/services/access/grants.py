@@ -22,6 +22,7 @@ from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_transition
 from bot.services import notices
+from bot.services.access import backstop
 from bot.services.access.revocation import LEASE, Revoker, backoff, idp_user, target_of
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
 from bot.services.context.grant_context import capped_expiry, context_refusal
@@ -201,8 +202,9 @@ class GrantService:
                 pre_member = await connector.is_member(user, target_of(g))
                 async with rt.db.core_transaction() as tx:  # unless a revocation handed it the membership meanwhile
                     await tx.many(_SET_PRE_MEMBER, [{"b_id": grant_id, "b_pre": pre_member}])
-            result = await connector.grant(user, target_of(g), grant_id=g.id,
-                                           expires_at=rt.clock.now() + timedelta(days=1))
+            # the expiry as _grant_done will record it, as of now (never later): the IdP's own, where it has one
+            result = await connector.grant(user, target_of(g), grant_id=g.id, expires_at=capped_expiry(
+                req, grant_expiry(req, rt.eligibility(req.eligibility), rt.clock.now())))
         except ConnectorError as exc:
             await self._grant_failed(grant_id, exc, holder=g)
             return
@@ -460,7 +462,8 @@ class GrantService:
                                  text=f"extended by {format_duration(by)} to {g.expires_at:%Y-%m-%d %H:%M} UTC")
             notices.tell_requester(session, at=now, snap=snap, event="extended",
                                    text=f"Extended: {req.eligibility} now ends {g.expires_at:%Y-%m-%d %H:%M} UTC.")
-            return g.expires_at
+        await backstop.move_after_extend(rt, g)  # the IdP's own expiry follows (bot/services/access/backstop.py)
+        return g.expires_at
 
     async def retry_failed(self, *, request_id: str, actor: str, origin: dict[str, str] | None = None) -> Grant:
         """An admin retries a FAILED grant: the request goes back to APPROVED with a new grant. ``origin``

@@ -12,7 +12,9 @@ compares them with the grants in the database:
   found them not a member) is removed whether or not ``enforce`` is set: a ``reconcile_removed`` event
   (``jitbot_added``) and an alert. Access jitbot gave never outlives the grants that justify it;
 - an active grant (older than ``grace``) whose membership is gone at the IdP: an alert and a
-  ``reconcile_vanished`` event.
+  ``reconcile_vanished`` event; at a connector with the expiry backstop on (connectors/backstop.py) the
+  provider has ended it, so the grant ends as revoked with ``end_reason`` ``idp_expired`` and an
+  ``idp_expired`` event (bot/services/access/backstop.py), and nothing adds the membership back.
 
 A member who holds the target only through a nested group (``IdpUser.direct`` False, Google) is never
 removed — removing them from this group would not end that access — but reported as unmanaged, held
@@ -42,6 +44,7 @@ from sqlmodel import col
 
 from bot.domain.policy import Eligibility
 from bot.services import kvstate, notices
+from bot.services.access import backstop
 from bot.services.auditing.audit import append_event
 from bot.services.requesting.not_started import started_clause
 from bot.services.runtime import Runtime
@@ -63,6 +66,7 @@ class ReconcileReport:
     unmanaged: list[str] = field(default_factory=list)  # "<target> <email>", newly found this sweep
     removed: list[str] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)  # grant ids, newly found this sweep
+    ended: list[str] = field(default_factory=list)  # grant ids the provider ended (expiry backstop)
     errors: list[str] = field(default_factory=list)
 
 
@@ -237,7 +241,8 @@ class ReconcileService:
         if (enforce or ours) and unmanaged:  # re-read just before removing: a grant may have started meanwhile
             holding = await self._holding(connector, target, now)
             unmanaged = [m for m in unmanaged if not holding.has(members[m])]
-        current = {f"unmanaged:{m}" for m in unmanaged} | {f"vanished:{g.id}" for g in vanished}
+        current = {f"unmanaged:{m}" for m in unmanaged} | {f"vanished:{g.id}" for g in vanished
+                                                           if not backstop.enabled(rt, connector)}
         # a nested member is never removed: jitbot changes direct memberships only
         removed = [m for m in unmanaged if (enforce or m in ours) and members[m].direct
                    and await self._remove(conn, members[m], target, key)]
@@ -267,6 +272,10 @@ class ReconcileService:
                                   text=f"{email} is a member of {target} without a jitbot grant or recorded "
                                        f"standing access. {advice}")
             for g in vanished:
+                if backstop.enabled(rt, connector):  # the provider's expiry ended it: the grant ends too
+                    if await backstop.end_idp_expired(rt, session, g, target=key, now=now):
+                        report.ended.append(g.id)
+                    continue
                 if f"vanished:{g.id}" in known:
                     continue
                 report.vanished.append(g.id)

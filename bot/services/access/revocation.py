@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.requests import Status, check_transition
 from bot.services import notices
+from bot.services.access import backstop
 from bot.services.claims import LEASE, claim_grants, lock_holder
 from bot.services.requesting.not_started import not_started
 from bot.services.requesting.requests import load_request, load_votes
@@ -192,6 +193,7 @@ class Revoker:
         ``revoking``; if ``claim``, claim and decide a chunk. Returns how many grants were claimed, and
         those whose membership must go."""
         rt = self.rt
+        heirs: list[Grant] = []  # active grants that inherit a membership here (the expiry backstop)
         async with rt.db.transaction() as session:
             if record:
                 await self._record(session, record)
@@ -206,10 +208,14 @@ class Revoker:
             grant_ids = await claim_grants(rt.db, owner=rt.instance_id, status="revoking", session=session,
                                            due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=self.chunk,
                                            exclude=(Grant.connector, skip) if skip else None)
-            return len(grant_ids), await self._decide(session, grant_ids)
+            decided = await self._decide(session, grant_ids, heirs)
+        if heirs:  # the provider's expiry follows the hand-off (bot/services/access/backstop.py), after the commit
+            await backstop.move_for_heirs(rt, heirs)
+        return len(grant_ids), decided
 
     # ---- decide --------------------------------------------------------------------------------
-    async def _decide(self, session: AsyncSession, grant_ids: list[str]) -> list[_Call]:
+    async def _decide(self, session: AsyncSession, grant_ids: list[str],
+                      heirs: list[Grant] | None = None) -> list[_Call]:
         """Move ownership to an heir where another grant holds the same membership, end (and record) the
         grants that own nothing; return the grants whose membership must go."""
         rt = self.rt
@@ -239,6 +245,8 @@ class Revoker:
                 heir.owns_membership = True
                 if heir.status == "granting":
                     heir.pre_member = False
+                elif heirs is not None:
+                    heirs.append(heir)
                 g.owns_membership = False
             if not g.owns_membership:
                 await self._ended(session, g, kept="another grant still holds it" if others

@@ -7,7 +7,8 @@ credentials with a secret or a certificate-signed ``client_assertion``; Graph er
 
 Permissions as Graph enforces them: an access token is a JWT whose ``roles`` claim holds the
 application permissions consented when it was issued (``roles``); each Graph path needs one of its
-documented permissions (``graph_permissions.py``), and a group's members are returned with only
+documented permissions (``graph_permissions.py``), PIM for Groups assignments end at their expiry by the
+fake's injected ``clock`` (``entra_pim.py``), and a group's members are returned with only
 ``@odata.type`` and ``id`` to an app that may not read users.
 
 Every Graph request (query and JSON body) and successful answer is held to Microsoft Graph's v1.0
@@ -24,6 +25,7 @@ import re
 import secrets
 import ssl
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +34,7 @@ import jwt
 from aiohttp import web
 
 from connectors.base import Target
+from tests.fakes.idp.entra_pim import EntraPim
 from tests.fakes.idp.entra_signins import EntraSignIns
 from tests.fakes.idp.graph_permissions import USER_READERS, required
 from tests.specs.graph_openapi import GraphSpec
@@ -75,7 +78,8 @@ class FakeEntra:
 
     def __init__(self, *, tenant_id: str, client_id: str, client_secret: str | None = None,
                  certificate_public_pem: str | None = None, certificate_thumbprint: str | None = None,
-                 page_size: int = 2, roles: tuple[str, ...] = DEFAULT_ROLES) -> None:
+                 page_size: int = 2, roles: tuple[str, ...] = DEFAULT_ROLES,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.client_secret = client_secret
@@ -89,6 +93,8 @@ class FakeEntra:
         self.revoked_sessions: list[str] = []
         self.spec_violations: list[str] = []  # departures from Graph's description (tests/specs/graph)
         self.check_spec = True  # off only where its CPU would distort a measurement
+        self.clock = clock
+        self.pim = EntraPim(self)  # PIM for Groups (tests/fakes/idp/entra_pim.py)
         self.sign_in_log = EntraSignIns()  # GET /v1.0/auditLogs/signIns (tests/fakes/idp/entra_signins.py)
         self.token_requests = 0
         self.auth_headers: list[str] = []
@@ -178,6 +184,7 @@ class FakeEntra:
         app.router.add_post("/v1.0/groups/{gid}/members/$ref", self._add_member)
         app.router.add_delete("/v1.0/groups/{gid}/members/{uid}/$ref", self._remove_member)
         app.router.add_get("/v1.0/auditLogs/signIns", self._sign_ins)
+        self.pim.install(app)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -212,6 +219,7 @@ class FakeEntra:
     async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not request.path.startswith("/v1.0/"):
             return await handler(request)  # type: ignore[no-any-return]
+        self.pim.expire_due()  # Entra ends an assignment at its end on its own
         self._api_calls += 1
         if self.latency:
             await asyncio.sleep(self.latency)  # an IdP's round trip (bench/directory_scale.py)

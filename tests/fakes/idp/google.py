@@ -10,6 +10,8 @@ Groups nest (the discovery document ``admin.directory_v1``, vendored under tests
 group's members are users and groups. ``members.list`` lists direct members, and with
 ``includeDerivedMembership=true`` also the users of nested groups (each once); ``members.hasMember``
 answers direct or nested; ``members.delete`` removes a direct membership only (404 otherwise).
+The Cloud Identity Groups API methods of the expiry backstop, and the fake's own expiry of members (its
+injected ``clock``), are in tests/fakes/idp/google_cloud_identity.py.
 Assumption (not documented): a derived listing keeps the nested group itself as a member, and lists
 direct members first.
 """
@@ -23,15 +25,19 @@ import json
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 from aiohttp import web
 
 from connectors.base import Target
-from tests.specs.discovery import GOOGLE_DIRECTORY, DiscoverySpec
+from tests.fakes.idp.google_cloud_identity import CI, CloudIdentity
+from tests.specs.discovery import GOOGLE_CLOUD_IDENTITY, GOOGLE_DIRECTORY, DiscoverySpec
 
 SPEC = DiscoverySpec(GOOGLE_DIRECTORY)
+CI_SPEC = DiscoverySpec(GOOGLE_CLOUD_IDENTITY)
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPE_USER_READ = "https://www.googleapis.com/auth/admin.directory.user.readonly"
@@ -85,6 +91,8 @@ class FakeGoogleWorkspace:
         page_size: int = 2,
         token_lifetime: int = 3599,
         authorized_scopes: tuple[str, ...] = (SCOPE_USER_READ, SCOPE_GROUP_MEMBER, SCOPE_USER_SECURITY),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        expiry_licensed: bool = True,
     ) -> None:
         self.public_key_pem = public_key_pem
         self.client_email = client_email
@@ -99,6 +107,10 @@ class FakeGoogleWorkspace:
         self.token_requests = 0
         self.assertions: list[dict[str, Any]] = []  # verified claims, for tests
         self.signed_out: list[str] = []
+        self.clock = clock  # the fake ends memberships whose expiry this clock has passed
+        self.expiry_licensed = expiry_licensed  # the edition has membership expiry (Cloud Identity)
+        self.expiries: dict[tuple[str, str], datetime] = {}  # (group email, user id) → expiry
+        self.cloud_identity = CloudIdentity(self)
         # Every request to the Directory API and every successful answer, checked against the discovery
         # document (tests/specs/google): what departs from it is kept here, and the suite fails on it.
         self.spec_violations: list[str] = []
@@ -146,6 +158,13 @@ class FakeGoogleWorkspace:
         """Whether the user holds the group at all (directly or nested), as hasMember answers."""
         group = self._group(target.id)
         return group is not None and user_id in self._nested_users(group)
+
+    def users_by_email(self) -> dict[str, dict[str, Any]]:
+        return {u["primaryEmail"]: u for u in self.users.values()}
+
+    def expire_due(self) -> list[tuple[str, str]]:
+        """End the memberships whose expiry the fake's clock has passed; (group email, user id) of each."""
+        return self.cloud_identity.expire_due()
 
     def _user(self, key: str) -> dict[str, Any] | None:
         key = key.lower()
@@ -198,6 +217,7 @@ class FakeGoogleWorkspace:
         app.router.add_post(API + "/groups/{group}/members", self._members_insert)
         app.router.add_delete(API + "/groups/{group}/members/{member}", self._members_delete)
         app.router.add_get(API + "/groups/{group}/hasMember/{member}", self._has_member)
+        self.cloud_identity.install(app)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -217,20 +237,22 @@ class FakeGoogleWorkspace:
     @web.middleware
     async def _spec(self, request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
-        if request.path.startswith(API):
+        if request.path.startswith((API, CI)):
             raw = await request.read()
             body = json.loads(raw) if raw else None
             answer = getattr(response, "body", None)
             answer_json = json.loads(answer) if isinstance(answer, bytes) and answer else None
-            problems = SPEC.check(request.method, request.path, dict(request.query), body,
+            spec = SPEC if request.path.startswith(API) else CI_SPEC
+            problems = spec.check(request.method, request.path, dict(request.query), body,
                                   response.status, answer_json)
             self.spec_violations += problems
         return response
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if not request.path.startswith(API):
+        if not request.path.startswith((API, CI)):
             return await handler(request)  # type: ignore[no-any-return]
+        self.expire_due()  # Google ends an expired membership on its own, whether anyone calls or not
         self._api_calls += 1
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
@@ -425,6 +447,7 @@ class FakeGoogleWorkspace:
         if member is None or member["id"] not in group["members"]:  # a nested membership is not removed
             return api_error(404, "Resource Not Found: memberKey", "notFound")
         group["members"].discard(member["id"])
+        self.expiries.pop((group["email"], member["id"]), None)
         return web.Response(status=204)
 
     async def _has_member(self, request: web.Request) -> web.Response:

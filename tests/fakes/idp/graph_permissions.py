@@ -16,6 +16,13 @@ call the path: the least privileged first, then the higher privileged ones. Sour
   group members" / "Add members" / "Remove member" (the ``Group.*`` and ``Directory.*`` permissions
   as the higher privileged ones).
 
+* PIM for Groups (Graph v1.0 "Create assignmentScheduleRequest" and "List assignmentScheduleRequests",
+  Permissions, Application): creating a request needs ``PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup``
+  (``PrivilegedAssignmentSchedule.Remove.AzureADGroup`` is listed as the higher privileged one); listing
+  needs ``PrivilegedAssignmentSchedule.Read.AzureADGroup`` or the ``ReadWrite`` one. Assumption: the
+  ``Remove`` permission is accepted for every action here, as the table lists it, though its name says it
+  only removes.
+
 "Limited information returned for inaccessible member objects" (Graph docs): listing a group's members
 without a permission that reads users returns each user with only ``@odata.type`` and ``id``.
 """
@@ -44,6 +51,10 @@ PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     ("POST", r"/groups/[^/]+/members/\$ref", _MEMBER_WRITE),
     ("DELETE", r"/groups/[^/]+/members/[^/]+/\$ref", _MEMBER_WRITE),
     ("GET", r"/auditLogs/signIns", ("AuditLog.Read.All",)),
+    ("POST", r"/identityGovernance/privilegedAccess/group/assignmentScheduleRequests",
+     ("PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup", "PrivilegedAssignmentSchedule.Remove.AzureADGroup")),
+    ("GET", r"/identityGovernance/privilegedAccess/group/assignmentScheduleRequests",
+     ("PrivilegedAssignmentSchedule.Read.AzureADGroup", "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup")),
 ]
 
 # Reading users' properties (mail, userPrincipalName, displayName) through a directoryObject collection
