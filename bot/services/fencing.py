@@ -1,0 +1,127 @@
+"""Fencing claims: a worker acts on, and records, a claimed row only while its claim is still the row's.
+
+Every claim raises the row's ``claim_token`` by one (bot/services/claims.py, bot/services/outbox_sql.py)
+and hands the claimer the new value. A worker paused past its lease (a VM pause, SIGSTOP, a partition)
+may resume after another worker claimed the row: the token it holds is then stale. So
+
+* before each identity-provider call for a grant the worker checks the token (``holds``) and does not
+  make the call with a stale one;
+* every outcome is recorded only under the token (the record reads the row under the membership's lock
+  and compares): a stale outcome is not recorded as the grant's;
+* a grant call that went through with a stale token (the pause fell between the check and the call) is
+  undone (``undo_stale_grant``): the membership it added is removed, unless a live grant of the same
+  membership needs it or it was there before the call (the call did not add it). Either way the event is
+  audited (``stale_claim``) and, when something was removed or could not be, the audit channel alerted.
+
+What is not fenced is stated in docs/reliability.md ("Fencing").
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, select
+
+from bot.services import notices
+from bot.services.claims import HOLDER_BOUND, holder_params, lock_holder
+from bot.services.not_started import not_started
+from bot.services.requests import read_request, read_votes
+from bot.services.revocation import target_of
+from bot.services.runtime import Runtime
+from connectors.base import ConnectorError, IdpUser
+from storage.records import Unit
+from storage.tables import Grant
+
+log = logging.getLogger(__name__)
+
+_GRANTS = Grant.__table__  # type: ignore[attr-defined]
+_TOKEN = select(_GRANTS.c.claim_token).where(_GRANTS.c.id == bindparam("b_id"))
+# The grants of the same membership as a given one (``holder_params``) that may hold it, and the grant itself.
+_SAME_MEMBERSHIP = select(_GRANTS).where(*HOLDER_BOUND, _GRANTS.c.status.in_(["active", "granting"]))
+_GRANT_ROW = select(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The claim a worker holds on one grant: its id and the token its claim set."""
+
+    grant_id: str
+    token: int
+
+    def valid(self, row: Any) -> bool:
+        """Whether ``row`` (the grant as just read) still carries this claim's token."""
+        return int(row.claim_token) == self.token
+
+
+async def holds(rt: Runtime, fence: Fence) -> bool:
+    """Whether the grant still carries ``fence``'s token (no other worker claimed it since): checked before
+    each identity-provider call. A stale fence is logged; nothing was done under it, nothing to undo."""
+    async with rt.db.core_reads() as reads:
+        tokens = await reads.scalars(_TOKEN, {"b_id": fence.grant_id})
+    if tokens and int(tokens[0]) == fence.token:
+        return True
+    log.warning("grant %s: claim token %d is stale (now %s); another worker took the grant over, this one "
+                "stops before calling the identity provider", fence.grant_id, fence.token, tokens[:1])
+    return False
+
+
+async def live_holders(unit: Unit, row: Any, now: Any) -> list[str]:
+    """The grants (``row`` included) that hold or are being granted ``row``'s membership now: a grant
+    active, or being carried out (started: ``not_started``), of the same (connector, target, user)."""
+    same = await unit.all(Grant, _SAME_MEMBERSHIP, {**holder_params(row), "h_id": ""})
+    return sorted(g.id for g in same if not not_started(g, now))
+
+
+async def undo_stale_grant(rt: Runtime, fence: Fence, row: Any, user: IdpUser, *, added: bool) -> None:
+    """A grant call made under ``fence`` went through after another worker claimed the grant; its outcome
+    was not recorded. Under the membership's lock (``lock_holder``, the order of every ownership decision)
+    the membership is removed when the call added it and no live grant of it needs it; audited
+    (``stale_claim``) either way, alerted when removed or when removing failed. On PostgreSQL the removal
+    is made holding that lock, so no grant of the membership is decided meanwhile; on SQLite (one process,
+    one writer, which the memory connector's own writes need) right after the audit's commit."""
+    now, hold = rt.clock.now(), not rt.db.is_sqlite
+    async with rt.db.core_transaction() as session:
+        await lock_holder(rt.db, session, row)
+        unit = Unit(session)
+        g = await unit.first(Grant, _GRANT_ROW, {"b_id": row.id})
+        assert g is not None
+        live = await live_holders(unit, g, now)
+        req = await read_request(unit, g.request_id, lock=True)
+        if not added:
+            action = "none: the call added nothing (the person was a member already)"
+        elif live:
+            action = f"none: the membership is needed by live grant(s) {', '.join(live)}"
+        else:
+            action = "removed"
+            if hold:
+                action = await _remove(rt, g, user)
+        snap = notices.describe(rt, req, await read_votes(unit, req.id), g)
+        await notices.record(rt, session, at=now, kind="stale_claim", actor=notices.SYSTEM, req=req, snap=snap,
+                             detail={"grant": g.id, "token": fence.token, "current_token": int(g.claim_token),
+                                     "status": g.status, "added": added, "undo": action},
+                             text="a worker whose claim had passed to another carried out the grant late; "
+                                  f"undo: {action}")
+        if added and not live:
+            notices.alert(session, at=now, snap=snap,
+                          text=f"A paused worker added {g.user_email} to {g.target_id} at {g.connector} after its "
+                               f"claim on {g.id} ({req.id}) had passed to another worker; undo: {action}.")
+        await unit.flush()
+    if added and not live and not hold:
+        action = await _remove(rt, g, user)
+        if action != "removed":
+            async with rt.db.core_transaction() as session:
+                notices.alert(session, at=now, snap=snap, text=f"Removing the membership a paused worker added "
+                              f"late for {g.id} ({req.id}) failed: {action}. Remove it by hand.")
+    log.warning("grant %s: stale claim token %d (now %d); undo: %s", g.id, fence.token, g.claim_token, action)
+
+
+async def _remove(rt: Runtime, g: Any, user: IdpUser) -> str:
+    try:
+        await rt.connector(g.connector).revoke(user, target_of(g), grant_id=g.id)
+    except ConnectorError as exc:
+        return f"removal failed: {exc.user_message}"
+    return "removed"
+
+
