@@ -28,9 +28,8 @@ from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, holder_params, lock_holder
 from bot.services.not_started import not_started
 from bot.services.requests import read_request, read_votes
-from bot.services.revocation import target_of
 from bot.services.runtime import Runtime
-from connectors.base import ConnectorError, IdpUser
+from connectors.base import ConnectorError, IdpUser, Target, TargetKind
 from storage.records import Unit
 from storage.tables import Grant
 
@@ -119,9 +118,64 @@ async def undo_stale_grant(rt: Runtime, fence: Fence, row: Any, user: IdpUser, *
 
 async def _remove(rt: Runtime, g: Any, user: IdpUser) -> str:
     try:
-        await rt.connector(g.connector).revoke(user, target_of(g), grant_id=g.id)
+        await rt.connector(g.connector).revoke(user, _target(g), grant_id=g.id)
     except ConnectorError as exc:
         return f"removal failed: {exc.user_message}"
     return "removed"
 
 
+
+
+def _target(g: Any) -> Target:
+    return Target(kind=TargetKind(g.target_kind), id=g.target_id)
+
+
+async def undo_stale_revoke(rt: Runtime, fence: Fence, row: Any, user: IdpUser) -> None:
+    """A revocation call made under ``fence`` removed the membership after another worker had claimed the
+    revocation (and may have handed the membership on, or a new grant of it may have added it since). Under
+    the membership's lock: when a live grant of it holds it, the membership is added back for that grant;
+    audited (``stale_claim``), alerted when it had to be added back or adding it back failed. On SQLite the
+    call follows the audit's commit (one writer), as in ``undo_stale_grant``."""
+    now, hold = rt.clock.now(), not rt.db.is_sqlite
+    action = "none: no live grant holds the membership"
+    async with rt.db.core_transaction() as session:
+        await lock_holder(rt.db, session, row)
+        unit = Unit(session)
+        g = await unit.first(Grant, _GRANT_ROW, {"b_id": row.id})
+        assert g is not None
+        heirs = [h for h in await unit.all(Grant, _SAME_MEMBERSHIP, {**holder_params(row), "h_id": row.id})
+                 if h.status == "active" or not not_started(h, now)]
+        heir = heirs[0] if heirs else None
+        if heir is not None:
+            action = f"added back for live grant {heir.id}"
+            if hold:
+                action = await _add_back(rt, heir, user, action)
+        req = await read_request(unit, g.request_id, lock=True)
+        snap = notices.describe(rt, req, await read_votes(unit, req.id), g)
+        await notices.record(rt, session, at=now, kind="stale_claim", actor=notices.SYSTEM, req=req, snap=snap,
+                             detail={"grant": g.id, "token": fence.token, "current_token": int(g.claim_token),
+                                     "status": g.status, "removed": True, "undo": action},
+                             text="a worker whose claim had passed to another removed the membership late; "
+                                  f"undo: {action}")
+        if heir is not None:
+            notices.alert(session, at=now, snap=snap,
+                          text=f"A paused worker removed {g.user_email} from {g.target_id} at {g.connector} after "
+                               f"its claim on {g.id} ({req.id}) had passed to another worker; undo: {action}.")
+        await unit.flush()
+    if heir is not None and not hold:
+        action = await _add_back(rt, heir, user, action)
+        if action.startswith("adding back failed"):
+            async with rt.db.core_transaction() as session:
+                notices.alert(session, at=now, snap=snap, text=f"Adding back the membership of live grant "
+                              f"{heir.id} that a paused worker removed failed: {action}. Add it by hand.")
+    log.warning("grant %s: stale revocation claim token %d (now %d); undo: %s", g.id, fence.token,
+                g.claim_token, action)
+
+
+async def _add_back(rt: Runtime, heir: Any, user: IdpUser, done: str) -> str:
+    try:
+        await rt.connector(heir.connector).grant(user, _target(heir), grant_id=heir.id,
+                                                 expires_at=heir.expires_at or rt.clock.now())
+    except ConnectorError as exc:
+        return f"adding back failed: {exc.user_message}"
+    return done

@@ -135,3 +135,56 @@ async def test_a_stale_replica_leaves_the_grant_its_successor_carried_out_alone(
     events = await _events(s.rt.db)
     assert "granted_after_stop" not in events and events.count("granted") == 1
     assert "stale_claim" in events
+
+
+class _PausedRevoke(_Paused):
+    async def revoke(self, *args: Any, **kwargs: Any) -> Any:
+        if self.pause_next:
+            self.pause_next = False
+            self.entered.set()
+            await self.go.wait()
+        return await self.inner.revoke(*args, **kwargs)
+
+    async def grant(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.inner.grant(*args, **kwargs)
+
+
+async def test_a_stale_revocation_gives_back_the_membership_a_live_grant_needs(
+        db_factory: DbFactory, loaded_policy: LoadedPolicy, clock: ManualClock) -> None:
+    """A claims a revocation and pauses in its IdP call; after the lease B takes the revocation over and
+    carries it out, then the person's new request for the same access is granted. A resumes and its call
+    removes the new grant's membership: fenced, A sees its claim is stale and adds the membership back for
+    the live grant, audited. Without fencing the new grant was active without access, silently."""
+    s = await make_stack(db_factory(), loaded_policy, clock)
+    rt_a, a = await _replica(s.rt.db, loaded_policy, clock, "replica-a")
+    rt_b, b = await _replica(s.rt.db, loaded_policy, clock, "replica-b")
+    first = await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                    duration=timedelta(hours=1), justification="read the logs")
+    await b.run_grants()
+    await asyncio.wait_for(asyncio.gather(*b._running.values()), timeout=30)
+    await b.end_early(request_id=first.id, actor="alice@example.com", reason="released")
+    paused = _PausedRevoke(rt_a.connectors["demo"])
+    rt_a.connectors["demo"] = paused
+    a_task = asyncio.create_task(a.run_expiries())
+    await asyncio.wait_for(paused.entered.wait(), timeout=30)  # A is inside its revoke call
+
+    clock.advance(LEASE + timedelta(seconds=1))
+    await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                            duration=timedelta(hours=1), justification="again")
+    await b.run_grants()
+    await asyncio.wait_for(asyncio.gather(*b._running.values()), timeout=30)
+    await b.run_expiries()  # takes the revocation over (the new grant waits for it), removes the membership
+    clock.advance(timedelta(seconds=3))
+    await b.run_grants()  # the new grant adds it again
+    await asyncio.wait_for(asyncio.gather(*b._running.values()), timeout=30)
+    assert await s.is_member("alice@example.com", "readonly")
+
+    paused.go.set()  # A's revoke goes through
+    await asyncio.wait_for(a_task, timeout=30)
+
+    assert await s.is_member("alice@example.com", "readonly"), "a stale revocation took a live grant's access"
+    async with s.rt.db.sessions() as session:
+        grants = list((await session.execute(select(Grant).order_by(Grant.granted_at))).scalars())  # type: ignore[call-overload]
+    assert [g.status for g in grants] == ["ended", "active"] and grants[1].owns_membership
+    events = await _events(s.rt.db)
+    assert "stale_claim" in events and events.count("released") == 0 and events.count("revoked") == 1
