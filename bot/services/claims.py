@@ -52,7 +52,7 @@ def _claim_statement(status: str, due: str, values: tuple[str, ...], excluded: s
     return stmt
 
 
-class Claimed(list[str]):
+class ClaimedIds(list[str]):
     """The ids a claim took (a list, as before), and the token each claim set (``tokens``: id → token):
     the fence a worker checks before it acts on, and records, a claimed grant (bot/services/fencing.py)."""
 
@@ -70,7 +70,7 @@ LEASE = timedelta(minutes=5)  # a claim on a grant: a worker that dies holding i
 async def claim_grants(db: Database, *, status: str, due_column: Any, now: datetime, lease: timedelta,
                        limit: int, owner: str = "", set_values: dict[str, Any] | None = None,
                        session: AsyncSession | None = None,
-                       exclude: tuple[Any, list[str]] | None = None) -> Claimed:
+                       exclude: tuple[Any, list[str]] | None = None) -> ClaimedIds:
     """Claim up to ``limit`` grants in ``status`` whose ``due_column`` has passed; returns their ids.
 
     One UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) AND <still claimable> RETURNING id:
@@ -78,7 +78,7 @@ async def claim_grants(db: Database, *, status: str, due_column: Any, now: datet
     claimable again. In its own transaction, or in ``session``'s (the claim then commits with the
     work done on the claimed rows). ``exclude``: (a column, values) — grants whose column holds one of
     them are left alone. Every claim raises the row's ``claim_token`` by one; the result carries the
-    tokens (``Claimed.tokens``).
+    tokens (``ClaimedIds.tokens``).
     """
     values = {"claimed_until": now + lease, "claimed_by": owner, **(set_values or {})}
     excluded = exclude if exclude is not None and exclude[1] else None
@@ -88,9 +88,9 @@ async def claim_grants(db: Database, *, status: str, due_column: Any, now: datet
     if excluded is not None:
         params["x_excluded"] = list(excluded[1])
     if session is not None:
-        return Claimed((await session.execute(stmt, params)).all())
+        return ClaimedIds((await session.execute(stmt, params)).all())
     async with db.core_transaction() as tx:
-        return Claimed(await tx.rows(stmt, params))
+        return ClaimedIds(await tx.rows(stmt, params))
 
 
 def holder_key(grant: Any) -> int:

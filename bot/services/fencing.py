@@ -13,7 +13,7 @@ may resume after another worker claimed the row: the token it holds is then stal
   membership needs it or it was there before the call (the call did not add it). Either way the event is
   audited (``stale_claim``) and, when something was removed or could not be, the audit channel alerted.
 
-What is not fenced is stated in docs/reliability.md ("Fencing").
+The outbox is fenced the same way (bot/services/outbox_fence.py). What is not fenced is stated in docs/reliability.md ("Fencing").
 """
 
 from __future__ import annotations
