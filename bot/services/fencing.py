@@ -8,18 +8,22 @@ may resume after another worker claimed the row: the token it holds is then stal
   make the call with a stale one;
 * every outcome is recorded only under the token (the record reads the row under the membership's lock
   and compares): a stale outcome is not recorded as the grant's;
+* a grant call whose grant was stopped (cancelled, revoked, refused) while it was in flight, under a
+  valid token, is audited and its membership handed to the revocation pipeline (``granted_after_stop``);
 * a grant call that went through with a stale token (the pause fell between the check and the call) is
   undone (``undo_stale_grant``): the membership it added is removed, unless a live grant of the same
   membership needs it or it was there before the call (the call did not add it). Either way the event is
   audited (``stale_claim``) and, when something was removed or could not be, the audit channel alerted.
 
-The outbox is fenced the same way (bot/services/outbox_fence.py). What is not fenced is stated in docs/reliability.md ("Fencing").
+The outbox is fenced the same way (bot/services/outbox_fence.py). What is not fenced is stated in
+docs/reliability.md ("Fencing").
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -64,6 +68,30 @@ async def holds(rt: Runtime, fence: Fence) -> bool:
     log.warning("grant %s: claim token %d is stale (now %s); another worker took the grant over, this one "
                 "stops before calling the identity provider", fence.grant_id, fence.token, tokens[:1])
     return False
+
+
+async def granted_after_stop(rt: Runtime, unit: Unit, session: Any, g: Grant, req: Any, user: IdpUser, *,
+                             added: bool, now: datetime) -> None:
+    """The IdP call of a grant stopped meanwhile went through: the request stays as it was stopped, and
+    a membership the call added (``added``, or the person was no member before it) is removed by the
+    revocation pipeline. Audited, never raised: the membership must not be left behind."""
+    ours = added or g.pre_member is False
+    was = g.status
+    if ours and not (g.status == "revoking" and g.owns_membership):
+        if g.status != "revoking":  # a revocation already under way keeps its claim and schedule
+            g.claimed_until, g.next_attempt_at, g.ended_at = None, now, None
+        g.status, g.owns_membership = "revoking", True
+        g.end_reason = g.end_reason or "revoked"
+    g.user_idp_id = g.user_idp_id or user.id
+    snap = notices.describe(rt, req, await read_votes(unit, req.id), g)
+    await notices.record(rt, session, at=now, kind="granted_after_stop", actor=notices.SYSTEM, req=req,
+                         snap=snap, detail={"grant": g.id, "was": was, "added": added,
+                                            "cleanup": "membership removal scheduled" if ours
+                                            else "none: the person was a member before"},
+                         text=f"the identity provider carried out the grant after it was {req.status}"
+                              + ("; removing the membership" if ours else ""))
+    await unit.flush()
+    rt.wake.set()
 
 
 async def live_holders(unit: Unit, row: Any, now: Any) -> list[str]:

@@ -23,7 +23,7 @@ from bot.domain.policy import Eligibility
 from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_transition
 from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
-from bot.services.fencing import Fence, holds, undo_stale_grant
+from bot.services.fencing import Fence, granted_after_stop, holds, undo_stale_grant
 from bot.services.grant_context import capped_expiry, context_refusal
 from bot.services.not_started import stop_before_start, waiting_grant
 from bot.services.requests import allowed_seconds, load_request, load_votes, read_request, read_votes
@@ -162,8 +162,7 @@ class GrantService:
             await asyncio.wait(pending)
 
     async def carry_out_grant(self, grant_id: str, token: int | None = None) -> None:
-        """Carry out a claimed grant; ``token``: the one its claim set (None: the claim was just made by
-        this process — the approving transaction's, ``adopt`` — and the token is read with the row)."""
+        """Carry out a claimed grant under ``token``, its claim's (None: this process's ``adopt``: read)."""
         rt = self.rt
         later = [{"b_id": grant_id, "b_next": rt.clock.now() + timedelta(seconds=2)}]
         if rt.db.is_sqlite:
@@ -263,8 +262,7 @@ class GrantService:
         rt.wake.set()
 
     async def _grant_done(self, row: Any, user: IdpUser, *, added: bool, fence: Fence) -> bool:
-        """Record a grant's IdP call; False (nothing recorded) when ``fence`` is stale: another worker
-        claimed the grant meanwhile, and the caller undoes the call (``undo_stale_grant``)."""
+        """Record a grant's IdP call; False (nothing recorded) when ``fence`` is stale (fencing.py)."""
         rt, now = self.rt, self.rt.clock.now()
         rt.directory.forget_person(row.user_email)  # the target may be a group the policy names for people
         async with rt.db.core_transaction() as session:  # the rows as objects, without the ORM's session
@@ -280,7 +278,7 @@ class GrantService:
             owns = added or g.pre_member is False or g.owns_membership
             req = await read_request(unit, g.request_id, lock=True)
             if g.status != "granting":  # stopped (cancelled, revoked, refused) while its IdP call was in flight
-                await self._granted_after_stop(unit, session, g, req, user, added=added, now=now)
+                await granted_after_stop(rt, unit, session, g, req, user, added=added, now=now)
                 return True
             elig = rt.eligibility(req.eligibility)
             warn_before = elig.warn_before if elig else timedelta(minutes=15)
@@ -302,29 +300,6 @@ class GrantService:
                                    text=f"You now have {req.eligibility} until {g.expires_at:%Y-%m-%d %H:%M} UTC.")
             await unit.flush()
         return True
-
-    async def _granted_after_stop(self, unit: Unit, session: Any, g: Grant, req: AccessRequest, user: IdpUser, *,
-                                  added: bool, now: datetime) -> None:
-        """The IdP call of a grant stopped meanwhile went through: the request stays as it was stopped, and
-        a membership the call added (``added``, or the person was no member before it) is removed by the
-        revocation pipeline. Audited, never raised: the membership must not be left behind."""
-        ours = added or g.pre_member is False
-        was = g.status
-        if ours and not (g.status == "revoking" and g.owns_membership):
-            if g.status != "revoking":  # a revocation already under way keeps its claim and schedule
-                g.claimed_until, g.next_attempt_at, g.ended_at = None, now, None
-            g.status, g.owns_membership = "revoking", True
-            g.end_reason = g.end_reason or "revoked"
-        g.user_idp_id = g.user_idp_id or user.id
-        snap = notices.describe(self.rt, req, await read_votes(unit, req.id), g)
-        await notices.record(self.rt, session, at=now, kind="granted_after_stop", actor=notices.SYSTEM, req=req,
-                             snap=snap, detail={"grant": g.id, "was": was, "added": added,
-                                                "cleanup": "membership removal scheduled" if ours
-                                                else "none: the person was a member before"},
-                             text=f"the identity provider carried out the grant after it was {req.status}"
-                                  + ("; removing the membership" if ours else ""))
-        await unit.flush()
-        self.rt.wake.set()
 
     async def _grant_failed(self, grant_id: str, exc: ConnectorError, *, holder: Any = None,
                             fence: Fence | None = None) -> None:

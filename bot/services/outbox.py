@@ -41,8 +41,8 @@ from bot.services.delivery import (
     deliver_each,
     fitting,
 )
-from bot.services.outbox_keys import CallLater, Cancellable, KeyClaims
 from bot.services.outbox_fence import still_ours
+from bot.services.outbox_keys import CallLater, Cancellable, KeyClaims
 from bot.services.outbox_write import AUDIT_LANE, Claimed, enqueue, is_lane, message_refs
 from storage.db import Database
 
@@ -333,8 +333,8 @@ class OutboxDispatcher(KeyClaims):
                     refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
                              "channel": r.channel, "ts": r.ts} for _, rs, _ in entries for r in rs]
                     await tx.many(sql.ADD_REF, refs)
-                    await tx.many(sql.MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1, "b_token": m.token}
-                                                  for batch, _, _ in entries for m in batch])
+                    await tx.many(sql.MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1,
+                                                   "b_token": m.token} for batch, _, _ in entries for m in batch])
                     # the next message of each key, claimed in the same transaction (a chain is one key)
                     keys = sorted({b[0].order_key for b, _, _ in entries if not is_lane(b[0].order_key)})
                     rows = await tx.rows(sql.CLAIM_NEXT, {"b_keys": keys, **lease}) if keys else []
@@ -360,5 +360,6 @@ class OutboxDispatcher(KeyClaims):
     async def _finish(self, batch: list[Claimed], *, status: str, error: str, next_at: datetime | None,
                       tried: bool = True) -> None:
         async with self.db.core_transaction() as tx:
-            await tx.many(sql.FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + tried, "b_token": m.token,
-                                        "b_error": error[:500], "b_next": next_at} for m in batch])
+            await tx.many(sql.FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + tried,
+                                        "b_token": m.token, "b_error": error[:500], "b_next": next_at}
+                                       for m in batch])
