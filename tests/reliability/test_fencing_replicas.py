@@ -128,11 +128,18 @@ eligibilities:
         a.popen.send_signal(signal.SIGCONT)
         okta.go.set()  # A's call goes through, late
 
-        async def audited() -> bool:
-            return await _scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'stale_claim'") == 1
+        async def outcome() -> bool:  # A handled its call's late outcome, one way or another
+            return await _scalar(db_name, "SELECT count(*) FROM event WHERE kind IN "
+                                          "('stale_claim', 'granted_after_stop')") >= 1
 
-        await until(audited, timeout=30, what="A finding its claim stale", procs=procs)
-        await asyncio.sleep(1.0)  # A's further passes (0.2 s apart) do nothing to the grant
+        await until(outcome, timeout=30, what="A handling its late call", procs=procs)
+        ticks = await _scalar(db_name, "SELECT ticks FROM worker_heartbeat WHERE worker_id = 'replica-a'")
+
+        async def passes() -> bool:  # and ran further passes (which would carry out what it scheduled)
+            return await _scalar(db_name, "SELECT ticks FROM worker_heartbeat WHERE worker_id = 'replica-a'") \
+                >= ticks + 5
+
+        await until(passes, timeout=30, what="further passes of A", procs=procs)
     finally:
         if a.popen.poll() is None:
             a.popen.send_signal(signal.SIGCONT)
