@@ -65,6 +65,7 @@ class ClaimedIds(list[str]):
 
 
 LEASE = timedelta(minutes=5)  # a claim on a grant: a worker that dies holding it frees it when this runs out
+FIRST_TOKEN = 1  # the claim token of a claim made by the transaction that creates the row (a new row has 0)
 
 
 async def claim_grants(db: Database, *, status: str, due_column: Any, now: datetime, lease: timedelta,

@@ -22,7 +22,7 @@ from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_transition
 from bot.services import notices
-from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
+from bot.services.claims import FIRST_TOKEN, HOLDER_BOUND, claim_grants, holder_params, lock_holder
 from bot.services.fencing import Fence, granted_after_stop, holds, undo_stale_grant
 from bot.services.grant_context import capped_expiry, context_refusal
 from bot.services.not_started import stop_before_start, waiting_grant
@@ -133,7 +133,7 @@ class GrantService:
         if self.stopping:
             self._released.append(asyncio.create_task(self._release(grant_id)))
             return
-        task = asyncio.create_task(self._carry_out(grant_id))
+        task = asyncio.create_task(self._carry_out(grant_id, FIRST_TOKEN))
         self._running[grant_id] = task
         task.add_done_callback(functools.partial(self._done, grant_id))
 
@@ -162,7 +162,7 @@ class GrantService:
             await asyncio.wait(pending)
 
     async def carry_out_grant(self, grant_id: str, token: int | None = None) -> None:
-        """Carry out a claimed grant under ``token``, its claim's (None: this process's ``adopt``: read)."""
+        """Carry out a claimed grant under ``token``, its claim's (None: read with the row)."""
         rt = self.rt
         later = [{"b_id": grant_id, "b_next": rt.clock.now() + timedelta(seconds=2)}]
         if rt.db.is_sqlite:
