@@ -198,7 +198,8 @@ def load_policy(path: str | Path, *, env: Mapping[str, str] | None = None) -> Lo
 
 
 def risk_warnings(policy: Policy, members: Mapping[str, set[str]] | None = None) -> list[str]:
-    """Risky but valid policy: thin approver sets, layers only the requester could approve, long durations.
+    """Risky but valid policy: thin or too wide approver sets, layers only the requester could approve, long
+    durations.
 
     ``members`` maps a directory group to its member emails, when known (memory connectors, or live).
     """
@@ -227,6 +228,11 @@ def risk_warnings(policy: Policy, members: Mapping[str, set[str]] | None = None)
             if len(approvers) < policy.settings.warn_min_approvers:
                 out.append(f"{e.name}: layer {i} has {len(approvers)} approver(s); fewer than "
                            f"{policy.settings.warn_min_approvers} is a single point of failure")
+            if len(approvers) > policy.settings.warn_max_approvers:  # each is DMed: live_check.py says it online
+                out.append(f"{e.name}: layer {i} asks {len(approvers)} approvers by DM for every request (more "
+                           f"than settings.warn_max_approvers, {policy.settings.warn_max_approvers}); ask a "
+                           "smaller group (an on-call rota) or post the ask to an approver channel instead "
+                           "(approvers: {channel: ...})")
             if requestors is not None and requestors and all(approvers - {r} == set() for r in requestors):
                 out.append(f"{e.name}: layer {i} has no approver who is not also the requester")
             elif requestors is not None and any(len(approvers - {r}) < layer.min_approvals for r in requestors):

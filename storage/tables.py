@@ -128,6 +128,9 @@ class Grant(SQLModel, table=True):
     next_attempt_at: datetime | None = _ts()
     claimed_until: datetime | None = _ts()
     claimed_by: str | None = Field(default=None, max_length=64)  # the worker instance holding the claim
+    # Grows by one with every claim: a worker acts on, and records, a grant only while the row still holds
+    # the token its claim returned (a fence: bot/services/access/fencing.py).
+    claim_token: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     alerted: bool = False
@@ -172,6 +175,7 @@ class OutboxMessage(SQLModel, table=True):
     next_attempt_at: datetime | None = _ts()
     claimed_until: datetime | None = _ts()
     claimed_by: str | None = Field(default=None, max_length=64)
+    claim_token: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # grows with every claim
     sent_at: datetime | None = _ts()
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 

@@ -254,6 +254,17 @@ def test_a_policy_without_approval_layers_is_warned_about() -> None:
                                                      "automatically"]
 
 
+def test_a_layer_whose_fan_out_is_above_warn_max_approvers_is_warned_about() -> None:
+    """Every approver of a layer is asked by DM for every request: offline, where the connector declares its
+    groups (memory), ``validate`` says so and points at an approver channel; elsewhere ``check --live`` does."""
+    text = with_elig(approvals=[{"approvers": {"groups": ["leads"], "users": ["z@x.io"]}}])
+    assert warnings_for(text) == []
+    warnings = warnings_for(text + "settings: {warn_max_approvers: 2}\n")
+    assert warnings == ["prod: layer 1 asks 3 approvers by DM for every request (more than "
+                        "settings.warn_max_approvers, 2); ask a smaller group (an on-call rota) or post the ask "
+                        "to an approver channel instead (approvers: {channel: ...})"]
+
+
 def test_groups_of_unknown_size_are_not_guessed_at() -> None:
     policy = parse_policy(with_elig(approvals=[{"approvers": {"groups": ["elsewhere"]}}]), env={}).policy
     assert risk_warnings(policy, {}) == []

@@ -39,8 +39,9 @@ async def live_problems(policy: Policy, connectors: Mapping[str, Connector]) -> 
                                 f"at least {min_members}")
             elif max_members is not None and size > max_members:
                 problems.append(f"{where}: group {group!r} has {size} members, each asked by DM for every "
-                                f"request (more than settings.warn_max_approvers, {max_members}); use a "
-                                "smaller approver group, e.g. an on-call rota, or an approver channel")
+                                f"request (more than settings.warn_max_approvers, {max_members}); ask a "
+                                "smaller group (an on-call rota) or post the ask to an approver channel "
+                                "instead (approvers: {channel: ...})")
         for email in who.users:
             if email not in users:
                 users[email] = await directory.find_user(email) is not None

@@ -47,23 +47,39 @@ def _claim_statement(status: str, due: str, values: tuple[str, ...], excluded: s
         stmt = _claims[key] = (
             update(_GRANTS).where(_GRANTS.c.id.in_(ids), _GRANTS.c.status == status, due_column <= bindparam("b_now"),
                                   _FREE)
-            .values({c: bindparam(f"v_{c}") for c in values}).returning(_GRANTS.c.id))
+            .values({**{c: bindparam(f"v_{c}") for c in values}, "claim_token": _GRANTS.c.claim_token + 1})
+            .returning(_GRANTS.c.id, _GRANTS.c.claim_token))
     return stmt
 
 
+class ClaimedIds(list[str]):
+    """The ids a claim took (a list, as before), and the token each claim set (``tokens``: id → token):
+    the fence a worker checks before it acts on, and records, a claimed grant (bot/services/access/fencing.py)."""
+
+    tokens: dict[str, int]
+
+    def __init__(self, rows: Any) -> None:
+        rows = list(rows)
+        super().__init__(r[0] for r in rows)
+        self.tokens = {r[0]: r[1] for r in rows}
+
+
 LEASE = timedelta(minutes=5)  # a claim on a grant: a worker that dies holding it frees it when this runs out
+FIRST_TOKEN = 1  # the claim token of a claim made by the transaction that creates the row (a new row has 0)
 
 
 async def claim_grants(db: Database, *, status: str, due_column: Any, now: datetime, lease: timedelta,
                        limit: int, owner: str = "", set_values: dict[str, Any] | None = None,
-                       session: AsyncSession | None = None, exclude: tuple[Any, list[str]] | None = None) -> list[str]:
+                       session: AsyncSession | None = None,
+                       exclude: tuple[Any, list[str]] | None = None) -> ClaimedIds:
     """Claim up to ``limit`` grants in ``status`` whose ``due_column`` has passed; returns their ids.
 
     One UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) AND <still claimable> RETURNING id:
     a row is returned to exactly one claimer, and a claim whose lease ran out (crashed worker) is
     claimable again. In its own transaction, or in ``session``'s (the claim then commits with the
     work done on the claimed rows). ``exclude``: (a column, values) — grants whose column holds one of
-    them are left alone.
+    them are left alone. Every claim raises the row's ``claim_token`` by one; the result carries the
+    tokens (``ClaimedIds.tokens``).
     """
     values = {"claimed_until": now + lease, "claimed_by": owner, **(set_values or {})}
     excluded = exclude if exclude is not None and exclude[1] else None
@@ -73,9 +89,9 @@ async def claim_grants(db: Database, *, status: str, due_column: Any, now: datet
     if excluded is not None:
         params["x_excluded"] = list(excluded[1])
     if session is not None:
-        return list((await session.execute(stmt, params)).scalars().all())
+        return ClaimedIds((await session.execute(stmt, params)).all())
     async with db.core_transaction() as tx:
-        return await tx.scalars(stmt, params)
+        return ClaimedIds(await tx.rows(stmt, params))
 
 
 def holder_key(grant: Any) -> int:

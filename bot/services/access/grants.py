@@ -23,8 +23,9 @@ from bot.domain.policy import Eligibility
 from bot.domain.requests import BREAKGLASS, PolicyViolation, Status, check_transition
 from bot.services import notices
 from bot.services.access import backstop
+from bot.services.access.fencing import Fence, granted_after_stop, holds, undo_stale_grant
 from bot.services.access.revocation import LEASE, Revoker, backoff, idp_user, target_of
-from bot.services.claims import HOLDER_BOUND, claim_grants, holder_params, lock_holder
+from bot.services.claims import FIRST_TOKEN, HOLDER_BOUND, claim_grants, holder_params, lock_holder
 from bot.services.context.grant_context import capped_expiry, context_refusal
 from bot.services.requesting.not_started import stop_before_start, waiting_grant
 from bot.services.requesting.requests import allowed_seconds, load_request, load_votes, read_request, read_votes
@@ -44,7 +45,7 @@ _GRANTS = Grant.__table__  # type: ignore[attr-defined]
 # Compare-and-set: a revocation that handed this grant the membership meanwhile set it (False) already; a
 # grant stopped meanwhile (cancelled, refused) is no longer 'granting' and records nothing.
 _SET_PRE_MEMBER = (update(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"), _GRANTS.c.pre_member.is_(None),
-                                         _GRANTS.c.status == "granting")
+                                         _GRANTS.c.status == "granting", _GRANTS.c.claim_token == bindparam("b_token"))
                    .values(pre_member=bindparam("b_pre")))
 _GRANT_PEEK = select(_GRANTS).where(_GRANTS.c.id == bindparam("b_id"))
 _GRANT_ROW = _GRANT_PEEK.with_for_update()  # PostgreSQL: locked
@@ -118,7 +119,7 @@ class GrantService:
                                  due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=limit,
                                  exclude=(Grant.id, list(self._running)))
         for gid in ids:
-            task = asyncio.create_task(self._carry_out(gid))
+            task = asyncio.create_task(self._carry_out(gid, ids.tokens.get(gid)))
             self._running[gid] = task
             task.add_done_callback(functools.partial(self._done, gid))
         started = [self._running[gid] for gid in ids if gid in self._running]
@@ -133,13 +134,13 @@ class GrantService:
         if self.stopping:
             self._released.append(asyncio.create_task(self._release(grant_id)))
             return
-        task = asyncio.create_task(self._carry_out(grant_id))
+        task = asyncio.create_task(self._carry_out(grant_id, FIRST_TOKEN))
         self._running[grant_id] = task
         task.add_done_callback(functools.partial(self._done, grant_id))
 
-    async def _carry_out(self, grant_id: str) -> None:
+    async def _carry_out(self, grant_id: str, token: int | None = None) -> None:
         async with self._gate:
-            await self.carry_out_grant(grant_id)
+            await self.carry_out_grant(grant_id, token)
 
     def _done(self, grant_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(grant_id, None)
@@ -161,7 +162,8 @@ class GrantService:
         if pending:
             await asyncio.wait(pending)
 
-    async def carry_out_grant(self, grant_id: str) -> None:
+    async def carry_out_grant(self, grant_id: str, token: int | None = None) -> None:
+        """Carry out a claimed grant under ``token``, its claim's (None: read with the row)."""
         rt = self.rt
         later = [{"b_id": grant_id, "b_next": rt.clock.now() + timedelta(seconds=2)}]
         if rt.db.is_sqlite:
@@ -186,7 +188,8 @@ class GrantService:
                     await tx.many(_LATER, later)  # a revoke of the same membership is in flight: after it
                     return
                 req = (await tx.rows(_REQUEST_OF, {"b_id": g.request_id}))[0]
-        if g.status != "granting":  # stopped before it started, or refused, since it was claimed
+        fence = Fence(grant_id, g.claim_token if token is None else token)
+        if g.status != "granting" or not fence.valid(g):  # stopped or refused, or claimed by another, since
             return
         connector = rt.connector(g.connector)
         pre_member: bool | None = g.pre_member
@@ -195,20 +198,25 @@ class GrantService:
                    or await context_refusal(rt, eligibility=req.eligibility, kind=req.kind, ticket=req.ticket,
                                             ends_by=req.ends_by))
             if why is not None:
-                await self._refuse(g, why)
+                await self._refuse(g, why, fence)
                 return
             user = await idp_user(rt, g)
             if pre_member is None:
+                if not await holds(rt, fence):  # fenced: no IdP call under a claim another worker took over
+                    return
                 pre_member = await connector.is_member(user, target_of(g))
                 async with rt.db.core_transaction() as tx:  # unless a revocation handed it the membership meanwhile
-                    await tx.many(_SET_PRE_MEMBER, [{"b_id": grant_id, "b_pre": pre_member}])
+                    await tx.many(_SET_PRE_MEMBER, [{"b_id": grant_id, "b_pre": pre_member, "b_token": fence.token}])
+            if not await holds(rt, fence):
+                return
             # the expiry as _grant_done will record it, as of now (never later): the IdP's own, where it has one
             result = await connector.grant(user, target_of(g), grant_id=g.id, expires_at=capped_expiry(
                 req, grant_expiry(req, rt.eligibility(req.eligibility), rt.clock.now())))
         except ConnectorError as exc:
-            await self._grant_failed(grant_id, exc, holder=g)
+            await self._grant_failed(grant_id, exc, holder=g, fence=fence)
             return
-        await self._grant_done(g, user, added=result.added)
+        if not await self._grant_done(g, user, added=result.added, fence=fence):
+            await undo_stale_grant(rt, fence, g, user, added=result.added)
 
     async def _not_allowed(self, req: Any, g: Any) -> str | None:
         """Why the policy *now* no longer allows carrying out an approved grant (its eligibility is gone, now
@@ -229,14 +237,14 @@ class GrantService:
             return f"{requester} is no longer allowed to request {eligibility}"
         return None
 
-    async def _refuse(self, row: Any, why: str) -> None:
+    async def _refuse(self, row: Any, why: str, fence: Fence) -> None:
         """End a grant the policy no longer allows, before its IdP call: the request becomes REVOKED, the
         requester is told why, and whatever the grant may own at the IdP is removed."""
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:
             await lock_holder(rt.db, session, row)
             g = await self._grant(session, row.id)
-            if g.status != "granting":
+            if g.status != "granting" or not fence.valid(g):
                 return
             req = await load_request(session, g.request_id, lock=True)
             g.claimed_until, g.warn_at, g.end_reason = None, None, "ineligible"
@@ -255,7 +263,8 @@ class GrantService:
                                    text=f"Your request {req.id} for {req.eligibility} was not carried out: {why}.")
         rt.wake.set()
 
-    async def _grant_done(self, row: Any, user: IdpUser, *, added: bool) -> None:
+    async def _grant_done(self, row: Any, user: IdpUser, *, added: bool, fence: Fence) -> bool:
+        """Record a grant's IdP call; False (nothing recorded) when ``fence`` is stale (fencing.py)."""
         rt, now = self.rt, self.rt.clock.now()
         rt.directory.forget_person(row.user_email)  # the target may be a group the policy names for people
         async with rt.db.core_transaction() as session:  # the rows as objects, without the ORM's session
@@ -266,11 +275,13 @@ class GrantService:
             unit = Unit(session)
             g = await unit.first(Grant, _GRANT_ROW, {"b_id": row.id})
             assert g is not None  # claimed by this worker: never deleted
+            if not fence.valid(g):
+                return False
             owns = added or g.pre_member is False or g.owns_membership
             req = await read_request(unit, g.request_id, lock=True)
             if g.status != "granting":  # stopped (cancelled, revoked, refused) while its IdP call was in flight
-                await self._granted_after_stop(unit, session, g, req, user, added=added, now=now)
-                return
+                await granted_after_stop(rt, unit, session, g, req, user, added=added, now=now)
+                return True
             elig = rt.eligibility(req.eligibility)
             warn_before = elig.warn_before if elig else timedelta(minutes=15)
             g.status, g.owns_membership, g.user_idp_id, g.granted_at = "active", owns, user.id, now
@@ -290,31 +301,10 @@ class GrantService:
             notices.tell_requester(session, at=now, snap=snap, event="active",
                                    text=f"You now have {req.eligibility} until {g.expires_at:%Y-%m-%d %H:%M} UTC.")
             await unit.flush()
+        return True
 
-    async def _granted_after_stop(self, unit: Unit, session: Any, g: Grant, req: AccessRequest, user: IdpUser, *,
-                                  added: bool, now: datetime) -> None:
-        """The IdP call of a grant stopped meanwhile went through: the request stays as it was stopped, and
-        a membership the call added (``added``, or the person was no member before it) is removed by the
-        revocation pipeline. Audited, never raised: the membership must not be left behind."""
-        ours = added or g.pre_member is False
-        was = g.status
-        if ours and not (g.status == "revoking" and g.owns_membership):
-            if g.status != "revoking":  # a revocation already under way keeps its claim and schedule
-                g.claimed_until, g.next_attempt_at, g.ended_at = None, now, None
-            g.status, g.owns_membership = "revoking", True
-            g.end_reason = g.end_reason or "revoked"
-        g.user_idp_id = g.user_idp_id or user.id
-        snap = notices.describe(self.rt, req, await read_votes(unit, req.id), g)
-        await notices.record(self.rt, session, at=now, kind="granted_after_stop", actor=notices.SYSTEM, req=req,
-                             snap=snap, detail={"grant": g.id, "was": was, "added": added,
-                                                "cleanup": "membership removal scheduled" if ours
-                                                else "none: the person was a member before"},
-                             text=f"the identity provider carried out the grant after it was {req.status}"
-                                  + ("; removing the membership" if ours else ""))
-        await unit.flush()
-        self.rt.wake.set()
-
-    async def _grant_failed(self, grant_id: str, exc: ConnectorError, *, holder: Any = None) -> None:
+    async def _grant_failed(self, grant_id: str, exc: ConnectorError, *, holder: Any = None,
+                            fence: Fence | None = None) -> None:
         """A grant's IdP call failed. A transient failure is tried again with backoff until the grant's
         deadline (``grant_deadline``); the requester is told once that the grant waits on the IdP. A
         permanent failure, or the deadline passed, fails the request: logged once at ERROR, audited and
@@ -324,6 +314,9 @@ class GrantService:
             if holder is not None:  # the membership's lock before the row's, as the revocation takes them
                 await lock_holder(rt.db, session, holder)
             g = await self._grant(session, grant_id)
+            if fence is not None and not fence.valid(g):  # another worker's now: its outcome is recorded
+                log.warning("grant %s: a failure under a stale claim is not recorded: %s", grant_id, exc)
+                return
             g.attempts += 1
             g.last_error, g.claimed_until, g.claimed_by = str(exc)[:500], None, None
             req = await load_request(session, g.request_id, lock=True)

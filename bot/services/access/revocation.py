@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.domain.requests import Status, check_transition
 from bot.services import notices
 from bot.services.access import backstop
+from bot.services.access.fencing import Fence, holds, undo_stale_revoke
 from bot.services.claims import LEASE, claim_grants, lock_holder
 from bot.services.requesting.not_started import not_started
 from bot.services.requesting.requests import load_request, load_votes
@@ -94,6 +95,8 @@ class _Call:
 
     grant: Grant
     end_sessions: bool
+    token: int = 0  # the token this worker's claim set (bot/services/access/fencing.py)
+    stale: bool = False  # the claim passed to another worker: nothing of this call is recorded
     error: ConnectorError | None = None
     session_error: str | None = None
 
@@ -209,6 +212,8 @@ class Revoker:
                                            due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=self.chunk,
                                            exclude=(Grant.connector, skip) if skip else None)
             decided = await self._decide(session, grant_ids, heirs)
+            for c in decided:
+                c.token = grant_ids.tokens[c.grant.id]
         if heirs:  # the provider's expiry follows the hand-off (bot/services/access/backstop.py), after the commit
             await backstop.move_for_heirs(rt, heirs)
         return len(grant_ids), decided
@@ -269,9 +274,17 @@ class Revoker:
                 except NotFound:
                     return c  # the account is gone at the IdP: no membership is left to remove
             connector = self.rt.connector(g.connector)
+            fence = Fence(g.id, c.token)
+            if not await holds(self.rt, fence):  # fenced: another worker took the revocation over
+                c.stale = True
+                return c
             await connector.revoke(user, target_of(g), grant_id=g.id)
         except ConnectorError as exc:
             c.error = exc
+            return c
+        if not await holds(self.rt, fence):  # the removal went through late: give back what a live grant needs
+            c.stale = True
+            await undo_stale_revoke(self.rt, fence, g, user)
             return c
         if c.end_sessions:  # best effort: a failure is audited and alerted, never holds the revoke back
             terminator = session_terminator(connector)
@@ -296,8 +309,8 @@ class Revoker:
         votes = await _votes_by_request(session, list(reqs))
         for c in calls:
             row = rows.get(c.grant.id)
-            if row is None or row.status != "revoking":
-                continue  # recorded already: a retried step whose first commit did get through
+            if row is None or row.status != "revoking" or c.stale or row.claim_token != c.token:
+                continue  # recorded already (a retried step whose first commit did get through), or fenced
             if c.error is None:
                 row.owns_membership = False
                 await self._ended(session, row, kept=None, req=reqs[row.request_id],

@@ -41,6 +41,7 @@ from bot.services.outbox.delivery import (
     deliver_each,
     fitting,
 )
+from bot.services.outbox.fence import still_ours
 from bot.services.outbox.keys import CallLater, Cancellable, KeyClaims
 from bot.services.outbox.write import AUDIT_LANE, Claimed, enqueue, is_lane, message_refs
 from storage.db import Database
@@ -273,9 +274,14 @@ class OutboxDispatcher(KeyClaims):
             if len({m.kind for m in batch}) == 1:
                 n = fitting(self.notifier, batch[0].kind, [m.payload for m in batch])
                 batch, held = batch[:n], batch[n:]
+        now = self.clock.now()
+        if any(m.until is not None and now >= m.until - self.lease / 2 for m in batch):
+            # an old claim (this process was paused, or waited): posted only if still this dispatcher's
+            batch = await still_ours(self.db, batch)
+            if not batch:
+                return 0, []
         first = batch[0]
         kinds = {m.kind for m in batch}
-        now = self.clock.now()
         try:
             if len(kinds) == 1:
                 delivery = await deliver_all(self.notifier, first.kind, [m.payload for m in batch])
@@ -327,8 +333,8 @@ class OutboxDispatcher(KeyClaims):
                     refs = [{"request_id": r.request_id, "purpose": r.purpose, "recipient": r.recipient,
                              "channel": r.channel, "ts": r.ts} for _, rs, _ in entries for r in rs]
                     await tx.many(sql.ADD_REF, refs)
-                    await tx.many(sql.MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1}
-                                                  for batch, _, _ in entries for m in batch])
+                    await tx.many(sql.MARK_SENT, [{"b_id": m.id, "b_now": now, "b_attempts": m.attempts + 1,
+                                                   "b_token": m.token} for batch, _, _ in entries for m in batch])
                     # the next message of each key, claimed in the same transaction (a chain is one key)
                     keys = sorted({b[0].order_key for b, _, _ in entries if not is_lane(b[0].order_key)})
                     rows = await tx.rows(sql.CLAIM_NEXT, {"b_keys": keys, **lease}) if keys else []
@@ -355,4 +361,5 @@ class OutboxDispatcher(KeyClaims):
                       tried: bool = True) -> None:
         async with self.db.core_transaction() as tx:
             await tx.many(sql.FINISH, [{"b_id": m.id, "b_status": status, "b_attempts": m.attempts + tried,
-                                        "b_error": error[:500], "b_next": next_at} for m in batch])
+                                        "b_token": m.token, "b_error": error[:500], "b_next": next_at}
+                                       for m in batch])

@@ -17,9 +17,16 @@ from storage.tables import MessageRef, OutboxMessage
 OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
 earlier = OUTBOX.alias("earlier")
 ADD_REF = insert(MessageRef.__table__)  # type: ignore[attr-defined]
-MARK_SENT = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
+# Every claim sets the lease and its owner and raises the row's token by one (a fence: a dispatcher records
+# a message's outcome only under the token its claim returned, bot/services/access/fencing.py).
+CLAIM: dict[str, Any] = {"claimed_until": bindparam("b_until"), "claimed_by": bindparam("b_owner"),
+                         "claim_token": OUTBOX.c.claim_token + 1}
+_FENCED = OUTBOX.c.claim_token == bindparam("b_token")  # the claim recording the outcome is still the row's
+MARK_SENT = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"), _FENCED)
               .values(status="sent", sent_at=bindparam("b_now"), attempts=bindparam("b_attempts"), claimed_until=None,
                       claimed_by=None))
+# The tokens of claimed messages: a dispatcher whose claim is old looks before it posts (``still_ours``).
+TOKENS = select(OUTBOX.c.id, OUTBOX.c.claim_token).where(OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)))
 # The next message of each of several keys (the oldest pending one), if it is due and unclaimed: one
 # statement for a whole group-committed batch of deliveries.
 CLAIM_NEXT = (
@@ -30,7 +37,7 @@ CLAIM_NEXT = (
                             .group_by(OUTBOX.c.order_key).scalar_subquery()),
            OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"),
            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now")))
-    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+    .values(CLAIM)
     .returning(*OUTBOX.c)
 )
 
@@ -47,7 +54,7 @@ CLAIM_LANE_HEAD = (
                                                               OUTBOX.c.status == "pending").scalar_subquery(),
            OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"),
            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now")), ~LANE_HELD)
-    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+    .values(CLAIM)
     .returning(*OUTBOX.c)
 )
 # PostgreSQL: which of some keys have their head (oldest pending message) claimed under a live lease, and
@@ -76,10 +83,10 @@ CLAIM_LANE = (
                             .order_by(OUTBOX.c.id).limit(bindparam("b_limit")).scalar_subquery()),
            OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"),
            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now")))
-    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+    .values(CLAIM)
     .returning(*OUTBOX.c)
 )
-FINISH = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
+FINISH = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"), _FENCED)
           .values(status=bindparam("b_status"), attempts=bindparam("b_attempts"), last_error=bindparam("b_error"),
                   next_attempt_at=bindparam("b_next"), claimed_until=None, claimed_by=None))
 
@@ -108,7 +115,7 @@ def claim_heads(*, skip_locked: bool, keyed: bool = False) -> Any:
     )
     ids = locked_ids(inner, skip_locked=skip_locked, of=OUTBOX)  # PostgreSQL: SKIP LOCKED, run once
     return (update(OUTBOX).where(OUTBOX.c.id.in_(ids), OUTBOX.c.status == "pending", free)
-            .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+            .values(CLAIM)
             .returning(*OUTBOX.c))
 
 
@@ -130,7 +137,7 @@ CLAIM_NEW = (
     .where(OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)), OUTBOX.c.next_attempt_at <= bindparam("b_now"),
            ~exists().where(and_(earlier.c.order_key == OUTBOX.c.order_key, earlier.c.status == "pending",
                                 earlier.c.id < OUTBOX.c.id)))
-    .values(claimed_until=bindparam("b_until"), claimed_by=bindparam("b_owner"))
+    .values(CLAIM)
     .returning(OUTBOX.c.id)  # the rest the writer has in hand (outbox_write._take)
 )
 

@@ -119,7 +119,8 @@ def _take(info: dict[str, Any], taker: Taker, written: Sequence[Any], rows: list
     firsts = sorted(firsts)[:max(taker.room(), 0)]
     now = taker.clock.now()
     params = {"b_ids": firsts, "b_now": now, "b_until": now + taker.lease, "b_owner": taker.owner}
-    claimed = [Claimed(i, enqueued[i]["order_key"], enqueued[i]["kind"], enqueued[i]["payload"], 0)
+    claimed = [Claimed(i, enqueued[i]["order_key"], enqueued[i]["kind"], enqueued[i]["payload"], 0, 1,
+                       params["b_until"])  # a new row (token 0) claimed once
                for i in sorted(claim_new(params))] if firsts else []
     info[CLAIMED] = claimed
     # A message behind one claimed here is claimed by that one's chain; the dispatcher is told of the
@@ -158,10 +159,12 @@ class Claimed:
     kind: str
     payload: dict[str, Any]
     attempts: int
+    token: int = 0  # the claim_token the claim set: its outcome is recorded only under it (outbox_sql.py)
+    until: datetime | None = None  # the claim's lease
 
     @classmethod
     def of(cls, row: Any) -> Claimed:
-        return cls(row.id, row.order_key, row.kind, row.payload, row.attempts)
+        return cls(row.id, row.order_key, row.kind, row.payload, row.attempts, row.claim_token, row.claimed_until)
 
 
 async def message_refs(db: Database, request_id: str, purpose: str | None = None) -> list[Ref]:

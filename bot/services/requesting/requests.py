@@ -24,7 +24,7 @@ from bot.domain.requests import (
 )
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
-from bot.services.claims import LEASE
+from bot.services.claims import FIRST_TOKEN, LEASE
 from bot.services.context.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
 from bot.services.context.tickets import check_ticket
 from bot.services.policy_version import require_current, under_current_policy
@@ -332,6 +332,7 @@ class RequestService:
         if taker is not None and grant.next_attempt_at is not None and grant.next_attempt_at <= now:
             # claimed here and carried out by this process's worker once committed (GrantService.adopt)
             grant.claimed_by, grant.claimed_until = self.rt.instance_id, now + LEASE
+            grant.claim_token = FIRST_TOKEN  # fenced like any claim (bot/services/access/fencing.py)
             after_commit(unit.tx.info, functools.partial(taker, grant.id))
             unit.tx.info[GRANT_HANDED] = True
         unit.add(grant)
