@@ -141,9 +141,14 @@ class Model:
             req.approved_at = now
         self.requests[rid] = req
 
-    def voted(self, rid: str, *, layer: int, approver: str, approve: bool, now: datetime) -> None:
-        """A vote the service accepted: counted only if the policy counts it."""
+    def voted(self, rid: str, *, layer: int, approver: str, approve: bool, now: datetime,
+              minutes: int | None = None) -> None:
+        """A vote the service accepted: counted only if the policy counts it. ``minutes``: approved for
+        that long; never longer than the duration as it stands (else jitbot accepted what it must refuse)."""
         req = self.requests.get(rid)
+        if req is not None and minutes is not None and timedelta(minutes=minutes) > req.duration:
+            raise Violation(f"{rid} approved by {approver} for {minutes}m, longer than its "
+                            f"{req.duration} as it stands", "approved for longer than requested")
         spec = self._elig(req.elig) if req else None
         if req is None or spec is None or not req.allowed or req.ended_at or req.approved_at:
             return
@@ -160,6 +165,8 @@ class Model:
             req.ended_at, req.ended_by = now, "denied"
             return
         req.approvers.append(approver)
+        if minutes is not None:  # the shortest duration any layer approved wins
+            req.duration = min(req.duration, timedelta(minutes=minutes))
         req.layer, req.layer_opened = layer + 1, now
         if layer == len(layers):
             req.approved_at = now
