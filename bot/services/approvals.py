@@ -231,7 +231,8 @@ class ApprovalService:
         if len(approvers) < elig.approvals[next_layer - 1].min_approvals:
             notices.alert(session, at=now, snap=snap, text=f"{req.id}: nobody is left to approve layer {next_layer} "
                                                            "(approvers are the requester or approved earlier layers)")
-        notices.ask_approvers(session, at=now, snap=snap, layer=next_layer, approvers=sorted(approvers))
+        notices.ask_layer(session, at=now, snap=snap, layer=next_layer, spec=elig.approvals[next_layer - 1],
+                          approvers=sorted(approvers))
         notices.tell_requester(session, at=now, snap=snap, event="layer_approved",
                                text=f"Layer {layer} of {req.layers} approved your request {req.id}; "
                                     f"waiting for layer {next_layer}.")

@@ -237,11 +237,13 @@ def approve_for_less(snap: dict[str, Any], value: str) -> list[dict[str, Any]]:
              "options": options}]
 
 
-def approval_decided(snap: dict[str, Any], layer: int, outcome: str) -> list[Block]:
+def approval_decided(snap: dict[str, Any], layer: int, outcome: str, at: str | None = None) -> list[Block]:
+    """A decided layer's message: who decided (``outcome``) and when (``at``, ISO), buttons gone."""
     return [
         {"type": "header", "text": plain(f"Access request {snap['id']}", 150)},
         *_request_fields(snap, layer),
-        context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + notice(outcome)),
+        context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + notice(outcome)
+                + (f" · {when(at)}" if at else "")),
     ]
 
 

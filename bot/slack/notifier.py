@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.services import approval_reads, people
 from bot.services.clock import Clock, SystemClock
 from bot.services.outbox import Delivery, FollowUp, PermanentFailure, Ref, RetryLater, deliver_each, message_refs
-from bot.slack import audit_digest, blocks
+from bot.slack import audit_digest, blocks, channel_asks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ class SlackNotifier:
         return user_id
 
     async def _approval_request(self, p: dict[str, Any]) -> Delivery:
+        if p.get("channel"):  # the layer's approver channel (bot/slack/channel_asks.py)
+            return await channel_asks.deliver(self, p)
         snap, layer = p["request"], int(p["layer"])
         if not await self._layer_open(snap["id"], layer):  # decided meanwhile: withdrawn, nothing posted
             return Delivery()
@@ -176,7 +178,7 @@ class SlackNotifier:
         changes nothing)."""
         snap, layer = p["request"], int(p["layer"])
         await self.client.chat_update(channel=p["channel"], ts=p["ts"], text=f"{snap['id']}: {p['outcome']}",
-                                      blocks=blocks.approval_decided(snap, layer, p["outcome"]))
+                                      blocks=blocks.approval_decided(snap, layer, p["outcome"], p.get("at")))
         return Delivery()
 
     async def _requester(self, p: dict[str, Any]) -> Delivery:
