@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import re
 import binascii
+import re
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -44,7 +44,7 @@ class Principals(Strict):
 
 
 _CHANNEL = re.compile(r"#[a-z0-9][a-z0-9_-]{0,79}|[CG][A-Z0-9]{8,20}")
-Notify = Literal["dm", "channel", "both"]
+AskWhere = Literal["dm", "channel", "both"]
 
 
 class LayerApprovers(Principals):
@@ -52,7 +52,7 @@ class LayerApprovers(Principals):
     message there with Approve / Deny; only the layer's approvers' clicks count), or ``both``."""
 
     channel: str | None = None  # "#name" or a channel id (C…, G…); the bot must be a member
-    notify: Notify | None = None  # default: "channel" when a channel is named, else "dm"
+    notify: AskWhere | None = None  # default: "channel" when a channel is named, else "dm"
 
     @model_validator(mode="after")
     def _channel_ok(self) -> LayerApprovers:
@@ -63,7 +63,7 @@ class LayerApprovers(Principals):
         return self
 
     @property
-    def delivery(self) -> Notify:
+    def delivery(self) -> AskWhere:
         """Where the layer's asks go: ``notify``, or its default."""
         return self.notify or ("channel" if self.channel else "dm")
 

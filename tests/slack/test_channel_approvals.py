@@ -109,7 +109,8 @@ async def test_a_channel_layer_posts_once_and_only_its_approvers_clicks_count(db
 
 async def test_reminders_and_escalation_reply_in_the_thread(db_factory: DbFactory, clock: ManualClock) -> None:
     text = _policy(f"{{groups: [leads], channel: {CHANNEL}, notify: both}}",
-                   "        remind_every: 30m\n        escalate_after: 1h\n        escalation: {users: [root@example.com]}\n")
+                   "        remind_every: 30m\n        escalate_after: 1h\n"
+                   "        escalation: {users: [root@example.com]}\n")
     async with slack_env(db_factory(), text, clock) as env:
         _add_channel(env)
         await _request(env)
