@@ -31,12 +31,19 @@ ROLES = {"requester": "U1ALICE", "approver1": "U2BOB", "approver2": "U4DAVE", "a
 EMAIL = {"U1ALICE": "alice@example.com", "U2BOB": "bob@example.com", "U4DAVE": "dave@example.com",
          "U6ROOT": "root@example.com", STRANGER: "mallory@example.com"}
 STATES = ("pending1", "pending2", "active", "expired", "denied")
-ACTIONS = ("approve", "approve_for", "approve_forged", "deny", "extend", "release", "cancel", "admin_revoke",
+CHANNEL = "C0APPROVALS"  # layer 1 of prod-admin is also posted here (notify: both)
+LAYER1 = "      - approvers: {groups: [leads]}\n"
+ACTIONS = ("approve", "approve_for", "approve_forged", "channel_approve", "channel_approve_for", "channel_deny",
+           "deny", "extend", "release", "cancel", "admin_revoke",
            "home_approve", "home_release", "home_cancel", "home_extend")
 ALLOWED = {
     ("approve", "approver1", "pending1"), ("approve", "approver2", "pending2"),
     ("approve_for", "approver1", "pending1"), ("approve_for", "approver2", "pending2"),  # 30m of the 1h asked
     # "approve_forged" (a crafted menu value longer than the request) is allowed to nobody
+    # clicks on layer 1's message in its channel: only layer 1's approvers, only while layer 1 is open (in
+    # pending2 the click is on the old layer's message)
+    ("channel_approve", "approver1", "pending1"), ("channel_approve_for", "approver1", "pending1"),
+    ("channel_deny", "approver1", "pending1"),
     ("home_approve", "approver1", "pending1"), ("home_approve", "approver2", "pending2"),
     ("deny", "approver1", "pending1"), ("deny", "approver2", "pending2"),
     ("cancel", "requester", "pending1"), ("cancel", "requester", "pending2"),
@@ -105,7 +112,8 @@ class World:
         return 2 if self.state == "pending2" else 1
 
 
-def _click_payload(env: Env, user: str, action_id: str, value: str, *, home: bool) -> dict[str, Any]:
+def _click_payload(env: Env, user: str, action_id: str, value: str, *, home: bool,
+                   channel: str | None = None) -> dict[str, Any]:
     action: dict[str, Any] = {"action_id": action_id, "block_id": "b", "type": "button", "value": value,
                               "action_ts": str(time.time())}
     if action_id == ids.APPROVE_FOR:  # a static_select: the choice, no value of its own
@@ -117,11 +125,11 @@ def _click_payload(env: Env, user: str, action_id: str, value: str, *, home: boo
         home_view = env.slack.home(user)
         view = home_view.to_api() if home_view else {"id": "V0HOME", "type": "home", "blocks": []}
         return {**base, "container": {"type": "view", "view_id": view["id"]}, "view": view}
-    im = env.slack.state.im_for(user).id
+    im = channel or env.slack.state.im_for(user).id
     ctx = {"channel": im, "user": user, "kind": "block_actions", "message_ts": "1.000001"}
     return {**base, "container": {"type": "message", "message_ts": "1.000001", "channel_id": im,
                                   "is_ephemeral": False},
-            "channel": {"id": im, "name": "directmessage"}, "state": {"values": {}},
+            "channel": {"id": im, "name": "prod-approvals" if channel else "directmessage"}, "state": {"values": {}},
             "response_url": env.slack.issue_response_url(**ctx)}
 
 
@@ -141,8 +149,11 @@ async def _act(env: Env, w: World, action: str, user: str) -> list[str]:
         res = await sender.command(user, f"admin revoke {rid}")
         assert res.status == 200
         return []
+    where = CHANNEL if action.startswith("channel_") else None
+    if where:  # the click comes from layer 1's message in the channel, whatever layer is open now
+        action, value = action.removeprefix("channel_"), f"{rid}:1"
     if action == "deny":
-        res = await sender.post_payload(_click_payload(env, user, ids.DENY, value, home=False))
+        res = await sender.post_payload(_click_payload(env, user, ids.DENY, value, home=False, channel=where))
         assert res.status == 200
         modal = env.slack.modal_stack(user)[-1]
         assert modal.body.get("callback_id") == ids.DENY_VIEW
@@ -153,19 +164,21 @@ async def _act(env: Env, w: World, action: str, user: str) -> list[str]:
         return [str(v) for v in (body.get("errors") or {}).values()]
     if action.startswith("approve_for"):
         seconds = 1800 if action == "approve_for" else 86400  # the forged one: a day, of the 1h asked
-        res = await sender.post_payload(_click_payload(env, user, ids.APPROVE_FOR, f"{value}:{seconds}", home=False))
+        res = await sender.post_payload(_click_payload(env, user, ids.APPROVE_FOR, f"{value}:{seconds}", home=False,
+                                                       channel=where))
         assert res.status == 200, res.body
         return []
     home = action.startswith("home_")
     action_id = {"approve": ids.APPROVE, "extend": ids.EXTEND, "release": ids.RELEASE,
                  "cancel": ids.CANCEL}[action.removeprefix("home_")]
-    res = await sender.post_payload(_click_payload(env, user, action_id, value, home=home))
+    res = await sender.post_payload(_click_payload(env, user, action_id, value, home=home, channel=where))
     assert res.status == 200, res.body
     return []
 
 
 async def _run_matrix(env: Env, state: str) -> list[str]:
     env.slack.add_user(STRANGER, "mallory", real_name="Mallory", email="mallory@example.com")
+    env.slack.add_channel(CHANNEL, "prod-approvals", members=[*ROLES.values()])
     w = World(env, state)
     await w.fresh()
     problems: list[str] = []
@@ -194,7 +207,9 @@ async def _run_matrix(env: Env, state: str) -> list[str]:
 @pytest.mark.parametrize("state", STATES)
 async def test_only_the_allowed_cells_change_anything(db_factory: DbFactory, policy_text: str, clock: ManualClock,
                                                       state: str) -> None:
-    async with slack_env(db_factory(), policy_text, clock) as env:
+    assert LAYER1 in policy_text
+    channel_layer = f"      - approvers: {{groups: [leads], channel: {CHANNEL}, notify: both}}\n"
+    async with slack_env(db_factory(), policy_text.replace(LAYER1, channel_layer, 1), clock) as env:
         problems = await _run_matrix(env, state)
     assert not problems, "\n".join(problems)
 
