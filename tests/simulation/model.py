@@ -46,8 +46,11 @@ POLICY: dict[str, Any] = {
          "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
         {"name": "y-two", "description": "y, two leads in turn", "connector": "demo", "target": {"group": "y"},
          "requestors": {"groups": ["engineers"]}, "max_duration": "4h", "default_duration": "1h",
-         "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"},
-                       {"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
+         # layer 1 is asked in an approver channel (any vote may come from there: only the layer's
+         # approvers' count), layer 2 by DM and in another channel
+         "approvals": [{"approvers": {"groups": ["leads"], "channel": "#y-approvals"}, "timeout": "4h"},
+                       {"approvers": {"groups": ["leads"], "channel": "#y-second", "notify": "both"},
+                        "timeout": "4h"}]},
     ],
 }
 ELIGIBILITIES = tuple(e["name"] for e in POLICY["eligibilities"])
@@ -240,6 +243,24 @@ class Model:
         unapproved = jit - self.ever_approved()
         if unapproved:
             raise Violation(f"held without the approvals the policy requires: {sorted(unapproved)}")
+
+    def check_asks(self, asks: list[dict[str, Any]]) -> None:
+        """Asks go where each layer says (the outbox's approval asks): a channel-only layer (y-two's first) is
+        never asked by DM but by an escalation, and a channel ask names its layer's channel."""
+        for ask in asks:
+            snap, layer = ask["request"], int(ask["layer"])
+            spec = self._elig(snap["eligibility"])
+            if spec is None or not 1 <= layer <= len(self._layers(spec)):
+                continue
+            approvers = self._layers(spec)[layer - 1]["approvers"]
+            channel, notify = approvers.get("channel"), approvers.get("notify") or (
+                "channel" if approvers.get("channel") else "dm")
+            if "channel" in ask and ask["channel"] != channel:
+                raise Violation(f"{snap['id']} layer {layer} asked in {ask['channel']}, not {channel}",
+                                "asked in the wrong channel")
+            if "approver" in ask and notify == "channel" and "Escalated" not in str(ask.get("note")):
+                raise Violation(f"{snap['id']} layer {layer} DMed {ask['approver']}: the layer is asked in "
+                                f"{channel} only", "channel layer asked by DM")
 
     def check_drained(self, members: set[tuple[str, str]], now: datetime) -> None:
         """After a drain: held is exactly what is allowed (no more; the standing ones at least)."""
