@@ -183,9 +183,19 @@ def conversations_list(state: SlackState, args: dict[str, Any]) -> dict[str, Any
     return {"channels": [_channel_api(state, c) for c in page], "response_metadata": {"next_cursor": more}}
 
 
+def _by_name(state: SlackState, channel: str) -> str:
+    """chat.postMessage takes "an encoded ID or channel name" (https://docs.slack.dev/reference/methods/
+    chat.postMessage, ``channel``): ``#name`` is the channel of that name (its id is in the answer)."""
+    if channel.startswith("#"):
+        for c in state.channels.values():
+            if not c.is_im and c.name == channel[1:]:
+                return c.id
+    return channel
+
+
 def chat_post_message(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
     require(args, "channel")
-    channel = _resolve_channel(state, str(args["channel"]))
+    channel = _resolve_channel(state, _by_name(state, str(args["channel"])))
     if channel.is_archived:
         raise ApiFailure("is_archived")
     if not channel.is_im and state.bot_user_id not in channel.members:
