@@ -86,3 +86,17 @@ async def test_a_non_approver_cannot_shorten(db_factory: DbFactory, loaded_polic
             await s.approvals.decide(request_id=rid, layer=1, approver=who, decision=Decision.APPROVE,
                                      duration=HOUR)
     assert (await _row(s, AccessRequest, id=rid))[0].duration_s == 4 * 3600
+
+
+async def test_access_approved_for_less_cannot_be_extended_by_the_requester(
+        db_factory: DbFactory, loaded_policy: LoadedPolicy, clock: ManualClock) -> None:
+    s = await make_stack(db_factory(), loaded_policy, clock)
+    rid = await _submit(s)
+    await s.approvals.decide(request_id=rid, layer=1, approver="bob@example.com", decision=Decision.APPROVE,
+                             duration=HOUR)
+    await s.approvals.decide(request_id=rid, layer=2, approver="dave@example.com", decision=Decision.APPROVE)
+    await s.worker.run_until_idle()
+    before = (await _row(s, Grant, request_id=rid))[0].expires_at
+    with pytest.raises(PolicyViolation, match="approved it for 1h"):
+        await s.grants.extend(request_id=rid, actor="alice@example.com", by=HOUR)
+    assert (await _row(s, Grant, request_id=rid))[0].expires_at == before
