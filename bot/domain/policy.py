@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,8 +43,43 @@ class Principals(Strict):
         return not self.groups and not self.users
 
 
+_CHANNEL = re.compile(r"#[a-z0-9][a-z0-9_-]{0,79}|[CG][A-Z0-9]{8,20}")
+AskWhere = Literal["dm", "channel", "both"]
+
+
+class LayerApprovers(Principals):
+    """A layer's approvers, and where they are asked: by DM (each approver), in one ``channel`` (one
+    message there with Approve / Deny; only the layer's approvers' clicks count), or ``both``."""
+
+    channel: str | None = None  # "#name" or a channel id (C…, G…); the bot must be a member
+    notify: AskWhere | None = None  # default: "channel" when a channel is named, else "dm"
+
+    @model_validator(mode="after")
+    def _channel_ok(self) -> LayerApprovers:
+        if self.channel is not None and not _CHANNEL.fullmatch(self.channel):
+            raise ValueError(f"channel {self.channel!r} is neither a #channel-name (lower case) nor a channel id")
+        if self.notify in ("channel", "both") and self.channel is None:
+            raise ValueError(f"notify: {self.notify} needs a channel")
+        return self
+
+    @property
+    def delivery(self) -> AskWhere:
+        """Where the layer's asks go: ``notify``, or its default."""
+        return self.notify or ("channel" if self.channel else "dm")
+
+    @property
+    def post_channel(self) -> str | None:
+        """The channel asks are posted in, or None (DMs only)."""
+        return self.channel if self.delivery in ("channel", "both") else None
+
+    @property
+    def dm(self) -> bool:
+        """Whether each approver is asked by DM."""
+        return self.delivery in ("dm", "both")
+
+
 class ApprovalLayer(Strict):
-    approvers: Principals
+    approvers: LayerApprovers
     min_approvals: int = Field(default=1, ge=1, le=10)
     timeout: Duration = timedelta(hours=24)
     # Re-DM the layer's undecided approvers this often while it waits.

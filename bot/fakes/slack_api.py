@@ -35,7 +35,8 @@ from bot.fakes.slack_state import (
 )
 from bot.fakes.slack_tiers import TierLimiter
 
-DEFAULT_BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "users:read.email")
+DEFAULT_BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "users:read.email", "channels:read",
+                      "groups:read")
 OutageKind = Literal["503", "refused"]
 RESPONSE_URL_LIFETIME_S = 30 * 60
 RESPONSE_URL_MAX_USES = 5

@@ -41,7 +41,8 @@ Handler = Callable[[SlackState, dict[str, Any]], dict[str, Any]]
 # The scope each method needs (bot token). Views methods need none.
 METHOD_SCOPES: dict[str, str | None] = {
     "auth.test": None, "users.info": "users:read", "users.lookupByEmail": "users:read.email",
-    "conversations.open": "im:write", "chat.postMessage": "chat:write", "chat.update": "chat:write",
+    "conversations.open": "im:write", "conversations.info": "channels:read",
+    "conversations.list": "channels:read", "chat.postMessage": "chat:write", "chat.update": "chat:write",
     "chat.postEphemeral": "chat:write", "views.open": None, "views.update": None, "views.push": None,
     "views.publish": None, "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
@@ -141,9 +142,62 @@ def conversations_open(state: SlackState, args: dict[str, Any]) -> dict[str, Any
     return body
 
 
+def _channel_api(state: SlackState, channel: Channel) -> dict[str, Any]:
+    return {"id": channel.id, "name": channel.name, "is_channel": not channel.is_private and not channel.is_im,
+            "is_group": channel.is_private, "is_im": channel.is_im, "is_private": channel.is_private,
+            "is_archived": channel.is_archived, "is_member": state.bot_user_id in channel.members}
+
+
+def _can_see(state: SlackState, channel: Channel) -> bool:
+    """A bot sees a public channel, and a private one only as a member (with groups:read)."""
+    return not channel.is_private or ("groups:read" in state.scopes and state.bot_user_id in channel.members)
+
+
+def conversations_info(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
+    """https://docs.slack.dev/reference/methods/conversations.info: by channel id only (a ``#name`` is
+    ``channel_not_found``); a private channel the bot is not in is ``channel_not_found`` too."""
+    require(args, "channel")
+    channel = state.channels.get(str(args["channel"]))
+    if channel is None or channel.is_im or not _can_see(state, channel):
+        raise ApiFailure("channel_not_found")
+    return {"channel": _channel_api(state, channel)}
+
+
+def conversations_list(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
+    """https://docs.slack.dev/reference/methods/conversations.list: ``types`` (default public_channel),
+    ``exclude_archived``, ``limit`` (≤ 1000, default 100) and ``cursor`` paging."""
+    types = set(str(args.get("types") or "public_channel").split(","))
+    if types - {"public_channel", "private_channel", "mpim", "im"}:
+        raise ApiFailure("invalid_types")
+    if "private_channel" in types and "groups:read" not in state.scopes:
+        raise ApiFailure("missing_scope", needed="groups:read")
+    limit = int(args.get("limit") or 100)
+    if not 1 <= limit <= 1000:
+        raise ApiFailure("invalid_limit")
+    start = int(str(args.get("cursor") or "0").removeprefix("c"))
+    found = [c for c in state.channels.values() if not c.is_im and _can_see(state, c)
+             and (("private_channel" if c.is_private else "public_channel") in types)
+             and not (_flag(args.get("exclude_archived")) and c.is_archived)]
+    page = found[start:start + limit]
+    more = f"c{start + limit}" if start + limit < len(found) else ""
+    return {"channels": [_channel_api(state, c) for c in page], "response_metadata": {"next_cursor": more}}
+
+
+def _by_name(state: SlackState, channel: str) -> str:
+    """chat.postMessage takes "an encoded ID or channel name" (https://docs.slack.dev/reference/methods/
+    chat.postMessage, ``channel``): ``#name`` is the channel of that name (its id is in the answer)."""
+    if channel.startswith("#"):
+        for c in state.channels.values():
+            if not c.is_im and c.name == channel[1:]:
+                return c.id
+    return channel
+
+
 def chat_post_message(state: SlackState, args: dict[str, Any]) -> dict[str, Any]:
     require(args, "channel")
-    channel = _resolve_channel(state, str(args["channel"]))
+    channel = _resolve_channel(state, _by_name(state, str(args["channel"])))
+    if channel.is_archived:
+        raise ApiFailure("is_archived")
     if not channel.is_im and state.bot_user_id not in channel.members:
         raise ApiFailure("not_in_channel")
     text, blocks = _message_content(args)
@@ -334,6 +388,8 @@ METHODS: dict[str, Handler] = {
     "users.info": users_info,
     "users.lookupByEmail": users_lookup_by_email,
     "conversations.open": conversations_open,
+    "conversations.info": conversations_info,
+    "conversations.list": conversations_list,
     "chat.postMessage": chat_post_message,
     "chat.update": chat_update,
     "chat.postEphemeral": chat_post_ephemeral,

@@ -69,6 +69,7 @@ class Channel:
     is_private: bool = False
     members: set[str] = field(default_factory=set)
     user: str | None = None
+    is_archived: bool = False
 
 
 @dataclass

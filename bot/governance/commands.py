@@ -3,7 +3,8 @@
 ``policy plan FILE`` exits like ``terraform plan -detailed-exitcode``: 0 the database's applied policy
 matches the file, 2 there are changes or drift, 1 an error (invalid file, unreachable database).
 ``policy apply FILE`` exits 0 when applied (or already applied), 1 on error.
-``policy check FILE --live`` exits 0 when every group, role and user exists at its IdP, 1 otherwise.
+``policy check FILE --live`` exits 0 when every group, role and user exists at its IdP (and the bot is a
+member of every approver channel), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ import getpass
 import os
 from datetime import UTC, datetime
 
-from bot.cli_support import CliError, database_url, err, open_db
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.cli_support import CliError, configured_settings, database_url, err, open_db
 from bot.governance.applied import apply_versioned, drift_lines, plan_against_db
+from bot.governance.channel_check import approver_channels, channel_problems
 from bot.governance.live_check import live_problems
 from bot.governance.plan import render
 from bot.policy_check import check_policy_now
@@ -95,6 +101,22 @@ def cmd_policy_apply(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+async def _slack_problems(loaded: LoadedPolicy) -> list[str]:
+    """The approver channels, when the policy names any: the bot must be a member of each."""
+    channels = approver_channels(loaded.policy)
+    if not channels:
+        return []
+    settings = configured_settings()
+    if settings.SLACK_BOT_TOKEN is None:
+        return [f"Slack: SLACK_BOT_TOKEN is not set, so the approver channels ({', '.join(channels)}) "
+                "cannot be checked"]
+    client = AsyncWebClient(token=settings.SLACK_BOT_TOKEN.get_secret_value(), base_url=settings.SLACK_API_URL)
+    try:
+        return await channel_problems(loaded.policy, client)
+    except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+        return [f"Slack: the approver channels could not be checked ({type(exc).__name__})"]
+
+
 def cmd_policy_check(args: argparse.Namespace) -> int:
     if not args.live:
         return cmd_policy_validate(argparse.Namespace(file=args.file, strict=False))
@@ -105,7 +127,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         try:
             for name, settings in loaded.policy.connectors.items():
                 built[name] = build_connector(name, settings)
-            return await live_problems(loaded.policy, built)
+            return await live_problems(loaded.policy, built) + await _slack_problems(loaded)
         except ConnectorError as exc:
             return [f"identity provider: {exc.user_message} ({exc})"]
         finally:
@@ -118,5 +140,6 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     if problems:
         err(f"{args.file}: {len(problems)} problem(s) at the identity provider(s)")
         return 1
-    print(f"{args.file}: every group, role and user exists; approver groups have enough members")
+    print(f"{args.file}: every group, role and user exists; approver groups have enough members"
+          + ("; the bot is a member of every approver channel" if approver_channels(loaded.policy) else ""))
     return 0

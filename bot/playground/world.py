@@ -6,6 +6,7 @@ everything the page shows is read back from `FakeSlack`'s state (what the bot po
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from bot.bootstrap import build_runtime, close_runtime
 from bot.fakes import BotResponse, FakeSlack, Message, SlackSender, View, ViewInputError
+from bot.governance.channel_check import approver_channels
 from bot.playground.stepup import PlaygroundStepUp
 from bot.playground.vendors import PlaygroundVendors
 from bot.policy_file import LoadedPolicy
@@ -133,6 +135,10 @@ class Playground:
         for p in self.personas:
             self.slack.add_user(p.id, p.name, real_name=p.real_name, email=p.email)
         self.slack.add_channel(self.audit_channel, "jit-audit")
+        for channel in approver_channels(self.loaded.policy):  # everyone is in each approver channel
+            name = channel[1:] if channel.startswith("#") else f"approvals-{channel.lower()}"
+            cid = channel if not channel.startswith("#") else "C0" + hashlib.sha1(name.encode()).hexdigest()[:9].upper()
+            self.slack.add_channel(cid, name, members=[p.id for p in self.personas])
         await self.slack.start()
         self.loaded = await self.vendors.start()
         await self.step_up.start()
@@ -193,6 +199,11 @@ class Playground:
             "modals": [_view(v) for v in self.slack.modal_stack(user_id)],
             "home": _view(home) if home is not None else None,
             "audit": audit,
+            "channels": [{"id": c.id, "name": c.name,
+                          "messages": [_message(m, self.slack.thread(c.id, m.ts))
+                                       for m in self.slack.messages(c.id, include_replies=False)]}
+                         for c in self.slack.state.channels.values()
+                         if not c.is_im and c.id != self.audit_channel and user_id in c.members],
         }
 
     # what a person does -----------------------------------------------------------------------------

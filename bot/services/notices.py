@@ -3,7 +3,9 @@
 Outbox kinds (the contract every ``Notifier`` implements):
 
 * ``approval_request`` — ``{request, layer, approver, note?}``: ask one approver to decide a layer;
-  ``note`` says why they are asked again (a reminder) or at all (an escalation).
+  ``note`` says why they are asked again (a reminder) or at all (an escalation). Or
+  ``{request, layer, channel, approvers, note?}``: post the ask in the layer's channel (a later one with a
+  ``note`` replies in the first post's thread); ``approvers`` are DMed instead if the post fails.
 * ``approval_update``  — ``{request, layer, outcome}``: every copy of a layer's approval message
   now shows ``outcome`` and loses its buttons.
 * ``requester``        — ``{request, event, text}``: tell the requester what happened.
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.domain.policy import ApprovalLayer
 from bot.services.auditing.audit import append_event
 from bot.services.outbox import sql as outbox_sql
 from bot.services.outbox.dispatcher import AUDIT_LANE, enqueue
@@ -145,6 +148,30 @@ def ask_approvers(session: Writer, *, at: datetime, snap: dict[str, Any], layer:
                 payload=payload)
 
 
+def channel_key(request_id: str, layer: int, channel: str) -> str:
+    """The order key of a layer's channel post and its thread replies (an ask like an approver's: a
+    decision withdraws what is not yet posted)."""
+    return ask_key(request_id, layer, f"channel:{channel}")
+
+
+def ask_layer(session: Writer, *, at: datetime, snap: dict[str, Any], layer: int, spec: ApprovalLayer | None,
+              approvers: Sequence[str], note: str | None = None, escalation: bool = False) -> None:
+    """Ask ``approvers`` to decide ``layer`` where the layer says (``approvers.channel`` / ``notify``): one
+    post in its channel (later asks — reminders, an escalation — reply in that post's thread), and/or a
+    DM each. An escalation always DMs the people it adds. A channel post that fails falls back to DMs
+    (``approvers`` travel with it) and an alert (bot/slack/channel_asks.py)."""
+    channel = spec.approvers.post_channel if spec is not None else None
+    if channel is not None:
+        payload: dict[str, Any] = {"request": snap, "layer": layer, "channel": channel,
+                                   "approvers": sorted(approvers)}
+        if note:
+            payload["note"] = note
+        enqueue(session, at=at, order_key=channel_key(snap["id"], layer, channel), kind="approval_request",
+                payload=payload)
+    if channel is None or escalation or (spec is not None and spec.approvers.dm):
+        ask_approvers(session, at=at, snap=snap, layer=layer, approvers=approvers, note=note)
+
+
 def ask_reviewers(session: Writer, *, at: datetime, snap: dict[str, Any], reviewers: Sequence[str],
                   note: str | None = None) -> None:
     for reviewer in sorted(reviewers):
@@ -168,7 +195,7 @@ async def update_approvals(session: Writer, *, at: datetime, snap: dict[str, Any
     else:
         await session.execute(outbox_sql.WITHDRAW_ASKS, params)
     enqueue(session, at=at, order_key=layer_key(snap["id"], layer), kind="approval_update",
-            payload={"request": snap, "layer": layer, "outcome": outcome})
+            payload={"request": snap, "layer": layer, "outcome": outcome, "at": at.isoformat()})
 
 
 def alert(session: Writer, *, at: datetime, snap: dict[str, Any] | None, text: str) -> None:

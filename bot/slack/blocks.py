@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.domain.approved_for import shorter_choices
 from bot.domain.display_limits import MAX_OPTIONS, OPTION_TEXT, menu_description
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
@@ -229,17 +230,33 @@ def approval_message(snap: dict[str, Any], layer: int, note: str | None = None) 
         *_request_fields(snap, layer),
         {"type": "actions", "block_id": f"decide:{value}", "elements": [
             button("Approve", ids.APPROVE, value, "primary"),
+            *approve_for_less(snap, value),
             button("Deny", ids.DENY, value, "danger"),
         ]},
     ]
 
 
-def approval_decided(snap: dict[str, Any], layer: int, outcome: str) -> list[Block]:
+def approve_for_less(snap: dict[str, Any], value: str) -> list[dict[str, Any]]:
+    """Approve ▸ a shorter duration: a menu of the presets shorter than the request's duration as it
+    stands (none when nothing is shorter). Each option's value is ``<request>:<layer>:<seconds>``; the
+    service refuses any value longer than the duration as it stands (bot/domain/approved_for.py)."""
+    choices = shorter_choices(int(snap["duration_s"]))
+    if not choices:
+        return []
+    options = [{"text": plain(f"Approve for {format_duration(c)}"), "value": f"{value}:{int(c.total_seconds())}"}
+               for c in choices]
+    return [{"type": "static_select", "action_id": ids.APPROVE_FOR, "placeholder": plain("Approve for less…"),
+             "options": options}]
+
+
+def approval_decided(snap: dict[str, Any], layer: int, outcome: str, at: str | None = None) -> list[Block]:
+    """A decided layer's message: who decided (``outcome``) and when (``at``, ISO), buttons gone."""
     return [
         {"type": "header", "text": plain(extension_views.title(snap), 150)},
         *_extension(snap),
         *_request_fields(snap, layer),
-        context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + notice(outcome)),
+        context((":white_check_mark: " if outcome.startswith("Approved") else ":no_entry: ") + notice(outcome)
+                + (f" · {when(at)}" if at else "")),
     ]
 
 

@@ -10,6 +10,7 @@ DENY_VIEW = "jit_deny"
 
 # actions (action ids)
 APPROVE = "jit_approve"
+APPROVE_FOR = "jit_approve_for"  # Approve ▸ a shorter duration (value: request:layer:seconds)
 DENY = "jit_deny_open"
 RELEASE = "jit_release"
 EXTEND = "jit_extend"
@@ -32,7 +33,8 @@ B_STARTS, A_STARTS = "starts_at", "starts_at_picker"
 
 VIEWS = (REQUEST_VIEW, DENY_VIEW)
 EVENTS = ("app_home_opened", "user_change", "team_join")
-ACTIONS = (APPROVE, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY, REVIEW_ACK, REVIEW_FLAG, HOME_PAGE)
+ACTIONS = (APPROVE, APPROVE_FOR, DENY, RELEASE, EXTEND, CANCEL, OPEN_REQUEST, A_ELIGIBILITY, REVIEW_ACK, REVIEW_FLAG,
+           HOME_PAGE)
 
 
 def nth(action_id: str, n: int) -> str:

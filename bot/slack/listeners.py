@@ -22,7 +22,7 @@ from bot.services.extensions import ExtensionService
 from bot.services.requesting.approvals import ApprovalService
 from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.slack import blocks, breakglass, ids, modal_open, request_form
+from bot.slack import approve_for_less, blocks, breakglass, ids, modal_open, request_form
 from bot.slack.admin import admin_command
 from bot.slack.breakglass import breakglass_command
 from bot.slack.identity import NoEmail, SlackIdentity
@@ -65,6 +65,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
     requests, approvals, grants = RequestService(rt), ApprovalService(rt), GrantService(rt)
     admin, glass = AdminService(rt), BreakGlassService(rt)
     breakglass.register(app, rt, identity)
+    approve_for_less.register(app, rt, identity)
 
     async def email_or_tell(client: AsyncWebClient, user_id: str, respond: AsyncRespond | None) -> str | None:
         try:

@@ -24,7 +24,7 @@ from bot.services.outbox.dispatcher import (
     message_refs,
 )
 from bot.services.requesting import approval_reads
-from bot.slack import audit_digest, blocks
+from bot.slack import audit_digest, blocks, channel_asks
 
 if TYPE_CHECKING:
     from storage.db import Database
@@ -141,6 +141,8 @@ class SlackNotifier:
         return user_id
 
     async def _approval_request(self, p: dict[str, Any]) -> Delivery:
+        if p.get("channel"):  # the layer's approver channel (bot/slack/channel_asks.py)
+            return await channel_asks.deliver(self, p)
         snap, layer = p["request"], int(p["layer"])
         if not await self._layer_open(snap["id"], layer):  # decided meanwhile: withdrawn, nothing posted
             return Delivery()
@@ -187,7 +189,7 @@ class SlackNotifier:
         changes nothing)."""
         snap, layer = p["request"], int(p["layer"])
         await self.client.chat_update(channel=p["channel"], ts=p["ts"], text=f"{snap['id']}: {p['outcome']}",
-                                      blocks=blocks.approval_decided(snap, layer, p["outcome"]))
+                                      blocks=blocks.approval_decided(snap, layer, p["outcome"], p.get("at")))
         return Delivery()
 
     async def _requester(self, p: dict[str, Any]) -> Delivery:

@@ -20,6 +20,7 @@ from bot.domain.policy import (
     Email,
     EventSink,
     Extension,
+    LayerApprovers,
     Notify,
     Policy,
     Principals,
@@ -85,6 +86,7 @@ SECTION = {Policy: "top level", Principals: "principals", Settings: "settings", 
            BreakGlass: "break_glass", Transition: "transition", BusinessHours: "business_hours", Reports: "reports",
            Email: "email", Notify: "notify", RecoveryAccount: "recovery_accounts",
            TicketRequirement: "jira tickets", JiraTicket: "jira tickets", StepUp: "step_up", OidcProvider: "step_up",
+           LayerApprovers: "approver channels",
            AutoApproveWhen: ON_CALL, OnCall: ON_CALL, PagerDutyOnCall: ON_CALL, EventSink: "event_sinks"}
 
 

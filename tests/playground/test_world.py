@@ -164,3 +164,36 @@ async def test_jira_ticket_is_checked_in_the_modal_and_shown_to_the_approver(pag
     assert res["ok"], res
     bob = await page.state("U0BOB")
     assert "|OPS-101> Checkout latency &lt;p99&gt; over 2 s (In Progress)" in str(bob["dms"][-1]["blocks"])
+
+
+async def test_an_approver_channel_and_an_approval_for_less(page: Page) -> None:
+    """The demo policy posts prod-admin's layer 1 in #prod-approvals: a stranger's click there changes nothing,
+    carol approves for less there, the post is edited in place, and layer 2 approves what stands."""
+    assert (await page.post("command", {"user": "U0ALICE", "text": "/jit"}))["ok"]
+    modal = (await page.state("U0ALICE"))["modals"][-1]
+    assert (await page.post("submit", {"user": "U0ALICE", "view_id": modal["id"], "values": {
+        "justification/justification_input": "deploy", "ticket/ticket_input": "OPS-7",
+        "duration/duration_select": "14400"}}))["ok"]
+    carol = await page.state("U0CAROL")
+    [channel] = carol["channels"]
+    assert channel["name"] == "prod-approvals"
+    [post] = channel["messages"]
+    rid = post["text"].split("Access request ")[1].split()[0]
+    # dave (layer 2) clicks layer 1's Approve in the channel: told privately, nothing changes
+    await page.post("click", {"user": "U0DAVE", "channel": channel["id"], "ts": post["ts"], "action_id": "jit_approve"})
+    dave = await page.state("U0DAVE")
+    assert any("not an approver" in e["text"] for e in dave["ephemerals"]), dave["ephemerals"]
+    assert not dave["channels"][0]["messages"][0]["edited"]
+    res = await page.post("click", {"user": "U0CAROL", "channel": channel["id"], "ts": post["ts"],
+                                    "action_id": "jit_approve_for", "choice": f"{rid}:1:3600"})
+    assert res["ok"], res
+    edited = (await page.state("U0CAROL"))["channels"][0]["messages"][0]
+    assert edited["edited"] and "Approved by carol@example.com" in str(edited["blocks"])
+    alice = await page.state("U0ALICE")
+    assert any("approved it for 1h instead of 4h" in m["text"] for m in alice["dms"])
+    ask = [m for m in (await page.state("U0DAVE"))["dms"] if "needs your decision" in m["text"]][-1]
+    assert "1h" in str(ask["blocks"])
+    res = await page.post("click", {"user": "U0DAVE", "channel": (await page.state("U0DAVE"))["dm_channel"],
+                                    "ts": ask["ts"], "action_id": "jit_approve"})
+    assert res["ok"], res
+    assert any("You now have" in m["text"] for m in (await page.state("U0ALICE"))["dms"])

@@ -35,10 +35,19 @@ EMAIL = {"U1ALICE": "alice@example.com", "U2BOB": "bob@example.com", "U4DAVE": "
 # active_max: held for prod-admin's 8h maximum, so Extend asks for approval again (extension.reapproval);
 # ext_pending1/2: that extension request (its id is the one clicked), waiting at layer 1 / 2.
 STATES = ("pending1", "pending2", "active", "expired", "denied", "active_max", "ext_pending1", "ext_pending2")
-ACTIONS = ("approve", "deny", "extend", "release", "cancel", "admin_revoke",
+CHANNEL = "C0APPROVALS"  # layer 1 of prod-admin is also posted here (notify: both)
+LAYER1 = "      - approvers: {groups: [leads]}\n"
+ACTIONS = ("approve", "approve_for", "approve_forged", "channel_approve", "channel_approve_for", "channel_deny",
+           "deny", "extend", "release", "cancel", "admin_revoke",
            "home_approve", "home_release", "home_cancel", "home_extend")
 ALLOWED = {
     ("approve", "approver1", "pending1"), ("approve", "approver2", "pending2"),
+    ("approve_for", "approver1", "pending1"), ("approve_for", "approver2", "pending2"),  # 30m of the 1h asked
+    # "approve_forged" (a crafted menu value longer than the request) is allowed to nobody
+    # clicks on layer 1's message in its channel: only layer 1's approvers, only while layer 1 is open (in
+    # pending2 the click is on the old layer's message)
+    ("channel_approve", "approver1", "pending1"), ("channel_approve_for", "approver1", "pending1"),
+    ("channel_deny", "approver1", "pending1"),
     ("home_approve", "approver1", "pending1"), ("home_approve", "approver2", "pending2"),
     ("deny", "approver1", "pending1"), ("deny", "approver2", "pending2"),
     ("cancel", "requester", "pending1"), ("cancel", "requester", "pending2"),
@@ -135,20 +144,24 @@ class World:
         return 2 if self.state in ("pending2", "ext_pending2") else 1
 
 
-def _click_payload(env: Env, user: str, action_id: str, value: str, *, home: bool) -> dict[str, Any]:
-    action = {"action_id": action_id, "block_id": "b", "type": "button", "value": value,
-              "action_ts": str(time.time())}
+def _click_payload(env: Env, user: str, action_id: str, value: str, *, home: bool,
+                   channel: str | None = None) -> dict[str, Any]:
+    action: dict[str, Any] = {"action_id": action_id, "block_id": "b", "type": "button", "value": value,
+                              "action_ts": str(time.time())}
+    if action_id == ids.APPROVE_FOR:  # a static_select: the choice, no value of its own
+        action = {"action_id": action_id, "block_id": "b", "type": "static_select", "action_ts": str(time.time()),
+                  "selected_option": {"text": {"type": "plain_text", "text": "Approve for …"}, "value": value}}
     base = {**env.sender._base("block_actions", user), "trigger_id": env.slack.issue_trigger(user),
             "actions": [action]}
     if home:
         home_view = env.slack.home(user)
         view = home_view.to_api() if home_view else {"id": "V0HOME", "type": "home", "blocks": []}
         return {**base, "container": {"type": "view", "view_id": view["id"]}, "view": view}
-    im = env.slack.state.im_for(user).id
+    im = channel or env.slack.state.im_for(user).id
     ctx = {"channel": im, "user": user, "kind": "block_actions", "message_ts": "1.000001"}
     return {**base, "container": {"type": "message", "message_ts": "1.000001", "channel_id": im,
                                   "is_ephemeral": False},
-            "channel": {"id": im, "name": "directmessage"}, "state": {"values": {}},
+            "channel": {"id": im, "name": "prod-approvals" if channel else "directmessage"}, "state": {"values": {}},
             "response_url": env.slack.issue_response_url(**ctx)}
 
 
@@ -163,13 +176,16 @@ def _answers(env: Env, user: str) -> list[str]:
 async def _act(env: Env, w: World, action: str, user: str) -> list[str]:
     """Perform ``action`` as ``user`` on the world's request; returns inline errors (deny modal), if any."""
     rid, sender = w.rid, env.sender
-    value = f"{rid}:{w.layer}" if action.endswith("approve") or action == "deny" else rid
+    value = f"{rid}:{w.layer}" if "approve" in action or action == "deny" else rid
     if action == "admin_revoke":
         res = await sender.command(user, f"admin revoke {rid}")
         assert res.status == 200
         return []
+    where = CHANNEL if action.startswith("channel_") else None
+    if where:  # the click comes from layer 1's message in the channel, whatever layer is open now
+        action, value = action.removeprefix("channel_"), f"{rid}:1"
     if action == "deny":
-        res = await sender.post_payload(_click_payload(env, user, ids.DENY, value, home=False))
+        res = await sender.post_payload(_click_payload(env, user, ids.DENY, value, home=False, channel=where))
         assert res.status == 200
         modal = env.slack.modal_stack(user)[-1]
         assert modal.body.get("callback_id") == ids.DENY_VIEW
@@ -178,16 +194,23 @@ async def _act(env: Env, w: World, action: str, user: str) -> list[str]:
         body = res.body if isinstance(res.body, dict) else {}
         env.slack.state.modal_stacks.pop(user, None)
         return [str(v) for v in (body.get("errors") or {}).values()]
+    if action.startswith("approve_for"):
+        seconds = 1800 if action == "approve_for" else 86400  # the forged one: a day, of the 1h asked
+        res = await sender.post_payload(_click_payload(env, user, ids.APPROVE_FOR, f"{value}:{seconds}", home=False,
+                                                       channel=where))
+        assert res.status == 200, res.body
+        return []
     home = action.startswith("home_")
     action_id = {"approve": ids.APPROVE, "extend": ids.EXTEND, "release": ids.RELEASE,
                  "cancel": ids.CANCEL}[action.removeprefix("home_")]
-    res = await sender.post_payload(_click_payload(env, user, action_id, value, home=home))
+    res = await sender.post_payload(_click_payload(env, user, action_id, value, home=home, channel=where))
     assert res.status == 200, res.body
     return []
 
 
 async def _run_matrix(env: Env, state: str) -> list[str]:
     env.slack.add_user(STRANGER, "mallory", real_name="Mallory", email="mallory@example.com")
+    env.slack.add_channel(CHANNEL, "prod-approvals", members=[*ROLES.values()])
     w = World(env, state)
     await w.fresh()
     problems: list[str] = []
@@ -216,7 +239,9 @@ async def _run_matrix(env: Env, state: str) -> list[str]:
 @pytest.mark.parametrize("state", STATES)
 async def test_only_the_allowed_cells_change_anything(db_factory: DbFactory, policy_text: str, clock: ManualClock,
                                                       state: str) -> None:
-    doc = yaml.safe_load(policy_text)  # prod-admin extends beyond its maximum through the layers again
+    assert LAYER1 in policy_text
+    channel_layer = f"      - approvers: {{groups: [leads], channel: {CHANNEL}, notify: both}}\n"
+    doc = yaml.safe_load(policy_text.replace(LAYER1, channel_layer, 1))  # prod-admin extends beyond its maximum
     next(e for e in doc["eligibilities"] if e["name"] == "prod-admin")["extension"] = {"reapproval": True}
     async with slack_env(db_factory(), yaml.safe_dump(doc), clock) as env:
         problems = await _run_matrix(env, state)
@@ -226,4 +251,4 @@ async def test_only_the_allowed_cells_change_anything(db_factory: DbFactory, pol
 def test_the_matrix_allows_something_in_every_state_but_the_final_ones() -> None:
     allowed_states = {s for _, _, s in ALLOWED}
     assert allowed_states == {"pending1", "pending2", "active", "active_max", "ext_pending1", "ext_pending2"}
-    assert {a for a, _, _ in ALLOWED} == set(ACTIONS)
+    assert {a for a, _, _ in ALLOWED} == set(ACTIONS) - {"approve_forged"}

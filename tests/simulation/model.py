@@ -48,8 +48,11 @@ POLICY: dict[str, Any] = {
          "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
         {"name": "y-two", "description": "y, two leads in turn", "connector": "demo", "target": {"group": "y"},
          "requestors": {"groups": ["engineers"]}, "max_duration": "4h", "default_duration": "1h",
-         "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"},
-                       {"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
+         # layer 1 is asked in an approver channel (any vote may come from there: only the layer's
+         # approvers' count), layer 2 by DM and in another channel
+         "approvals": [{"approvers": {"groups": ["leads"], "channel": "#y-approvals"}, "timeout": "4h"},
+                       {"approvers": {"groups": ["leads"], "channel": "#y-second", "notify": "both"},
+                        "timeout": "4h"}]},
         # a bundle (the ``bundle`` step): requested and approved once, one grant per member, all or nothing
         {"name": "z-lead", "connector": "demo", "target": {"group": "z"}, "requestors": {"groups": ["engineers"]},
          "max_duration": "4h", "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
@@ -171,9 +174,14 @@ class Model:
             spec = self._elig(spec["bundle"][0])
         return f"group:{spec['target']['group']}" if spec else "?"
 
-    def voted(self, rid: str, *, layer: int, approver: str, approve: bool, now: datetime) -> None:
-        """A vote the service accepted: counted only if the policy counts it."""
+    def voted(self, rid: str, *, layer: int, approver: str, approve: bool, now: datetime,
+              minutes: int | None = None) -> None:
+        """A vote the service accepted: counted only if the policy counts it. ``minutes``: approved for
+        that long; never longer than the duration as it stands (else jitbot accepted what it must refuse)."""
         req = self.requests.get(rid)
+        if req is not None and minutes is not None and timedelta(minutes=minutes) > req.duration:
+            raise Violation(f"{rid} approved by {approver} for {minutes}m, longer than its "
+                            f"{req.duration} as it stands", "approved for longer than requested")
         spec = self._elig(req.elig) if req else None
         if req is None or spec is None or not req.allowed or req.ended_at or req.approved_at:
             return
@@ -191,6 +199,8 @@ class Model:
             req.ended_at, req.ended_by = now, "denied"
             return
         req.approvers.append(approver)
+        if minutes is not None:  # the shortest duration any layer approved wins
+            req.duration = min(req.duration, timedelta(minutes=minutes))
         req.layer, req.layer_opened = layer + 1, now
         if layer == len(layers):
             req.approved_at = now
@@ -283,6 +293,24 @@ class Model:
         unapproved = jit - self.ever_approved()
         if unapproved:
             raise Violation(f"held without the approvals the policy requires: {sorted(unapproved)}")
+
+    def check_asks(self, asks: list[dict[str, Any]]) -> None:
+        """Asks go where each layer says (the outbox's approval asks): a channel-only layer (y-two's first) is
+        never asked by DM but by an escalation, and a channel ask names its layer's channel."""
+        for ask in asks:
+            snap, layer = ask["request"], int(ask["layer"])
+            spec = self._elig(snap["eligibility"])
+            if spec is None or not 1 <= layer <= len(self._layers(spec)):
+                continue
+            approvers = self._layers(spec)[layer - 1]["approvers"]
+            channel, notify = approvers.get("channel"), approvers.get("notify") or (
+                "channel" if approvers.get("channel") else "dm")
+            if "channel" in ask and ask["channel"] != channel:
+                raise Violation(f"{snap['id']} layer {layer} asked in {ask['channel']}, not {channel}",
+                                "asked in the wrong channel")
+            if "approver" in ask and notify == "channel" and "Escalated" not in str(ask.get("note")):
+                raise Violation(f"{snap['id']} layer {layer} DMed {ask['approver']}: the layer is asked in "
+                                f"{channel} only", "channel layer asked by DM")
 
     def check_drained(self, members: set[tuple[str, str]], now: datetime) -> None:
         """After a drain: held is exactly what is allowed (no more; the standing ones at least)."""

@@ -74,7 +74,12 @@ def pick(rng: random.Random, world: World) -> Step:
     if kind == "vote":
         approver = rng.choice(APPROVERS) if rng.random() < 0.9 else (req.requester if req else ADMIN)
         layer = req.layer if req and rng.random() < 0.9 else rng.choice([1, 2])
-        return Step(kind, (idx, layer, approver, rng.random() < 0.85))
+        approve = rng.random() < 0.85
+        if approve and req and rng.random() < 0.25:  # approve for less, or (forged) for more than stands
+            minutes = int(req.duration.total_seconds() // 60)
+            shorter = rng.choice([15, 30, 60, 120]) if rng.random() < 0.8 else minutes + rng.choice([1, 60])
+            return Step(kind, (idx, layer, approver, approve, shorter))
+        return Step(kind, (idx, layer, approver, approve))
     if kind == "extend":
         return Step(kind, (idx, rng.choice([30, 60, 240])))
     if kind in ("release", "cancel"):
@@ -165,10 +170,13 @@ async def _on_request(world: World, k: str, rid: str, a: tuple[Any, ...]) -> str
     g, model, now = world.g, world.model, world.clock.now()
     try:
         if k == "vote":
-            layer, approver, approve = a
+            layer, approver, approve = a[:3]
+            minutes = a[3] if len(a) > 3 else None  # approve for this many minutes (shorter, or forged longer)
             await g.approvals.decide(request_id=rid, layer=layer, approver=approver,
-                                     decision=Decision.APPROVE if approve else Decision.DENY)
-            model.voted(rid, layer=layer, approver=approver, approve=approve, now=now)
+                                     decision=Decision.APPROVE if approve else Decision.DENY,
+                                     duration=timedelta(minutes=minutes) if minutes else None)
+            model.voted(rid, layer=layer, approver=approver, approve=approve, now=now,
+                        minutes=minutes)
             answer = "accepted"
         elif k == "extend":
             expiry = await g.worker.grants.extend(request_id=rid, actor=model.requests[rid].requester,

@@ -122,3 +122,26 @@ async def test_the_idp_ends_access_at_its_expiry_while_jitbot_is_stopped(dbs: Da
     out = await run(0, dbs, steps=steps)
     assert out.failure is None, out.failure.report()
     assert [answer for step, answer in out.trace if step.kind == "outage"] == outages
+
+
+# Approving for less: the shortest duration any layer approved is what the grant lasts (x-lead has one layer
+# of leads; y-two has two), and a forged longer one is refused. The finish drains and checks that nothing
+# is held past the model's (shortened) expiry.
+SHORTENED = {
+    "one-layer-shortens": [S("submit", ALICE, "x-lead", 120, None), S("vote", 0, 1, "carol@example.com", True, 30),
+                           S("answer", 0, "ok"), S("advance", 45), S("drain")],
+    "forged-longer-refused": [S("submit", ALICE, "x-lead", 60, None),
+                              S("vote", 0, 1, "carol@example.com", True, 61), S("vote", 0, 1, "carol@example.com",
+                                                                                 True, 15),
+                              S("answer", 0, "ok"), S("advance", 20), S("drain")],
+}
+
+
+@pytest.mark.parametrize("name", list(SHORTENED))
+async def test_an_approval_for_less_is_what_the_grant_lasts(dbs: Databases, name: str) -> None:
+    out = await run(0, dbs, steps=SHORTENED[name])
+    assert out.failure is None, out.failure.report()
+    answers = [answer for step, answer in out.trace if step.kind == "vote"]
+    assert answers[-1] == "accepted", out.trace
+    if name == "forged-longer-refused":
+        assert answers[0].startswith("refused: You can approve at most 1h"), answers

@@ -38,7 +38,7 @@ from bot.services.requesting.approvals import ApprovalService
 from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime
 from storage.db import Database
-from storage.tables import AccessRequest, Event, Grant
+from storage.tables import AccessRequest, Event, Grant, OutboxMessage
 from tests.simulation.idp import Outcome, PendingCall, SimConnector, SimIdp
 from tests.simulation.model import USERS, Model, Violation, policy_without, standing
 from tests.simulation.settle import settle
@@ -244,6 +244,10 @@ class World:
         else:
             raise Violation("the worker did not settle after 40 passes with every IdP call answered")
         self.model.check_drained(self.members(), self.clock.now())
+        async with self.g.db.sessions() as session:
+            asks = (await session.execute(select(OutboxMessage.payload)
+                                          .where(OutboxMessage.kind == "approval_request"))).scalars().all()
+        self.model.check_asks(list(asks))
         await self.check_audit()
 
     async def check_audit(self) -> None:

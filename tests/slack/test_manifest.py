@@ -24,7 +24,8 @@ def test_events_match_registered_listeners() -> None:
 
 
 def test_scopes_are_least_privilege() -> None:
-    allowed = {"commands", "chat:write", "im:write", "users:read", "users:read.email"}
+    allowed = {"commands", "chat:write", "im:write", "users:read", "users:read.email",
+               "channels:read", "groups:read"}  # is the bot a member of each approver channel
     assert set(MANIFEST["oauth_config"]["scopes"]["bot"]) <= allowed
 
 

@@ -49,9 +49,9 @@ async def _click(env: Env, user: str, action_id: str) -> None:
 async def test_full_loop_through_slack(db_factory: DbFactory, policy_text: str, clock: ManualClock) -> None:
     async with slack_env(db_factory(), policy_text, clock) as env:
         await _request(env)
-        # layer-1 approvers bob and carol each got a DM with Approve/Deny
-        assert {a for _, a in _buttons(env, "U2BOB")} == {ids.APPROVE, ids.DENY}
-        assert {a for _, a in _buttons(env, "U3CAROL")} == {ids.APPROVE, ids.DENY}
+        # layer-1 approvers bob and carol each got a DM with Approve / Approve for less / Deny
+        assert {a for _, a in _buttons(env, "U2BOB")} == {ids.APPROVE, ids.APPROVE_FOR, ids.DENY}
+        assert {a for _, a in _buttons(env, "U3CAROL")} == {ids.APPROVE, ids.APPROVE_FOR, ids.DENY}
         dm = env.slack.dm_messages("U2BOB")[-1]
         rendered = str(dm.blocks)
         assert "&lt;!channel&gt;" in rendered and "<!channel>" not in rendered  # user text is escaped

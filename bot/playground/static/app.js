@@ -150,6 +150,34 @@ function renderDm(s) {
   if (atBottom || items.length) box.scrollTop = box.scrollHeight;
 }
 
+function threaded(root, channel) {
+  const node = messageNode(root, channel);
+  if (root.replies.length) {
+    const details = BK.el("details", "thread");
+    details.open = app.openThreads.has(root.ts);
+    details.addEventListener("toggle", () => {
+      if (details.open) app.openThreads.add(root.ts); else app.openThreads.delete(root.ts);
+    });
+    details.appendChild(BK.el("summary", "", `${root.replies.length} repl${root.replies.length === 1 ? "y" : "ies"}`));
+    for (const r of root.replies) details.appendChild(messageNode(r, channel, "reply"));
+    node.appendChild(details);
+  }
+  return node;
+}
+
+// Approver channels (policy: approvers.channel): every message of each channel this persona is in.
+function renderChannels(s) {
+  if (!changed("channels", [s.channels, s.names, [...app.openThreads]])) return;
+  const box = $("#channels");
+  box.innerHTML = "";
+  if (!s.channels.length) box.appendChild(BK.el("div", "empty", "No approver channels in this policy."));
+  for (const ch of s.channels) {
+    box.appendChild(BK.el("h3", "channel-name", BK.esc(`#${ch.name}`)));
+    if (!ch.messages.length) box.appendChild(BK.el("div", "empty", "No requests posted here yet."));
+    for (const root of ch.messages) box.appendChild(threaded(root, ch.id));
+  }
+}
+
 function renderAudit(s) {
   if (!changed("audit", [s.audit, s.names, [...app.openThreads]])) return;
   const box = $("#audit");
@@ -266,6 +294,7 @@ async function refresh() {
     renderDm(s);
     renderHome(s);
     renderAudit(s);
+    renderChannels(s);
     renderModal(s);
     document.body.dataset.user = s.user;
   } catch (e) {
@@ -285,7 +314,7 @@ async function switchPersona(id) {
 async function showPane(pane) {
   app.pane = pane;
   for (const b of document.querySelectorAll(".nav")) b.classList.toggle("active", b.dataset.pane === pane);
-  for (const p of ["dm", "home", "audit"]) $(`#pane-${p}`).hidden = p !== pane;
+  for (const p of ["dm", "home", "channels", "audit"]) $(`#pane-${p}`).hidden = p !== pane;
   if (pane === "home") await api("home", { user: app.user });
 }
 

@@ -32,7 +32,7 @@ from bot.services.requesting.requests import allowed_seconds, load_request, load
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser, RateLimited
 from storage.records import Unit
-from storage.tables import AccessRequest, Grant
+from storage.tables import AccessRequest, Event, Grant
 
 log = logging.getLogger(__name__)
 
@@ -441,6 +441,12 @@ class GrantService:
             g = await self.active_grant(session, request_id)
             if elig is None or g is None or g.expires_at is None or g.granted_at is None:
                 raise PolicyViolation(f"{request_id} has no active access to extend.")
+            shortened = (await session.execute(select(Event.actor).where(
+                Event.request_id == request_id, Event.kind == "approved_for_less").limit(1))).scalar()
+            if shortened is not None:  # the approver's shorter duration is the limit, not the eligibility's
+                approved = format_duration(timedelta(seconds=req.duration_s))
+                raise PolicyViolation(f"{shortened} approved it for {approved}, less than you asked, so it cannot "
+                                      "be extended. If you need more, ask again with /jit.")
             plan = plan_extension(elig=elig, status=Status(req.status), granted_at=g.granted_at,
                                   expires_at=g.expires_at, now=now, by=by)
             old = g.expires_at

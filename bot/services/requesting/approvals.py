@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
+from bot.domain.approved_for import approved_seconds
+from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import EXTENSION, Decision, LayerOutcome, PolicyViolation, Status, Vote, decide
 from bot.domain.requests import eligible_approvers as layer_candidates
@@ -51,17 +54,18 @@ class ApprovalService:
 
     async def decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
                      reason: str | None = None, approver_slack: str | None = None,
-                     step_up: StepUpProof | None = None) -> DecisionResult:
+                     step_up: StepUpProof | None = None, duration: timedelta | None = None) -> DecisionResult:
         """Record one approver's decision under the applied policy. Raises PolicyViolation (user-facing)
         when it is not allowed, and ``StepUpRequired`` for an approval the policy allows only after a fresh
-        sign-in (``step_up``), unless ``step_up`` proves one for this request, layer and approver."""
+        sign-in (``step_up``), unless ``step_up`` proves one for this request, layer and approver.
+        ``duration``: an approval for less than the duration as it stands (never longer; checked here)."""
         return await under_current_policy(self.rt.follower, functools.partial(
             self._decide, request_id=request_id, layer=layer, approver=approver, decision=decision, reason=reason,
-            approver_slack=approver_slack, step_up=step_up))
+            approver_slack=approver_slack, step_up=step_up, duration=duration))
 
     async def _decide(self, *, request_id: str, layer: int, approver: str, decision: Decision,
                       reason: str | None, approver_slack: str | None,
-                      step_up: StepUpProof | None = None) -> DecisionResult:
+                      step_up: StepUpProof | None = None, duration: timedelta | None = None) -> DecisionResult:
         rt, approver, seen = self.rt, approver.strip().lower(), self.rt.decision_version
         async with rt.db.core_reads() as reads:  # its eligibility, before the transaction (never changes)
             name = next(iter(await reads.scalars(_ELIGIBILITY_OF, {"b_id": request_id})), None)
@@ -109,7 +113,7 @@ class ApprovalService:
                 else:
                     outcome, message = await self._vote(unit, req, votes, layers, elig, layer, approver, decision,
                                                         reason, approver_slack, in_layer, in_escalation,
-                                                        next_members, next_after_hours, step_up)
+                                                        next_members, next_after_hours, step_up, duration)
         except IntegrityError:
             raise PolicyViolation("You have already decided on this request.") from None
         if outcome.status is Status.APPROVED and not tx.info.get(GRANT_HANDED):  # else this worker has it
@@ -119,7 +123,8 @@ class ApprovalService:
     async def _vote(self, unit: Unit, req: AccessRequest, votes: list[ApprovalVote], layers: int,
                     elig: Eligibility, layer: int, approver: str, decision: Decision, reason: str | None,
                     approver_slack: str | None, in_layer: bool, in_escalation: bool, next_members: set[str],
-                    next_after_hours: bool, step_up: StepUpProof | None = None) -> tuple[LayerOutcome, str]:
+                    next_after_hours: bool, step_up: StepUpProof | None = None,
+                    duration: timedelta | None = None) -> tuple[LayerOutcome, str]:
         """Check and record one vote on the locked ``req`` under the current policy's ``layers``."""
         try:
             outcome = decide(
@@ -131,6 +136,10 @@ class ApprovalService:
                 approver_in_layer=in_layer or (in_escalation and req.escalated and req.layer == layer))
         except PolicyViolation as exc:
             raise _explain(exc, req, votes, layer) from None
+        if duration is not None and decision is not Decision.APPROVE:
+            raise PolicyViolation("Only an approval can carry a duration.")
+        # the vote counts: a shorter duration is checked against the one standing (never longer)
+        shorter = approved_seconds(req.duration_s, duration)
         need = step_up_for(elig.step_up, elig.approvals[layer - 1].step_up) \
             if decision is Decision.APPROVE and 1 <= layer <= len(elig.approvals) else None
         if need is not None:  # checked once the vote is known to count (bot/stepup/)
@@ -146,10 +155,30 @@ class ApprovalService:
         unit.add(vote)
         await unit.flush()  # a second vote of the same approver fails here (unique)
         votes = [*votes, vote]  # as read_votes would read them: by id, the new one last
+        shortened = None
+        if shorter is not None:  # before the decision's effects: the grant and every message use it
+            shortened = await self._shorten(unit, req, votes, layer, approver, shorter)
         message = await self._apply(unit, req, votes, layer, outcome.status, outcome.layer, outcome.layer_passed,
                                     approver, decision, reason, next_members, next_after_hours)
         await unit.flush()
-        return outcome, message
+        return outcome, (f"{message} You approved it for {shortened}." if shortened else message)
+
+    async def _shorten(self, unit: Unit, req: AccessRequest, votes: list[ApprovalVote], layer: int,
+                       approver: str, seconds: int) -> str:
+        """``approver`` approved ``req`` for ``seconds`` (shorter than it stands): the request's duration
+        becomes that (the shortest any approver approved wins), audited with who shortened it, and the
+        requester is told."""
+        now, asked = self.rt.clock.now(), format_duration(timedelta(seconds=req.duration_s))
+        req.duration_s, req.updated_at = seconds, now
+        given = format_duration(timedelta(seconds=seconds))
+        snap = notices.describe(self.rt, req, votes)
+        await notices.record(self.rt, unit.tx, at=now, kind="approved_for_less", actor=approver, req=req, snap=snap,
+                             detail={"layer": layer, "approved_for": given, "shortened_from": asked},
+                             text=f"approved at layer {layer} for {given} (asked {asked})")
+        notices.tell_requester(unit.tx, at=now, snap=snap, event="approved_for_less",
+                               text=f"Your request {req.id} for {req.eligibility}: {approver} approved it for "
+                                    f"{given} instead of {asked}; access, once granted, lasts {given}.")
+        return given
 
     async def _approve_as_reduced(self, unit: Unit, req: AccessRequest, elig: Eligibility,
                                   votes: list[ApprovalVote]) -> str:
@@ -210,7 +239,8 @@ class ApprovalService:
         if len(approvers) < elig.approvals[next_layer - 1].min_approvals:
             notices.alert(session, at=now, snap=snap, text=f"{req.id}: nobody is left to approve layer {next_layer} "
                                                            "(approvers are the requester or approved earlier layers)")
-        notices.ask_approvers(session, at=now, snap=snap, layer=next_layer, approvers=sorted(approvers))
+        notices.ask_layer(session, at=now, snap=snap, layer=next_layer, spec=elig.approvals[next_layer - 1],
+                          approvers=sorted(approvers))
         notices.tell_requester(session, at=now, snap=snap, event="layer_approved",
                                text=f"Layer {layer} of {req.layers} approved your request {req.id}; "
                                     f"waiting for layer {next_layer}.")

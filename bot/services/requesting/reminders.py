@@ -67,7 +67,7 @@ class ReminderService:
                 await notices.record(rt, session, at=now, kind="reminded", actor=notices.SYSTEM, req=req, snap=snap,
                                      detail={"layer": layer, "approvers": undecided},
                                      text=f"reminded {len(undecided)} approver(s) of layer {layer}")
-                notices.ask_approvers(session, at=now, snap=snap, layer=layer, approvers=undecided,
+                notices.ask_layer(session, at=now, snap=snap, layer=layer, spec=spec, approvers=undecided,
                                       note=f"Reminder: this request has waited {waited} for a decision.")
                 done += 1
         return done
@@ -105,9 +105,9 @@ class ReminderService:
                 await notices.record(rt, session, at=now, kind="escalated", actor=notices.SYSTEM, req=req, snap=snap,
                                      detail={"layer": layer, "escalation": who, "added": sorted(added)},
                                      text=f"escalated layer {layer} to {who} after {waited} without a decision")
-                notices.ask_approvers(session, at=now, snap=snap, layer=layer, approvers=sorted(added),
-                                      note=f"Escalated to you ({who}): layer {layer} has had no decision for "
-                                           f"{waited}.")
+                notices.ask_layer(session, at=now, snap=snap, layer=layer, spec=spec, approvers=sorted(added),
+                                  note=f"Escalated to you ({who}): layer {layer} has had no decision for "
+                                       f"{waited}.", escalation=True)
                 if not added:
                     notices.alert(session, at=now, snap=snap,
                                   text=f"{req.id}: layer {layer} escalated to {who}, but nobody new can decide it.")

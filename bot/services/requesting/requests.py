@@ -285,7 +285,8 @@ class RequestService:
                 notices.tell_requester(session, at=now, snap=snap, event="submitted",
                                        text=f"Your request {req.id} for {elig.name} is waiting for approval "
                                             f"(layer {first_layer} of {len(elig.approvals)}).")
-                notices.ask_approvers(session, at=now, snap=snap, layer=first_layer, approvers=sorted(first))
+                notices.ask_layer(session, at=now, snap=snap, layer=first_layer,
+                                  spec=elig.approvals[first_layer - 1], approvers=sorted(first))
             else:
                 await self.approve_final(unit, req, elig, actor=notices.SYSTEM, auto=True,
                                          text="approved: the requester is on call" if on_call.passes else None)
