@@ -241,7 +241,7 @@ def approve_for_less(snap: dict[str, Any], value: str) -> list[dict[str, Any]]:
     stands (none when nothing is shorter). Each option's value is ``<request>:<layer>:<seconds>``; the
     service refuses any value longer than the duration as it stands (bot/domain/approved_for.py)."""
     choices = shorter_choices(int(snap["duration_s"]))
-    if not choices:
+    if not choices or snap.get("kind") == "extension":  # an extension's extra time is the policy's
         return []
     options = [{"text": plain(f"Approve for {format_duration(c)}"), "value": f"{value}:{int(c.total_seconds())}"}
                for c in choices]

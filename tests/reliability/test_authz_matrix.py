@@ -61,6 +61,9 @@ ALLOWED = {
     ("approve", "approver1", "ext_pending1"), ("approve", "approver2", "ext_pending2"),
     ("home_approve", "approver1", "ext_pending1"), ("home_approve", "approver2", "ext_pending2"),
     ("deny", "approver1", "ext_pending1"), ("deny", "approver2", "ext_pending2"),
+    # an extension's layer 1 is asked where the layer says (here also the channel); it is approved or denied
+    # as it is: its extra time is the policy's, so no approval for less (a menu value is refused)
+    ("channel_approve", "approver1", "ext_pending1"), ("channel_deny", "approver1", "ext_pending1"),
     ("cancel", "requester", "ext_pending1"), ("cancel", "requester", "ext_pending2"),
     ("home_cancel", "requester", "ext_pending1"), ("home_cancel", "requester", "ext_pending2"),
 }

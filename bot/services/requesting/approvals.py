@@ -138,6 +138,8 @@ class ApprovalService:
             raise _explain(exc, req, votes, layer) from None
         if duration is not None and decision is not Decision.APPROVE:
             raise PolicyViolation("Only an approval can carry a duration.")
+        if duration is not None and req.kind == EXTENSION:  # its extra time is the policy's, set on the server
+            raise PolicyViolation("An extension's extra time is set by the policy: approve or deny it as it is.")
         # the vote counts: a shorter duration is checked against the one standing (never longer)
         shorter = approved_seconds(req.duration_s, duration)
         need = step_up_for(elig.step_up, elig.approvals[layer - 1].step_up) \
