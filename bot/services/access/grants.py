@@ -473,6 +473,10 @@ class GrantService:
             elig = rt.eligibility(req.eligibility)
             if elig is None:
                 raise PolicyViolation(f"{req.eligibility} is no longer in the policy.")
+            if req.bundle_id is not None:  # all or nothing: its other members have ended (docs/policy.md)
+                raise PolicyViolation(f"{request_id} is part of the bundle {req.bundle_id}, which is granted all or "
+                                      "nothing and is not retried: its other members have ended. The requester "
+                                      "asks again.")
             check_transition(Status(req.status), Status.APPROVED)
             req.status, req.updated_at, req.version = Status.APPROVED.value, now, req.version + 1
             g = new_grant(rt, req, elig, now=now)

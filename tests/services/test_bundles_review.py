@@ -1,0 +1,44 @@
+"""Bundles under attack: what a hostile requester, approver or administrator slip could get through."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from bot.domain.requests import PolicyViolation
+from bot.policy_file import parse_policy
+from bot.services.clock import ManualClock
+from connectors.base import GrantResult, IdpUser, PermissionDenied, Target
+from storage.tables import AccessRequest, Grant
+from tests.conftest import DbFactory
+from tests.services.stack import make_stack
+from tests.services.test_bundles import POLICY, _approved_bundle, _rows, _settle, _stack
+
+
+async def test_admin_retry_of_a_failed_bundle_member_is_refused(db_factory: DbFactory, clock: ManualClock) -> None:
+    """docs/policy.md: a bundle is not retried by /jit admin retry (the others have ended: it would be
+    granted alone, or granted and revoked again by the guard)."""
+    s = await _stack(db_factory, clock)
+    conn = s.rt.connectors["demo"]
+    real = conn.grant
+
+    async def grant(user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime) -> GrantResult:
+        if target.id == "logs":
+            raise PermissionDenied("403 from the fake", user_message="The provider refused it.")
+        return await real(user, target, grant_id=grant_id, expires_at=expires_at)
+
+    conn.grant = grant  # type: ignore[method-assign]
+    bundle = await _approved_bundle(s)
+    await _settle(s)
+    conn.grant = real  # type: ignore[method-assign]
+    reqs, _ = await _rows(s, bundle)
+    failed = next(r for r in reqs if r.status == "failed")
+    with pytest.raises(PolicyViolation, match="bundle"):
+        await s.grants.retry_failed(request_id=failed.id, actor="admin@example.com")
+    await _settle(s)
+    reqs, grants = await _rows(s, bundle)
+    assert sorted(r.status for r in reqs) == ["failed", "revoked"]
+    assert {g.status for g in grants} == {"ended"}
+    assert not await s.is_member("alice@example.com", "logs") and not await s.is_member("alice@example.com", "db")
