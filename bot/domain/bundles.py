@@ -8,7 +8,7 @@ A bundle is requested and approved once, and carried out as one grant per member
   connector, target and requestors of its first member (whose grant the bundle's own request carries),
   ``max_duration`` the shortest of the members' (and its own, when set), a ticket when any member needs
   one, the eligibility-level ``step_up`` of the first member that has one, and no break-glass, delegates,
-  on-call approval, ``enforce`` or transition.
+  on-call approval, ``enforce`` or transition; extensions only when the first member allows them.
 - **Approval layers: the union, layer by layer.** The bundle has as many layers as its longest member.
   Layer *i*'s approvers are the union of the groups and users of layer *i* of every member that has one;
   its ``min_approvals`` the largest of theirs, its ``timeout`` the shortest, its ``remind_every`` the
@@ -94,7 +94,9 @@ def compose(bundle: Eligibility, members: Sequence[Eligibility]) -> Eligibility:
         "max_duration": max_duration, "default_duration": default, "require_ticket": ticket,
         "approvals": union_layers([m.approvals for m in members]), "description": description,
         "step_up": next((m.step_up for m in members if m.step_up is not None), None),
-        "terminate_sessions": first.terminate_sessions})
+        "terminate_sessions": first.terminate_sessions,
+        # the bundle request carries its first member's grant: extended only when that member allows it too
+        "extension": bundle.extension if first.extension.allowed else first.extension})
 
 
 def union_layers(chains: Sequence[Sequence[ApprovalLayer]]) -> tuple[ApprovalLayer, ...]:

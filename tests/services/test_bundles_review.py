@@ -42,3 +42,19 @@ async def test_admin_retry_of_a_failed_bundle_member_is_refused(db_factory: DbFa
     assert sorted(r.status for r in reqs) == ["failed", "revoked"]
     assert {g.status for g in grants} == {"ended"}
     assert not await s.is_member("alice@example.com", "logs") and not await s.is_member("alice@example.com", "db")
+
+
+async def test_a_bundle_does_not_extend_a_first_member_that_allows_no_extension(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    """The bundle request carries its first member's grant: the member's ``extension: {allowed: false}``
+    holds for it, though the bundle entry does not spell out an ``extension`` of its own."""
+    policy = POLICY.replace("max_duration: 4h,", "max_duration: 4h, extension: {allowed: false},")
+    s = await make_stack(db_factory(), parse_policy(policy, env={}), clock)
+    bundle = await _approved_bundle(s)
+    await _settle(s)
+    with pytest.raises(PolicyViolation, match="does not allow extensions"):
+        await s.grants.extend(request_id=bundle, actor="alice@example.com", by=timedelta(minutes=30))
+    async with s.rt.db.sessions() as session:
+        g = (await session.execute(select(Grant).where(Grant.request_id == bundle))).scalar_one()
+    assert g.expires_at is not None and g.granted_at is not None
+    assert g.expires_at - g.granted_at <= timedelta(hours=1)
