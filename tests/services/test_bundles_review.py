@@ -58,3 +58,35 @@ async def test_a_bundle_does_not_extend_a_first_member_that_allows_no_extension(
         g = (await session.execute(select(Grant).where(Grant.request_id == bundle))).scalar_one()
     assert g.expires_at is not None and g.granted_at is not None
     assert g.expires_at - g.granted_at <= timedelta(hours=1)
+
+
+async def _member(s: object, bundle: str) -> str:
+    reqs, _ = await _rows(s, bundle)  # type: ignore[arg-type]
+    return next(r.id for r in reqs if r.id != bundle)
+
+
+async def test_a_member_is_not_extended_past_its_bundles_maximum(db_factory: DbFactory, clock: ManualClock) -> None:
+    """The approvers approved the bundle within its maximum (its own ``max_duration: 1h``): a member is not
+    held past it by extending it alone under its own eligibility's (logs: 2h)."""
+    policy = POLICY.replace("bundle: [db, logs]}", "bundle: [db, logs], max_duration: 1h}")
+    s = await make_stack(db_factory(), parse_policy(policy, env={}), clock)
+    bundle = await _approved_bundle(s)
+    await _settle(s)
+    member = await _member(s, bundle)
+    with pytest.raises(PolicyViolation, match="at most 1h"):
+        await s.grants.extend(request_id=member, actor="alice@example.com", by=timedelta(minutes=30))
+
+
+async def test_a_member_is_not_extended_when_its_bundle_allows_no_extension(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    policy = POLICY.replace("bundle: [db, logs]}", "bundle: [db, logs], extension: {allowed: false}}")
+    s = await make_stack(db_factory(), parse_policy(policy, env={}), clock)
+    bundle = await _approved_bundle(s)
+    await _settle(s)
+    member = await _member(s, bundle)
+    with pytest.raises(PolicyViolation, match="does not allow extensions"):
+        await s.grants.extend(request_id=member, actor="alice@example.com", by=timedelta(minutes=30))
+    async with s.rt.db.sessions() as session:
+        g = (await session.execute(select(Grant).where(Grant.request_id == member))).scalar_one()
+    assert g.expires_at is not None and g.granted_at is not None
+    assert g.expires_at - g.granted_at <= timedelta(hours=1)

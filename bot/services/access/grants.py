@@ -448,6 +448,13 @@ class GrantService:
                 raise PolicyViolation(f"{request_id} has no active access to extend.")
             plan = plan_extension(elig=elig, status=Status(req.status), granted_at=g.granted_at,
                                   expires_at=g.expires_at, now=now, by=by)
+            if req.bundle_id is not None and req.bundle_id != req.id:  # a member: within its bundle's too
+                bundle = rt.eligibility((await load_request(session, req.bundle_id)).eligibility)
+                if bundle is None:
+                    raise PolicyViolation(f"{request_id} was granted with a bundle that is no longer in the "
+                                          "policy; it cannot be extended.")
+                plan_extension(elig=bundle, status=Status(req.status), granted_at=g.granted_at,
+                               expires_at=g.expires_at, now=now, by=by)
             old = g.expires_at
             g.expires_at = capped_expiry(req, plan.new_expires_at)
             if g.expires_at <= old:
