@@ -12,8 +12,8 @@ A bundle is requested and approved once, and carried out as one grant per member
 - **Approval layers: the union, layer by layer.** The bundle has as many layers as its longest member.
   Layer *i*'s approvers are the union of the groups and users of layer *i* of every member that has one;
   its ``min_approvals`` the largest of theirs, its ``timeout`` the shortest, its ``remind_every`` the
-  shortest set, its ``step_up`` the first member's that sets one; escalation and after-hours approvers
-  are dropped (the normal approvers decide). Whoever approves sees every item (the description lists
+  shortest set, its ``step_up`` the first fresh sign-in any member's layer *i* needs (none when none
+  does); escalation and after-hours approvers are dropped (the normal approvers decide). Whoever approves sees every item (the description lists
   them by name). The requester, whoever submitted on their behalf, and an approver of an earlier layer
   are refused as for any request — one request, so per item as well. Union means an approver of any member may approve
   the whole bundle: put only eligibilities with the same approvers in a bundle when that matters.
@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from bot.domain.step_up import step_up_for
 
 # Eligibility and ApprovalLayer (bot/domain/policy.py, which calls this module from its validators) are
 # typed ``Any`` here and their classes taken from the values: no import circle.
@@ -87,16 +89,28 @@ def compose(bundle: Eligibility, members: Sequence[Eligibility]) -> Eligibility:
     ticket: Any = next((m.require_ticket for m in members if m.ticket_rule is not None),
                        any(bool(m.require_ticket) for m in members))
     # shown with the request to whoever approves it: every item, by name
+    step_up = next((m.step_up for m in members if m.step_up is not None), None)
+    approvals = tuple(la.model_copy(update={"step_up": _layer_step_up(members, i, step_up)})
+                      for i, la in enumerate(union_layers([m.approvals for m in members])))
     items = " + ".join(m.name for m in members)
     description = f"{bundle.description} [{items}]" if bundle.description else f"bundle: {items}"
     return bundle.model_copy(update={
         "connector": first.connector, "target": first.target, "requestors": first.requestors,
         "max_duration": max_duration, "default_duration": default, "require_ticket": ticket,
-        "approvals": union_layers([m.approvals for m in members]), "description": description,
-        "step_up": next((m.step_up for m in members if m.step_up is not None), None),
+        "approvals": approvals, "description": description, "step_up": step_up,
         "terminate_sessions": first.terminate_sessions,
         # the bundle request carries its first member's grant: extended only when that member allows it too
         "extension": bundle.extension if first.extension.allowed else first.extension})
+
+
+def _layer_step_up(members: Sequence[Eligibility], i: int, step_up: Any) -> Any:
+    """Layer *i*'s ``step_up``: the first fresh sign-in any member's layer *i* needs (its own, or its
+    eligibility's that the layer does not turn off); when none needs one, the bundle's turned off."""
+    needs = (step_up_for(m.step_up, m.approvals[i].step_up) for m in members if len(m.approvals) > i)
+    need = next((n for n in needs if n is not None), None)
+    if need is not None:
+        return need
+    return step_up.model_copy(update={"approvers": False}) if step_up is not None else None
 
 
 def union_layers(chains: Sequence[Sequence[ApprovalLayer]]) -> tuple[ApprovalLayer, ...]:

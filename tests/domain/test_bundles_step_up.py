@@ -1,0 +1,46 @@
+"""A bundle's approvals need every fresh sign-in any member's would (bot/domain/bundles.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.domain.policy import Policy
+from bot.domain.step_up import step_up_for
+
+_OFF = {"provider": "corp", "approvers": False}
+_ON = {"provider": "corp", "amr": ["mfa"]}
+
+
+def _bundle(db: dict[str, Any], logs: dict[str, Any]) -> Any:
+    policy = Policy.model_validate({
+        "audit_channel": "#a", "public_url": "https://jitbot.example.com",
+        "oidc_providers": {"corp": {"issuer": "https://corp.example.com", "client_id": "c", "client_secret": "s"}},
+        "connectors": {"demo": {"type": "memory"}},
+        "eligibilities": [
+            {"name": "db", "connector": "demo", "target": {"group": "db"}, "requestors": {"groups": ["eng"]}, "max_duration": "2h",
+             "approvals": [{"approvers": {"groups": ["leads"]}}], **db},
+            {"name": "logs", "connector": "demo", "target": {"group": "logs"}, "requestors": {"groups": ["eng"]}, "max_duration": "2h",
+             "approvals": [{"approvers": {"groups": ["sec"]}}], **logs},
+            {"name": "debug", "bundle": ["db", "logs"]}]})
+    return policy.eligibility("debug")
+
+
+def test_a_members_layer_turning_step_up_off_does_not_turn_off_another_members() -> None:
+    """db: fresh sign-in everywhere but its layer 1; logs: fresh sign-in on every layer. The bundle's
+    layer 1 holds logs' approvers, so it needs logs' sign-in."""
+    db = {"step_up": _ON, "approvals": [{"approvers": {"groups": ["leads"]}, "step_up": _OFF}]}
+    b = _bundle(db, {"step_up": _ON})
+    need = step_up_for(b.step_up, b.approvals[0].step_up)
+    assert need is not None and need.amr == ("mfa",)
+
+
+def test_a_layer_no_member_asks_a_sign_in_for_stays_without_one() -> None:
+    db = {"step_up": _ON, "approvals": [{"approvers": {"groups": ["leads"]}, "step_up": _OFF}]}
+    b = _bundle(db, {})
+    assert step_up_for(b.step_up, b.approvals[0].step_up) is None
+
+
+def test_a_later_members_layer_step_up_is_kept() -> None:
+    b = _bundle({}, {"approvals": [{"approvers": {"groups": ["sec"]}, "step_up": _ON}]})
+    need = step_up_for(b.step_up, b.approvals[0].step_up)
+    assert need is not None and need.amr == ("mfa",)
