@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.domain.requests import PolicyViolation
+from bot.domain.requests import Decision, PolicyViolation
 from bot.policy_file import parse_policy
 from bot.services.clock import ManualClock
 from connectors.base import GrantResult, IdpUser, PermissionDenied, Target
@@ -90,3 +90,28 @@ async def test_a_member_is_not_extended_when_its_bundle_allows_no_extension(
         g = (await session.execute(select(Grant).where(Grant.request_id == member))).scalar_one()
     assert g.expires_at is not None and g.granted_at is not None
     assert g.expires_at - g.granted_at <= timedelta(hours=1)
+
+
+async def test_a_bundle_is_refused_while_another_bundle_holding_one_of_its_members_is_open(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    """A bundle's first member is carried by the bundle request (eligibility: the bundle's name): the
+    'holds none of the members already' check must see it there too, pending or active."""
+    policy = POLICY + """
+  - {name: more, connector: demo, target: {group: ops}, requestors: {groups: [eng]}, max_duration: 2h,
+     approvals: [{approvers: {groups: [sec]}}]}
+  - {name: debug2, bundle: [db, more]}
+"""
+    s = await make_stack(db_factory(), parse_policy(policy, env={}), clock)
+    pending = await s.requests.submit(requester="alice@example.com", eligibility="debug",
+                                      duration=timedelta(hours=1), justification="incident 42")
+    with pytest.raises(PolicyViolation, match=f"includes db, which you already have or have asked for .{pending.id}"):
+        await s.requests.submit(requester="alice@example.com", eligibility="debug2", duration=timedelta(hours=1),
+                                justification="incident 43")
+    await s.approvals.decide(request_id=pending.id, layer=1, approver="carol@example.com",
+                             decision=Decision.APPROVE)
+    await _settle(s)
+    with pytest.raises(PolicyViolation, match=f"includes db, which you already have or have asked for .{pending.id}"):
+        await s.requests.submit(requester="alice@example.com", eligibility="debug2", duration=timedelta(hours=1),
+                                justification="incident 43")
+    async with s.rt.db.sessions() as session:
+        assert not (await session.execute(select(AccessRequest).where(AccessRequest.eligibility == "debug2"))).all()

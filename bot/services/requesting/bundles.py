@@ -77,12 +77,16 @@ async def check_members(rt: Runtime, elig: Eligibility, requester: str) -> None:
     """Refuse a bundle request unless the requester may request every member, has an account at each
     member's connector and holds no member already (one of each at a time, as for a single request: more
     time is an extension). PolicyViolation says which member refused."""
+    # a member is held as itself, or within another bundle (its first member is the bundle request's own)
+    shared = {b.name: next(m for m in elig.bundle if m in b.bundle) for b in rt.policy.eligibilities
+              if b.bundle and b.name != elig.name and set(b.bundle) & set(elig.bundle)}
     async with rt.db.sessions() as session:
         held = (await session.execute(_OPEN_MEMBERS, {"b_requester": requester,
-                                                      "b_eligs": list(elig.bundle)})).first()
+                                                      "b_eligs": [*elig.bundle, *shared]})).first()
     if held is not None:
-        raise PolicyViolation(f"{elig.name} includes {held.eligibility}, which you already have or have asked "
-                              f"for ({held.id}); release or cancel it first.", field="eligibility")
+        raise PolicyViolation(f"{elig.name} includes {shared.get(held.eligibility, held.eligibility)}, which you "
+                              f"already have or have asked for ({held.id}); release or cancel it first.",
+                              field="eligibility")
     for name in elig.bundle:
         member = rt.eligibility(name)
         if member is None:  # the policy validates members; a reload between the two reads
