@@ -115,3 +115,26 @@ async def test_a_bundle_is_refused_while_another_bundle_holding_one_of_its_membe
                                 justification="incident 43")
     async with s.rt.db.sessions() as session:
         assert not (await session.execute(select(AccessRequest).where(AccessRequest.eligibility == "debug2"))).all()
+
+
+SINGLE_DEBUG = POLICY.replace("  - {name: debug, description: Debugging, bundle: [db, logs]}\n", """\
+  - {name: debug, connector: demo, target: {group: logs}, requestors: {groups: [eng]}, max_duration: 2h,
+     approvals: [{approvers: {groups: [sec]}}]}
+""")
+
+
+@pytest.mark.parametrize(("before", "after"), [(SINGLE_DEBUG, POLICY), (POLICY, SINGLE_DEBUG)],
+                         ids=["single-became-bundle", "bundle-became-single"])
+async def test_a_request_whose_eligibility_became_or_stopped_being_a_bundle_while_pending_is_not_approved(
+        db_factory: DbFactory, clock: ManualClock, before: str, after: str) -> None:
+    """The approvers saw the items as requested (one, or the bundle's list): what is granted is that."""
+    s = await make_stack(db_factory(), parse_policy(before, env={}), clock)
+    req = await s.requests.submit(requester="alice@example.com", eligibility="debug", duration=timedelta(hours=1),
+                                  justification="incident 42")
+    s.rt.loaded = parse_policy(after, env={})
+    with pytest.raises(PolicyViolation, match="cannot be approved"):
+        await s.approvals.decide(request_id=req.id, layer=1, approver="carol@example.com", decision=Decision.APPROVE)
+    await _settle(s)
+    async with s.rt.db.sessions() as session:
+        assert not (await session.execute(select(Grant))).scalars().all()
+        assert (await session.get(AccessRequest, req.id)).status == "pending"  # type: ignore[union-attr]
