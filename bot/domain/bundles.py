@@ -13,10 +13,11 @@ A bundle is requested and approved once, and carried out as one grant per member
   Layer *i*'s approvers are the union of the groups and users of layer *i* of every member that has one;
   its ``min_approvals`` the largest of theirs, its ``timeout`` the shortest, its ``remind_every`` the
   shortest set, its ``step_up`` the first fresh sign-in any member's layer *i* needs (none when none
-  does); escalation and after-hours approvers are dropped (the normal approvers decide). Whoever approves sees every item (the description lists
-  them by name). The requester, whoever submitted on their behalf, and an approver of an earlier layer
-  are refused as for any request — one request, so per item as well. Union means an approver of any member may approve
-  the whole bundle: put only eligibilities with the same approvers in a bundle when that matters.
+  does); escalation and after-hours approvers are dropped (the normal approvers decide). Whoever
+  approves sees every item (the description lists them by name). The requester, whoever submitted on
+  their behalf, and an approver of an earlier layer are refused as for any request — one request, so
+  per item as well. Union means an approver of any member may approve the whole bundle: put only
+  eligibilities with the same approvers in a bundle when that matters.
 - **Carrying out** (bot/services/requesting/bundles.py): each member is its own request with its own grant, linked
   by ``access_request.bundle_id`` (the bundle request's id), checked against its own eligibility at submit
   and again when its grant is carried out, with its own expiry and the ordinary durable revocation.

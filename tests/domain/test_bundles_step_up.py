@@ -17,10 +17,10 @@ def _bundle(db: dict[str, Any], logs: dict[str, Any]) -> Any:
         "oidc_providers": {"corp": {"issuer": "https://corp.example.com", "client_id": "c", "client_secret": "s"}},
         "connectors": {"demo": {"type": "memory"}},
         "eligibilities": [
-            {"name": "db", "connector": "demo", "target": {"group": "db"}, "requestors": {"groups": ["eng"]}, "max_duration": "2h",
-             "approvals": [{"approvers": {"groups": ["leads"]}}], **db},
-            {"name": "logs", "connector": "demo", "target": {"group": "logs"}, "requestors": {"groups": ["eng"]}, "max_duration": "2h",
-             "approvals": [{"approvers": {"groups": ["sec"]}}], **logs},
+            {"name": "db", "connector": "demo", "target": {"group": "db"}, "requestors": {"groups": ["eng"]},
+             "max_duration": "2h", "approvals": [{"approvers": {"groups": ["leads"]}}], **db},
+            {"name": "logs", "connector": "demo", "target": {"group": "logs"}, "requestors": {"groups": ["eng"]},
+             "max_duration": "2h", "approvals": [{"approvers": {"groups": ["sec"]}}], **logs},
             {"name": "debug", "bundle": ["db", "logs"]}]})
     return policy.eligibility("debug")
 

@@ -138,3 +138,42 @@ async def test_a_request_whose_eligibility_became_or_stopped_being_a_bundle_whil
     async with s.rt.db.sessions() as session:
         assert not (await session.execute(select(Grant))).scalars().all()
         assert (await session.get(AccessRequest, req.id)).status == "pending"  # type: ignore[union-attr]
+
+
+async def test_a_member_whose_grant_call_is_in_flight_when_another_fails_is_removed_after_it(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    """logs fails for good while db's IdP call is in flight; another worker's guard ends db meanwhile:
+    the membership the call then adds is removed, and nothing stays active."""
+    import asyncio
+
+    from bot.services.requesting.bundles import BundleGuard
+
+    s = await _stack(db_factory, clock)
+    conn = s.rt.connectors["demo"]
+    real = conn.grant
+    logs_failed = asyncio.Event()
+    grants_service = s.worker.grants
+    real_failed = grants_service._grant_failed
+
+    async def failed(*args: object, **kwargs: object) -> None:
+        await real_failed(*args, **kwargs)  # type: ignore[arg-type]
+        logs_failed.set()
+
+    grants_service._grant_failed = failed  # type: ignore[method-assign]
+    ended_meanwhile: list[int] = []
+
+    async def grant(user: IdpUser, target: Target, *, grant_id: str, expires_at: datetime) -> GrantResult:
+        if target.id == "logs":
+            raise PermissionDenied("403 from the fake", user_message="The provider refused it.")
+        await asyncio.wait_for(logs_failed.wait(), 30)
+        ended_meanwhile.append(await BundleGuard(s.rt).run())  # another replica's pass, mid-call
+        return await real(user, target, grant_id=grant_id, expires_at=expires_at)
+
+    conn.grant = grant  # type: ignore[method-assign]
+    bundle = await _approved_bundle(s)
+    await _settle(s)
+    assert ended_meanwhile == [1]
+    reqs, grants = await _rows(s, bundle)
+    assert sorted(r.status for r in reqs) == ["failed", "revoked"]
+    assert {g.status for g in grants} == {"ended"}
+    assert not await s.is_member("alice@example.com", "db") and not await s.is_member("alice@example.com", "logs")
