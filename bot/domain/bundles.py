@@ -12,12 +12,12 @@ A bundle is requested and approved once, and carried out as one grant per member
 - **Approval layers: the union, layer by layer.** The bundle has as many layers as its longest member.
   Layer *i*'s approvers are the union of the groups and users of layer *i* of every member that has one;
   its ``min_approvals`` the largest of theirs, its ``timeout`` the shortest, its ``remind_every`` the
-  shortest set, its ``step_up`` the first fresh sign-in any member's layer *i* needs (none when none
-  does); escalation and after-hours approvers are dropped (the normal approvers decide). Whoever
-  approves sees every item (the description lists them by name). The requester, whoever submitted on
-  their behalf, and an approver of an earlier layer are refused as for any request — one request, so
-  per item as well. Union means an approver of any member may approve the whole bundle: put only
-  eligibilities with the same approvers in a bundle when that matters.
+  shortest set, its ``step_up`` the fresh sign-in its members' layer *i* need (none when none does;
+  members needing different ones are refused); escalation and after-hours approvers are dropped (the
+  normal approvers decide). Whoever approves sees every item (the description lists them by name).
+  The requester, whoever submitted on their behalf, and an approver of an earlier layer are refused as
+  for any request — one request, so per item as well. Union means an approver of any member may
+  approve the whole bundle: put only eligibilities with the same approvers in a bundle when that matters.
 - **Carrying out** (bot/services/requesting/bundles.py): each member is its own request with its own grant, linked
   by ``access_request.bundle_id`` (the bundle request's id), checked against its own eligibility at submit
   and again when its grant is carried out, with its own expiry and the ordinary durable revocation.
@@ -91,7 +91,7 @@ def compose(bundle: Eligibility, members: Sequence[Eligibility]) -> Eligibility:
                        any(bool(m.require_ticket) for m in members))
     # shown with the request to whoever approves it: every item, by name
     step_up = next((m.step_up for m in members if m.step_up is not None), None)
-    approvals = tuple(la.model_copy(update={"step_up": _layer_step_up(members, i, step_up)})
+    approvals = tuple(la.model_copy(update={"step_up": _layer_step_up(bundle.name, members, i, step_up)})
                       for i, la in enumerate(union_layers([m.approvals for m in members])))
     items = " + ".join(m.name for m in members)
     description = f"{bundle.description} [{items}]" if bundle.description else f"bundle: {items}"
@@ -104,13 +104,17 @@ def compose(bundle: Eligibility, members: Sequence[Eligibility]) -> Eligibility:
         "extension": bundle.extension if first.extension.allowed else first.extension})
 
 
-def _layer_step_up(members: Sequence[Eligibility], i: int, step_up: Any) -> Any:
-    """Layer *i*'s ``step_up``: the first fresh sign-in any member's layer *i* needs (its own, or its
-    eligibility's that the layer does not turn off); when none needs one, the bundle's turned off."""
-    needs = (step_up_for(m.step_up, m.approvals[i].step_up) for m in members if len(m.approvals) > i)
-    need = next((n for n in needs if n is not None), None)
-    if need is not None:
-        return need
+def _layer_step_up(name: str, members: Sequence[Eligibility], i: int, step_up: Any) -> Any:
+    """Layer *i*'s ``step_up``: the fresh sign-in its members' layer *i* need (their own, or their
+    eligibility's that the layer does not turn off); when none needs one, the bundle's turned off.
+    Raises ValueError when members need different ones: one approval carries one sign-in."""
+    needs = {m.name: n for m in members if len(m.approvals) > i
+             and (n := step_up_for(m.step_up, m.approvals[i].step_up)) is not None}
+    if len(set(needs.values())) > 1:
+        raise ValueError(f"bundle {name!r}: {', '.join(needs)} need different step_up sign-ins on approval "
+                         f"layer {i + 1}; a bundle's layer asks for one, so make them the same")
+    if needs:
+        return next(iter(needs.values()))
     return step_up.model_copy(update={"approvers": False}) if step_up is not None else None
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from bot.domain.policy import Policy
 from bot.domain.step_up import step_up_for
 
@@ -44,3 +47,10 @@ def test_a_later_members_layer_step_up_is_kept() -> None:
     b = _bundle({}, {"approvals": [{"approvers": {"groups": ["sec"]}, "step_up": _ON}]})
     need = step_up_for(b.step_up, b.approvals[0].step_up)
     assert need is not None and need.amr == ("mfa",)
+
+
+def test_a_bundle_whose_members_need_different_sign_ins_on_one_layer_is_refused() -> None:
+    """One approval of the bundle's layer can carry one fresh sign-in: members asking different ones
+    (here: logs wants a phishing-resistant one) cannot both be met, so the policy is refused."""
+    with pytest.raises(ValidationError, match="bundle 'debug'.*step_up"):
+        _bundle({"step_up": _ON}, {"step_up": {"provider": "corp", "acr": ["phr"]}})
