@@ -13,11 +13,12 @@ A bundle is requested and approved once, and carried out as one grant per member
   Layer *i*'s approvers are the union of the groups and users of layer *i* of every member that has one;
   its ``min_approvals`` the largest of theirs, its ``timeout`` the shortest, its ``remind_every`` the
   shortest set, its ``step_up`` the fresh sign-in its members' layer *i* need (none when none does;
-  members needing different ones are refused); escalation and after-hours approvers are dropped (the
-  normal approvers decide). Whoever approves sees every item (the description lists them by name).
-  The requester, whoever submitted on their behalf, and an approver of an earlier layer are refused as
-  for any request — one request, so per item as well. Union means an approver of any member may
-  approve the whole bundle: put only eligibilities with the same approvers in a bundle when that matters.
+  members needing different ones are refused); its ``after_hours`` the union of who decides each
+  member's layer *i* after hours; escalation approvers are dropped. Whoever approves sees every item
+  (the description lists them by name). The requester, whoever submitted on their behalf, and an
+  approver of an earlier layer are refused as for any request — one request, so per item as well.
+  Union means an approver of any member may approve the whole bundle: put only eligibilities with the
+  same approvers in a bundle when that matters.
 - **Carrying out** (bot/services/requesting/bundles.py): each member is its own request with its own grant, linked
   by ``access_request.bundle_id`` (the bundle request's id), checked against its own eligibility at submit
   and again when its grant is carried out, with its own expiry and the ordinary durable revocation.
@@ -28,6 +29,7 @@ A bundle is requested and approved once, and carried out as one grant per member
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -118,6 +120,11 @@ def _layer_step_up(name: str, members: Sequence[Eligibility], i: int, step_up: A
     return step_up.model_copy(update={"approvers": False}) if step_up is not None else None
 
 
+def _union(principals_type: Any, sets: Sequence[Any]) -> Any:
+    return principals_type(groups=tuple(dict.fromkeys(g for p in sets for g in p.groups)),
+                           users=tuple(dict.fromkeys(u for p in sets for u in p.users)))
+
+
 def union_layers(chains: Sequence[Sequence[ApprovalLayer]]) -> tuple[ApprovalLayer, ...]:
     """Layer *i* of the union: every member's layer *i* approvers (see the module docstring)."""
     out: list[ApprovalLayer] = []
@@ -125,9 +132,12 @@ def union_layers(chains: Sequence[Sequence[ApprovalLayer]]) -> tuple[ApprovalLay
         layers = [c[i] for c in chains if len(c) > i]
         reminders = [la.remind_every for la in layers if la.remind_every is not None]
         layer_type, principals_type = type(layers[0]), type(layers[0].approvers)
+        union = functools.partial(_union, principals_type)
+        # outside business hours each member's layer goes to whoever decides it then (its after_hours set)
+        night = any(la.approver_set(after_hours=True) is not la.approvers for la in layers)
         out.append(layer_type(
-            approvers=principals_type(groups=tuple(dict.fromkeys(g for la in layers for g in la.approvers.groups)),
-                                 users=tuple(dict.fromkeys(u for la in layers for u in la.approvers.users))),
+            approvers=union([la.approvers for la in layers]),
+            after_hours=union([la.approver_set(after_hours=True) for la in layers]) if night else None,
             min_approvals=max(la.min_approvals for la in layers),
             timeout=min(la.timeout for la in layers),
             remind_every=min(reminders) if reminders else None,

@@ -1,4 +1,4 @@
-"""A bundle's approvals need every fresh sign-in any member's would (bot/domain/bundles.py)."""
+"""A bundle's approval layers keep what its members' ask of who approves and how (bot/domain/bundles.py)."""
 
 from __future__ import annotations
 
@@ -54,3 +54,14 @@ def test_a_bundle_whose_members_need_different_sign_ins_on_one_layer_is_refused(
     (here: logs wants a phishing-resistant one) cannot both be met, so the policy is refused."""
     with pytest.raises(ValidationError, match="bundle 'debug'.*step_up"):
         _bundle({"step_up": _ON}, {"step_up": {"provider": "corp", "acr": ["phr"]}})
+
+
+def test_after_hours_a_bundle_layer_goes_to_whoever_decides_each_member_then() -> None:
+    """db's layer 1 goes to [night] outside business hours instead of [leads]: the bundle's layer 1,
+    opened after hours, is [night] (db's) and [sec] (logs', which has no after-hours set), never [leads]."""
+    db = {"approvals": [{"approvers": {"groups": ["leads"]}, "after_hours": {"groups": ["night"]}}]}
+    b = _bundle(db, {})
+    assert b.approvals[0].approver_set(after_hours=False).groups == ("leads", "sec")
+    assert b.approvals[0].approver_set(after_hours=True).groups == ("night", "sec")
+    plain = _bundle({}, {})
+    assert plain.approvals[0].after_hours is None
