@@ -55,7 +55,7 @@ async def test_a_bundle_does_not_extend_a_first_member_that_allows_no_extension(
     with pytest.raises(PolicyViolation, match="does not allow extensions"):
         await s.grants.extend(request_id=bundle, actor="alice@example.com", by=timedelta(minutes=30))
     async with s.rt.db.sessions() as session:
-        g = (await session.execute(select(Grant).where(Grant.request_id == bundle))).scalar_one()
+        g = (await session.execute(select(Grant).where(Grant.request_id == bundle))).scalar_one()  # type: ignore[arg-type]
     assert g.expires_at is not None and g.granted_at is not None
     assert g.expires_at - g.granted_at <= timedelta(hours=1)
 
@@ -87,7 +87,7 @@ async def test_a_member_is_not_extended_when_its_bundle_allows_no_extension(
     with pytest.raises(PolicyViolation, match="does not allow extensions"):
         await s.grants.extend(request_id=member, actor="alice@example.com", by=timedelta(minutes=30))
     async with s.rt.db.sessions() as session:
-        g = (await session.execute(select(Grant).where(Grant.request_id == member))).scalar_one()
+        g = (await session.execute(select(Grant).where(Grant.request_id == member))).scalar_one()  # type: ignore[arg-type]
     assert g.expires_at is not None and g.granted_at is not None
     assert g.expires_at - g.granted_at <= timedelta(hours=1)
 
@@ -114,7 +114,7 @@ async def test_a_bundle_is_refused_while_another_bundle_holding_one_of_its_membe
         await s.requests.submit(requester="alice@example.com", eligibility="debug2", duration=timedelta(hours=1),
                                 justification="incident 43")
     async with s.rt.db.sessions() as session:
-        assert not (await session.execute(select(AccessRequest).where(AccessRequest.eligibility == "debug2"))).all()
+        assert not (await session.execute(select(AccessRequest).where(AccessRequest.eligibility == "debug2"))).all()  # type: ignore[arg-type]
 
 
 SINGLE_DEBUG = POLICY.replace("  - {name: debug, description: Debugging, bundle: [db, logs]}\n", """\
@@ -177,3 +177,15 @@ async def test_a_member_whose_grant_call_is_in_flight_when_another_fails_is_remo
     assert sorted(r.status for r in reqs) == ["failed", "revoked"]
     assert {g.status for g in grants} == {"ended"}
     assert not await s.is_member("alice@example.com", "db") and not await s.is_member("alice@example.com", "logs")
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed: a single request does not see the member an open bundle holds "
+                                       "(a second grant of the membership; the ownership rules keep it safe)")
+async def test_a_single_request_is_refused_while_an_open_bundle_holds_it(db_factory: DbFactory,
+                                                                          clock: ManualClock) -> None:
+    s = await _stack(db_factory, clock)
+    bundle = await s.requests.submit(requester="alice@example.com", eligibility="debug", duration=timedelta(hours=1),
+                                     justification="incident 42")
+    with pytest.raises(PolicyViolation, match=bundle.id):
+        await s.requests.submit(requester="alice@example.com", eligibility="db", duration=timedelta(hours=1),
+                                justification="incident 43")
