@@ -8,15 +8,17 @@ A bundle is requested and approved once, and carried out as one grant per member
   connector, target and requestors of its first member (whose grant the bundle's own request carries),
   ``max_duration`` the shortest of the members' (and its own, when set), a ticket when any member needs
   one, the eligibility-level ``step_up`` of the first member that has one, and no break-glass, delegates,
-  on-call approval, ``enforce`` or transition.
+  on-call approval, ``enforce`` or transition; extensions only when the first member allows them.
 - **Approval layers: the union, layer by layer.** The bundle has as many layers as its longest member.
   Layer *i*'s approvers are the union of the groups and users of layer *i* of every member that has one;
   its ``min_approvals`` the largest of theirs, its ``timeout`` the shortest, its ``remind_every`` the
-  shortest set, its ``step_up`` the first member's that sets one; escalation and after-hours approvers
-  are dropped (the normal approvers decide). Whoever approves sees every item (the description lists
-  them by name). The requester, whoever submitted on their behalf, and an approver of an earlier layer
-  are refused as for any request — one request, so per item as well. Union means an approver of any member may approve
-  the whole bundle: put only eligibilities with the same approvers in a bundle when that matters.
+  shortest set, its ``step_up`` the fresh sign-in its members' layer *i* need (none when none does;
+  members needing different ones are refused); its ``after_hours`` the union of who decides each
+  member's layer *i* after hours; escalation approvers are dropped. Whoever approves sees every item
+  (the description lists them by name). The requester, whoever submitted on their behalf, and an
+  approver of an earlier layer are refused as for any request — one request, so per item as well.
+  Union means an approver of any member may approve the whole bundle: put only eligibilities with the
+  same approvers in a bundle when that matters.
 - **Carrying out** (bot/services/requesting/bundles.py): each member is its own request with its own grant, linked
   by ``access_request.bundle_id`` (the bundle request's id), checked against its own eligibility at submit
   and again when its grant is carried out, with its own expiry and the ordinary durable revocation.
@@ -27,8 +29,11 @@ A bundle is requested and approved once, and carried out as one grant per member
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from bot.domain.step_up import step_up_for
 
 # Eligibility and ApprovalLayer (bot/domain/policy.py, which calls this module from its validators) are
 # typed ``Any`` here and their classes taken from the values: no import circle.
@@ -87,14 +92,37 @@ def compose(bundle: Eligibility, members: Sequence[Eligibility]) -> Eligibility:
     ticket: Any = next((m.require_ticket for m in members if m.ticket_rule is not None),
                        any(bool(m.require_ticket) for m in members))
     # shown with the request to whoever approves it: every item, by name
+    step_up = next((m.step_up for m in members if m.step_up is not None), None)
+    approvals = tuple(la.model_copy(update={"step_up": _layer_step_up(bundle.name, members, i, step_up)})
+                      for i, la in enumerate(union_layers([m.approvals for m in members])))
     items = " + ".join(m.name for m in members)
     description = f"{bundle.description} [{items}]" if bundle.description else f"bundle: {items}"
     return bundle.model_copy(update={
         "connector": first.connector, "target": first.target, "requestors": first.requestors,
         "max_duration": max_duration, "default_duration": default, "require_ticket": ticket,
-        "approvals": union_layers([m.approvals for m in members]), "description": description,
-        "step_up": next((m.step_up for m in members if m.step_up is not None), None),
-        "terminate_sessions": first.terminate_sessions})
+        "approvals": approvals, "description": description, "step_up": step_up,
+        "terminate_sessions": first.terminate_sessions,
+        # the bundle request carries its first member's grant: extended only when that member allows it too
+        "extension": bundle.extension if first.extension.allowed else first.extension})
+
+
+def _layer_step_up(name: str, members: Sequence[Eligibility], i: int, step_up: Any) -> Any:
+    """Layer *i*'s ``step_up``: the fresh sign-in its members' layer *i* need (their own, or their
+    eligibility's that the layer does not turn off); when none needs one, the bundle's turned off.
+    Raises ValueError when members need different ones: one approval carries one sign-in."""
+    needs = {m.name: n for m in members if len(m.approvals) > i
+             and (n := step_up_for(m.step_up, m.approvals[i].step_up)) is not None}
+    if len(set(needs.values())) > 1:
+        raise ValueError(f"bundle {name!r}: {', '.join(needs)} need different step_up sign-ins on approval "
+                         f"layer {i + 1}; a bundle's layer asks for one, so make them the same")
+    if needs:
+        return next(iter(needs.values()))
+    return step_up.model_copy(update={"approvers": False}) if step_up is not None else None
+
+
+def _union(principals_type: Any, sets: Sequence[Any]) -> Any:
+    return principals_type(groups=tuple(dict.fromkeys(g for p in sets for g in p.groups)),
+                           users=tuple(dict.fromkeys(u for p in sets for u in p.users)))
 
 
 def union_layers(chains: Sequence[Sequence[ApprovalLayer]]) -> tuple[ApprovalLayer, ...]:
@@ -104,9 +132,12 @@ def union_layers(chains: Sequence[Sequence[ApprovalLayer]]) -> tuple[ApprovalLay
         layers = [c[i] for c in chains if len(c) > i]
         reminders = [la.remind_every for la in layers if la.remind_every is not None]
         layer_type, principals_type = type(layers[0]), type(layers[0].approvers)
+        union = functools.partial(_union, principals_type)
+        # outside business hours each member's layer goes to whoever decides it then (its after_hours set)
+        night = any(la.approver_set(after_hours=True) is not la.approvers for la in layers)
         out.append(layer_type(
-            approvers=principals_type(groups=tuple(dict.fromkeys(g for la in layers for g in la.approvers.groups)),
-                                 users=tuple(dict.fromkeys(u for la in layers for u in la.approvers.users))),
+            approvers=union([la.approvers for la in layers]),
+            after_hours=union([la.approver_set(after_hours=True) for la in layers]) if night else None,
             min_approvals=max(la.min_approvals for la in layers),
             timeout=min(la.timeout for la in layers),
             remind_every=min(reminders) if reminders else None,

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from bot.services.background.ticket_watch import TicketWatch
 from bot.services.runtime import Runtime
@@ -61,7 +62,7 @@ def issue_key(raw: bytes) -> str | None:
     """The issue key the (verified) body names, or None."""
     try:
         payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # nested past the parser's depth
         return None
     issue = payload.get("issue") if isinstance(payload, dict) else None
     key = issue.get("key") if isinstance(issue, dict) else None
@@ -75,7 +76,11 @@ def jira_webhook_handler(rt: Runtime, secret: str) -> Callable[[web.Request], Aw
         if request.content_length is not None and request.content_length > MAX_BODY:
             log.warning("refused a Jira webhook from %s: body over %d bytes", request.remote, MAX_BODY)
             return web.Response(status=413)
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except RequestPayloadError as exc:  # a body that cannot be read (a broken Content-Encoding, cut off)
+            log.warning("refused a Jira webhook from %s: unreadable body (%s)", request.remote, type(exc).__name__)
+            return web.Response(status=400)
         reason = signature_refusal(key_bytes, request.headers, raw)
         if reason is not None:
             log.warning("refused a Jira webhook from %s: %s", request.remote, reason)

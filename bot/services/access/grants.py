@@ -449,6 +449,13 @@ class GrantService:
                                       "be extended. If you need more, ask again with /jit.")
             plan = plan_extension(elig=elig, status=Status(req.status), granted_at=g.granted_at,
                                   expires_at=g.expires_at, now=now, by=by)
+            if req.bundle_id is not None and req.bundle_id != req.id:  # a member: within its bundle's too
+                bundle = rt.eligibility((await load_request(session, req.bundle_id)).eligibility)
+                if bundle is None:
+                    raise PolicyViolation(f"{request_id} was granted with a bundle that is no longer in the "
+                                          "policy; it cannot be extended.")
+                plan_extension(elig=bundle, status=Status(req.status), granted_at=g.granted_at,
+                               expires_at=g.expires_at, now=now, by=by)
             old = g.expires_at
             g.expires_at = capped_expiry(req, plan.new_expires_at)
             if g.expires_at <= old:
@@ -475,6 +482,10 @@ class GrantService:
             elig = rt.eligibility(req.eligibility)
             if elig is None:
                 raise PolicyViolation(f"{req.eligibility} is no longer in the policy.")
+            if req.bundle_id is not None:  # all or nothing: its other members have ended (docs/policy.md)
+                raise PolicyViolation(f"{request_id} is part of the bundle {req.bundle_id}, which is granted all or "
+                                      "nothing and is not retried: its other members have ended. The requester "
+                                      "asks again.")
             check_transition(Status(req.status), Status.APPROVED)
             req.status, req.updated_at, req.version = Status.APPROVED.value, now, req.version + 1
             g = new_grant(rt, req, elig, now=now)

@@ -77,12 +77,16 @@ async def check_members(rt: Runtime, elig: Eligibility, requester: str) -> None:
     """Refuse a bundle request unless the requester may request every member, has an account at each
     member's connector and holds no member already (one of each at a time, as for a single request: more
     time is an extension). PolicyViolation says which member refused."""
+    # a member is held as itself, or within another bundle (its first member is the bundle request's own)
+    shared = {b.name: next(m for m in elig.bundle if m in b.bundle) for b in rt.policy.eligibilities
+              if b.bundle and b.name != elig.name and set(b.bundle) & set(elig.bundle)}
     async with rt.db.sessions() as session:
         held = (await session.execute(_OPEN_MEMBERS, {"b_requester": requester,
-                                                      "b_eligs": list(elig.bundle)})).first()
+                                                      "b_eligs": [*elig.bundle, *shared]})).first()
     if held is not None:
-        raise PolicyViolation(f"{elig.name} includes {held.eligibility}, which you already have or have asked "
-                              f"for ({held.id}); release or cancel it first.", field="eligibility")
+        raise PolicyViolation(f"{elig.name} includes {shared.get(held.eligibility, held.eligibility)}, which you "
+                              f"already have or have asked for ({held.id}); release or cancel it first.",
+                              field="eligibility")
     for name in elig.bundle:
         member = rt.eligibility(name)
         if member is None:  # the policy validates members; a reload between the two reads
@@ -101,15 +105,27 @@ async def check_members(rt: Runtime, elig: Eligibility, requester: str) -> None:
                                   f"{name}); ask an administrator to check your identity-provider account.")
 
 
+def check_items(req: AccessRequest, elig: Eligibility) -> None:
+    """Refuse approving ``req`` unless its eligibility holds the items it was requested with (the
+    approvers saw those): the same bundle members, or no bundle at all — an eligibility that became a
+    bundle, or stopped being one, while the request waited is not approved."""
+    context = req.context or {}
+    if "bundle_of" in context:  # a member, approved with its bundle (``approve_members``)
+        return
+    asked, now = list(context.get("bundle") or []), list(elig.bundle or [])
+    if asked == now:
+        return
+    then = f"the {', '.join(asked)}" if asked else "the single item"
+    holds = f"now holds {', '.join(now)}" if now else "is no longer a bundle"
+    raise PolicyViolation(f"{elig.name} {holds}, not {then} that {req.id} asked for; it cannot be approved. "
+                          "The requester may ask again.")
+
+
 async def approve_members(rt: Runtime, approve_final: Callable[..., Awaitable[Any]], unit: Unit,
                           req: AccessRequest, elig: Eligibility, *, actor: str, auto: bool) -> None:
     """The approved bundle request's other members, each an approved request with its own grant through
     ``approve_final`` (``RequestService.approve_final``), in the approving transaction (see the module
     docstring)."""
-    asked = list((req.context or {}).get("bundle") or elig.bundle)
-    if asked != list(elig.bundle):
-        raise PolicyViolation(f"{elig.name} now holds {', '.join(elig.bundle)}, not the {', '.join(asked)} "
-                              f"that {req.id} asked for; it cannot be approved. The requester may ask again.")
     req.bundle_id = req.id
     for name in elig.bundle[1:]:
         member = rt.eligibility(name)

@@ -28,7 +28,7 @@ from bot.services.claims import FIRST_TOKEN, LEASE
 from bot.services.context.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
 from bot.services.context.tickets import check_ticket
 from bot.services.policy_version import require_current, under_current_policy
-from bot.services.requesting.bundles import approve_members, bundle_context, check_members
+from bot.services.requesting.bundles import approve_members, bundle_context, check_items, check_members
 from bot.services.requesting.extension_apply import approve_extension, deadline_of
 from bot.services.requesting.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime, new_id
@@ -324,6 +324,7 @@ class RequestService:
             return None
         now = self.rt.clock.now()
         check_transition(Status(req.status), Status.APPROVED)
+        check_items(req, elig)  # a bundle as requested, or none (bot/services/requesting/bundles.py)
         asked, req.duration_s = req.duration_s, allowed_seconds(req, elig)  # the maximum may have been lowered
         req.status, req.decided_at, req.updated_at = Status.APPROVED.value, now, now
         close_schedule(req)
