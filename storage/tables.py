@@ -13,6 +13,7 @@ from storage.types import UTCDateTime
 
 # The rows uq_request_one_pending covers: pending requests for access (not extensions, not break-glass).
 ONE_PENDING = text("status = 'pending' AND kind = 'access'")
+IN_A_BUNDLE = text("bundle_id IS NOT NULL")
 
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:
@@ -83,7 +84,9 @@ class AccessRequest(SQLModel, table=True):
         Index("ix_request_escalation_due", "status", "escalate_at"),
         Index("ix_request_review_due", "kind", "review_remind_at"),
         Index("ix_request_open", "requester", "eligibility", "status"),  # a person's pending request (0008)
-        Index("ix_request_bundle", "bundle_id", "status"),  # a bundle's members (0013)
+        # a bundle's members (0013); partial, so that the worker's all-or-nothing check reads bundle members
+        # only, however many other requests are open
+        Index("ix_request_bundle", "bundle_id", "status", sqlite_where=IN_A_BUNDLE, postgresql_where=IN_A_BUNDLE),
         # One pending access request per person (the beneficiary) and eligibility, kept by the database:
         # two replicas' submissions at the same moment both pass the service's read (0009).
         Index("uq_request_one_pending", "requester", "eligibility", unique=True,

@@ -113,7 +113,7 @@ def test_since_takes_a_date_a_timestamp_or_a_duration_ago() -> None:
 def test_policy_validate_accepts_the_example_and_prints_its_warning(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "validate", str(EXAMPLE)]) == 0
     out, err = capsys.readouterr()
-    assert "valid (3 eligibilities, 1 connectors, 1 warning)" in out
+    assert "valid (4 eligibilities, 1 connectors, 1 warning)" in out
     assert "warning: " in err and "logs-viewer: no approval layers" in err
 
 

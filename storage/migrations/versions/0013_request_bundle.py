@@ -19,10 +19,13 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('access_request') as batch:
         batch.add_column(sa.Column('bundle_id', sa.String(length=32), nullable=True))
-        batch.create_index('ix_request_bundle', ['bundle_id', 'status'])
+    # partial: the worker's all-or-nothing check reads bundle members only, however many requests are open
+    where = sa.text("bundle_id IS NOT NULL")
+    op.create_index('ix_request_bundle', 'access_request', ['bundle_id', 'status'], sqlite_where=where,
+                    postgresql_where=where)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_request_bundle', 'access_request')
     with op.batch_alter_table('access_request') as batch:
-        batch.drop_index('ix_request_bundle')
         batch.drop_column('bundle_id')
