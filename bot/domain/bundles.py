@@ -118,7 +118,8 @@ def adhoc_refusal(names: Sequence[str], known: Mapping[str, Eligibility], max_it
         if e.require_ticket:
             return f"{n} needs a ticket, which a request of several items does not take: request it on its own."
         if e.auto_approve_when is not None or any(la.auto_approve_when is not None for la in e.approvals):
-            return f"{n} may be approved by being on call, which a request of several items is not: request it on its own."
+            return (f"{n} may be approved by being on call, which a request of several items is not: "
+                    "request it on its own.")
     if len(adhoc_name(names)) > ADHOC_NAME_MAX:
         return (f"These names are too long together ({ADHOC_NAME_MAX} characters with the + between them): "
                 "pick fewer, or ask for a bundle in the policy.")

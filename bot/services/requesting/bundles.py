@@ -4,7 +4,8 @@ The policy side (which eligibilities a bundle holds, its union of approval layer
 bot/domain/bundles.py. Here:
 
 - **Submit** (``check_members``): the requester must be a requestor of *every* member, have an account
-  at every member's connector, and hold no member already (alone or in another bundle, ad hoc or not); the duration is within the bundle's maximum, the shortest of its members'.
+  at every member's connector, and hold no member already (alone or in another bundle, ad hoc or
+  not); the duration is within the bundle's maximum, the shortest of its members'.
   The member list is kept on the request (``context["bundle"]``).
 - **Approval** (``approve_members``, inside the approving transaction): the bundle's own request carries
   its first member's grant; each other member becomes an APPROVED request of its own (``bundle_id``: the
