@@ -11,8 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.domain.requests import Decision
+from bot.fakes.blockkit import validate_view
+from bot.policy_file import parse_policy
 from bot.services.clock import ManualClock
-from bot.slack import ids
+from bot.slack import blocks, ids
+from bot.slack.multipick import also_block
 from storage.tables import AccessRequest
 from tests.conftest import DbFactory
 from tests.slack.harness import Env, slack_env
@@ -145,3 +148,19 @@ async def test_no_list_when_the_policy_turns_it_off(db_factory: DbFactory, clock
     async with slack_env(db_factory(), POLICY.replace("max_items: 3", "max_items: 1"), clock) as env:
         modal = await _modal(env)
         assert all(b.get("block_id") != ids.B_ALSO for b in modal.body["blocks"])
+
+
+def test_the_list_keeps_to_block_kit_limits_with_many_eligibilities() -> None:
+    """More than 100 combinable eligibilities: the first 100, option text within 75 characters, and the
+    whole modal valid for the strict fake (Slack's published view limits)."""
+    names = [f"{i:03d}-" + "x" * 58 for i in range(130)]  # 62 characters: the longest names allowed, nearly
+    doc = POLICY + "".join(f"  - {{name: {n}, connector: demo, target: {{group: db}}, requestors: {{groups: [eng]}}, "
+                           "max_duration: 1h}\n" for n in names)
+    policy = parse_policy(doc, env={}).policy
+    mine = list(policy.eligibilities)
+    also = also_block(policy, mine, mine, None)
+    assert also is not None
+    options = also["element"]["options"]
+    assert len(options) == 100 and all(len(o["text"]["text"]) <= 75 for o in options)
+    assert also["element"]["max_selected_items"] == 2
+    assert not validate_view(blocks.request_modal(mine, None, also=also))
