@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.domain.requests import Decision
+from bot.domain.requests import Decision, PolicyViolation
 from bot.fakes.blockkit import validate_view
 from bot.policy_file import parse_policy
 from bot.services.clock import ManualClock
@@ -76,10 +76,13 @@ async def test_two_picks_are_one_request_approved_once_and_granted_per_item(
         assert req.eligibility == "db+logs" and req.layers == 1
         # whoever approves sees every item: leads (db) and sec (logs) both asked, each sees both names
         for approver in ("U2BOB", "U3CAROL"):
-            shown = str(env.slack.dm_messages(approver)[-1].blocks)
-            assert "db" in shown and "logs" in shown
-        await env.stack.approvals.decide(request_id=req.id, layer=1, approver="carol@example.com",
-                                         decision=Decision.APPROVE)
+            assert "bundle of: db, logs" in str(env.slack.dm_messages(approver)[-1].blocks)
+        # alice cannot approve (she is the requester); carol (logs' approver) approves the whole, by click
+        with pytest.raises(PolicyViolation, match="your own request"):
+            await env.stack.approvals.decide(request_id=req.id, layer=1, approver="alice@example.com",
+                                             decision=Decision.APPROVE)
+        msg = env.slack.dm_messages("U3CAROL")[-1]
+        assert (await env.sender.click("U3CAROL", env.slack.im_channel("U3CAROL"), msg.ts, ids.APPROVE)).status == 200
         for _ in range(3):
             await env.settle()
             await env.stack.worker.grants.settle()
