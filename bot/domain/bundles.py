@@ -25,6 +25,13 @@ A bundle is requested and approved once, and carried out as one grant per member
   All-or-nothing: when any member ends other than by expiry (its grant failed for good, was refused,
   released or revoked), every other member still approved or active is stopped or revoked, audited, and
   the requester told.
+- **Ad hoc** (``adhoc``): the ``/jit`` modal lets a requester pick several eligibilities at once. They
+  form the same bundle, named by its members joined with ``+`` (``db-readonly+logs-viewer``: ``+`` is
+  never in an eligibility's name, so the name says what it holds), composed from the policy whenever it
+  is read (``Policy.eligibility``), so everything above holds unchanged. ``adhoc_refusal`` says why a
+  pick cannot form one: fewer than two, duplicates, more than ``bundles.max_items``, an unknown
+  eligibility, a bundle, or an item that needs what the multi-pick form does not collect or decide (a
+  ticket, on-call approval, break-glass, delegates).
 """
 
 from __future__ import annotations
@@ -81,6 +88,64 @@ def prepare(raw: Sequence[Any]) -> list[Any]:
                 filled[key] = first[key]
         out.append(filled)
     return out
+
+
+ADHOC_SEP = "+"
+ADHOC_NAME_MAX = 64  # the length of a request's eligibility name (storage/tables.py)
+
+
+def adhoc_name(names: Sequence[str]) -> str:
+    """The name of the ad-hoc bundle of ``names``: the first (the modal's main pick) then the others in
+    name order, so that the same pick is the same request (one pending at a time)."""
+    return ADHOC_SEP.join([names[0], *sorted(names[1:])]) if names else ""
+
+
+def adhoc_members(name: str) -> list[str] | None:
+    """The member names of an ad-hoc bundle's name, None for any other name."""
+    return name.split(ADHOC_SEP) if ADHOC_SEP in name else None
+
+
+def adhoc_refusal(names: Sequence[str], known: Mapping[str, Eligibility], max_items: int) -> str | None:
+    """Why ``names`` cannot be requested together (a sentence for the requester), or None."""
+    if len(names) < 2:
+        return "Pick at least two items to request them together."
+    dupes = sorted({n for n in names if list(names).count(n) > 1})
+    if dupes:
+        return f"{', '.join(dupes)} is picked more than once."
+    if len(names) > max_items:
+        return f"At most {max_items} items can be requested together; you picked {len(names)}."
+    for n in names:
+        e = known.get(n)
+        if e is None:
+            return f"There is no eligibility called {n[:64]!r}."
+        if e.bundle:
+            return f"{n} is itself a bundle: request it on its own."
+        if e.require_ticket:
+            return f"{n} needs a ticket, which a request of several items does not take: request it on its own."
+        if e.auto_approve_when is not None or any(la.auto_approve_when is not None for la in e.approvals):
+            return (f"{n} may be approved by being on call, which a request of several items is not: "
+                    "request it on its own.")
+    if len(adhoc_name(names)) > ADHOC_NAME_MAX:
+        return (f"These names are too long together ({ADHOC_NAME_MAX} characters with the + between them): "
+                "pick fewer, or ask for a bundle in the policy.")
+    return None
+
+
+def adhoc(names: Sequence[str], known: Mapping[str, Eligibility], max_items: int) -> Eligibility | None:
+    """The ad-hoc bundle of ``names`` (``adhoc_name``'s order), or None when ``adhoc_refusal`` refuses it."""
+    if adhoc_refusal(names, known, max_items) is not None or adhoc_name(names) != ADHOC_SEP.join(names):
+        return None
+    members = [known[n] for n in names]
+    first = members[0]
+    base = first.model_copy(update={
+        "name": adhoc_name(names), "description": "", "bundle": tuple(names),
+        "max_duration": min(m.max_duration for m in members),
+        "default_duration": min(m.default for m in members),
+        "warn_before": min(m.warn_before for m in members),
+        "extension": first.extension.model_copy(update={"allowed": all(m.extension.allowed for m in members)}),
+        "auto_approve_when": None, "break_glass": None, "delegates": type(first.delegates)(),
+        "enforce": False, "transition": None})
+    return compose(base, members)
 
 
 def compose(bundle: Eligibility, members: Sequence[Eligibility]) -> Eligibility:

@@ -438,6 +438,11 @@ class EventSink(Strict):
         return self
 
 
+class Bundles(Strict):
+    # How many eligibilities one /jit request may pick together (an ad-hoc bundle); 1 turns it off.
+    max_items: int = Field(default=5, ge=1, le=10)
+
+
 class Policy(Strict):
     audit_channel: str
     security_channel: str | None = None
@@ -457,6 +462,7 @@ class Policy(Strict):
     event_sinks: tuple[EventSink, ...] = ()
     oidc_providers: dict[str, OidcProvider] = Field(default_factory=dict, repr=False)
     public_url: str | None = None  # where browsers reach ``jitbot serve`` (step-up links and callback)
+    bundles: Bundles = Bundles()  # ad-hoc bundles: several eligibilities picked in one /jit request
 
     @model_validator(mode="before")
     @classmethod
@@ -541,7 +547,14 @@ class Policy(Strict):
                                  f"(it needs a connector of type {kind})")
 
     def eligibility(self, name: str) -> Eligibility | None:
-        return next((e for e in self.eligibilities if e.name == name), None)
+        """The eligibility called ``name``; for an ad-hoc bundle's name (``a+b``), the bundle of those
+        eligibilities composed from this policy (bot/domain/bundles.py), None when they cannot form one."""
+        found = next((e for e in self.eligibilities if e.name == name), None)
+        if found is not None or "+" not in name:
+            return found
+        from bot.domain.bundles import adhoc, adhoc_members
+
+        return adhoc(adhoc_members(name) or [], {e.name: e for e in self.eligibilities}, self.bundles.max_items)
 
     def after_hours(self, at: datetime) -> bool:
         """Whether ``at`` is outside the business hours (never, when the policy sets none)."""

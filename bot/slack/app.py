@@ -26,7 +26,7 @@ def build_app(rt: Runtime, *, client: AsyncWebClient, signing_secret: str,
     if client.session is not None:  # the bot's one HTTP session (bot/slack/server.py)
         pooled_respond(app, client.session)
     if not process_before_response:  # Bolt answers once ack() is called, not after its next 10 ms poll
-        early_ack.install(app, rt)
+        early_ack.install(app, rt, identity)
     listeners.register(app, rt, identity)
     people_events.register(app, rt)
     return app

@@ -115,7 +115,7 @@ def duration_options(elig: Eligibility) -> tuple[list[dict[str, Any]], dict[str,
 
 
 def request_modal(eligibilities: list[Eligibility], selected: str | None = None, *,
-                  on_behalf: bool = False) -> dict[str, Any]:
+                  on_behalf: bool = False, also: Block | None = None) -> dict[str, Any]:
     """The /jit modal: only what the user may request; ticket field only where required; an optional
     start time; an optional beneficiary for delegates and admins (``on_behalf``)."""
     if not eligibilities:
@@ -135,6 +135,7 @@ def request_modal(eligibilities: list[Eligibility], selected: str | None = None,
                      "initial_option": initial}},
         context(esc(elig.description) + f" · up to {format_duration(elig.max_duration)}"
                 + (f" · {len(elig.approvals)} approval layer(s)" if elig.approvals else " · approved automatically")),
+        *([also] if also is not None else []),  # more items in the same request (bot/slack/multipick.py)
         {"type": "input", "block_id": ids.B_DURATION, "label": plain("For how long", 2000),
          "element": {"type": "static_select", "action_id": ids.A_DURATION, "options": durations,
                      "initial_option": initial_duration}},

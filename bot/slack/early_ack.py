@@ -9,7 +9,8 @@ after, as messages). So this middleware — after Bolt's signature check and aut
 refuse a bad request with 401 — acks those two kinds of request itself: the runner finds ``ack()``
 done and answers at once, and the listener's own ``ack()`` changes nothing. Modal submissions
 (``view_submission``) carry field errors in their ack: the request modal's are computed here without
-I/O (``bot/slack/request_form.py``) and acked, and the form is left in the context for the listener,
+I/O (``bot/slack/request_form.py``), then the few that need it (a Jira ticket, a multi-pick's items)
+within 2 s, and acked, and the form is left in the context for the listener,
 whose own ``ack()`` gives the same answer; other modals ack in their listener. A request no listener
 matches is still answered 404 by Bolt.
 """
@@ -24,7 +25,8 @@ from slack_bolt.request.payload_utils import is_block_actions, is_slash_command,
 
 from bot.services.runtime import Runtime
 from bot.slack import ids
-from bot.slack.request_form import CONTEXT_KEY, check_form_ticket, read_request_form
+from bot.slack.identity import SlackIdentity
+from bot.slack.request_form import CONTEXT_KEY, check_form_io, read_request_form
 
 
 def acked_early(body: dict[str, Any]) -> bool:
@@ -38,7 +40,7 @@ def is_request_form(body: dict[str, Any]) -> bool:
     return is_view_submission(body) and isinstance(view, dict) and view.get("callback_id") == ids.REQUEST_VIEW
 
 
-def install(app: AsyncApp, rt: Runtime) -> None:
+def install(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
     @app.middleware
     async def _ack_early(context: AsyncBoltContext, body: dict[str, Any],
                          next: Callable[[], Awaitable[None]]) -> None:
@@ -50,7 +52,8 @@ def install(app: AsyncApp, rt: Runtime) -> None:
             except (KeyError, TypeError, AttributeError):  # a malformed form: the listener answers it
                 pass
             else:
-                form = await check_form_ticket(rt, form)  # Jira (I/O): only eligibilities that ask it
+                # Jira, and a multi-pick's items (I/O): only forms that ask it
+                form = await check_form_io(rt, form, lambda user: identity.email(context.client, user))
                 context[CONTEXT_KEY] = form
                 await context.ack(**form.ack_args())
         await next()

@@ -30,6 +30,7 @@ B_REASON, A_REASON = "reason", "reason_input"
 B_BREAKGLASS, A_BREAKGLASS = "breakglass", "breakglass_checkbox"
 B_ON_BEHALF, A_ON_BEHALF = "on_behalf", "on_behalf_user"
 B_STARTS, A_STARTS = "starts_at", "starts_at_picker"
+B_ALSO, A_ALSO = "also", "also_select"  # more eligibilities in the same request (bot/slack/multipick.py)
 
 VIEWS = (REQUEST_VIEW, DENY_VIEW)
 EVENTS = ("app_home_opened", "user_change", "team_join")

@@ -22,11 +22,11 @@ from bot.services.extensions import ExtensionService
 from bot.services.requesting.approvals import ApprovalService
 from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.slack import approve_for_less, blocks, breakglass, ids, modal_open, request_form
+from bot.slack import approve_for_less, blocks, breakglass, ids, modal_open, multipick, request_form
 from bot.slack.admin import admin_command
 from bot.slack.breakglass import breakglass_command
 from bot.slack.identity import NoEmail, SlackIdentity
-from bot.slack.request_form import RequestForm, check_form_ticket, read_request_form, small_int
+from bot.slack.request_form import RequestForm, check_form_io, read_request_form, small_int
 from bot.stepup import StepUpError
 from bot.stepup.flow import link_for
 
@@ -90,7 +90,8 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
         mine = await requests.requestable(email)
         for_others = [e for e in rt.policy.eligibilities if await requests.may_submit_for_others(email, e)]
         shown = mine + [e for e in for_others if e not in mine]
-        return blocks.request_modal(shown, selected, on_behalf=bool(for_others))
+        also = multipick.also_block(rt.policy, mine, shown, selected)  # several items in one request
+        return blocks.request_modal(shown, selected, on_behalf=bool(for_others), also=also)
 
     async def open_modal(client: AsyncWebClient, trigger_id: str, email: str, user_id: str,
                          respond: AsyncRespond | None) -> None:
@@ -148,7 +149,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
         # comes back as inline errors at once; the rest (identity, eligibility, the database) runs after.
         form: RequestForm | None = context.get(request_form.CONTEXT_KEY)  # read (and acked) before, or now:
         if form is None:
-            form = await check_form_ticket(rt, read_request_form(rt, body))
+            form = await check_form_io(rt, read_request_form(rt, body), lambda u: identity.email(client, u))
         if form.errors:
             await ack(**form.ack_args())
             return

@@ -8,6 +8,7 @@ ticket must be a Jira issue has it checked before the answer too (``check_form_t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from bot.domain.requests import PolicyViolation
 from bot.services.context.tickets import check_ticket
 from bot.services.requesting.requests import precheck_submission
 from bot.services.runtime import Runtime
-from bot.slack import ids
+from bot.slack import ids, multipick
 
 CONTEXT_KEY = "jitbot_request_form"  # the form as read before the ack, kept in Bolt's context for the listener
 
@@ -66,9 +67,15 @@ def read_request_form(rt: Runtime, body: dict[str, Any]) -> RequestForm:
                else v.get("selected_date_time") if kind == "datetimepicker" else v.get("value"))
         return None if raw in (None, "") else str(raw).replace("\x00", "")  # PostgreSQL refuses NUL
 
+    main = pick(ids.B_ELIGIBILITY, ids.A_ELIGIBILITY) or ""
+    checked = values.get(ids.B_BREAKGLASS, {}).get(ids.A_BREAKGLASS, {}).get("selected_options") or []
+    glass_ticked = any(o.get("value") == "breakglass" for o in checked)
+    # more items picked: the ad-hoc bundle's name, or why not (bot/slack/multipick.py)
+    eligibility, items_error = multipick.read_items(rt, main, values, break_glass=glass_ticked)
+
     def form(errors: dict[str, str] | None, duration_s: int = 0, starts_at: datetime | None = None,
              break_glass: Eligibility | None = None) -> RequestForm:
-        return RequestForm(user_id=body["user"]["id"], eligibility=pick(ids.B_ELIGIBILITY, ids.A_ELIGIBILITY) or "",
+        return RequestForm(user_id=body["user"]["id"], eligibility=eligibility,
                            duration=timedelta(seconds=duration_s),
                            justification=pick(ids.B_JUSTIFICATION, ids.A_JUSTIFICATION) or "",
                            ticket=pick(ids.B_TICKET, ids.A_TICKET), starts_at=starts_at,
@@ -91,15 +98,17 @@ def read_request_form(rt: Runtime, body: dict[str, Any]) -> RequestForm:
     if starts_raw is not None and starts_ts is None:
         return form({ids.B_STARTS: "Pick a valid start time."}, duration_s)
     starts_at = datetime.fromtimestamp(starts_ts, UTC) if starts_ts is not None else None
-    checked = values.get(ids.B_BREAKGLASS, {}).get(ids.A_BREAKGLASS, {}).get("selected_options") or []
-    if any(o.get("value") == "breakglass" for o in checked):
+    if items_error is not None:
+        return form({ids.B_ALSO: items_error[:150]}, duration_s, starts_at)
+    if glass_ticked:
         glass = _break_glass(rt, form(None, duration_s))
         if glass.errors and ids.B_DURATION in glass.errors and typed is not None:
             glass = replace(glass, errors={ids.B_DURATION_TEXT: glass.errors[ids.B_DURATION]})
         return glass
     submitted = form(None, duration_s, starts_at)
     try:
-        precheck_submission(rt, eligibility=submitted.eligibility, duration=submitted.duration,
+        # the main pick's rules here; a multi-pick's own after its items are checked (``multipick.check_items``)
+        precheck_submission(rt, eligibility=main, duration=submitted.duration,
                             justification=submitted.justification, ticket=submitted.ticket, starts_at=starts_at)
     except PolicyViolation as exc:
         block = FIELD_BLOCKS.get(exc.field or "", ids.B_ELIGIBILITY)
@@ -126,6 +135,14 @@ def _break_glass(rt: Runtime, submitted: RequestForm) -> RequestForm:
 
 
 TICKET_CHECK_S = 2.0  # Slack waits 3 s for the modal's answer
+
+
+async def check_form_io(rt: Runtime, form: RequestForm, email_of: Callable[[str], Awaitable[str]]) -> RequestForm:
+    """The checks with I/O before the modal is answered: the Jira ticket, and a multi-pick's items
+    (bot/slack/multipick.py; ``email_of`` maps a Slack user id to their email)."""
+    form = await check_form_ticket(rt, form)
+    checked: RequestForm = await multipick.check_items(rt, form, email_of)
+    return checked
 
 
 async def check_form_ticket(rt: Runtime, form: RequestForm) -> RequestForm:

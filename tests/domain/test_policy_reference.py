@@ -15,6 +15,7 @@ from bot.domain.approval_context import AutoApproveWhen, JiraTicket, OnCall, Pag
 from bot.domain.policy import (
     ApprovalLayer,
     BreakGlass,
+    Bundles,
     BusinessHours,
     Eligibility,
     Email,
@@ -87,7 +88,8 @@ SECTION = {Policy: "top level", Principals: "principals", Settings: "settings", 
            Email: "email", Notify: "notify", RecoveryAccount: "recovery_accounts",
            TicketRequirement: "jira tickets", JiraTicket: "jira tickets", StepUp: "step_up", OidcProvider: "step_up",
            LayerApprovers: "approver channels",
-           AutoApproveWhen: ON_CALL, OnCall: ON_CALL, PagerDutyOnCall: ON_CALL, EventSink: "event_sinks"}
+           AutoApproveWhen: ON_CALL, OnCall: ON_CALL, PagerDutyOnCall: ON_CALL, EventSink: "event_sinks",
+           Bundles: "several items in one request (ad-hoc bundles)"}
 
 
 def test_the_model_walk_finds_nested_keys() -> None:

@@ -5,7 +5,9 @@ request (``head``) carries prod-admin; readonly is a request of its own (``membe
 Every action by every role on either request, in each state, is forged as a Slack click or command;
 only the cells in ``ALLOWED`` may change anything (rows, events, outbox, statuses, expiries, either
 membership), the others must change nothing and answer clearly. An allowed end of either request ends
-the whole bundle (released together, revoked together).
+the whole bundle (released together, revoked together). The same matrix holds for the ad-hoc bundle of
+the same two (``prod-admin+readonly``, picked together in the /jit modal; prod-admin without its ticket
+rule there, since an item that needs a ticket cannot be picked with others).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ BUNDLE_POLICY = POLICY.rstrip() + """
     bundle: [prod-admin, readonly]
     default_duration: 1h
 """
+ADHOC_POLICY = POLICY.replace("    require_ticket: true\n", "", 1)
+VARIANTS = {"policy": (BUNDLE_POLICY, "ops-bundle", "OPS-1"), "adhoc": (ADHOC_POLICY, "prod-admin+readonly", None)}
 STATES = ("pending1", "pending2", "active")
 ACTIONS = ("approve", "deny", "extend", "release", "cancel", "admin_revoke")
 ALLOWED = {
@@ -43,8 +47,9 @@ ALLOWED = {
 
 
 class BundleWorld:
-    def __init__(self, env: Env, state: str) -> None:
+    def __init__(self, env: Env, state: str, eligibility: str = "ops-bundle", ticket: str | None = "OPS-1") -> None:
         self.env, self.state, self.head, self.member, self.layer = env, state, "", "", 1
+        self.eligibility, self.ticket = eligibility, ticket
 
     async def fresh(self) -> None:
         env, st = self.env, self.env.stack
@@ -60,8 +65,8 @@ class BundleWorld:
             await env.settle()
             await env.settle()
         req = await st.requests.submit(requester="alice@example.com", requester_slack="U1ALICE",
-                                       eligibility="ops-bundle", duration=timedelta(hours=1),
-                                       justification="deploy", ticket="OPS-1")
+                                       eligibility=self.eligibility, duration=timedelta(hours=1),
+                                       justification="deploy", ticket=self.ticket)
         self.head, self.member, self.layer = req.id, "", 1
         if self.state != "pending1":
             await st.approvals.decide(request_id=req.id, layer=1, approver="bob@example.com",
@@ -97,9 +102,9 @@ async def _snapshot(env: Env, w: BundleWorld) -> Snapshot:
     return out
 
 
-async def _run(env: Env, state: str) -> list[str]:
+async def _run(env: Env, state: str, eligibility: str = "ops-bundle", ticket: str | None = "OPS-1") -> list[str]:
     env.slack.add_user(STRANGER, "mallory", real_name="Mallory", email="mallory@example.com")
-    w = BundleWorld(env, state)
+    w = BundleWorld(env, state, eligibility, ticket)
     await w.fresh()
     problems: list[str] = []
     for which in ("head", "member") if state == "active" else ("head",):
@@ -132,7 +137,10 @@ async def _run(env: Env, state: str) -> list[str]:
 
 @pytest.mark.parametrize("db_factory", ["sqlite"], indirect=True)  # authorisation, not the database
 @pytest.mark.parametrize("state", STATES)
-async def test_only_the_allowed_cells_change_a_bundle(db_factory: DbFactory, clock: ManualClock, state: str) -> None:
-    async with slack_env(db_factory(), BUNDLE_POLICY, clock) as env:
-        problems = await _run(env, state)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_only_the_allowed_cells_change_a_bundle(db_factory: DbFactory, clock: ManualClock, state: str,
+                                                      variant: str) -> None:
+    policy, eligibility, ticket = VARIANTS[variant]
+    async with slack_env(db_factory(), policy, clock) as env:
+        problems = await _run(env, state, eligibility, ticket)
     assert not problems, "\n".join(problems)

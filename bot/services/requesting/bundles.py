@@ -3,8 +3,9 @@
 The policy side (which eligibilities a bundle holds, its union of approval layers) is
 bot/domain/bundles.py. Here:
 
-- **Submit** (``check_members``): the requester must be a requestor of *every* member, and have an account
-  at every member's connector; the duration is within the bundle's maximum, the shortest of its members'.
+- **Submit** (``check_members``): the requester must be a requestor of *every* member, have an account
+  at every member's connector, and hold no member already (alone or in another bundle, ad hoc or
+  not); the duration is within the bundle's maximum, the shortest of its members'.
   The member list is kept on the request (``context["bundle"]``).
 - **Approval** (``approve_members``, inside the approving transaction): the bundle's own request carries
   its first member's grant; each other member becomes an APPROVED request of its own (``bundle_id``: the
@@ -29,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, exists, func, or_, select
 
+from bot.domain.bundles import adhoc_members
 from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation, Status, check_transition
 from bot.services import notices
@@ -61,12 +63,21 @@ _VICTIMS = (select(_R.c.id).where(
     exists(_BROKEN_SIBLING.with_only_columns(_S.c.id))).order_by(_R.c.bundle_id, _R.c.id).limit(100))
 
 
-# The requester's open requests (pending, approved or active, not ending) of a bundle's members.
+# The requester's open requests (pending, approved or active, not ending): of a bundle's members, or of
+# a bundle that holds one of them (a policy bundle, or an ad-hoc one, whose name holds its members).
 _OPEN_MEMBERS = select(_R.c.id, _R.c.eligibility).where(
-    _R.c.requester == bindparam("b_requester"), _R.c.eligibility.in_(bindparam("b_eligs", expanding=True)),
-    _R.c.kind == "access", _R.c.status.in_((Status.PENDING.value, *_LIVE)),
+    _R.c.requester == bindparam("b_requester"), _R.c.kind == "access",
+    _R.c.status.in_((Status.PENDING.value, *_LIVE)),
+    or_(_R.c.eligibility.in_(bindparam("b_eligs", expanding=True)), _R.c.eligibility.like("%+%"),
+        _R.c.eligibility.in_(bindparam("b_bundles", expanding=True))),
     ~exists(select(_G.c.id).where(_G.c.request_id == _R.c.id, _G.c.status.in_(("revoking", "ended", "failed"))))
-).limit(1)
+).order_by(_R.c.id).limit(200)
+
+
+def _items(rt: Runtime, name: str) -> set[str]:
+    """What a request of ``name`` holds: a bundle's members (also when no longer in the policy), else itself."""
+    elig = rt.eligibility(name)
+    return set(elig.bundle if elig is not None and elig.bundle else adhoc_members(name) or [name])
 
 
 def bundle_context(elig: Eligibility, context: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -80,15 +91,18 @@ async def check_members(rt: Runtime, elig: Eligibility, requester: str) -> None:
     """Refuse a bundle request unless the requester may request every member, has an account at each
     member's connector and holds no member already (one of each at a time, as for a single request: more
     time is an extension). PolicyViolation says which member refused."""
-    # a member is held as itself, or within another bundle (its first member is the bundle request's own)
-    shared = {b.name: next(m for m in elig.bundle if m in b.bundle) for b in rt.policy.eligibilities
-              if b.bundle and b.name != elig.name and set(b.bundle) & set(elig.bundle)}
+    # a member is held as itself, or within another bundle (from the policy or ad hoc)
     async with rt.db.sessions() as session:
-        held = (await session.execute(_OPEN_MEMBERS, {"b_requester": requester,
-                                                      "b_eligs": [*elig.bundle, *shared]})).first()
+        rows = (await session.execute(_OPEN_MEMBERS, {
+            "b_requester": requester, "b_eligs": list(elig.bundle),
+            "b_bundles": [e.name for e in rt.policy.eligibilities if e.bundle] or [""]})).all()
+    wanted = set(elig.bundle)
+    held = next((r for r in rows if _items(rt, r.eligibility) & wanted), None)
     if held is not None:
-        raise PolicyViolation(f"{elig.name} includes {shared.get(held.eligibility, held.eligibility)}, which you "
-                              f"already have or have asked for ({held.id}); release or cancel it first.",
+        both = ", ".join(sorted(_items(rt, held.eligibility) & wanted))
+        asked = held.eligibility if both == held.eligibility else f"{held.eligibility}: {held.id}"
+        raise PolicyViolation(f"{elig.name} includes {both}, which you already have or have asked for "
+                              f"({asked if ':' in asked else held.id}); release or cancel it first.",
                               field="eligibility")
     for name in elig.bundle:
         member = rt.eligibility(name)
