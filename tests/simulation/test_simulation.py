@@ -3,8 +3,8 @@
 ``JITBOT_SIM_SEEDS`` (default 2,000) seeds run on SQLite and on PostgreSQL, dealt to
 ``JITBOT_SIM_WORKERS`` processes (default 2, ``tests/simulation/parallel.py``); ``JITBOT_SIM_FIRST`` moves
 the first seed; ``JITBOT_SIM_SEED=N`` runs seed N alone, in this process. A failure prints its seed, its
-steps, a shrunk replay (replayed in this process) and how to rerun it. The replays below are the shrunk runs that found the holes of issue 26 on the code
-before their fixes (each must keep passing), and one open finding (expected to fail until it is fixed).
+steps, a shrunk replay (replayed in this process) and how to rerun it. The replays below are the shrunk
+runs that found the holes of issue 26 on the code before their fixes (each must keep passing).
 """
 
 from __future__ import annotations
