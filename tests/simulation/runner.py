@@ -8,6 +8,7 @@ be exactly the standing ones. A ``Violation`` becomes a ``Failure`` with the see
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -28,7 +29,7 @@ from tests.simulation.settle import Stuck
 from tests.simulation.steps import Step, apply, pick
 from tests.simulation.world import Determinism, World
 
-STEPS = 12  # per seed: tiny runs, many seeds
+STEPS = int(os.environ.get("JITBOT_SIM_STEPS", "12"))  # per seed: short runs, many seeds
 
 
 @dataclass
