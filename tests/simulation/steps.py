@@ -44,9 +44,7 @@ def _weights(world: World) -> dict[str, float]:
     for k, w in WEIGHTS.items():
         if k == "answer" and not pending or k in ON_REQUESTS and not n_req:
             continue
-        if k in ON_REQUESTS and not _fits(world, k):
-            w /= 8
-        out[k] = w
+        out[k] = w / 8 if k in ON_REQUESTS and not _fits(world, k) else float(w)
     return out
 
 
