@@ -70,6 +70,8 @@ REPLAYS = {
     "issue-26-2-handoff-races-completion": [S("submit", ERIN, "x-auto", 120, None), S("answer", 0, "ok"),
                                             S("submit", ERIN, "x-lead", 120, None),
                                             S("vote", 1, 1, "bob@example.com", True), S("release", 0, ERIN)],
+    # 3. break-glass access is extended (its cap and its review were of the use as announced)
+    "issue-26-3-break-glass-extended": [S("breakglass", ALICE, 60), S("answer", 0, "ok"), S("extend", 0, 30)],
     # 4. an approved grant that has not started cannot be stopped (here: an admin's revoke) ...
     "issue-26-4-approved-not-started-unstoppable": [S("submit", ALICE, "x-auto", 60, 60), S("revoke", 0)],
     # ... and is carried out (here: retried after a lost answer) after its eligibility was removed
