@@ -104,13 +104,15 @@ async def test_a_bundle_is_refused_while_another_bundle_holding_one_of_its_membe
     s = await make_stack(db_factory(), parse_policy(policy, env={}), clock)
     pending = await s.requests.submit(requester="alice@example.com", eligibility="debug",
                                       duration=timedelta(hours=1), justification="incident 42")
-    with pytest.raises(PolicyViolation, match=f"includes db, which you already have or have asked for \\((?:\\S+: )?{pending.id}"):
+    held = f"includes db, which you already have or have asked for \\((?:\\S+: )?{pending.id}"
+    with pytest.raises(PolicyViolation, match=held):
         await s.requests.submit(requester="alice@example.com", eligibility="debug2", duration=timedelta(hours=1),
                                 justification="incident 43")
     await s.approvals.decide(request_id=pending.id, layer=1, approver="carol@example.com",
                              decision=Decision.APPROVE)
     await _settle(s)
-    with pytest.raises(PolicyViolation, match=f"includes db, which you already have or have asked for \\((?:\\S+: )?{pending.id}"):
+    held = f"includes db, which you already have or have asked for \\((?:\\S+: )?{pending.id}"
+    with pytest.raises(PolicyViolation, match=held):
         await s.requests.submit(requester="alice@example.com", eligibility="debug2", duration=timedelta(hours=1),
                                 justification="incident 43")
     async with s.rt.db.sessions() as session:

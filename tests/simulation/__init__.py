@@ -6,5 +6,8 @@
 - ``model.py``: the policy as a dict and an independent model of what it allows (the invariants);
 - ``steps.py``: the steps, the seeded scheduler that picks them, how each is carried out;
 - ``runner.py``: a fresh database per seed, the end of a run, shrinking a failure to a minimal replay;
-- ``__main__.py``: ``python -m tests.simulation --seeds N`` prints figures; ``test_simulation.py``: CI.
+- ``parallel.py``: seeds dealt to worker processes (each its own database), for CI and the figures;
+- ``__main__.py``: ``python -m tests.simulation --seeds N`` prints figures; ``test_simulation.py``: CI;
+- ``holes/``: the holes of issue 26 as patches, and ``put_back.sh N ARGS`` to run the simulation on a
+  copy of the checkout with one of them put back.
 """

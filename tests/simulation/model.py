@@ -45,7 +45,7 @@ POLICY: dict[str, Any] = {
          "requestors": {"groups": ["engineers"]}, "max_duration": "4h", "default_duration": "1h"},
         {"name": "x-lead", "description": "x, one lead approves", "connector": "demo", "target": {"group": "x"},
          "requestors": {"groups": ["engineers"]}, "max_duration": "4h", "default_duration": "1h",
-         "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"}]},
+         "approvals": [{"approvers": {"groups": ["leads"]}, "timeout": "4h"}], "break_glass": {"max_duration": "1h"}},
         {"name": "y-two", "description": "y, two leads in turn", "connector": "demo", "target": {"group": "y"},
          "requestors": {"groups": ["engineers"]}, "max_duration": "4h", "default_duration": "1h",
          # layer 1 is asked in an approver channel (any vote may come from there: only the layer's
@@ -111,6 +111,7 @@ class Req:
     expires_at: datetime | None = None
     bundle: str | None = None  # the bundle request's id, on it and on its members' requests
     last_add_at: datetime | None = None  # when an IdP add for it was last made (its answer may be lost)
+    breakglass: bool = False  # taken with break-glass: approved at once, never extended (docs/policy.md)
 
     def live(self, now: datetime) -> bool:
         return (self.granted_at is not None and self.ended_at is None and self.expires_at is not None
@@ -157,15 +158,21 @@ class Model:
 
     # ---- what the simulation did ---------------------------------------------------------------------
     def submitted(self, rid: str, *, requester: str, elig: str, now: datetime, starts_at: datetime | None,
-                  duration: timedelta) -> None:
+                  duration: timedelta, breakglass: bool = False) -> None:
         spec = self._elig(elig)
-        allowed = (spec is not None and requester in self._group("engineers")
-                   and timedelta(0) < duration <= self._max(spec)
+        rules = (spec or {}).get("break_glass", {}) if breakglass else (spec or {})
+        cap = rules.get("max_duration")
+        if spec is not None and "bundle" in spec and not breakglass:
+            allowed_cap = self._max(spec)
+        else:
+            allowed_cap = _hours(cap) if cap is not None else None
+        allowed = (spec is not None and allowed_cap is not None and requester in self._group("engineers")
+                   and timedelta(0) < duration <= allowed_cap
                    and (starts_at is None or starts_at > now))
         target = self._target(spec)
         req = Req(rid, requester, elig, target, now, starts_at, duration, allowed, layer_opened=now,
-                  bundle=rid if spec is not None and "bundle" in spec else None)
-        if allowed and spec is not None and not self._layers(spec):
+                  bundle=rid if spec is not None and "bundle" in spec else None, breakglass=breakglass)
+        if allowed and spec is not None and (breakglass or not self._layers(spec)):
             req.approved_at = now
         self.requests[rid] = req
 
@@ -242,6 +249,9 @@ class Model:
 
     def extended(self, rid: str, *, new_expiry: datetime) -> None:
         req = self.requests[rid]
+        if req.breakglass:
+            raise Violation(f"{rid}, a break-glass use, extended to {new_expiry:%H:%M}",
+                            "break-glass access extended (issue 26 #3)")
         spec = next(e for e in POLICY["eligibilities"] if e["name"] == req.elig)
         if req.granted_at is None or new_expiry - req.granted_at > _hours(spec["max_duration"]):
             raise Violation(f"{rid} extended to {new_expiry:%H:%M} beyond {req.elig}'s max_duration "

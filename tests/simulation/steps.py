@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.domain.requests import Decision, PolicyViolation
+from bot.services.breakglass import BreakGlassService
 from tests.simulation.idp import Outcome
 from tests.simulation.model import ADMIN, APPROVERS, BUNDLE, ELIGIBILITIES, OUTSIDER, REQUESTERS
 from tests.simulation.world import World
@@ -28,24 +29,45 @@ class Step:
         return f"{self.kind}({', '.join(map(repr, self.args))})"
 
 
-# How often each kind is picked (where it can apply).
-WEIGHTS = {"submit": 12, "vote": 12, "answer": 22, "tick": 12, "advance": 7, "release": 5, "cancel": 4,
-           "revoke": 3, "extend": 3, "reload": 2, "restart": 2, "drain": 3, "reconcile": 1,
+# How often each kind is picked where it means something (``_weights``: a kind that acts on a request
+# is picked 1/8 as often while no request fits it, so the steps go mostly where the holes are; the
+# rest keeps the wrong-person, wrong-layer and nothing-to-act-on paths in the mix).
+WEIGHTS = {"submit": 14, "vote": 12, "answer": 14, "tick": 9, "advance": 6, "release": 7, "cancel": 4,
+           "revoke": 5, "extend": 4, "reload": 2, "restart": 2, "drain": 4, "reconcile": 1, "breakglass": 3,
            "bundle": 4, "refuse": 1,  # bundles: a bundle request; an add the IdP refuses for good
            "outage": 1}  # jitbot stopped while time passes (past expiries): the IdP's expiry backstop
+ON_REQUESTS = ("vote", "release", "cancel", "revoke", "extend")
+OVERLAP = 0.5  # a submission joins a request already open on target x (same person, the other eligibility)
+
+
+def _weights(world: World) -> dict[str, float]:
+    n_req, pending = len(world.rids), len(world.idp.pending)
+    out: dict[str, float] = {}
+    for k, w in WEIGHTS.items():
+        if k in ("answer", "refuse") and not pending or k in ON_REQUESTS and not n_req:
+            continue
+        out[k] = w / 8 if k in ON_REQUESTS and not _fits(world, k) else float(w)
+    return out
 
 
 def pick(rng: random.Random, world: World) -> Step:
     """The next step, from the seed's generator and what the world looks like now."""
-    n_req, pending = len(world.rids), len(world.idp.pending)
-    kinds = [k for k in WEIGHTS if (k not in ("answer", "refuse") or pending) and (
-        k not in ("vote", "release", "cancel", "revoke", "extend") or n_req)]
-    kind = rng.choices(kinds, weights=[WEIGHTS[k] for k in kinds])[0]
+    weights, pending = _weights(world), len(world.idp.pending)
+    kind = rng.choices(list(weights), weights=list(weights.values()))[0]
+    if kind == "breakglass":  # x-lead without its approval (break_glass: 1h)
+        user = rng.choice(REQUESTERS) if rng.random() < 0.95 else OUTSIDER
+        return Step(kind, (user, rng.choice([30, 60, 60, 120])))
     if kind == "submit":
         user = rng.choice(REQUESTERS) if rng.random() < 0.95 else OUTSIDER
         start = None if rng.random() < 0.55 else rng.choice([10, 60, 180])
         elig = rng.choices(ELIGIBILITIES, weights=[3, 2, 1])[0]  # x-auto and x-lead share a target
-        return Step(kind, (user, elig, rng.choice([30, 60, 120, 300]), start))
+        open_x = [r for r in world.model.requests.values() if r.target == "group:x" and r.allowed
+                  and r.ended_at is None]
+        if open_x and rng.random() < OVERLAP:  # a second grant of the same membership
+            other = rng.choice(open_x)
+            user, elig = other.requester, "x-lead" if other.elig == "x-auto" else "x-auto"
+        minutes = rng.choice([30, 60, 120, 240]) if rng.random() < 0.9 else 300  # 300: past max_duration
+        return Step(kind, (user, elig, minutes, start))
     if kind == "bundle":
         user = rng.choice(REQUESTERS) if rng.random() < 0.95 else OUTSIDER
         start = None if rng.random() < 0.7 else rng.choice([10, 60])
@@ -59,7 +81,7 @@ def pick(rng: random.Random, world: World) -> Step:
     if kind == "advance":
         return Step(kind, (rng.choice([1, 5, 15, 45, 90, 200]),))
     if kind == "reload":
-        removed = rng.sample(ELIGIBILITIES, k=rng.choice([0, 1, 1, 2]))
+        removed = rng.sample(ELIGIBILITIES, k=rng.choice([0, 0, 1, 1, 2]))  # 0: the whole policy back
         return Step(kind, (tuple(sorted(removed)),))
     if kind == "restart":
         return Step(kind, (tuple(i for i in range(pending) if rng.random() < 0.5),))
@@ -88,12 +110,20 @@ def pick(rng: random.Random, world: World) -> Step:
     return Step(kind, (idx,))  # revoke (by the admin)
 
 
-def _request_for(rng: random.Random, world: World, kind: str) -> int:
+def _fitting(world: World, kind: str) -> list[int]:
     reqs = [world.model.requests.get(rid) for rid in world.rids]
     if kind == "vote":
-        fits = [i for i, r in enumerate(reqs) if r and r.allowed and r.approved_at is None and r.ended_at is None]
-    else:  # release, cancel, revoke, extend: approved and not ended (started or not)
-        fits = [i for i, r in enumerate(reqs) if r and r.approved_at is not None and r.ended_at is None]
+        return [i for i, r in enumerate(reqs) if r and r.allowed and r.approved_at is None and r.ended_at is None]
+    # release, cancel, revoke, extend: approved and not ended (started or not)
+    return [i for i, r in enumerate(reqs) if r and r.approved_at is not None and r.ended_at is None]
+
+
+def _fits(world: World, kind: str) -> bool:
+    return bool(_fitting(world, kind))
+
+
+def _request_for(rng: random.Random, world: World, kind: str) -> int:
+    fits = _fitting(world, kind)
     if fits and rng.random() < 0.85:
         return rng.choice(fits)
     return rng.randrange(len(world.rids))
@@ -142,6 +172,20 @@ async def apply(world: World, step: Step) -> str:
     if k == "outage":
         await world.outage(a[0])
         return f"{len(world.idp.expired)} ended by the IdP so far"
+    if k == "breakglass":
+        user, minutes = a
+        g, now = world.g, world.clock.now()
+        try:
+            req = await BreakGlassService(g.rt).invoke(requester=user, eligibility="x-lead",
+                                                       duration=timedelta(minutes=minutes), justification="simulated")
+        except PolicyViolation as exc:
+            await world.settle()
+            return f"refused: {exc}"
+        world.rids.append(req.id)
+        world.model.submitted(req.id, requester=user, elig="x-lead", now=now, starts_at=None,
+                              duration=timedelta(minutes=minutes), breakglass=True)
+        await world.settle()
+        return f"#{len(world.rids) - 1} = {req.id}"
     if k == "submit":
         return await _submit(world, *a)
     if a[0] >= len(world.rids):

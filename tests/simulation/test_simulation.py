@@ -1,23 +1,27 @@
 """The deterministic simulation of the grant/revoke pipeline (tests/simulation/README: runner.py, model.py).
 
-``JITBOT_SIM_SEEDS`` (default 400) seeds run on SQLite and on PostgreSQL; ``JITBOT_SIM_FIRST`` moves the
-first seed; ``JITBOT_SIM_SEED=N`` runs seed N alone. A failure prints its seed, its steps, a shrunk
-replay and how to rerun it. The replays below are the shrunk runs that found the holes of issue 26 on the code
-before their fixes (each must keep passing), and one open finding (expected to fail until it is fixed).
+``JITBOT_SIM_SEEDS`` (default 2,000) seeds run on SQLite and on PostgreSQL, dealt to
+``JITBOT_SIM_WORKERS`` processes (default 2, ``tests/simulation/parallel.py``); ``JITBOT_SIM_FIRST`` moves
+the first seed; ``JITBOT_SIM_SEED=N`` runs seed N alone, in this process. A failure prints its seed, its
+steps, a shrunk replay (replayed in this process) and how to rerun it. The replays below are the shrunk
+runs that found the holes of issue 26 on the code before their fixes (each must keep passing).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests import pg
+from tests.simulation.parallel import WORKERS_DEFAULT, run_seeds
 from tests.simulation.runner import Databases, run, shrink
 from tests.simulation.steps import Step
 
-SEEDS = int(os.environ.get("JITBOT_SIM_SEEDS", "400"))
+SEEDS = int(os.environ.get("JITBOT_SIM_SEEDS", "2000"))
+WORKERS = int(os.environ.get("JITBOT_SIM_WORKERS", str(WORKERS_DEFAULT)))
 FIRST = int(os.environ.get("JITBOT_SIM_FIRST", "0"))
 ONE = os.environ.get("JITBOT_SIM_SEED")
 # Holes the model takes as policy in the seed runs, each an open finding with a replay below.
@@ -35,12 +39,20 @@ async def dbs(request: pytest.FixtureRequest) -> AsyncIterator[Databases]:
 
 
 async def test_no_seed_breaks_an_invariant(dbs: Databases) -> None:
-    seeds = [int(ONE)] if ONE else range(FIRST, FIRST + SEEDS)
-    for seed in seeds:
-        out = await run(seed, dbs, lenient=LENIENT)
-        if out.failure is not None:
-            out.failure.shrunk = await shrink(out.failure, dbs, budget_s=60, lenient=LENIENT)
-            pytest.fail(out.failure.report(), pytrace=False)
+    seed = int(ONE) if ONE else None
+    if seed is None:
+        seeds = list(range(FIRST, FIRST + SEEDS))
+        summary = await asyncio.to_thread(run_seeds, dbs.backend, seeds, workers=WORKERS, pg_dsn=dbs.pg_dsn,
+                                          lenient=LENIENT)
+        print(f"{dbs.backend}: {summary.seeds} seeds in {summary.wall_s:.1f}s wall, {summary.cpu_s:.1f}s CPU")
+        if summary.first is None:
+            return
+        seed = summary.first
+    out = await run(seed, dbs, lenient=LENIENT)  # the failing seed again, here: its trace and shrunk replay
+    if out.failure is not None:
+        out.failure.shrunk = await shrink(out.failure, dbs, budget_s=60, lenient=LENIENT)
+        pytest.fail(out.failure.report(), pytrace=False)
+    assert ONE, f"seed {seed} failed in a worker process but passed when replayed here (not deterministic)"
 
 
 def S(kind: str, *args: object) -> Step:
@@ -58,6 +70,8 @@ REPLAYS = {
     "issue-26-2-handoff-races-completion": [S("submit", ERIN, "x-auto", 120, None), S("answer", 0, "ok"),
                                             S("submit", ERIN, "x-lead", 120, None),
                                             S("vote", 1, 1, "bob@example.com", True), S("release", 0, ERIN)],
+    # 3. break-glass access is extended (its cap and its review were of the use as announced)
+    "issue-26-3-break-glass-extended": [S("breakglass", ALICE, 60), S("answer", 0, "ok"), S("extend", 0, 30)],
     # 4. an approved grant that has not started cannot be stopped (here: an admin's revoke) ...
     "issue-26-4-approved-not-started-unstoppable": [S("submit", ALICE, "x-auto", 60, 60), S("revoke", 0)],
     # ... and is carried out (here: retried after a lost answer) after its eligibility was removed
