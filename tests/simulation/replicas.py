@@ -101,7 +101,9 @@ class ReplicaWorld(World):
         await apply_policy(db, loaded, actor="sim", now=self.skewed.now())
         if not fresh:
             await worker.recover()
-        return Peer(rt, worker, PolicyReloader(rt, str(self.policy_path), actor="sim"))
+        reloader = PolicyReloader(rt, str(self.policy_path), actor="sim")
+        rt.follower = reloader  # as `serve`/`worker` follow the applied version (its timer aside: peer_reload)
+        return Peer(rt, worker, reloader)
 
     @property
     def p(self) -> Peer:

@@ -67,6 +67,11 @@ REPLAYS: dict[str, list[Step]] = {
         S("submit", ERIN, "x-auto", 60, None), S("advance", 90), S("revoke", 0), S("peer_tick"),
         S("vote", 0, 1, BOB, True), S("tick"), S("cancel", 0, ERIN), S("reconcile_enforce"), S("advance", 5),
         S("answer", 1, "ok"), S("tick")],
+    # seed 65: a restart leaves an auto-approved grant to carry out; the eligibility is removed and applied
+    # as a new version; the peer, still on the older one, carried the grant out — now it catches up first
+    "issue-27-3-carry-out-under-an-older-policy": [
+        S("peer_reload"), S("submit", ALICE, "x-auto", 60, None), S("restart", (0,)), S("reload", ("x-auto",)),
+        S("peer_tick")],
 }
 
 

@@ -194,6 +194,8 @@ class GrantService:
         connector = rt.connector(g.connector)
         pre_member: bool | None = g.pre_member
         try:
+            if rt.follower is not None:  # checked under the fleet's applied policy, never an older one
+                await rt.follower.catch_up()
             why = (await self._not_allowed(req, g)
                    or await context_refusal(rt, eligibility=req.eligibility, kind=req.kind, ticket=req.ticket,
                                             ends_by=req.ends_by))
