@@ -37,7 +37,9 @@ from connectors.base import (
     Usage,
     named,
 )
-from connectors.entra import EntraConnector, EntraSettings, _graph_time, _message, _token_roles
+from connectors.entra import EntraConnector, EntraSettings, _message
+from connectors.entra_check import token_roles as _token_roles
+from connectors.entra_logs import graph_time as _graph_time
 from connectors.rest import validate_settings
 
 REQUESTS = "/identityGovernance/privilegedAccess/group/assignmentScheduleRequests"

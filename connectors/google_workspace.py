@@ -23,7 +23,7 @@ one raises ``IndirectMembership`` rather than reporting the access removed.
 Errors: 403/429 with reason ``rateLimitExceeded`` / ``userRateLimitExceeded`` / ``quotaExceeded`` →
 ``RateLimited`` (``Retry-After`` when present, else ``default_retry_after``); other 401/403 →
 ``PermissionDenied``; 404 → ``NotFound``; 5xx, timeouts, connection errors → ``Transient``.
-The private key never appears in a log line or error message.
+The private key never appears in a log line or error message. ``check``: ``connectors/google_check.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from google.auth import crypt
 from google.auth import jwt as google_jwt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from connectors import google_check
 from connectors.base import (
     READ_ONLY,
     Check,
@@ -58,18 +59,17 @@ from connectors.base import (
     TargetKind,
     Transient,
     Usage,
-    named,
     parse_target_ref,
 )
+from connectors.google_scopes import SCOPE_GROUP_MEMBER as SCOPE_GROUP_MEMBER
+from connectors.google_scopes import SCOPE_USER_READ as SCOPE_USER_READ
+from connectors.google_scopes import SCOPE_USER_SECURITY as SCOPE_USER_SECURITY
 from connectors.rest import error_for_status, exchange, validate_settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-SCOPE_USER_READ = "https://www.googleapis.com/auth/admin.directory.user.readonly"
-SCOPE_GROUP_MEMBER = "https://www.googleapis.com/auth/admin.directory.group.member"
-SCOPE_USER_SECURITY = "https://www.googleapis.com/auth/admin.directory.user.security"
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
 DIRECTORY = "/admin/directory/v1"
 
@@ -231,17 +231,6 @@ class GoogleWorkspaceConnector:
             user_message="Google rejected the access bot's service account.",
         )
 
-    async def _undelegated(self) -> list[str]:
-        """The scopes Google refuses one at a time: those not delegated to the service account. When it
-        refuses every one, the key or the subject is at fault, not a scope: nothing is returned."""
-        refused = []
-        for scope in self._scopes:
-            try:
-                await self._request_token([scope])
-            except PermissionDenied:
-                refused.append(scope)
-        return refused if len(refused) < len(self._scopes) else []
-
     # -- HTTP -----------------------------------------------------------------------------------
 
     async def _call(
@@ -282,74 +271,8 @@ class GoogleWorkspaceConnector:
     # -- the protocol -----------------------------------------------------------------------------
 
     async def check(self, usage: Usage = READ_ONLY) -> list[Check]:
-        """The token (each scope delegated: a refused token is asked for again scope by scope to name the
-        missing one), ending sessions enabled when ``usage`` needs it, and reading users."""
-        checks = [
-            Check("config", True, f"service account {self._client_email} acting as {self._config.subject}")
-        ]
-        if usage.sessions and not self._config.terminate_sessions:
-            checks.append(Check("google sessions", False, (
-                f"terminate_sessions on {named(usage.sessions, 'eligibility')} needs terminate_sessions: true on "
-                f"the connector: set it, and delegate the scope {SCOPE_USER_SECURITY} "
-                f"to client ID {self._client_id} (Admin console > Security > Access and data control > "
-                "API controls > Domain-wide delegation).")))
-        try:
-            await self._access_token(force=True)
-        except Transient as exc:
-            return [
-                *checks,
-                Check(
-                    "reachable",
-                    False,
-                    f"Cannot reach the Google token endpoint "
-                    f"{self._token_uri}: {exc}. Check network, proxy and "
-                    "token_uri.",
-                ),
-            ]
-        except ConnectorError as exc:
-            missing = await self._undelegated()
-            if missing:
-                return [*checks, *(Check(f"google scope {scope}", False, (
-                    f"Google refuses a token with the scope {scope}: in the Admin console > Security > Access "
-                    "and data control > API controls > Domain-wide delegation, add it to client ID "
-                    f"{self._client_id}.")) for scope in missing)]
-            scopes = ",".join(self._scopes)
-            return [
-                *checks,
-                Check(
-                    "credentials",
-                    False,
-                    f"Google refused a token: {exc}. In the Admin console "
-                    "(Security > API controls > Domain-wide delegation) authorize this service "
-                    f"account's client ID for the scopes {scopes}, and check that subject is an "
-                    "active admin.",
-                ),
-            ]
-        checks.append(Check("credentials", True, "token issued"))
-        try:
-            await self._get_user(self._config.subject, missing_ok=False)
-        except PermissionDenied as exc:
-            checks.append(
-                Check(
-                    "permissions",
-                    False,
-                    f"Directory API refused to read users: {exc}. Enable the "
-                    "Admin SDK API in the Cloud project and give the subject an admin role that "
-                    "can read users and manage groups.",
-                )
-            )
-        except ConnectorError as exc:
-            checks.append(
-                Check(
-                    "directory",
-                    False,
-                    f"Directory API call failed: {exc}. Check api_base_url "
-                    "and that subject is a user of the domain.",
-                )
-            )
-        else:
-            checks.append(Check("directory", True, "can read users"))
-        return checks
+        """The token, each scope delegated, ending sessions and reading users (``google_check.check``)."""
+        return await google_check.check(self, usage)
 
     async def _get_user(self, user_key: str, *, missing_ok: bool = True) -> IdpUser | None:
         status, data, headers = await self._call("GET", f"/users/{quote(user_key, safe='@')}")

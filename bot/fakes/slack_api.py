@@ -4,12 +4,12 @@
 and the bot's scopes, required arguments and Block Kit limits, answers Slack's error codes, and keeps
 the workspace in memory (`SlackState`) so that tests can query messages, views and every call.
 Switches: `rate_limit` (429 + Retry-After), `limit_channel_posts` (Slack's per-channel posting limit,
-429 + Retry-After) and `outage` (503, or connection refused).
+429 + Retry-After) and `outage` (503, or connection refused). The methods are ``slack_methods.py``; what
+Slack does with a response URL post, ``slack_response_url.py``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from bot.fakes.blockkit import MAX_MESSAGE_BLOCKS, validate_blocks
+from bot.fakes import slack_response_url
+from bot.fakes.slack_args import ApiFailure
 from bot.fakes.slack_limits import ChannelPostLimiter
-from bot.fakes.slack_methods import METHOD_SCOPES, METHODS, ApiFailure
+from bot.fakes.slack_methods import METHOD_SCOPES, METHODS
 from bot.fakes.slack_socket import SocketMode, SocketModeRefused
 from bot.fakes.slack_state import (
     Call,
@@ -38,8 +39,6 @@ from bot.fakes.slack_tiers import TierLimiter
 DEFAULT_BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "users:read.email", "channels:read",
                       "groups:read")
 OutageKind = Literal["503", "refused"]
-RESPONSE_URL_LIFETIME_S = 30 * 60
-RESPONSE_URL_MAX_USES = 5
 
 
 @dataclass
@@ -391,53 +390,9 @@ class FakeSlack:
         return web.Response(text=f"OK - {len(data)}")
 
     async def _response_url(self, request: web.Request) -> web.Response:
-        if self._outage == "503":
-            return web.Response(status=503, text="service unavailable")
-        context = self.state.response_urls.get(request.match_info["url_id"])
-        if context is None:
-            return web.Response(status=404, text="no_such_url")
-        # Slack: a response_url may be used up to 5 times within 30 minutes.
-        if self.state.clock() - float(context["issued_at"]) > RESPONSE_URL_LIFETIME_S:
-            return web.Response(status=404, text="expired_url")
-        if int(context["uses"]) >= RESPONSE_URL_MAX_USES:
-            return web.Response(status=404, text="used_url")
-        context["uses"] = int(context["uses"]) + 1
-        try:
-            body = json.loads(await request.text()) if request.content_type == "application/json" \
-                else dict(await request.post())
-        except ValueError:
-            return web.Response(status=400, text="invalid_payload")
-        self.state.response_posts.append(ResponseUrlPost(request.match_info["url_id"], body, context))
-        blocks: Any = body.get("blocks")
-        if isinstance(blocks, str):
-            blocks = json.loads(blocks)
-        if blocks is not None and validate_blocks(blocks, max_blocks=MAX_MESSAGE_BLOCKS):
-            return web.Response(status=400, text="invalid_blocks")
-        self.apply_response(context, body, blocks or [])
-        return web.Response(text="ok")
+        return await slack_response_url.serve(self, request)
 
     def apply_response(self, context: dict[str, Any], body: dict[str, Any], blocks: list[Any],
                        *, source: str = "response_url") -> None:
-        """Do what Slack does with a response_url post or a command's ack body."""
-        channel, user = str(context.get("channel", "")), str(context.get("user", ""))
-        original = self.state.find_message(channel, str(context.get("message_ts", "")))
-        text = str(body.get("text") or "")
-        ephemeral = self.find_ephemeral(user, str(context.get("ephemeral_ts", "")))
-        if ephemeral is not None and _truthy(body.get("delete_original")):
-            self.state.ephemerals.remove(ephemeral)
-        elif ephemeral is not None and _truthy(body.get("replace_original")):
-            ephemeral.text, ephemeral.blocks = text, blocks
-        elif original is not None and _truthy(body.get("delete_original")):
-            self.state.messages[channel].remove(original)
-        elif original is not None and _truthy(body.get("replace_original")):
-            original.edits.append({"text": original.text, "blocks": original.blocks,
-                                   "edited_ts": self.state.next_ts()})
-            original.text, original.blocks = text, blocks
-        elif body.get("response_type") == "in_channel":
-            self.state.add_message(channel, text=text, blocks=blocks, user=self.state.bot_user_id, bot=True)
-        else:
-            self.state.ephemerals.append(Ephemeral(channel, user, text, blocks, self.state.next_ts(), source))
-
-
-def _truthy(value: Any) -> bool:
-    return value in (True, "true", "1", 1)
+        """Do what Slack does with a response_url post or a command's ack body (``slack_response_url.py``)."""
+        slack_response_url.apply_response(self, context, body, blocks, source=source)
