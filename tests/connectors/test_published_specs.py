@@ -114,6 +114,28 @@ def test_a_conforming_graph_exchange_passes() -> None:
                       members) == []
 
 
+PIM_REQUESTS = "/v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleRequests"
+PIM_ASSIGN = {"accessId": "member", "principalId": GRAPH_USER["id"], "groupId": GRAPH_GROUP, "action": "adminAssign",
+              "justification": "jitbot grant 1", "scheduleInfo": {"startDateTime": "2026-12-07T06:00:00Z",
+                                                                  "expiration": {"type": "afterDateTime",
+                                                                                 "endDateTime": "2026-12-07T07:00:00Z"}}}
+
+
+def test_the_graph_subset_holds_the_pim_for_groups_requests_the_expiry_backstop_sends() -> None:
+    spec = GraphSpec(GRAPH_V1)
+    created = {"id": "r1", "status": "Provisioned", "targetScheduleId": "s1",
+               "createdDateTime": "2026-12-07T06:00:00Z", **PIM_ASSIGN}
+    assert spec.check("POST", PIM_REQUESTS, {}, 201, {"@odata.context": "x", **created}, body=PIM_ASSIGN) == []
+    assert spec.check("GET", PIM_REQUESTS, {"$filter": f"principalId eq '{GRAPH_USER['id']}'", "$top": "1"}, 200,
+                      {"value": [created]}) == []
+    # Microsoft's description: the actions and expiration types are enumerations, a request's status is never null
+    assert spec.check("POST", PIM_REQUESTS, {}, 201, created, body={**PIM_ASSIGN, "action": "assign"})
+    assert spec.check("POST", PIM_REQUESTS, {}, 201, created, body={
+        **PIM_ASSIGN, "scheduleInfo": {"expiration": {"type": "afterTime", "endDateTime": "2026-12-07T07:00:00Z"}}})
+    assert spec.check("POST", PIM_REQUESTS, {}, 201, {**created, "status": None}, body=PIM_ASSIGN)
+    assert spec.check("POST", PIM_REQUESTS, {}, 201, created, body={**PIM_ASSIGN, "roleDefinitionId": "member"})
+
+
 def test_graph_drift_in_a_request_or_an_answer_is_caught() -> None:
     spec = GraphSpec(GRAPH_V1)
     problems = spec.check("GET", "/v1.0/users", {"$select": "id,emailAddress", "$limit": "5"}, 200,

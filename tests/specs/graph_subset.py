@@ -25,7 +25,7 @@ Where this builder departs from the converter (each checked by the fakes, so str
   ``INF``/``NaN`` strings use ``anyOf`` (the converter's ``oneOf`` refuses ``null``);
 * the discriminator of a base type maps only the derived types the subset holds.
 
-To add an operation (e.g. PIM for Groups), add its method and path to ``OPERATIONS`` (paths as the
+To add an operation, add its method and path to ``OPERATIONS`` (paths as the
 converter names them: ``/{set}/{<type>-id}/…``, actions as ``microsoft.graph.<name>``) and run the
 script; functions (``microsoft.graph.f(…)``) are not supported yet.
 """
@@ -42,7 +42,8 @@ SOURCE = ("microsoftgraph/msgraph-metadata", "f54f11b60956ea7b185ca0447b2b808058
           "clean_v10_metadata/cleanMetadata.xml")
 OUT = Path(__file__).parent / "graph" / "v1.0.subset.json"
 
-# (method, path) of every Graph call connectors/entra.py makes, and the ones tests/fakes/idp/entra.py serves
+# (method, path) of every Graph call connectors/entra.py and entra_pim.py make, and the ones tests/fakes/idp/entra.py
+# and entra_pim.py serve
 OPERATIONS: list[tuple[str, str]] = [
     ("GET", "/users"),                                                   # find_user, check
     ("GET", "/users/{user-id}"),                                         # terminate_sessions
@@ -54,6 +55,9 @@ OPERATIONS: list[tuple[str, str]] = [
     ("POST", "/groups/{group-id}/members/$ref"),                         # grant
     ("DELETE", "/groups/{group-id}/members/{directoryObject-id}/$ref"),  # revoke
     ("GET", "/auditLogs/signIns"),                                       # sign_ins, check
+    # connectors/entra_pim.py (PIM for Groups, the expiry backstop) and tests/fakes/idp/entra_pim.py
+    ("POST", "/identityGovernance/privilegedAccess/group/assignmentScheduleRequests"),  # grant, move_expiry, revoke
+    ("GET", "/identityGovernance/privilegedAccess/group/assignmentScheduleRequests"),   # check
 ]
 
 EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
