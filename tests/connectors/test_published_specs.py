@@ -116,9 +116,9 @@ def test_a_conforming_graph_exchange_passes() -> None:
 
 PIM_REQUESTS = "/v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleRequests"
 PIM_ASSIGN = {"accessId": "member", "principalId": GRAPH_USER["id"], "groupId": GRAPH_GROUP, "action": "adminAssign",
-              "justification": "jitbot grant 1", "scheduleInfo": {"startDateTime": "2026-12-07T06:00:00Z",
-                                                                  "expiration": {"type": "afterDateTime",
-                                                                                 "endDateTime": "2026-12-07T07:00:00Z"}}}
+              "justification": "jitbot grant 1", "scheduleInfo": {
+                  "startDateTime": "2026-12-07T06:00:00Z",
+                  "expiration": {"type": "afterDateTime", "endDateTime": "2026-12-07T07:00:00Z"}}}
 
 
 def test_the_graph_subset_holds_the_pim_for_groups_requests_the_expiry_backstop_sends() -> None:
