@@ -10,13 +10,14 @@ import aiohttp
 import pytest
 
 from bot.playground.main import Running, start_playground
-from tests.playground.test_world import Page, _choose
+from tests.playground.test_world import Page, _choose, demo_without_step_up
 
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Page]:
     running: Running
-    async with start_playground(0, database=f"sqlite+aiosqlite:///{tmp_path / 'pg.db'}") as running, \
+    policy, database = demo_without_step_up(tmp_path), f"sqlite+aiosqlite:///{tmp_path / 'pg.db'}"
+    async with start_playground(0, policy=policy, database=database) as running, \
             aiohttp.ClientSession() as session:
         yield Page(running.url, session)
 

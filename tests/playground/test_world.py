@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from bot.playground.main import DEMO_POLICY, Running, run_playground, start_playground
 from bot.playground.world import personas_from
@@ -42,6 +43,27 @@ class Page:
 @pytest.fixture
 async def page(running: Running) -> AsyncIterator[Page]:
     async with aiohttp.ClientSession() as session:
+        yield Page(running.url, session)
+
+
+def demo_without_step_up(tmp_path: Path) -> Path:
+    """The demo policy with no step-up (the browser test walks that): approvals by clicks alone."""
+    doc = yaml.safe_load(DEMO_POLICY.read_text())
+    for elig in doc["eligibilities"]:
+        elig.pop("step_up", None)
+        for layer in elig.get("approvals", []):
+            layer.pop("step_up", None)
+    path = tmp_path / "demo-without-step-up.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+async def plain_page(tmp_path: Path) -> AsyncIterator[Page]:
+    """A page on the demo policy without step-up."""
+    async with start_playground(0, policy=demo_without_step_up(tmp_path),
+                                database=f"sqlite+aiosqlite:///{tmp_path / 'pg.db'}") as running, \
+            aiohttp.ClientSession() as session:
         yield Page(running.url, session)
 
 
@@ -166,9 +188,11 @@ async def test_jira_ticket_is_checked_in_the_modal_and_shown_to_the_approver(pag
     assert "|OPS-101> Checkout latency &lt;p99&gt; over 2 s (In Progress)" in str(bob["dms"][-1]["blocks"])
 
 
-async def test_an_approver_channel_and_an_approval_for_less(page: Page) -> None:
+async def test_an_approver_channel_and_an_approval_for_less(plain_page: Page) -> None:
     """The demo policy posts prod-admin's layer 1 in #prod-approvals: a stranger's click there changes nothing,
-    carol approves for less there, the post is edited in place, and layer 2 approves what stands."""
+    carol approves for less there, the post is edited in place, and layer 2 approves what stands (by a click:
+    the policy here has no step-up)."""
+    page = plain_page
     assert (await page.post("command", {"user": "U0ALICE", "text": "/jit"}))["ok"]
     modal = (await page.state("U0ALICE"))["modals"][-1]
     assert (await page.post("submit", {"user": "U0ALICE", "view_id": modal["id"], "values": {
