@@ -72,6 +72,14 @@ REPLAYS: dict[str, list[Step]] = {
     "issue-27-3-carry-out-under-an-older-policy": [
         S("peer_reload"), S("submit", ALICE, "x-auto", 60, None), S("restart", (0,)), S("reload", ("x-auto",)),
         S("peer_tick")],
+    # seed 11 (PostgreSQL): a break-glass grant's add is paused past its lease, the peer refuses it (its window
+    # ended) and revokes; answered late, the add is undone — the removal was made inside the undo's transaction,
+    # which a revocation of the membership then waited on; the server ended it (idle in transaction, 30 s) and
+    # the stale_claim audit with it: an IdP add never audited. Now the removal follows the audit's commit.
+    "seed-11-undo-audit-lost-to-the-idle-timeout": [
+        S("advance", 45), S("breakglass", ERIN, 60), S("peer_tick"), S("peer_reload"),
+        S("submit", BOB, "x-lead", 30, 180), S("peer_tick"), S("peer_tick"), S("tick"), S("advance", 200),
+        S("peer_tick"), S("pause"), S("release", 0, ERIN), S("peer_tick"), S("peer_tick"), S("tick"), S("tick")],
 }
 
 

@@ -105,10 +105,11 @@ async def undo_stale_grant(rt: Runtime, fence: Fence, row: Any, user: IdpUser, *
     """A grant call made under ``fence`` went through after another worker claimed the grant; its outcome
     was not recorded. Under the membership's lock (``lock_holder``, the order of every ownership decision)
     the membership is removed when the call added it and no live grant of it needs it; audited
-    (``stale_claim``) either way, alerted when removed or when removing failed. On PostgreSQL the removal
-    is made holding that lock, so no grant of the membership is decided meanwhile; on SQLite (one process,
-    one writer, which the memory connector's own writes need) right after the audit's commit."""
-    now, hold = rt.clock.now(), not rt.db.is_sqlite
+    (``stale_claim``) either way, alerted when removed or when removing failed. The removal is made right
+    after the audit's commit, never inside the transaction: an IdP call (up to a minute with its retries)
+    would outlast ``idle_in_transaction_session_timeout`` (storage/db.py), and the server ending the
+    transaction would take the audit with it — the late add, and its removal, left unaudited."""
+    now = rt.clock.now()
     async with rt.db.core_transaction() as session:
         await lock_holder(rt.db, session, row)
         unit = Unit(session)
@@ -122,8 +123,6 @@ async def undo_stale_grant(rt: Runtime, fence: Fence, row: Any, user: IdpUser, *
             action = f"none: the membership is needed by live grant(s) {', '.join(live)}"
         else:
             action = "removed"
-            if hold:
-                action = await _remove(rt, g, user)
         snap = notices.describe(rt, req, await read_votes(unit, req.id), g)
         await notices.record(rt, session, at=now, kind="stale_claim", actor=notices.SYSTEM, req=req, snap=snap,
                              detail={"grant": g.id, "token": fence.token, "current_token": int(g.claim_token),
@@ -135,7 +134,7 @@ async def undo_stale_grant(rt: Runtime, fence: Fence, row: Any, user: IdpUser, *
                           text=f"A paused worker added {g.user_email} to {g.target_id} at {g.connector} after its "
                                f"claim on {g.id} ({req.id}) had passed to another worker; undo: {action}.")
         await unit.flush()
-    if added and not live and not hold:
+    if added and not live:
         action = await _remove(rt, g, user)
         if action != "removed":
             async with rt.db.core_transaction() as session:
