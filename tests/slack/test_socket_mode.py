@@ -179,7 +179,11 @@ async def test_tokens_slack_refuses_are_said_once_and_the_worker_goes_on(tmp_pat
             health = await _health(port)
             assert health["socket_mode"] == health["slack_bot_token"] == "refused: invalid_auth"
             assert health["status"] == "degraded"
-            assert health["worker_heartbeat_age_s"] is not None  # the worker runs
+
+            async def worker_beats() -> bool:  # the worker runs: its heartbeat, once its first pass is written
+                return (await _health(port)).get("worker_heartbeat_age_s") is not None
+
+            await until(worker_beats, timeout=15, what="the worker's heartbeat", procs=[proc])
             ticks = _worker_ticks(tmp_path)
 
             async def worker_went_on() -> bool:  # three more of its passes
