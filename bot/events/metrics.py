@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.domain.policy import EventSink
+from bot.domain.policy_sections import EventSink
 from bot.events import cursor
 from storage.db import Database
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from bot.domain.policy import EventSink
+from bot.domain.policy_sections import EventSink
 from bot.events import cursor
 from bot.events.cloudevent import to_cloudevent
 from bot.events.syslog import SyslogSink

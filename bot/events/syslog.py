@@ -16,7 +16,7 @@ import ssl
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.domain.policy import EventSink
+from bot.domain.policy_sections import EventSink
 from bot.services.outbox.delivery import RetryLater
 
 FACILITY_LOG_AUDIT = 13  # RFC 5424 table 1

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from standardwebhooks import Webhook
 
-from bot.domain.policy import EventSink
+from bot.domain.policy_sections import EventSink
 from bot.events.cloudevent import body
 from bot.services.outbox.delivery import RetryLater
 

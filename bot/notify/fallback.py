@@ -17,7 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bot.domain.policy import Email, Policy
+from bot.domain.policy import Policy
+from bot.domain.policy_sections import Email
 from bot.notify.mail import EmailNotifier
 from bot.notify.render import recipient
 from bot.services.outbox.dispatcher import Delivery, Notifier, PermanentFailure, deliver_all, deliver_each, fitting

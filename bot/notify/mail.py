@@ -16,7 +16,7 @@ from typing import Any
 
 import aiosmtplib
 
-from bot.domain.policy import Email
+from bot.domain.policy_sections import Email
 from bot.notify.render import Mail, render
 from bot.services.outbox.dispatcher import Delivery, PermanentFailure, RetryLater
 

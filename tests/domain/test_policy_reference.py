@@ -15,22 +15,16 @@ from bot.domain.approval_context import AutoApproveWhen, JiraTicket, OnCall, Pag
 from bot.domain.policy import (
     ApprovalLayer,
     BreakGlass,
-    Bundles,
     BusinessHours,
     Eligibility,
-    Email,
-    EventSink,
     Extension,
     LayerApprovers,
-    Notify,
     Policy,
     Principals,
-    RecoveryAccount,
-    Reports,
-    Settings,
     TargetSpec,
     Transition,
 )
+from bot.domain.policy_sections import Bundles, Email, EventSink, Notify, RecoveryAccount, Reports, Settings
 from bot.domain.step_up import OidcProvider, StepUp
 from connectors.entra import EntraSettings
 from connectors.google_workspace import GoogleWorkspaceConfig

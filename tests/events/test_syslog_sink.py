@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import trustme
 
-from bot.domain.policy import EventSink
+from bot.domain.policy_sections import EventSink
 from bot.events.stream import EventStream
 from bot.events.syslog import PRI, SyslogSink, octet_counted, rfc5424
 from bot.services.clock import ManualClock

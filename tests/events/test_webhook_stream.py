@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.domain.policy import EventSink
+from bot.domain.policy_sections import EventSink
 from bot.events import cursor
 from bot.events.metrics import sink_lag
 from bot.events.stream import EventStream, Sink, build_sink

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.domain.policy import Email
+from bot.domain.policy_sections import Email
 from bot.notify.fallback import FallbackNotifier
 from bot.notify.mail import AUTH_RETRY_S, EmailNotifier
 from bot.notify.render import render

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.policy import RecoveryAccount
+from bot.domain.policy_sections import RecoveryAccount
 from bot.services import kvstate, notices
 from bot.services.auditing.audit import append_event
 from bot.services.runtime import Runtime
