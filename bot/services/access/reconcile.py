@@ -231,9 +231,13 @@ class ReconcileService:
                 col(Grant.granted_at) < now - self.grace))).scalars())
         enforce = any(e.enforce for e in eligs)
         unmanaged = sorted(m for m, u in members.items() if not holding.has(u) and not standing.has(u))
-        direct = [u for u in members.values() if u.direct]
-        vanished = [g for g in active if not any(
-            u.id == g.user_idp_id if g.user_idp_id else u.email.lower() == g.user_email.lower() for u in direct)]
+        # Indexed once: a grant is matched to a direct member by IdP user id where it has one, else by email.
+        # (Matching each grant against every member was O(grants × members): 10,000 of each held the event
+        # loop, and with it every revocation, for seconds.)
+        direct = _People(frozenset(u.id for u in members.values() if u.direct and u.id),
+                         frozenset(u.email.lower() for u in members.values() if u.direct))
+        vanished = [g for g in active if not (g.user_idp_id in direct.ids if g.user_idp_id
+                                              else g.user_email.lower() in direct.emails)]
         findings_key = f"reconcile:findings:{key}"
         async with rt.db.sessions() as session:
             known = set((await kvstate.read(session, findings_key) or {}).get("open", []))
@@ -244,8 +248,8 @@ class ReconcileService:
         current = {f"unmanaged:{m}" for m in unmanaged} | {f"vanished:{g.id}" for g in vanished
                                                            if not backstop.enabled(rt, connector)}
         # a nested member is never removed: jitbot changes direct memberships only
-        removed = [m for m in unmanaged if (enforce or m in ours) and members[m].direct
-                   and await self._remove(conn, members[m], target, key)]
+        removed = {m for m in unmanaged if (enforce or m in ours) and members[m].direct
+                   and await self._remove(conn, members[m], target, key)}
         async with rt.db.transaction() as session:
             for email in unmanaged:
                 if email in removed:
