@@ -60,6 +60,30 @@ def minimum_seconds(people: int, posts: int, spread: float, speedup: float) -> f
     return max(spread, lookups, max(0.0, posts - post_rate) / (post_rate / 60))
 
 
+def lag_breakdown(lags_by_due: list[tuple[float, float]], spread: float, *, window: tuple[float, float],
+                  buckets: int = 6) -> str:
+    """Revocation lag by when the grant fell due (seconds after the first expiry): in ``buckets`` equal
+    slices of the spread, and apart for the grants that fell due while the worker was being restarted
+    (``window``), so that a tail is told from the restart."""
+    lines = ["revocation lag by when the grant fell due (count, p50, p99, max):"]
+    width = spread / buckets if spread > 0 else 1.0
+    slices: dict[int, list[float]] = {}
+    in_restart: list[float] = []
+    for due, lag in lags_by_due:
+        if window[0] <= due <= window[1]:
+            in_restart.append(lag)
+        else:
+            slices.setdefault(min(buckets - 1, int(due // width)), []).append(lag)
+    for k in sorted(slices):
+        v = slices[k]
+        lines.append(f"  due {k * width:5.1f}–{(k + 1) * width:5.1f} s: {len(v):6,}  {pct(v, 50):7.3f}  "
+                     f"{pct(v, 99):7.3f}  {max(v):7.3f}")
+    if in_restart:
+        lines.append(f"  due during the restart:  {len(in_restart):6,}  {pct(in_restart, 50):7.3f}  "
+                     f"{pct(in_restart, 99):7.3f}  {max(in_restart):7.3f}")
+    return "\n".join(lines)
+
+
 async def _pending(db: Database) -> int:
     async with db.sessions() as s:
         n = (await s.execute(select(func.count()).select_from(OutboxMessage)
@@ -93,10 +117,12 @@ async def run(n: int, spread: float, speedup: float, own_process: bool = False) 
             first.start(interval=0.25)
             while (await slack.progress())["posts"] < n // 2:
                 await asyncio.sleep(0.2)
+            stopping = time.time()
             await first.stop()
             known_at_restart = (await slack.progress())["lookups"]
             second = worker("second")
             second.start(interval=0.25)
+            restarted = time.time()
             while time.time() - t0 < 3600:
                 async with db.sessions() as s:
                     expired = (await s.execute(select(func.count()).select_from(Event)
@@ -111,7 +137,9 @@ async def run(n: int, spread: float, speedup: float, own_process: bool = False) 
             await slack.stop()
         dms, audited = Counter(got["dms"]), Counter(got["audited"])
         lookups, posts = int(got["lookups"]), int(got["posts"])
-        lags = [idp.revoked_at[g] - expiries[g].timestamp() for g in idp.revoked_at]
+        lags_by_due = [(expiries[g].timestamp() - start.timestamp(), idp.revoked_at[g] - expiries[g].timestamp())
+                       for g in idp.revoked_at]
+        lags = [lag for _, lag in lags_by_due]
         took = done - start.timestamp()
         least = minimum_seconds(n, posts, spread, speedup)
         await connector.aclose()
@@ -121,6 +149,9 @@ async def run(n: int, spread: float, speedup: float, own_process: bool = False) 
     print(f"{machine()}; load average {os.getloadavg()[0]:.1f} at the end; the fake Slack {where}")
     print(f"{n:,} grants of {n:,} people expiring over {spread:.0f} s; Slack's limits ×{speedup:g}")
     print(f"revocation lag: p50 {pct(lags, 50):.3f} s, p99 {pct(lags, 99):.3f} s, max {max(lags):.3f} s")
+    print(f"restart: the first worker stopped {stopping - start.timestamp():.1f} s after the first expiry, the "
+          f"second started {restarted - stopping:.1f} s later; the last grant fell due at {spread:.1f} s")
+    print(lag_breakdown(lags_by_due, spread, window=(stopping - start.timestamp(), restarted - start.timestamp())))
     print(f"requester notices: {sum(dms.values()):,} delivered, {sum(1 for v in dms.values() if v > 1)} twice; "
           f"audit: {len(audited):,} requests, {sum(1 for v in audited.values() if v > 1)} twice; "
           f"{posts:,} posts, 429s by method {got['rejected']}")
