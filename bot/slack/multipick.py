@@ -30,7 +30,7 @@ from bot.domain.bundles import ADHOC_NAME_MAX, adhoc_members, adhoc_name, adhoc_
 from bot.domain.display_limits import MAX_OPTIONS, OPTION_TEXT, menu_description
 from bot.domain.policy import Eligibility, Policy
 from bot.domain.requests import PolicyViolation
-from bot.services.requesting.requests import precheck_submission
+from bot.services.requesting.submission_checks import precheck_submission
 from bot.services.runtime import Runtime
 from bot.slack import ids
 from bot.slack.blocks import plain
