@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import event_loop
 from bot.policy_file import parse_policy
-from bot.slack import blocks, ids
+from bot.slack import blocks, ids, modals, request_messages
 from bot.slack.client import pooled_respond, web_client
 from bot.slack.server import slack_handler
 
@@ -61,7 +61,7 @@ def build(client: AsyncWebClient, secret: str, policy_text: str) -> AsyncApp:
     @app.command(ids.COMMAND)
     async def command(ack: AsyncAck, command: dict[str, Any]) -> None:
         await ack()
-        await client.views_open(trigger_id=command["trigger_id"], view=blocks.request_modal(eligibilities))
+        await client.views_open(trigger_id=command["trigger_id"], view=modals.request_modal(eligibilities))
 
     @app.view(ids.REQUEST_VIEW)
     async def submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -76,12 +76,12 @@ def build(client: AsyncWebClient, secret: str, policy_text: str) -> AsyncApp:
         requests[rid] = snap
         text = f"Your request {rid} for {snap['eligibility']} is waiting for approval (layer 1 of 1)."
         await client.chat_postMessage(channel=await dm(user), text=text,
-                                      blocks=blocks.requester_notice(snap, "submitted", text))
+                                      blocks=request_messages.requester_notice(snap, "submitted", text))
         refs[rid] = []
         for lead in LEADS:
             resp = await client.chat_postMessage(
                 channel=await dm(lead), text=f"Access request {rid} from {snap['requester']} needs your decision",
-                blocks=blocks.approval_message(snap, 1))
+                blocks=request_messages.approval_message(snap, 1))
             refs[rid].append((resp["channel"], resp["ts"]))
 
     @app.action(ids.APPROVE)
@@ -95,15 +95,15 @@ def build(client: AsyncWebClient, secret: str, policy_text: str) -> AsyncApp:
         outcome = f"Approved by {approver}"
         for channel, ts in refs.pop(rid):
             await client.chat_update(channel=channel, ts=ts, text=f"{rid}: {outcome}",
-                                     blocks=blocks.approval_decided(snap, 1, outcome))
+                                     blocks=request_messages.approval_decided(snap, 1, outcome))
         requester = await dm(snap["requester_slack"])
         text = f"Your request {rid} for {snap['eligibility']} was approved by {approver}."
         await client.chat_postMessage(channel=requester, text=text,
-                                      blocks=blocks.requester_notice(snap, "approved", text))
+                                      blocks=request_messages.requester_notice(snap, "approved", text))
         snap["expires_at"] = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         text = f"You now have {snap['eligibility']} until {blocks.when(snap['expires_at'])}."
         await client.chat_postMessage(channel=requester, text=text,
-                                      blocks=blocks.requester_notice(snap, "active", text))
+                                      blocks=request_messages.requester_notice(snap, "active", text))
 
     return app
 

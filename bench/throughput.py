@@ -38,7 +38,6 @@ import asyncio
 import json
 import os
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -53,9 +52,10 @@ import asyncpg
 
 from bench import okta_idp
 from bench.common import CpuLimit, cpu_times, machine, machine_use, pct, pg_dsn, pg_url
+from bench.throughput_flows import FlowDriver
+from bench.throughput_probes import cpu_seconds, pending_messages, pg_stats, postgres_cpu_seconds, replica_counts
 from bot import event_loop
 from bot.fakes import FakeSlack, SlackSender
-from bot.slack import ids
 
 TOKEN, SECRET = "xoxb-throughput", "throughput-secret"
 N_USERS = 60
@@ -93,28 +93,6 @@ eligibilities:
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def postgres_cpu_seconds() -> float:
-    """User + system CPU of every PostgreSQL server process now alive (its backends included; Linux /proc)."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as f:
-                    if f.read().strip() != "postgres":
-                        continue
-                total += cpu_seconds(int(entry))
-            except OSError:  # the process ended meanwhile
-                continue
-    return total
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,45 +110,6 @@ async def wait_healthy(port: int) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"replica on :{port} did not become healthy")
-
-
-async def pending_messages(url: str) -> int:
-    """Outbox messages not yet delivered (or given up), read from the bot's database."""
-    return await scalar(url, "SELECT count(*) FROM outbox WHERE status = 'pending'")
-
-
-async def pg_stats(url: str) -> dict[str, int]:
-    """The bot database's transaction and row counters (PostgreSQL's statistics views; empty on SQLite)."""
-    if url.startswith("sqlite"):
-        return {}
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql").split("?")[0])
-    try:
-        await conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = await conn.fetchrow(
-            "SELECT xact_commit AS commits, xact_rollback AS rollbacks, tup_returned AS rows_scanned,"
-            " tup_fetched AS rows_fetched, tup_inserted + tup_updated + tup_deleted AS rows_written"
-            " FROM pg_stat_database WHERE datname = current_database()")
-        indexes = await conn.fetch("SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes")
-        return {**(dict(row) if row else {}), **{f"idx:{t['indexrelname']}": t["idx_tup_read"] for t in indexes}}
-    finally:
-        await conn.close()
-
-
-async def scalar(url: str, query: str) -> int:
-    """One integer read from the bot's database."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[1]
-
-        def count() -> int:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-                return int(conn.execute(query).fetchone()[0] or 0)
-
-        return await asyncio.to_thread(count)
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql").split("?")[0])
-    try:
-        return int(await conn.fetchval(query) or 0)
-    finally:
-        await conn.close()
 
 
 async def run(flows: int, concurrency: int, replicas: int, database: str,
@@ -215,127 +154,12 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
                                           preexec_fn=limit.enter if limit else None))
             await wait_healthy(port)  # one at a time: the first applies migrations
         senders = [SlackSender(slack, f"http://127.0.0.1:{p}/slack/events", SECRET) for p in ports]
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        durations: list[float] = []
-        steps: dict[str, list[float]] = {"modal": [], "ask": [], "grant": []}
-        user_locks = [asyncio.Lock() for _ in range(N_USERS)]
-
-        # A step's condition is looked at again when the fake Slack has answered a call that can change it
-        # (every step ends with one), not on a timer: polling 60 flows every 5 ms cost the load generator
-        # more CPU than the bot spent, on the same two cores. A wait names the channels it watches (the
-        # user's ID and DM): a chat.* call wakes only the waits on its channel; any other call (views.open,
-        # conversations.open) wakes them all. Waking every wait on every call cost the load generator
-        # ~64 task wake-ups per call.
-        waiters: dict[str | None, list[asyncio.Future[None]]] = {}
-
-        def wake(futures: list[asyncio.Future[None]]) -> None:
-            for waiter in futures:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-        def on_call(call: Any) -> None:
-            channel = call.args.get("channel") if call.method.startswith("chat.") else None
-            if channel is not None:
-                wake(waiters.pop(channel, []))
-                wake(waiters.pop(None, []))  # waits that watch everything
-                return
-            for futures in waiters.values():
-                wake(futures)
-            waiters.clear()
-
-        slack.listeners.append(on_call)
-
-        async def until(cond: object, *, watch: Any = (None,), timeout: float = 60.0) -> None:
-            """Until ``cond()``; looked at again after each call on a channel in ``watch()`` (all: None)."""
-            end = time.monotonic() + timeout
-            while not cond():  # type: ignore[operator]
-                waiter = asyncio.get_running_loop().create_future()
-                for key in (watch() if callable(watch) else watch):
-                    waiters.setdefault(key, []).append(waiter)
-                try:
-                    await asyncio.wait_for(waiter, timeout=max(0.0, end - time.monotonic()))
-                except TimeoutError:
-                    if cond():  # type: ignore[operator]
-                        return
-                    calls = [(c.method, c.status, str(c.response)[:120]) for c in slack.calls()][-8:]
-                    raise TimeoutError(f"flow step timed out; last Slack calls: {calls}") from None
-
-        im: dict[str, str] = {}
-
-        def posted(user: str) -> list[Any]:
-            """The bot's messages in its DM with ``user``, as the fake stores them (no copy: polled often)."""
-            if user not in im:
-                channel = slack.im_channel(user)
-                if channel is None:
-                    return []
-                im[user] = channel
-            return slack.state.messages.get(im[user], [])
-
-        def dm_of(user: str) -> tuple[str | None, ...]:
-            """The channels a post to ``user`` names: the user's ID, their DM once open (else: any call)."""
-            return (user, im[user]) if user in im else (None,)
-
-        async def flow(i: int) -> None:
-            u = i % N_USERS
-            user, email = f"U{u:04d}", f"u{u}@example.com"
-            sender = senders[i % len(senders)]
-            async with user_locks[u]:
-                t0 = time.perf_counter()
-                before_views = len(slack.modal_stack(user))
-                granted_from = len(posted(user))
-                await sender.command(user, "")
-                await until(lambda: len(slack.modal_stack(user)) > before_views)
-                t1 = time.perf_counter()
-                steps["modal"].append(t1 - t0)
-                view = slack.modal_stack(user)[-1]
-                if ids.A_JUSTIFICATION not in str(view.blocks):
-                    raise RuntimeError(f"unexpected modal: {view.blocks}")
-                lead = "UL1" if i % 2 else "UL2"
-                asked_from = len(posted(lead))
-                await sender.submit_view(user, view.id, {ids.A_JUSTIFICATION: f"flow {i}"})
-
-                def ask() -> Any:
-                    # only the messages that arrived since the submission are looked at
-                    return next((m for m in posted(lead)[asked_from:] if f"from {email} " in m.text), None)
-
-                await until(lambda: ask() is not None, watch=lambda: dm_of(lead))
-                t2 = time.perf_counter()
-                steps["ask"].append(t2 - t1)
-                msg = ask()
-                if ids.APPROVE not in str(msg.blocks) or f"<@{user}>" not in str(msg.blocks):
-                    raise RuntimeError(f"unexpected approval message: {msg.blocks}")
-                await senders[(i + 1) % len(senders)].click(lead, slack.im_channel(lead), msg.ts, ids.APPROVE)
-                await until(lambda: any("You now have" in m.text for m in posted(user)[granted_from:]),
-                            watch=lambda: dm_of(user))
-                durations.append(time.perf_counter() - t0)
-                steps["grant"].append(time.perf_counter() - t2)
-                if not floor:  # one grant of ``ops`` per person at a time: released before the user's next flow
-                    await release(user, granted_from)
-
-        async def release(user: str, granted_from: int) -> None:
-            """Untimed: the user releases the access (its Release button) and the revocation is awaited."""
-            granted = next(m for m in posted(user)[granted_from:] if "You now have" in m.text)
-            ended_from = len(posted(user))
-            await senders[0].click(user, slack.im_channel(user), granted.ts, ids.RELEASE)
-            await until(lambda: any("has been revoked" in m.text for m in posted(user)[ended_from:]),
-                        watch=lambda: dm_of(user))
-
-        async def runner() -> None:
-            while not queue.empty():
-                await flow(queue.get_nowait())
-
-        async def run_flows(numbers: range) -> None:
-            for i in numbers:
-                queue.put_nowait(i)
-            await asyncio.gather(*(runner() for _ in range(concurrency)))
-
+        driver = FlowDriver(slack, senders, users=N_USERS, concurrency=concurrency, floor=floor)
         if warmup:  # each replica's first flows, before the clock: see --warmup
-            await run_flows(range(flows, flows + warmup))
+            await driver.run_flows(range(flows, flows + warmup))
             while not floor and await pending_messages(url):
                 await asyncio.sleep(0.01)
-            durations.clear()
-            for values in steps.values():
-                values.clear()
+            driver.forget_timings()
         calls_before = len(slack.calls())
         cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         pg_before = await pg_stats(url)
@@ -343,7 +167,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
         throttled_before = sum(g.throttled_s() for g in limits)
         harness_before, machine_before = cpu_seconds(os.getpid()), cpu_times()
         start = time.perf_counter()
-        await run_flows(range(flows))
+        await driver.run_flows(range(flows))
         last_flow = time.perf_counter() - start
         # A flow is complete when all its messages are out, the audit channel's lines included.
         while not floor and await pending_messages(url):
@@ -364,18 +188,8 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
-        passes = [0, 0]  # the replicas' worker passes over their lives: all, full (their last log line)
-        dispatch: dict[str, int] = {}  # the replicas' outbox counts, from "outbox dispatcher stopped: …"
-        for k in range(replicas):
-            for line in (tmp / f"replica{k}.log").read_text().splitlines():
-                if "worker stopped:" in line:  # "worker stopped: N passes, M full"
-                    words = line.split("stopped:", 1)[1].replace(",", " ").split()
-                    passes[0] += int(words[0])
-                    passes[1] += int(words[2])
-                if "outbox dispatcher stopped:" in line:
-                    for part in line.split("stopped:", 1)[1].split(","):
-                        n, _, name = part.strip().partition(" ")
-                        dispatch[name] = dispatch.get(name, 0) + int(n)
+        # the replicas' worker passes (all, full) and outbox counts over their lives, from their last log lines
+        passes, dispatch = replica_counts([tmp / f"replica{k}.log" for k in range(replicas)])
         for g in limits:
             g.close()
     if okta is not None:
@@ -386,6 +200,7 @@ async def run(flows: int, concurrency: int, replicas: int, database: str,
         conn = await asyncpg.connect(pg_dsn("postgres"))
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         await conn.close()
+    durations, steps = driver.durations, driver.steps
     out = {"flows_per_s": flows / elapsed, "drain_s": elapsed - last_flow, "p50": pct(durations, 50),
            "p99": pct(durations, 99), "elapsed": elapsed}
     out["slack_calls_per_flow"] = sum(per_method.values()) / flows
@@ -436,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-floor", action="store_true",
                         help="also run the floor in the same invocation and print jitbot's rate as a ratio to it")
     args = parser.parse_args(argv)
-    globals()["N_USERS"] = args.users  # org(), run() and the flows read it
+    globals()["N_USERS"] = args.users  # org() and run() read it (run() hands it to the flows)
     warmup = 2 * args.users if args.warmup is None else args.warmup
     counts = [int(n) for n in str(args.replicas).split(",")]
     print(f"machine: {machine()}")

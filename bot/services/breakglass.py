@@ -20,7 +20,8 @@ from bot.domain.policy import Eligibility
 from bot.domain.requests import BREAKGLASS as KIND
 from bot.domain.requests import PolicyViolation, Status, Submission, validate_submission
 from bot.services import notices
-from bot.services.requesting.requests import RequestService, load_request
+from bot.services.requesting.final_approval import approve_final
+from bot.services.requesting.request_rows import load_request
 from bot.services.runtime import Runtime, new_id
 from storage.records import Unit, build
 from storage.tables import AccessRequest
@@ -34,7 +35,6 @@ class ReviewOutcome(StrEnum):
 class BreakGlassService:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.requests = RequestService(rt)
 
     async def reviewers(self, elig: Eligibility, requester: str) -> set[str]:
         """Who reviews a break-glass use of ``elig``: its approvers (else the admins), never the user."""
@@ -93,7 +93,7 @@ class BreakGlassService:
                 notices.ask_reviewers(session, at=now, snap=snap, reviewers=reviewers)
             else:
                 notices.alert(session, at=now, snap=snap, text=f"{req.id}: nobody can review this break-glass use.")
-            await self.requests.approve_final(unit, req, elig, actor=requester,
+            await approve_final(self.rt, unit, req, elig, actor=requester,
                                               text="break-glass: granting without approval")
             await unit.flush()
         rt.wake.set()

@@ -29,7 +29,9 @@ from bot.services import notices
 from bot.services.access.grants import GrantService
 from bot.services.context.on_call import check_on_call, record_on_call, request_context
 from bot.services.policy_version import require_current, under_current_policy
-from bot.services.requesting.requests import RequestService, load_request, open_layer, read_request
+from bot.services.requesting.final_approval import approve_final
+from bot.services.requesting.request_rows import load_request, read_request
+from bot.services.requesting.requests import open_layer
 from bot.services.runtime import Runtime, new_id
 from storage.records import Unit, build
 from storage.tables import AccessRequest, Grant
@@ -162,7 +164,7 @@ class ExtensionService:
                                             f"{grant.expires_at:%Y-%m-%d %H:%M} UTC unless it is approved before.")
                 notices.ask_approvers(tx, at=now, snap=snap, layer=first_layer, approvers=sorted(first))
             else:  # every layer passed by on-call, as a request would be
-                await RequestService(rt).approve_final(unit, req, elig, actor=notices.SYSTEM, auto=True,
+                await approve_final(rt, unit, req, elig, actor=notices.SYSTEM, auto=True,
                                                        text="approved: the requester is on call")
             await unit.flush()
         return req

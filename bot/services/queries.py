@@ -9,7 +9,7 @@ from sqlalchemy import select
 from bot.domain.requests import EXTENSION, Status
 from bot.services.notices import describe
 from bot.services.requesting.approvals import layer_approvers
-from bot.services.requesting.requests import load_votes
+from bot.services.requesting.request_rows import load_votes
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest, Grant
 

@@ -15,7 +15,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.services import notices
 from bot.services.outbox.dispatcher import Delivery, FollowUp, Ref, message_refs
-from bot.slack import blocks
+from bot.slack import blocks, request_messages
 
 # chat.postMessage errors that no retry mends (https://docs.slack.dev/reference/methods/chat.postMessage)
 UNPOSTABLE = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
@@ -43,7 +43,7 @@ async def deliver(notifier: Any, p: dict[str, Any]) -> Delivery:
         resp = await notifier._post(
             channel=channel, text=(f"{note} " if note else "")
             + f"Access request {snap['id']} from {snap['requester']} needs a decision (layer {layer})",
-            blocks=blocks.approval_message(snap, layer, note))
+            blocks=request_messages.approval_message(snap, layer, note))
     except SlackApiError as exc:
         error = str(exc.response.get("error", "")) if isinstance(exc.response.data, dict) else ""
         if error not in UNPOSTABLE:

@@ -22,7 +22,7 @@ from bot.services.extensions import ExtensionService
 from bot.services.requesting.approvals import ApprovalService
 from bot.services.requesting.requests import RequestService
 from bot.services.runtime import Runtime
-from bot.slack import approve_for_less, blocks, breakglass, ids, modal_open, multipick, request_form
+from bot.slack import app_home, approve_for_less, blocks, breakglass, ids, modal_open, modals, multipick, request_form
 from bot.slack.admin import admin_command
 from bot.slack.breakglass import breakglass_command
 from bot.slack.identity import NoEmail, SlackIdentity
@@ -91,7 +91,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
         for_others = [e for e in rt.policy.eligibilities if await requests.may_submit_for_others(email, e)]
         shown = mine + [e for e in for_others if e not in mine]
         also = multipick.also_block(rt.policy, mine, shown, selected)  # several items in one request
-        return blocks.request_modal(shown, selected, on_behalf=bool(for_others), also=also)
+        return modals.request_modal(shown, selected, on_behalf=bool(for_others), also=also)
 
     async def open_modal(client: AsyncWebClient, trigger_id: str, email: str, user_id: str,
                          respond: AsyncRespond | None) -> None:
@@ -107,7 +107,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
     async def publish_home(client: AsyncWebClient, user_id: str, email: str, page: int = 1) -> None:
         active, pending = await queries.my_requests(rt, email)
         waiting = await queries.awaiting_me(rt, email)
-        await client.views_publish(user_id=user_id, view=blocks.home_view(active=active, pending=pending,
+        await client.views_publish(user_id=user_id, view=app_home.home_view(active=active, pending=pending,
                                                                           approvals=waiting, page=page))
 
     @app.command(ids.COMMAND)
@@ -125,7 +125,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
             elif sub == "list" and (len(words) == 1 or (len(words) == 2 and words[1].isdigit())):
                 active, pending = await queries.my_requests(rt, email)
                 page = int(words[1]) if len(words) == 2 else 1
-                await respond(response_type="ephemeral", text=blocks.access_list(active, pending, page=page))
+                await respond(response_type="ephemeral", text=app_home.access_list(active, pending, page=page))
             elif sub == "release" and len(words) == 2:
                 await grants.end_early(request_id=words[1].upper(), actor=email, reason="released")
                 await respond(response_type="ephemeral", text=f"Releasing {words[1].upper()} now.")
@@ -138,7 +138,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
             elif sub == "admin":
                 await respond(response_type="ephemeral", text=await admin_command(admin, email, words[1:]))
             else:
-                await respond(response_type="ephemeral", text=blocks.HELP)
+                await respond(response_type="ephemeral", text=app_home.HELP)
         except PolicyViolation as exc:
             await respond(response_type="ephemeral", text=blocks.esc(str(exc)))
 
@@ -241,7 +241,7 @@ def register(app: AsyncApp, rt: Runtime, identity: SlackIdentity) -> None:
             await answer(body, client, respond, NOT_A_REQUEST)
             return
         async def deny_view() -> dict[str, Any]:
-            return blocks.deny_modal(f"{request_id}:{layer}")
+            return modals.deny_modal(f"{request_id}:{layer}")
 
         async def tell(text: str, message: list[dict[str, Any]]) -> None:
             if body.get("response_url"):

@@ -30,7 +30,7 @@ from bot.domain.bundles import ADHOC_NAME_MAX, adhoc_members, adhoc_name, adhoc_
 from bot.domain.display_limits import MAX_OPTIONS, OPTION_TEXT, menu_description
 from bot.domain.policy import Eligibility, Policy
 from bot.domain.requests import PolicyViolation
-from bot.services.requesting.requests import precheck_submission
+from bot.services.requesting.submission_checks import precheck_submission
 from bot.services.runtime import Runtime
 from bot.slack import ids
 from bot.slack.blocks import plain
@@ -50,7 +50,7 @@ def combinable(e: Eligibility) -> bool:
 def also_block(policy: Policy, mine: list[Eligibility], shown: list[Eligibility],
                selected: str | None) -> dict[str, Any] | None:
     """The optional *Also request* input: ``mine`` (what the person may request) that can be combined,
-    but the main pick (``selected``, else the first ``shown``, as ``blocks.request_modal`` picks it).
+    but the main pick (``selected``, else the first ``shown``, as ``modals.request_modal`` picks it).
     None when there is nothing to add."""
     main = selected if any(e.name == selected for e in shown) else shown[0].name if shown else ""
     if policy.bundles.max_items < 2:

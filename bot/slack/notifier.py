@@ -24,7 +24,7 @@ from bot.services.outbox.dispatcher import (
     message_refs,
 )
 from bot.services.requesting import approval_reads
-from bot.slack import audit_digest, blocks, channel_asks
+from bot.slack import audit_digest, blocks, channel_asks, request_messages
 
 if TYPE_CHECKING:
     from storage.db import Database
@@ -151,7 +151,7 @@ class SlackNotifier:
         resp = await self._post(
             channel=channel, text=(f"{note} " if note else "")
             + f"Access request {snap['id']} from {snap['requester']} needs your decision",
-            blocks=blocks.approval_message(snap, layer, note))
+            blocks=request_messages.approval_message(snap, layer, note))
         return Delivery([Ref(snap["id"], f"approval:{layer}", resp["channel"], resp["ts"], p["approver"])])
 
     async def _layer_open(self, request_id: str, layer: int) -> bool:
@@ -162,14 +162,14 @@ class SlackNotifier:
         channel = await self._dm(await self.slack_user(p["reviewer"]))
         resp = await self._post(
             channel=channel, text=f"Break-glass use {snap['id']} by {snap['requester']} needs your review",
-            blocks=blocks.review_message(snap, p.get("note")))
+            blocks=request_messages.review_message(snap, p.get("note")))
         return Delivery([Ref(snap["id"], "review", resp["channel"], resp["ts"], p["reviewer"])])
 
     async def _review_update(self, p: dict[str, Any]) -> Delivery:
         snap = p["request"]
         for ref in await message_refs(self.db, snap["id"], "review"):
             await self.client.chat_update(channel=ref.channel, ts=ref.ts, text=f"{snap['id']}: {p['outcome']}",
-                                          blocks=blocks.review_decided(snap, p["outcome"]))
+                                          blocks=request_messages.review_decided(snap, p["outcome"]))
         return Delivery()
 
     async def _approval_update(self, p: dict[str, Any]) -> Delivery:
@@ -189,7 +189,7 @@ class SlackNotifier:
         changes nothing)."""
         snap, layer = p["request"], int(p["layer"])
         await self.client.chat_update(channel=p["channel"], ts=p["ts"], text=f"{snap['id']}: {p['outcome']}",
-                                      blocks=blocks.approval_decided(snap, layer, p["outcome"], p.get("at")))
+                                      blocks=request_messages.approval_decided(snap, layer, p["outcome"], p.get("at")))
         return Delivery()
 
     async def _requester(self, p: dict[str, Any]) -> Delivery:
@@ -197,7 +197,7 @@ class SlackNotifier:
         user = snap.get("requester_slack") or await self.slack_user(snap["requester"])
         channel = await self._dm(user)
         await self._post(channel=channel, text=blocks.notice(p["text"]),
-                                           blocks=blocks.requester_notice(snap, p["event"], p["text"]))
+                                           blocks=request_messages.requester_notice(snap, p["event"], p["text"]))
         return Delivery()
 
     async def _thread_root(self, snap: dict[str, Any]) -> tuple[str | None, list[Ref]]:
@@ -210,7 +210,7 @@ class SlackNotifier:
             self._remember_root(snap["id"], refs[0].ts)
             return refs[0].ts, []
         resp = await self._post(channel=self.audit_channel, text=f"Access request {snap['id']}",
-                                                  blocks=blocks.audit_root(snap))
+                                                  blocks=request_messages.audit_root(snap))
         self._remember_root(snap["id"], str(resp["ts"]))
         return resp["ts"], [Ref(snap["id"], "audit_root", resp["channel"], resp["ts"])]
 
@@ -222,7 +222,7 @@ class SlackNotifier:
     async def _audit(self, p: dict[str, Any]) -> Delivery:
         snap = p.get("request")
         thread_ts, new = (await self._thread_root(snap)) if snap else (None, [])
-        await self._post(channel=self.audit_channel, text=blocks.audit_text(p), thread_ts=thread_ts)
+        await self._post(channel=self.audit_channel, text=request_messages.audit_text(p), thread_ts=thread_ts)
         return Delivery(new)
 
     async def _audit_digest(self, payloads: list[dict[str, Any]]) -> Delivery:

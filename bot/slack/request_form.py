@@ -17,7 +17,7 @@ from bot.domain.durations import format_duration, parse_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation
 from bot.services.context.tickets import check_ticket
-from bot.services.requesting.requests import precheck_submission
+from bot.services.requesting.submission_checks import precheck_submission
 from bot.services.runtime import Runtime
 from bot.slack import ids, multipick
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from bot.domain.policy import BreakGlass
 from bot.domain.requests import Decision, PolicyViolation, Status
 from bot.services.clock import ManualClock
-from bot.slack.blocks import approval_message
+from bot.slack.request_messages import approval_message
 from storage.tables import AccessRequest, Event, Grant
 from tests.conftest import DbFactory
 from tests.services.context_world import SHIFT, Vendors, context_policy, start_vendors

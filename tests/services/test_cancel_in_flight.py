@@ -18,7 +18,7 @@ from bot.policy_file import parse_policy
 from bot.services.access.reconcile import ReconcileService
 from bot.services.clock import ManualClock
 from bot.services.requesting.not_started import stop_before_start
-from bot.services.requesting.requests import load_request
+from bot.services.requesting.request_rows import load_request
 from connectors.base import IdpUser, Target, TargetKind
 from connectors.memory import MemoryConnector
 from storage.tables import AccessRequest, Event, Grant

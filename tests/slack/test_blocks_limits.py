@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from bot.domain.policy import Eligibility
 from bot.fakes.blockkit import MAX_MESSAGE_BLOCKS, validate_blocks, validate_view
-from bot.slack import blocks
+from bot.slack import app_home, blocks, modals, request_messages
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -74,20 +74,20 @@ def test_cut_never_returns_more_than_its_limit(text: str, limit: int) -> None:
 def test_the_request_modal_is_valid_for_any_policy(eligs: list[Eligibility], on_behalf: bool,
                                                    data: st.DataObject) -> None:
     selected = data.draw(st.sampled_from([e.name for e in eligs]))
-    assert validate_view(blocks.request_modal(eligs, selected, on_behalf=on_behalf)) == []
-    assert validate_view(blocks.request_modal([], None)) == []
+    assert validate_view(modals.request_modal(eligs, selected, on_behalf=on_behalf)) == []
+    assert validate_view(modals.request_modal([], None)) == []
 
 
 @SETTINGS
 @given(snaps(), st.none() | texts, outcomes)
 def test_approval_and_review_messages_are_valid_for_any_request(snap: dict[str, Any], note: str | None,
                                                                 outcome: str) -> None:
-    _message_ok(blocks.approval_message(snap, snap["layer"], note))
-    _message_ok(blocks.approval_decided(snap, snap["layer"], outcome))
-    _message_ok(blocks.review_message(snap, note))
-    _message_ok(blocks.review_decided(snap, outcome))
-    _message_ok(blocks.audit_root(snap))
-    assert validate_view(blocks.deny_modal(f"{snap['id']}:{snap['layer']}")) == []
+    _message_ok(request_messages.approval_message(snap, snap["layer"], note))
+    _message_ok(request_messages.approval_decided(snap, snap["layer"], outcome))
+    _message_ok(request_messages.review_message(snap, note))
+    _message_ok(request_messages.review_decided(snap, outcome))
+    _message_ok(request_messages.audit_root(snap))
+    assert validate_view(modals.deny_modal(f"{snap['id']}:{snap['layer']}")) == []
 
 
 @SETTINGS
@@ -95,7 +95,8 @@ def test_approval_and_review_messages_are_valid_for_any_request(snap: dict[str, 
                                  "revoked", "lapsed"]), texts)
 def test_requester_notices_are_valid_for_any_text(snap: dict[str, Any], event: str, text: str) -> None:
     """The bot's sentence (never empty) with user text in it, however long (an on-behalf notice)."""
-    _message_ok(blocks.requester_notice(snap, event, f"dave@example.com requested x for you ({snap['id']}): {text}"))
+    _message_ok(request_messages.requester_notice(snap, event,
+                                                  f"dave@example.com requested x for you ({snap['id']}): {text}"))
 
 
 @SETTINGS
@@ -103,13 +104,13 @@ def test_requester_notices_are_valid_for_any_text(snap: dict[str, Any], event: s
        st.lists(st.tuples(snaps(), st.integers(1, 3)), max_size=15, unique_by=lambda a: a[0]["id"]))
 def test_app_home_is_valid_for_any_number_of_requests(active: list[dict[str, Any]], pending: list[dict[str, Any]],
                                                       approvals: list[tuple[dict[str, Any], int]]) -> None:
-    assert validate_view(blocks.home_view(active=active, pending=pending, approvals=approvals)) == []
+    assert validate_view(app_home.home_view(active=active, pending=pending, approvals=approvals)) == []
 
 
 @SETTINGS
 @given(st.fixed_dictionaries({"request": st.none() | snaps(), "actor": emails, "text": texts}))
 def test_audit_lines_fit_a_section(payload: dict[str, Any]) -> None:
-    assert len(blocks.audit_text(payload)) <= 3000
+    assert len(request_messages.audit_text(payload)) <= 3000
 
 
 @SETTINGS

@@ -94,7 +94,7 @@ async def test_commands_and_clicks_are_answered_without_waiting_for_a_poll(
 
         async def layer_moved() -> bool:
             async with env.stack.rt.db.sessions() as session:
-                from bot.services.requesting.requests import load_request
+                from bot.services.requesting.request_rows import load_request
 
                 return (await load_request(session, req.id)).layer == 2
 

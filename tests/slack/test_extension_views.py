@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.fakes.blockkit import MAX_MESSAGE_BLOCKS, validate_blocks, validate_view
-from bot.slack import blocks, ids
+from bot.slack import app_home, ids, request_messages
 
 
 def _snap(**over: Any) -> dict[str, Any]:
@@ -22,27 +22,27 @@ def _snap(**over: Any) -> dict[str, Any]:
 
 
 def test_the_approver_sees_an_extension_of_the_request_with_the_extra_time_and_the_end_without_it() -> None:
-    msg = blocks.approval_message(_snap(), 1)
+    msg = request_messages.approval_message(_snap(), 1)
     assert validate_blocks(msg, max_blocks=MAX_MESSAGE_BLOCKS) == []
     text = str(msg)
     assert "Extension request R-EXT00001 (of R-ORIG0001)" in text
     assert "*Extension of R-ORIG0001* by *2h* more" in text and "2026-01-05 17:00 UTC" in text
     assert "<!channel>" not in text  # the justification stays quoted
     assert any(e.get("action_id") == ids.APPROVE for b in msg if b["type"] == "actions" for e in b["elements"])
-    decided = str(blocks.approval_decided(_snap(), 1, "Approved by bob@example.com"))
+    decided = str(request_messages.approval_decided(_snap(), 1, "Approved by bob@example.com"))
     assert "Extension request R-EXT00001 (of R-ORIG0001)" in decided
 
 
 def test_an_access_request_still_reads_as_one() -> None:
     plain = _snap(kind="access", parent_id=None, context=None)
-    assert "Access request R-EXT00001" in str(blocks.approval_message(plain, 1))
-    assert "Extension" not in str(blocks.approval_message(plain, 1))
-    assert "requests *prod-admin* for 2h" in str(blocks.audit_root(plain))
+    assert "Access request R-EXT00001" in str(request_messages.approval_message(plain, 1))
+    assert "Extension" not in str(request_messages.approval_message(plain, 1))
+    assert "requests *prod-admin* for 2h" in str(request_messages.audit_root(plain))
 
 
 def test_app_home_and_the_audit_root_name_the_extension() -> None:
-    assert "asks to extend R-ORIG0001 (*prod-admin*) by 2h" in str(blocks.audit_root(_snap()))
-    view = blocks.home_view(active=[], pending=[], approvals=[(_snap(), 1)])
+    assert "asks to extend R-ORIG0001 (*prod-admin*) by 2h" in str(request_messages.audit_root(_snap()))
+    view = app_home.home_view(active=[], pending=[], approvals=[(_snap(), 1)])
     assert validate_view(view) == []
     assert "extension of R-ORIG0001 by 2h" in str(view)
 
@@ -50,7 +50,7 @@ def test_app_home_and_the_audit_root_name_the_extension() -> None:
 def test_app_home_offers_extend_for_each_active_grant_but_break_glass() -> None:
     active = [_snap(id="R-A", kind="access", expires_at="2026-01-05T17:00:00+00:00"),
               _snap(id="R-B", kind="breakglass", expires_at="2026-01-05T17:00:00+00:00")]
-    view = blocks.home_view(active=active, pending=[], approvals=[])
+    view = app_home.home_view(active=active, pending=[], approvals=[])
     assert validate_view(view) == []
     extends = [e["value"] for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]
                if e["action_id"].startswith(ids.EXTEND)]

@@ -14,7 +14,7 @@ from bot.domain.requests import Decision, PolicyViolation
 from bot.fakes.blockkit import validate_view
 from bot.policy_file import parse_policy
 from bot.services.clock import ManualClock
-from bot.slack import blocks, ids
+from bot.slack import ids, modals
 from bot.slack.multipick import also_block
 from storage.tables import AccessRequest
 from tests.conftest import DbFactory
@@ -166,4 +166,4 @@ def test_the_list_keeps_to_block_kit_limits_with_many_eligibilities() -> None:
     options = also["element"]["options"]
     assert len(options) == 100 and all(len(o["text"]["text"]) <= 75 for o in options)
     assert also["element"]["max_selected_items"] == 2
-    assert not validate_view(blocks.request_modal(mine, None, also=also))
+    assert not validate_view(modals.request_modal(mine, None, also=also))

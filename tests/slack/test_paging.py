@@ -9,7 +9,7 @@ import yaml
 
 from bot.fakes.blockkit import validate_view
 from bot.services.clock import ManualClock
-from bot.slack import blocks, ids
+from bot.slack import app_home, ids
 from tests.conftest import POLICY, DbFactory
 from tests.slack.harness import slack_env
 
@@ -23,18 +23,18 @@ def _snap(n: int, status: str = "active") -> dict[str, object]:
 
 def test_jit_list_of_a_thousand_grants_is_paged_under_slacks_limit() -> None:
     active = [_snap(n) for n in range(1000)]
-    first = blocks.access_list(active, [], page=1)
-    assert first.count("• ") == blocks.LIST_PAGE and len(first) < 40_000
+    first = app_home.access_list(active, [], page=1)
+    assert first.count("• ") == app_home.LIST_PAGE and len(first) < 40_000
     assert "Page 1 of 40 (1000 in all) — `/jit list 2` for the next" in first
-    last = blocks.access_list(active, [], page=99)  # past the end: the last page
+    last = app_home.access_list(active, [], page=99)  # past the end: the last page
     assert "R-00000999" in last and "Page 40 of 40" in last and "for the next" not in last
-    assert "Page" not in blocks.access_list(active[:3], [])
+    assert "Page" not in app_home.access_list(active[:3], [])
 
 
 def test_app_home_pages_hold_fifteen_releasable_grants_each_and_stay_valid() -> None:
     active = [_snap(n) for n in range(40)]
     for page in (1, 2, 3):
-        view = blocks.home_view(active=active, pending=[], approvals=[], page=page)
+        view = app_home.home_view(active=active, pending=[], approvals=[], page=page)
         assert validate_view(view) == []
         releases = [b["accessory"]["value"] for b in view["blocks"] if b.get("accessory", {}).get("action_id", "")
                     .startswith(ids.RELEASE)]

@@ -165,7 +165,7 @@ async def test_the_pending_duplicate_check_reads_the_requesters_rows_not_every_r
     """Every submission asks whether the requester already has a pending request for the eligibility.
     Without an index on those columns SQLite picked ``ix_request_review_due`` for ``kind = ?`` and read
     every access request ever made (migration 0008)."""
-    from bot.services.requesting.requests import _OPEN_DUPLICATE
+    from bot.services.requesting.submission_checks import _OPEN_DUPLICATE
     from storage.core_tx import SqliteCore
     from storage.prepared import Prepared
 

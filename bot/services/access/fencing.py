@@ -31,7 +31,7 @@ from sqlalchemy import bindparam, select
 from bot.services import notices
 from bot.services.claims import HOLDER_BOUND, holder_params, lock_holder
 from bot.services.requesting.not_started import not_started
-from bot.services.requesting.requests import read_request, read_votes
+from bot.services.requesting.request_rows import read_request, read_votes
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser, Target, TargetKind
 from storage.records import Unit

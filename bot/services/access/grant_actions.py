@@ -19,7 +19,7 @@ from bot.services.access import backstop
 from bot.services.access.grant_outcomes import snapshot
 from bot.services.context.grant_context import capped_expiry
 from bot.services.requesting.not_started import stop_before_start, waiting_grant
-from bot.services.requesting.requests import load_request
+from bot.services.requesting.request_rows import load_request
 from bot.services.runtime import Runtime
 from storage.tables import Event, Grant
 
@@ -103,7 +103,7 @@ async def extend(rt: Runtime, *, request_id: str, actor: str, by: timedelta) -> 
 async def retry_failed(rt: Runtime, *, request_id: str, actor: str, origin: dict[str, str] | None = None) -> Grant:
     """An admin retries a FAILED grant: the request goes back to APPROVED with a new grant. ``origin``
     (where the command came from: the command line's OS user and host) is kept in the audit event."""
-    from bot.services.requesting.requests import new_grant
+    from bot.services.requesting.final_approval import new_grant
 
     now = rt.clock.now()
     async with rt.db.transaction() as session:

@@ -23,7 +23,7 @@ from bot.services.access.grant_window import grant_deadline, grant_expiry, windo
 from bot.services.access.revocation import backoff
 from bot.services.claims import lock_holder
 from bot.services.context.grant_context import capped_expiry
-from bot.services.requesting.requests import load_request, load_votes, read_request, read_votes
+from bot.services.requesting.request_rows import load_request, load_votes, read_request, read_votes
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser, RateLimited
 from storage.records import Unit

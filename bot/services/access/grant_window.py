@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.domain.policy import Eligibility
-from bot.services.requesting.requests import allowed_seconds
+from bot.services.requesting.final_approval import allowed_seconds
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest
 

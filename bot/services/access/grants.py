@@ -39,7 +39,7 @@ from bot.services.access.grant_window import grant_deadline, grant_due, grant_ex
 from bot.services.access.revocation import LEASE, Revoker, idp_user, target_of
 from bot.services.claims import FIRST_TOKEN, HOLDER_BOUND, claim_grants, holder_params, lock_holder
 from bot.services.context.grant_context import capped_expiry, context_refusal
-from bot.services.requesting.requests import load_request
+from bot.services.requesting.request_rows import load_request
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError, IdpUser
 from storage.tables import AccessRequest, Grant
@@ -111,7 +111,7 @@ class GrantService:
         return len(ids)
 
     def adopt(self, grant_id: str) -> None:
-        """A grant this process's approving transaction claimed for it (``RequestService.approve_final``),
+        """A grant this process's approving transaction claimed for it (``final_approval.approve_final``),
         committed: carried out now, beside the passes' grants, without a wake and a claim of its own.
         A worker stopping meanwhile gives the claim back, for the next worker to take at once."""
         if self.stopping:

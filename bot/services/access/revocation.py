@@ -36,7 +36,7 @@ from bot.services.access import backstop
 from bot.services.access.fencing import Fence, holds, undo_stale_revoke
 from bot.services.claims import LEASE, claim_grants, lock_holder
 from bot.services.requesting.not_started import not_started
-from bot.services.requesting.requests import load_request, load_votes
+from bot.services.requesting.request_rows import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import (
     ConfigError,

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from bot.domain.approval_context import JiraTicket
 from bot.services import kvstate, notices
 from bot.services.context.tickets import TICKETED_KIND, ticket_problem
-from bot.services.requesting.requests import load_request, load_votes
+from bot.services.requesting.request_rows import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import ConnectorError
 from connectors.jira import ISSUE_KEY, JiraSettings

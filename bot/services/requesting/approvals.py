@@ -19,14 +19,9 @@ from bot.domain.step_up_proof import StepUpProof, StepUpRequired
 from bot.services import notices
 from bot.services.auditing.audit import append_event
 from bot.services.policy_version import require_current, under_current_policy
-from bot.services.requesting.requests import (
-    GRANT_HANDED,
-    RequestService,
-    close_schedule,
-    open_layer,
-    read_request,
-    read_votes,
-)
+from bot.services.requesting.final_approval import GRANT_HANDED, approve_final
+from bot.services.requesting.request_rows import close_schedule, read_request, read_votes
+from bot.services.requesting.requests import open_layer
 from bot.services.runtime import Runtime
 from storage.records import Unit, build
 from storage.tables import AccessRequest, ApprovalVote
@@ -45,7 +40,6 @@ class DecisionResult:
 class ApprovalService:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.requests = RequestService(rt)
 
     async def layer_approvers(self, req: AccessRequest, layer: int, earlier: list[str]) -> set[str]:
         """Who may decide ``layer`` now: its approvers (plus its escalation set once escalated), minus
@@ -191,7 +185,7 @@ class ApprovalService:
         req.layers = len(elig.approvals)
         text = (f"approved: the policy now has {req.layers} approval layer(s) and {passed} "
                 f"{'was' if passed == 1 else 'were'} approved before it changed")
-        await self.requests.approve_final(unit, req, elig, actor=notices.SYSTEM, votes=votes, text=text)
+        await approve_final(self.rt, unit, req, elig, actor=notices.SYSTEM, votes=votes, text=text)
         await notices.update_approvals(unit.tx, at=now, snap=notices.describe(self.rt, req, votes), layer=passed + 1,
                                  outcome="Approved: the policy no longer needs this layer")
         return f"{req.id} no longer needs this layer under the current policy; it is approved."
@@ -226,7 +220,7 @@ class ApprovalService:
                              from_state=Status.PENDING.value, to_state=status.value, detail={"layer": layer},
                              text=f"approved at layer {layer} of {req.layers}")
         if status is Status.APPROVED:
-            await self.requests.approve_final(unit, req, elig, actor=approver, votes=votes)
+            await approve_final(self.rt, unit, req, elig, actor=approver, votes=votes)
             await notices.update_approvals(session, at=now, snap=notices.describe(rt, req, votes), layer=layer,
                                      outcome=f"Approved by {approver}")
             return f"You approved {req.id}; " + ("the extension is applied if the access is still active."

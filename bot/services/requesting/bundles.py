@@ -9,7 +9,7 @@ bot/domain/bundles.py. Here:
   The member list is kept on the request (``context["bundle"]``).
 - **Approval** (``approve_members``, inside the approving transaction): the bundle's own request carries
   its first member's grant; each other member becomes an APPROVED request of its own (``bundle_id``: the
-  bundle request's id) with an ordinary grant, through ``RequestService.approve_final``, so each grant is
+  bundle request's id) with an ordinary grant, through ``final_approval.approve_final``, so each grant is
   checked against its own eligibility when it is carried out, gets its own expiry and is revoked by the
   durable revocation pipeline like any other. A bundle whose members changed since it was requested is
   not approved (the approvers saw the items listed then).
@@ -141,8 +141,8 @@ def check_items(req: AccessRequest, elig: Eligibility) -> None:
 async def approve_members(rt: Runtime, approve_final: Callable[..., Awaitable[Any]], unit: Unit,
                           req: AccessRequest, elig: Eligibility, *, actor: str, auto: bool) -> None:
     """The approved bundle request's other members, each an approved request with its own grant through
-    ``approve_final`` (``RequestService.approve_final``), in the approving transaction (see the module
-    docstring)."""
+    ``approve_final`` (bot/services/requesting/final_approval.py), in the approving transaction (see the
+    module docstring)."""
     req.bundle_id = req.id
     for name in elig.bundle[1:]:
         member = rt.eligibility(name)

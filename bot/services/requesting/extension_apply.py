@@ -1,6 +1,6 @@
 """An approved extension request (``extension.reapproval``) moves its grant's expiry, or does nothing.
 
-Called by ``RequestService.approve_final`` inside the transaction that approved the request's last
+Called by ``approve_final`` (final_approval.py) inside the transaction that approved the request's last
 layer (``bot/services/extensions.py`` creates the request). The expiry moves by a compare-and-set on
 the grant row: only while the grant is still ``active`` and not yet due. Expiry claims the same row
 the same way (``status = 'active' AND expires_at <= now`` → ``revoking``), so exactly one of the two

@@ -23,7 +23,7 @@ from bot.domain.requests import Status
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.requesting.approvals import layer_approvers
-from bot.services.requesting.requests import load_request, load_votes
+from bot.services.requesting.request_rows import load_request, load_votes
 from bot.services.runtime import Runtime
 from storage.tables import AccessRequest
 

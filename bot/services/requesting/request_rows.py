@@ -1,6 +1,8 @@
-"""A request's rows as the services read and tidy them: its votes, and its approval schedule closed.
+"""A request's rows as the services read and tidy them: the request, its votes, and its approval
+schedule closed — in an ORM session (``load_*``) or a Core transaction (``read_*``, storage/records.py).
 
-Below ``requests.py`` so that modules it calls (``not_started.py``) can use them without an import circle.
+Below ``requests.py`` so that every module that reads a request (``not_started.py``, the grant
+services) can use them without an import circle.
 """
 
 from __future__ import annotations
@@ -8,14 +10,47 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.domain.requests import PolicyViolation
+from storage.records import Unit
 from storage.tables import AccessRequest, ApprovalVote
 
+# Built once: a statement built per call costs its construction and cache key every time.
+_REQUEST = select(AccessRequest).where(AccessRequest.id == bindparam("b_id"))
+_REQUEST_LOCKED = _REQUEST.with_for_update()
 _VOTES = (select(ApprovalVote).where(ApprovalVote.request_id == bindparam("b_id"))  # type: ignore[arg-type]
           .order_by(ApprovalVote.id))  # type: ignore[arg-type]
+# The same as rows of the tables, for a Core transaction
+_REQUESTS, _VOTE_TABLE = AccessRequest.__table__, ApprovalVote.__table__  # type: ignore[attr-defined]
+_REQUEST_ROW = select(_REQUESTS).where(_REQUESTS.c.id == bindparam("b_id"))
+_REQUEST_ROW_LOCKED = _REQUEST_ROW.with_for_update()
+_VOTE_ROWS = select(_VOTE_TABLE).where(_VOTE_TABLE.c.request_id == bindparam("b_id")).order_by(_VOTE_TABLE.c.id)
+
+
+async def load_request(session: AsyncSession, request_id: str, *, lock: bool = False) -> AccessRequest:
+    """The request ``request_id`` (``lock``: locked until the transaction ends); raises PolicyViolation
+    when there is none."""
+    req = (await session.execute(_REQUEST_LOCKED if lock else _REQUEST, {"b_id": request_id})).scalar_one_or_none()
+    if req is None:
+        raise PolicyViolation(f"There is no request {request_id}.")
+    return req
+
+
+async def read_request(unit: Unit, request_id: str, *, lock: bool = False) -> AccessRequest:
+    """``load_request`` in a Core transaction."""
+    req = await unit.first(AccessRequest, _REQUEST_ROW_LOCKED if lock else _REQUEST_ROW, {"b_id": request_id})
+    if req is None:
+        raise PolicyViolation(f"There is no request {request_id}.")
+    return req
 
 
 async def load_votes(session: AsyncSession, request_id: str) -> list[ApprovalVote]:
+    """The request's votes, in the order they were cast."""
     return list((await session.execute(_VOTES, {"b_id": request_id})).scalars().all())
+
+
+async def read_votes(unit: Unit, request_id: str) -> list[ApprovalVote]:
+    """``load_votes`` in a Core transaction."""
+    return await unit.all(ApprovalVote, _VOTE_ROWS, {"b_id": request_id})
 
 
 def close_schedule(req: AccessRequest) -> None:

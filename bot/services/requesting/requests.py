@@ -1,98 +1,33 @@
-"""Submitting, cancelling and lapsing requests."""
+"""Submitting, cancelling and lapsing requests, and opening an approval layer (its deadline, reminders
+and escalation). What a submission is checked against is in submission_checks.py; what the last
+approval does, in final_approval.py."""
 
 from __future__ import annotations
 
 import functools
-import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
-from bot.domain.requests import (
-    BREAKGLASS,
-    EXTENSION,
-    PolicyViolation,
-    Status,
-    Submission,
-    check_transition,
-    validate_submission,
-)
+from bot.domain.requests import EXTENSION, PolicyViolation, Status, Submission, check_transition, validate_submission
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
-from bot.services.claims import FIRST_TOKEN, LEASE
 from bot.services.context.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
 from bot.services.context.tickets import check_ticket
 from bot.services.policy_version import require_current, under_current_policy
-from bot.services.requesting.bundles import approve_members, bundle_context, check_items, check_members
-from bot.services.requesting.extension_apply import approve_extension, deadline_of
-from bot.services.requesting.request_rows import close_schedule, load_votes
+from bot.services.requesting.bundles import bundle_context, check_members
+from bot.services.requesting.extension_apply import deadline_of
+from bot.services.requesting.final_approval import GRANT_HANDED, approve_final
+from bot.services.requesting.request_rows import close_schedule, load_request, load_votes
+from bot.services.requesting.submission_checks import check_open_and_rate, check_start, lock_person, stored_first
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
-from storage.core_tx import CoreTx
-from storage.db import ADVISORY_XACT_LOCK, after_commit
 from storage.records import Unit, build
-from storage.tables import AccessRequest, ApprovalVote, Grant
-
-GRANT_HANDED = "grant_handed"  # tx info: the transaction approved a grant and hands it to this process's worker
-
-# Built once: a statement built per call costs its construction and cache key every time.
-_REQUEST = select(AccessRequest).where(AccessRequest.id == bindparam("b_id"))
-_REQUEST_LOCKED = _REQUEST.with_for_update()
-# The same as rows of the tables, for a Core transaction (storage/records.py)
-_REQUESTS, _VOTE_TABLE = AccessRequest.__table__, ApprovalVote.__table__  # type: ignore[attr-defined]
-_REQUEST_ROW = select(_REQUESTS).where(_REQUESTS.c.id == bindparam("b_id"))
-_REQUEST_ROW_LOCKED = _REQUEST_ROW.with_for_update()
-_VOTE_ROWS = select(_VOTE_TABLE).where(_VOTE_TABLE.c.request_id == bindparam("b_id")).order_by(_VOTE_TABLE.c.id)
-# The requester's pending requests of an eligibility (a few at most; the caller keeps the "access" ones).
-# No condition on ``kind``: with one, both databases could pick ix_request_review_due (kind, …) and read
-# every access request ever made — SQLite without statistics did; PostgreSQL's index statistics in
-# bench.throughput showed ~280 entries of it read per flow. ix_request_open (migration 0008) serves it.
-# Pending, approved or active: one of each (person, eligibility) at a time — more time is an extension.
-# Access being released or revoked (its grant ``revoking``) no longer counts: it may be asked for again.
-_ENDING = select(Grant.id).where(Grant.request_id == AccessRequest.id,  # type: ignore[arg-type]
-                                 Grant.status.in_(["revoking", "ended", "failed"]))  # type: ignore[attr-defined]
-_OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind, AccessRequest.status).where(
-    AccessRequest.requester == bindparam("b_requester"), AccessRequest.eligibility == bindparam("b_elig"),
-    AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value, Status.ACTIVE.value]),  # type: ignore[attr-defined]
-    ~_ENDING.exists())
-# The requester's requests of the last hour (the per-person rate limit); the requester index serves it.
-_RECENT = select(func.count()).select_from(AccessRequest).where(
-    AccessRequest.requester == bindparam("b_requester"), AccessRequest.created_at > bindparam("b_since"))  # type: ignore[operator]
-
-
-async def load_request(session: AsyncSession, request_id: str, *, lock: bool = False) -> AccessRequest:
-    req = (await session.execute(_REQUEST_LOCKED if lock else _REQUEST, {"b_id": request_id})).scalar_one_or_none()
-    if req is None:
-        raise PolicyViolation(f"There is no request {request_id}.")
-    return req
-
-
-async def read_request(unit: Unit, request_id: str, *, lock: bool = False) -> AccessRequest:
-    """``load_request`` in a Core transaction."""
-    req = await unit.first(AccessRequest, _REQUEST_ROW_LOCKED if lock else _REQUEST_ROW, {"b_id": request_id})
-    if req is None:
-        raise PolicyViolation(f"There is no request {request_id}.")
-    return req
-
-
-async def read_votes(unit: Unit, request_id: str) -> list[ApprovalVote]:
-    """``load_votes`` in a Core transaction."""
-    return await unit.all(ApprovalVote, _VOTE_ROWS, {"b_id": request_id})
-
-
-def new_grant(rt: Runtime, req: AccessRequest, elig: Eligibility, *, now: datetime | None = None) -> Grant:
-    """A grant waiting to be carried out: ``now`` (the caller's, so that "due now" compares equal), or at
-    the request's scheduled start."""
-    now = now or rt.clock.now()
-    due = req.starts_at if req.starts_at is not None and req.starts_at > now else now
-    return build(Grant, id=new_id("G"), request_id=req.id, connector=elig.connector, target_kind=elig.target.kind,
-                 target_id=elig.target.ref, user_email=req.requester, status="granting",
-                 next_attempt_at=due)
+from storage.tables import AccessRequest
 
 
 def open_layer(req: AccessRequest, elig: Eligibility, layer: int, now: datetime, *, after_hours: bool) -> None:
@@ -106,50 +41,6 @@ def open_layer(req: AccessRequest, elig: Eligibility, layer: int, now: datetime,
     until = deadline_of(req) if req.kind == EXTENSION else None
     if until is not None:  # an extension is decided before the access it extends ends, or lapses then
         req.layer_deadline = min(req.layer_deadline, until)
-
-
-def allowed_seconds(req: AccessRequest, elig: Eligibility | None) -> int:
-    """How long ``req``'s access may last under the policy in force now: its own duration, capped to
-    the eligibility's current maximum (break-glass: its break-glass maximum). The policy may have
-    changed since the request was submitted; the current one decides."""
-    if elig is None:
-        return req.duration_s
-    cap = elig.break_glass.max_duration if req.kind == BREAKGLASS and elig.break_glass else elig.max_duration
-    return min(req.duration_s, int(cap.total_seconds()))
-
-
-async def lock_person(rt: Runtime, tx: CoreTx, email: str) -> None:
-    """Serialise one person's submissions across replicas (PostgreSQL advisory lock until the
-    transaction ends; SQLite has one writer): two at once cannot both pass the checks above."""
-    if not rt.db.is_sqlite:
-        await tx.rows(ADVISORY_XACT_LOCK, {"k": -1 - zlib.crc32(f"submit|{email}".encode())})  # < 0: own keys
-
-
-def check_start(rt: Runtime, starts_at: datetime | None) -> None:
-    """A scheduled start must lie in the future and no further ahead than the policy allows."""
-    if starts_at is None:
-        return
-    now, ahead = rt.clock.now(), rt.policy.settings.max_schedule_ahead
-    if starts_at <= now:
-        raise PolicyViolation("The start time must be in the future.", field="starts_at")
-    if starts_at - now > ahead:
-        raise PolicyViolation(f"A request can start at most {format_duration(ahead)} ahead.", field="starts_at")
-
-
-def precheck_submission(rt: Runtime, *, eligibility: str, duration: timedelta, justification: str,
-                        ticket: str | None, starts_at: datetime | None = None) -> None:
-    """The checks that need no I/O (eligibility exists, duration, justification, ticket); raises PolicyViolation.
-
-    The Slack modal runs these before acknowledging, so they come back as inline field errors at once;
-    ``RequestService.submit`` runs them all again, with the ones that need the directory and database.
-    """
-    elig = rt.eligibility(eligibility)
-    if elig is None:
-        raise PolicyViolation(f"There is no eligibility called {eligibility!r}.", field="eligibility")
-    validate_submission(Submission(elig.name, "precheck", duration, justification, ticket), elig,
-                        requester_eligible=True, justification_max=rt.policy.settings.justification_max,
-                        ticket_pattern=rt.policy.settings.ticket_pattern)
-    check_start(rt, starts_at)
 
 
 class RequestService:
@@ -236,12 +127,10 @@ class RequestService:
                                      context=bundle_context(elig, request_context(ticket_context, on_call)))
         except IntegrityError:
             # uq_request_one_pending: another submission (another replica, or this one) stored it first
-            async with rt.db.sessions() as reader:
-                winner = (await reader.execute(_OPEN_DUPLICATE, {"b_requester": requester, "b_elig": elig.name})).all()
-            ids = [r.id for r in winner if r.kind == "access"]
-            if not ids:
+            winner = await stored_first(rt, requester, elig)
+            if winner is None:
                 raise
-            raise PolicyViolation(f"You already have a pending request for {elig.name} ({ids[0]}).") from None
+            raise PolicyViolation(f"You already have a pending request for {elig.name} ({winner}).") from None
 
     async def _store(self, *, requester: str, elig: Eligibility, sub: Submission, requester_slack: str | None,
                      submitter: str | None, submitted_by_slack: str | None, starts_at: datetime | None,
@@ -252,7 +141,7 @@ class RequestService:
         async with rt.db.core_transaction() as session:
             await require_current(session, seen)
             await lock_person(rt, session, requester)  # their checks and insert, one submission at a time
-            await self._check_open_and_rate(session, requester, elig, now)
+            await check_open_and_rate(rt, session, requester, elig, now)
             unit = Unit(session)
             req = build(AccessRequest,
                 id=new_id("R"), eligibility=elig.name, requester=requester, requester_slack=requester_slack,
@@ -288,81 +177,13 @@ class RequestService:
                 notices.ask_layer(session, at=now, snap=snap, layer=first_layer,
                                   spec=elig.approvals[first_layer - 1], approvers=sorted(first))
             else:
-                await self.approve_final(unit, req, elig, actor=notices.SYSTEM, auto=True,
-                                         text="approved: the requester is on call" if on_call.passes else None)
+                await approve_final(rt, unit, req, elig, actor=notices.SYSTEM, auto=True,
+                                    text="approved: the requester is on call" if on_call.passes else None)
             await unit.flush()
         # auto-approved (no layers, or every layer passed by on-call): its grant is due now.
         if first_layer > len(elig.approvals) and not session.info.get(GRANT_HANDED):
             rt.wake.set()  # A pending request has nothing due for the worker (its deadlines come with the tick)
         return req
-
-    async def _check_open_and_rate(self, tx: CoreTx, requester: str, elig: Eligibility, now: datetime) -> None:
-        """One request per (person, eligibility) pending, approved or active at a time, and at most
-        ``settings.max_requests_per_hour`` requests per person; raises PolicyViolation."""
-        open_ = [r for r in await tx.rows(_OPEN_DUPLICATE, {"b_requester": requester, "b_elig": elig.name})
-                 if r.kind == "access"]
-        pending = [r.id for r in open_ if r.status == Status.PENDING.value]
-        if pending:
-            raise PolicyViolation(f"You already have a pending request for {elig.name} ({pending[0]}).")
-        if open_:
-            raise PolicyViolation(f"You already have {elig.name} ({open_[0].id}). Extend it (the Extend button, "
-                                  "or /jit list) or release it first; a second grant of it is not needed.")
-        limit = self.rt.policy.settings.max_requests_per_hour
-        recent = (await tx.scalars(_RECENT, {"b_requester": requester, "b_since": now - timedelta(hours=1)}))[0]
-        if recent >= limit:
-            raise PolicyViolation(f"You have made {recent} requests in the last hour, the most allowed "
-                                  f"({limit}); please try again later.")
-
-    async def approve_final(self, unit: Unit, req: AccessRequest, elig: Eligibility, *, actor: str,
-                            auto: bool = False, text: str | None = None,
-                            votes: list[ApprovalVote] | None = None) -> Grant | None:
-        """PENDING → APPROVED and a grant waiting to be carried out (inside the caller's transaction,
-        written by its ``unit.flush()``). ``votes``: the request's votes as this transaction has them
-        (read here when not given). An extension request moves its grant's expiry instead (no grant)."""
-        if req.kind == EXTENSION:
-            await approve_extension(self.rt, unit, req, elig, actor=actor, auto=auto, votes=votes)
-            return None
-        now = self.rt.clock.now()
-        check_transition(Status(req.status), Status.APPROVED)
-        check_items(req, elig)  # a bundle as requested, or none (bot/services/requesting/bundles.py)
-        asked, req.duration_s = req.duration_s, allowed_seconds(req, elig)  # the maximum may have been lowered
-        req.status, req.decided_at, req.updated_at = Status.APPROVED.value, now, now
-        close_schedule(req)
-        req.version += 1
-        grant = new_grant(self.rt, req, elig, now=now)
-        taker = self.rt.grant_taker
-        if taker is not None and grant.next_attempt_at is not None and grant.next_attempt_at <= now:
-            # claimed here and carried out by this process's worker once committed (GrantService.adopt)
-            grant.claimed_by, grant.claimed_until = self.rt.instance_id, now + LEASE
-            grant.claim_token = FIRST_TOKEN  # fenced like any claim (bot/services/access/fencing.py)
-            after_commit(unit.tx.info, functools.partial(taker, grant.id))
-            unit.tx.info[GRANT_HANDED] = True
-        unit.add(grant)
-        if elig.bundle:  # its other members: approved requests of their own (bot/services/requesting/bundles.py)
-            await approve_members(self.rt, self.approve_final, unit, req, elig, actor=actor, auto=auto)
-        session = unit.tx
-        snap = notices.describe(self.rt, req, votes if votes is not None else await read_votes(unit, req.id))
-        later = grant.next_attempt_at is not None and grant.next_attempt_at > now
-        await notices.record(self.rt, session, at=now, kind="approved", actor=actor, req=req, snap=snap,
-                             from_state=Status.PENDING.value, to_state=Status.APPROVED.value,
-                             detail={"auto": auto, **({"shortened_from": format_duration(timedelta(seconds=asked))}
-                                                       if asked != req.duration_s else {}),
-                                     **({"starts_at": grant.next_attempt_at.isoformat()} if later
-                                                      and grant.next_attempt_at else {})},
-                             text=text or ("auto-approved (no approval layers)" if auto else
-                                           "approved — granting access")
-                             + (f"; starts {grant.next_attempt_at:%Y-%m-%d %H:%M} UTC" if later
-                                and grant.next_attempt_at else ""))
-        if later and grant.next_attempt_at is not None:
-            message = (f"Your request {req.id} for {elig.name} was approved; access starts "
-                       f"{grant.next_attempt_at:%Y-%m-%d %H:%M} UTC.")
-        else:
-            message = f"Your request {req.id} for {elig.name} was approved; granting access now."
-        if asked != req.duration_s:
-            message += (f" Its duration was shortened to {format_duration(timedelta(seconds=req.duration_s))}: "
-                        f"the policy now allows at most that for {elig.name}.")
-        notices.tell_requester(session, at=now, snap=snap, event="approved", text=message)
-        return grant
 
     async def cancel(self, *, request_id: str, by: str) -> AccessRequest:
         """The requester withdraws a PENDING request, or an APPROVED one whose grant has not started."""

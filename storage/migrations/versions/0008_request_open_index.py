@@ -1,6 +1,6 @@
 """An index for "does this person already have a pending request for this eligibility?"
 
-Every submission asks it (``_OPEN_DUPLICATE`` in bot/services/requesting/requests.py: requester, eligibility,
+Every submission asks it (``_OPEN_DUPLICATE`` in bot/services/requesting/submission_checks.py: requester, eligibility,
 status and kind). Without statistics SQLite chose ``ix_request_review_due`` for its ``kind = ?`` and so
 read every access request ever made, on every submission; with requester, eligibility and status in one
 index it reads the requester's pending rows only (PostgreSQL uses it too).
