@@ -1,5 +1,5 @@
 """Real ``jitbot`` processes for the tests that run them (replicas, Socket Mode): a fresh PostgreSQL database,
-spawn, poll, stop; the policy and users those `serve` processes share."""
+spawn, poll, stop; the policy and users those `serve` processes share, and ``start_serve`` for one of them."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 
-from bot.fakes import FakeSlack
+from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
 from tests import pg
 
@@ -119,33 +122,95 @@ async def healthy(port: int) -> bool:
         return False
 
 
-# A policy for ``jitbot serve`` processes (replicas, Socket Mode): one eligibility, one approval layer.
+# The people of every ``jitbot serve`` test: the same in its policy and in its fake Slack.
 SERVE_USERS = {"U1ALICE": "alice", "U2BOB": "bob", "U3CAROL": "carol"}
 AUDIT = "C0AUDIT"
-SERVE_POLICY = f"""
+APP_ADMIN = """
+- name: app-admin
+  description: Application admin
+  connector: demo
+  target: {group: app-admins}
+  requestors: {groups: [engineers]}
+  max_duration: 4h
+  approvals:
+    - approvers: {groups: [leads]}
+"""
+
+
+def serve_policy(eligibilities: str = APP_ADMIN, *, groups: Sequence[str] = ("app-admins",),
+                 leads: Sequence[str] = ("bob", "carol"), connectors: str = "") -> str:
+    """A policy for ``jitbot serve`` processes: audit to ``AUDIT``, carol an admin, a ``demo`` memory connector
+    holding the ``SERVE_USERS``, ``engineers`` (alice), ``leads`` (these users) and an empty group for each
+    of ``groups``; then the ``connectors`` and ``eligibilities`` given, as YAML written from its own margin."""
+    users = "".join(f"      - {{email: {name}@example.com, name: {name.title()}}}\n" for name in SERVE_USERS.values())
+    targets = "".join(f"      {group}: []\n" for group in groups)
+    return f"""
 audit_channel: "{AUDIT}"
 admins: {{users: [carol@example.com]}}
 connectors:
   demo:
     type: memory
     users:
-      - {{email: alice@example.com, name: Alice}}
-      - {{email: bob@example.com, name: Bob}}
-      - {{email: carol@example.com, name: Carol}}
-    groups:
+{users}    groups:
       engineers: [alice@example.com]
-      leads: [bob@example.com, carol@example.com]
-      app-admins: []
-eligibilities:
-  - name: app-admin
-    description: Application admin
-    connector: demo
-    target: {{group: app-admins}}
-    requestors: {{groups: [engineers]}}
-    max_duration: 4h
-    approvals:
-      - approvers: {{groups: [leads]}}
-"""
+      leads: [{", ".join(f"{name}@example.com" for name in leads)}]
+{targets}{_indented(connectors)}eligibilities:
+{_indented(eligibilities)}"""
+
+
+def _indented(yaml_block: str) -> str:
+    text = textwrap.dedent(yaml_block).strip("\n")
+    return textwrap.indent(text, "  ") + "\n" if text else ""
+
+
+# One eligibility (app-admin), one approval layer (leads).
+SERVE_POLICY = serve_policy()
+
+
+def serve_slack(token: str) -> FakeSlack:
+    """A fake Slack (not started) with the ``SERVE_USERS``, each with the email the policy knows, and the
+    ``AUDIT`` channel."""
+    slack = FakeSlack(token=token)
+    for uid, name in SERVE_USERS.items():
+        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
+    slack.add_channel(AUDIT, "jit-audit")
+    return slack
+
+
+@dataclass(frozen=True)
+class Serve:
+    """A running ``jitbot serve``: its process, its port, and a sender that signs requests to it as Slack does."""
+
+    proc: Proc
+    port: int
+    sender: SlackSender
+
+    async def until(self, check: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> None:
+        """Poll ``check`` until it holds; fail at once if the process exits, and after ``timeout`` seconds."""
+        await until(check, timeout=timeout, what=what, procs=[self.proc])
+
+
+@asynccontextmanager
+async def start_serve(slack: FakeSlack, tmp_path: Path, *, policy: str, secret: str, database_url: str,
+                      env: Mapping[str, str] | None = None) -> AsyncIterator[Serve]:
+    """Start ``slack``, then ``jitbot serve`` on a free port against it (``policy`` written to
+    ``tmp_path/policy.yml``, signing ``secret``, ``env`` added); yield once ``/healthz`` answers. The process's
+    output is in ``tmp_path/serve.log``. On the way out: the sender closed, the process stopped, Slack stopped."""
+    policy_file = tmp_path / "policy.yml"
+    policy_file.write_text(policy)
+    port = free_port()
+    async with slack:
+        proc = Proc(["serve", "--port", str(port)],
+                    {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": secret, "SLACK_API_URL": slack.url,
+                     "DATABASE_URL": database_url, "JITBOT_POLICY": str(policy_file), **(env or {})},
+                    tmp_path / "serve.log", tmp_path)
+        sender = SlackSender(slack, f"http://127.0.0.1:{port}/slack/events", secret)
+        try:
+            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
+            yield Serve(proc, port, sender)
+        finally:
+            await sender.aclose()
+            proc.stop()
 
 
 def approve_message(slack: FakeSlack, user: str) -> Any:

@@ -16,20 +16,10 @@ from typing import Any
 
 import pytest
 
-from bot.fakes import FakeSlack, SlackSender
 from bot.fakes.jira import FakeJira
 from bot.fakes.pagerduty import FakePagerDuty
 from bot.slack import ids
-from tests.reliability.procs import (
-    AUDIT,
-    SERVE_USERS,
-    Proc,
-    approve_message,
-    free_port,
-    healthy,
-    scalar,
-    until,
-)
+from tests.reliability.procs import approve_message, scalar, serve_policy, serve_slack, start_serve
 
 pytestmark = pytest.mark.postgres
 
@@ -39,51 +29,37 @@ PD_TOKEN = "pd-e2e-secret-token"
 JIRA_TOKEN = "jira-e2e-secret-token"
 SHIFT_S = 12  # alice's shift ends this many seconds after serve is up
 
-POLICY = f"""
-audit_channel: "{AUDIT}"
-admins: {{users: [carol@example.com]}}
-connectors:
-  demo:
-    type: memory
-    users:
-      - {{email: alice@example.com, name: Alice}}
-      - {{email: bob@example.com, name: Bob}}
-      - {{email: carol@example.com, name: Carol}}
-    groups:
-      engineers: [alice@example.com]
-      leads: [bob@example.com, carol@example.com]
-      db-admins: []
-      ops-console: []
-  pd:
-    type: pagerduty
-    token: ${{PAGERDUTY_TOKEN}}
-    base_url: ${{PAGERDUTY_URL}}
-  jira:
-    type: jira
-    base_url: ${{JIRA_URL}}
-    email: jitbot@example.com
-    api_token: ${{JIRA_API_TOKEN}}
-    poll_every: 1s
-eligibilities:
-  - name: oncall-db
-    connector: demo
-    target: {{group: db-admins}}
-    requestors: {{groups: [engineers]}}
-    max_duration: 4h
-    approvals:
-      - approvers: {{groups: [leads]}}
-        auto_approve_when:
-          on_call: {{pagerduty: {{connector: pd, schedules: [PSCHED1], escalation_levels: [1], end_with_shift: true}}}}
-  - name: ticketed
-    connector: demo
-    target: {{group: ops-console}}
-    requestors: {{groups: [engineers]}}
-    max_duration: 4h
-    require_ticket:
-      jira: {{connector: jira, projects: [OPS], statuses: [In Progress], end_with_ticket: true}}
-    approvals:
-      - approvers: {{groups: [leads]}}
-"""
+POLICY = serve_policy(groups=["db-admins", "ops-console"], connectors="""
+pd:
+  type: pagerduty
+  token: ${PAGERDUTY_TOKEN}
+  base_url: ${PAGERDUTY_URL}
+jira:
+  type: jira
+  base_url: ${JIRA_URL}
+  email: jitbot@example.com
+  api_token: ${JIRA_API_TOKEN}
+  poll_every: 1s
+""", eligibilities="""
+- name: oncall-db
+  connector: demo
+  target: {group: db-admins}
+  requestors: {groups: [engineers]}
+  max_duration: 4h
+  approvals:
+    - approvers: {groups: [leads]}
+      auto_approve_when:
+        on_call: {pagerduty: {connector: pd, schedules: [PSCHED1], escalation_levels: [1], end_with_shift: true}}
+- name: ticketed
+  connector: demo
+  target: {group: ops-console}
+  requestors: {groups: [engineers]}
+  max_duration: 4h
+  require_ticket:
+    jira: {connector: jira, projects: [OPS], statuses: [In Progress], end_with_ticket: true}
+  approvals:
+    - approvers: {groups: [leads]}
+""")
 
 
 async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path: Path) -> None:
@@ -95,26 +71,16 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
     jira.add_issue("OPS-1", "Payments queue <stuck>", "In Progress")
     await pd.start()
     await jira.start()
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    slack = FakeSlack(token=TOKEN)
-    for uid, name in SERVE_USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
-    slack.add_channel(AUDIT, "jit-audit")
-    port = free_port()
+    slack = serve_slack(TOKEN)
 
     async def member(group: str) -> bool:
         return bool(await scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = $1 "
                                            "AND user_id = 'alice@example.com'", f"group:{group}"))
 
-    async with slack:
-        env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.url,
-               "DATABASE_URL": url, "JITBOT_POLICY": str(policy), "PAGERDUTY_TOKEN": PD_TOKEN,
-               "PAGERDUTY_URL": pd.url, "JIRA_URL": jira.url, "JIRA_API_TOKEN": JIRA_TOKEN}
-        proc = Proc(["serve", "--port", str(port)], env, tmp_path / "serve.log", tmp_path)
-        sender = SlackSender(slack, f"http://127.0.0.1:{port}/slack/events", SECRET)
-        try:
-            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
+    env = {"PAGERDUTY_TOKEN": PD_TOKEN, "PAGERDUTY_URL": pd.url, "JIRA_URL": jira.url, "JIRA_API_TOKEN": JIRA_TOKEN}
+    try:
+        async with start_serve(slack, tmp_path, policy=POLICY, secret=SECRET, database_url=url, env=env) as serve:
+            sender = serve.sender
             start = datetime.now(UTC)  # alice's shift: from an hour ago until a few seconds from now
             shift_end = (start + timedelta(seconds=SHIFT_S)).replace(microsecond=0)
             pd.put_on_call(alice, policy_id="PPOL1", schedule_id="PSCHED1", level=1, start=start - timedelta(hours=1),
@@ -128,7 +94,7 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
                 async def modal_open() -> bool:
                     return bool(slack.modal_stack("U1ALICE")) and slack.modal_stack("U1ALICE")[-1].id not in before
 
-                await until(modal_open, timeout=10, what="the request modal", procs=[proc])
+                await serve.until(modal_open, timeout=10, what="the request modal")
                 if ticket:  # choosing the eligibility brings its ticket field (the modal is updated)
                     view = slack.modal_stack("U1ALICE")[-1]
                     await sender.click_in_view("U1ALICE", view.id, ids.A_ELIGIBILITY, choice=eligibility,
@@ -137,7 +103,7 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
                     async def ticket_field() -> bool:
                         return any(b.get("block_id") == ids.B_TICKET for b in slack.modal_stack("U1ALICE")[-1].blocks)
 
-                    await until(ticket_field, timeout=10, what="the ticket field", procs=[proc])
+                    await serve.until(ticket_field, timeout=10, what="the ticket field")
                 values = {ids.A_ELIGIBILITY: eligibility, ids.A_JUSTIFICATION: "incident", ids.A_DURATION: "3600"}
                 if ticket:
                     values[ids.A_TICKET] = ticket
@@ -152,7 +118,7 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
                 return await member("db-admins") and await scalar(
                     db_name, "SELECT count(*) FROM \"grant\" WHERE status = 'active'") == 1
 
-            await until(on_call_granted, timeout=30, what="the on-call grant", procs=[proc])
+            await serve.until(on_call_granted, timeout=30, what="the on-call grant")
             assert await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'on_call_approved'") == 1
             expires = await scalar(db_name, "SELECT g.expires_at FROM \"grant\" g JOIN access_request r "
                                              "ON r.id = g.request_id WHERE r.eligibility = 'oncall-db'")
@@ -162,7 +128,7 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
             async def shift_over() -> bool:
                 return not await member("db-admins")
 
-            await until(shift_over, timeout=SHIFT_S + 20, what="the end of the shift", procs=[proc])
+            await serve.until(shift_over, timeout=SHIFT_S + 20, what="the end of the shift")
             assert datetime.now(UTC) >= shift_end  # never removed early, never kept past the shift (+ a tick)
 
             # ---- ticket: unknown → inline error, nothing requested
@@ -175,7 +141,7 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
             async def asked() -> bool:
                 return approve_message(slack, "U2BOB") is not None
 
-            await until(asked, timeout=30, what="the approval DM", procs=[proc])
+            await serve.until(asked, timeout=30, what="the approval DM")
             msg = approve_message(slack, "U2BOB")
             assert f"<{jira.url}/browse/OPS-1|OPS-1> Payments queue &lt;stuck&gt; (In Progress)" in str(msg.blocks)
             await sender.click("U2BOB", msg.channel, msg.ts, ids.APPROVE)
@@ -183,20 +149,18 @@ async def test_serve_with_pagerduty_and_jira(database: tuple[str, str], tmp_path
             async def ticket_granted() -> bool:
                 return await member("ops-console")
 
-            await until(ticket_granted, timeout=30, what="the ticket grant", procs=[proc])
+            await serve.until(ticket_granted, timeout=30, what="the ticket grant")
             jira.set_status("OPS-1", "Done")
 
             async def ticket_closed() -> bool:
                 return not await member("ops-console")
 
-            await until(ticket_closed, timeout=30, what="revocation with the ticket", procs=[proc])
+            await serve.until(ticket_closed, timeout=30, what="revocation with the ticket")
             assert await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'ticket_ended'") == 1
-        finally:
-            await sender.aclose()
-            proc.stop()
-            await pd.stop()
-            await jira.stop()
-    out = proc.output()
+    finally:
+        await pd.stop()
+        await jira.stop()
+    out = serve.proc.output()
     assert PD_TOKEN not in out and JIRA_TOKEN not in out
     stored = ""
     for table, col in (("kv", "value"), ("event", "detail"), ("outbox", "payload"), ("eligibility", "definition"),

@@ -11,67 +11,36 @@ from pathlib import Path
 
 import pytest
 
-from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
-from tests.reliability.procs import (
-    AUDIT,
-    SERVE_USERS,
-    Proc,
-    approve_message,
-    free_port,
-    healthy,
-    scalar,
-    until,
-)
+from tests.reliability.procs import approve_message, scalar, serve_policy, serve_slack, start_serve
 
 pytestmark = pytest.mark.postgres
 
 TOKEN = "xoxb-bundle-test-token"
 SECRET = "bundle-signing-secret"
-POLICY = f"""
-audit_channel: "{AUDIT}"
-admins: {{users: [carol@example.com]}}
-connectors:
-  demo:
-    type: memory
-    users:
-      - {{email: alice@example.com, name: Alice}}
-      - {{email: bob@example.com, name: Bob}}
-      - {{email: carol@example.com, name: Carol}}
-    groups:
-      engineers: [alice@example.com]
-      leads: [bob@example.com]
-      db-readonly: []
-      logs-viewers: []
-eligibilities:
-  - name: db-readonly
-    connector: demo
-    target: {{group: db-readonly}}
-    requestors: {{groups: [engineers]}}
-    max_duration: 4h
-    approvals:
-      - approvers: {{groups: [leads]}}
-  - name: logs-viewer
-    connector: demo
-    target: {{group: logs-viewers}}
-    requestors: {{groups: [engineers]}}
-    max_duration: 2h
-  - name: db-debugging
-    description: DB and logs
-    bundle: [db-readonly, logs-viewer]
-"""
+POLICY = serve_policy(groups=["db-readonly", "logs-viewers"], leads=["bob"], eligibilities="""
+- name: db-readonly
+  connector: demo
+  target: {group: db-readonly}
+  requestors: {groups: [engineers]}
+  max_duration: 4h
+  approvals:
+    - approvers: {groups: [leads]}
+- name: logs-viewer
+  connector: demo
+  target: {group: logs-viewers}
+  requestors: {groups: [engineers]}
+  max_duration: 2h
+- name: db-debugging
+  description: DB and logs
+  bundle: [db-readonly, logs-viewer]
+""")
 
 
 async def test_serve_requests_approves_grants_and_releases_a_bundle(database: tuple[str, str],
                                                                     tmp_path: Path) -> None:
     db_name, url = database
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    slack = FakeSlack(token=TOKEN)
-    for uid, name in SERVE_USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
-    slack.add_channel(AUDIT, "jit-audit")
-    port = free_port()
+    slack = serve_slack(TOKEN)
 
     async def held() -> tuple[bool, bool]:
         out = []
@@ -80,51 +49,43 @@ async def test_serve_requests_approves_grants_and_releases_a_bundle(database: tu
                                                    "AND user_id = 'alice@example.com'", f"group:{group}")))
         return out[0], out[1]
 
-    async with slack:
-        env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.url,
-               "DATABASE_URL": url, "JITBOT_POLICY": str(policy)}
-        proc = Proc(["serve", "--port", str(port)], env, tmp_path / "serve.log", tmp_path)
-        sender = SlackSender(slack, f"http://127.0.0.1:{port}/slack/events", SECRET)
-        try:
-            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
-            res = await sender.command("U1ALICE", "")
-            assert res.status == 200
+    async with start_serve(slack, tmp_path, policy=POLICY, secret=SECRET, database_url=url) as serve:
+        sender = serve.sender
+        res = await sender.command("U1ALICE", "")
+        assert res.status == 200
 
-            async def modal_open() -> bool:
-                return bool(slack.modal_stack("U1ALICE"))
+        async def modal_open() -> bool:
+            return bool(slack.modal_stack("U1ALICE"))
 
-            await until(modal_open, timeout=10, what="the request modal", procs=[proc])
-            modal = slack.modal_stack("U1ALICE")[-1]
-            assert "db-debugging" in str(modal.blocks)
-            res = await sender.submit_view("U1ALICE", modal.id, {ids.A_ELIGIBILITY: "db-debugging",
-                                                                 ids.A_JUSTIFICATION: "incident 7",
-                                                                 ids.A_DURATION: "3600"})
-            assert res.status == 200 and not (res.body if isinstance(res.body, dict) else {}).get("errors")
+        await serve.until(modal_open, timeout=10, what="the request modal")
+        modal = slack.modal_stack("U1ALICE")[-1]
+        assert "db-debugging" in str(modal.blocks)
+        res = await sender.submit_view("U1ALICE", modal.id, {ids.A_ELIGIBILITY: "db-debugging",
+                                                             ids.A_JUSTIFICATION: "incident 7",
+                                                             ids.A_DURATION: "3600"})
+        assert res.status == 200 and not (res.body if isinstance(res.body, dict) else {}).get("errors")
 
-            async def asked() -> bool:
-                return approve_message(slack, "U2BOB") is not None
+        async def asked() -> bool:
+            return approve_message(slack, "U2BOB") is not None
 
-            await until(asked, timeout=30, what="the approval DM", procs=[proc])
-            msg = approve_message(slack, "U2BOB")
-            assert "bundle of: db-readonly, logs-viewer" in str(msg.blocks)  # the approver sees every item
-            await sender.click("U2BOB", msg.channel, msg.ts, ids.APPROVE)
+        await serve.until(asked, timeout=30, what="the approval DM")
+        msg = approve_message(slack, "U2BOB")
+        assert "bundle of: db-readonly, logs-viewer" in str(msg.blocks)  # the approver sees every item
+        await sender.click("U2BOB", msg.channel, msg.ts, ids.APPROVE)
 
-            async def both_granted() -> bool:
-                return await held() == (True, True) and await scalar(
-                    db_name, "SELECT count(*) FROM \"grant\" WHERE status = 'active'") == 2
+        async def both_granted() -> bool:
+            return await held() == (True, True) and await scalar(
+                db_name, "SELECT count(*) FROM \"grant\" WHERE status = 'active'") == 2
 
-            await until(both_granted, timeout=30, what="both grants", procs=[proc])
-            member = await scalar(db_name, "SELECT id FROM access_request WHERE eligibility = 'logs-viewer'")
-            head = await scalar(db_name, "SELECT id FROM access_request WHERE eligibility = 'db-debugging'")
-            assert await scalar(db_name, "SELECT bundle_id FROM access_request WHERE id = $1", member) == head
-            res = await sender.command("U1ALICE", f"release {member}")
-            assert res.status == 200
+        await serve.until(both_granted, timeout=30, what="both grants")
+        member = await scalar(db_name, "SELECT id FROM access_request WHERE eligibility = 'logs-viewer'")
+        head = await scalar(db_name, "SELECT id FROM access_request WHERE eligibility = 'db-debugging'")
+        assert await scalar(db_name, "SELECT bundle_id FROM access_request WHERE id = $1", member) == head
+        res = await sender.command("U1ALICE", f"release {member}")
+        assert res.status == 200
 
-            async def both_gone() -> bool:
-                return await held() == (False, False)
+        async def both_gone() -> bool:
+            return await held() == (False, False)
 
-            await until(both_gone, timeout=30, what="the bundle released together", procs=[proc])
-            assert await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'bundle_ended'") == 1
-        finally:
-            await sender.aclose()
-            proc.stop()
+        await serve.until(both_gone, timeout=30, what="the bundle released together")
+        assert await scalar(db_name, "SELECT count(*) FROM event WHERE kind = 'bundle_ended'") == 1

@@ -9,75 +9,33 @@ changes nothing and grants nothing. Real time: the worker runs in the serve proc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
-from bot.fakes import FakeSlack, SlackSender
+from bot.fakes import FakeSlack
 from bot.slack import ids
-from tests import pg
-from tests.reliability.procs import (
-    AUDIT,
-    SERVE_USERS,
-    Proc,
-    approve_message,
-    create_database,
-    drop_database,
-    free_port,
-    healthy,
-    until,
-)
+from tests.reliability.procs import approve_message, fetch, serve_policy, serve_slack, start_serve
 
 pytestmark = pytest.mark.postgres
 
 TOKEN = "xoxb-extension-test-token"
 SECRET = "extension-signing-secret"
 
-POLICY = f"""
-audit_channel: "{AUDIT}"
-admins: {{users: [carol@example.com]}}
-connectors:
-  demo:
-    type: memory
-    users:
-      - {{email: alice@example.com, name: Alice}}
-      - {{email: bob@example.com, name: Bob}}
-      - {{email: carol@example.com, name: Carol}}
-    groups:
-      engineers: [alice@example.com]
-      leads: [bob@example.com, carol@example.com, alice@example.com]
-      app-admins: []
-eligibilities:
-  - name: app-admin
-    connector: demo
-    target: {{group: app-admins}}
-    requestors: {{groups: [engineers]}}
-    max_duration: 30s
-    default_duration: 15s
-    warn_before: 25s
-    extension: {{reapproval: true}}
-    approvals:
-      - approvers: {{groups: [leads]}}
-"""
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[tuple[str, str]]:
-    name, url = await create_database()
-    yield name, url
-    await drop_database(name)
-
-
-async def _fetch(db_name: str, sql: str, *args: Any) -> list[Any]:
-    conn = await asyncpg.connect(pg.database_dsn(db_name))
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
+POLICY = serve_policy(leads=["bob", "carol", "alice"], eligibilities="""
+- name: app-admin
+  connector: demo
+  target: {group: app-admins}
+  requestors: {groups: [engineers]}
+  max_duration: 30s
+  default_duration: 15s
+  warn_before: 25s
+  extension: {reapproval: true}
+  approvals:
+    - approvers: {groups: [leads]}
+""")
 
 
 def _button(slack: FakeSlack, user: str, action: str, text: str = "") -> Any:
@@ -92,110 +50,96 @@ def _button(slack: FakeSlack, user: str, action: str, text: str = "") -> Any:
 async def test_an_extension_beyond_the_maximum_is_approved_again_in_slack(database: tuple[str, str],
                                                                           tmp_path: Path) -> None:
     db_name, url = database
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    slack = FakeSlack(token=TOKEN)
-    for uid, name in SERVE_USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
-    slack.add_channel(AUDIT, "jit-audit")
-    port = free_port()
+    slack = serve_slack(TOKEN)
 
     async def member() -> bool:
-        return bool(await _fetch(db_name, "SELECT 1 FROM memory_membership WHERE target = 'group:app-admins' "
-                                          "AND user_id = 'alice@example.com'"))
+        return bool(await fetch(db_name, "SELECT 1 FROM memory_membership WHERE target = 'group:app-admins' "
+                                         "AND user_id = 'alice@example.com'"))
 
     async def grant() -> Any:
-        return (await _fetch(db_name, "SELECT status, granted_at, expires_at FROM \"grant\""))[0]
+        return (await fetch(db_name, "SELECT status, granted_at, expires_at FROM \"grant\""))[0]
 
-    async with slack:
-        env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.url,
-               "DATABASE_URL": url, "JITBOT_POLICY": str(policy)}
-        proc = Proc(["serve", "--port", str(port)], env, tmp_path / "serve.log", tmp_path)
-        sender = SlackSender(slack, f"http://127.0.0.1:{port}/slack/events", SECRET)
-        try:
-            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
-            res = await sender.command("U1ALICE", "")
-            assert res.status == 200
-            await until(lambda: _true(bool(slack.modal_stack("U1ALICE"))), timeout=10, what="the modal",
-                        procs=[proc])
-            res = await sender.submit_view("U1ALICE", slack.modal_stack("U1ALICE")[-1].id,
-                                           {ids.A_ELIGIBILITY: "app-admin", ids.A_JUSTIFICATION: "deploy",
-                                            ids.A_DURATION: "30"})
-            assert res.status == 200
-            await until(lambda: _true(approve_message(slack, "U2BOB") is not None), timeout=20,
-                        what="the approval DM", procs=[proc])
-            msg = approve_message(slack, "U2BOB")
-            await sender.click("U2BOB", msg.channel, msg.ts, ids.APPROVE)
-            async def granted() -> bool:  # the membership is written before the grant row says so
-                return await member() and (await grant())["status"] == "active"
+    async with start_serve(slack, tmp_path, policy=POLICY, secret=SECRET, database_url=url) as serve:
+        sender = serve.sender
+        res = await sender.command("U1ALICE", "")
+        assert res.status == 200
+        await serve.until(lambda: _true(bool(slack.modal_stack("U1ALICE"))), timeout=10, what="the modal")
+        res = await sender.submit_view("U1ALICE", slack.modal_stack("U1ALICE")[-1].id,
+                                       {ids.A_ELIGIBILITY: "app-admin", ids.A_JUSTIFICATION: "deploy",
+                                        ids.A_DURATION: "30"})
+        assert res.status == 200
+        await serve.until(lambda: _true(approve_message(slack, "U2BOB") is not None), timeout=20,
+                          what="the approval DM")
+        msg = approve_message(slack, "U2BOB")
+        await sender.click("U2BOB", msg.channel, msg.ts, ids.APPROVE)
 
-            await until(granted, timeout=20, what="the grant", procs=[proc])
-            first = await grant()
-            assert first["expires_at"] - first["granted_at"] <= timedelta(seconds=30)  # counted from the approval
+        async def granted() -> bool:  # the membership is written before the grant row says so
+            return await member() and (await grant())["status"] == "active"
 
-            # ---- the expiry warning's Extend: beyond 30s, so it is asked for, not given
-            await until(lambda: _true(_button(slack, "U1ALICE", ids.EXTEND) is not None), timeout=20,
-                        what="the expiry warning", procs=[proc])
-            warning = _button(slack, "U1ALICE", ids.EXTEND)
-            await sender.click("U1ALICE", warning.channel, warning.ts, ids.EXTEND)
-            await until(lambda: _true(_button(slack, "U3CAROL", ids.APPROVE, "Extension request") is not None),
-                        timeout=10, what="the extension's approval DM", procs=[proc])
-            ext = _button(slack, "U3CAROL", ids.APPROVE, "Extension request")
-            assert "by *15s* more" in str(ext.blocks)
-            # alice is in leads, but never approves her own extension: she is not even asked
-            assert _button(slack, "U1ALICE", ids.APPROVE) is None
-            assert (await grant())["expires_at"] == first["expires_at"]  # unchanged until approved
-            await sender.click("U3CAROL", ext.channel, ext.ts, ids.APPROVE)
+        await serve.until(granted, timeout=20, what="the grant")
+        first = await grant()
+        assert first["expires_at"] - first["granted_at"] <= timedelta(seconds=30)  # counted from the approval
 
-            async def moved() -> bool:
-                return bool((await grant())["expires_at"] == first["expires_at"] + timedelta(seconds=15))
+        # ---- the expiry warning's Extend: beyond 30s, so it is asked for, not given
+        await serve.until(lambda: _true(_button(slack, "U1ALICE", ids.EXTEND) is not None), timeout=20,
+                          what="the expiry warning")
+        warning = _button(slack, "U1ALICE", ids.EXTEND)
+        await sender.click("U1ALICE", warning.channel, warning.ts, ids.EXTEND)
+        await serve.until(lambda: _true(_button(slack, "U3CAROL", ids.APPROVE, "Extension request") is not None),
+                          timeout=10, what="the extension's approval DM")
+        ext = _button(slack, "U3CAROL", ids.APPROVE, "Extension request")
+        assert "by *15s* more" in str(ext.blocks)
+        # alice is in leads, but never approves her own extension: she is not even asked
+        assert _button(slack, "U1ALICE", ids.APPROVE) is None
+        assert (await grant())["expires_at"] == first["expires_at"]  # unchanged until approved
+        await sender.click("U3CAROL", ext.channel, ext.ts, ids.APPROVE)
 
-            await until(moved, timeout=10, what="the new expiry", procs=[proc])
-            [(kind, status)] = await _fetch(db_name, "SELECT kind, status FROM access_request WHERE parent_id "
-                                                     "IS NOT NULL")
-            assert (kind, status) == ("extension", "approved")
+        async def moved() -> bool:
+            return bool((await grant())["expires_at"] == first["expires_at"] + timedelta(seconds=15))
 
-            # ---- App Home's Extend: asked again; nobody approves it before the access ends
-            res = await sender.open_home("U1ALICE")
-            assert res.status == 200
-            await until(lambda: _true(ids.nth(ids.EXTEND, 0) in str(getattr(slack.home("U1ALICE"), "blocks", ""))),
-                        timeout=10, what="App Home", procs=[proc])
-            home = slack.home("U1ALICE")
-            assert home is not None
-            await sender.click_in_view("U1ALICE", home.id, ids.nth(ids.EXTEND, 0))
+        await serve.until(moved, timeout=10, what="the new expiry")
+        [(kind, status)] = await fetch(db_name, "SELECT kind, status FROM access_request WHERE parent_id "
+                                                "IS NOT NULL")
+        assert (kind, status) == ("extension", "approved")
 
-            async def second_asked() -> bool:
-                return len(await _fetch(db_name, "SELECT 1 FROM access_request WHERE kind = 'extension' "
-                                                 "AND status = 'pending'")) == 1
+        # ---- App Home's Extend: asked again; nobody approves it before the access ends
+        res = await sender.open_home("U1ALICE")
+        assert res.status == 200
+        await serve.until(lambda: _true(ids.nth(ids.EXTEND, 0) in str(getattr(slack.home("U1ALICE"), "blocks", ""))),
+                          timeout=10, what="App Home")
+        home = slack.home("U1ALICE")
+        assert home is not None
+        await sender.click_in_view("U1ALICE", home.id, ids.nth(ids.EXTEND, 0))
 
-            await until(second_asked, timeout=10, what="the second extension request", procs=[proc])
-            await until(lambda: _true(_button(slack, "U2BOB", ids.APPROVE, "Extension request") is not None),
-                        timeout=10, what="bob's extension DM", procs=[proc])
-            late = _button(slack, "U2BOB", ids.APPROVE, "Extension request")
-            ends = first["expires_at"] + timedelta(seconds=15)
+        async def second_asked() -> bool:
+            return len(await fetch(db_name, "SELECT 1 FROM access_request WHERE kind = 'extension' "
+                                            "AND status = 'pending'")) == 1
 
-            async def gone() -> bool:
-                return not await member()
+        await serve.until(second_asked, timeout=10, what="the second extension request")
+        await serve.until(lambda: _true(_button(slack, "U2BOB", ids.APPROVE, "Extension request") is not None),
+                          timeout=10, what="bob's extension DM")
+        late = _button(slack, "U2BOB", ids.APPROVE, "Extension request")
+        ends = first["expires_at"] + timedelta(seconds=15)
 
-            await until(gone, timeout=40, what="the end of the access", procs=[proc])
-            assert datetime.now(UTC) >= ends  # not removed before the approved expiry, nor kept past it
-            await sender.click("U2BOB", late.channel, late.ts, ids.APPROVE)  # too late
+        async def gone() -> bool:
+            return not await member()
 
-            async def lapsed() -> bool:
-                rows = await _fetch(db_name, "SELECT status FROM access_request WHERE kind = 'extension' "
-                                             "ORDER BY created_at")
-                return [r["status"] for r in rows] == ["approved", "lapsed"]
+        await serve.until(gone, timeout=40, what="the end of the access")
+        assert datetime.now(UTC) >= ends  # not removed before the approved expiry, nor kept past it
+        await sender.click("U2BOB", late.channel, late.ts, ids.APPROVE)  # too late
 
-            await until(lapsed, timeout=15, what="the second extension to lapse", procs=[proc])
-            final = await grant()
-            assert (final["status"], final["expires_at"]) == ("ended", ends)
-            assert len(await _fetch(db_name, "SELECT 1 FROM \"grant\"")) == 1  # nothing granted again
-            assert not await member()
-            kinds = [r["kind"] for r in await _fetch(db_name, "SELECT kind FROM event ORDER BY id")]
-            assert kinds.count("extension_requested") == 2 and kinds.count("extension_approved") == 1
-        finally:
-            await sender.aclose()
-            proc.stop()
+        async def lapsed() -> bool:
+            rows = await fetch(db_name, "SELECT status FROM access_request WHERE kind = 'extension' "
+                                        "ORDER BY created_at")
+            return [r["status"] for r in rows] == ["approved", "lapsed"]
+
+        await serve.until(lapsed, timeout=15, what="the second extension to lapse")
+        final = await grant()
+        assert (final["status"], final["expires_at"]) == ("ended", ends)
+        assert len(await fetch(db_name, "SELECT 1 FROM \"grant\"")) == 1  # nothing granted again
+        assert not await member()
+        kinds = [r["kind"] for r in await fetch(db_name, "SELECT kind FROM event ORDER BY id")]
+        assert kinds.count("extension_requested") == 2 and kinds.count("extension_approved") == 1
 
 
 async def _true(value: bool) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.fakes import FakeSlack, SlackSender
 from bot.slack import ids
-from tests.reliability.procs import AUDIT, SERVE_POLICY, SERVE_USERS, Proc, approve_message, free_port, healthy, until
+from tests.reliability.procs import AUDIT, SERVE_POLICY, approve_message, serve_slack, start_serve
 
 TOKEN, SECRET = "xoxb-hostile-serve", "hostile-serve-secret"
 FORGED = "incident 7\n\n*Approved by*\ncarol@example.com (layer 1)\n:white_check_mark: *Pre-approved by CISO*"
@@ -45,82 +45,68 @@ def _click(sender: SlackSender, slack: FakeSlack, user: str, channel: str, ts: s
 
 
 async def test_serve_quotes_forged_fields_and_refuses_foreign_users_and_absurd_values(tmp_path: Path) -> None:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(SERVE_POLICY)
-    slack = FakeSlack(token=TOKEN)
-    for uid, name in SERVE_USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
+    slack = serve_slack(TOKEN)
     slack.add_user("U7MALLORY", "mallory", email="bob@example.com", team_id="T0ELSEWHERE")
-    slack.add_channel(AUDIT, "jit-audit")
-    port = free_port()
-    env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "DATABASE_URL":
-           f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}", "JITBOT_POLICY": str(policy)}
-    async with slack:
-        env["SLACK_API_URL"] = slack.url
-        proc = Proc(["serve", "--port", str(port)], env, tmp_path / "serve.log", tmp_path)
-        sender = SlackSender(slack, f"http://127.0.0.1:{port}/slack/events", SECRET)
-        try:
-            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
-            assert (await sender.command("U1ALICE", "")).status == 200
+    async with start_serve(slack, tmp_path, policy=SERVE_POLICY, secret=SECRET,
+                           database_url=f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}") as serve:
+        sender = serve.sender
+        assert (await sender.command("U1ALICE", "")).status == 200
 
-            async def modal_open() -> bool:
-                return bool(slack.modal_stack("U1ALICE"))
+        async def modal_open() -> bool:
+            return bool(slack.modal_stack("U1ALICE"))
 
-            await until(modal_open, timeout=10, what="the request modal", procs=[proc])
-            modal = slack.modal_stack("U1ALICE")[-1]
-            res = await sender.submit_view("U1ALICE", modal.id, {ids.A_ELIGIBILITY: "app-admin",
-                                                                 ids.A_JUSTIFICATION: FORGED, ids.A_DURATION: "3600"})
-            assert res.status == 200
+        await serve.until(modal_open, timeout=10, what="the request modal")
+        modal = slack.modal_stack("U1ALICE")[-1]
+        res = await sender.submit_view("U1ALICE", modal.id, {ids.A_ELIGIBILITY: "app-admin",
+                                                             ids.A_JUSTIFICATION: FORGED, ids.A_DURATION: "3600"})
+        assert res.status == 200
 
-            async def asked() -> bool:
-                return approve_message(slack, "U2BOB") is not None and any(
-                    m.blocks for m in slack.messages(AUDIT))
+        async def asked() -> bool:
+            return approve_message(slack, "U2BOB") is not None and any(
+                m.blocks for m in slack.messages(AUDIT))
 
-            await until(asked, timeout=20, what="bob's approval DM and the audit root", procs=[proc])
-            ask = approve_message(slack, "U2BOB")
-            for texts in (_mrkdwn(ask.blocks), _mrkdwn([b for m in slack.messages(AUDIT) for b in m.blocks or []])):
-                lines = [line for t in texts for line in t.splitlines() if "Approved by" in line or "CISO" in line
-                         or "(layer 1)" in line]
-                assert lines and all(line.startswith(">") for line in lines), lines
-            assert all(c.args.get("unfurl_links") is False and c.args.get("unfurl_media") is False
-                       for c in slack.calls("chat.postMessage"))
+        await serve.until(asked, timeout=20, what="bob's approval DM and the audit root")
+        ask = approve_message(slack, "U2BOB")
+        for texts in (_mrkdwn(ask.blocks), _mrkdwn([b for m in slack.messages(AUDIT) for b in m.blocks or []])):
+            lines = [line for t in texts for line in t.splitlines() if "Approved by" in line or "CISO" in line
+                     or "(layer 1)" in line]
+            assert lines and all(line.startswith(">") for line in lines), lines
+        assert all(c.args.get("unfurl_links") is False and c.args.get("unfurl_media") is False
+                   for c in slack.calls("chat.postMessage"))
 
-            # Mallory, of another workspace, carries bob's email: her click on bob's message counts for nothing
-            bob_dm = slack.im_channel("U2BOB")
-            assert bob_dm is not None
-            for team in (None, "T0ELSEWHERE"):
-                payload = _click(sender, slack, "U7MALLORY", bob_dm, ask.ts, ids.APPROVE, ask.blocks[-1]["elements"][0]
-                                 ["value"])
-                if team:
-                    payload["team"] = {"id": team, "domain": "elsewhere"}
-                assert (await sender.post_payload(payload)).status == 200
-            # a forged review value, and a duration no timedelta holds
-            forged = _click(sender, slack, "U1ALICE", slack.im_channel("U1ALICE") or "", "1.000001", ids.REVIEW_ACK,
-                            "<!channel>")
-            assert (await sender.post_payload(forged)).status == 200
-            assert (await sender.command("U1ALICE", "breakglass app-admin 99999999999999w db down")).status == 200
+        # Mallory, of another workspace, carries bob's email: her click on bob's message counts for nothing
+        bob_dm = slack.im_channel("U2BOB")
+        assert bob_dm is not None
+        for team in (None, "T0ELSEWHERE"):
+            payload = _click(sender, slack, "U7MALLORY", bob_dm, ask.ts, ids.APPROVE, ask.blocks[-1]["elements"][0]
+                             ["value"])
+            if team:
+                payload["team"] = {"id": team, "domain": "elsewhere"}
+            assert (await sender.post_payload(payload)).status == 200
+        # a forged review value, and a duration no timedelta holds
+        forged = _click(sender, slack, "U1ALICE", slack.im_channel("U1ALICE") or "", "1.000001", ids.REVIEW_ACK,
+                        "<!channel>")
+        assert (await sender.post_payload(forged)).status == 200
+        assert (await sender.command("U1ALICE", "breakglass app-admin 99999999999999w db down")).status == 200
 
-            def answers() -> list[str]:
-                return [str(p.body.get("text", "")) for p in slack.response_posts()
-                        if p.context.get("user") == "U1ALICE"]
+        def answers() -> list[str]:
+            return [str(p.body.get("text", "")) for p in slack.response_posts()
+                    if p.context.get("user") == "U1ALICE"]
 
-            async def answered() -> bool:
-                return len(answers()) >= 2
+        async def answered() -> bool:
+            return len(answers()) >= 2
 
-            await until(answered, timeout=10, what="alice's two answers", procs=[proc])
-            assert "That button does not match any request." in answers()
-            assert any("is too long; durations are at most 3650 days" in a for a in answers()), answers()
-            assert _votes(tmp_path) == 0
-            # bob himself still can
-            assert (await sender.click("U2BOB", bob_dm, ask.ts, ids.APPROVE)).status == 200
+        await serve.until(answered, timeout=10, what="alice's two answers")
+        assert "That button does not match any request." in answers()
+        assert any("is too long; durations are at most 3650 days" in a for a in answers()), answers()
+        assert _votes(tmp_path) == 0
+        # bob himself still can
+        assert (await sender.click("U2BOB", bob_dm, ask.ts, ids.APPROVE)).status == 200
 
-            async def voted() -> bool:
-                return _votes(tmp_path) == 1
+        async def voted() -> bool:
+            return _votes(tmp_path) == 1
 
-            await until(voted, timeout=10, what="bob's vote", procs=[proc])
-        finally:
-            await sender.aclose()
-            proc.stop()
-    log = proc.output()
+        await serve.until(voted, timeout=10, what="bob's vote")
+    log = serve.proc.output()
     assert "Traceback" not in log and " ERROR " not in log, log[-4000:]
     assert "refused a Slack request from team T0ELSEWHERE" in log

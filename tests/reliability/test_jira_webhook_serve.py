@@ -19,19 +19,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.fakes import FakeSlack, SlackSender
 from bot.fakes.jira import FakeJira
 from bot.slack import ids
-from tests.reliability.procs import (
-    AUDIT,
-    SERVE_USERS,
-    Proc,
-    approve_message,
-    free_port,
-    healthy,
-    scalar,
-    until,
-)
+from tests.reliability.procs import approve_message, scalar, serve_policy, serve_slack, start_serve
 
 pytestmark = pytest.mark.postgres
 
@@ -40,37 +30,24 @@ SECRET = "webhook-signing-secret"
 JIRA_TOKEN = "jira-webhook-e2e-token"
 HOOK_SECRET = "jira-hook-secret-0f9e8d7c"
 
-POLICY = f"""
-audit_channel: "{AUDIT}"
-admins: {{users: [carol@example.com]}}
-connectors:
-  demo:
-    type: memory
-    users:
-      - {{email: alice@example.com, name: Alice}}
-      - {{email: bob@example.com, name: Bob}}
-      - {{email: carol@example.com, name: Carol}}
-    groups:
-      engineers: [alice@example.com]
-      leads: [bob@example.com, carol@example.com]
-      ops-console: []
-  jira:
-    type: jira
-    base_url: ${{JIRA_URL}}
-    email: jitbot@example.com
-    api_token: ${{JIRA_API_TOKEN}}
-    poll_every: 1h
-eligibilities:
-  - name: ticketed
-    connector: demo
-    target: {{group: ops-console}}
-    requestors: {{groups: [engineers]}}
-    max_duration: 4h
-    require_ticket:
-      jira: {{connector: jira, projects: [OPS], statuses: [In Progress], end_with_ticket: true}}
-    approvals:
-      - approvers: {{groups: [leads]}}
-"""
+POLICY = serve_policy(groups=["ops-console"], connectors="""
+jira:
+  type: jira
+  base_url: ${JIRA_URL}
+  email: jitbot@example.com
+  api_token: ${JIRA_API_TOKEN}
+  poll_every: 1h
+""", eligibilities="""
+- name: ticketed
+  connector: demo
+  target: {group: ops-console}
+  requestors: {groups: [engineers]}
+  max_duration: 4h
+  require_ticket:
+    jira: {connector: jira, projects: [OPS], statuses: [In Progress], end_with_ticket: true}
+  approvals:
+    - approvers: {groups: [leads]}
+""")
 
 
 def _event(key: str, status: str, project: str = "OPS") -> bytes:
@@ -94,16 +71,9 @@ async def test_jira_webhook_through_serve(database: tuple[str, str], tmp_path: P
     jira.add_issue("OPS-1", "Payments queue stuck", "In Progress")
     jira.add_issue("HR-5", "Another project's issue", "Done", category="done")
     await jira.start()
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
     secret_file = tmp_path / "jira-hook-secret"
     secret_file.write_text(HOOK_SECRET + "\n")
-    slack = FakeSlack(token=TOKEN)
-    for uid, name in SERVE_USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
-    slack.add_channel(AUDIT, "jit-audit")
-    port = free_port()
-    hook = f"http://127.0.0.1:{port}/jira/webhook"
+    slack = serve_slack(TOKEN)
 
     async def member() -> bool:
         return bool(await scalar(db_name, "SELECT count(*) FROM memory_membership WHERE target = "
@@ -115,26 +85,23 @@ async def test_jira_webhook_through_serve(database: tuple[str, str], tmp_path: P
     def issue_gets() -> int:
         return sum(1 for path, _ in jira.requests if path.startswith("/rest/api/3/issue/"))
 
-    async with slack, aiohttp.ClientSession() as http:
-        env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.url,
-               "DATABASE_URL": url, "JITBOT_POLICY": str(policy), "JIRA_URL": jira.url,
-               "JIRA_API_TOKEN": JIRA_TOKEN, "JIRA_WEBHOOK_SECRET_FILE": str(secret_file)}
-        proc = Proc(["serve", "--port", str(port)], env, tmp_path / "serve.log", tmp_path)
-        sender = SlackSender(slack, f"http://127.0.0.1:{port}/slack/events", SECRET)
+    env = {"JIRA_URL": jira.url, "JIRA_API_TOKEN": JIRA_TOKEN, "JIRA_WEBHOOK_SECRET_FILE": str(secret_file)}
+    try:
+        async with (aiohttp.ClientSession() as http,
+                    start_serve(slack, tmp_path, policy=POLICY, secret=SECRET, database_url=url, env=env) as serve):
+            sender, hook = serve.sender, f"http://127.0.0.1:{serve.port}/jira/webhook"
 
-        async def post(body: bytes, headers: dict[str, str]) -> int:
-            async with http.post(hook, data=body, headers=headers) as resp:
-                return resp.status
+            async def post(body: bytes, headers: dict[str, str]) -> int:
+                async with http.post(hook, data=body, headers=headers) as resp:
+                    return resp.status
 
-        try:
-            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
             # ---- a ticketed grant: requested, approved, granted
             await sender.command("U1ALICE", "")
 
             async def modal_open() -> bool:
                 return bool(slack.modal_stack("U1ALICE"))
 
-            await until(modal_open, timeout=10, what="the request modal", procs=[proc])
+            await serve.until(modal_open, timeout=10, what="the request modal")
             view = slack.modal_stack("U1ALICE")[-1]
             await sender.click_in_view("U1ALICE", view.id, ids.A_ELIGIBILITY, choice="ticketed",
                                        block_id=ids.B_ELIGIBILITY)
@@ -142,7 +109,7 @@ async def test_jira_webhook_through_serve(database: tuple[str, str], tmp_path: P
             async def ticket_field() -> bool:
                 return any(b.get("block_id") == ids.B_TICKET for b in slack.modal_stack("U1ALICE")[-1].blocks)
 
-            await until(ticket_field, timeout=10, what="the ticket field", procs=[proc])
+            await serve.until(ticket_field, timeout=10, what="the ticket field")
             res = await sender.submit_view("U1ALICE", slack.modal_stack("U1ALICE")[-1].id, {
                 ids.A_ELIGIBILITY: "ticketed", ids.A_JUSTIFICATION: "incident", ids.A_DURATION: "3600",
                 ids.A_TICKET: "OPS-1"})
@@ -151,10 +118,10 @@ async def test_jira_webhook_through_serve(database: tuple[str, str], tmp_path: P
             async def asked() -> bool:
                 return approve_message(slack, "U2BOB") is not None
 
-            await until(asked, timeout=30, what="the approval DM", procs=[proc])
+            await serve.until(asked, timeout=30, what="the approval DM")
             msg = approve_message(slack, "U2BOB")
             await sender.click("U2BOB", msg.channel, msg.ts, ids.APPROVE)
-            await until(member, timeout=30, what="the ticket grant", procs=[proc])
+            await serve.until(member, timeout=30, what="the ticket grant")
             gets = issue_gets()
 
             # ---- unsigned, forged (another secret), tampered (signed body, other body sent) → 401, nothing
@@ -184,17 +151,15 @@ async def test_jira_webhook_through_serve(database: tuple[str, str], tmp_path: P
             async def revoked() -> bool:
                 return not await member()
 
-            await until(revoked, timeout=30, what="revocation with the ticket", procs=[proc])
+            await serve.until(revoked, timeout=30, what="revocation with the ticket")
             detail = json.loads(await scalar(db_name, "SELECT detail::text FROM event WHERE kind = 'ticket_ended'"))
             assert detail["noticed_by"] == "webhook" and detail["ticket"] == "OPS-1"
             # a replay: no grant ends with OPS-1 any more — nothing asked, nothing recorded
             before = issue_gets()
             assert await post(done, _signed(done)) == 204
             assert await ended() == 1 and issue_gets() == before
-        finally:
-            await sender.aclose()
-            proc.stop()
-            await jira.stop()
-    out = proc.output()
+    finally:
+        await jira.stop()
+    out = serve.proc.output()
     assert HOOK_SECRET not in out and JIRA_TOKEN not in out
     assert "refused a Jira webhook" in out and "Traceback" not in out
