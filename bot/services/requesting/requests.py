@@ -28,7 +28,7 @@ from bot.services.claims import FIRST_TOKEN, LEASE
 from bot.services.context.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
 from bot.services.context.tickets import check_ticket
 from bot.services.policy_version import require_current, under_current_policy
-from bot.services.requesting.bundles import approve_members, bundle_context, check_items, check_members
+from bot.services.requesting.bundles import approve_members, bundle_context, check_held, check_items, check_members
 from bot.services.requesting.extension_apply import approve_extension, deadline_of
 from bot.services.requesting.request_rows import close_schedule, load_votes
 from bot.services.runtime import Runtime, new_id
@@ -56,7 +56,7 @@ _VOTE_ROWS = select(_VOTE_TABLE).where(_VOTE_TABLE.c.request_id == bindparam("b_
 # Access being released or revoked (its grant ``revoking``) no longer counts: it may be asked for again.
 _ENDING = select(Grant.id).where(Grant.request_id == AccessRequest.id,  # type: ignore[arg-type]
                                  Grant.status.in_(["revoking", "ended", "failed"]))  # type: ignore[attr-defined]
-_OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind, AccessRequest.status).where(
+_OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind, AccessRequest.status, AccessRequest.bundle_id).where(
     AccessRequest.requester == bindparam("b_requester"), AccessRequest.eligibility == bindparam("b_elig"),
     AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value, Status.ACTIVE.value]),  # type: ignore[attr-defined]
     ~_ENDING.exists())
@@ -297,16 +297,19 @@ class RequestService:
         return req
 
     async def _check_open_and_rate(self, tx: CoreTx, requester: str, elig: Eligibility, now: datetime) -> None:
-        """One request per (person, eligibility) pending, approved or active at a time, and at most
-        ``settings.max_requests_per_hour`` requests per person; raises PolicyViolation."""
+        """One request per (person, item) pending, approved or active at a time, alone or within a bundle,
+        and at most ``settings.max_requests_per_hour`` requests per person; raises PolicyViolation."""
         open_ = [r for r in await tx.rows(_OPEN_DUPLICATE, {"b_requester": requester, "b_elig": elig.name})
                  if r.kind == "access"]
         pending = [r.id for r in open_ if r.status == Status.PENDING.value]
         if pending:
             raise PolicyViolation(f"You already have a pending request for {elig.name} ({pending[0]}).")
         if open_:
-            raise PolicyViolation(f"You already have {elig.name} ({open_[0].id}). Extend it (the Extend button, "
+            held = open_[0]
+            of = f", granted with the bundle {held.bundle_id}" if held.bundle_id not in (None, held.id) else ""
+            raise PolicyViolation(f"You already have {elig.name} ({held.id}{of}). Extend it (the Extend button, "
                                   "or /jit list) or release it first; a second grant of it is not needed.")
+        await check_held(self.rt, tx, requester, elig)  # an item held within a bundle (requesting/bundles.py)
         limit = self.rt.policy.settings.max_requests_per_hour
         recent = (await tx.scalars(_RECENT, {"b_requester": requester, "b_since": now - timedelta(hours=1)}))[0]
         if recent >= limit:
