@@ -211,8 +211,12 @@ class BundleGuard:
             )).scalars().first()
             if peek is None:
                 return 0
-            await lock_holder(rt.db, session, peek)  # the membership's lock first, as the grant pipeline
-            grant = (await session.execute(select(Grant).where(Grant.id == peek.id).with_for_update())).scalar_one()
+            # Lock order: the membership's lock, the grant's row, then the request's row, as the grant pipeline
+            # takes them (grant_outcomes.py); the ticket watch locks the grant alone (ticket_watch.py).
+            await lock_holder(rt.db, session, peek)
+            # read again under the lock: ``peek`` is the row as it was before (another may have ended it since)
+            grant = (await session.execute(select(Grant).where(Grant.id == peek.id).with_for_update()
+                                           .execution_options(populate_existing=True))).scalar_one()
             req = (await session.execute(select(AccessRequest).where(AccessRequest.id == request_id)
                                          .with_for_update())).scalar_one()
             if req.status not in _LIVE or grant.status not in ("granting", "active") or req.bundle_id is None:
