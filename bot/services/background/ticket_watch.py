@@ -113,10 +113,14 @@ class TicketWatch:
     async def _end(self, grant_id: str, request_id: str, ticket: str | None, why: str, *, by: str) -> bool:
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:
-            req = await load_request(session, request_id, lock=True)
+            # The grant's row lock alone; the request is only read. Where a transaction locks more than one
+            # of a grant's membership, grant and request, the order is: the membership's lock, the grant's
+            # row, the request's row (the grant pipeline's, and BundleGuard's on the same member). The watch
+            # changes only the grant, so it holds one lock and waits for none while holding it.
             g = (await session.execute(select(Grant).where(Grant.id == grant_id).with_for_update())).scalar_one()
             if g.status != "active":
                 return False
+            req = await load_request(session, request_id)
             g.status, g.end_reason, g.next_attempt_at, g.warn_at = "revoking", END_REASON, now, None
             snap = notices.describe(rt, req, await load_votes(session, req.id), g)
             await notices.record(rt, session, at=now, kind="ticket_ended", actor=notices.SYSTEM, req=req, snap=snap,

@@ -3,9 +3,11 @@
 The policy side (which eligibilities a bundle holds, its union of approval layers) is
 bot/domain/bundles.py. Here:
 
-- **Submit** (``check_members``): the requester must be a requestor of *every* member, have an account
-  at every member's connector, and hold no member already (alone or in another bundle, ad hoc or
-  not); the duration is within the bundle's maximum, the shortest of its members'.
+- **Submit** (``check_members``): the requester must be a requestor of *every* member and have an account
+  at every member's connector; the duration is within the bundle's maximum, the shortest of its members'.
+  ``check_held``, in the submitting transaction: no item is asked for twice by one person while open —
+  a bundle holding none of its members already (alone or in another bundle, ad hoc or not), and a single
+  request not for an item an open bundle holds.
   The member list is kept on the request (``context["bundle"]``).
 - **Approval** (``approve_members``, inside the approving transaction): the bundle's own request carries
   its first member's grant; each other member becomes an APPROVED request of its own (``bundle_id``: the
@@ -39,6 +41,7 @@ from bot.services.requesting.not_started import not_started, stop_before_start
 from bot.services.requesting.request_rows import load_votes
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
+from storage.core_tx import CoreTx
 from storage.records import Unit, build
 from storage.tables import AccessRequest, Grant
 
@@ -63,21 +66,35 @@ _VICTIMS = (select(_R.c.id).where(
     exists(_BROKEN_SIBLING.with_only_columns(_S.c.id))).order_by(_R.c.bundle_id, _R.c.id).limit(100))
 
 
-# The requester's open requests (pending, approved or active, not ending): of a bundle's members, or of
-# a bundle that holds one of them (a policy bundle, or an ad-hoc one, whose name holds its members).
-_OPEN_MEMBERS = select(_R.c.id, _R.c.eligibility).where(
-    _R.c.requester == bindparam("b_requester"), _R.c.kind == "access",
+# The requester's open requests (pending, approved or active, not ending) that may hold an item of a new
+# request: of the item itself, of an ad-hoc bundle (its name holds its items), of a bundle of the policy,
+# or an approved bundle request (it carries its first member, also when its bundle left the policy).
+# ``kind`` is kept in Python, as requests.py's ``_OPEN_DUPLICATE`` does (no index on kind to tempt a planner).
+_OPEN_HOLDERS = select(_R.c.id, _R.c.kind, _R.c.eligibility, _R.c.bundle_id, _R.c.context).where(
+    _R.c.requester == bindparam("b_requester"),
     _R.c.status.in_((Status.PENDING.value, *_LIVE)),
-    or_(_R.c.eligibility.in_(bindparam("b_eligs", expanding=True)), _R.c.eligibility.like("%+%"),
-        _R.c.eligibility.in_(bindparam("b_bundles", expanding=True))),
+    or_(_R.c.eligibility.in_(bindparam("b_items", expanding=True)), _R.c.eligibility.like("%+%"),
+        _R.c.eligibility.in_(bindparam("b_bundles", expanding=True)), _R.c.bundle_id == _R.c.id),
     ~exists(select(_G.c.id).where(_G.c.request_id == _R.c.id, _G.c.status.in_(("revoking", "ended", "failed"))))
 ).order_by(_R.c.id).limit(200)
 
 
-def _items(rt: Runtime, name: str) -> set[str]:
-    """What a request of ``name`` holds: a bundle's members (also when no longer in the policy), else itself."""
+def _members(rt: Runtime, name: str) -> list[str]:
+    """A bundle's members in order (also of an ad-hoc bundle no longer composable), [] for a single item."""
     elig = rt.eligibility(name)
-    return set(elig.bundle if elig is not None and elig.bundle else adhoc_members(name) or [name])
+    return list(elig.bundle) if elig is not None and elig.bundle else adhoc_members(name) or []
+
+
+def _held(rt: Runtime, row: Any) -> set[str]:
+    """What an open request holds, or asks for: a member of an approved bundle (or a single request) its
+    own item; the approved bundle request its first member (each other member is a request of its own);
+    a pending bundle every member it was requested with."""
+    if row.bundle_id is not None and row.bundle_id != row.id:
+        return {row.eligibility}
+    members = list((row.context or {}).get("bundle") or []) or _members(rt, row.eligibility)
+    if not members:
+        return {row.eligibility}
+    return set(members[:1]) if row.bundle_id is not None else set(members)
 
 
 def bundle_context(elig: Eligibility, context: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -87,23 +104,32 @@ def bundle_context(elig: Eligibility, context: dict[str, Any] | None) -> dict[st
     return {**(context or {}), "bundle": list(elig.bundle)}
 
 
+async def check_held(rt: Runtime, tx: CoreTx, requester: str, elig: Eligibility) -> None:
+    """Refuse a request for an item that an open request of the same requester already holds or asks for
+    within a bundle, and a bundle (from the policy or ad hoc) for any member held alone or within another
+    bundle: one of each item at a time (more time is an extension). Run in the submitting transaction, under
+    the person's lock (``requests.lock_person``), so that two submissions at once cannot both pass; the
+    same eligibility requested twice is ``_check_open_and_rate``'s. PolicyViolation names the holder's id."""
+    wanted = set(elig.bundle) if elig.bundle else {elig.name}
+    rows = await tx.rows(_OPEN_HOLDERS, {
+        "b_requester": requester, "b_items": sorted(wanted),
+        "b_bundles": [e.name for e in rt.policy.eligibilities if e.bundle] or [""]})
+    held = next((r for r in rows if r.kind == "access" and _held(rt, r) & wanted), None)
+    if held is None:
+        return
+    both = ", ".join(sorted(_held(rt, held) & wanted))
+    where = held.id if held.eligibility in wanted else f"{held.eligibility}: {held.id}"
+    if not elig.bundle:  # held by a bundle request (a member's own request is a duplicate of the same name)
+        raise PolicyViolation(f"You already have or have asked for {elig.name} within the bundle "
+                              f"{held.eligibility} ({held.id}); release or cancel it first.", field="eligibility")
+    raise PolicyViolation(f"{elig.name} includes {both}, which you already have or have asked for ({where}); "
+                          "release or cancel it first.", field="eligibility")
+
+
 async def check_members(rt: Runtime, elig: Eligibility, requester: str) -> None:
-    """Refuse a bundle request unless the requester may request every member, has an account at each
-    member's connector and holds no member already (one of each at a time, as for a single request: more
-    time is an extension). PolicyViolation says which member refused."""
-    # a member is held as itself, or within another bundle (from the policy or ad hoc)
-    async with rt.db.sessions() as session:
-        rows = (await session.execute(_OPEN_MEMBERS, {
-            "b_requester": requester, "b_eligs": list(elig.bundle),
-            "b_bundles": [e.name for e in rt.policy.eligibilities if e.bundle] or [""]})).all()
-    wanted = set(elig.bundle)
-    held = next((r for r in rows if _items(rt, r.eligibility) & wanted), None)
-    if held is not None:
-        both = ", ".join(sorted(_items(rt, held.eligibility) & wanted))
-        asked = held.eligibility if both == held.eligibility else f"{held.eligibility}: {held.id}"
-        raise PolicyViolation(f"{elig.name} includes {both}, which you already have or have asked for "
-                              f"({asked if ':' in asked else held.id}); release or cancel it first.",
-                              field="eligibility")
+    """Refuse a bundle request unless the requester may request every member and has an account at each
+    member's connector. PolicyViolation says which member refused. (Holding a member already is
+    ``check_held``'s, in the submitting transaction.)"""
     for name in elig.bundle:
         member = rt.eligibility(name)
         if member is None:  # the policy validates members; a reload between the two reads
@@ -185,8 +211,12 @@ class BundleGuard:
             )).scalars().first()
             if peek is None:
                 return 0
-            await lock_holder(rt.db, session, peek)  # the membership's lock first, as the grant pipeline
-            grant = (await session.execute(select(Grant).where(Grant.id == peek.id).with_for_update())).scalar_one()
+            # Lock order: the membership's lock, the grant's row, then the request's row, as the grant pipeline
+            # takes them (grant_outcomes.py); the ticket watch locks the grant alone (ticket_watch.py).
+            await lock_holder(rt.db, session, peek)
+            # read again under the lock: ``peek`` is the row as it was before (another may have ended it since)
+            grant = (await session.execute(select(Grant).where(Grant.id == peek.id).with_for_update()
+                                           .execution_options(populate_existing=True))).scalar_one()
             req = (await session.execute(select(AccessRequest).where(AccessRequest.id == request_id)
                                          .with_for_update())).scalar_one()
             if req.status not in _LIVE or grant.status not in ("granting", "active") or req.bundle_id is None:

@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, func, select
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
 from bot.domain.requests import PolicyViolation, Status, Submission, validate_submission
+from bot.services.requesting.bundles import check_held
 from bot.services.runtime import Runtime
 from storage.core_tx import CoreTx
 from storage.db import ADVISORY_XACT_LOCK
@@ -26,7 +27,7 @@ from storage.tables import AccessRequest, Grant
 # Access being released or revoked (its grant ``revoking``) no longer counts: it may be asked for again.
 _ENDING = select(Grant.id).where(Grant.request_id == AccessRequest.id,  # type: ignore[arg-type]
                                  Grant.status.in_(["revoking", "ended", "failed"]))  # type: ignore[attr-defined]
-_OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind, AccessRequest.status).where(
+_OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind, AccessRequest.status, AccessRequest.bundle_id).where(
     AccessRequest.requester == bindparam("b_requester"), AccessRequest.eligibility == bindparam("b_elig"),
     AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value, Status.ACTIVE.value]),  # type: ignore[attr-defined]
     ~_ENDING.exists())
@@ -70,16 +71,19 @@ async def lock_person(rt: Runtime, tx: CoreTx, email: str) -> None:
 
 
 async def check_open_and_rate(rt: Runtime, tx: CoreTx, requester: str, elig: Eligibility, now: datetime) -> None:
-    """One request per (person, eligibility) pending, approved or active at a time, and at most
-    ``settings.max_requests_per_hour`` requests per person; raises PolicyViolation."""
+    """One request per (person, item) pending, approved or active at a time, alone or within a bundle,
+    and at most ``settings.max_requests_per_hour`` requests per person; raises PolicyViolation."""
     open_ = [r for r in await tx.rows(_OPEN_DUPLICATE, {"b_requester": requester, "b_elig": elig.name})
              if r.kind == "access"]
     pending = [r.id for r in open_ if r.status == Status.PENDING.value]
     if pending:
         raise PolicyViolation(f"You already have a pending request for {elig.name} ({pending[0]}).")
     if open_:
-        raise PolicyViolation(f"You already have {elig.name} ({open_[0].id}). Extend it (the Extend button, "
+        held = open_[0]
+        of = f", granted with the bundle {held.bundle_id}" if held.bundle_id not in (None, held.id) else ""
+        raise PolicyViolation(f"You already have {elig.name} ({held.id}{of}). Extend it (the Extend button, "
                               "or /jit list) or release it first; a second grant of it is not needed.")
+    await check_held(rt, tx, requester, elig)  # an item held within a bundle (requesting/bundles.py)
     limit = rt.policy.settings.max_requests_per_hour
     recent = (await tx.scalars(_RECENT, {"b_requester": requester, "b_since": now - timedelta(hours=1)}))[0]
     if recent >= limit:
