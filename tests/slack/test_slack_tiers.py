@@ -14,6 +14,7 @@ from bot.fakes.slack_tiers import METHOD_TIERS, TIER_PER_MINUTE
 from bot.policy_file import parse_policy
 from bot.services.background.worker import Worker
 from bot.services.clock import ManualClock
+from bot.services.outbox.delivery import RetryLater
 from bot.services.outbox.dispatcher import OutboxDispatcher
 from bot.slack.notifier import SlackNotifier
 from tests.conftest import DbFactory
@@ -79,6 +80,7 @@ async def test_expiry_notices_under_slacks_tiers_arrive_once_in_order_and_a_rest
         def worker() -> Worker:  # a fresh process: a new notifier with nothing in memory, the same database
             notifier = SlackNotifier(AsyncWebClient(token=TOKEN, base_url=slack.url), db, audit_channel="C0AUDIT",
                                      clock=clock)
+            notifier.lookups_per_minute *= 0.2  # the tier as the fake runs it
             return Worker(stack.rt, OutboxDispatcher(db, notifier, clock), worker_id="tiers")
 
         async def run(w: Worker, seconds: int) -> None:
@@ -106,3 +108,40 @@ async def test_expiry_notices_under_slacks_tiers_arrive_once_in_order_and_a_rest
             assert len(texts) == 3, texts  # each notice once, in the order of the events
             assert "was approved" in texts[0] and "You now have ro" in texts[1] and "has expired" in texts[2], texts
         assert not await stack.is_member("p0@example.com", "target")
+
+
+async def test_after_slack_refuses_a_lookup_the_notifier_keeps_to_the_tier_instead_of_being_refused_again(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    """200 people unknown at once, each message retried when the notifier says (as the outbox does): one
+    429 tells the notifier the tier is reached; after it the lookups keep to the tier's pace, so Slack
+    refuses almost none of them again, and the whole takes about the least time the tier allows."""
+    people = 200
+    per_minute = TIER_PER_MINUTE[METHOD_TIERS["users.lookupByEmail"]]
+    async with FakeSlack(token=TOKEN) as slack:
+        for i in range(people):
+            slack.add_user(f"U{i:03d}Q", f"q{i}", email=f"q{i}@example.com")
+        tiers = slack.enforce_tiers(now=lambda: clock.now().timestamp())
+        db = db_factory()
+        await db.migrate()
+        notifier = SlackNotifier(AsyncWebClient(token=TOKEN, base_url=slack.url), db, audit_channel="C0AUDIT",
+                                 clock=clock)
+        start = clock.now()
+        due = {f"q{i}@example.com": start for i in range(people)}
+        for _ in range(20 * people):  # bounded: each pass is one moment of the clock
+            if not due:
+                break
+            clock.set(max(clock.now(), min(due.values())))
+            for email in sorted(e for e, at in due.items() if at <= clock.now()):
+                try:
+                    await notifier.slack_user(email)
+                    del due[email]
+                except RetryLater as wait:
+                    due[email] = clock.now() + timedelta(seconds=max(wait.after or 1.0, 0.001))
+                except SlackApiError:  # the outbox waits Retry-After (the notifier paused itself)
+                    due[email] = clock.now() + timedelta(seconds=1)
+        assert not due, f"{len(due)} people never looked up"
+        assert len(_lookups(slack)) == people
+        assert 1 <= tiers.rejected["users.lookupByEmail"] <= 3, tiers.rejected  # the first 429, hardly another
+        least = (people - per_minute) * 60 / per_minute  # the bucket starts full, then refills at the tier
+        took = (clock.now() - start).total_seconds()
+        assert least <= took <= 1.1 * least, (took, least)
