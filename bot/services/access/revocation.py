@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -31,42 +30,30 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.requests import Status, check_transition
-from bot.services import notices
 from bot.services.access import backstop
 from bot.services.access.fencing import Fence, holds, undo_stale_revoke
+from bot.services.access.revocation_outcomes import ended, revoke_failed, sessions_outcome, votes_by_request
 from bot.services.claims import LEASE, ClaimedIds, claim_grants, lock_holders
 from bot.services.requesting.not_started import not_started
-from bot.services.requesting.request_rows import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import (
     ConfigError,
     ConnectorError,
     IdpUser,
     NotFound,
-    RateLimited,
     Target,
     TargetKind,
     session_terminator,
 )
-from storage.tables import AccessRequest, ApprovalVote, Grant
+from storage.tables import AccessRequest, Grant
 
 log = logging.getLogger(__name__)
 
-OVERDUE_ALERT_AFTER = timedelta(minutes=2)
 CHUNK = 50  # grants claimed and decided in one transaction
 MAX_OUTSTANDING = 4 * CHUNK  # decided and not yet recorded: calls waiting at the connector, or finished
 PER_CONNECTOR = MAX_OUTSTANDING - CHUNK  # in flight at one connector: a slow one leaves room for the others
 RECORD_MAX = 2 * CHUNK  # finished calls recorded in one transaction
 RECORD_LINGER = 0.2  # seconds a finished call may wait to be recorded together with later ones
-
-
-def backoff(attempts: int, *, cap: float = 300.0, retry_after: float | None = None) -> timedelta:
-    """When to try again: the provider's retry-after if it gave one, else exponential with jitter."""
-    if retry_after is not None:
-        return timedelta(seconds=retry_after)
-    base = min(cap, 2.0 * 2 ** min(attempts, 10))
-    return timedelta(seconds=base * (0.5 + random.random() / 2))
 
 
 def target_of(grant: Grant) -> Target:
@@ -276,12 +263,12 @@ class Revoker:
         reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
             AccessRequest.id.in_([g.request_id for g in batch])).order_by(AccessRequest.id)
             .with_for_update())).scalars()}
-        votes = await _votes_by_request(session, list(reqs))
+        votes = await votes_by_request(session, list(reqs))
         to_call: list[_Call] = []
         for g in batch:
             if g.id in kept:
-                await self._ended(session, g, kept=kept[g.id], req=reqs[g.request_id],
-                                  votes=votes.get(g.request_id, []))
+                await ended(self.rt, session, g, kept=kept[g.id], req=reqs[g.request_id],
+                            votes=votes.get(g.request_id, []))
             else:
                 elig = rt.eligibility(reqs[g.request_id].eligibility)
                 to_call.append(_Call(g, end_sessions=bool(getattr(elig, "terminate_sessions", False))))
@@ -332,86 +319,16 @@ class Revoker:
         reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
             AccessRequest.id.in_([c.grant.request_id for c in calls])).order_by(AccessRequest.id)
             .with_for_update())).scalars()}
-        votes = await _votes_by_request(session, list(reqs))
+        votes = await votes_by_request(session, list(reqs))
         for c in calls:
             row = rows.get(c.grant.id)
             if row is None or row.status != "revoking" or c.stale or row.claim_token != c.token:
                 continue  # recorded already (a retried step whose first commit did get through), or fenced
             if c.error is None:
                 row.owns_membership = False
-                await self._ended(session, row, kept=None, req=reqs[row.request_id],
-                                  votes=votes.get(row.request_id, []))
+                await ended(self.rt, session, row, kept=None, req=reqs[row.request_id],
+                            votes=votes.get(row.request_id, []))
                 if c.end_sessions:
-                    await self._sessions_outcome(session, row, reqs[row.request_id], c.session_error)
+                    await sessions_outcome(self.rt, session, row, reqs[row.request_id], c.session_error)
             else:
-                await self._revoke_failed(session, row, c.error)
-
-    async def _sessions_outcome(self, session: AsyncSession, g: Grant, req: AccessRequest, error: str | None) -> None:
-        rt, now = self.rt, self.rt.clock.now()
-        snap = notices.describe(rt, req, await load_votes(session, req.id), g)
-        if error is None:
-            await notices.record(rt, session, at=now, kind="sessions_ended", actor=notices.SYSTEM, req=req, snap=snap,
-                                 detail={"grant": g.id}, text=f"sign-in sessions of {g.user_email} ended")
-            return
-        await notices.record(rt, session, at=now, kind="sessions_not_ended", actor=notices.SYSTEM, req=req, snap=snap,
-                             detail={"grant": g.id, "error": error},
-                             text=f"access removed, but ending sign-in sessions failed: {error}")
-        notices.alert(session, at=now, snap=snap,
-                      text=f"Access of {g.user_email} ({req.id}) was removed, but their sign-in sessions at "
-                           f"{g.connector} could not be ended: {error} — end them by hand.")
-
-    async def _ended(self, session: AsyncSession, g: Grant, *, kept: str | None,
-                     req: AccessRequest, votes: list[ApprovalVote]) -> None:
-        rt, now = self.rt, self.rt.clock.now()
-        rt.directory.forget_person(g.user_email)  # the target may be a group the policy names for people
-        g.status, g.ended_at, g.claimed_until, g.claimed_by, g.next_attempt_at = "ended", now, None, None, None
-        detail: dict[str, object] = {"grant": g.id, "reason": g.end_reason}
-        if kept:
-            detail["membership_kept"] = kept
-        if g.end_reason == "failed":
-            snap = notices.describe(rt, req, votes, g)
-            await notices.record(rt, session, at=now, kind="cleanup_done", actor=notices.SYSTEM, req=req, snap=snap,
-                                 detail=detail, text="cleaned up after a failed grant")
-            return
-        new = Status.EXPIRED if g.end_reason == "expired" else Status.REVOKED
-        from_state = req.status
-        if req.status == Status.ACTIVE.value:
-            check_transition(Status(req.status), new)
-            req.status, req.updated_at, req.version = new.value, now, req.version + 1
-        snap = notices.describe(rt, req, votes, g)
-        late = (now - g.expires_at).total_seconds() if g.expires_at and new is Status.EXPIRED else 0.0
-        detail["late_s"] = round(late, 3)
-        await notices.record(rt, session, at=now, kind=new.value, actor=notices.SYSTEM, req=req, snap=snap,
-                             from_state=from_state, to_state=req.status, detail=detail,
-                             text=f"{new.value}" + (f" (membership kept: {kept})" if kept else ""))
-        notices.tell_requester(session, at=now, snap=snap, event=new.value,
-                               text=f"Your {req.eligibility} access ({req.id}) has "
-                                    f"{'expired' if new is Status.EXPIRED else 'been revoked'}.")
-
-    async def _revoke_failed(self, session: AsyncSession, g: Grant, exc: ConnectorError) -> None:
-        rt, now = self.rt, self.rt.clock.now()
-        g.attempts += 1
-        g.last_error, g.claimed_until, g.claimed_by = str(exc)[:500], None, None
-        g.next_attempt_at = now + backoff(g.attempts, cap=120.0, retry_after=exc.retry_after
-                                          if isinstance(exc, RateLimited) else None)
-        overdue = now - (g.expires_at or now)
-        log.warning("revoke %s attempt %d failed, retrying: %s", g.id, g.attempts, exc)
-        if not g.alerted and (not exc.retryable or overdue >= OVERDUE_ALERT_AFTER):
-            g.alerted = True
-            req = await load_request(session, g.request_id)
-            snap = notices.describe(rt, req, await load_votes(session, req.id), g)
-            await notices.record(rt, session, at=now, kind="revoke_overdue", actor=notices.SYSTEM, req=req,
-                                 snap=snap, detail={"grant": g.id, "error": exc.user_message, "attempts": g.attempts},
-                                 text=f"revocation is failing ({exc.user_message}); still retrying")
-            notices.alert(session, at=now, snap=snap,
-                          text=f"Revocation of {req.eligibility} for {g.user_email} ({req.id}) is failing: "
-                               f"{exc.user_message} — jitbot keeps retrying.")
-
-
-async def _votes_by_request(session: AsyncSession, request_ids: list[str]) -> dict[str, list[ApprovalVote]]:
-    out: dict[str, list[ApprovalVote]] = {}
-    rows = await session.execute(select(ApprovalVote).where(ApprovalVote.request_id.in_(request_ids))
-                                 .order_by(ApprovalVote.id))
-    for v in rows.scalars():
-        out.setdefault(v.request_id, []).append(v)
-    return out
+                await revoke_failed(self.rt, session, row, c.error)
