@@ -109,6 +109,18 @@ async def lock_holder(db: Database, session: AsyncSession | CoreTx, grant: Any) 
         await session.execute(ADVISORY_XACT_LOCK, {"k": holder_key(grant)})
 
 
+async def lock_holders(db: Database, session: AsyncSession | CoreTx, grants: Any) -> None:
+    """``lock_holder`` for each of several grants' memberships, once each, in ascending key order: two
+    transactions that lock several memberships never wait for each other in a circle."""
+    if db.is_sqlite:
+        return
+    for key in sorted({holder_key(g) for g in grants}):
+        if isinstance(session, CoreTx):
+            await session.rows(ADVISORY_XACT_LOCK, {"k": key})
+        else:
+            await session.execute(ADVISORY_XACT_LOCK, {"k": key})
+
+
 # The same membership as a given grant (``holder_params``), as bound parameters: built once, not per call.
 HOLDER_BOUND = [Grant.connector == bindparam("h_connector"), Grant.target_kind == bindparam("h_kind"),
                 Grant.target_id == bindparam("h_target"), Grant.user_email == bindparam("h_email"),

@@ -37,7 +37,8 @@ from storage.records import Unit, build
 from storage.tables import AccessRequest, Grant
 
 _GRANTS, _REQUESTS = Grant.__table__, AccessRequest.__table__  # type: ignore[attr-defined]
-_ACTIVE_GRANT = select(_GRANTS).where(_GRANTS.c.request_id == bindparam("b_request"), _GRANTS.c.status == "active")
+_ACTIVE_GRANT_LOCKED = select(_GRANTS).where(_GRANTS.c.request_id == bindparam("b_request"),
+                                             _GRANTS.c.status == "active").with_for_update()
 # An extension of the request still waiting for approval (at most one: checked under the parent's lock).
 _PENDING_EXTENSION = select(_REQUESTS.c.id).where(
     _REQUESTS.c.parent_id == bindparam("b_parent"), _REQUESTS.c.kind == EXTENSION,
@@ -127,8 +128,10 @@ class ExtensionService:
         async with rt.db.core_transaction() as tx:
             await require_current(tx, seen)
             unit = Unit(tx)
-            parent = await read_request(unit, request_id, lock=True)  # one extension decision at a time
-            grant = await unit.first(Grant, _ACTIVE_GRANT, {"b_request": request_id})
+            # the grant's row before the request's (docs/architecture.md); the parent's lock: one extension
+            # decision at a time
+            grant = await unit.first(Grant, _ACTIVE_GRANT_LOCKED, {"b_request": request_id})
+            parent = await read_request(unit, request_id, lock=True)
             if parent.status != Status.ACTIVE.value or grant is None or grant.expires_at is None \
                     or grant.expires_at <= now:
                 raise PolicyViolation(f"{request_id} has no active access to extend.")

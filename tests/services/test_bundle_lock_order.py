@@ -1,65 +1,54 @@
-"""The ticket watch and the bundle guard ending the same member at once (PostgreSQL row locks): neither
-waits for the other while holding what the other waits for, so neither is ended by a deadlock, and the
-guard sees what the watch did.
+"""The bundle guard and whatever else changes the same member at once on PostgreSQL (row locks): neither
+waits for the other while holding what the other waits for, so neither is ended by a deadlock, and the one
+that comes second sees what the first did.
 
-The guard takes the membership's lock, the grant's row, then the request's (the grant pipeline's order);
-the ticket watch changes only the grant and locks it alone. The test pauses the watch holding its first
-row lock, lets the guard run until PostgreSQL reports it waiting on the watch, then lets the watch go on.
-Had the watch locked the request first, the guard would hold the grant and wait for the request while the
-watch, holding the request, waited for the grant."""
+The guard takes the membership's lock, the grant's row, then the request's (the order of every transaction
+that locks more than one of them: docs/architecture.md, "Row locks and their order"). Each test pauses the
+other side holding its first row lock (``row_locks.race``), lets the guard run until PostgreSQL reports it
+waiting, then lets the other go on. Had the other side locked the request first, the guard would hold the
+grant and wait for the request while the other, holding the request, waited for the grant."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
 
+from bot.domain.requests import Decision
 from bot.policy_file import parse_policy
 from bot.services.background.ticket_watch import TicketWatch
 from bot.services.clock import ManualClock
 from bot.services.requesting.bundles import BundleGuard
-from storage.db import Database
-from storage.tables import Event, Grant
+from storage.tables import AccessRequest, Event, Grant
 from tests.conftest import DbFactory
-from tests.services.stack import make_stack
+from tests.services.row_locks import Pause, race
+from tests.services.stack import Stack, make_stack
 from tests.services.test_bundles import POLICY, _approved_bundle, _rows, _settle, _stack
 
-POLLS = 2000  # looks at pg_stat_activity before giving up on seeing the guard wait
+ALICE = "alice@example.com"
 
 
-def _pause_after_first_row_lock(db: Database, holding: asyncio.Event, go: asyncio.Event, pid: list[int]) -> None:
-    """``db``'s next write transactions stop after their first ``SELECT … FOR UPDATE`` until ``go``."""
-    real = db.transaction
-
-    @asynccontextmanager
-    async def transaction() -> AsyncIterator[AsyncSession]:
-        async with real() as session:
-            execute = session.execute
-
-            async def paused(statement: Any, *args: Any, **kwargs: Any) -> Any:
-                result = await execute(statement, *args, **kwargs)
-                if getattr(statement, "_for_update_arg", None) is not None and not holding.is_set():
-                    pid.append(int((await execute(text("SELECT pg_backend_pid()"))).scalar_one()))
-                    holding.set()
-                    await go.wait()
-                return result
-
-            session.execute = paused  # type: ignore[method-assign]
-            yield session
-
-    db.transaction = transaction  # type: ignore[method-assign]
+async def _replica(db_factory: DbFactory, clock: ManualClock) -> Stack:
+    return await make_stack(db_factory(), parse_policy(POLICY, env={}), clock, migrate=False)
 
 
-async def _waits_on(db: Database, pid: int) -> bool:
-    async with db.sessions() as session:
-        return bool((await session.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"), {"pid": pid}))
-            .scalar_one())
+async def _member_to_end(s: Stack) -> tuple[AccessRequest, Grant]:
+    """An active bundle whose bundle request was released (not yet revoked: no worker pass): the guard is
+    due to end its other member, returned with its grant."""
+    bundle = await _approved_bundle(s)
+    await _settle(s)
+    reqs, grants = await _rows(s, bundle)
+    member = next(r for r in reqs if r.id != bundle)
+    await s.grants.end_early(request_id=bundle, actor=ALICE, reason="released")
+    return member, next(g for g in grants if g.request_id == member.id)
+
+
+async def _grant_and_kinds(s: Stack, grant_id: str, request_id: str) -> tuple[Grant, list[str]]:
+    async with s.rt.db.sessions() as session:
+        g = (await session.execute(select(Grant).where(Grant.id == grant_id))).scalar_one()
+        kinds = list((await session.execute(select(Event.kind).where(Event.request_id == request_id))).scalars())
+    return g, kinds
 
 
 async def test_the_ticket_watch_and_the_bundle_guard_ending_one_member_at_once_do_not_deadlock(
@@ -67,31 +56,66 @@ async def test_the_ticket_watch_and_the_bundle_guard_ending_one_member_at_once_d
     s = await _stack(db_factory, clock)
     if s.rt.db.is_sqlite:
         pytest.skip("row locks: PostgreSQL")
-    bundle = await _approved_bundle(s)
-    await _settle(s)
-    reqs, grants = await _rows(s, bundle)
-    member = next(r for r in reqs if r.id != bundle)
-    grant = next(g for g in grants if g.request_id == member.id)
-    # the bundle request released (not yet revoked: no worker pass): the guard is due to end the member
-    await s.grants.end_early(request_id=bundle, actor="alice@example.com", reason="released")
-    replica = await make_stack(db_factory(), parse_policy(POLICY, env={}), clock, migrate=False)
-    watch = TicketWatch(replica.rt)
-    holding, go, pid = asyncio.Event(), asyncio.Event(), list[int]()
-    _pause_after_first_row_lock(watch.rt.db, holding, go, pid)
-
-    ticket = asyncio.ensure_future(watch._end(grant.id, member.id, "OPS-1", "its ticket is now 'Done'", by="webhook"))
-    await asyncio.wait_for(holding.wait(), 30)
-    guard = asyncio.ensure_future(BundleGuard(s.rt)._end(member.id))
-    for _ in range(POLLS):  # until the guard waits for the watch's lock (or is done: then it waited for nothing)
-        if guard.done() or await _waits_on(s.rt.db, pid[0]):
-            break
-    else:
-        raise AssertionError("the guard neither waited for the ticket watch's lock nor finished")
-    go.set()
-    ended, guarded = await asyncio.gather(ticket, guard, return_exceptions=True)
+    member, grant = await _member_to_end(s)
+    watch = TicketWatch((await _replica(db_factory, clock)).rt)
+    ended, guarded = await race(s.rt.db, Pause(watch.rt.db),
+                                watch._end(grant.id, member.id, "OPS-1", "its ticket is now 'Done'", by="webhook"),
+                                BundleGuard(s.rt)._end(member.id))
     assert ended is True and guarded == 0, (ended, guarded)  # neither was chosen as a deadlock's victim
-    async with s.rt.db.sessions() as session:
-        g = (await session.execute(select(Grant).where(Grant.id == grant.id))).scalar_one()
-        kinds = list((await session.execute(select(Event.kind).where(Event.request_id == member.id))).scalars())
+    g, kinds = await _grant_and_kinds(s, grant.id, member.id)
     assert (g.status, g.end_reason) == ("revoking", "ticket")
     assert "ticket_ended" in kinds and "bundle_ended" not in kinds
+
+
+async def test_the_requester_releasing_a_member_while_the_bundle_guard_ends_it_gets_their_release(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    s = await _stack(db_factory, clock)
+    if s.rt.db.is_sqlite:
+        pytest.skip("row locks: PostgreSQL")
+    member, grant = await _member_to_end(s)
+    person = await _replica(db_factory, clock)
+    released, guarded = await race(s.rt.db, Pause(person.rt.db),
+                                   person.grants.end_early(request_id=member.id, actor=ALICE, reason="released"),
+                                   BundleGuard(s.rt)._end(member.id))
+    assert isinstance(released, Grant) and guarded == 0, (released, guarded)  # no deadlock's victim
+    g, kinds = await _grant_and_kinds(s, grant.id, member.id)
+    assert (g.status, g.end_reason) == ("revoking", "released")
+    assert "released_requested" in kinds and "bundle_ended" not in kinds
+
+
+async def test_the_requester_extending_a_member_while_the_bundle_guard_ends_it_is_extended_then_ended(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    s = await _stack(db_factory, clock)
+    if s.rt.db.is_sqlite:
+        pytest.skip("row locks: PostgreSQL")
+    member, grant = await _member_to_end(s)
+    person = await _replica(db_factory, clock)
+    extended, guarded = await race(s.rt.db, Pause(person.rt.db),
+                                   person.grants.extend(request_id=member.id, actor=ALICE, by=timedelta(minutes=30)),
+                                   BundleGuard(s.rt)._end(member.id))
+    assert extended == grant.expires_at + timedelta(minutes=30) and guarded == 1, (extended, guarded)
+    g, kinds = await _grant_and_kinds(s, grant.id, member.id)
+    assert (g.status, g.end_reason, g.expires_at) == ("revoking", "released", extended)
+    assert kinds.index("extended") < kinds.index("bundle_ended")
+
+
+async def test_the_requester_cancelling_a_scheduled_member_while_the_bundle_guard_stops_it_gets_their_cancel(
+        db_factory: DbFactory, clock: ManualClock) -> None:
+    s = await _stack(db_factory, clock)
+    if s.rt.db.is_sqlite:
+        pytest.skip("row locks: PostgreSQL")
+    req = await s.requests.submit(requester=ALICE, eligibility="debug", duration=timedelta(hours=1),
+                                  justification="incident 42", starts_at=clock.now() + timedelta(hours=1))
+    await s.approvals.decide(request_id=req.id, layer=1, approver="carol@example.com", decision=Decision.APPROVE)
+    await s.requests.cancel(request_id=req.id, by=ALICE)  # the guard is due to stop the other member
+    reqs, grants = await _rows(s, req.id)
+    member = next(r for r in reqs if r.id != req.id)
+    grant = next(g for g in grants if g.request_id == member.id)
+    person = await _replica(db_factory, clock)
+    cancelled, guarded = await race(s.rt.db, Pause(person.rt.db),
+                                    person.requests.cancel(request_id=member.id, by=ALICE),
+                                    BundleGuard(s.rt)._end(member.id))
+    assert isinstance(cancelled, AccessRequest) and guarded == 0, (cancelled, guarded)  # no deadlock's victim
+    g, kinds = await _grant_and_kinds(s, grant.id, member.id)
+    assert (g.status, g.end_reason) == ("ended", "cancelled")
+    assert "cancelled" in kinds and "bundle_ended" not in kinds

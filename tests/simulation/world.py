@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 import bot.governance.reload as reload_module
 import bot.services.access.revocation as revocation
+import bot.services.access.revocation_outcomes as revocation_outcomes
 import bot.services.runtime as runtime_module
 import tests.simulation.idp as idp_module
 from bot.governance.applied import apply_policy
@@ -44,7 +45,7 @@ from tests.simulation.model import USERS, Model, Violation, policy_without, stan
 from tests.simulation.settle import settle
 
 HELD = {f"{idp_module.__file__}:call"}  # where a task waits for the simulation to answer an IdP call
-# The events that record a grant's end (bot/services/access/revocation.py ``_ended``), and the detail keys that
+# The events that record a grant's end (bot/services/access/revocation_outcomes.py ``ended``), and the detail keys that
 # mark an end made without an IdP call (another grant or standing access keeps it; it never started).
 END_KINDS = frozenset({"expired", "revoked", "cleanup_done"})
 NO_CALL_MARKS = frozenset({"membership_kept", "before_start"})
@@ -343,7 +344,7 @@ class Determinism:
     def __enter__(self) -> Determinism:
         self._set(runtime_module, "secrets", seeded_ids(random.Random(self.seed ^ 0x1D5)))
         self._set(revocation, "RECORD_LINGER", 0.0)  # a finished call is recorded at once (no wall-clock wait)
-        self._set(revocation, "random", random.Random(self.seed ^ 0xBAC))  # backoff jitter
+        self._set(revocation_outcomes, "random", random.Random(self.seed ^ 0xBAC))  # backoff jitter
         self._set(reload_module, "check_policy", cached_checked_policy)
         return self
 

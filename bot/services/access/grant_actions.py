@@ -19,12 +19,13 @@ from bot.services.access import backstop
 from bot.services.access.grant_outcomes import snapshot
 from bot.services.context.grant_context import capped_expiry
 from bot.services.requesting.not_started import stop_before_start, waiting_grant
-from bot.services.requesting.request_rows import load_request
+from bot.services.requesting.request_rows import load_request, lock_live_grant
 from bot.services.runtime import Runtime
 from storage.tables import Event, Grant
 
 
 async def active_grant(session: AsyncSession, request_id: str) -> Grant | None:
+    """The request's active grant, its row locked (taken before the request's row: docs/architecture.md)."""
     return (await session.execute(select(Grant).where(Grant.request_id == request_id, Grant.status == "active")
                                   .with_for_update())).scalar_one_or_none()
 
@@ -35,14 +36,15 @@ async def end_early(rt: Runtime, *, request_id: str, actor: str, reason: str, as
     An approved grant that has not started ends at once (``not_started.stop_before_start``)."""
     now, actor = rt.clock.now(), actor.lower()
     async with rt.db.transaction() as session:
+        live = await lock_live_grant(session, request_id)  # the grant's row before the request's
         req = await load_request(session, request_id, lock=True)
         if not as_admin and req.requester != actor:
             raise PolicyViolation("Only the requester can release this access.")
         if req.status == Status.APPROVED.value:
-            waiting = await waiting_grant(session, req, now=now)
+            waiting = waiting_grant(req, live, now=now)
             await stop_before_start(rt, session, req, waiting, actor=actor, by_admin=as_admin, now=now)
             return waiting
-        g = await active_grant(session, request_id)
+        g = live if live is not None and live.status == "active" else None
         if g is None:
             raise PolicyViolation(f"{request_id} has no active access (it is {req.status}).")
         g.status, g.end_reason, g.next_attempt_at, g.warn_at = "revoking", reason, now, None
@@ -59,6 +61,7 @@ async def extend(rt: Runtime, *, request_id: str, actor: str, by: timedelta) -> 
 
     now, actor = rt.clock.now(), actor.lower()
     async with rt.db.transaction() as session:
+        g = await active_grant(session, request_id)  # the grant's row before the request's
         req = await load_request(session, request_id, lock=True)
         if req.requester != actor:
             raise PolicyViolation("Only the requester can extend this access.")
@@ -66,7 +69,6 @@ async def extend(rt: Runtime, *, request_id: str, actor: str, by: timedelta) -> 
             raise PolicyViolation("Break-glass access cannot be extended. If you still need it, use "
                                   "/jit breakglass again (a new alert and review) or request it with /jit.")
         elig = rt.eligibility(req.eligibility)
-        g = await active_grant(session, request_id)
         if elig is None or g is None or g.expires_at is None or g.granted_at is None:
             raise PolicyViolation(f"{request_id} has no active access to extend.")
         shortened = (await session.execute(select(Event.actor).where(

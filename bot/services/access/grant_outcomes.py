@@ -20,7 +20,7 @@ from bot.domain.requests import BREAKGLASS, Status, check_transition
 from bot.services import notices
 from bot.services.access.fencing import Fence, granted_after_stop
 from bot.services.access.grant_window import grant_deadline, grant_expiry, window_end
-from bot.services.access.revocation import backoff
+from bot.services.access.revocation_outcomes import backoff
 from bot.services.claims import lock_holder
 from bot.services.context.grant_context import capped_expiry
 from bot.services.requesting.request_rows import load_request, load_votes, read_request, read_votes

@@ -225,7 +225,7 @@ class GrantService:
         if not ids:
             return 0
         async with rt.db.transaction() as session:
-            for gid in ids:
+            for gid in sorted(ids):  # several grants' rows: in id order (docs/architecture.md)
                 g = await self._grant(session, gid)
                 g.claimed_until = g.claimed_by = None
                 req = await load_request(session, g.request_id)

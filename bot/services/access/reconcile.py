@@ -225,10 +225,11 @@ class ReconcileService:
         standing = await self._standing(key, connector, target, eligs, now, report)
         holding = await self._holding(connector, target, now)
         async with rt.db.sessions() as session:
+            # in id order: ``end_idp_expired`` below locks several of their rows in one transaction
             active = list((await session.execute(select(Grant).where(
                 col(Grant.connector) == connector, col(Grant.target_kind) == target.kind.value,
                 col(Grant.target_id) == target.id, col(Grant.status) == "active",
-                col(Grant.granted_at) < now - self.grace))).scalars())
+                col(Grant.granted_at) < now - self.grace).order_by(col(Grant.id)))).scalars())
         enforce = any(e.enforce for e in eligs)
         unmanaged = sorted(m for m, u in members.items() if not holding.has(u) and not standing.has(u))
         # Indexed once: a grant is matched to a direct member by IdP user id where it has one, else by email.

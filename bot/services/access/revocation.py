@@ -2,26 +2,26 @@
 
 Each grant due for revocation passes through three stages, each exactly once:
 
-1. **decide** — claim a chunk, then: who owns each membership (ownership moves to an heir, standing
-   access is kept), which grants end without an IdP call (recorded right there);
+1. **decide** — claim a chunk, then, under the memberships' locks: who owns each membership (ownership
+   moves to an heir, standing access is kept), which grants end without an IdP call (recorded right there);
 2. **call** — one task per remaining grant; the connector (``connectors/resilience.py``) is the only
    gate: it paces calls at the rate the provider accepts and bounds how many run at once;
 3. **record** — the outcome of every finished call, grouped (a group commit).
 
 One loop drives the database side: each of its transactions records the calls that have finished and,
-while fewer than ``MAX_OUTSTANDING`` grants are decided and unrecorded, claims and decides the next
-chunk. So the next chunk is ready while earlier calls still wait for their slot, and a throttled
-connector always has a call ready when a slot frees up: the provider's pace, not batch boundaries,
-sets the throughput. Few, full transactions keep the pipeline's turns at SQLite's single writer (shared
-with the outbox) rare. At most ``MAX_OUTSTANDING`` grants are in flight, so a slow provider is never
-flooded and a tick ends soon after its budget.
+while fewer than ``MAX_OUTSTANDING`` grants are decided and unrecorded, claims the next chunk, which is
+decided in the same transaction on SQLite and in the next on PostgreSQL (the memberships' locks come
+before any row: docs/architecture.md, "Row locks and their order"). So the next chunk is ready while
+earlier calls still wait for their slot, and a throttled connector always has a call ready when a slot
+frees up: the provider's pace, not batch boundaries, sets the throughput. Few, full transactions keep the
+pipeline's turns at SQLite's single writer (shared with the outbox) rare. At most ``MAX_OUTSTANDING``
+grants are in flight, so a slow provider is never flooded and a tick ends soon after its budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,42 +30,30 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.requests import Status, check_transition
-from bot.services import notices
 from bot.services.access import backstop
 from bot.services.access.fencing import Fence, holds, undo_stale_revoke
-from bot.services.claims import LEASE, claim_grants, lock_holder
+from bot.services.access.revocation_outcomes import ended, revoke_failed, sessions_outcome, votes_by_request
+from bot.services.claims import LEASE, ClaimedIds, claim_grants, lock_holders
 from bot.services.requesting.not_started import not_started
-from bot.services.requesting.request_rows import load_request, load_votes
 from bot.services.runtime import Runtime
 from connectors.base import (
     ConfigError,
     ConnectorError,
     IdpUser,
     NotFound,
-    RateLimited,
     Target,
     TargetKind,
     session_terminator,
 )
-from storage.tables import AccessRequest, ApprovalVote, Grant
+from storage.tables import AccessRequest, Grant
 
 log = logging.getLogger(__name__)
 
-OVERDUE_ALERT_AFTER = timedelta(minutes=2)
 CHUNK = 50  # grants claimed and decided in one transaction
 MAX_OUTSTANDING = 4 * CHUNK  # decided and not yet recorded: calls waiting at the connector, or finished
 PER_CONNECTOR = MAX_OUTSTANDING - CHUNK  # in flight at one connector: a slow one leaves room for the others
 RECORD_MAX = 2 * CHUNK  # finished calls recorded in one transaction
 RECORD_LINGER = 0.2  # seconds a finished call may wait to be recorded together with later ones
-
-
-def backoff(attempts: int, *, cap: float = 300.0, retry_after: float | None = None) -> timedelta:
-    """When to try again: the provider's retry-after if it gave one, else exponential with jitter."""
-    if retry_after is not None:
-        return timedelta(seconds=retry_after)
-    base = min(cap, 2.0 * 2 ** min(attempts, 10))
-    return timedelta(seconds=base * (0.5 + random.random() / 2))
 
 
 def target_of(grant: Grant) -> Target:
@@ -146,11 +134,13 @@ class Revoker:
                     # the grants due at the other connectors are not held up behind it.
                     skip = sorted(c for c, n in in_flight.items() if n >= self.per_connector)
                     try:
-                        claimed, decided = await self.step(now, record=record, claim=claim, skip=skip,
-                                                           expire_limit=expire_limit if expire else 0)
+                        claimed_ids, decided = await self._claim(now, record=record, claim=claim, skip=skip,
+                                                                 expire_limit=expire_limit if expire else 0)
                     except BaseException:
                         finished[:0] = record  # not committed (or not known to be): still to be recorded
                         raise
+                    claimed = len(claimed_ids)
+                    decided = await self._decide_apart(claimed_ids, decided)
                     expire = False
                     outstanding += len(decided) - len(record)
                     in_flight.update(c.grant.connector for c in decided)
@@ -192,11 +182,16 @@ class Revoker:
 
     async def step(self, now: datetime, *, record: list[_Call], claim: bool, expire_limit: int,
                    skip: list[str] | None = None) -> tuple[int, list[_Call]]:
+        """Record ``record``; move up to ``expire_limit`` grants past expiry to ``revoking``; if ``claim``,
+        claim and decide a chunk. Returns how many grants were claimed, and those whose membership must go."""
+        claimed, decided = await self._claim(now, record=record, claim=claim, expire_limit=expire_limit, skip=skip)
+        return len(claimed), await self._decide_apart(claimed, decided)
+
+    async def _claim(self, now: datetime, *, record: list[_Call], claim: bool, expire_limit: int,
+                     skip: list[str] | None = None) -> tuple[ClaimedIds, list[_Call] | None]:
         """One transaction: record ``record``; move up to ``expire_limit`` grants past expiry to
-        ``revoking``; if ``claim``, claim and decide a chunk. Returns how many grants were claimed, and
-        those whose membership must go."""
-        rt = self.rt
-        heirs: list[Grant] = []  # active grants that inherit a membership here (the expiry backstop)
+        ``revoking``; if ``claim``, claim a chunk — and on SQLite (one writer, no locks) decide it."""
+        rt, heirs = self.rt, list[Grant]()  # active grants that inherit a membership here (the expiry backstop)
         async with rt.db.transaction() as session:
             if record:
                 await self._record(session, record)
@@ -207,30 +202,42 @@ class Revoker:
                     set_values={"status": "revoking", "end_reason": "expired", "next_attempt_at": now,
                                 "warn_at": None, "claimed_until": None})
             if not claim:
-                return 0, []
+                return ClaimedIds([]), []
             grant_ids = await claim_grants(rt.db, owner=rt.instance_id, status="revoking", session=session,
                                            due_column=Grant.next_attempt_at, now=now, lease=LEASE, limit=self.chunk,
                                            exclude=(Grant.connector, skip) if skip else None)
-            decided = await self._decide(session, grant_ids, heirs)
-            for c in decided:
-                c.token = grant_ids.tokens[c.grant.id]
-        if heirs:  # the provider's expiry follows the hand-off (bot/services/access/backstop.py), after the commit
-            await backstop.move_for_heirs(rt, heirs)
-        return len(grant_ids), decided
+            decided = await self._decide(session, grant_ids, heirs) if rt.db.is_sqlite or not grant_ids else None
+        await backstop.move_for_heirs(rt, heirs)  # the provider's expiry follows the hand-off, after the commit
+        return grant_ids, decided
+
+    async def _decide_apart(self, grant_ids: ClaimedIds, decided: list[_Call] | None) -> list[_Call]:
+        """The claimed grants decided (None: not yet, on PostgreSQL) in a transaction of their own, which takes
+        the memberships' locks before any row (docs/architecture.md, "Row locks and their order"): the claim
+        held the grants' rows, and a transaction holding a membership's lock may be waiting for one. If it
+        fails, the grants stay claimed until their lease runs out, as after a crash."""
+        if decided is None:
+            heirs: list[Grant] = []
+            async with self.rt.db.transaction() as session:
+                decided = await self._decide(session, grant_ids, heirs)
+            await backstop.move_for_heirs(self.rt, heirs)
+        for c in decided:
+            c.token = grant_ids.tokens[c.grant.id]
+        return decided
 
     # ---- decide --------------------------------------------------------------------------------
-    async def _decide(self, session: AsyncSession, grant_ids: list[str],
-                      heirs: list[Grant] | None = None) -> list[_Call]:
+    async def _decide(self, session: AsyncSession, grant_ids: ClaimedIds, heirs: list[Grant]) -> list[_Call]:
         """Move ownership to an heir where another grant holds the same membership, end (and record) the
-        grants that own nothing; return the grants whose membership must go."""
+        grants that own nothing; return the grants whose membership must go. The memberships' locks first,
+        then the grants' rows (those still under this claim), then their requests'."""
         rt = self.rt
         if not grant_ids:
             return []
-        batch = list((await session.execute(select(Grant).where(Grant.id.in_(grant_ids)).order_by(Grant.id)
-                                            .with_for_update().execution_options(populate_existing=True)))
-                     .scalars().all())
-        for g in batch:
-            await lock_holder(rt.db, session, g)
+        if not rt.db.is_sqlite:  # the grants as claimed, to know their memberships (which never change)
+            await lock_holders(rt.db, session, (await session.execute(select(Grant).where(
+                Grant.id.in_(grant_ids)))).scalars().all())
+        batch = [g for g in (await session.execute(select(Grant).where(Grant.id.in_(grant_ids)).order_by(Grant.id)
+                                                   .with_for_update().execution_options(populate_existing=True)))
+                 .scalars().all() if g.status == "revoking" and g.claim_token == grant_ids.tokens[g.id]]
         emails = {g.user_email for g in batch}
         # Heirs: active grants, and grants being carried out. A grant that has not started (a scheduled
         # one) holds nothing and inherits nothing: the membership goes, and is added again at its start.
@@ -238,10 +245,7 @@ class Revoker:
         live = [o for o in (await session.execute(select(Grant).where(
             Grant.user_email.in_(emails), Grant.status.in_(["active", "granting"]))
             .order_by(Grant.expires_at.desc()))).scalars().all() if not not_started(o, now)]
-        reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
-            AccessRequest.id.in_([g.request_id for g in batch])).with_for_update())).scalars()}
-        votes = await _votes_by_request(session, list(reqs))
-        to_call: list[_Call] = []
+        kept: dict[str, str] = {}  # the grants that end here without an IdP call, and why
         for g in batch:
             others = [o for o in live if o.id != g.id and (o.connector, o.target_kind, o.target_id, o.user_email)
                       == (g.connector, g.target_kind, g.target_id, g.user_email)]
@@ -250,13 +254,21 @@ class Revoker:
                 heir.owns_membership = True
                 if heir.status == "granting":
                     heir.pre_member = False
-                elif heirs is not None:
+                else:
                     heirs.append(heir)
                 g.owns_membership = False
             if not g.owns_membership:
-                await self._ended(session, g, kept="another grant still holds it" if others
-                                  else "it was held before the grant", req=reqs[g.request_id],
-                                  votes=votes.get(g.request_id, []))
+                kept[g.id] = "another grant still holds it" if others else "it was held before the grant"
+        await session.flush()  # the heirs' rows are locked here, before the requests' rows
+        reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
+            AccessRequest.id.in_([g.request_id for g in batch])).order_by(AccessRequest.id)
+            .with_for_update())).scalars()}
+        votes = await votes_by_request(session, list(reqs))
+        to_call: list[_Call] = []
+        for g in batch:
+            if g.id in kept:
+                await ended(self.rt, session, g, kept=kept[g.id], req=reqs[g.request_id],
+                            votes=votes.get(g.request_id, []))
             else:
                 elig = rt.eligibility(reqs[g.request_id].eligibility)
                 to_call.append(_Call(g, end_sessions=bool(getattr(elig, "terminate_sessions", False))))
@@ -305,87 +317,18 @@ class Revoker:
         rows = {r.id: r for r in (await session.execute(select(Grant).where(
             Grant.id.in_([c.grant.id for c in calls])).order_by(Grant.id).with_for_update())).scalars()}
         reqs = {r.id: r for r in (await session.execute(select(AccessRequest).where(
-            AccessRequest.id.in_([c.grant.request_id for c in calls])).with_for_update())).scalars()}
-        votes = await _votes_by_request(session, list(reqs))
+            AccessRequest.id.in_([c.grant.request_id for c in calls])).order_by(AccessRequest.id)
+            .with_for_update())).scalars()}
+        votes = await votes_by_request(session, list(reqs))
         for c in calls:
             row = rows.get(c.grant.id)
             if row is None or row.status != "revoking" or c.stale or row.claim_token != c.token:
                 continue  # recorded already (a retried step whose first commit did get through), or fenced
             if c.error is None:
                 row.owns_membership = False
-                await self._ended(session, row, kept=None, req=reqs[row.request_id],
-                                  votes=votes.get(row.request_id, []))
+                await ended(self.rt, session, row, kept=None, req=reqs[row.request_id],
+                            votes=votes.get(row.request_id, []))
                 if c.end_sessions:
-                    await self._sessions_outcome(session, row, reqs[row.request_id], c.session_error)
+                    await sessions_outcome(self.rt, session, row, reqs[row.request_id], c.session_error)
             else:
-                await self._revoke_failed(session, row, c.error)
-
-    async def _sessions_outcome(self, session: AsyncSession, g: Grant, req: AccessRequest, error: str | None) -> None:
-        rt, now = self.rt, self.rt.clock.now()
-        snap = notices.describe(rt, req, await load_votes(session, req.id), g)
-        if error is None:
-            await notices.record(rt, session, at=now, kind="sessions_ended", actor=notices.SYSTEM, req=req, snap=snap,
-                                 detail={"grant": g.id}, text=f"sign-in sessions of {g.user_email} ended")
-            return
-        await notices.record(rt, session, at=now, kind="sessions_not_ended", actor=notices.SYSTEM, req=req, snap=snap,
-                             detail={"grant": g.id, "error": error},
-                             text=f"access removed, but ending sign-in sessions failed: {error}")
-        notices.alert(session, at=now, snap=snap,
-                      text=f"Access of {g.user_email} ({req.id}) was removed, but their sign-in sessions at "
-                           f"{g.connector} could not be ended: {error} — end them by hand.")
-
-    async def _ended(self, session: AsyncSession, g: Grant, *, kept: str | None,
-                     req: AccessRequest, votes: list[ApprovalVote]) -> None:
-        rt, now = self.rt, self.rt.clock.now()
-        rt.directory.forget_person(g.user_email)  # the target may be a group the policy names for people
-        g.status, g.ended_at, g.claimed_until, g.claimed_by, g.next_attempt_at = "ended", now, None, None, None
-        detail: dict[str, object] = {"grant": g.id, "reason": g.end_reason}
-        if kept:
-            detail["membership_kept"] = kept
-        if g.end_reason == "failed":
-            snap = notices.describe(rt, req, votes, g)
-            await notices.record(rt, session, at=now, kind="cleanup_done", actor=notices.SYSTEM, req=req, snap=snap,
-                                 detail=detail, text="cleaned up after a failed grant")
-            return
-        new = Status.EXPIRED if g.end_reason == "expired" else Status.REVOKED
-        from_state = req.status
-        if req.status == Status.ACTIVE.value:
-            check_transition(Status(req.status), new)
-            req.status, req.updated_at, req.version = new.value, now, req.version + 1
-        snap = notices.describe(rt, req, votes, g)
-        late = (now - g.expires_at).total_seconds() if g.expires_at and new is Status.EXPIRED else 0.0
-        detail["late_s"] = round(late, 3)
-        await notices.record(rt, session, at=now, kind=new.value, actor=notices.SYSTEM, req=req, snap=snap,
-                             from_state=from_state, to_state=req.status, detail=detail,
-                             text=f"{new.value}" + (f" (membership kept: {kept})" if kept else ""))
-        notices.tell_requester(session, at=now, snap=snap, event=new.value,
-                               text=f"Your {req.eligibility} access ({req.id}) has "
-                                    f"{'expired' if new is Status.EXPIRED else 'been revoked'}.")
-
-    async def _revoke_failed(self, session: AsyncSession, g: Grant, exc: ConnectorError) -> None:
-        rt, now = self.rt, self.rt.clock.now()
-        g.attempts += 1
-        g.last_error, g.claimed_until, g.claimed_by = str(exc)[:500], None, None
-        g.next_attempt_at = now + backoff(g.attempts, cap=120.0, retry_after=exc.retry_after
-                                          if isinstance(exc, RateLimited) else None)
-        overdue = now - (g.expires_at or now)
-        log.warning("revoke %s attempt %d failed, retrying: %s", g.id, g.attempts, exc)
-        if not g.alerted and (not exc.retryable or overdue >= OVERDUE_ALERT_AFTER):
-            g.alerted = True
-            req = await load_request(session, g.request_id)
-            snap = notices.describe(rt, req, await load_votes(session, req.id), g)
-            await notices.record(rt, session, at=now, kind="revoke_overdue", actor=notices.SYSTEM, req=req,
-                                 snap=snap, detail={"grant": g.id, "error": exc.user_message, "attempts": g.attempts},
-                                 text=f"revocation is failing ({exc.user_message}); still retrying")
-            notices.alert(session, at=now, snap=snap,
-                          text=f"Revocation of {req.eligibility} for {g.user_email} ({req.id}) is failing: "
-                               f"{exc.user_message} — jitbot keeps retrying.")
-
-
-async def _votes_by_request(session: AsyncSession, request_ids: list[str]) -> dict[str, list[ApprovalVote]]:
-    out: dict[str, list[ApprovalVote]] = {}
-    rows = await session.execute(select(ApprovalVote).where(ApprovalVote.request_id.in_(request_ids))
-                                 .order_by(ApprovalVote.id))
-    for v in rows.scalars():
-        out.setdefault(v.request_id, []).append(v)
-    return out
+                await revoke_failed(self.rt, session, row, c.error)

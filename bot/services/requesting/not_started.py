@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, not_, or_, select
+from sqlalchemy import and_, not_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.requests import PolicyViolation, Status, check_transition
@@ -40,12 +40,11 @@ def started_clause(now: datetime) -> Any:
                      or_(_GRANTS.c.claimed_until.is_(None), _GRANTS.c.claimed_until <= now)))
 
 
-async def waiting_grant(session: AsyncSession, req: AccessRequest, *, now: datetime) -> Grant:
-    """The APPROVED request's grant, locked, if it has not started; PolicyViolation (said to the person
-    asking) if it has — it is being carried out, and can be released once it is active."""
-    # No membership lock: a grant that has not started takes no part in the membership's ownership.
-    grant = (await session.execute(select(Grant).where(Grant.request_id == req.id, Grant.status == "granting")
-                                   .with_for_update())).scalar_one_or_none()
+def waiting_grant(req: AccessRequest, grant: Grant | None, *, now: datetime) -> Grant:
+    """``grant`` (the APPROVED request's, locked: ``request_rows.lock_live_grant``) if it has not started;
+    PolicyViolation (said to the person asking) if it has — it is being carried out, and can be released
+    once it is active. No membership lock: a grant that has not started takes no part in the membership's
+    ownership."""
     if grant is None or not not_started(grant, now):
         raise PolicyViolation(f"{req.id} is being granted right now; once it is active, end it with "
                               f"/jit release {req.id}.")

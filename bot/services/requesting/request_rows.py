@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.requests import PolicyViolation
 from storage.records import Unit
-from storage.tables import AccessRequest, ApprovalVote
+from storage.tables import AccessRequest, ApprovalVote, Grant
 
 # Built once: a statement built per call costs its construction and cache key every time.
 _REQUEST = select(AccessRequest).where(AccessRequest.id == bindparam("b_id"))
@@ -24,6 +24,8 @@ _REQUESTS, _VOTE_TABLE = AccessRequest.__table__, ApprovalVote.__table__  # type
 _REQUEST_ROW = select(_REQUESTS).where(_REQUESTS.c.id == bindparam("b_id"))
 _REQUEST_ROW_LOCKED = _REQUEST_ROW.with_for_update()
 _VOTE_ROWS = select(_VOTE_TABLE).where(_VOTE_TABLE.c.request_id == bindparam("b_id")).order_by(_VOTE_TABLE.c.id)
+_LIVE_GRANT_LOCKED = select(Grant).where(Grant.request_id == bindparam("b_id"),
+                                         Grant.status.in_(("granting", "active"))).with_for_update()  # type: ignore[attr-defined]
 
 
 async def load_request(session: AsyncSession, request_id: str, *, lock: bool = False) -> AccessRequest:
@@ -33,6 +35,14 @@ async def load_request(session: AsyncSession, request_id: str, *, lock: bool = F
     if req is None:
         raise PolicyViolation(f"There is no request {request_id}.")
     return req
+
+
+async def lock_live_grant(session: AsyncSession, request_id: str) -> Grant | None:
+    """The request's grant that waits, is being carried out or is active (a request has at most one), its
+    row locked until the transaction ends; None when it has none. A transaction that also locks the
+    request calls this first: a grant's row before its request's (docs/architecture.md, "Row locks and
+    their order")."""
+    return (await session.execute(_LIVE_GRANT_LOCKED, {"b_id": request_id})).scalar_one_or_none()
 
 
 async def read_request(unit: Unit, request_id: str, *, lock: bool = False) -> AccessRequest:

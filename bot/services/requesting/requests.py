@@ -22,7 +22,7 @@ from bot.services.policy_version import require_current, under_current_policy
 from bot.services.requesting.bundles import bundle_context, check_members
 from bot.services.requesting.extension_apply import deadline_of
 from bot.services.requesting.final_approval import GRANT_HANDED, approve_final
-from bot.services.requesting.request_rows import close_schedule, load_request, load_votes
+from bot.services.requesting.request_rows import close_schedule, load_request, load_votes, lock_live_grant
 from bot.services.requesting.submission_checks import check_open_and_rate, check_start, lock_person, stored_first
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
@@ -191,11 +191,12 @@ class RequestService:
 
         rt, now = self.rt, self.rt.clock.now()
         async with rt.db.transaction() as session:
+            live = await lock_live_grant(session, request_id)  # the grant's row before the request's
             req = await load_request(session, request_id, lock=True)
             if by.lower() not in (req.requester, req.submitted_by):
                 raise PolicyViolation("Only the requester can cancel this request.")
             if req.status == Status.APPROVED.value:
-                grant = await waiting_grant(session, req, now=now)
+                grant = waiting_grant(req, live, now=now)
                 await stop_before_start(rt, session, req, grant, actor=by.lower(), by_admin=False, now=now)
                 return req
             if req.status != Status.PENDING.value:
