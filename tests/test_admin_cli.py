@@ -84,7 +84,7 @@ def test_an_admin_revokes_from_the_command_line_and_the_worker_carries_it_out(
     assert status == "revoking" and events[len(before):] == [("revoked_requested", "root@example.com")]
     # again: refused, not recorded twice
     assert main(["access", "revoke", rid, "--as", "root@example.com", *args]) == 1
-    assert "has no active access" in capsys.readouterr().err
+    assert "already ending" in capsys.readouterr().err
     assert len(asyncio.run(_state(db_file, rid))[1]) == len(events)
 
     async def worker_pass() -> None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.domain.requests import PolicyViolation
 from bot.policy_file import parse_policy
@@ -46,6 +46,22 @@ async def test_active_access_is_extended_not_granted_twice(db_factory: DbFactory
     await s.worker.run_until_idle()
     await s.requests.submit(requester="alice@example.com", eligibility="readonly", duration=timedelta(hours=1),
                             justification="once it ended")
+
+
+async def test_releasing_access_that_is_already_ending_says_so_and_changes_nothing(db_factory: DbFactory,
+                                                                                    clock: ManualClock) -> None:
+    s = await make_stack(db_factory(), _policy(), clock)
+    req = await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                  duration=timedelta(hours=1), justification="logs")
+    await s.worker.run_until_idle()
+    async with s.rt.db.transaction() as session:  # the expiry has claimed it, its IdP call not yet made
+        await session.execute(update(Grant).where(Grant.request_id == req.id)  # type: ignore[arg-type]
+                              .values(status="revoking", end_reason="expired"))
+    with pytest.raises(PolicyViolation, match="already ending"):
+        await s.grants.end_early(request_id=req.id, actor="alice@example.com", reason="released")
+    async with s.rt.db.sessions() as session:
+        grant = (await session.execute(select(Grant).where(Grant.request_id == req.id))).scalar_one()  # type: ignore[arg-type]
+    assert (grant.status, grant.end_reason) == ("revoking", "expired")
 
 
 async def test_simultaneous_submissions_of_one_person_make_one_request(db_factory: DbFactory,

@@ -45,6 +45,9 @@ async def end_early(rt: Runtime, *, request_id: str, actor: str, reason: str, as
             await stop_before_start(rt, session, req, waiting, actor=actor, by_admin=as_admin, now=now)
             return waiting
         g = live if live is not None and live.status == "active" else None
+        if g is None and req.status == Status.ACTIVE.value:  # its grant is ``revoking``: not live any more
+            raise PolicyViolation(f"{request_id}'s access is already ending (it expired, or was released or "
+                                  "revoked); nothing more to do.")
         if g is None:
             raise PolicyViolation(f"{request_id} has no active access (it is {req.status}).")
         g.status, g.end_reason, g.next_attempt_at, g.warn_at = "revoking", reason, now, None
