@@ -29,6 +29,14 @@ from tests.services.test_bundles import POLICY, _approved_bundle, _rows, _settle
 ALICE = "alice@example.com"
 
 
+async def pg_stack(db_factory: DbFactory, clock: ManualClock) -> Stack:
+    """The bundles' stack, on PostgreSQL only: SQLite has one writer and no row locks."""
+    s = await _stack(db_factory, clock)
+    if s.rt.db.is_sqlite:
+        pytest.skip("row locks: PostgreSQL")
+    return s
+
+
 async def _replica(db_factory: DbFactory, clock: ManualClock) -> Stack:
     return await make_stack(db_factory(), parse_policy(POLICY, env={}), clock, migrate=False)
 
@@ -53,9 +61,7 @@ async def _grant_and_kinds(s: Stack, grant_id: str, request_id: str) -> tuple[Gr
 
 async def test_the_ticket_watch_and_the_bundle_guard_ending_one_member_at_once_do_not_deadlock(
         db_factory: DbFactory, clock: ManualClock) -> None:
-    s = await _stack(db_factory, clock)
-    if s.rt.db.is_sqlite:
-        pytest.skip("row locks: PostgreSQL")
+    s = await pg_stack(db_factory, clock)
     member, grant = await _member_to_end(s)
     watch = TicketWatch((await _replica(db_factory, clock)).rt)
     ended, guarded = await race(s.rt.db, Pause(watch.rt.db),
@@ -69,9 +75,7 @@ async def test_the_ticket_watch_and_the_bundle_guard_ending_one_member_at_once_d
 
 async def test_the_requester_releasing_a_member_while_the_bundle_guard_ends_it_gets_their_release(
         db_factory: DbFactory, clock: ManualClock) -> None:
-    s = await _stack(db_factory, clock)
-    if s.rt.db.is_sqlite:
-        pytest.skip("row locks: PostgreSQL")
+    s = await pg_stack(db_factory, clock)
     member, grant = await _member_to_end(s)
     person = await _replica(db_factory, clock)
     released, guarded = await race(s.rt.db, Pause(person.rt.db),
@@ -85,9 +89,7 @@ async def test_the_requester_releasing_a_member_while_the_bundle_guard_ends_it_g
 
 async def test_the_requester_extending_a_member_while_the_bundle_guard_ends_it_is_extended_then_ended(
         db_factory: DbFactory, clock: ManualClock) -> None:
-    s = await _stack(db_factory, clock)
-    if s.rt.db.is_sqlite:
-        pytest.skip("row locks: PostgreSQL")
+    s = await pg_stack(db_factory, clock)
     member, grant = await _member_to_end(s)
     person = await _replica(db_factory, clock)
     extended, guarded = await race(s.rt.db, Pause(person.rt.db),
@@ -101,9 +103,7 @@ async def test_the_requester_extending_a_member_while_the_bundle_guard_ends_it_i
 
 async def test_the_requester_cancelling_a_scheduled_member_while_the_bundle_guard_stops_it_gets_their_cancel(
         db_factory: DbFactory, clock: ManualClock) -> None:
-    s = await _stack(db_factory, clock)
-    if s.rt.db.is_sqlite:
-        pytest.skip("row locks: PostgreSQL")
+    s = await pg_stack(db_factory, clock)
     req = await s.requests.submit(requester=ALICE, eligibility="debug", duration=timedelta(hours=1),
                                   justification="incident 42", starts_at=clock.now() + timedelta(hours=1))
     await s.approvals.decide(request_id=req.id, layer=1, approver="carol@example.com", decision=Decision.APPROVE)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from bot.domain.requests import Decision, PolicyViolation
@@ -23,15 +22,13 @@ from bot.services.requesting.bundles import BundleGuard
 from storage.tables import AccessRequest, Event, Grant
 from tests.conftest import DbFactory
 from tests.services.row_locks import Pause, race
-from tests.services.test_bundle_lock_order import ALICE, _member_to_end, _replica
-from tests.services.test_bundles import _settle, _stack
+from tests.services.test_bundle_lock_order import ALICE, _member_to_end, _replica, pg_stack
+from tests.services.test_bundles import _settle
 
 
 async def test_the_bundle_guard_ending_a_member_as_it_expires_and_the_revocation_pipeline_do_not_deadlock(
         db_factory: DbFactory, clock: ManualClock) -> None:
-    s = await _stack(db_factory, clock)
-    if s.rt.db.is_sqlite:
-        pytest.skip("row locks: PostgreSQL")
+    s = await pg_stack(db_factory, clock)
     member, grant = await _member_to_end(s)
     clock.advance(timedelta(hours=1, minutes=1))  # the member expires: the pipeline's claim makes it revoking
     pipeline = await _replica(db_factory, clock)
@@ -55,9 +52,7 @@ async def test_the_bundle_guard_ending_a_member_as_it_expires_and_the_revocation
 
 async def test_the_requester_releasing_access_as_the_revocation_pipeline_expires_it_is_told_it_has_ended(
         db_factory: DbFactory, clock: ManualClock) -> None:
-    s = await _stack(db_factory, clock)
-    if s.rt.db.is_sqlite:
-        pytest.skip("row locks: PostgreSQL")
+    s = await pg_stack(db_factory, clock)
     req = await s.requests.submit(requester=ALICE, eligibility="db", duration=timedelta(hours=1),
                                   justification="incident 42")
     await s.approvals.decide(request_id=req.id, layer=1, approver="bob@example.com", decision=Decision.APPROVE)
