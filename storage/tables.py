@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, text
+from sqlalchemy import JSON, Column, Index, String, Text, text
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, SQLModel
 
@@ -170,7 +170,10 @@ class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    order_key: str = Field(max_length=64)  # delivery is in order per key (the request id, or a lane)
+    # delivery is in order per key (the request id, or a lane); keys sort byte by byte, whatever the
+    # database's locale (a layer's asks are a range of keys: bot/services/outbox/sql.py)
+    order_key: str = Field(sa_column=Column(String(64).with_variant(String(64, collation="C"), "postgresql"),
+                                            nullable=False))
     kind: str = Field(max_length=32)
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     status: str = Field(default="pending", max_length=8)  # pending | sent | dead

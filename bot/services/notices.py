@@ -133,9 +133,12 @@ def ask_key(request_id: str, layer: int, approver: str) -> str:
     return f"{layer_key(request_id, layer)}:a{zlib.crc32(approver.lower().encode()):08x}"
 
 
-def asks_prefix(request_id: str, layer: int) -> str:
-    """A LIKE pattern for every ``ask_key`` of the layer."""
-    return f"{layer_key(request_id, layer)}:a%"
+def asks_params(request_id: str, layer: int) -> dict[str, str]:
+    """What finds every ``ask_key`` of the layer (``ASKS_LEFT``, ``WITHDRAW_ASKS``): the keys from
+    ``<layer key>:a`` up to ``<layer key>:b``, a seek on the (order_key, status, id) index (order keys
+    sort byte by byte: storage/tables.py), and the LIKE pattern they all match."""
+    prefix = f"{layer_key(request_id, layer)}:a"
+    return {"b_lo": prefix, "b_hi": f"{layer_key(request_id, layer)}:b", "b_prefix": prefix + "%"}
 
 
 def ask_approvers(session: Writer, *, at: datetime, snap: dict[str, Any], layer: int,
@@ -189,7 +192,7 @@ async def update_approvals(session: Writer, *, at: datetime, snap: dict[str, Any
                            outcome: str) -> None:
     """The layer is decided: its asks not yet delivered are withdrawn (in this transaction), and every
     copy delivered is updated (after the asks still in flight: bot/slack/notifier.py)."""
-    params = {"b_prefix": asks_prefix(snap["id"], layer), "b_now": at}
+    params = {**asks_params(snap["id"], layer), "b_now": at}
     if isinstance(session, CoreTx):
         await session.many(outbox_sql.WITHDRAW_ASKS, [params])
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, select
 
-from bot.services.notices import asks_prefix
+from bot.services.notices import asks_params
 from bot.services.outbox import sql as outbox_sql
 from storage.db import Database
 from storage.tables import AccessRequest
@@ -24,4 +24,4 @@ async def layer_open(db: Database, request_id: str, layer: int) -> bool:
 async def asks_left(db: Database, request_id: str, layer: int) -> int:
     """The layer's asks not yet delivered (each on its own order key)."""
     async with db.core_reads() as reads:
-        return int((await reads.scalars(outbox_sql.ASKS_LEFT, {"b_prefix": asks_prefix(request_id, layer)}))[0])
+        return int((await reads.scalars(outbox_sql.ASKS_LEFT, asks_params(request_id, layer)))[0])
