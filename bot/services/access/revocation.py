@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.access import backstop
@@ -48,6 +48,10 @@ from connectors.base import (
 from storage.tables import AccessRequest, Grant
 
 log = logging.getLogger(__name__)
+# A claim given back (``_give_back``): only the claim that took it, only while it is still to be revoked.
+_GIVE_BACK = (update(Grant).where(Grant.id == bindparam("b_id"), Grant.claim_token == bindparam("b_token"),  # type: ignore[arg-type]
+                                  Grant.status == "revoking")  # type: ignore[arg-type]
+              .values(claimed_until=None, claimed_by=None))
 
 CHUNK = 50  # grants claimed and decided in one transaction
 MAX_OUTSTANDING = 4 * CHUNK  # decided and not yet recorded: calls waiting at the connector, or finished
@@ -214,15 +218,31 @@ class Revoker:
         """The claimed grants decided (None: not yet, on PostgreSQL) in a transaction of their own, which takes
         the memberships' locks before any row (docs/architecture.md, "Row locks and their order"): the claim
         held the grants' rows, and a transaction holding a membership's lock may be waiting for one. If it
-        fails, the grants stay claimed until their lease runs out, as after a crash."""
+        fails (a deadlock's victim, the connection lost, a stop), the claim is given back, so the next pass
+        takes the grants again at once instead of after the lease: their access must not outlive it."""
         if decided is None:
             heirs: list[Grant] = []
-            async with self.rt.db.transaction() as session:
-                decided = await self._decide(session, grant_ids, heirs)
-            await backstop.move_for_heirs(self.rt, heirs)
+            try:
+                async with self.rt.db.transaction() as session:
+                    decided = await self._decide(session, grant_ids, heirs)
+                await backstop.move_for_heirs(self.rt, heirs)
+            except BaseException:
+                await asyncio.shield(self._give_back(grant_ids))
+                raise
         for c in decided:
             c.token = grant_ids.tokens[c.grant.id]
         return decided
+
+    async def _give_back(self, grant_ids: ClaimedIds) -> None:
+        """Free the claim on those of ``grant_ids`` still revoking under it (its token: a claim another
+        worker has taken since is left alone). Best effort: what fails here waits for the lease."""
+        try:
+            async with self.rt.db.transaction() as session:
+                for grant_id in grant_ids:
+                    await session.execute(_GIVE_BACK, {"b_id": grant_id, "b_token": grant_ids.tokens[grant_id]})
+        except Exception:
+            log.exception("giving back the claim on %d revocation(s) failed; they wait for their lease",
+                          len(grant_ids))
 
     # ---- decide --------------------------------------------------------------------------------
     async def _decide(self, session: AsyncSession, grant_ids: ClaimedIds, heirs: list[Grant]) -> list[_Call]:
