@@ -137,11 +137,12 @@ class SlackNotifier:
             resp = await self.client.users_lookupByEmail(email=email)
         except SlackApiError as exc:
             if exc.response.status_code == 429:
-                after = float(exc.response.headers.get("Retry-After", 5))
-                self._lookups_paused_until = now + after
-                self._lookups_paced_until = now + after + 60.0
+                # Retry-After counts from Slack's answer (not from the call); of several 429s the latest ends last
+                after, now = float(exc.response.headers.get("Retry-After", 5)), self.clock.now().timestamp()
+                self._lookups_paused_until = max(self._lookups_paused_until, now + after)
+                self._lookups_paced_until = self._lookups_paused_until + 60.0
                 # the bucket is empty: one call when the pause ends, then one a ``spacing``
-                self._lookup_tat = now + after + LOOKUP_BURST * spacing
+                self._lookup_tat = self._lookups_paused_until + LOOKUP_BURST * spacing
             raise
         return str(resp["user"]["id"])
 
