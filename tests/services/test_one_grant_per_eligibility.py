@@ -64,6 +64,39 @@ async def test_releasing_access_that_is_already_ending_says_so_and_changes_nothi
     assert (grant.status, grant.end_reason) == ("revoking", "expired")
 
 
+async def _fail(s: object, request_id: str) -> None:
+    """As if the grant had failed at the IdP for good: the request FAILED, its grant failed."""
+    async with s.rt.db.transaction() as session:  # type: ignore[attr-defined]
+        await session.execute(update(AccessRequest).where(AccessRequest.id == request_id)  # type: ignore[arg-type]
+                              .values(status="failed"))
+        await session.execute(update(Grant).where(Grant.request_id == request_id)  # type: ignore[arg-type]
+                              .values(status="failed"))
+
+
+async def test_a_retried_failed_grant_is_one_grant_of_its_eligibility(db_factory: DbFactory,
+                                                                      clock: ManualClock) -> None:
+    s = await make_stack(db_factory(), _policy(), clock)
+    first = await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                    duration=timedelta(hours=1), justification="logs")
+    await s.worker.run_until_idle()
+    await _fail(s, first.id)
+    await s.grants.retry_failed(request_id=first.id, actor="admin@example.com")
+    await s.worker.run_until_idle()  # active again, beside its old failed grant
+    with pytest.raises(PolicyViolation, match=f"already have readonly \\({first.id}\\)"):
+        await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                duration=timedelta(hours=1), justification="again")
+
+    await _fail(s, first.id)  # it failed again; she asks anew, and then an admin retries the old one
+    second = await s.requests.submit(requester="alice@example.com", eligibility="readonly",
+                                     duration=timedelta(hours=1), justification="once more")
+    with pytest.raises(PolicyViolation, match=f"again since it failed \\({second.id}\\)"):
+        await s.grants.retry_failed(request_id=first.id, actor="admin@example.com")
+    async with s.rt.db.sessions() as session:
+        status = (await session.execute(select(AccessRequest.status)  # type: ignore[call-overload]
+                                        .where(AccessRequest.id == first.id))).scalar_one()
+    assert status == "failed"
+
+
 async def test_simultaneous_submissions_of_one_person_make_one_request(db_factory: DbFactory,
                                                                       clock: ManualClock) -> None:
     stacks = [await make_stack(db_factory(), _policy(), clock, migrate=i == 0) for i in range(2)]  # two replicas

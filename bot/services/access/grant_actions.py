@@ -20,6 +20,7 @@ from bot.services.access.grant_outcomes import snapshot
 from bot.services.context.grant_context import capped_expiry
 from bot.services.requesting.not_started import stop_before_start, waiting_grant
 from bot.services.requesting.request_rows import load_request, lock_live_grant
+from bot.services.requesting.submission_checks import lock_person, other_open
 from bot.services.runtime import Runtime
 from storage.tables import Event, Grant
 
@@ -112,10 +113,16 @@ async def retry_failed(rt: Runtime, *, request_id: str, actor: str, origin: dict
 
     now = rt.clock.now()
     async with rt.db.transaction() as session:
+        # the person's lock before any row (as a submission takes it), then the request's row
+        await lock_person(rt, session, (await load_request(session, request_id)).requester)
         req = await load_request(session, request_id, lock=True)
         elig = rt.eligibility(req.eligibility)
         if elig is None:
             raise PolicyViolation(f"{req.eligibility} is no longer in the policy.")
+        other = await other_open(session, req.requester, req.eligibility, besides=req.id)
+        if other is not None:  # asked again since it failed: a retry would be a second grant of it
+            raise PolicyViolation(f"{req.requester} has asked for {req.eligibility} again since it failed "
+                                  f"({other}); that request stands, {request_id} is not retried.")
         if req.bundle_id is not None:  # all or nothing: its other members have ended (docs/policy.md)
             raise PolicyViolation(f"{request_id} is part of the bundle {req.bundle_id}, which is granted all or "
                                   "nothing and is not retried: its other members have ended. The requester "

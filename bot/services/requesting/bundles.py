@@ -75,8 +75,9 @@ _OPEN_HOLDERS = select(_R.c.id, _R.c.kind, _R.c.eligibility, _R.c.bundle_id, _R.
     _R.c.status.in_((Status.PENDING.value, *_LIVE)),
     or_(_R.c.eligibility.in_(bindparam("b_items", expanding=True)), _R.c.eligibility.like("%+%"),
         _R.c.eligibility.in_(bindparam("b_bundles", expanding=True)), _R.c.bundle_id == _R.c.id),
-    ~exists(select(_G.c.id).where(_G.c.request_id == _R.c.id, _G.c.status.in_(("revoking", "ended", "failed"))))
-).order_by(_R.c.id).limit(200)
+    or_(~exists(select(_G.c.id).where(_G.c.request_id == _R.c.id, _G.c.status.in_(("revoking", "ended", "failed")))),
+        exists(select(_G.c.id).where(_G.c.request_id == _R.c.id, _G.c.status.in_(("granting", "active")))))
+).order_by(_R.c.id)
 
 
 def _members(rt: Runtime, name: str) -> list[str]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import zlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.durations import format_duration
 from bot.domain.policy import Eligibility
@@ -24,13 +25,16 @@ from storage.tables import AccessRequest, Grant
 # every access request ever made — SQLite without statistics did; PostgreSQL's index statistics in
 # bench.throughput showed ~280 entries of it read per flow. ix_request_open (migration 0008) serves it.
 # Pending, approved or active: one of each (person, eligibility) at a time — more time is an extension.
-# Access being released or revoked (its grant ``revoking``) no longer counts: it may be asked for again.
+# Access being released or revoked (its grant ``revoking``) no longer counts: it may be asked for again —
+# unless the request has a live grant as well (a failed grant an admin retried keeps its old row).
 _ENDING = select(Grant.id).where(Grant.request_id == AccessRequest.id,  # type: ignore[arg-type]
                                  Grant.status.in_(["revoking", "ended", "failed"]))  # type: ignore[attr-defined]
+_LIVE = select(Grant.id).where(Grant.request_id == AccessRequest.id,  # type: ignore[arg-type]
+                               Grant.status.in_(["granting", "active"]))  # type: ignore[attr-defined]
 _OPEN_DUPLICATE = select(AccessRequest.id, AccessRequest.kind, AccessRequest.status, AccessRequest.bundle_id).where(
     AccessRequest.requester == bindparam("b_requester"), AccessRequest.eligibility == bindparam("b_elig"),
     AccessRequest.status.in_([Status.PENDING.value, Status.APPROVED.value, Status.ACTIVE.value]),  # type: ignore[attr-defined]
-    ~_ENDING.exists())
+    or_(~_ENDING.exists(), _LIVE.exists()))
 # The requester's requests of the last hour (the per-person rate limit); the requester index serves it.
 _RECENT = select(func.count()).select_from(AccessRequest).where(
     AccessRequest.requester == bindparam("b_requester"), AccessRequest.created_at > bindparam("b_since"))  # type: ignore[operator]
@@ -63,11 +67,27 @@ def precheck_submission(rt: Runtime, *, eligibility: str, duration: timedelta, j
     check_start(rt, starts_at)
 
 
-async def lock_person(rt: Runtime, tx: CoreTx, email: str) -> None:
-    """Serialise one person's submissions across replicas (PostgreSQL advisory lock until the
-    transaction ends; SQLite has one writer): two at once cannot both pass ``check_open_and_rate``."""
-    if not rt.db.is_sqlite:
-        await tx.rows(ADVISORY_XACT_LOCK, {"k": -1 - zlib.crc32(f"submit|{email}".encode())})  # < 0: own keys
+def _person_key(email: str) -> int:
+    return -1 - zlib.crc32(f"submit|{email}".encode())  # < 0: keys of their own
+
+
+async def lock_person(rt: Runtime, tx: CoreTx | AsyncSession, email: str) -> None:
+    """Serialise one person's submissions (and an admin's retry of their failed grant) across replicas
+    (PostgreSQL advisory lock until the transaction ends; SQLite has one writer): two at once cannot
+    both pass ``check_open_and_rate``."""
+    if rt.db.is_sqlite:
+        return
+    if isinstance(tx, AsyncSession):
+        await tx.execute(ADVISORY_XACT_LOCK, {"k": _person_key(email)})
+    else:
+        await tx.rows(ADVISORY_XACT_LOCK, {"k": _person_key(email)})
+
+
+async def other_open(session: AsyncSession, requester: str, eligibility: str, *, besides: str) -> str | None:
+    """The id of another open access request of ``requester`` for ``eligibility`` than ``besides``, if any
+    (an admin's retry of a failed grant must not make it a second one)."""
+    rows = (await session.execute(_OPEN_DUPLICATE, {"b_requester": requester, "b_elig": eligibility})).all()
+    return next((r.id for r in rows if r.kind == "access" and r.id != besides), None)
 
 
 async def check_open_and_rate(rt: Runtime, tx: CoreTx, requester: str, elig: Eligibility, now: datetime) -> None:
