@@ -167,10 +167,10 @@ def _indented(yaml_block: str) -> str:
 SERVE_POLICY = serve_policy()
 
 
-def serve_slack(token: str) -> FakeSlack:
+def serve_slack(token: str, *, app_token: str | None = None) -> FakeSlack:
     """A fake Slack (not started) with the ``SERVE_USERS``, each with the email the policy knows, and the
-    ``AUDIT`` channel."""
-    slack = FakeSlack(token=token)
+    ``AUDIT`` channel; with Socket Mode if an ``app_token`` is given."""
+    slack = FakeSlack(token=token, app_token=app_token)
     for uid, name in SERVE_USERS.items():
         slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
     slack.add_channel(AUDIT, "jit-audit")
@@ -179,10 +179,12 @@ def serve_slack(token: str) -> FakeSlack:
 
 @dataclass(frozen=True)
 class Serve:
-    """A running ``jitbot serve``: its process, its port, and a sender that signs requests to it as Slack does."""
+    """A running ``jitbot serve``: its process, its port, its environment (for a ``jitbot`` command run beside
+    it) and a sender that signs requests to it as Slack does."""
 
     proc: Proc
     port: int
+    env: dict[str, str]
     sender: SlackSender
 
     async def until(self, check: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> None:
@@ -192,22 +194,23 @@ class Serve:
 
 @asynccontextmanager
 async def start_serve(slack: FakeSlack, tmp_path: Path, *, policy: str, secret: str, database_url: str,
-                      env: Mapping[str, str] | None = None) -> AsyncIterator[Serve]:
+                      env: Mapping[str, str] | None = None, args: Sequence[str] = (),
+                      what: str = "serve") -> AsyncIterator[Serve]:
     """Start ``slack``, then ``jitbot serve`` on a free port against it (``policy`` written to
-    ``tmp_path/policy.yml``, signing ``secret``, ``env`` added); yield once ``/healthz`` answers. The process's
-    output is in ``tmp_path/serve.log``. On the way out: the sender closed, the process stopped, Slack stopped."""
+    ``tmp_path/policy.yml``, signing ``secret``, ``env`` added, ``args`` after the port); yield once
+    ``/healthz`` answers (a timeout names ``what``). The process's output is in ``tmp_path/serve.log``.
+    On the way out: the sender closed, the process stopped, Slack stopped."""
     policy_file = tmp_path / "policy.yml"
     policy_file.write_text(policy)
     port = free_port()
     async with slack:
-        proc = Proc(["serve", "--port", str(port)],
-                    {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": secret, "SLACK_API_URL": slack.url,
-                     "DATABASE_URL": database_url, "JITBOT_POLICY": str(policy_file), **(env or {})},
-                    tmp_path / "serve.log", tmp_path)
+        proc_env = {"SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": secret, "SLACK_API_URL": slack.url,
+                    "DATABASE_URL": database_url, "JITBOT_POLICY": str(policy_file), **(env or {})}
+        proc = Proc(["serve", "--port", str(port), *args], proc_env, tmp_path / "serve.log", tmp_path)
         sender = SlackSender(slack, f"http://127.0.0.1:{port}/slack/events", secret)
         try:
-            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
-            yield Serve(proc, port, sender)
+            await until(lambda: healthy(port), timeout=30, what=what, procs=[proc])
+            yield Serve(proc, port, proc_env, sender)
         finally:
             await sender.aclose()
             proc.stop()

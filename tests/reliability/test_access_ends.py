@@ -30,12 +30,13 @@ from tests.fakes.idp.okta import FakeOkta
 from tests.fakes.idp.tls import localhost_tls
 from tests.reliability.procs import (
     AUDIT,
+    SERVE_USERS,
     Proc,
     approve_message,
     create_database,
     drop_database,
-    free_port,
-    healthy,
+    serve_slack,
+    start_serve,
     until,
 )
 
@@ -44,7 +45,6 @@ pytestmark = pytest.mark.postgres
 TOKEN = "xoxb-access-ends-token"
 SECRET = "access-ends-signing-secret"
 OKTA_TOKEN = "00access-ends-okta-token"
-USERS = {"U1ALICE": "alice", "U2BOB": "bob", "U3CAROL": "carol"}
 
 
 class HeldOkta(FakeOkta):
@@ -204,30 +204,20 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     context, ca_file = localhost_tls()
     okta = HeldOkta(api_token=OKTA_TOKEN, page_size=200)
     await okta.start(context)
-    uids = {name: okta.add_user(f"{name}@example.com") for name in USERS.values()}
-    gid, gid2 = okta.add_group("app-admins"), okta.add_group("db-admins")
-    policy = tmp_path / "policy.yml"
-    policy.write_text(policy_text(okta, ca_file, gid=gid, gid2=gid2))
-    slack = FakeSlack(token=TOKEN)
-    for uid, name in USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
-    slack.add_channel(AUDIT, "jit-audit")
-    port = free_port()
-    env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "DATABASE_URL": url,
-           "JITBOT_POLICY": str(policy)}
-    async with slack:
-        env["SLACK_API_URL"] = slack.url
-        proc = Proc(["serve", "--port", str(port)], env, tmp_path / "serve.log", tmp_path)
-        sender = SlackSender(slack, f"http://127.0.0.1:{port}/slack/events", SECRET)
-        try:
-            await until(lambda: healthy(port), timeout=30, what="jitbot serve", procs=[proc])
-            yield World(slack, okta, sender, proc, db_name, policy, env, gid, gid2, uids["alice"], ca_file)
-        finally:
-            okta.go.set()
-            await sender.aclose()
-            proc.stop()
-            await okta.stop()
-            await drop_database(db_name)
+    try:
+        uids = {name: okta.add_user(f"{name}@example.com") for name in SERVE_USERS.values()}
+        gid, gid2 = okta.add_group("app-admins"), okta.add_group("db-admins")
+        slack = serve_slack(TOKEN)
+        async with start_serve(slack, tmp_path, policy=policy_text(okta, ca_file, gid=gid, gid2=gid2),
+                               secret=SECRET, database_url=url, what="jitbot serve") as serve:
+            try:
+                yield World(slack, okta, serve.sender, serve.proc, db_name, tmp_path / "policy.yml",
+                            serve.env, gid, gid2, uids["alice"], ca_file)
+            finally:
+                okta.go.set()
+    finally:
+        await okta.stop()
+        await drop_database(db_name)
 
 
 async def _active(w: World) -> str:

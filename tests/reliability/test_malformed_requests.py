@@ -13,8 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.fakes import FakeSlack
-from tests.reliability.procs import AUDIT, SERVE_POLICY, SERVE_USERS, Proc, free_port, healthy, until
+from tests.reliability.procs import SERVE_POLICY, healthy, serve_slack, start_serve
 
 TOKEN, SECRET = "xoxb-malformed-test", "malformed-test-secret"
 FORM = "application/x-www-form-urlencoded"
@@ -45,46 +44,32 @@ def _rows(tmp_path: Path) -> list[int]:
 
 
 async def test_malformed_requests_are_refused_before_parsing_with_one_warning_each(tmp_path: Path) -> None:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(SERVE_POLICY)
-    slack = FakeSlack(token=TOKEN)
-    for uid, name in SERVE_USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
-    slack.add_channel(AUDIT, "jit-audit")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/slack/events"
-    env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "DATABASE_URL":
-           f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}", "JITBOT_POLICY": str(policy)}
     statuses: dict[str, int] = {}
-    async with slack:
-        env["SLACK_API_URL"] = slack.url
-        proc = Proc(["serve", "--port", str(port), "--no-worker"], env, tmp_path / "serve.log", tmp_path)
-        try:
-            await until(lambda: healthy(port), timeout=30, what="serve", procs=[proc])
-            before, rows_before = proc.output(), _rows(tmp_path)
-            async with aiohttp.ClientSession() as http:
-                async def post(name: str, body: bytes, content_type: str, headers: dict[str, str]) -> None:
-                    async with http.post(url, data=body, headers={"Content-Type": content_type, **headers}) as res:
-                        statuses[name] = res.status
+    async with start_serve(serve_slack(TOKEN), tmp_path, policy=SERVE_POLICY, secret=SECRET,
+                           database_url=f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}", args=("--no-worker",)) as serve:
+        url = f"http://127.0.0.1:{serve.port}/slack/events"
+        before, rows_before = serve.proc.output(), _rows(tmp_path)
+        async with aiohttp.ClientSession() as http:
+            async def post(name: str, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+                async with http.post(url, data=body, headers={"Content-Type": content_type, **headers}) as res:
+                    statuses[name] = res.status
 
-                now = str(int(time.time()))
-                for name, body, ctype in BODIES:
-                    await post("unsigned " + name, body, ctype, {})
-                    await post("wrongly signed " + name, body, ctype, _signed(body, now, "not-the-secret"))
-                    await post("signed " + name, body, ctype, _signed(body, now))
-                for ts in TIMESTAMPS:
-                    body = b"command=%2Fjit&text=help&user_id=U1ALICE"
-                    await post(f"timestamp {ts!r}", body, FORM, _signed(body, ts))
-                await post("signature not hex", b"[1]", "application/json",
-                           {"X-Slack-Request-Timestamp": now, "X-Slack-Signature": "v0=" + "z" * 64})
-            await until(lambda: healthy(port), timeout=5, what="serve still up", procs=[proc])
-        finally:
-            proc.stop()
+            now = str(int(time.time()))
+            for name, body, ctype in BODIES:
+                await post("unsigned " + name, body, ctype, {})
+                await post("wrongly signed " + name, body, ctype, _signed(body, now, "not-the-secret"))
+                await post("signed " + name, body, ctype, _signed(body, now))
+            for ts in TIMESTAMPS:
+                body = b"command=%2Fjit&text=help&user_id=U1ALICE"
+                await post(f"timestamp {ts!r}", body, FORM, _signed(body, ts))
+            await post("signature not hex", b"[1]", "application/json",
+                       {"X-Slack-Request-Timestamp": now, "X-Slack-Signature": "v0=" + "z" * 64})
+        await serve.until(lambda: healthy(serve.port), timeout=5, what="serve still up")
     expected = {**{f"unsigned {n}": 401 for n, *_ in BODIES}, **{f"wrongly signed {n}": 401 for n, *_ in BODIES},
                 **{f"signed {n}": 400 for n, *_ in BODIES}, **{f"timestamp {t!r}": 401 for t in TIMESTAMPS},
                 "signature not hex": 401}
     assert statuses == expected
-    log = proc.output()[len(before):]
+    log = serve.proc.output()[len(before):]
     assert "Traceback" not in log and " ERROR " not in log, log
     warnings = [line for line in log.splitlines() if " WARNING " in line]
     # one warning per refusal, repeats rate-limited (bot/observability/logs.py: a flood of forged requests

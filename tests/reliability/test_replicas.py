@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.fakes import FakeSlack, SlackSender
+from bot.fakes import SlackSender
 from bot.services.auditing.audit import verify_chain
 from bot.slack import ids
 from storage.db import Database
@@ -27,12 +27,12 @@ from tests.fakes.idp.tls import localhost_tls
 from tests.reliability.procs import (
     AUDIT,
     SERVE_POLICY,
-    SERVE_USERS,
     Proc,
     approve_message,
     free_port,
     healthy,
     scalar,
+    serve_slack,
     until,
 )
 
@@ -48,10 +48,7 @@ async def test_two_serve_replicas_two_simultaneous_approvals_one_decision_one_gr
     db_name, url = database
     policy = tmp_path / "policy.yml"
     policy.write_text(SERVE_POLICY)
-    slack = FakeSlack(token=TOKEN)
-    for uid, name in SERVE_USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
-    slack.add_channel(AUDIT, "jit-audit")
+    slack = serve_slack(TOKEN)
     async with slack:
         ports = [free_port(), free_port()]
         env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.url,

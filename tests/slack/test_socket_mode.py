@@ -19,7 +19,7 @@ import aiohttp
 from bot.fakes import FakeSlack
 from bot.fakes.socket_sender import SocketModeSender
 from bot.slack import ids
-from tests.reliability.procs import AUDIT, SERVE_POLICY, SERVE_USERS, Proc, approve_message, free_port, healthy, until
+from tests.reliability.procs import SERVE_POLICY, Proc, approve_message, free_port, healthy, serve_slack, until
 
 TOKEN, APP_TOKEN = "xoxb-socket-test-token", "xapp-1-A0JITBOT01-1-socket-test"
 
@@ -38,10 +38,7 @@ def _world(tmp_path: Path, *, app_token: str = APP_TOKEN,
            bot_token: str = TOKEN) -> tuple[FakeSlack, dict[str, str]]:
     policy = tmp_path / "policy.yml"
     policy.write_text(SERVE_POLICY)
-    slack = FakeSlack(token=TOKEN, app_token=APP_TOKEN)
-    for uid, name in SERVE_USERS.items():
-        slack.add_user(uid, name, real_name=name.title(), email=f"{name}@example.com")
-    slack.add_channel(AUDIT, "jit-audit")
+    slack = serve_slack(TOKEN, app_token=APP_TOKEN)
     env = {"SLACK_BOT_TOKEN": bot_token, "SLACK_APP_TOKEN": app_token, "DATABASE_URL":
            f"sqlite+aiosqlite:///{tmp_path / 'jit.db'}", "JITBOT_POLICY": str(policy)}
     return slack, env
