@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.services.notices import ask_key, asks_params, layer_key
 from bot.services.outbox import sql as outbox_sql
-from bot.services.outbox.write import AUDIT_LANE
+from bot.services.outbox.lanes import AUDIT_LANE
 from tests.conftest import DbFactory
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

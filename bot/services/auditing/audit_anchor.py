@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import kvstate
 from bot.services.outbox.dispatcher import enqueue
-from bot.services.outbox.write import AUDIT_LANE
+from bot.services.outbox.lanes import AUDIT_LANE
 from bot.services.runtime import Runtime
 from storage.db import Database
 

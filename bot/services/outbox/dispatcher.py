@@ -9,7 +9,8 @@ A *lane* (an order key starting with ``lane:``, e.g. ``AUDIT_LANE``) is one chan
 ``lane_interval`` its chain posts at most once per interval (Slack takes about one message per second
 per channel); the messages that pile up meanwhile, up to ``lane_batch`` and as many as fit in one post,
 go to the notifier's ``deliver_batch`` as one post (a digest). Quiet, a lane delivers one message at a
-time. A lane has one chain at a time, across replicas (bot/services/outbox/sql.py).
+time. A lane has one chain at a time, across replicas (bot/services/outbox/sql.py). Lanes are declared
+in ``LANES`` (bot/services/outbox/lanes.py); ``enqueue`` refuses any other ``lane:`` key.
 
 Writing, and claiming at commit: bot/services/outbox/write.py; claims by key of what commits left
 unclaimed: bot/services/outbox/keys.py; notifiers and what they answer: bot/services/outbox/delivery.py
@@ -43,7 +44,8 @@ from bot.services.outbox.delivery import (
 )
 from bot.services.outbox.fence import still_ours
 from bot.services.outbox.keys import CallLater, Cancellable, KeyClaims
-from bot.services.outbox.write import AUDIT_LANE, Claimed, enqueue, is_lane, message_refs
+from bot.services.outbox.lanes import AUDIT_LANE, is_lane
+from bot.services.outbox.write import Claimed, enqueue, message_refs
 from storage.db import Database
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from bot.services.clock import Clock
 from bot.services.outbox import sql
-from bot.services.outbox.write import Claimed, is_lane
+from bot.services.outbox.lanes import is_lane
+from bot.services.outbox.write import Claimed
 from storage.core_tx import CoreTx
 from storage.db import Database
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, exists, func, insert, or_, select, text, update
+from sqlalchemy import String, and_, bindparam, exists, func, insert, or_, select, text, union_all, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from bot.services.claims import locked_ids
+from bot.services.outbox.lanes import LANES
 from storage.tables import MessageRef, OutboxMessage
 
 
@@ -88,11 +89,28 @@ HELD_BY = text(
     "CROSS JOIN LATERAL (SELECT o.claimed_by, o.claimed_until FROM outbox AS o WHERE o.order_key = k.key "
     "AND o.status = 'pending' ORDER BY o.id LIMIT 1) AS h WHERE h.claimed_until >= :b_now")
 LANE_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:k))")
-# Lanes with messages waiting for a claim (the claim pass claims their heads with CLAIM_LANE_HEAD).
-WAITING_LANES = (select(OUTBOX.c.order_key).distinct()
-                 .where(OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"),
-                        or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now")),
-                        OUTBOX.c.order_key.like("lane:%")))
+
+
+def waiting_lanes(lanes: tuple[str, ...]) -> Any:
+    """Which of ``lanes`` wait for a claim: their head (oldest pending message) due and unclaimed, or its
+    lease run out. The claim pass claims them with CLAIM_LANE_HEAD, which claims nothing else: a lane
+    whose head is backed off or held waits for it. Per lane, one seek on (order_key, status, id) and one
+    primary-key lookup: neither the lane's backlog nor the rest of the outbox is read."""
+
+    def waiting(lane: str) -> Any:
+        # ORDER BY id LIMIT 1, not min(id): PostgreSQL's generic plan aggregated every pending entry of the lane
+        head = (select(OUTBOX.c.id).where(OUTBOX.c.order_key == lane, OUTBOX.c.status == "pending")
+                .order_by(OUTBOX.c.id).limit(1).scalar_subquery())
+        return select(OUTBOX.c.order_key).where(
+            OUTBOX.c.id == head, OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= bindparam("b_now"),
+            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < bindparam("b_now")))
+
+    # one SELECT a lane (SQLite scanned the pending messages for ``id IN (head, head)``)
+    return waiting(lanes[0]) if len(lanes) == 1 else union_all(*(waiting(lane) for lane in lanes))
+
+
+# The declared lanes waiting for a claim (the claim pass claims their heads with CLAIM_LANE_HEAD).
+WAITING_LANES = waiting_lanes(LANES)
 # The following pending messages of a lane, oldest first, for the chain that holds it: every pending
 # message of the lane not claimed (only the lane's head is ever claimed by others or backed off).
 CLAIM_LANE = (

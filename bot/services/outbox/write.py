@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from bot.services.outbox import sql
 from bot.services.outbox.delivery import Ref
+from bot.services.outbox.lanes import LANES, is_lane
 from storage.core_tx import BEFORE_COMMIT, Writer, pending
 from storage.db import Database
 from storage.prepared import dbapi_connection, prepared
@@ -38,19 +39,17 @@ class Taker(Protocol):
 # session.info keys: storage/db.py hands the claimed messages over and tells of the keys left unclaimed
 TAKER, CLAIMED, UNCLAIMED = "outbox_taker", "outbox_claimed", "outbox_unclaimed"
 HELD = "outbox_held"  # keys left to another process's chain, looked at again shortly (KeyClaims.look_again)
-AUDIT_LANE = "lane:audit"  # the audit channel's lines (bot/services/notices.py)
-
-
-def is_lane(order_key: str) -> bool:
-    return order_key.startswith("lane:")
 
 
 def enqueue(session: Writer, *, at: datetime, order_key: str, kind: str, payload: dict[str, Any]) -> None:
     """Add a message to the outbox inside the caller's transaction.
 
     The rows are written by one INSERT when the transaction commits (``_write_outbox``), in the order
-    they were enqueued; a rolled-back transaction writes none.
+    they were enqueued; a rolled-back transaction writes none. A ``lane:`` key must be one of ``LANES``
+    (``ValueError``): no claim would ever take an undeclared lane's messages.
     """
+    if is_lane(order_key) and order_key not in LANES:
+        raise ValueError(f"outbox lane {order_key!r} is not declared in bot/services/outbox/lanes.py LANES")
     info = pending(session)
     info.setdefault(_PENDING_ROWS, []).append(
         {"created_at": at, "order_key": order_key, "kind": kind, "payload": payload, "status": "pending",
