@@ -27,10 +27,10 @@ from bot.domain.requests import BREAKGLASS, EXTENSION, PolicyViolation, Status
 from bot.domain.requests import eligible_approvers as layer_candidates
 from bot.services import notices
 from bot.services.access.grants import GrantService
-from bot.services.context.on_call import check_on_call, record_on_call, request_context
+from bot.services.context.on_call import OnCallOutcome, check_on_call, record_on_call, request_context
 from bot.services.policy_version import require_current, under_current_policy
 from bot.services.requesting.final_approval import approve_final
-from bot.services.requesting.request_rows import load_request, read_request
+from bot.services.requesting.request_rows import check_grant_seen, load_request, read_request, seeing_its_grant
 from bot.services.requesting.requests import open_layer
 from bot.services.runtime import Runtime, new_id
 from storage.records import Unit, build
@@ -125,6 +125,15 @@ class ExtensionService:
             if len(first) < spec.min_approvals:
                 raise PolicyViolation(f"Nobody other than you can approve layer {first_layer} of {elig.name}; "
                                       "ask an administrator to fix the approver group.")
+        return await seeing_its_grant(functools.partial(
+            self._store, request_id=request_id, actor=actor, by=by, actor_slack=actor_slack, elig=elig,
+            on_call=on_call, first_layer=first_layer, first=first, now=now, after_hours=after_hours, seen=seen))
+
+    async def _store(self, last: bool, *, request_id: str, actor: str, by: timedelta, actor_slack: str | None,
+                     elig: Eligibility, on_call: OnCallOutcome, first_layer: int, first: set[str], now: datetime,
+                     after_hours: bool, seen: int | None) -> AccessRequest:
+        """``_ask``'s transaction: the extension request, its audit event and its notices."""
+        rt = self.rt
         async with rt.db.core_transaction() as tx:
             await require_current(tx, seen)
             unit = Unit(tx)
@@ -132,6 +141,7 @@ class ExtensionService:
             # decision at a time
             grant = await unit.first(Grant, _ACTIVE_GRANT_LOCKED, {"b_request": request_id})
             parent = await read_request(unit, request_id, lock=True)
+            check_grant_seen(parent, grant, last=last)  # made active since it was read: once more
             if parent.status != Status.ACTIVE.value or grant is None or grant.expires_at is None \
                     or grant.expires_at <= now:
                 raise PolicyViolation(f"{request_id} has no active access to extend.")

@@ -6,11 +6,11 @@ the first goes on. Where the two take their locks in opposite orders, this is a 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Update, text
+from sqlalchemy import Insert, Update, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
@@ -23,10 +23,16 @@ def _locks_rows(statement: Any) -> bool:
     return getattr(statement, "_for_update_arg", None) is not None or isinstance(statement, Update)
 
 
-class Pause:
-    """Stops ``db``'s next write transaction after its first statement that locks rows, until ``go()``."""
+def inserts_into(table: str) -> Callable[[Any], bool]:
+    """An ``INSERT`` into ``table`` (its new row stays invisible to other transactions until the commit)."""
+    return lambda statement: isinstance(statement, Insert) and statement.table.name == table  # type: ignore[attr-defined]
 
-    def __init__(self, db: Database) -> None:
+
+class Pause:
+    """Stops ``db``'s next write transaction after its first statement that locks rows (``after``: the first
+    for which ``after`` is true), until ``go()``."""
+
+    def __init__(self, db: Database, after: Callable[[Any], bool] = _locks_rows) -> None:
         self.holding, self._go, self.pid = asyncio.Event(), asyncio.Event(), 0
         real = db.transaction
 
@@ -37,7 +43,7 @@ class Pause:
 
                 async def paused(statement: Any, *args: Any, **kwargs: Any) -> Any:
                     result = await execute(statement, *args, **kwargs)
-                    if _locks_rows(statement) and not self.holding.is_set():
+                    if after(statement) and not self.holding.is_set():
                         self.pid = int((await execute(text("SELECT pg_backend_pid()"))).scalar_one())
                         self.holding.set()
                         await self._go.wait()

@@ -7,6 +7,7 @@ audited and told to the requester. ``GrantService`` (``grants.py``) offers them 
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -19,7 +20,7 @@ from bot.services.access import backstop
 from bot.services.access.grant_outcomes import snapshot
 from bot.services.context.grant_context import capped_expiry
 from bot.services.requesting.not_started import stop_before_start, waiting_grant
-from bot.services.requesting.request_rows import load_request, lock_live_grant
+from bot.services.requesting.request_rows import check_grant_seen, load_request, lock_live_grant, seeing_its_grant
 from bot.services.requesting.submission_checks import lock_person, other_open
 from bot.services.runtime import Runtime
 from storage.tables import Event, Grant
@@ -35,12 +36,19 @@ async def end_early(rt: Runtime, *, request_id: str, actor: str, reason: str, as
                     origin: dict[str, str] | None = None) -> Grant:
     """Release (by the requester) or revoke (by an admin) an active grant; the worker carries it out.
     An approved grant that has not started ends at once (``not_started.stop_before_start``)."""
+    return await seeing_its_grant(functools.partial(_end_early, rt, request_id=request_id, actor=actor,
+                                                    reason=reason, as_admin=as_admin, origin=origin))
+
+
+async def _end_early(rt: Runtime, last: bool, *, request_id: str, actor: str, reason: str, as_admin: bool,
+                     origin: dict[str, str] | None) -> Grant:
     now, actor = rt.clock.now(), actor.lower()
     async with rt.db.transaction() as session:
         live = await lock_live_grant(session, request_id)  # the grant's row before the request's
         req = await load_request(session, request_id, lock=True)
         if not as_admin and req.requester != actor:
             raise PolicyViolation("Only the requester can release this access.")
+        check_grant_seen(req, live, last=last)  # committed since it was read: once more (request_rows.py)
         if req.status == Status.APPROVED.value:
             waiting = waiting_grant(req, live, now=now)
             await stop_before_start(rt, session, req, waiting, actor=actor, by_admin=as_admin, now=now)
@@ -61,6 +69,10 @@ async def end_early(rt: Runtime, *, request_id: str, actor: str, reason: str, as
 
 async def extend(rt: Runtime, *, request_id: str, actor: str, by: timedelta) -> datetime:
     """Extend an active grant within the eligibility's maximum; returns the new expiry."""
+    return await seeing_its_grant(functools.partial(_extend, rt, request_id=request_id, actor=actor, by=by))
+
+
+async def _extend(rt: Runtime, last: bool, *, request_id: str, actor: str, by: timedelta) -> datetime:
     from bot.domain.requests import plan_extension
 
     now, actor = rt.clock.now(), actor.lower()
@@ -69,6 +81,7 @@ async def extend(rt: Runtime, *, request_id: str, actor: str, by: timedelta) -> 
         req = await load_request(session, request_id, lock=True)
         if req.requester != actor:
             raise PolicyViolation("Only the requester can extend this access.")
+        check_grant_seen(req, g, last=last)  # made active since it was read: once more (request_rows.py)
         if req.kind == BREAKGLASS:  # its cap and its review are of the use as announced (docs/policy.md)
             raise PolicyViolation("Break-glass access cannot be extended. If you still need it, use "
                                   "/jit breakglass again (a new alert and review) or request it with /jit.")

@@ -7,10 +7,13 @@ services) can use them without an import circle.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.requests import PolicyViolation
+from bot.domain.requests import PolicyViolation, Status
 from storage.records import Unit
 from storage.tables import AccessRequest, ApprovalVote, Grant
 
@@ -26,6 +29,9 @@ _REQUEST_ROW_LOCKED = _REQUEST_ROW.with_for_update()
 _VOTE_ROWS = select(_VOTE_TABLE).where(_VOTE_TABLE.c.request_id == bindparam("b_id")).order_by(_VOTE_TABLE.c.id)
 _LIVE_GRANT_LOCKED = select(Grant).where(Grant.request_id == bindparam("b_id"),
                                          Grant.status.in_(("granting", "active"))).with_for_update()  # type: ignore[attr-defined]
+_HAS_A_GRANT = (Status.APPROVED.value, Status.ACTIVE.value)
+
+T = TypeVar("T")
 
 
 async def load_request(session: AsyncSession, request_id: str, *, lock: bool = False) -> AccessRequest:
@@ -43,6 +49,32 @@ async def lock_live_grant(session: AsyncSession, request_id: str) -> Grant | Non
     request calls this first: a grant's row before its request's (docs/architecture.md, "Row locks and
     their order")."""
     return (await session.execute(_LIVE_GRANT_LOCKED, {"b_id": request_id})).scalar_one_or_none()
+
+
+class GrantUnseen(Exception):
+    """The request, once locked, has a grant that the transaction's read of its grant (before the request's
+    lock) did not find: raised to roll the transaction back and run it again (``seeing_its_grant``)."""
+
+
+def check_grant_seen(req: AccessRequest, grant: Grant | None, *, last: bool) -> None:
+    """Raise GrantUnseen unless ``last`` when ``req`` (just locked) is APPROVED or ACTIVE but ``grant`` (the
+    transaction's read of its grant, taken first) is None. On PostgreSQL that read may have come before a
+    transaction that held the request's lock committed its grant (an approval, an admin's retry, the grant
+    pipeline making it active): the read did not see it, the request's lock, taken after that commit, does
+    see the request it approved. The grant's row cannot be locked now, after the request's
+    (docs/architecture.md, "Row locks and their order"); a new transaction sees it."""
+    if grant is None and not last and req.status in _HAS_A_GRANT:
+        raise GrantUnseen
+
+
+async def seeing_its_grant(run: Callable[[bool], Awaitable[T]]) -> T:
+    """``run(False)``: a transaction that locks a request's grant, then the request, and calls
+    ``check_grant_seen``; once more, ``run(True)``, when that finds a grant it did not see. Twice at most:
+    the second transaction decides with what it reads."""
+    try:
+        return await run(False)
+    except GrantUnseen:
+        return await run(True)
 
 
 async def read_request(unit: Unit, request_id: str, *, lock: bool = False) -> AccessRequest:

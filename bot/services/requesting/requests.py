@@ -22,7 +22,14 @@ from bot.services.policy_version import require_current, under_current_policy
 from bot.services.requesting.bundles import bundle_context, check_members
 from bot.services.requesting.extension_apply import deadline_of
 from bot.services.requesting.final_approval import GRANT_HANDED, approve_final
-from bot.services.requesting.request_rows import close_schedule, load_request, load_votes, lock_live_grant
+from bot.services.requesting.request_rows import (
+    check_grant_seen,
+    close_schedule,
+    load_request,
+    load_votes,
+    lock_live_grant,
+    seeing_its_grant,
+)
 from bot.services.requesting.submission_checks import check_open_and_rate, check_start, lock_person, stored_first
 from bot.services.runtime import Runtime, new_id
 from connectors.base import ConnectorError
@@ -187,6 +194,9 @@ class RequestService:
 
     async def cancel(self, *, request_id: str, by: str) -> AccessRequest:
         """The requester withdraws a PENDING request, or an APPROVED one whose grant has not started."""
+        return await seeing_its_grant(functools.partial(self._cancel, request_id=request_id, by=by))
+
+    async def _cancel(self, last: bool, *, request_id: str, by: str) -> AccessRequest:
         from bot.services.requesting.not_started import stop_before_start, waiting_grant
 
         rt, now = self.rt, self.rt.clock.now()
@@ -195,6 +205,7 @@ class RequestService:
             req = await load_request(session, request_id, lock=True)
             if by.lower() not in (req.requester, req.submitted_by):
                 raise PolicyViolation("Only the requester can cancel this request.")
+            check_grant_seen(req, live, last=last)  # approved since it was read: once more (request_rows.py)
             if req.status == Status.APPROVED.value:
                 grant = waiting_grant(req, live, now=now)
                 await stop_before_start(rt, session, req, grant, actor=by.lower(), by_admin=False, now=now)
