@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.db import Database
 from storage.tables import Membership
@@ -13,7 +14,11 @@ _TABLE = Membership.__table__  # type: ignore[attr-defined]
 _MEMBERS = select(_TABLE.c.user_id).where(_TABLE.c.connector == bindparam("b_connector"),
                                           _TABLE.c.target == bindparam("b_target"))
 _MEMBER = _MEMBERS.where(_TABLE.c.user_id == bindparam("b_user"))
-_ADD = insert(_TABLE)
+# One statement: a row already there (another replica added it at the same moment, too) is left as it is and
+# returns nothing.
+_ADD = {dialect: insert(_TABLE).values(connector=bindparam("b_connector"), target=bindparam("b_target"),
+                                       user_id=bindparam("b_user")).on_conflict_do_nothing().returning(_TABLE.c.user_id)
+        for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))}
 _REMOVE = delete(_TABLE).where(*_MEMBER.whereclause.clauses).returning(_TABLE.c.user_id)
 
 
@@ -30,15 +35,9 @@ class DatabaseMembershipStore:
             return bool(await reads.rows(_MEMBER, {"b_connector": connector, "b_target": target, "b_user": user_id}))
 
     async def add(self, connector: str, target: str, user_id: str) -> bool:
-        key = {"b_connector": connector, "b_target": target, "b_user": user_id}
-        try:
-            async with self.db.core_transaction() as tx:
-                if await tx.rows(_MEMBER, key):
-                    return False
-                await tx.many(_ADD, [{"connector": connector, "target": target, "user_id": user_id}])
-                return True
-        except IntegrityError:  # another replica added it at the same moment
-            return False
+        add = _ADD["sqlite" if self.db.is_sqlite else "postgresql"]
+        async with self.db.core_transaction() as tx:
+            return bool(await tx.rows(add, {"b_connector": connector, "b_target": target, "b_user": user_id}))
 
     async def remove(self, connector: str, target: str, user_id: str) -> bool:
         async with self.db.core_transaction() as tx:
