@@ -126,7 +126,10 @@ async def test_an_extension_beyond_the_maximum_is_approved_again_in_slack(databa
 
         await serve.until(gone, timeout=40, what="the end of the access")
         assert datetime.now(UTC) >= ends  # not removed before the approved expiry, nor kept past it
-        await sender.click("U2BOB", late.channel, late.ts, ids.APPROVE)  # too late
+        try:  # too late
+            await sender.click("U2BOB", late.channel, late.ts, ids.APPROVE)
+        except KeyError:  # the lapse has already edited bob's DM: no button left to click
+            pass
 
         async def lapsed() -> bool:
             rows = await fetch(db_name, "SELECT status FROM access_request WHERE kind = 'extension' "
